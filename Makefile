@@ -1,0 +1,52 @@
+# Two commands set up everything on a fresh machine:
+#   make demo   several beat replicas on local Redis masters, each slot dispatched once
+#   make test   lint, type check, the documentation build and the whole test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck docs bench redis-server clean
+
+$(STAMP): pyproject.toml
+	@[ -n "$(PYTHON)" ] || { echo "error: no python3 found; install Python 3.10 or newer" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+		{ echo "error: $(PYTHON) is older than Python 3.10; set PYTHON=/path/to/python3.10+" >&2; exit 1; }
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV) || \
+		{ echo "error: could not create $(VENV); install the venv module (Debian: apt-get install python3-venv)" >&2; exit 1; }
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev,django]"
+	@touch $@
+
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "redis-server is missing: installing it with apt-get"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+		else \
+			echo "error: redis-server is missing. Install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis) and run again." >&2; \
+			exit 1; \
+		fi; }
+	@command -v redis-server >/dev/null 2>&1 || { echo "error: redis-server is still missing after apt-get" >&2; exit 1; }
+
+demo: $(STAMP) redis-server
+	$(BIN)/python examples/lock_demo.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict celery_singleton_beat
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir $(VENV)/site
+
+test: lint typecheck docs redis-server
+	$(BIN)/pytest
+
+bench: $(STAMP) redis-server
+	$(BIN)/python bench/locks.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

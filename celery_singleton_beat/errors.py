@@ -1,0 +1,64 @@
+"""Every error the library raises, under one root.
+
+Each subclass carries the data a caller needs (the key, the nodes, their errors) and
+builds a full sentence that says what went wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class SingletonBeatError(Exception):
+    """Root of every error raised by celery-singleton-beat."""
+
+
+class ConfigurationError(SingletonBeatError, ValueError):
+    """A setting or argument has a value the library cannot use.
+
+    Raised at start-up, never later: the message names the setting, the bad value and
+    the accepted form.
+    """
+
+    def __init__(self, name: str, value: object, accepted: str) -> None:
+        self.name = name
+        self.value = value
+        self.accepted = accepted
+        super().__init__(f"{name} = {value!r} is not valid: {accepted}.")
+
+
+class LockError(SingletonBeatError):
+    """A lock operation could not be carried out."""
+
+
+class QuorumUnavailable(LockError):
+    """Fewer than a majority of the lock's Redis masters answered.
+
+    ``errors`` maps each unreachable node (``host:port``) to the error it gave. Nothing
+    is left locked by the failed attempt: the attempt is released on every node.
+    """
+
+    def __init__(self, key: str, needed: int, total: int, errors: Mapping[str, str]) -> None:
+        self.key = key
+        self.needed = needed
+        self.total = total
+        self.errors = dict(errors)
+        detail = "; ".join(f"{node}: {error}" for node, error in self.errors.items())
+        super().__init__(
+            f"lock {key!r}: only {total - len(self.errors)} of {total} Redis masters "
+            f"answered, {needed} are needed for a majority ({detail}). Check that the "
+            f"masters are running and reachable from this host."
+        )
+
+    @property
+    def nodes(self) -> list[str]:
+        """The nodes that did not answer, as ``host:port``."""
+        return list(self.errors)
+
+
+class LockHeld(LockError):
+    """The key is held by someone else (raised where ``None`` cannot be returned)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"lock {key!r} is held by another owner.")
