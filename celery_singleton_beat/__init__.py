@@ -6,6 +6,7 @@ from celery_singleton_beat.errors import (
     QuorumUnavailable,
     SingletonBeatError,
 )
+from celery_singleton_beat.scheduler import Scheduler
 
 __version__ = "0.1.0"
 
@@ -13,6 +14,7 @@ __all__ = [
     "ConfigurationError",
     "LockError",
     "QuorumUnavailable",
+    "Scheduler",
     "SingletonBeatError",
     "__version__",
 ]

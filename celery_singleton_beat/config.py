@@ -1,0 +1,123 @@
+"""The library's settings, read once from ``app.conf`` into one frozen, validated object.
+
+Every setting is a lowercase Celery key starting with ``singleton_beat_`` (with Django and
+``config_from_object(..., namespace="CELERY")``: ``CELERY_SINGLETON_BEAT_*``). A bad value
+fails here, at start-up, with the setting's name, the value and the accepted form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from kombu.utils.url import maybe_sanitize_url
+
+from celery_singleton_beat.errors import ConfigurationError
+from celery_singleton_beat.locks.nodes import parse_masters
+
+logger = logging.getLogger(__name__)
+
+MODES = ("active", "leader")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Validated settings; build it with :meth:`from_conf`. Defaults are the documented ones."""
+
+    redis_urls: tuple[str, ...]
+    mode: str = "active"
+    lease_ttl: float = 10.0
+    claim_ttl: float = 3.0
+    fence_retention: float = 86400.0
+    misfire_grace: float = 300.0
+    key_prefix: str = "singleton-beat:"
+    node_timeout: float = 0.05
+    health_port: int | None = None
+
+    @classmethod
+    def from_conf(cls, conf: Mapping[str, Any]) -> Config:
+        """Read and check every ``singleton_beat_*`` setting of a Celery ``app.conf``."""
+        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name != "redis_urls"}
+        values: dict[str, Any] = {}
+        for name, default in defaults.items():
+            value = conf.get(f"singleton_beat_{name}")
+            values[name] = default if value is None else value
+        config = cls(redis_urls=_redis_urls(conf), **values)
+        config.validate()
+        return config
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Each setting's full name and value (URLs with passwords hidden)."""
+        values = dataclasses.asdict(self)
+        values["redis_urls"] = [maybe_sanitize_url(u) for u in self.redis_urls]
+        return {f"singleton_beat_{k}": v for k, v in values.items()}
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            _refuse("mode", self.mode, "'active' (every replica evaluates) or 'leader'")
+        for name in ("lease_ttl", "claim_ttl", "fence_retention", "misfire_grace", "node_timeout"):
+            _positive(name, getattr(self, name))
+        if self.claim_ttl >= self.fence_retention:
+            _refuse(
+                "claim_ttl",
+                self.claim_ttl,
+                f"a number of seconds below singleton_beat_fence_retention "
+                f"({self.fence_retention}): a fence must outlive its claim",
+            )
+        for name in ("claim_ttl", "lease_ttl"):
+            if self.node_timeout * 4 > getattr(self, name):
+                _refuse(
+                    "node_timeout",
+                    self.node_timeout,
+                    f"a number of seconds at most a quarter of singleton_beat_{name} "
+                    f"({getattr(self, name)})",
+                )
+        if not isinstance(self.key_prefix, str) or not self.key_prefix:
+            _refuse("key_prefix", self.key_prefix, "a non-empty string such as 'singleton-beat:'")
+        port = self.health_port
+        if port is not None and (
+            isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535
+        ):
+            _refuse("health_port", port, "a TCP port number from 0 to 65535, or None to disable")
+        try:
+            parse_masters(self.redis_urls, self.node_timeout)
+        except ConfigurationError as exc:
+            raise ConfigurationError("singleton_beat_redis_urls", exc.value, exc.accepted) from None
+
+
+def _redis_urls(conf: Mapping[str, Any]) -> tuple[str, ...]:
+    urls = conf.get("singleton_beat_redis_urls")
+    if urls is None:
+        broker = conf.get("broker_url") or ""
+        if isinstance(broker, str) and broker.startswith(("redis://", "rediss://")):
+            logger.warning(
+                "singleton_beat_redis_urls is not set: using the broker %s as the only "
+                "lock master. One master gives no Redis fault tolerance; list three "
+                "independent masters in singleton_beat_redis_urls.",
+                maybe_sanitize_url(broker),
+            )
+            return (broker,)
+        _refuse(
+            "redis_urls",
+            None,
+            "a list of redis:// URLs of independent masters (or one comma-separated "
+            "string); it may be left unset only when broker_url is a Redis URL",
+        )
+    if isinstance(urls, str):
+        return tuple(u.strip() for u in urls.split(",") if u.strip())
+    if isinstance(urls, (list, tuple)):
+        return tuple(urls)
+    _refuse("redis_urls", urls, "a list of redis:// URLs or one comma-separated string")
+    raise AssertionError  # unreachable: _refuse raises
+
+
+def _positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        _refuse(name, value, "a positive number of seconds")
+
+
+def _refuse(name: str, value: Any, accepted: str) -> None:
+    raise ConfigurationError(f"singleton_beat_{name}", value, accepted)

@@ -1,0 +1,129 @@
+"""Per-entry settings and the plan the scheduler keeps for each entry.
+
+Per-entry settings live in the entry's ``options`` under ``"singleton_beat"``, so the same
+``beat_schedule`` still runs under Celery's default scheduler::
+
+    "nightly-report": {
+        "task": "reports.nightly",
+        "schedule": crontab(hour=2, minute=30),
+        "options": {"singleton_beat": {"misfire": "skip", "timezone": "Europe/Berlin"}},
+    }
+
+They are removed from the options before the message is published.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from celery.beat import ScheduleEntry
+
+from celery_singleton_beat.errors import ConfigurationError
+from celery_singleton_beat.slots import IntervalSlots, Slots, slots_for
+
+OPTION = "singleton_beat"
+MISFIRE_POLICIES = ("coalesce", "skip")
+#: A slot not handled within this many seconds of its time has been missed.
+ON_TIME = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class EntryPolicy:
+    """What an entry asks for: how to treat missed slots, and in which timezone."""
+
+    misfire: str = "coalesce"
+    misfire_grace: float = 300.0
+    timezone: str | None = None
+
+    @classmethod
+    def from_options(cls, name: str, options: dict[str, Any], grace: float) -> EntryPolicy:
+        raw = options.get(OPTION) or {}
+        where = f"beat_schedule[{name!r}]['options'][{OPTION!r}]"
+        if not isinstance(raw, dict):
+            raise ConfigurationError(where, raw, "a dict of per-entry settings")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"{where}[{unknown[0]!r}]", raw[unknown[0]], f"one of {sorted(known)}"
+            )
+        policy = cls(**{"misfire_grace": grace, **raw})
+        policy._validate(where)
+        return policy
+
+    def _validate(self, where: str) -> None:
+        if self.misfire not in MISFIRE_POLICIES:
+            raise ConfigurationError(
+                f"{where}['misfire']", self.misfire, "'coalesce' (default) or 'skip'"
+            )
+        grace = self.misfire_grace
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace <= 0:
+            raise ConfigurationError(
+                f"{where}['misfire_grace']", grace, "a positive number of seconds"
+            )
+        if self.timezone is not None:
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError, TypeError):
+                raise ConfigurationError(
+                    f"{where}['timezone']",
+                    self.timezone,
+                    "an IANA zone name such as 'Europe/Berlin'",
+                ) from None
+
+
+class Entry(ScheduleEntry):  # type: ignore[misc]
+    """A beat schedule entry whose ``options`` may carry ``"singleton_beat"`` settings."""
+
+    def publish_options(self) -> dict[str, Any]:
+        """The entry's options as Celery should see them (ours taken out)."""
+        return {k: v for k, v in self.options.items() if k != OPTION}
+
+
+@dataclasses.dataclass
+class Plan:
+    """The scheduler's view of one entry: its slots and the next slot not known handled."""
+
+    name: str
+    entry: Entry
+    slots: Slots
+    policy: EntryPolicy
+    next_slot: int | None = None
+    wake: int | None = None
+    """When the scheduler looks at this entry next (ms)."""
+
+    @classmethod
+    def build(cls, entry: Entry, app_tz: dt.tzinfo, grace: float) -> Plan:
+        policy = EntryPolicy.from_options(entry.name, entry.options or {}, grace)
+        tz = ZoneInfo(policy.timezone) if policy.timezone else app_tz
+        return cls(entry.name, entry, slots_for(entry.name, entry.schedule, tz), policy)
+
+    @property
+    def every_ms(self) -> int | None:
+        return self.slots.every_ms if isinstance(self.slots, IntervalSlots) else None
+
+    def newest_due(self, now: int) -> int | None:
+        """The newest slot at or before ``now`` from ``next_slot`` on, or None if none is due."""
+        slot = self.next_slot
+        if slot is None or slot > now:
+            return None
+        if isinstance(self.slots, IntervalSlots):
+            return self.slots.next_after(now) - self.slots.every_ms
+        while True:
+            following = self.slots.next_after(slot)
+            if following is None or following > now:
+                return slot
+            slot = following
+
+    def missed_between(self, after: int, before: int, limit: int = 100_000) -> int:
+        """How many slots lie strictly between ``after`` and ``before``."""
+        if isinstance(self.slots, IntervalSlots):
+            return self.slots.count_between(after, before - 1)
+        count, slot = 0, self.slots.next_after(after)
+        while slot is not None and slot < before and count < limit:
+            count += 1
+            slot = self.slots.next_after(slot)
+        return count

@@ -1,0 +1,242 @@
+"""Shared schedule state in Redis: per-entry progress, slot fences and replica heartbeats.
+
+Keys (under the configured prefix):
+
+- ``entry:{name}`` — hash: ``last`` (the newest slot handled, ms), ``dispatched`` and
+  ``skipped`` counts. Written to every reachable master as "set if greater"; read as the
+  maximum over a majority, so any replica continues where another stopped.
+- ``anchor:{name}:{every_ms}`` — the anchor of an interval entry's slots, set once.
+- ``fire:{name}:{slot}`` — the fence of one slot: a claim token while a replica publishes
+  (short TTL), then ``done:{outcome}`` (kept for the fence retention).
+- ``replica:{host}:{pid}`` — a replica's heartbeat (JSON, with a TTL).
+
+Each operation is one script per entry, pipelined for all entries and sent to all masters
+in one round trip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from celery_singleton_beat.errors import QuorumUnavailable
+from celery_singleton_beat.locks.nodes import Masters, describe
+
+DONE = 2
+CLAIMED = 1
+HELD = 0
+
+
+@dataclasses.dataclass
+class Claim:
+    """What the masters said about one slot's fence."""
+
+    status: int | None
+    """DONE, CLAIMED (we hold a majority), HELD (another replica has it or a split vote),
+    or None when no majority answered."""
+    last: int
+    """The entry's newest handled slot, maximum over the masters that answered (ms)."""
+    errors: dict[str, str]
+
+
+class SlotStore:
+    """Reads and writes the shared schedule state on the masters."""
+
+    # KEYS[1] fence, KEYS[2] entry hash; ARGV[1] claim token, ARGV[2] claim ttl in ms
+    # -> {DONE | CLAIMED | HELD, entry's last slot}
+    CLAIM = """
+    local last = redis.call('HGET', KEYS[2], 'last') or '0'
+    local fence = redis.call('GET', KEYS[1])
+    if fence then
+        if string.sub(fence, 1, 5) == 'done:' then return {2, last} end
+        return {0, last}
+    end
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return {1, last}
+    """
+
+    # KEYS[1] fence; ARGV[1] claim token -> 1 when our claim was removed
+    UNCLAIM = """
+    if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+    return 0
+    """
+
+    # KEYS[1] fence, KEYS[2] entry hash
+    # ARGV[1] outcome, ARGV[2] retention ms, ARGV[3] slot ms, ARGV[4] dispatched, ARGV[5] skipped
+    FINISH = """
+    redis.call('SET', KEYS[1], 'done:' .. ARGV[1], 'PX', ARGV[2])
+    local last = tonumber(redis.call('HGET', KEYS[2], 'last') or '0')
+    if tonumber(ARGV[3]) > last then redis.call('HSET', KEYS[2], 'last', ARGV[3]) end
+    redis.call('HINCRBY', KEYS[2], 'dispatched', ARGV[4])
+    redis.call('HINCRBY', KEYS[2], 'skipped', ARGV[5])
+    return 1
+    """
+
+    # KEYS[1] entry hash, KEYS[2] anchor key (interval entries)
+    # ARGV[1] now in ms (the entry's start when it is new), ARGV[2] anchor proposal or ''
+    # -> {last, anchor or ''}
+    INIT = """
+    redis.call('HSETNX', KEYS[1], 'last', ARGV[1])
+    local anchor = ''
+    if ARGV[2] ~= '' then
+        redis.call('SET', KEYS[2], ARGV[2], 'NX')
+        anchor = redis.call('GET', KEYS[2])
+    end
+    return {redis.call('HGET', KEYS[1], 'last'), anchor}
+    """
+
+    # KEYS[1] anchor key; ARGV[1] anchor -> 1 (lowers a divergent anchor to the agreed one)
+    LOWER_ANCHOR = """
+    local current = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
+    if tonumber(ARGV[1]) <= current then redis.call('SET', KEYS[1], ARGV[1]) end
+    return 1
+    """
+
+    def __init__(self, masters: Masters, prefix: str) -> None:
+        self.masters = masters
+        self.prefix = prefix
+        self._claim = masters.script(self.CLAIM)
+        self._unclaim = masters.script(self.UNCLAIM)
+        self._finish = masters.script(self.FINISH)
+        self._init = masters.script(self.INIT)
+        self._lower = masters.script(self.LOWER_ANCHOR)
+
+    def entry_key(self, name: str) -> str:
+        return f"{self.prefix}entry:{name}"
+
+    def fence_key(self, name: str, slot: int) -> str:
+        return f"{self.prefix}fire:{name}:{slot}"
+
+    def anchor_key(self, name: str, every_ms: int) -> str:
+        return f"{self.prefix}anchor:{name}:{every_ms}"
+
+    def replica_key(self, replica: str) -> str:
+        return f"{self.prefix}replica:{replica}"
+
+    def init(
+        self, entries: Sequence[tuple[str, int | None]], now: int
+    ) -> list[tuple[int, int | None]]:
+        """Register entries (name, interval in ms or None): their last slot and anchor.
+
+        A new entry starts at ``now``: slots before its first sighting never fire. An
+        interval entry's anchor is proposed as ``now`` rounded down to a whole interval,
+        so replicas starting together propose the same one; the smallest stored wins.
+        """
+        commands = [
+            (
+                "EVALSHA",
+                self._init,
+                2,
+                self.entry_key(name),
+                self.anchor_key(name, every or 0),
+                now,
+                "" if every is None else now - now % every,
+            )
+            for name, every in entries
+        ]
+        answers = self._majority("init", commands)
+        results: list[tuple[int, int | None]] = []
+        divergent = []
+        for index, (name, every) in enumerate(entries):
+            lasts = [int(a[index][0]) for a in answers]
+            anchor = None
+            if every is not None:
+                anchors = [int(a[index][1]) for a in answers if a[index][1]]
+                anchor = min(anchors)
+                if max(anchors) != anchor:
+                    divergent.append(
+                        ("EVALSHA", self._lower, 1, self.anchor_key(name, every), anchor)
+                    )
+            results.append((max(lasts), anchor))
+        if divergent:
+            self.masters.broadcast(divergent)
+        return results
+
+    def claim(self, fences: Sequence[tuple[str, int]], token: str, ttl: float) -> list[Claim]:
+        """Try to claim each (entry, slot) fence on a majority, in one round trip."""
+        ttl_ms = max(1, int(ttl * 1000))
+        commands = [
+            ("EVALSHA", self._claim, 2, self.fence_key(n, s), self.entry_key(n), token, ttl_ms)
+            for n, s in fences
+        ]
+        replies = self.masters.broadcast(commands) if commands else []
+        errors = _errors(self.masters, replies)
+        quorum, total = self.masters.quorum, len(self.masters.nodes)
+        claims = []
+        for index in range(len(fences)):
+            statuses = [int(r[index][0]) for r in replies if not isinstance(r, Exception)]
+            last = max(
+                (int(r[index][1]) for r in replies if not isinstance(r, Exception)), default=0
+            )
+            if DONE in statuses:
+                status: int | None = DONE
+            elif statuses.count(CLAIMED) >= quorum:
+                status = CLAIMED
+            elif total - len(errors) < quorum:
+                status = None
+            else:
+                status = HELD
+            claims.append(Claim(status, last, errors))
+        return claims
+
+    def unclaim(self, fences: Sequence[tuple[str, int]], token: str) -> None:
+        """Give back claims that did not reach a majority, so nobody waits for their TTL."""
+        if fences:
+            self.masters.broadcast(
+                [("EVALSHA", self._unclaim, 1, self.fence_key(n, s), token) for n, s in fences]
+            )
+
+    def finish(self, outcomes: Sequence[tuple[str, int, str, int, int]], retention: float) -> int:
+        """Mark fences done and advance the entries: (name, slot, outcome, sent, skipped).
+
+        Returns how many masters acknowledged.
+        """
+        if not outcomes:
+            return len(self.masters.nodes)
+        retention_ms = int(retention * 1000)
+        commands = [
+            (
+                "EVALSHA",
+                self._finish,
+                2,
+                self.fence_key(name, slot),
+                self.entry_key(name),
+                outcome,
+                retention_ms,
+                slot,
+                sent,
+                skipped,
+            )
+            for name, slot, outcome, sent, skipped in outcomes
+        ]
+        replies = self.masters.broadcast(commands)
+        return sum(not isinstance(r, Exception) for r in replies)
+
+    def heartbeat(self, replica: str, info: dict[str, Any], ttl: float) -> None:
+        """Write this replica's heartbeat; raises QuorumUnavailable without a majority."""
+        payload = json.dumps(info, sort_keys=True)
+        self._majority(
+            "heartbeat", [("SET", self.replica_key(replica), payload, "PX", int(ttl * 1000))]
+        )
+
+    def forget_replica(self, replica: str) -> None:
+        self.masters.broadcast([("DEL", self.replica_key(replica))])
+
+    def _majority(self, what: str, commands: list[tuple[Any, ...]]) -> list[list[Any]]:
+        replies = self.masters.broadcast(commands)
+        answers = [r for r in replies if not isinstance(r, Exception)]
+        if len(answers) < self.masters.quorum:
+            raise QuorumUnavailable(
+                what, self.masters.quorum, len(replies), _errors(self.masters, replies)
+            )
+        return answers
+
+
+def _errors(masters: Masters, replies: Sequence[list[Any] | Exception]) -> dict[str, str]:
+    return {
+        node.name: describe(reply)
+        for node, reply in zip(masters.nodes, replies, strict=True)
+        if isinstance(reply, Exception)
+    }

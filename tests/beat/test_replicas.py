@@ -1,0 +1,247 @@
+"""The product's promise, under failure: beat replicas as real processes, a real worker,
+real Redis masters. Each slot in the observed window is executed exactly once."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from celery_singleton_beat.testing import RedisServer, free_port
+from tests.beat.harness import (
+    beat_cluster,
+    check_exactly_once,
+    executed_slots,
+    master_hash,
+    slot_ms,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+Cluster = Callable[[int], list[RedisServer]]
+FAST = {"singleton_beat_claim_ttl": 1.0, "singleton_beat_lease_ttl": 3.0}
+TWO_ENTRIES = {"one": {"every": 1}, "two": {"every": 2}}
+
+
+def http_status(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def test_three_active_replicas_execute_every_slot_exactly_once(
+    three_masters: list[RedisServer], tmp_path: Path
+) -> None:
+    with beat_cluster(tmp_path, three_masters, TWO_ENTRIES, **FAST) as cluster:
+        cluster.start_worker()
+        for name in ("r1", "r2", "r3"):
+            cluster.start_replica(name)
+        wait_for(lambda: len(cluster.executions()) >= 2, 30, "first executions")
+        start = time.time()
+        time.sleep(32)
+        end = time.time() - 1.5
+        rows = cluster.executions()
+    check_exactly_once(rows, "one", 1, start, end)
+    check_exactly_once(rows, "two", 2, start, end)
+    assert len({r["replica"] for r in rows}) >= 2, "active mode: more than one replica sends"
+
+
+def test_killing_the_replica_that_dispatched_last_loses_and_repeats_nothing(
+    three_masters: list[RedisServer], tmp_path: Path
+) -> None:
+    with beat_cluster(tmp_path, three_masters, TWO_ENTRIES, **FAST) as cluster:
+        cluster.start_worker()
+        for name in ("r1", "r2", "r3"):
+            cluster.start_replica(name)
+        wait_for(lambda: len(cluster.executions()) >= 2, 30, "first executions")
+        start = time.time()
+        kills = 0
+        while kills < 6:
+            time.sleep(4.5)
+            last = cluster.executions()[-1]["replica"]
+            cluster.restart(cluster.replica_of(last))
+            kills += 1
+        time.sleep(4)
+        end = time.time() - 1.5
+        rows = cluster.executions()
+    check_exactly_once(rows, "one", 1, start, end)
+    check_exactly_once(rows, "two", 2, start, end)
+    times = sorted(r["at"] for r in rows if r["entry"] == "one" and start <= r["at"] <= end)
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert max(gaps) < 1 + 1, f"longest gap between runs of a 1 s entry: {max(gaps):.2f}s"
+
+
+def test_a_replica_paused_past_the_claim_ttl_resumes_without_duplicates(
+    three_masters: list[RedisServer], tmp_path: Path
+) -> None:
+    with beat_cluster(tmp_path, three_masters, TWO_ENTRIES, **FAST) as cluster:
+        cluster.start_worker()
+        replicas = [cluster.start_replica(name) for name in ("r1", "r2", "r3")]
+        wait_for(lambda: len(cluster.executions()) >= 2, 30, "first executions")
+        start = time.time()
+        paused = replicas[0]
+        paused.popen.send_signal(19)  # SIGSTOP
+        time.sleep(3 * FAST["singleton_beat_claim_ttl"])
+        paused.popen.send_signal(18)  # SIGCONT
+        resumed = time.time()
+        time.sleep(6)
+        end = time.time() - 1.5
+        rows = cluster.executions()
+        heartbeat = master_replica_tick(three_masters, cluster.replica_id(paused))
+        assert paused.alive()
+    check_exactly_once(rows, "one", 1, start, end)
+    check_exactly_once(rows, "two", 2, start, end)
+    assert heartbeat > resumed, "the resumed replica ticks again"
+
+
+def master_replica_tick(masters: list[RedisServer], replica: str) -> float:
+    import json
+
+    for master in masters:
+        raw = master.client().get(f"singleton-beat:replica:{replica}")
+        if raw:
+            return float(json.loads(raw)["last_tick"])
+    return 0.0
+
+
+def test_leader_mode_fails_over_within_the_lease_ttl_and_a_paused_leader_steps_down(
+    three_masters: list[RedisServer], tmp_path: Path
+) -> None:
+    settings = {**FAST, "singleton_beat_mode": "leader"}
+    lease_ttl = settings["singleton_beat_lease_ttl"]
+    with beat_cluster(tmp_path, three_masters, {"one": {"every": 1}}, **settings) as cluster:
+        cluster.start_worker()
+        for name in ("r1", "r2", "r3"):
+            cluster.start_replica(name)
+        wait_for(lambda: len(cluster.executions()) >= 2, 30, "first executions")
+        start = time.time()
+        leader = cluster.replica_of(cluster.executions()[-1]["replica"])
+        cluster.kill(leader)
+        killed = time.time()
+        wait_for(
+            lambda: any(r["at"] > killed for r in cluster.executions()), 10, "a new leader"
+        )
+        takeover = min(r["at"] for r in cluster.executions() if r["at"] > killed)
+        assert takeover - killed <= lease_ttl + 1
+        time.sleep(2)
+        leader = cluster.replica_of(cluster.executions()[-1]["replica"])
+        leader.popen.send_signal(19)  # SIGSTOP past the lease
+        time.sleep(lease_ttl + 2)
+        leader.popen.send_signal(18)
+        wait_for(lambda: "steps down to standby" in leader.text(), 10, "the old leader steps down")
+        time.sleep(3)
+        end = time.time() - 1.5
+        rows = cluster.executions()
+        assert leader.alive()
+    counts = executed_slots(rows, "one")
+    assert [s for s, n in counts.items() if n > 1] == []
+    assert "Traceback" not in leader.text()
+    assert start < end
+
+
+def test_losing_one_master_changes_nothing_and_losing_two_stops_publishing_until_back(
+    three_masters: list[RedisServer], tmp_path: Path
+) -> None:
+    ports = [free_port(), free_port()]
+    schedule = {"one": {"every": 1}, "skip": {"every": 1, "options": {"singleton_beat": {"misfire": "skip"}}}}
+    with beat_cluster(tmp_path, three_masters, schedule, **FAST) as cluster:
+        cluster.start_worker()
+        replicas = [
+            cluster.start_replica(f"r{i}", settings={"singleton_beat_health_port": port})
+            for i, port in enumerate(ports)
+        ]
+        wait_for(lambda: len(cluster.executions()) >= 2, 30, "first executions")
+        wait_for(lambda: http_status(ports[0], "/readyz") == 200, 10, "/readyz 200")
+        start = time.time()
+        three_masters[0].kill()
+        time.sleep(6)
+        end = time.time() - 1.5
+        check_exactly_once(cluster.executions(), "one", 1, start, end)
+
+        three_masters[1].kill()
+        wait_for(lambda: http_status(ports[0], "/readyz") == 503, 10, "/readyz 503")
+        assert http_status(ports[0], "/healthz") == 200, "the loop is alive, only not ready"
+        time.sleep(1.5)
+        before = len(cluster.executions())
+        time.sleep(5)
+        assert len(cluster.executions()) == before, "nothing is published without a majority"
+
+        three_masters[0].start()
+        three_masters[1].start()
+        wait_for(lambda: http_status(ports[0], "/readyz") == 200, 15, "/readyz 200 again")
+        resumed = time.time()
+        time.sleep(5)
+        rows = cluster.executions()
+        skipped = master_hash(three_masters, "singleton-beat:entry:skip").get("skipped", 0)
+        logs = [r.text() for r in replicas]
+    counts = executed_slots(rows, "one")
+    assert [s for s, n in counts.items() if n > 1] == []
+    assert any(r["at"] > resumed for r in rows), "dispatch resumes by itself"
+    assert skipped >= 5, "the skip entry counts the slots missed while no majority answered"
+    for log in logs:
+        assert len(re.findall("no majority of Redis masters reachable", log)) == 1
+        assert log.count("a majority of Redis masters answers again") == 1
+
+
+def test_a_replica_dying_between_publish_and_done_is_covered_with_the_same_task_id(
+    three_masters: list[RedisServer], tmp_path: Path
+) -> None:
+    with beat_cluster(tmp_path, three_masters, {"two": {"every": 2}}, **FAST) as cluster:
+        cluster.start_worker()
+        crasher = cluster.start_replica(
+            "crasher", scheduler="tests.beat.app:CrashAfterPublish", TEST_CRASH_ENTRY="two"
+        )
+        cluster.start_replica("steady")
+        wait_for(lambda: not crasher.alive(), 60, f"the crash hook\n{crasher.text()}")
+        assert crasher.popen.returncode == 17
+        crashed = cluster.replica_id(crasher)
+        wait_for(
+            lambda: any(r["replica"] != crashed for r in cluster.executions()[-1:]),
+            10, "the steady replica to publish again",
+        )  # fmt: skip
+        time.sleep(3)
+        rows = cluster.executions()
+    crashed_rows = [r for r in rows if r["replica"] == crashed]
+    lost_slot = crashed_rows[-1]["slot"]
+    again = [r for r in rows if r["slot"] == lost_slot]
+    assert len(again) == 2
+    assert again[0]["task_id"] == again[1]["task_id"]
+    assert again[1]["replica"] != crashed
+
+
+@pytest.mark.parametrize(("policy", "fired_in_gap"), [("coalesce", 1), ("skip", 0)])
+def test_after_all_replicas_were_down_the_misfire_policy_decides(
+    three_masters: list[RedisServer], tmp_path: Path, policy: str, fired_in_gap: int
+) -> None:
+    schedule = {"four": {"every": 4, "options": {"singleton_beat": {"misfire": policy}}}}
+    with beat_cluster(tmp_path, three_masters, schedule, **FAST) as cluster:
+        cluster.start_worker()
+        replicas = [cluster.start_replica(name) for name in ("r1", "r2")]
+        wait_for(lambda: len(cluster.executions()) >= 1, 30, "first execution")
+        for replica in replicas:
+            cluster.kill(replica)
+        down = time.time()
+        time.sleep(10)
+        while time.time() % 4 < 2 or time.time() % 4 > 2.3:  # restart 2 s after a slot
+            time.sleep(0.02)
+        for replica in replicas:
+            cluster.restart(replica)
+        up = time.time() + 1.0  # replicas need about a second to start
+        time.sleep(7)
+        rows = cluster.executions()
+        skipped = master_hash(three_masters, "singleton-beat:entry:four").get("skipped", 0)
+    gap = [s for s in range(int(down) * 1000, int(up * 1000)) if s % 4000 == 0]
+    fired = [slot_ms(r["slot"]) for r in rows if down * 1000 < slot_ms(r["slot"]) <= up * 1000]
+    assert len(fired) == fired_in_gap
+    if fired:
+        assert fired == [max(gap)], "coalesce fires the newest missed slot"
+    assert skipped == len(gap) - fired_in_gap
+    assert any(slot_ms(r["slot"]) > up * 1000 for r in rows), "on-time slots fire after"
