@@ -58,7 +58,9 @@ def record(self: Any, entry: str) -> None:
     row = {
         "entry": entry,
         "task_id": self.request.id,
-        "slot": headers.get("singleton_beat_slot", getattr(self.request, "singleton_beat_slot", None)),
+        "slot": headers.get(
+            "singleton_beat_slot", getattr(self.request, "singleton_beat_slot", None)
+        ),
         "replica": headers.get(
             "singleton_beat_replica", getattr(self.request, "singleton_beat_replica", None)
         ),

@@ -89,7 +89,10 @@ class BeatCluster:
         return worker
 
     def start_replica(
-        self, name: str, scheduler: str = "singleton", settings: dict[str, Any] | None = None,
+        self,
+        name: str,
+        scheduler: str = "singleton",
+        settings: dict[str, Any] | None = None,
         **env: str,
     ) -> Process:
         """A ``celery beat`` replica; ``settings`` adds Celery settings for this one only."""
@@ -106,9 +109,7 @@ class BeatCluster:
     def restart(self, process: Process) -> Process:
         self.kill(process)
         self.processes.remove(process)
-        return self.start_replica(
-            process.name, process.scheduler, process.settings, **process.env
-        )
+        return self.start_replica(process.name, process.scheduler, process.settings, **process.env)
 
     def replica_id(self, process: Process) -> str:
         """The id a replica gives itself (host:pid), as in the slot headers."""
