@@ -58,12 +58,8 @@ def record(self: Any, entry: str) -> None:
     row = {
         "entry": entry,
         "task_id": self.request.id,
-        "slot": headers.get(
-            "singleton_beat_slot", getattr(self.request, "singleton_beat_slot", None)
-        ),
-        "replica": headers.get(
-            "singleton_beat_replica", getattr(self.request, "singleton_beat_replica", None)
-        ),
+        "slot": headers.get("singleton_beat_slot"),
+        "replica": headers.get("singleton_beat_replica"),
         "at": time.time(),
         "worker": socket.gethostname(),
     }
@@ -72,7 +68,7 @@ def record(self: Any, entry: str) -> None:
 
 
 class CrashAfterPublish(Scheduler):
-    """Dies (SIGKILL-like) after publishing a slot of ``TEST_CRASH_ENTRY`` and before marking it done."""
+    """Dies after publishing a slot of ``TEST_CRASH_ENTRY``, before marking it done."""
 
     def _published(self, plan: Any, slot: int) -> None:
         if plan.name == os.environ.get("TEST_CRASH_ENTRY"):

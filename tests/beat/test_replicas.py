@@ -3,6 +3,8 @@ real Redis masters. Each slot in the observed window is executed exactly once.""
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 import time
 import urllib.error
@@ -75,7 +77,7 @@ def test_killing_the_replica_that_dispatched_last_loses_and_repeats_nothing(
     check_exactly_once(rows, "one", 1, start, end)
     check_exactly_once(rows, "two", 2, start, end)
     times = sorted(r["at"] for r in rows if r["entry"] == "one" and start <= r["at"] <= end)
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert max(gaps) < 1 + 1, f"longest gap between runs of a 1 s entry: {max(gaps):.2f}s"
 
 
@@ -103,8 +105,6 @@ def test_a_replica_paused_past_the_claim_ttl_resumes_without_duplicates(
 
 
 def master_replica_tick(masters: list[RedisServer], replica: str) -> float:
-    import json
-
     for master in masters:
         raw = master.client().get(f"singleton-beat:replica:{replica}")
         if raw:
