@@ -24,6 +24,7 @@ import random
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import beat
@@ -52,8 +53,12 @@ ENTRY_HEADER = "singleton_beat_entry"
 REPLICA_HEADER = "singleton_beat_replica"
 
 
+#: Wall clock in seconds since the epoch; slot times are compared with it. Tests replace it.
+wall_clock: Callable[[], float] = time.time
+
+
 def _now_ms() -> int:
-    return int(time.time() * 1000)
+    return int(wall_clock() * 1000)
 
 
 class Scheduler(beat.Scheduler):  # type: ignore[misc]
@@ -162,7 +167,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             "pid": os.getpid(),
             "mode": self.config.mode,
             "role": self.role,
-            "last_tick": time.time(),
+            "last_tick": wall_clock(),
             "entries": len(self.plans),
         }
         self.store.heartbeat(self.replica, info, HEARTBEAT_TTL)

@@ -1,0 +1,150 @@
+"""Bad settings and entries fail at start-up, naming the setting or entry, value and form."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.schedules import schedule
+
+from celery_singleton_beat.config import Config
+from celery_singleton_beat.errors import ConfigurationError
+from celery_singleton_beat.scheduler import Scheduler
+
+URLS = ["redis://127.0.0.1:7001/0", "redis://127.0.0.1:7002/0", "redis://127.0.0.1:7003/0"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def conf(**settings: Any) -> dict[str, Any]:
+    return {"singleton_beat_redis_urls": URLS, **settings}
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"singleton_beat_redis_urls": ["127.0.0.1:7001"]},
+            r"singleton_beat_redis_urls = '127.0.0.1:7001' is not valid: a redis:// or rediss://",
+        ),
+        (
+            {"singleton_beat_redis_urls": [URLS[0], URLS[0].replace("/0", "/1")]},
+            r"singleton_beat_redis_urls = .* 127.0.0.1:7001 is given twice",
+        ),
+        ({"singleton_beat_redis_urls": 6379}, r"singleton_beat_redis_urls = 6379 is not valid"),
+        ({"singleton_beat_mode": "both"}, r"singleton_beat_mode = 'both' is not valid: 'active'"),
+        ({"singleton_beat_lease_ttl": 0}, r"singleton_beat_lease_ttl = 0 is not valid: a positive"),
+        ({"singleton_beat_lease_ttl": -5}, r"singleton_beat_lease_ttl = -5 is not valid"),
+        (
+            {"singleton_beat_claim_ttl": 100, "singleton_beat_fence_retention": 60},
+            r"singleton_beat_claim_ttl = 100 is not valid: a number of seconds below "
+            r"singleton_beat_fence_retention \(60\)",
+        ),
+        (
+            {"singleton_beat_node_timeout": 2.0},
+            r"singleton_beat_node_timeout = 2.0 is not valid: .* a quarter of singleton_beat_claim_ttl",
+        ),
+        ({"singleton_beat_health_port": 70000}, r"singleton_beat_health_port = 70000 is not valid"),
+        ({"singleton_beat_key_prefix": ""}, r"singleton_beat_key_prefix = '' is not valid"),
+    ],
+)
+def test_a_bad_setting_is_refused_naming_it(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Config.from_conf(conf(**settings))
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    config = Config.from_conf(conf())
+    assert config.settings == {
+        "singleton_beat_redis_urls": URLS,
+        "singleton_beat_mode": "active",
+        "singleton_beat_lease_ttl": 10.0,
+        "singleton_beat_claim_ttl": 3.0,
+        "singleton_beat_fence_retention": 86400.0,
+        "singleton_beat_misfire_grace": 300.0,
+        "singleton_beat_key_prefix": "singleton-beat:",
+        "singleton_beat_node_timeout": 0.05,
+        "singleton_beat_health_port": None,
+    }
+
+
+def test_a_comma_separated_string_of_masters_is_accepted() -> None:
+    config = Config.from_conf({"singleton_beat_redis_urls": ",".join(URLS)})
+    assert config.redis_urls == tuple(URLS)
+
+
+def test_without_masters_a_redis_broker_is_used_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        config = Config.from_conf({"broker_url": "redis://:pw@broker:6379/0"})
+    assert config.redis_urls == ("redis://:pw@broker:6379/0",)
+    assert "One master gives no Redis fault tolerance" in caplog.text
+    assert "pw" not in caplog.text
+
+
+def test_without_masters_and_without_a_redis_broker_start_up_fails() -> None:
+    with pytest.raises(ConfigurationError, match=r"singleton_beat_redis_urls = None is not valid"):
+        Config.from_conf({"broker_url": "amqp://guest@localhost//"})
+
+
+class EveryOtherTuesday(schedule):  # type: ignore[misc]
+    """A custom schedule class: no slot times every replica could agree on."""
+
+
+def scheduler_with(entry: dict[str, Any]) -> Scheduler:
+    app = Celery("config-tests", broker="memory://")
+    app.conf.update(singleton_beat_redis_urls=URLS, beat_schedule={"report": entry})
+    return Scheduler(app=app, lazy=False)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            {"task": "t", "schedule": EveryOtherTuesday(dt.timedelta(days=14))},
+            r"beat_schedule\['report'\]\['schedule'\] = .*custom schedule classes have no slot times",
+        ),
+        (
+            {"task": "t", "schedule": 10, "options": {"singleton_beat": {"misfires": "skip"}}},
+            r"beat_schedule\['report'\]\['options'\]\['singleton_beat'\]\['misfires'\] = 'skip' "
+            r"is not valid: one of \['misfire', 'misfire_grace', 'timezone'\]",
+        ),
+        (
+            {"task": "t", "schedule": 10, "options": {"singleton_beat": {"misfire": "later"}}},
+            r"\['misfire'\] = 'later' is not valid: 'coalesce' \(default\) or 'skip'",
+        ),
+        (
+            {"task": "t", "schedule": 10, "options": {"singleton_beat": {"misfire_grace": 0}}},
+            r"\['misfire_grace'\] = 0 is not valid: a positive number of seconds",
+        ),
+        (
+            {
+                "task": "t",
+                "schedule": 10,
+                "options": {"singleton_beat": {"timezone": "Mars/Olympus"}},
+            },
+            r"\['timezone'\] = 'Mars/Olympus' is not valid: an IANA zone name",
+        ),
+    ],
+)
+def test_a_bad_entry_is_refused_naming_the_entry(entry: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        scheduler_with(entry)
+
+
+def test_celery_beat_refuses_to_start_and_says_why(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "tests.beat.app", "beat", "-S", "singleton"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "TEST_SETTINGS": '{"singleton_beat_mode": "both"}',
+             "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "singleton_beat_mode = 'both' is not valid: 'active'" in result.stderr

@@ -1,0 +1,129 @@
+"""The scheduler in-process with an injected wall clock, over a real Redis master."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.schedules import crontab
+
+from celery_singleton_beat import events, scheduler
+from celery_singleton_beat.scheduler import Scheduler
+from celery_singleton_beat.slots import slot_label
+from celery_singleton_beat.testing import RedisServer
+
+BERLIN = {"singleton_beat": {"timezone": "Europe/Berlin"}}
+
+
+class FakeClock:
+    def __init__(self, start: str) -> None:
+        self.now = dt.datetime.fromisoformat(start).replace(tzinfo=dt.timezone.utc).timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock("2026-01-01T00:00:00")
+    monkeypatch.setattr(scheduler, "wall_clock", fake)
+    return fake
+
+
+@pytest.fixture
+def fired() -> Iterator[list[events.SlotFired]]:
+    seen: list[events.SlotFired] = []
+    unsubscribe = events.subscribe(
+        lambda e: seen.append(e) if isinstance(e, events.SlotFired) else None
+    )
+    yield seen
+    unsubscribe()
+
+
+@pytest.fixture
+def make(
+    redis_cluster: Callable[[int], list[RedisServer]],
+) -> Iterator[Callable[[dict[str, Any]], Scheduler]]:
+    master = redis_cluster(1)[0]
+    made: list[Scheduler] = []
+
+    def build(schedule: dict[str, Any]) -> Scheduler:
+        app = Celery("clock-tests", broker="memory://")
+        app.conf.update(singleton_beat_redis_urls=[master.url], beat_schedule=schedule)
+        made.append(Scheduler(app=app))
+        return made[-1]
+
+    yield build
+    for sched in made:
+        sched.close()
+
+
+def run(sched: Scheduler, clock: FakeClock, until: str, step: float) -> None:
+    end = dt.datetime.fromisoformat(until).replace(tzinfo=dt.timezone.utc).timestamp()
+    while clock.now <= end:
+        sched.tick()
+        clock.now += step
+
+
+def labels(fired: list[events.SlotFired], entry: str) -> list[str]:
+    return [slot_label(round(e.slot.timestamp() * 1000)) for e in fired if e.entry == entry]
+
+
+def test_spring_forward_in_berlin_fires_the_0230_slot_once(
+    make: Callable[[dict[str, Any]], Scheduler], clock: FakeClock, fired: list[events.SlotFired]
+) -> None:
+    clock.now = FakeClock("2026-03-28T22:00:00").now
+    sched = make(
+        {"night": {"task": "t", "schedule": crontab(minute=30, hour=2), "options": BERLIN}}
+    )
+    run(sched, clock, "2026-03-29T04:00:00", step=20)
+    assert labels(fired, "night") == ["2026-03-29T01:30:00.000Z"]
+
+
+def test_fall_back_in_berlin_fires_each_hourly_wall_clock_slot_once(
+    make: Callable[[dict[str, Any]], Scheduler], clock: FakeClock, fired: list[events.SlotFired]
+) -> None:
+    clock.now = FakeClock("2026-10-24T22:30:00").now
+    sched = make({"hourly": {"task": "t", "schedule": crontab(minute=0), "options": BERLIN}})
+    run(sched, clock, "2026-10-25T03:00:00", step=20)
+    assert labels(fired, "hourly") == [
+        "2026-10-24T23:00:00.000Z",
+        "2026-10-25T00:00:00.000Z",
+        "2026-10-25T02:00:00.000Z",
+        "2026-10-25T03:00:00.000Z",
+    ]
+
+
+def test_entries_added_removed_and_changed_between_restarts(
+    make: Callable[[dict[str, Any]], Scheduler], clock: FakeClock, fired: list[events.SlotFired]
+) -> None:
+    first = make({"a": {"task": "t", "schedule": 10.0}, "gone": {"task": "t", "schedule": 10.0}})
+    run(first, clock, "2026-01-01T00:00:35", step=0.5)
+    first.close()
+    assert labels(fired, "a") == [f"2026-01-01T00:00:{s}.000Z" for s in ("10", "20", "30")]
+
+    clock.now += 12  # down from 00:00:35.5 to 00:00:47.5: the 00:00:40 slot is missed
+    second = make({"a": {"task": "t", "schedule": 10.0}, "new": {"task": "t", "schedule": 10.0}})
+    run(second, clock, "2026-01-01T00:01:05", step=0.5)
+    second.close()
+    assert labels(fired, "a")[3:] == [
+        "2026-01-01T00:00:40.000Z",  # coalesced: the latest missed slot, fired once
+        "2026-01-01T00:00:50.000Z",
+        "2026-01-01T00:01:00.000Z",
+    ]
+    assert labels(fired, "new") == ["2026-01-01T00:00:50.000Z", "2026-01-01T00:01:00.000Z"], (
+        "first seen at 00:47.5: no slot before that fires"
+    )
+    assert len(labels(fired, "gone")) == 3
+
+    third = make({"a": {"task": "t", "schedule": 5.0}})
+    run(third, clock, "2026-01-01T00:01:20", step=0.5)
+    assert labels(fired, "a")[6:] == [
+        "2026-01-01T00:01:05.000Z",
+        "2026-01-01T00:01:10.000Z",
+        "2026-01-01T00:01:15.000Z",
+        "2026-01-01T00:01:20.000Z",
+    ], "a changed interval continues after the last slot handled, on its own anchor"
