@@ -47,7 +47,8 @@ def conf(**settings: Any) -> dict[str, Any]:
         ),
         (
             {"singleton_beat_node_timeout": 2.0},
-            r"singleton_beat_node_timeout = 2.0 is not valid: .* a quarter of singleton_beat_claim_ttl",
+            r"singleton_beat_node_timeout = 2.0 is not valid: .* a quarter of "
+            r"singleton_beat_claim_ttl",
         ),
         ({"singleton_beat_health_port": 70000}, r"singleton_beat_health_port = 70000 is not valid"),
         ({"singleton_beat_key_prefix": ""}, r"singleton_beat_key_prefix = '' is not valid"),
@@ -108,7 +109,8 @@ def scheduler_with(entry: dict[str, Any]) -> Scheduler:
     [
         (
             {"task": "t", "schedule": EveryOtherTuesday(dt.timedelta(days=14))},
-            r"beat_schedule\['report'\]\['schedule'\] = .*custom schedule classes have no slot times",
+            r"beat_schedule\['report'\]\['schedule'\] = .*custom schedule classes have no "
+            r"slot times",
         ),
         (
             {"task": "t", "schedule": 10, "options": {"singleton_beat": {"misfires": "skip"}}},
@@ -141,6 +143,7 @@ def test_a_bad_entry_is_refused_naming_the_entry(entry: dict[str, Any], message:
 def test_celery_beat_refuses_to_start_and_says_why(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "tests.beat.app", "beat", "-S", "singleton"],
+        check=False,
         cwd=tmp_path,
         env={"PYTHONPATH": str(ROOT), "TEST_SETTINGS": '{"singleton_beat_mode": "both"}',
              "PATH": "/usr/bin:/bin"},
