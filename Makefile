@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck docs bench redis-server clean
+.PHONY: demo demo-locks test lint typecheck docs bench redis-server clean
 
 $(STAMP): pyproject.toml
 	@[ -n "$(PYTHON)" ] || { echo "error: no python3 found; install Python 3.10 or newer" >&2; exit 1; }
@@ -30,6 +30,9 @@ redis-server:
 	@command -v redis-server >/dev/null 2>&1 || { echo "error: redis-server is still missing after apt-get" >&2; exit 1; }
 
 demo: $(STAMP) redis-server
+	$(BIN)/python examples/basic/demo.py
+
+demo-locks: $(STAMP) redis-server
 	$(BIN)/python examples/lock_demo.py
 
 lint: $(STAMP)
@@ -47,6 +50,7 @@ test: lint typecheck docs redis-server
 
 bench: $(STAMP) redis-server
 	$(BIN)/python bench/locks.py
+	$(BIN)/python bench/scheduler.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -10,12 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,121 +19,37 @@ from typing import Any
 
 import redis
 
-from celery_singleton_beat.testing import RedisServer
+from celery_singleton_beat.testing import CeleryCluster, RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
-class Process:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-    scheduler: str = "singleton"
-    settings: dict[str, Any] | None = None
-    env: dict[str, str] = field(default_factory=dict)
+class BeatCluster(CeleryCluster):
+    """Replicas and a worker of ``tests.beat.app`` on the test's masters and broker."""
 
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-@dataclass
-class BeatCluster:
-    workdir: Path
-    masters: list[RedisServer]
-    broker: RedisServer
-    schedule: dict[str, Any]
+    masters: list[RedisServer] = field(default_factory=list)
+    broker: RedisServer | None = None
+    schedule: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
-    processes: list[Process] = field(default_factory=list)
 
-    def env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            PYTHONPATH=str(ROOT),
-            TEST_BROKER_URL=self.broker.url,
-            TEST_MASTERS=",".join(m.url for m in self.masters),
-            TEST_SCHEDULE=json.dumps(self.schedule),
-            TEST_SETTINGS=json.dumps(self.settings),
-            PYTHONUNBUFFERED="1",
-        )
-        env.update(extra)
-        return env
+    def __post_init__(self) -> None:
+        assert self.broker is not None
+        self.base_env = {
+            "PYTHONPATH": str(ROOT),
+            "TEST_BROKER_URL": self.broker.url,
+            "TEST_MASTERS": ",".join(m.url for m in self.masters),
+            "TEST_SCHEDULE": json.dumps(self.schedule),
+            "TEST_SETTINGS": json.dumps(self.settings),
+        }
 
-    def _spawn(self, name: str, args: list[str], **env: str) -> Process:
-        log = self.workdir / f"{name}.log"
-        with log.open("ab") as out:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "tests.beat.app", *args],
-                cwd=self.workdir, env=self.env(**env), stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        process = Process(name, popen, log)
-        self.processes.append(process)
-        return process
-
-    def start_worker(self) -> Process:
-        worker = self._spawn(
-            "worker",
-            ["worker", "-P", "threads", "-c", "4", "-Q", "beat-tests", "--without-gossip",
-             "--without-mingle", "--without-heartbeat", "--loglevel", "INFO", "-n", "w1@%h"],
-        )  # fmt: skip
-        wait_for(lambda: "ready." in worker.text(), 30, f"worker ready\n{worker.text()}")
-        return worker
-
-    def start_replica(
-        self,
-        name: str,
-        scheduler: str = "singleton",
-        settings: dict[str, Any] | None = None,
-        **env: str,
-    ) -> Process:
-        """A ``celery beat`` replica; ``settings`` adds Celery settings for this one only."""
-        if settings:
-            env["TEST_SETTINGS"] = json.dumps({**self.settings, **settings})
-        replica = self._spawn(
-            name,
-            ["beat", "-S", scheduler, "--loglevel", "INFO", "--pidfile=", "-s", f"{name}.db"],
-            **env,
-        )
-        replica.scheduler, replica.settings, replica.env = scheduler, settings, env
-        return replica
-
-    def restart(self, process: Process) -> Process:
-        self.kill(process)
-        self.processes.remove(process)
-        return self.start_replica(process.name, process.scheduler, process.settings, **process.env)
-
-    def replica_id(self, process: Process) -> str:
-        """The id a replica gives itself (host:pid), as in the slot headers."""
-        return f"{socket.gethostname()}:{process.popen.pid}"
-
-    def replica_of(self, replica_id: str) -> Process:
-        return next(p for p in self.processes if self.replica_id(p) == replica_id)
-
-    def kill(self, process: Process) -> None:
-        if process.alive():
-            process.popen.send_signal(signal.SIGCONT)
-            process.popen.kill()
-        process.popen.wait()
+    def settings_env(self, settings: dict[str, Any]) -> dict[str, str]:
+        return {"TEST_SETTINGS": json.dumps({**self.settings, **settings})}
 
     def executions(self) -> list[dict[str, Any]]:
+        assert self.broker is not None
         client = redis.Redis.from_url(self.broker.url)
         return [json.loads(row) for row in client.lrange("executions", 0, -1)]
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.alive():
-                process.popen.send_signal(signal.SIGCONT)
-                process.popen.terminate()
-        deadline = time.monotonic() + 10
-        for process in self.processes:
-            try:
-                process.popen.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.popen.kill()
-                process.popen.wait()
 
 
 @contextmanager
@@ -147,21 +57,15 @@ def beat_cluster(
     workdir: Path, masters: list[RedisServer], schedule: dict[str, Any], **settings: Any
 ) -> Iterator[BeatCluster]:
     broker = RedisServer().start()
-    cluster = BeatCluster(workdir, masters, broker, schedule, settings)
+    cluster = BeatCluster(
+        workdir, "tests.beat.app", queue="beat-tests", masters=masters, broker=broker,
+        schedule=schedule, settings=settings,
+    )  # fmt: skip
     try:
         yield cluster
     finally:
         cluster.stop()
         broker.stop()
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def slot_ms(label: str) -> int:

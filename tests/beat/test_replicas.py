@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from celery_singleton_beat.testing import RedisServer, free_port
+from celery_singleton_beat.testing import RedisServer, free_port, wait_for
 from tests.beat.harness import (
     beat_cluster,
     check_exactly_once,
     executed_slots,
     master_hash,
     slot_ms,
-    wait_for,
 )
 
 pytestmark = pytest.mark.slow
