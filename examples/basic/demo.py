@@ -84,15 +84,16 @@ def main() -> int:
     return report(rows, sent, start, end)
 
 
+ROW = "{:<22} {:>8} {:>10} {:>8} {:>10} {:>6}"
+
+
 def report(
     rows: list[dict[str, str]], sent: Counter[tuple[str, str]], start: float, end: float
 ) -> int:
     executed = Counter((r["entry"], r["slot"]) for r in rows)
-    print(f"\nwindow {time.strftime('%H:%M:%S', time.gmtime(start))}–"
-          f"{time.strftime('%H:%M:%S', time.gmtime(end))} UTC")  # fmt: skip
-    print(
-        f"{'entry':<22} {'expected':>8} {'dispatched':>10} {'executed':>8} {'duplicates':>10} {'missed':>6}"
-    )
+    window = [time.strftime("%H:%M:%S", time.gmtime(t)) for t in (start, end)]
+    print(f"\nwindow {window[0]} to {window[1]} UTC")
+    print(ROW.format("entry", "expected", "dispatched", "executed", "duplicates", "missed"))
     failed = False
     for name, slots in ENTRIES.items():
         want = expected(slots, start, end)
@@ -101,13 +102,12 @@ def report(
         duplicates = sum(max(0, executed[(name, s)] - 1) for s in want)
         missed = sum(1 for s in want if executed[(name, s)] == 0)
         failed |= bool(duplicates or missed)
-        print(f"{name:<22} {len(want):>8} {dispatched:>10} {ran:>8} {duplicates:>10} {missed:>6}")
-    print(
-        "\nFAILED: duplicates or missed slots"
-        if failed
-        else "\nOK: every slot dispatched and executed exactly once, through the replica kill"
-    )
-    return 1 if failed else 0
+        print(ROW.format(name, len(want), dispatched, ran, duplicates, missed))
+    if failed:
+        print("\nFAILED: duplicates or missed slots")
+        return 1
+    print("\nOK: every slot dispatched and executed exactly once, through the replica kill")
+    return 0
 
 
 if __name__ == "__main__":
