@@ -39,7 +39,7 @@ from celery_singleton_beat.health import HealthServer
 from celery_singleton_beat.locks import Lease, Redlock, Watchdog
 from celery_singleton_beat.locks.nodes import Masters
 from celery_singleton_beat.slots import slot_label, slot_task_id, to_datetime
-from celery_singleton_beat.state import CLAIMED, DONE, HELD, SlotStore
+from celery_singleton_beat.state import DONE, HELD, SlotStore
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ LONGEST_SLEEP = 1.0
 SLOT_HEADER = "singleton_beat_slot"
 ENTRY_HEADER = "singleton_beat_entry"
 REPLICA_HEADER = "singleton_beat_replica"
+#: Slots claimed per round trip when many are due at once.
+CLAIM_CHUNK = 500
 
 
 #: Wall clock in seconds since the epoch; slot times are compared with it. Tests replace it.
@@ -221,7 +223,18 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 self._wake(plan, plan.next_slot)
             else:
                 work.append((plan, slot))
+        for first in range(0, len(work), CLAIM_CHUNK):
+            self._dispatch_chunk(work[first : first + CLAIM_CHUNK], now)
+
+    def _dispatch_chunk(self, work: list[tuple[Plan, int]], now: int) -> None:
+        """Claim a chunk of slots in one round trip, publish ours, finish them in one more.
+
+        Publishing stops once half the claim TTL has passed: the rest of the chunk is
+        given back and tried again at once, so that no claim expires before its slot is
+        marked done (which would let another replica publish it again).
+        """
         token = f"{secrets.token_hex(8)}@{self.replica}"
+        claimed_at = time.monotonic()
         claims = self.store.claim([(p.name, s) for p, s in work], token, self.config.claim_ttl)
         unavailable = [c for c in claims if c.status is None]
         if unavailable:
@@ -230,6 +243,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 self._wake(plan, plan.wake)
             errors = unavailable[0].errors
             raise QuorumUnavailable("slots", self.masters.quorum, len(self.masters.nodes), errors)
+        publish_until = claimed_at + self.config.claim_ttl / 2
         finished, not_ours = [], []
         for (plan, slot), claim in zip(work, claims, strict=True):
             if claim.status == DONE:
@@ -237,7 +251,10 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             elif claim.status == HELD:
                 not_ours.append((plan.name, slot))
                 self._wake(plan, _now_ms() + random.randint(50, 250))
-            elif claim.status == CLAIMED:
+            elif time.monotonic() >= publish_until:
+                not_ours.append((plan.name, slot))
+                self._wake(plan, _now_ms())
+            else:
                 outcome = self._handle(plan, slot, claim.last, now)
                 if outcome is None:
                     not_ours.append((plan.name, slot))

@@ -1,0 +1,224 @@
+"""A 10,000-entry schedule (intervals 1-60 s): our scheduler against RedBeat, in one run.
+
+Every entry is made due at once (ours: the wall clock is moved 61 s ahead after the
+entries are registered; RedBeat: entries that never ran are due), and the benchmark
+times how long it takes until every one of those slots is published to a real Redis
+broker. It counts Redis round trips per dispatched slot (ours: one round trip reaches
+all masters at once) and the cost of a tick when nothing is due, with 10 and with 10,000
+entries. Ours runs with one replica and with three (three processes racing for the same
+slots); RedBeat runs one (its design: one lock holder dispatches).
+
+    python bench/scheduler.py [--entries 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import multiprocessing
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from celery import Celery
+
+from celery_singleton_beat import scheduler as ours
+from celery_singleton_beat.locks.nodes import Masters
+from celery_singleton_beat.slots import slot_task_id
+from celery_singleton_beat.testing import redis_servers
+
+
+def beat_schedule(entries: int) -> dict[str, Any]:
+    return {
+        f"entry-{i:05d}": {"task": "bench.noop", "schedule": float(1 + i % 60)}
+        for i in range(entries)
+    }
+
+
+class RoundTrips:
+    """Counts Masters.scatter calls: each is one round trip to every master at once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        original = Masters.scatter
+
+        def counted(masters: Masters, batches: Any) -> Any:
+            self.count += 1
+            return original(masters, batches)
+
+        Masters.scatter = counted  # type: ignore[method-assign]
+
+
+def our_app(broker: str, masters: list[str], entries: int, prefix: str) -> Celery:
+    app = Celery("bench", broker=broker)
+    app.conf.update(
+        singleton_beat_redis_urls=masters,
+        singleton_beat_key_prefix=prefix,
+        singleton_beat_claim_ttl=10.0,
+        beat_schedule=beat_schedule(entries),
+    )
+    return app
+
+
+def run_ours(  # noqa: PLR0917  (called positionally through Pool.starmap)
+    broker: str,
+    masters: list[str],
+    entries: int,
+    prefix: str,
+    start_at: float,
+    publish: bool = True,
+) -> tuple[int, float, int]:
+    """Register, then at ``start_at`` jump 61 s ahead and dispatch every due slot.
+
+    Returns (slots this process published, seconds until all were done, round trips).
+    With ``publish`` false the message is not sent (the scheduler's own cost alone).
+    """
+    logging.disable(logging.WARNING)  # one "missed slots" line per entry is not the point
+    offset = 0.0
+    ours.wall_clock = lambda: time.time() + offset
+    sched = ours.Scheduler(app=our_app(broker, masters, entries, prefix))
+    if not publish:
+        sched._publish = lambda plan, slot: slot_task_id(plan.name, slot)
+    sched.tick()  # registers every entry and its anchor
+    sched.producer  # connect to the broker before the clock starts  # noqa: B018
+    burst = int((start_at + 61) * 1000)
+    trips = RoundTrips()
+    published = 0
+
+    def count(event: Any) -> None:
+        nonlocal published
+        if isinstance(event, ours.events.SlotFired):
+            published += event.slot.timestamp() * 1000 <= burst
+
+    ours.events.subscribe(count)
+    time.sleep(max(0.0, start_at - time.time()))
+    offset = 61.0
+    started = time.perf_counter()
+    while any((p.next_slot or 0) <= burst for p in sched.plans.values()):
+        sched.tick()
+    elapsed = time.perf_counter() - started
+    sched.close()
+    return published, elapsed, trips.count
+
+
+def send_task_ceiling(broker: str, count: int) -> float:
+    """Messages per second that Celery's own send_task reaches on this broker."""
+    app = Celery("bench-ceiling", broker=broker)
+    with app.producer_or_acquire() as producer:
+        started = time.perf_counter()
+        for i in range(count):
+            app.send_task("bench.noop", (), {}, producer=producer, task_id=f"ceiling-{i}")
+        return count / (time.perf_counter() - started)
+
+
+def idle_tick_us(broker: str, masters: list[str], entries: int, prefix: str) -> float:
+    """Microseconds per tick when nothing is due (median of 2,000)."""
+    now = time.time()
+    ours.wall_clock = lambda: now
+    sched = ours.Scheduler(app=our_app(broker, masters, entries, prefix))
+    sched.tick()
+    samples = []
+    for _ in range(2000):
+        started = time.perf_counter()
+        sched.tick()
+        samples.append(time.perf_counter() - started)
+    sched.close()
+    return statistics.median(samples) * 1e6
+
+
+def run_redbeat(broker: str, redis_url: str, entries: int) -> tuple[int, float, int, float]:
+    import redis
+    import redis.connection
+    from redbeat import RedBeatScheduler
+
+    app = Celery("bench-redbeat", broker=broker)
+    app.conf.update(
+        redbeat_redis_url=redis_url,
+        redbeat_lock_key=None,
+        redbeat_key_prefix=f"redbeat-{uuid.uuid4().hex[:6]}:",
+        beat_schedule=beat_schedule(entries),
+        beat_max_loop_interval=1,
+    )
+    sched = RedBeatScheduler(app=app)
+    sched.producer  # noqa: B018
+    long_ago = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+    for name in app.conf.beat_schedule:  # due at once, like ours after the jump
+        key = sched.Entry.generate_key(app, name)
+        sched.Entry.from_key(key, app=app).reschedule(last_run_at=long_ago)
+    sends = [0]
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(connection: Any, command: Any, check_health: bool = True) -> Any:
+        sends[0] += 1
+        return original(connection, command, check_health)
+
+    queue = redis.Redis.from_url(broker)
+    before = queue.llen("celery")
+    redis.connection.AbstractConnection.send_packed_command = counted
+    started = time.perf_counter()
+    sched.tick()  # one tick handles every due entry
+    elapsed = time.perf_counter() - started
+    trips = sends[0]
+    published = queue.llen("celery") - before
+    samples = []
+    for _ in range(200):
+        begun = time.perf_counter()
+        sched.tick()
+        samples.append(time.perf_counter() - begun)
+    redis.connection.AbstractConnection.send_packed_command = original
+    return published, elapsed, trips, statistics.median(samples) * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=10_000)
+    args = parser.parse_args()
+    n = args.entries
+    rows = []
+    with redis_servers(4) as servers:
+        *masters, broker = (s.url for s in servers)
+        lead = 3 + n / 2000  # time to register every entry before the jump
+        one = run_ours(broker, masters, n, f"bench-{uuid.uuid4().hex[:6]}:", time.time() + lead)
+        bare = run_ours(
+            broker, masters, n, f"bench-{uuid.uuid4().hex[:6]}:", time.time() + lead, False
+        )
+        prefix = f"bench-{uuid.uuid4().hex[:6]}:"
+        start_at = time.time() + 5 + lead
+        with multiprocessing.get_context("spawn").Pool(3) as pool:
+            three = pool.starmap(run_ours, [(broker, masters, n, prefix, start_at)] * 3)
+        ceiling = send_task_ceiling(broker, n)
+        idle = [
+            idle_tick_us(broker, masters, k, f"idle-{k}-{uuid.uuid4().hex[:4]}:") for k in (10, n)
+        ]
+        red = run_redbeat(broker, servers[0].url, n)
+        red_idle_small = run_redbeat(broker, servers[0].url, 10)[3]
+    rows.append(("ours, 3 masters", 1, one[0], one[1], one[2] / max(one[0], 1), idle))
+    rows.append(("ours, no publish", 1, bare[0], bare[1], bare[2] / max(bare[0], 1), idle))
+    total = sum(r[0] for r in three)
+    seconds = max(r[1] for r in three)
+    trips = sum(r[2] for r in three)
+    rows.append(("ours, 3 masters", 3, total, seconds, trips / max(total, 1), idle))
+    rows.append(
+        ("RedBeat, 1 node", 1, red[0], red[1], red[2] / max(red[0], 1), [red_idle_small, red[3]])
+    )
+    print(f"{n} entries (intervals 1-60 s), all due at once, published to a Redis broker")
+    print(f"{'scheduler':<18} {'replicas':>8} {'slots':>6} {'seconds':>8} {'slots/s':>8} "
+          f"{'trips/slot':>10} {'idle tick µs (10 | ' + str(n) + ' entries)':>30}")  # fmt: skip
+    for name, replicas, slots, secs, per_slot, (small, large) in rows:
+        print(f"{name:<18} {replicas:>8} {slots:>6} {secs:>8.2f} {slots / secs:>8.0f} "
+              f"{per_slot:>10.3f} {small:>17.0f} | {large:.0f}")  # fmt: skip
+    print(f"Celery's own send_task on the same broker, alone: {ceiling:.0f} messages/s")
+    print(
+        "trips/slot: ours counts round trips to all masters at once; RedBeat, commands or "
+        "pipelines sent to its one node. Both also publish each message to the broker."
+    )
+
+
+if __name__ == "__main__":
+    main()
