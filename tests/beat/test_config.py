@@ -151,3 +151,17 @@ def test_celery_beat_refuses_to_start_and_says_why(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode != 0
     assert "singleton_beat_mode = 'both' is not valid: 'active'" in result.stderr
+
+
+def test_the_beat_banner_shows_mode_masters_without_passwords_and_prefix() -> None:
+    app = Celery("banner", broker="memory://")
+    app.conf.update(
+        singleton_beat_redis_urls=["redis://:s3cret@r1:6379/0", "redis://r2:6379/0"],
+        singleton_beat_mode="leader",
+        singleton_beat_key_prefix="billing:",
+    )
+    info = Scheduler(app=app, lazy=True).info
+    assert "mode leader" in info
+    assert "key prefix 'billing:'" in info
+    assert "redis://:**@r1:6379/0, redis://r2:6379/0" in info
+    assert "s3cret" not in info
