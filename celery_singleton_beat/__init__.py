@@ -7,6 +7,7 @@ from celery_singleton_beat.errors import (
     SingletonBeatError,
 )
 from celery_singleton_beat.scheduler import Scheduler
+from celery_singleton_beat.task import SingletonTask, SlotAwareTask
 
 __version__ = "0.1.0"
 
@@ -16,5 +17,7 @@ __all__ = [
     "QuorumUnavailable",
     "Scheduler",
     "SingletonBeatError",
+    "SingletonTask",
+    "SlotAwareTask",
     "__version__",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from kombu.utils.url import maybe_sanitize_url
 
@@ -108,10 +108,9 @@ def _redis_urls(conf: Mapping[str, Any]) -> tuple[str, ...]:
         )
     if isinstance(urls, str):
         return tuple(u.strip() for u in urls.split(",") if u.strip())
-    if isinstance(urls, (list, tuple)):
-        return tuple(urls)
-    _refuse("redis_urls", urls, "a list of redis:// URLs or one comma-separated string")
-    raise AssertionError  # unreachable: _refuse raises
+    if not isinstance(urls, (list, tuple)):
+        _refuse("redis_urls", urls, "a list of redis:// URLs or one comma-separated string")
+    return tuple(urls)
 
 
 def _positive(name: str, value: Any) -> None:
@@ -119,5 +118,64 @@ def _positive(name: str, value: Any) -> None:
         _refuse(name, value, "a positive number of seconds")
 
 
-def _refuse(name: str, value: Any, accepted: str) -> None:
+def _refuse(name: str, value: Any, accepted: str) -> NoReturn:
     raise ConfigurationError(f"singleton_beat_{name}", value, accepted)
+
+
+CONFLICT_POLICIES = ("skip", "retry", "raise")
+LOCK_ERROR_POLICIES = ("fail_closed", "fail_open")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """App-wide defaults for singleton tasks (``singleton_beat_task_*``) and their masters.
+
+    Locks use the scheduler's masters (``singleton_beat_redis_urls``) unless
+    ``singleton_beat_task_redis_urls`` names others.
+    """
+
+    redis_urls: tuple[str, ...]
+    key_prefix: str = "singleton-beat:"
+    node_timeout: float = 0.05
+    fence_retention: float = 86400.0
+    task_ttl: float = 60.0
+    task_on_conflict: str = "skip"
+    task_retry_countdown: float = 5.0
+    task_on_lock_error: str = "fail_closed"
+    task_release_on_retry: bool = True
+
+    @classmethod
+    def from_conf(cls, conf: Mapping[str, Any]) -> TaskConfig:
+        urls = conf.get("singleton_beat_task_redis_urls")
+        redis_urls = _redis_urls({"singleton_beat_redis_urls": urls}) if urls else _redis_urls(conf)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "redis_urls":
+                continue
+            value = conf.get(f"singleton_beat_{f.name}")
+            values[f.name] = f.default if value is None else value
+        config = cls(redis_urls=redis_urls, **values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        for name in ("node_timeout", "fence_retention", "task_ttl", "task_retry_countdown"):
+            _positive(name, getattr(self, name))
+        check_choice("singleton_beat_task_on_conflict", self.task_on_conflict, CONFLICT_POLICIES)
+        check_choice(
+            "singleton_beat_task_on_lock_error", self.task_on_lock_error, LOCK_ERROR_POLICIES
+        )
+        if not isinstance(self.task_release_on_retry, bool):
+            _refuse("task_release_on_retry", self.task_release_on_retry, "True or False")
+        try:
+            parse_masters(self.redis_urls, self.node_timeout)
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                "singleton_beat_task_redis_urls", exc.value, exc.accepted
+            ) from None
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    """Refuse ``value`` unless it is one of ``choices``."""
+    if value not in choices:
+        raise ConfigurationError(name, value, "one of " + ", ".join(repr(c) for c in choices))

@@ -70,6 +70,64 @@ class LeaderChanged(Event):
     reason: str
 
 
+@dataclass(frozen=True)
+class RunStarted(Event):
+    """A singleton task got its lock and starts running."""
+
+    task: str
+    task_id: str
+    key: str
+    fence: int | None
+    """None when the task runs without a lock (``fail_open``)."""
+    lock_wait: float
+    worker: str
+    retries: int = 0
+    entry: str | None = None
+    slot: str | None = None
+
+
+@dataclass(frozen=True)
+class RunFinished(Event):
+    """A singleton task's run ended: ``success``, ``failure``, ``retry`` or ``lock_lost``."""
+
+    task: str
+    task_id: str
+    key: str
+    status: str
+    runtime: float
+    lock_wait: float
+    worker: str
+    retries: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSkipped(Event):
+    """A message that did not run: ``skipped_duplicate`` or ``skipped_lock_error``."""
+
+    task: str
+    task_id: str
+    key: str
+    reason: str
+    holder: str | None
+    """Who holds the lock (``host/pid``) or which task already ran the slot, when known."""
+    worker: str
+    retries: int = 0
+    entry: str | None = None
+    slot: str | None = None
+
+
+@dataclass(frozen=True)
+class LockLost(Event):
+    """A running singleton task's lock could not be extended: it is no longer exclusive."""
+
+    task: str
+    task_id: str
+    key: str
+    fence: int
+    worker: str
+
+
 Subscriber = Callable[[Event], object]
 
 _subscribers: list[Subscriber] = []

@@ -208,11 +208,15 @@ class CeleryCluster:
         self.processes.append(process)
         return process
 
-    def start_worker(self) -> Process:
+    def start_worker(
+        self, name: str = "worker", pool: str = "threads", concurrency: int = 4, **env: str
+    ) -> Process:
+        """A ``celery worker``, returned once it says it is ready."""
         worker = self._spawn(
-            "worker",
-            ["worker", "-P", "threads", "-c", "4", "-Q", self.queue, "--without-gossip",
-             "--without-mingle", "--without-heartbeat", "--loglevel", "INFO", "-n", "w1@%h"],
+            name,
+            ["worker", "-P", pool, "-c", str(concurrency), "-Q", self.queue, "--without-gossip",
+             "--without-mingle", "--without-heartbeat", "--loglevel", "INFO", "-n", f"{name}@%h"],
+            **env,
         )  # fmt: skip
         wait_for(lambda: "ready." in worker.text(), 30, f"worker ready\n{worker.text()}")
         return worker

@@ -91,13 +91,20 @@ class LockBackend(abc.ABC):
         #: Monotonic clock in seconds; tests inject their own.
         self.clock = clock
 
-    def acquire(self, key: str, ttl: float, wait: float = 0.0) -> Lease | None:
-        """Take ``key`` for ``ttl`` seconds, trying for up to ``wait`` seconds."""
+    def acquire(
+        self, key: str, ttl: float, wait: float = 0.0, token: str | None = None
+    ) -> Lease | None:
+        """Take ``key`` for ``ttl`` seconds, trying for up to ``wait`` seconds.
+
+        ``token`` (optional) is the value to hold the key with. An owner that presents the
+        token the key is held with now gets the key again: this hands a lock over to a
+        known successor, such as the retry of a task that kept its lock.
+        """
         ttl = check_ttl(ttl)
         deadline = self.clock() + check_wait(wait)
         while True:
             try:
-                lease = self.do_acquire(key, ttl)
+                lease = self.do_acquire(key, ttl, token)
             except LockError:
                 if self.clock() >= deadline:
                     raise
@@ -125,8 +132,12 @@ class LockBackend(abc.ABC):
     def close(self) -> None:  # noqa: B027  (optional hook: backends without connections skip it)
         """Free connections; the backend is not used afterwards."""
 
+    def holder(self, key: str) -> str | None:
+        """The token ``key`` is held with now (``random@host/pid``), or None when free."""
+        return None
+
     @abc.abstractmethod
-    def do_acquire(self, key: str, ttl: float) -> Lease | None:
+    def do_acquire(self, key: str, ttl: float, token: str | None = None) -> Lease | None:
         """One attempt: a lease, ``None`` when held by another, or raise ``LockError``."""
 
     @abc.abstractmethod

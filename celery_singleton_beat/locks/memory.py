@@ -22,17 +22,22 @@ class MemoryLock(LockBackend):
         self._held: dict[str, tuple[str, float]] = {}
         self._fences: dict[str, int] = {}
 
-    def do_acquire(self, key: str, ttl: float) -> Lease | None:
+    def do_acquire(self, key: str, ttl: float, token: str | None = None) -> Lease | None:
         now = self.clock()
         with self._mutex:
             held = self._held.get(key)
-            if held is not None and held[1] > now:
+            if held is not None and held[1] > now and held[0] != token:
                 return None
-            token = secrets.token_hex(16)
+            token = token or secrets.token_hex(16)
             fence = self._fences.get(key, 0) + 1
             self._fences[key] = fence
             self._held[key] = (token, now + ttl)
         return Lease(key, token, fence=fence, ttl=ttl, valid_until=now + ttl, clock=self.clock)
+
+    def holder(self, key: str) -> str | None:
+        with self._mutex:
+            held = self._held.get(key)
+        return held[0] if held is not None and held[1] > self.clock() else None
 
     def do_extend(self, lease: Lease, ttl: float) -> bool:
         now = self.clock()

@@ -57,8 +57,11 @@ class Redlock(LockBackend):
     # KEYS[1] lock key, KEYS[2] fence counter
     # ARGV[1] token, ARGV[2] ttl in ms, ARGV[3] counter retention in ms (0: keep)
     # -> the new fencing token when granted here, 0 when held by another owner
+    # (a key held with this very token is granted again: a hand-over to a known successor)
     ACQUIRE = """
-    if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+    local current = redis.call('GET', KEYS[1])
+    if current and current ~= ARGV[1] then return 0 end
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
     local fence = redis.call('INCR', KEYS[2])
     if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
     return fence
@@ -147,8 +150,17 @@ class Redlock(LockBackend):
     def fence_key(self, key: str) -> str:
         return f"{self.prefix}fence:{key}"
 
-    def do_acquire(self, key: str, ttl: float) -> Lease | None:
-        token = f"{secrets.token_hex(16)}@{self.owner}"
+    def holder(self, key: str) -> str | None:
+        """The token most masters hold ``key`` with, or None when free on a majority."""
+        replies = self.masters.broadcast([("GET", self.lock_key(key))])
+        values = [r[0] for r in replies if not isinstance(r, Exception) and r[0] is not None]
+        if not values:
+            return None
+        top = max(set(values), key=values.count)
+        return top.decode() if isinstance(top, bytes) else str(top)
+
+    def do_acquire(self, key: str, ttl: float, token: str | None = None) -> Lease | None:
+        token = token or f"{secrets.token_hex(16)}@{self.owner}"
         ttl_ms = max(1, int(ttl * 1000))
         keys = (self.lock_key(key), self.fence_key(key))
         start = self.clock()

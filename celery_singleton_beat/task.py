@@ -1,0 +1,347 @@
+"""``SingletonTask``: one execution at a time per key, released on every path.
+
+The lock is taken around the *execution*, on the worker, so it catches every way a second
+copy can arrive: broker redelivery, a beat slot published again, a manual re-send::
+
+    @app.task(base=SingletonTask, singleton_ttl=60)
+    def charge_cards(day): ...
+
+While the body runs, a watchdog extends the lock every ttl/3; the lease is available to
+the body as ``self.singleton`` (key, fencing token, ``remaining()``, ``lost``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import socket
+import string
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Retry
+
+from celery_singleton_beat import events
+from celery_singleton_beat.config import (
+    CONFLICT_POLICIES,
+    LOCK_ERROR_POLICIES,
+    TaskConfig,
+    check_choice,
+)
+from celery_singleton_beat.errors import ConfigurationError, LockError, LockHeld
+from celery_singleton_beat.keys import canonical_key
+from celery_singleton_beat.locks import Lease, LockBackend, Redlock, Watchdog
+
+logger = logging.getLogger(__name__)
+
+SLOT_HEADER = "singleton_beat_slot"
+ENTRY_HEADER = "singleton_beat_entry"
+TOKEN_HEADER = "singleton_beat_lock_token"
+_UNSET: Any = object()
+
+_stores: dict[tuple[int, int], tuple[TaskConfig, LockBackend]] = {}
+_stores_mutex = threading.Lock()
+
+
+def lock_store(app: Any) -> tuple[TaskConfig, LockBackend]:
+    """The app's task settings and lock backend, made once per process (safe after fork)."""
+    key = (id(app), os.getpid())
+    with _stores_mutex:
+        if key not in _stores:
+            config = TaskConfig.from_conf(app.conf)
+            backend = Redlock.from_urls(
+                config.redis_urls,
+                node_timeout=config.node_timeout,
+                prefix=config.key_prefix,
+                fence_retention=config.fence_retention,
+            )
+            _stores[key] = (config, backend)
+        return _stores[key]
+
+
+def _worker_name(task: Task) -> str:
+    return str(task.request.hostname or f"{socket.gethostname()}/{os.getpid()}")
+
+
+class SlotAwareTask(Task):  # type: ignore[misc]
+    """Runs a beat slot at most once: drops a message whose slot already ran.
+
+    Beat publishes a slot again, with the same task id, when the replica that published it
+    died before marking it done. To protect tasks that are not singleton tasks, make it
+    the app's task base: ``Celery(..., task_cls="celery_singleton_beat.task:SlotAwareTask")``.
+    Retries of a run (``request.retries > 0``) are never dropped.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._slot_already_ran():
+            return None
+        return super().__call__(*args, **kwargs)
+
+    def _slot_marker(self) -> tuple[str, str] | None:
+        request = self.request
+        headers = request.headers or {}
+        entry, slot = headers.get(ENTRY_HEADER), headers.get(SLOT_HEADER)
+        if request.called_directly or not entry or not slot or request.retries:
+            return None
+        return str(entry), str(slot)
+
+    def _slot_already_ran(self) -> bool:
+        """Claim the slot for this run; ``True`` (and recorded) when another run had it."""
+        marker = self._slot_marker()
+        if marker is None:
+            return False
+        config, backend = lock_store(self.app)
+        entry, slot = marker
+        key = f"ran:{entry}:{slot}"
+        lease = backend.acquire(key, ttl=config.fence_retention, wait=1.0)
+        if lease is not None:
+            return False
+        holder = backend.holder(key)
+        logger.warning(
+            "task %s[%s]: slot %s of %r already ran (%s); dropping this copy",
+            self.name, self.request.id, slot, entry, holder,
+        )  # fmt: skip
+        events.emit(
+            events.RunSkipped(
+                task=self.name, task_id=str(self.request.id), key=key,
+                reason="skipped_duplicate", holder=holder, worker=_worker_name(self),
+                entry=entry, slot=slot,
+            )
+        )  # fmt: skip
+        return True
+
+
+class SingletonTask(SlotAwareTask):
+    """A task of which one execution at a time runs per key.
+
+    Options (class attributes or ``@app.task`` arguments; app-wide defaults from the
+    ``singleton_beat_task_*`` settings):
+
+    - ``singleton_key``: None (task name + canonical arguments), a template over the
+      arguments such as ``"sync:{account_id}"``, or a callable ``(args, kwargs) -> str``;
+    - ``singleton_ttl``: lock TTL in seconds, extended by a watchdog while the body runs;
+    - ``singleton_on_conflict``: ``"skip"`` (recorded), ``"retry"`` or ``"raise"``;
+    - ``singleton_retry_countdown``: seconds before a retry after a conflict or lock error;
+    - ``singleton_release_on_retry``: release the lock when the body retries (default), or
+      keep it for the retry;
+    - ``singleton_on_lock_error``: ``"fail_closed"`` (do not run; retried later) or
+      ``"fail_open"`` (run without the lock, logged loudly);
+    - ``singleton_backend``: a lock backend or a callable ``(app) -> backend``.
+    """
+
+    singleton_key: str | Callable[[tuple[Any, ...], dict[str, Any]], str] | None = None
+    singleton_ttl: float = _UNSET
+    singleton_on_conflict: str = _UNSET
+    singleton_retry_countdown: float = _UNSET
+    singleton_release_on_retry: bool = _UNSET
+    singleton_on_lock_error: str = _UNSET
+    singleton_backend: LockBackend | Callable[[Any], LockBackend] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if inspect.isfunction(cls.__dict__.get("singleton_key")):
+            cls.singleton_key = staticmethod(cls.__dict__["singleton_key"])  # not a method
+        run = cls.__dict__.get("run")
+        if run is not None:
+            _check_options(cls, inspect.signature(run))
+
+    @property
+    def singleton(self) -> Lease | None:
+        """The running execution's lease (key, fence, ``remaining()``, ``lost``), if any."""
+        return getattr(self.request, "singleton_lease", None)
+
+    def lock_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """The lock key of one call, computed on the worker."""
+        key = self.singleton_key
+        if callable(key):
+            return f"task:{key(args, kwargs)}"
+        if isinstance(key, str):
+            bound = inspect.signature(self.run).bind(*args, **kwargs)
+            bound.apply_defaults()
+            return f"task:{key.format(**bound.arguments)}"
+        return f"task:{canonical_key(self.name, self.run, args, kwargs)}"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.request.called_directly:
+            return self.run(*args, **kwargs)
+        config, backend = self._store()
+        key = self.lock_key(args, kwargs)
+        started = time.monotonic()
+        try:
+            if self._slot_already_ran():
+                return None
+            token = (self.request.headers or {}).get(TOKEN_HEADER)
+            lease = backend.acquire(key, ttl=self._option("ttl", config), token=token)
+        except LockError as exc:
+            return self._on_lock_error(key, exc, config, args, kwargs)
+        if lease is None:
+            return self._on_conflict(key, backend, config)
+        return self._run_holding(backend, lease, time.monotonic() - started, args, kwargs)
+
+    def _run_holding(
+        self,
+        backend: LockBackend,
+        lease: Lease,
+        lock_wait: float,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        request = self.request
+        worker = _worker_name(self)
+        request.singleton_lease = lease
+        events.emit(
+            events.RunStarted(
+                task=self.name, task_id=str(request.id), key=lease.key, fence=lease.fence,
+                lock_wait=lock_wait, worker=worker, retries=request.retries,
+                entry=(request.headers or {}).get(ENTRY_HEADER),
+                slot=(request.headers or {}).get(SLOT_HEADER),
+            )
+        )  # fmt: skip
+        watchdog = Watchdog(backend, lease, on_lost=self._on_lost).start()
+        status, error, release = "success", None, True
+        started = time.monotonic()
+        try:
+            return super(SlotAwareTask, self).__call__(*args, **kwargs)
+        except Retry:
+            status, release = "retry", self._option("release_on_retry", self._store()[0])
+            raise
+        except BaseException as exc:
+            status, error = "failure", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            watchdog.stop()
+            if lease.lost:
+                status = "lock_lost"
+            if release:
+                self._release(backend, lease)
+            events.emit(
+                events.RunFinished(
+                    task=self.name, task_id=str(request.id), key=lease.key, status=status,
+                    runtime=time.monotonic() - started, lock_wait=lock_wait, worker=worker,
+                    retries=request.retries, error=error,
+                )
+            )  # fmt: skip
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        """Like Celery's ``retry``; a lock kept for the retry travels in its headers."""
+        lease = self.singleton
+        if lease is not None and not self._option("release_on_retry", self._store()[0]):
+            countdown = float(kwargs.get("countdown") or self.default_retry_delay or 0)
+            config, backend = self._store()
+            backend.extend(lease, ttl=countdown + self._option("ttl", config))
+            headers = dict(kwargs.pop("headers", None) or {})
+            headers[TOKEN_HEADER] = lease.token
+            kwargs["headers"] = headers
+        return super().retry(*args, **kwargs)
+
+    def _release(self, backend: LockBackend, lease: Lease) -> None:
+        try:
+            backend.release(lease)
+        except LockError as exc:
+            logger.warning("task %s: could not release %r (%s); it expires by its TTL",
+                           self.name, lease.key, exc)  # fmt: skip
+
+    def _on_lost(self, lease: Lease) -> None:
+        logger.error(
+            "task %s[%s]: lock %r lost while running (fence %d); it is no longer exclusive",
+            self.name, self.request.id, lease.key, lease.fence,
+        )  # fmt: skip
+        events.emit(
+            events.LockLost(
+                task=self.name, task_id=str(self.request.id), key=lease.key,
+                fence=lease.fence, worker=_worker_name(self),
+            )
+        )  # fmt: skip
+
+    def _on_conflict(self, key: str, backend: LockBackend, config: TaskConfig) -> Any:
+        policy = self._option("on_conflict", config)
+        if policy == "retry":
+            raise self.retry(countdown=self._option("retry_countdown", config))
+        if policy == "raise":
+            raise LockHeld(key)
+        holder = _safe_holder(backend, key)
+        logger.info(
+            "task %s[%s]: %r is held by %s; skipped", self.name, self.request.id, key, holder
+        )
+        self._skipped(key, "skipped_duplicate", holder)
+        return None
+
+    def _on_lock_error(
+        self, key: str, exc: LockError, config: TaskConfig, args: Any, kwargs: Any
+    ) -> Any:
+        if self._option("on_lock_error", config) == "fail_open":
+            logger.error(
+                "task %s[%s]: lock store unreachable (%s); running WITHOUT the lock %r "
+                "(singleton_on_lock_error = 'fail_open')",
+                self.name, self.request.id, exc, key,
+            )  # fmt: skip
+            self._skipped(key, "ran_without_lock", None)
+            return super(SlotAwareTask, self).__call__(*args, **kwargs)
+        logger.warning("task %s[%s]: lock store unreachable (%s); not run, retrying later",
+                       self.name, self.request.id, exc)  # fmt: skip
+        self._skipped(key, "skipped_lock_error", None)
+        raise self.retry(countdown=self._option("retry_countdown", config), exc=exc)
+
+    def _skipped(self, key: str, reason: str, holder: str | None) -> None:
+        headers = self.request.headers or {}
+        events.emit(
+            events.RunSkipped(
+                task=self.name, task_id=str(self.request.id), key=key, reason=reason,
+                holder=holder, worker=_worker_name(self), retries=self.request.retries,
+                entry=headers.get(ENTRY_HEADER), slot=headers.get(SLOT_HEADER),
+            )
+        )  # fmt: skip
+
+    def _store(self) -> tuple[TaskConfig, LockBackend]:
+        config, backend = lock_store(self.app)
+        chosen = self.singleton_backend
+        if chosen is None:
+            return config, backend
+        return config, chosen if isinstance(chosen, LockBackend) else chosen(self.app)
+
+    def _option(self, name: str, config: TaskConfig) -> Any:
+        value = getattr(self, f"singleton_{name}")
+        return getattr(config, f"task_{name}") if value is _UNSET else value
+
+
+def _safe_holder(backend: LockBackend, key: str) -> str | None:
+    try:
+        return backend.holder(key)
+    except LockError:
+        return None
+
+
+def _check_options(cls: type[SingletonTask], signature: inspect.Signature) -> None:
+    """Refuse bad options when the task class is made (at registration), naming the task."""
+    name = getattr(cls, "name", None) or cls.__name__
+    key = cls.singleton_key
+    if isinstance(key, str):
+        fields = {f for _, f, _, _ in string.Formatter().parse(key) if f}
+        params = set(signature.parameters)
+        unknown = sorted({f.split(".")[0].split("[")[0] for f in fields} - params)
+        if unknown:
+            raise ConfigurationError(
+                f"{name}.singleton_key",
+                key,
+                f"a template over the task's arguments {sorted(params)}; "
+                f"{unknown[0]!r} is not one of them",
+            )
+    elif key is not None and not callable(key):
+        raise ConfigurationError(
+            f"{name}.singleton_key", key, "None, a template string or a callable (args, kwargs)"
+        )
+    if cls.singleton_on_conflict is not _UNSET:
+        check_choice(f"{name}.singleton_on_conflict", cls.singleton_on_conflict, CONFLICT_POLICIES)
+    if cls.singleton_on_lock_error is not _UNSET:
+        check_choice(
+            f"{name}.singleton_on_lock_error", cls.singleton_on_lock_error, LOCK_ERROR_POLICIES
+        )
+    ttl = cls.singleton_ttl
+    if ttl is not _UNSET and (
+        isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0
+    ):
+        raise ConfigurationError(f"{name}.singleton_ttl", ttl, "a positive number of seconds")

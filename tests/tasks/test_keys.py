@@ -1,0 +1,102 @@
+"""Lock keys: the same call gets the same key however its arguments are written."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import uuid
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from celery_singleton_beat import SingletonTask
+from celery_singleton_beat.errors import ConfigurationError
+from celery_singleton_beat.keys import canonical_key
+
+
+def charge(account: int, amount: float = 1.0, *, currency: str = "EUR", **extra: Any) -> None:
+    """A stand-in task body."""
+
+
+def key(*args: Any, **kwargs: Any) -> str:
+    return canonical_key("billing.charge", charge, args, kwargs)
+
+
+def test_positional_keyword_and_defaults_give_one_key() -> None:
+    assert key(7) == key(account=7) == key(7, 1.0) == key(7, amount=1.0, currency="EUR")
+
+
+def test_keyword_order_does_not_matter() -> None:
+    assert key(7, currency="USD", note="x", ref=3) == key(7, ref=3, note="x", currency="USD")
+
+
+def test_different_arguments_give_different_keys() -> None:
+    assert len({key(7), key(8), key(7, 2.0), key(7, currency="USD"), key(7, note="x")}) == 5
+
+
+def test_the_key_is_the_task_name_and_a_sha256() -> None:
+    name, digest = key(7).split(":")
+    assert name == "billing.charge"
+    assert len(digest) == 64
+
+
+def test_non_json_values_have_fixed_forms() -> None:
+    @dataclasses.dataclass
+    class Period:
+        start: str
+
+    when = dt.datetime(2026, 11, 24, 23, 0, tzinfo=dt.timezone.utc)
+    ident = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    values = [when, ident, decimal.Decimal("1.50"), b"\x00\xff", {3, 1, 2}, Period("q4")]
+    assert key(values) == key(list(values))
+    assert key(decimal.Decimal("1.5")) == key(decimal.Decimal("1.50"))
+    assert key({1, 2, 3}) == key({3, 2, 1})
+    assert key(when) != key(when.isoformat())
+
+
+def test_an_argument_without_a_fixed_form_asks_for_a_key_of_ones_own() -> None:
+    with pytest.raises(TypeError, match=r"cannot build a singleton key from a object argument"):
+        key(object())
+
+
+def test_arguments_that_do_not_fit_the_signature_are_named() -> None:
+    with pytest.raises(TypeError, match=r"billing.charge: the arguments do not fit"):
+        key()
+
+
+@pytest.fixture
+def app() -> Celery:
+    app = Celery("keys", broker="memory://")
+    app.conf.singleton_beat_redis_urls = ["redis://127.0.0.1:1/0"]
+    return app
+
+
+def test_template_and_callable_keys(app: Celery) -> None:
+    @app.task(base=SingletonTask, singleton_key="sync:{account_id}", shared=False)
+    def sync_account(account_id: int, full: bool = False) -> None: ...
+
+    @app.task(base=SingletonTask, singleton_key=lambda args, kwargs: "nightly", shared=False)
+    def nightly() -> None: ...
+
+    assert sync_account.lock_key((42,), {}) == "task:sync:42"
+    assert sync_account.lock_key((), {"account_id": 42, "full": True}) == "task:sync:42"
+    assert nightly.lock_key((), {}) == "task:nightly"
+
+
+def test_a_template_naming_an_unknown_argument_fails_at_registration(app: Celery) -> None:
+    with pytest.raises(ConfigurationError, match=r"singleton_key = 'sync:\{acount\}' is not valid: "
+                       r"a template over the task's arguments \['account_id', 'full'\]; "
+                       r"'acount' is not one of them"):  # fmt: skip
+
+        @app.task(base=SingletonTask, singleton_key="sync:{acount}", shared=False, lazy=False)
+        def sync_account(account_id: int, full: bool = False) -> None: ...
+
+
+def test_a_bad_conflict_policy_fails_at_registration(app: Celery) -> None:
+    with pytest.raises(ConfigurationError, match=r"singleton_on_conflict = 'wait' is not valid: "
+                       r"one of 'skip', 'retry', 'raise'"):  # fmt: skip
+
+        @app.task(base=SingletonTask, singleton_on_conflict="wait", shared=False, lazy=False)
+        def job() -> None: ...

@@ -1,0 +1,228 @@
+"""SingletonTask on real workers and real Redis masters, on every release path."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+from celery_singleton_beat.locks import Redlock
+from celery_singleton_beat.testing import CeleryCluster, RedisServer, wait_for
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "tests.tasks.app"
+
+
+@dataclass
+class TaskCluster(CeleryCluster):
+    masters: list[RedisServer] = field(default_factory=list)
+    broker: RedisServer | None = None
+
+    def __post_init__(self) -> None:
+        assert self.broker is not None
+        self.base_env = {
+            "PYTHONPATH": str(ROOT),
+            "TEST_BROKER_URL": self.broker.url,
+            "TEST_MASTERS": ",".join(m.url for m in self.masters),
+        }
+        self.client = Celery("sender", broker=self.broker.url)
+
+    def send(self, task: str, *args: Any, **options: Any) -> str:
+        result = self.client.send_task(f"{APP}.{task}", args, queue="task-tests", **options)
+        return str(result.id)
+
+    def _list(self, name: str) -> list[dict[str, Any]]:
+        assert self.broker is not None
+        client = redis.Redis.from_url(self.broker.url)
+        return [json.loads(row) for row in client.lrange(name, 0, -1)]
+
+    def runs(self, task: str | None = None) -> list[dict[str, Any]]:
+        return [r for r in self._list("runs") if task is None or r["task"] == f"{APP}.{task}"]
+
+    def events(self, kind: str, task: str | None = None) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in self._list("events")
+            if e["type"] == kind and (task is None or e.get("task") == f"{APP}.{task}")
+        ]
+
+    def lock(self) -> Redlock:
+        return Redlock.from_urls([m.url for m in self.masters], node_timeout=0.1)
+
+
+@pytest.fixture
+def cluster(three_masters: list[RedisServer], tmp_path: Path) -> Iterator[TaskCluster]:
+    broker = RedisServer().start()
+    tasks = TaskCluster(tmp_path, APP, queue="task-tests", masters=three_masters, broker=broker)
+    try:
+        yield tasks
+    finally:
+        tasks.stop()
+        broker.stop()
+
+
+def lock_key(cluster: TaskCluster, task: str) -> str:
+    wait_for(lambda: cluster.events("RunStarted", task), 20, f"{task} to start")
+    return str(cluster.events("RunStarted", task)[0]["key"])
+
+
+def test_two_prefork_workers_never_run_one_key_at_once_and_report_every_skip(
+    cluster: TaskCluster,
+) -> None:
+    cluster.start_worker("w1", pool="prefork", concurrency=2)
+    cluster.start_worker("w2", pool="prefork", concurrency=2)
+    for _ in range(20):
+        cluster.send("slow", 1.0)
+
+    def settled() -> bool:
+        return len(cluster.runs("slow")) + len(cluster.events("RunSkipped", "slow")) == 20
+
+    wait_for(settled, 60, "20 messages to run or be skipped")
+    runs = sorted((r["start"], r["end"]) for r in cluster.runs("slow"))
+    assert all(b[0] >= a[1] for a, b in zip(runs, runs[1:], strict=False)), runs
+    skipped = cluster.events("RunSkipped", "slow")
+    assert len(runs) >= 1
+    assert len(skipped) >= 3, "four processes take messages at once: at least three skip"
+    assert len(skipped) == 20 - len(runs)
+    assert {s["reason"] for s in skipped} == {"skipped_duplicate"}
+    assert all(s["holder"] for s in skipped), "a skip names who held the lock"
+
+
+@pytest.mark.parametrize(("task", "second_copy_runs"), [("retries_releasing", True),
+                                                         ("retries_keeping", False)])  # fmt: skip
+def test_a_retry_is_not_its_own_duplicate_and_keeps_or_releases_the_lock(
+    cluster: TaskCluster, task: str, second_copy_runs: bool
+) -> None:
+    cluster.start_worker()
+    first = cluster.send(task)
+    wait_for(lambda: cluster.runs(task), 20, "the first attempt")
+    cluster.send(task)  # another copy arrives while the retry waits for its countdown
+    wait_for(lambda: any(r["retries"] == 1 for r in cluster.runs(task)), 20, "the retry")
+    time.sleep(1.0)
+    attempts = [r for r in cluster.runs(task) if r["task_id"] == first]
+    assert [a["retries"] for a in attempts] == [0, 1], "the retry ran"
+    others = [r for r in cluster.runs(task) if r["task_id"] != first]
+    assert bool(others) is second_copy_runs
+    finished = [e["status"] for e in cluster.events("RunFinished", task) if e["task_id"] == first]
+    assert finished == ["retry", "success"]
+    assert cluster.lock().holder(lock_key(cluster, task)) is None, "released after success"
+
+
+def test_a_killed_worker_frees_the_lock_within_its_ttl_and_the_next_run_proceeds(
+    cluster: TaskCluster,
+) -> None:
+    worker = cluster.start_worker()
+    cluster.send("until_killed", 60)
+    key = lock_key(cluster, "until_killed")
+    cluster.kill(worker)
+    killed = time.monotonic()
+    lock = cluster.lock()
+    wait_for(lambda: lock.holder(key) is None, 10, "the lock to expire")
+    assert time.monotonic() - killed <= 2.0 + 0.5
+    cluster.start_worker("worker-2")
+    cluster.send("until_killed", 0.1)
+    wait_for(
+        lambda: any(r.get("phase") == "finished" for r in cluster.runs("until_killed")),
+        20, "the next run",
+    )  # fmt: skip
+
+
+def test_a_task_running_four_times_its_ttl_keeps_the_lock(cluster: TaskCluster) -> None:
+    cluster.start_worker()
+    cluster.send("outlives_ttl", 4.0)
+    key = lock_key(cluster, "outlives_ttl")
+    time.sleep(2.0)
+    cluster.send("outlives_ttl", 4.0)  # the same key while the first still runs
+    wait_for(lambda: cluster.runs("outlives_ttl"), 20, "the long run to end")
+    wait_for(lambda: cluster.events("RunSkipped", "outlives_ttl"), 10, "the copy to be skipped")
+    (run,) = cluster.runs("outlives_ttl")
+    assert run["end"] - run["start"] >= 4.0
+    assert run["remaining"] > 0 and run["lost"] is False
+    assert cluster.events("LockLost") == []
+    assert cluster.lock().holder(key) is None
+
+
+def test_losing_the_masters_mid_run_marks_the_lease_lost_and_records_it(
+    cluster: TaskCluster,
+) -> None:
+    cluster.start_worker()
+    cluster.send("watches_its_lease", 20)
+    lock_key(cluster, "watches_its_lease")
+    cluster.masters[0].kill()
+    cluster.masters[1].kill()
+    wait_for(
+        lambda: any(r.get("phase") == "finished" for r in cluster.runs("watches_its_lease")),
+        10, "the body to see its lease lost",
+    )  # fmt: skip
+    finished = [r for r in cluster.runs("watches_its_lease") if r.get("phase") == "finished"]
+    assert finished[0]["lost"] is True
+    wait_for(lambda: cluster.events("RunFinished", "watches_its_lease"), 10, "the record")
+    assert len(cluster.events("LockLost", "watches_its_lease")) == 1
+    assert cluster.events("RunFinished", "watches_its_lease")[0]["status"] == "lock_lost"
+
+
+def test_the_soft_time_limit_releases_the_lock(cluster: TaskCluster) -> None:
+    cluster.start_worker(pool="prefork", concurrency=1)
+    cluster.send("over_time")
+    key = lock_key(cluster, "over_time")
+    wait_for(lambda: cluster.events("RunFinished", "over_time"), 20, "the soft limit")
+    assert cluster.events("RunFinished", "over_time")[0]["status"] == "failure"
+    assert "SoftTimeLimitExceeded" in cluster.events("RunFinished", "over_time")[0]["error"]
+    assert cluster.lock().holder(key) is None
+
+
+def test_fail_closed_does_not_run_without_the_lock_store_and_runs_once_it_is_back(
+    cluster: TaskCluster,
+) -> None:
+    worker = cluster.start_worker()
+    cluster.masters[0].kill()
+    cluster.masters[1].kill()
+    cluster.send("waits_for_the_lock_store")
+    wait_for(
+        lambda: len(cluster.events("RunSkipped", "waits_for_the_lock_store")) >= 2,
+        20, "retries while the store is down",
+    )  # fmt: skip
+    assert cluster.runs("waits_for_the_lock_store") == []
+    reasons = {e["reason"] for e in cluster.events("RunSkipped", "waits_for_the_lock_store")}
+    assert reasons == {"skipped_lock_error"}
+    cluster.masters[0].start()
+    cluster.masters[1].start()
+    wait_for(lambda: cluster.runs("waits_for_the_lock_store"), 20, "the run once back")
+    assert "lock store unreachable" in worker.text()
+
+
+def test_fail_open_runs_without_the_lock_store_and_says_so(cluster: TaskCluster) -> None:
+    worker = cluster.start_worker()
+    cluster.masters[0].kill()
+    cluster.masters[1].kill()
+    cluster.send("runs_anyway")
+    wait_for(lambda: cluster.runs("runs_anyway"), 20, "the run")
+    assert cluster.runs("runs_anyway")[0]["fence"] is None
+    assert "running WITHOUT the lock" in worker.text()
+    assert [e["reason"] for e in cluster.events("RunSkipped", "runs_anyway")] == [
+        "ran_without_lock"
+    ]
+
+
+def test_the_same_slot_message_delivered_twice_runs_once(cluster: TaskCluster) -> None:
+    cluster.start_worker()
+    headers = {"singleton_beat_entry": "nightly", "singleton_beat_slot": "2026-11-24T02:30:00.000Z"}
+    cluster.send("runs_anyway", task_id="slot-task-id", headers=headers)
+    wait_for(lambda: cluster.runs("runs_anyway"), 20, "the first copy")
+    cluster.send("runs_anyway", task_id="slot-task-id", headers=headers)
+    wait_for(lambda: cluster.events("RunSkipped", "runs_anyway"), 20, "the second copy")
+    time.sleep(0.5)
+    assert len(cluster.runs("runs_anyway")) == 1
+    (skip,) = cluster.events("RunSkipped", "runs_anyway")
+    assert (skip["reason"], skip["entry"], skip["slot"]) == (
+        "skipped_duplicate", "nightly", "2026-11-24T02:30:00.000Z"
+    )  # fmt: skip
