@@ -24,6 +24,8 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Retry
+from celery.signals import task_revoked
+from kombu.utils.uuid import uuid
 
 from celery_singleton_beat import events
 from celery_singleton_beat.config import (
@@ -41,6 +43,7 @@ logger = logging.getLogger(__name__)
 SLOT_HEADER = "singleton_beat_slot"
 ENTRY_HEADER = "singleton_beat_entry"
 TOKEN_HEADER = "singleton_beat_lock_token"
+ENQUEUE_HEADER = "singleton_beat_enqueue_token"
 _UNSET: Any = object()
 
 _stores: dict[tuple[int, int], tuple[TaskConfig, LockBackend]] = {}
@@ -130,6 +133,9 @@ class SingletonTask(SlotAwareTask):
       keep it for the retry;
     - ``singleton_on_lock_error``: ``"fail_closed"`` (do not run; retried later) or
       ``"fail_open"`` (run without the lock, logged loudly);
+    - ``singleton_enqueue``: also lock at ``apply_async``: while a message for the key is
+      queued or running, ``delay()`` returns its ``AsyncResult`` instead of queueing a copy;
+    - ``singleton_enqueue_ttl``: how long such a queued message may wait (seconds);
     - ``singleton_backend``: a lock backend or a callable ``(app) -> backend``.
     """
 
@@ -139,6 +145,8 @@ class SingletonTask(SlotAwareTask):
     singleton_retry_countdown: float = _UNSET
     singleton_release_on_retry: bool = _UNSET
     singleton_on_lock_error: str = _UNSET
+    singleton_enqueue: bool = False
+    singleton_enqueue_ttl: float = 3600.0
     singleton_backend: LockBackend | Callable[[Any], LockBackend] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -165,9 +173,45 @@ class SingletonTask(SlotAwareTask):
             return f"task:{key.format(**bound.arguments)}"
         return f"task:{canonical_key(self.name, self.run, args, kwargs)}"
 
+    def apply_async(
+        self, args: Any = None, kwargs: Any = None, task_id: str | None = None, **options: Any
+    ) -> Any:
+        """Queue the task; with ``singleton_enqueue``, at most one message per key.
+
+        While a message for the same key is queued or running, returns that message's
+        ``AsyncResult`` and queues nothing.
+        """
+        if not self.singleton_enqueue or options.get("retries"):
+            return super().apply_async(args, kwargs, task_id=task_id, **options)
+        backend = self._store()[1]
+        task_id = task_id or uuid()
+        key = f"enqueue:{self.lock_key(tuple(args or ()), dict(kwargs or {}))}"
+        lease = backend.acquire(key, ttl=self.singleton_enqueue_ttl, token=f"{task_id}@enqueue")
+        if lease is None:
+            holder = _safe_holder(backend, key)
+            if holder is not None:
+                return self.AsyncResult(holder.split("@", 1)[0])
+            return super().apply_async(args, kwargs, task_id=task_id, **options)
+        headers = dict(options.pop("headers", None) or {})
+        headers[ENQUEUE_HEADER] = f"{key}\n{lease.token}"
+        try:
+            return super().apply_async(args, kwargs, task_id=task_id, headers=headers, **options)
+        except BaseException:
+            backend.release(lease)
+            raise
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.request.called_directly:
             return self.run(*args, **kwargs)
+        try:
+            return self._locked_call(args, kwargs)
+        except Retry:
+            raise
+        finally:
+            if not getattr(self.request, "singleton_retrying", False):
+                release_enqueue_lock(self, self.request.headers)
+
+    def _locked_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         config, backend = self._store()
         key = self.lock_key(args, kwargs)
         started = time.monotonic()
@@ -228,6 +272,10 @@ class SingletonTask(SlotAwareTask):
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
         """Like Celery's ``retry``; a lock kept for the retry travels in its headers."""
+        self.request.singleton_retrying = True
+        enqueue_token = (self.request.headers or {}).get(ENQUEUE_HEADER)
+        if enqueue_token:
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), ENQUEUE_HEADER: enqueue_token}
         lease = self.singleton
         if lease is not None and not self._option("release_on_retry", self._store()[0]):
             countdown = float(kwargs.get("countdown") or self.default_retry_delay or 0)
@@ -306,6 +354,32 @@ class SingletonTask(SlotAwareTask):
     def _option(self, name: str, config: TaskConfig) -> Any:
         value = getattr(self, f"singleton_{name}")
         return getattr(config, f"task_{name}") if value is _UNSET else value
+
+
+def release_enqueue_lock(task: Any, headers: dict[str, Any] | None) -> None:
+    """Free the enqueue lock a message carries, once the message is done with."""
+    carried = (headers or {}).get(ENQUEUE_HEADER)
+    if not carried or not isinstance(task, SingletonTask):
+        return
+    key, token = str(carried).split("\n", 1)
+    _config, backend = task._store()
+    lease = Lease(
+        key, token, fence=0, ttl=1.0, valid_until=backend.clock() + 1.0, clock=backend.clock
+    )
+    try:
+        backend.release(lease)
+    except LockError as exc:
+        logger.warning(
+            "could not release the enqueue lock %r (%s); it expires by its TTL", key, exc
+        )
+
+
+def _release_on_revoke(sender: Any = None, request: Any = None, **_: Any) -> None:
+    """A revoked message never runs: free its enqueue lock now rather than after the TTL."""
+    release_enqueue_lock(sender, getattr(request, "headers", None))
+
+
+task_revoked.connect(_release_on_revoke, weak=False)
 
 
 def _safe_holder(backend: LockBackend, key: str) -> str | None:

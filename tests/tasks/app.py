@@ -17,7 +17,7 @@ import redis
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 
-from celery_singleton_beat import SingletonTask, events
+from celery_singleton_beat import SingletonTask, SlotAwareTask, events
 
 app = Celery("task_tests", broker=os.environ.get("TEST_BROKER_URL", "memory://"))
 app.conf.update(
@@ -121,3 +121,14 @@ def runs_anyway(self: Any) -> None:
 @app.task(bind=True, base=SingletonTask, max_retries=None)
 def waits_for_the_lock_store(self: Any) -> None:
     note(self)
+
+
+@app.task(bind=True, base=SingletonTask, singleton_enqueue=True)
+def queued_once(self: Any, seconds: float) -> None:
+    note(self, phase="started")
+    time.sleep(seconds)
+
+
+@app.task(bind=True, base=SlotAwareTask)
+def plain_but_slot_aware(self: Any) -> None:
+    _client().rpush("runs", json.dumps({"task": self.name, "task_id": self.request.id}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 import redis
 from celery import Celery
 
+from celery_singleton_beat import SingletonTask
 from celery_singleton_beat.locks import Redlock
 from celery_singleton_beat.testing import CeleryCluster, RedisServer, wait_for
 
@@ -88,7 +90,7 @@ def test_two_prefork_workers_never_run_one_key_at_once_and_report_every_skip(
 
     wait_for(settled, 60, "20 messages to run or be skipped")
     runs = sorted((r["start"], r["end"]) for r in cluster.runs("slow"))
-    assert all(b[0] >= a[1] for a, b in zip(runs, runs[1:], strict=False)), runs
+    assert all(b[0] >= a[1] for a, b in itertools.pairwise(runs)), runs
     skipped = cluster.events("RunSkipped", "slow")
     assert len(runs) >= 1
     assert len(skipped) >= 3, "four processes take messages at once: at least three skip"
@@ -226,3 +228,58 @@ def test_the_same_slot_message_delivered_twice_runs_once(cluster: TaskCluster) -
     assert (skip["reason"], skip["entry"], skip["slot"]) == (
         "skipped_duplicate", "nightly", "2026-11-24T02:30:00.000Z"
     )  # fmt: skip
+
+
+def enqueueing_client(cluster: TaskCluster) -> Any:
+    """The sender's own definition of queued_once: the enqueue lock is taken by the sender."""
+    assert cluster.broker is not None
+    client = Celery("enqueuer", broker=cluster.broker.url)
+    client.conf.update(
+        singleton_beat_redis_urls=[m.url for m in cluster.masters], task_default_queue="task-tests"
+    )
+
+    @client.task(name=f"{APP}.queued_once", base=SingletonTask, singleton_enqueue=True, bind=True)
+    def queued_once(self: Any, seconds: float) -> None: ...
+
+    return queued_once
+
+
+def test_enqueue_returns_the_queued_or_running_message_until_it_has_finished(
+    cluster: TaskCluster,
+) -> None:
+    queued_once = enqueueing_client(cluster)
+    first = queued_once.delay(2.0)
+    assert queued_once.delay(2.0).id == first.id, "pending: the same message"
+    cluster.start_worker()
+    wait_for(lambda: cluster.runs("queued_once"), 20, "the run to start")
+    assert queued_once.delay(2.0).id == first.id, "running: the same message"
+    wait_for(lambda: cluster.events("RunFinished", "queued_once"), 20, "the run to finish")
+    fresh = queued_once.delay(0.1)
+    assert fresh.id != first.id, "finished: a new message is accepted"
+    assert (
+        queued_once.delay(
+            0.1,
+        ).id
+        == fresh.id
+    )
+
+
+def test_revoking_a_queued_message_releases_its_enqueue_lock(cluster: TaskCluster) -> None:
+    queued_once = enqueueing_client(cluster)
+    cluster.start_worker()
+    first = queued_once.apply_async((0.1,), countdown=2)
+    assert queued_once.delay(0.1).id == first.id
+    time.sleep(0.5)  # the worker has reserved it, waiting for its countdown
+    queued_once.app.control.revoke(first.id)
+    wait_for(lambda: queued_once.delay(0.1).id != first.id, 10, "the enqueue lock to go")
+    assert not any(r["task_id"] == first.id for r in cluster.runs("queued_once"))
+
+
+def test_a_plain_task_on_the_slot_aware_base_also_runs_a_slot_once(cluster: TaskCluster) -> None:
+    cluster.start_worker()
+    headers = {"singleton_beat_entry": "report", "singleton_beat_slot": "2026-11-24T03:00:00.000Z"}
+    for _ in range(2):
+        cluster.send("plain_but_slot_aware", task_id="report-slot", headers=headers)
+    wait_for(lambda: cluster.events("RunSkipped", "plain_but_slot_aware"), 20, "the second copy")
+    time.sleep(0.5)
+    assert len(cluster.runs("plain_but_slot_aware")) == 1
