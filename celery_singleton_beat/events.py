@@ -148,6 +148,11 @@ def subscribe(subscriber: Subscriber) -> Callable[[], None]:
     return unsubscribe
 
 
+def wanted() -> bool:
+    """Whether anyone subscribed: hot paths skip building events nobody reads."""
+    return bool(_subscribers)
+
+
 def emit(event: Event) -> None:
     """Hand ``event`` to every subscriber; a failing subscriber never fails the caller."""
     for subscriber in list(_subscribers):

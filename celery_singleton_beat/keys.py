@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import functools
 import hashlib
 import inspect
 import json
@@ -24,12 +25,17 @@ from typing import Any
 def canonical_key(name: str, func: Callable[..., Any], args: Any, kwargs: Any) -> str:
     """``name:sha256`` of the call's arguments, bound to ``func``'s signature."""
     try:
-        bound = inspect.signature(func).bind(*args, **kwargs)
+        bound = _signature(func).bind(*args, **kwargs)
     except TypeError as exc:
         raise TypeError(f"{name}: the arguments do not fit the task's signature: {exc}") from None
     bound.apply_defaults()
     text = json.dumps(bound.arguments, sort_keys=True, separators=(",", ":"), default=_plain)
     return f"{name}:{hashlib.sha256(text.encode()).hexdigest()}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature(func: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(func)
 
 
 def _plain(value: Any) -> Any:

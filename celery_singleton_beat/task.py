@@ -35,8 +35,9 @@ from celery_singleton_beat.config import (
     check_choice,
 )
 from celery_singleton_beat.errors import ConfigurationError, LockError, LockHeld
-from celery_singleton_beat.keys import canonical_key
-from celery_singleton_beat.locks import Lease, LockBackend, Redlock, Watchdog
+from celery_singleton_beat.keys import _signature, canonical_key
+from celery_singleton_beat.locks import Lease, LockBackend, Redlock
+from celery_singleton_beat.locks.watchdog import keeper
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ class SingletonTask(SlotAwareTask):
         if callable(key):
             return f"task:{key(args, kwargs)}"
         if isinstance(key, str):
-            bound = inspect.signature(self.run).bind(*args, **kwargs)
+            bound = _signature(self.run).bind(*args, **kwargs)
             bound.apply_defaults()
             return f"task:{key.format(**bound.arguments)}"
         return f"task:{canonical_key(self.name, self.run, args, kwargs)}"
@@ -237,15 +238,16 @@ class SingletonTask(SlotAwareTask):
         request = self.request
         worker = _worker_name(self)
         request.singleton_lease = lease
-        events.emit(
-            events.RunStarted(
-                task=self.name, task_id=str(request.id), key=lease.key, fence=lease.fence,
-                lock_wait=lock_wait, worker=worker, retries=request.retries,
-                entry=(request.headers or {}).get(ENTRY_HEADER),
-                slot=(request.headers or {}).get(SLOT_HEADER),
-            )
-        )  # fmt: skip
-        watchdog = Watchdog(backend, lease, on_lost=self._on_lost).start()
+        if events.wanted():
+            events.emit(
+                events.RunStarted(
+                    task=self.name, task_id=str(request.id), key=lease.key, fence=lease.fence,
+                    lock_wait=lock_wait, worker=worker, retries=request.retries,
+                    entry=(request.headers or {}).get(ENTRY_HEADER),
+                    slot=(request.headers or {}).get(SLOT_HEADER),
+                )
+            )  # fmt: skip
+        watchdog = keeper.keep(backend, lease, on_lost=self._on_lost)
         status, error, release = "success", None, True
         started = time.monotonic()
         try:
@@ -262,13 +264,14 @@ class SingletonTask(SlotAwareTask):
                 status = "lock_lost"
             if release:
                 self._release(backend, lease)
-            events.emit(
-                events.RunFinished(
-                    task=self.name, task_id=str(request.id), key=lease.key, status=status,
-                    runtime=time.monotonic() - started, lock_wait=lock_wait, worker=worker,
-                    retries=request.retries, error=error,
-                )
-            )  # fmt: skip
+            if events.wanted():
+                events.emit(
+                    events.RunFinished(
+                        task=self.name, task_id=str(request.id), key=lease.key, status=status,
+                        runtime=time.monotonic() - started, lock_wait=lock_wait, worker=worker,
+                        retries=request.retries, error=error,
+                    )
+                )  # fmt: skip
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
         """Like Celery's ``retry``; a lock kept for the retry travels in its headers."""

@@ -40,6 +40,10 @@ class Lease:
         self.released = False
         self._clock = clock
 
+    def clock_now(self) -> float:
+        """The lease's clock (monotonic seconds)."""
+        return self._clock()
+
     def remaining(self) -> float:
         """Seconds the lease is still guaranteed to be ours (never negative)."""
         if self.released or self.lost:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 
 from celery_singleton_beat.errors import LockError
@@ -84,3 +87,94 @@ class Watchdog:
             self.on_lost(self.lease)
         except Exception:
             logger.exception("lock %r: the on_lost callback failed", self.lease.key)
+
+
+class LeaseKeeper:
+    """One thread that keeps many leases alive, for processes that hold many at once.
+
+    Same promise as :class:`Watchdog` (extend every ttl/3; on a failed extension mark the
+    lease lost and call ``on_lost`` once), without a thread per lease: starting and
+    joining a thread costs more than the lock round trips of a short task. The thread
+    starts on first use and again after a fork.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Condition()
+        self._heap: list[tuple[float, int, _Kept]] = []
+        self._serial = 0
+        self._pid = 0
+
+    def keep(
+        self, lock: LockBackend, lease: Lease, on_lost: Callable[[Lease], object] | None = None
+    ) -> _Kept:
+        """Keep ``lease`` alive until the returned handle's ``stop()``."""
+        kept = _Kept(lock, lease, on_lost)
+        with self._mutex:
+            self._ensure_thread()
+            self._push(kept)
+            if self._heap[0][2] is kept:  # the thread sleeps until a later job: wake it
+                self._mutex.notify()
+        return kept
+
+    def _push(self, kept: _Kept) -> None:
+        self._serial += 1
+        due = kept.lease.clock_now() + kept.lease.ttl / 3
+        heapq.heappush(self._heap, (due, self._serial, kept))
+
+    def _ensure_thread(self) -> None:
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._heap = []
+            thread = threading.Thread(target=self._run, name="singleton-beat-keeper", daemon=True)
+            thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._mutex:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._mutex.wait(timeout)
+                _due, _serial, kept = heapq.heappop(self._heap)
+            if kept.stopped.is_set() or kept.lease.released:
+                continue
+            if kept.extend():
+                with self._mutex:
+                    self._push(kept)
+
+
+class _Kept:
+    """A lease in a :class:`LeaseKeeper`'s care."""
+
+    def __init__(
+        self, lock: LockBackend, lease: Lease, on_lost: Callable[[Lease], object] | None
+    ) -> None:
+        self.lock = lock
+        self.lease = lease
+        self.on_lost = on_lost
+        self.stopped = threading.Event()
+
+    def stop(self) -> None:
+        """Stop extending (the keeper drops the lease at its next turn)."""
+        self.stopped.set()
+
+    def extend(self) -> bool:
+        """Extend once; on failure mark the lease lost and tell the owner."""
+        try:
+            extended = self.lock.extend(self.lease, self.lease.ttl)
+            reason = "the key expired or belongs to another owner"
+        except LockError as exc:
+            extended, reason = False, str(exc)
+        if extended or self.stopped.is_set() or self.lease.released:
+            return extended
+        self.lease.lost = True
+        logger.warning("lock %r lost: extension failed (%s)", self.lease.key, reason)
+        if self.on_lost is not None:
+            try:
+                self.on_lost(self.lease)
+            except Exception:
+                logger.exception("lock %r: the on_lost callback failed", self.lease.key)
+        return False
+
+
+#: The process's shared keeper.
+keeper = LeaseKeeper()
