@@ -132,3 +132,14 @@ def queued_once(self: Any, seconds: float) -> None:
 @app.task(bind=True, base=SlotAwareTask)
 def plain_but_slot_aware(self: Any) -> None:
     _client().rpush("runs", json.dumps({"task": self.name, "task_id": self.request.id}))
+
+
+@app.task(bind=True, base=SingletonTask, singleton_key="conflict", singleton_on_conflict="raise")
+def raises_on_conflict(self: Any) -> None:
+    note(self)
+
+
+@app.task(bind=True, base=SingletonTask, singleton_key="conflict", singleton_on_conflict="retry",
+          singleton_retry_countdown=0.3, max_retries=None)  # fmt: skip
+def retries_on_conflict(self: Any) -> None:
+    note(self)

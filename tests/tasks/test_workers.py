@@ -283,3 +283,26 @@ def test_a_plain_task_on_the_slot_aware_base_also_runs_a_slot_once(cluster: Task
     wait_for(lambda: cluster.events("RunSkipped", "plain_but_slot_aware"), 20, "the second copy")
     time.sleep(0.5)
     assert len(cluster.runs("plain_but_slot_aware")) == 1
+
+
+def test_on_conflict_raise_fails_the_message_with_lock_held(cluster: TaskCluster) -> None:
+    worker = cluster.start_worker()
+    lock = Redlock.from_urls([m.url for m in cluster.masters])
+    assert lock.acquire("task:conflict", ttl=30) is not None
+    cluster.send("raises_on_conflict")
+    wait_for(lambda: "LockHeld" in worker.text(), 20, "the conflict to be raised")
+    assert "lock 'task:conflict' is held by another owner" in worker.text()
+    assert cluster.runs("raises_on_conflict") == []
+
+
+def test_on_conflict_retry_runs_once_the_holder_lets_go(cluster: TaskCluster) -> None:
+    cluster.start_worker()
+    lock = Redlock.from_urls([m.url for m in cluster.masters])
+    lease = lock.acquire("task:conflict", ttl=30)
+    assert lease is not None
+    cluster.send("retries_on_conflict")
+    time.sleep(1.5)
+    assert cluster.runs("retries_on_conflict") == [], "not while the key is held"
+    lock.release(lease)
+    wait_for(lambda: cluster.runs("retries_on_conflict"), 20, "the retried run")
+    assert cluster.runs("retries_on_conflict")[0]["retries"] >= 2
