@@ -131,3 +131,16 @@ def test_acquire_refuses_a_ttl_that_is_not_positive(lock: LockBackend, ttl: obje
 def test_acquire_refuses_a_negative_wait(lock: LockBackend) -> None:
     with pytest.raises(ValueError, match=r"wait must be a number of seconds >= 0, got -1"):
         lock.acquire("k", ttl=5, wait=-1)
+
+
+def test_the_holder_of_a_token_can_hand_the_key_to_whoever_presents_it(lock: LockBackend) -> None:
+    first = lock.acquire("k", ttl=5, token="handover-token@successor")
+    assert first is not None
+    assert lock.holder("k") == "handover-token@successor"
+    assert lock.acquire("k", ttl=5) is None, "a stranger is refused"
+    assert lock.acquire("k", ttl=5, token="other@x") is None, "another token is refused"
+    second = lock.acquire("k", ttl=5, token="handover-token@successor")
+    assert second is not None
+    assert second.fence > first.fence
+    assert lock.release(second) is True
+    assert lock.holder("k") is None
