@@ -64,29 +64,10 @@ class Watchdog:
         self.stop()
 
     def _run(self) -> None:
+        kept = _Kept(self.lock, self.lease, self.on_lost, self.ttl)
         while not self._stopped.wait(self.interval):
-            if self.lease.released:
+            if self.lease.released or not kept.extend(self._stopped):
                 return
-            try:
-                extended = self.lock.extend(self.lease, self.ttl)
-                reason = "the key expired or belongs to another owner"
-            except LockError as exc:
-                extended, reason = False, str(exc)
-            if self._stopped.is_set() or self.lease.released:
-                return
-            if not extended:
-                self._lose(reason)
-                return
-
-    def _lose(self, reason: str) -> None:
-        self.lease.lost = True
-        logger.warning("lock %r lost: extension failed (%s)", self.lease.key, reason)
-        if self.on_lost is None:
-            return
-        try:
-            self.on_lost(self.lease)
-        except Exception:
-            logger.exception("lock %r: the on_lost callback failed", self.lease.key)
 
 
 class LeaseKeeper:
@@ -143,28 +124,34 @@ class LeaseKeeper:
 
 
 class _Kept:
-    """A lease in a :class:`LeaseKeeper`'s care."""
+    """A lease being kept alive, by a :class:`Watchdog` or a :class:`LeaseKeeper`."""
 
     def __init__(
-        self, lock: LockBackend, lease: Lease, on_lost: Callable[[Lease], object] | None
+        self,
+        lock: LockBackend,
+        lease: Lease,
+        on_lost: Callable[[Lease], object] | None,
+        ttl: float | None = None,
     ) -> None:
         self.lock = lock
         self.lease = lease
         self.on_lost = on_lost
+        self.ttl = ttl
         self.stopped = threading.Event()
 
     def stop(self) -> None:
         """Stop extending (the keeper drops the lease at its next turn)."""
         self.stopped.set()
 
-    def extend(self) -> bool:
-        """Extend once; on failure mark the lease lost and tell the owner."""
+    def extend(self, stopped: threading.Event | None = None) -> bool:
+        """Extend once; on failure mark the lease lost and tell the owner (once)."""
+        stopped = stopped or self.stopped
         try:
-            extended = self.lock.extend(self.lease, self.lease.ttl)
+            extended = self.lock.extend(self.lease, self.ttl or self.lease.ttl)
             reason = "the key expired or belongs to another owner"
         except LockError as exc:
             extended, reason = False, str(exc)
-        if extended or self.stopped.is_set() or self.lease.released:
+        if extended or stopped.is_set() or self.lease.released:
             return extended
         self.lease.lost = True
         logger.warning("lock %r lost: extension failed (%s)", self.lease.key, reason)
