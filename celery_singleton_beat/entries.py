@@ -118,6 +118,16 @@ class Plan:
                 return slot
             slot = following
 
+    def slot_before(self, slot: int, after: int) -> int:
+        """The last slot before ``slot`` and after ``after`` (``slot`` itself if none)."""
+        if isinstance(self.slots, IntervalSlots):
+            previous = slot - self.slots.every_ms
+            return previous if previous > after else slot
+        found, candidate = slot, self.slots.next_after(after)
+        while candidate is not None and candidate < slot:
+            found, candidate = candidate, self.slots.next_after(candidate)
+        return found
+
     def missed_between(self, after: int, before: int, limit: int = 100_000) -> int:
         """How many slots lie strictly between ``after`` and ``before``."""
         if isinstance(self.slots, IntervalSlots):

@@ -292,7 +292,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         )
         skipped = missed + (0 if fire else 1)
         if skipped:
-            newest_skipped = slot if not fire else _previous_slot(plan, slot)
+            newest_skipped = slot if not fire else plan.slot_before(slot, after=last)
             logger.warning(
                 "singleton beat: entry %r missed %d slot(s) up to %s (misfire policy %s)",
                 plan.name, skipped, slot_label(newest_skipped), plan.policy.misfire,
@@ -412,10 +412,3 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             )
         elif previous is not None:
             logger.warning("singleton beat: a majority of Redis masters answers again")
-
-
-def _previous_slot(plan: Plan, slot: int) -> int:
-    """The slot just before ``slot`` (for reporting the newest skipped one)."""
-    if plan.every_ms is not None:
-        return slot - plan.every_ms
-    return slot

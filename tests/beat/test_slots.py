@@ -107,3 +107,20 @@ def test_solar_slots_are_the_same_whatever_the_start_before_the_event() -> None:
     assert early % 1000 == 0
     assert slot_label(early).startswith("2026-06-21T02:4")  # Berlin sunrise, ~04:43 CEST
     assert slots.next_after(early) > early + 23 * 3600 * 1000
+
+
+def test_a_plan_finds_the_slot_before_another_for_intervals_and_crontab() -> None:
+    from celery import Celery
+
+    from celery_singleton_beat.entries import Entry, Plan
+
+    app = Celery("plans", broker="memory://")
+    hourly = Entry(name="hourly", task="t", schedule=crontab(minute=0), app=app)
+    plan = Plan.build(hourly, UTC, grace=300)
+    three = ms("2026-06-01T03:00")
+    assert plan.slot_before(three, after=ms("2026-06-01T00:30")) == ms("2026-06-01T02:00")
+    assert plan.slot_before(three, after=ms("2026-06-01T02:30")) == three, "none in between"
+    every = Plan.build(Entry(name="e", task="t", schedule=10.0, app=app), UTC, grace=300)
+    assert every.slot_before(50_000, after=0) == 40_000
+    assert every.slot_before(50_000, after=45_000) == 50_000
+    assert every.missed_between(0, 50_000) == 4
