@@ -291,7 +291,7 @@ class SingletonTask(SlotAwareTask):
 
     def _release(self, backend: LockBackend, lease: Lease) -> None:
         try:
-            backend.release(lease)
+            backend.release_nowait(lease)
         except LockError as exc:
             logger.warning("task %s: could not release %r (%s); it expires by its TTL",
                            self.name, lease.key, exc)  # fmt: skip

@@ -133,6 +133,14 @@ class LockBackend(abc.ABC):
         lease.released = True
         return self.do_release(lease) and still_valid
 
+    def release_nowait(self, lease: Lease) -> None:
+        """Free ``lease``'s key without waiting to learn whether it was still ours.
+
+        For owners that do nothing with the answer (a task that has finished): backends
+        with a network round trip send the release and move on.
+        """
+        self.release(lease)
+
     def close(self) -> None:  # noqa: B027  (optional hook: backends without connections skip it)
         """Free connections; the backend is not used afterwards."""
 

@@ -9,6 +9,7 @@ command was written).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import select
 import ssl
@@ -84,7 +85,8 @@ class Node:
     def checkout(self) -> Any:
         """A connection for one round trip: an idle one still open, else a new one.
 
-        An idle connection whose master restarted has its end-of-file waiting; it is
+        Replies left unread by a :meth:`Masters.post` are read (and dropped) first. An
+        idle connection whose master restarted has its end-of-file waiting; it is
         dropped here rather than failing this round trip.
         """
         while True:
@@ -92,12 +94,13 @@ class Node:
                 if not self._idle:
                     break
                 connection = self._idle.pop()
-            if not _readable([connection], 0):
+            if _drain(connection) and not _readable([connection], 0):
                 return connection
             connection.disconnect()
         connection = self._connection_class(**self._options)
         connection.scripts_loaded = 0
         connection.pending_preamble = 0
+        connection.unread = 0
         return connection
 
     def checkin(self, connection: Any) -> None:
@@ -175,6 +178,26 @@ class Masters:
         node gave (connection refused, timeout, a ``ResponseError`` from a script).
         """
         return self.scatter([commands] * len(self.nodes))
+
+    def post(self, commands: Sequence[Command]) -> None:
+        """Send ``commands`` to every master without waiting for the replies.
+
+        For writes whose outcome the caller does not need (releasing a lock at the end of
+        a task): it saves the wait of a round trip. The replies are read before each
+        connection's next command; a master that cannot be written to is skipped.
+        """
+        data = pack(commands)
+        for node in self.nodes:
+            connection = None
+            try:
+                connection = node.checkout()
+                connection.send_packed_command([*self._preamble(connection), data])
+            except (RedisError, OSError):
+                _discard(connection)
+                continue
+            connection.unread = connection.pending_preamble + len(commands)
+            connection.pending_preamble = 0
+            node.checkin(connection)
 
     def scatter(self, batches: Sequence[Sequence[Command]]) -> list[list[Any] | Exception]:
         """Like :meth:`broadcast` with one batch per node; an empty batch skips its node."""
@@ -267,6 +290,18 @@ def _readable(connections: list[Any], timeout: float) -> list[Any]:
         poller.register(fd, select.POLLIN)
     events = poller.poll(max(0.0, timeout) * 1000)
     return [by_fd[fd] for fd, _ in events]
+
+
+def _drain(connection: Any) -> bool:
+    """Read and drop the replies a posted command left; False when the connection failed."""
+    try:
+        for _ in range(connection.unread):
+            with contextlib.suppress(ResponseError):
+                connection.read_response()
+    except (RedisError, OSError):
+        return False
+    connection.unread = 0
+    return True
 
 
 def _read_replies(node: Node, connection: Any, count: int) -> list[Any] | Exception:

@@ -218,6 +218,12 @@ class Redlock(LockBackend):
         lease.ttl = ttl
         return True
 
+    def release_nowait(self, lease: Lease) -> None:
+        if lease.released:
+            return
+        lease.released = True
+        self.masters.post([("EVALSHA", self._release, 1, self.lock_key(lease.key), lease.token)])
+
     def do_release(self, lease: Lease) -> bool:
         return self._release_everywhere(lease.key, lease.token) >= self.quorum
 

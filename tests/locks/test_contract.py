@@ -144,3 +144,20 @@ def test_the_holder_of_a_token_can_hand_the_key_to_whoever_presents_it(lock: Loc
     assert second.fence > first.fence
     assert lock.release(second) is True
     assert lock.holder("k") is None
+
+
+def test_release_nowait_frees_the_key_and_later_calls_read_clean_replies(
+    lock: LockBackend,
+) -> None:
+    fences = []
+    for _ in range(20):
+        lease = lock.acquire("k", ttl=5)
+        assert lease is not None, "the key posted free is free for the next acquire"
+        fences.append(lease.fence)
+        lock.release_nowait(lease)
+    assert fences == sorted(set(fences))
+    other = lock.acquire("other", ttl=5)
+    assert other is not None
+    assert lock.extend(other, ttl=5) is True
+    assert lock.release(other) is True
+    assert lock.holder("k") is None
