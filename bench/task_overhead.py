@@ -81,6 +81,9 @@ def run(bench_app: object, broker: str, per_round: int, rounds: int) -> dict[str
     results = {}
     for name in VARIANTS:
         took = [json.loads(x) for x in client.lrange(f"took:{name}", 0, -1)]
+        failed = sum(1 for t in took if t is None)
+        if failed:
+            raise SystemExit(f"{name}: {failed} of {len(took)} runs failed; no figures")
         results[name] = {
             "send": send[name],
             "wall": wall[name],

@@ -61,7 +61,7 @@ def _prerun(task_id: str, **_: Any) -> None:
 
 
 @task_postrun.connect
-def _postrun(task_id: str, task: Any, **_: Any) -> None:
+def _postrun(task_id: str, task: Any, state: str, **_: Any) -> None:
     took = time.perf_counter() - _started.pop(task_id, time.perf_counter())
     client = redis.Redis.from_url(app.conf.broker_url)
-    client.rpush(f"took:{task.name}", json.dumps(took))
+    client.rpush(f"took:{task.name}", json.dumps(took if state == "SUCCESS" else None))

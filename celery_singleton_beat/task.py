@@ -152,8 +152,9 @@ class SingletonTask(SlotAwareTask):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if inspect.isfunction(cls.__dict__.get("singleton_key")):
-            cls.singleton_key = staticmethod(cls.__dict__["singleton_key"])  # not a method
+        for name in ("singleton_key", "singleton_backend"):  # functions here are not methods
+            if inspect.isfunction(cls.__dict__.get(name)):
+                setattr(cls, name, staticmethod(cls.__dict__[name]))
         run = cls.__dict__.get("run")
         if run is not None:
             _check_options(cls, inspect.signature(run))

@@ -76,3 +76,26 @@ def test_a_failing_event_subscriber_never_fails_the_task(
     finally:
         unsubscribe()
     assert seen == ["RunStarted", "RunFinished"]
+
+
+def test_a_backend_given_as_a_function_is_called_with_the_app(
+    redis_cluster: Callable[[int], list[RedisServer]],
+) -> None:
+    from celery_singleton_beat.locks import Redlock
+
+    master = redis_cluster(1)[0]
+    app = Celery("backend", broker="memory://")
+    app.conf.singleton_beat_redis_urls = ["redis://127.0.0.1:1/0"]  # not used: own backend
+    own = Redlock.from_urls([master.url])
+    given: list[Celery] = []
+
+    def backend(for_app: Celery) -> Redlock:
+        given.append(for_app)
+        return own
+
+    @app.task(base=SingletonTask, singleton_backend=backend, shared=False)
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    assert add.apply((2, 3)).get() == 5
+    assert given and given[0] is app
