@@ -8,7 +8,10 @@ all masters at once) and the cost of a tick when nothing is due, with 10 and wit
 entries. Ours runs with one replica and with three (three processes racing for the same
 slots); RedBeat runs one (its design: one lock holder dispatches).
 
-    python bench/scheduler.py [--entries 10000]
+    python bench/scheduler.py [--entries 10000] [--broker amqp://guest:guest@127.0.0.1:5672//]
+
+Without --broker a redis-server started by the script is the broker. With --broker, the
+messages go to a queue of the script's own, deleted at the end.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import datetime as dt
 import logging
 import multiprocessing
+import os
 import statistics
 import sys
 import time
@@ -27,11 +31,29 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from celery import Celery
+from kombu import Queue
 
 from celery_singleton_beat import scheduler as ours
 from celery_singleton_beat.locks.nodes import Masters
 from celery_singleton_beat.slots import slot_task_id
 from celery_singleton_beat.testing import redis_servers
+
+#: The queue every message goes to; inherited by the benchmark's own processes.
+QUEUE = os.environ.setdefault("BENCH_QUEUE", f"bench-{uuid.uuid4().hex[:8]}")
+
+
+def queued(broker: str) -> int:
+    """Messages waiting in the benchmark's queue."""
+    app = Celery("bench-count", broker=broker)
+    with app.connection_for_write() as connection:
+        declared = Queue(QUEUE, channel=connection.default_channel).queue_declare()
+        return int(declared.message_count)
+
+
+def delete_queue(broker: str) -> None:
+    app = Celery("bench-cleanup", broker=broker)
+    with app.connection_for_write() as connection:
+        Queue(QUEUE, channel=connection.default_channel).delete()
 
 
 def beat_schedule(entries: int) -> dict[str, Any]:
@@ -58,6 +80,7 @@ class RoundTrips:
 def our_app(broker: str, masters: list[str], entries: int, prefix: str) -> Celery:
     app = Celery("bench", broker=broker)
     app.conf.update(
+        task_default_queue=QUEUE,
         singleton_beat_redis_urls=masters,
         singleton_beat_key_prefix=prefix,
         singleton_beat_claim_ttl=10.0,
@@ -110,6 +133,7 @@ def run_ours(  # noqa: PLR0917  (called positionally through Pool.starmap)
 def send_task_ceiling(broker: str, count: int) -> float:
     """Messages per second that Celery's own send_task reaches on this broker."""
     app = Celery("bench-ceiling", broker=broker)
+    app.conf.task_default_queue = QUEUE
     with app.producer_or_acquire() as producer:
         started = time.perf_counter()
         for i in range(count):
@@ -133,12 +157,12 @@ def idle_tick_us(broker: str, masters: list[str], entries: int, prefix: str) -> 
 
 
 def run_redbeat(broker: str, redis_url: str, entries: int) -> tuple[int, float, int, float]:
-    import redis
     import redis.connection
     from redbeat import RedBeatScheduler
 
     app = Celery("bench-redbeat", broker=broker)
     app.conf.update(
+        task_default_queue=QUEUE,
         redbeat_redis_url=redis_url,
         redbeat_lock_key=None,
         redbeat_key_prefix=f"redbeat-{uuid.uuid4().hex[:6]}:",
@@ -158,14 +182,13 @@ def run_redbeat(broker: str, redis_url: str, entries: int) -> tuple[int, float, 
         sends[0] += 1
         return original(connection, command, check_health)
 
-    queue = redis.Redis.from_url(broker)
-    before = queue.llen("celery")
+    before = queued(broker)
     redis.connection.AbstractConnection.send_packed_command = counted
     started = time.perf_counter()
     sched.tick()  # one tick handles every due entry
     elapsed = time.perf_counter() - started
     trips = sends[0]
-    published = queue.llen("celery") - before
+    published = queued(broker) - before
     samples = []
     for _ in range(200):
         begun = time.perf_counter()
@@ -178,11 +201,13 @@ def run_redbeat(broker: str, redis_url: str, entries: int) -> tuple[int, float, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=10_000)
+    parser.add_argument("--broker", help="broker URL (default: a local redis-server)")
     args = parser.parse_args()
     n = args.entries
     rows = []
     with redis_servers(4) as servers:
-        *masters, broker = (s.url for s in servers)
+        *masters, local = (s.url for s in servers)
+        broker = args.broker or local
         lead = 3 + n / 2000  # time to register every entry before the jump
         one = run_ours(broker, masters, n, f"bench-{uuid.uuid4().hex[:6]}:", time.time() + lead)
         bare = run_ours(
@@ -198,6 +223,8 @@ def main() -> None:
         ]
         red = run_redbeat(broker, servers[0].url, n)
         red_idle_small = run_redbeat(broker, servers[0].url, 10)[3]
+        if args.broker:
+            delete_queue(broker)
     rows.append(("ours, 3 masters", 1, one[0], one[1], one[2] / max(one[0], 1), idle))
     rows.append(("ours, no publish", 1, bare[0], bare[1], bare[2] / max(bare[0], 1), idle))
     total = sum(r[0] for r in three)
@@ -207,7 +234,8 @@ def main() -> None:
     rows.append(
         ("RedBeat, 1 node", 1, red[0], red[1], red[2] / max(red[0], 1), [red_idle_small, red[3]])
     )
-    print(f"{n} entries (intervals 1-60 s), all due at once, published to a Redis broker")
+    kind = args.broker.split(":")[0] if args.broker else "redis"
+    print(f"{n} entries (intervals 1-60 s), all due at once, published to a {kind} broker")
     print(f"{'scheduler':<18} {'replicas':>8} {'slots':>6} {'seconds':>8} {'slots/s':>8} "
           f"{'trips/slot':>10} {'idle tick µs (10 | ' + str(n) + ' entries)':>30}")  # fmt: skip
     for name, replicas, slots, secs, per_slot, (small, large) in rows:

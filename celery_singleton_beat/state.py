@@ -45,16 +45,16 @@ class SlotStore:
     """Reads and writes the shared schedule state on the masters."""
 
     # KEYS[1] fence, KEYS[2] entry hash; ARGV[1] claim token, ARGV[2] claim ttl in ms
-    # -> {DONE | CLAIMED | HELD, entry's last slot}
+    # -> entry's last slot * 4 + (DONE | CLAIMED | HELD): one integer, cheap to parse
     CLAIM = """
-    local last = redis.call('HGET', KEYS[2], 'last') or '0'
+    local last = tonumber(redis.call('HGET', KEYS[2], 'last') or '0') * 4
     local fence = redis.call('GET', KEYS[1])
     if fence then
-        if string.sub(fence, 1, 5) == 'done:' then return {2, last} end
-        return {0, last}
+        if string.sub(fence, 1, 5) == 'done:' then return last + 2 end
+        return last
     end
     redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-    return {1, last}
+    return last + 1
     """
 
     # KEYS[1] fence; ARGV[1] claim token -> 1 when our claim was removed
@@ -165,11 +165,11 @@ class SlotStore:
         errors = _errors(self.masters, replies)
         quorum, total = self.masters.quorum, len(self.masters.nodes)
         claims = []
+        answered = [r for r in replies if not isinstance(r, Exception)]
         for index in range(len(fences)):
-            statuses = [int(r[index][0]) for r in replies if not isinstance(r, Exception)]
-            last = max(
-                (int(r[index][1]) for r in replies if not isinstance(r, Exception)), default=0
-            )
+            values = [r[index] for r in answered]
+            statuses = [v & 3 for v in values]
+            last = max(values, default=0) >> 2
             if DONE in statuses:
                 status: int | None = DONE
             elif statuses.count(CLAIMED) >= quorum:

@@ -264,12 +264,14 @@ def _encode(arg: Any) -> bytes:
 
 def pack(commands: Sequence[Command]) -> bytes:
     """RESP encoding of a pipeline of commands, made once and sent to every master."""
-    out = []
+    out: list[bytes] = []
+    append = out.append
     for command in commands:
-        out.append(b"*%d\r\n" % len(command))
+        append(b"*%d\r\n" % len(command))
         for arg in command:
-            data = _encode(arg)
-            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+            kind = type(arg)
+            data = arg.encode() if kind is str else b"%d" % arg if kind is int else _encode(arg)
+            append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(out)
 
 
