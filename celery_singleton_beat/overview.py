@@ -1,0 +1,209 @@
+"""Read the cluster's state for operators: masters, replicas, entries and held locks.
+
+Everything here only reads (except :func:`force_release`), with ordinary redis-py clients
+and short timeouts, so that a status command never waits long on a dead master.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any
+
+import redis
+from celery.schedules import crontab
+
+from celery_singleton_beat.config import Config
+from celery_singleton_beat.locks.nodes import parse_masters
+
+HEALTHY, DEGRADED, NO_QUORUM = 0, 1, 2
+
+
+@dataclasses.dataclass
+class MasterState:
+    name: str
+    url: str
+    reachable: bool
+    latency_ms: float | None = None
+    version: str | None = None
+    error: str | None = None
+
+
+def _client(url: str, timeout: float) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+def masters(config: Config, timeout: float = 0.5) -> list[tuple[MasterState, redis.Redis]]:
+    """Each master with its reachability, PING latency and Redis version."""
+    found = []
+    for node in parse_masters(config.redis_urls, config.node_timeout):
+        client = _client(node.url, timeout)
+        state = MasterState(node.name, node.safe_url, reachable=False)
+        try:
+            started = time.perf_counter()
+            client.ping()
+            state.latency_ms = round((time.perf_counter() - started) * 1000, 2)
+            state.version = str(client.info("server").get("redis_version"))
+            state.reachable = True
+        except redis.RedisError as exc:
+            state.error = f"{type(exc).__name__}: {exc}"
+        found.append((state, client))
+    return found
+
+
+def health(states: list[MasterState]) -> int:
+    """0 every master answers, 1 a majority does, 2 no majority."""
+    up = sum(s.reachable for s in states)
+    if up == len(states):
+        return HEALTHY
+    return DEGRADED if up >= len(states) // 2 + 1 else NO_QUORUM
+
+
+def scan(clients: list[redis.Redis], pattern: str) -> dict[str, list[redis.Redis]]:
+    """Keys matching ``pattern`` on any reachable master, with the masters holding each."""
+    keys: dict[str, list[redis.Redis]] = {}
+    for client in clients:
+        try:
+            for key in client.scan_iter(match=pattern, count=500):
+                keys.setdefault(_text(key), []).append(client)
+        except redis.RedisError:
+            continue
+    return keys
+
+
+def replicas(config: Config, clients: list[redis.Redis]) -> list[dict[str, Any]]:
+    """Live beat replicas from their heartbeats (newest heartbeat of each)."""
+    found: dict[str, dict[str, Any]] = {}
+    for key, holders in scan(clients, f"{config.key_prefix}replica:*").items():
+        for client in holders:
+            try:
+                raw = client.get(key)
+            except redis.RedisError:
+                continue
+            if raw:
+                info = json.loads(raw)
+                current = found.get(key)
+                if current is None or info["last_tick"] > current["last_tick"]:
+                    found[key] = info
+    return sorted(found.values(), key=lambda r: (r["host"], r["pid"]))
+
+
+def entry_counts(config: Config, clients: list[redis.Redis], name: str) -> dict[str, int]:
+    """An entry's shared progress: the maximum of each field over the masters."""
+    merged: dict[str, int] = {}
+    for client in clients:
+        try:
+            values = client.hgetall(f"{config.key_prefix}entry:{name}")
+        except redis.RedisError:
+            continue
+        for field, value in values.items():
+            name_ = _text(field)
+            merged[name_] = max(merged.get(name_, 0), int(value))
+    return merged
+
+
+def held_locks(config: Config, clients: list[redis.Redis]) -> list[dict[str, Any]]:
+    """Every lock held on a majority of masters: key, holder, remaining TTL, fence."""
+    quorum = len(clients) // 2 + 1
+    prefix = f"{config.key_prefix}lock:"
+    found = []
+    for key, holders in sorted(scan(clients, f"{prefix}*").items()):
+        if len(holders) < quorum:
+            continue
+        name = key[len(prefix) :]
+        token, ttl = _majority_value(holders, key)
+        if token is None:
+            continue
+        found.append(
+            {
+                "key": name,
+                "kind": _kind(name),
+                "holder": token.partition("@")[2] or "?",
+                "token": token,
+                "remaining": round(ttl / 1000, 3) if ttl > 0 else None,
+                "fence": _fence(holders, f"{config.key_prefix}fence:{name}"),
+            }
+        )
+    return found
+
+
+def _majority_value(holders: list[redis.Redis], key: str) -> tuple[str | None, int]:
+    values: dict[str, int] = {}
+    ttl = -1
+    for client in holders:
+        try:
+            with client.pipeline() as pipe:
+                pipe.get(key)
+                pipe.pttl(key)
+                raw, pttl = pipe.execute()
+        except redis.RedisError:
+            continue
+        if raw is not None:
+            values[_text(raw)] = values.get(_text(raw), 0) + 1
+            ttl = max(ttl, int(pttl))
+    if not values:
+        return None, ttl
+    return max(values, key=lambda v: values[v]), ttl
+
+
+def _fence(holders: list[redis.Redis], key: str) -> int | None:
+    fences = []
+    for client in holders:
+        try:
+            value = client.get(key)
+        except redis.RedisError:
+            continue
+        if value is not None:
+            fences.append(int(value))
+    return max(fences, default=None)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _kind(name: str) -> str:
+    if name == "leader":
+        return "beat leader"
+    if name.startswith("ran:"):
+        return "slot ran"
+    if name.startswith("enqueue:"):
+        return "enqueue"
+    return "task"
+
+
+def force_release(config: Config, clients: list[redis.Redis], name: str) -> int:
+    """Delete lock ``name`` on every reachable master; returns how many held it."""
+    deleted = 0
+    for client in clients:
+        try:
+            deleted += int(client.delete(f"{config.key_prefix}lock:{name}"))
+        except redis.RedisError:
+            continue
+    return deleted
+
+
+def cron_expression(cron: crontab) -> str:
+    """The five crontab fields as written (``*/15 9-17 * * mon-fri``)."""
+    fields = (
+        cron._orig_minute, cron._orig_hour, cron._orig_day_of_month,
+        cron._orig_month_of_year, cron._orig_day_of_week,
+    )  # fmt: skip
+    return " ".join(str(f) for f in fields)
+
+
+def in_words(schedule: Any) -> str:
+    """A schedule in plain words (crontab through cron-descriptor, when installed)."""
+    if isinstance(schedule, crontab):
+        expression = cron_expression(schedule)
+        try:
+            from cron_descriptor import get_description  # noqa: PLC0415  (optional extra)
+        except ImportError:
+            return f"cron {expression}"
+        return f"{get_description(expression)} ({expression})"
+    every = getattr(schedule, "run_every", None)
+    if every is not None:
+        seconds = every.total_seconds()
+        return "every second" if seconds == 1 else f"every {seconds:g} seconds"
+    return str(schedule)

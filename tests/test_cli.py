@@ -1,0 +1,145 @@
+"""``celery -A app singleton-beat …`` against a real cluster: 3 masters, 2 beat replicas."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from celery_singleton_beat.locks import Redlock
+from celery_singleton_beat.testing import RedisServer, wait_for
+from tests.beat.harness import BeatCluster, beat_cluster
+
+pytestmark = pytest.mark.slow
+
+SCHEDULE = {
+    "every-second": {"every": 1},
+    "quarterly": {"cron": "*/15 * * * *"},
+}
+
+
+@pytest.fixture
+def cluster(three_masters: list[RedisServer], tmp_path: Path) -> Iterator[BeatCluster]:
+    with beat_cluster(tmp_path, three_masters, SCHEDULE) as running:
+        running.start_worker()
+        running.start_replica("r1")
+        running.start_replica("r2")
+        wait_for(lambda: len(running.executions()) >= 2, 30, "the replicas to dispatch")
+        yield running
+
+
+def cli(
+    cluster: BeatCluster, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "tests.beat.app", "singleton-beat", *args],
+        cwd=cluster.workdir, env=cluster.env(), capture_output=True, text=True, timeout=60,
+        input=stdin, check=False,
+    )  # fmt: skip
+
+
+def test_status_lists_replicas_masters_and_entries_and_exits_0_when_healthy(
+    cluster: BeatCluster,
+) -> None:
+    result = cli(cluster, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["health"] == "healthy"
+    assert [m["reachable"] for m in data["masters"]] == [True, True, True]
+    assert all(m["version"] and m["latency_ms"] is not None for m in data["masters"])
+    assert sorted(r["pid"] for r in data["replicas"]) == sorted(
+        p.popen.pid for p in cluster.processes if p.name.startswith("r")
+    )
+    assert {r["mode"] for r in data["replicas"]} == {"active"}
+    entries = {e["name"]: e for e in data["entries"]}
+    assert entries["every-second"]["schedule"] == "every second"
+    assert entries["every-second"]["dispatched"] >= 2
+    assert entries["every-second"]["last_slot"].endswith(".000Z")
+    assert entries["quarterly"]["schedule"] == "Every 15 minutes (*/15 * * * *)"
+    assert entries["quarterly"]["last_slot"] is None, "nothing handled yet"
+    text = cli(cluster, "status")
+    assert "cluster: healthy" in text.stdout and "replicas (2):" in text.stdout
+
+
+def test_status_exits_1_with_a_master_down_and_2_without_a_majority(cluster: BeatCluster) -> None:
+    cluster.masters[0].kill()
+    degraded = cli(cluster, "status", "--json")
+    assert degraded.returncode == 1
+    assert json.loads(degraded.stdout)["health"] == "degraded"
+    cluster.masters[1].kill()
+    lost = cli(cluster, "status")
+    assert lost.returncode == 2
+    assert "cluster: no quorum" in lost.stdout
+    assert "DOWN" in lost.stdout
+    assert "Traceback" not in lost.stderr
+
+
+def test_locks_lists_a_held_lock_and_unlock_needs_yes_when_not_interactive(
+    cluster: BeatCluster,
+) -> None:
+    lock = Redlock.from_urls([m.url for m in cluster.masters], owner="billing-host/4242")
+    lease = lock.acquire("task:billing", ttl=60)
+    assert lease is not None
+    listed = cli(cluster, "locks", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (held,) = [row for row in json.loads(listed.stdout) if row["key"] == "task:billing"]
+    assert (held["holder"], held["kind"], held["fence"]) == (
+        "billing-host/4242",
+        "task",
+        lease.fence,
+    )
+    assert 50 < held["remaining"] <= 60
+
+    refused = cli(cluster, "unlock", "task:billing", stdin="")
+    assert refused.returncode != 0
+    assert "refusing to force-release 'task:billing' without --yes" in refused.stderr
+    assert lock.holder("task:billing") == lease.token
+
+    released = cli(cluster, "unlock", "task:billing", "--yes")
+    assert released.returncode == 0, released.stderr
+    assert "released 'task:billing' on 3 of 3 reachable masters" in released.stdout
+    assert lock.holder("task:billing") is None
+
+
+def test_check_reports_an_evicting_policy_and_passes_when_fixed(cluster: BeatCluster) -> None:
+    cluster.masters[1].client().config_set("maxmemory-policy", "allkeys-lru")
+    bad = cli(cluster, "check")
+    assert bad.returncode == 1
+    assert f"{cluster.masters[1].name}: maxmemory-policy allkeys-lru can evict" in bad.stdout
+    cluster.masters[1].client().config_set("maxmemory-policy", "noeviction")
+    good = cli(cluster, "check")
+    assert good.returncode == 0, good.stdout
+    assert "WARN  " in good.stdout and "no AOF persistence" in good.stdout
+    assert "entry 'quarterly': Every 15 minutes" in good.stdout
+
+
+def test_check_reports_a_duplicated_master(cluster: BeatCluster) -> None:
+    urls = [m.url for m in cluster.masters]
+    env = cluster.env(TEST_MASTERS=",".join([*urls, urls[0].replace("/0", "/1")]))
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "tests.beat.app", "singleton-beat", "check"],
+        cwd=cluster.workdir, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"{cluster.masters[0].name} is given twice" in result.stdout
+
+
+def test_describe_puts_a_crontab_in_words_with_its_next_times(cluster: BeatCluster) -> None:
+    result = cli(cluster, "describe", "0 9 * * mon-fri", "--count", "3", "--tz", "Europe/Berlin")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "At 09:00 AM, Monday through Friday (0 9 * * mon-fri)"
+    assert len(lines) == 4
+    assert all(line.strip().endswith(("+01:00", "+02:00")) for line in lines[1:])
+    assert all("T09:00:00" in line for line in lines[1:])
+    entry = cli(cluster, "describe", "quarterly", "--count", "2")
+    assert "entry 'quarterly' runs task record" in entry.stdout
+    assert "claim TTL 3.0s" in entry.stdout
+    unknown = cli(cluster, "describe", "nightly")
+    assert unknown.returncode != 0
+    assert "'nightly' is neither an entry of beat_schedule" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
