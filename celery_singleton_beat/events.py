@@ -59,6 +59,28 @@ class ReplicaSeen(Event):
     mode: str
     role: str
     ready: bool
+    replicas: int = 0
+    """Replicas with a live heartbeat, this one included."""
+
+
+@dataclass(frozen=True)
+class QuorumChanged(Event):
+    """A replica found a majority of masters reachable again, or lost it."""
+
+    replica: str
+    reachable: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class LockAttempt(Event):
+    """One try to take a task's lock: ``acquired``, ``held`` (by another) or ``error``."""
+
+    task: str
+    key: str
+    backend: str
+    outcome: str
+    seconds: float
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,9 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self._health: HealthServer | None = None
         super().__init__(app, *args, lazy=lazy, **kwargs)
         if not lazy and self.config.health_port is not None:
-            self._health = HealthServer(self.config.health_port, self.alive, self.ready).start()
+            self._health = HealthServer(
+                self.config.health_port, self.alive, self.ready, _metrics_renderer()
+            ).start()
 
     # -- Celery's Scheduler interface -------------------------------------------------
 
@@ -172,11 +174,11 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             "last_tick": wall_clock(),
             "entries": len(self.plans),
         }
-        self.store.heartbeat(self.replica, info, HEARTBEAT_TTL)
+        alive = self.store.heartbeat(self.replica, info, HEARTBEAT_TTL, wall_clock())
         events.emit(
             events.ReplicaSeen(
                 host=str(info["host"]), pid=os.getpid(), mode=self.config.mode,
-                role=self.role, ready=bool(self._ready),
+                role=self.role, ready=bool(self._ready), replicas=alive,
             )
         )  # fmt: skip
 
@@ -404,6 +406,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         if ready == self._ready:
             return
         previous, self._ready = self._ready, ready
+        events.emit(events.QuorumChanged(replica=self.replica, reachable=ready, detail=detail))
         if not ready:
             logger.error(
                 "singleton beat: no majority of Redis masters reachable, publishing nothing "
@@ -412,3 +415,13 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             )
         elif previous is not None:
             logger.warning("singleton beat: a majority of Redis masters answers again")
+
+
+def _metrics_renderer() -> Callable[[], tuple[bytes, str]] | None:
+    """``/metrics`` when prometheus-client is installed (the ``[prometheus]`` extra)."""
+    try:
+        from celery_singleton_beat import metrics  # noqa: PLC0415  (optional extra)
+    except ImportError:
+        logger.info("singleton beat: prometheus-client is not installed; no /metrics")
+        return None
+    return metrics.install().render

@@ -214,15 +214,29 @@ class SlotStore:
         replies = self.masters.broadcast(commands)
         return sum(not isinstance(r, Exception) for r in replies)
 
-    def heartbeat(self, replica: str, info: dict[str, Any], ttl: float) -> None:
-        """Write this replica's heartbeat; raises QuorumUnavailable without a majority."""
+    def heartbeat(self, replica: str, info: dict[str, Any], ttl: float, now: float) -> int:
+        """Write this replica's heartbeat; returns how many replicas are alive.
+
+        Raises QuorumUnavailable without a majority. Live replicas are also kept in a
+        sorted set scored by heartbeat time, so counting them is part of the same trip.
+        """
         payload = json.dumps(info, sort_keys=True)
-        self._majority(
-            "heartbeat", [("SET", self.replica_key(replica), payload, "PX", int(ttl * 1000))]
+        seen = f"{self.prefix}replicas"
+        answers = self._majority(
+            "heartbeat",
+            [
+                ("SET", self.replica_key(replica), payload, "PX", int(ttl * 1000)),
+                ("ZADD", seen, now, replica),
+                ("ZREMRANGEBYSCORE", seen, "-inf", now - ttl),
+                ("ZCARD", seen),
+            ],
         )
+        return max(int(a[3]) for a in answers)
 
     def forget_replica(self, replica: str) -> None:
-        self.masters.broadcast([("DEL", self.replica_key(replica))])
+        self.masters.broadcast(
+            [("DEL", self.replica_key(replica)), ("ZREM", f"{self.prefix}replicas", replica)]
+        )
 
     def _majority(self, what: str, commands: list[tuple[Any, ...]]) -> list[list[Any]]:
         replies = self.masters.broadcast(commands)

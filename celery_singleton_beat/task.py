@@ -223,10 +223,21 @@ class SingletonTask(SlotAwareTask):
             token = (self.request.headers or {}).get(TOKEN_HEADER)
             lease = backend.acquire(key, ttl=self._option("ttl", config), token=token)
         except LockError as exc:
+            self._attempted(key, backend, "error", started)
             return self._on_lock_error(key, exc, config, args, kwargs)
+        self._attempted(key, backend, "held" if lease is None else "acquired", started)
         if lease is None:
             return self._on_conflict(key, backend, config)
         return self._run_holding(backend, lease, time.monotonic() - started, args, kwargs)
+
+    def _attempted(self, key: str, backend: LockBackend, outcome: str, started: float) -> None:
+        if events.wanted():
+            events.emit(
+                events.LockAttempt(
+                    task=self.name, key=key, backend=type(backend).__name__, outcome=outcome,
+                    seconds=time.monotonic() - started,
+                )
+            )  # fmt: skip
 
     def _run_holding(
         self,
