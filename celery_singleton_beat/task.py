@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import secrets
 import socket
 import string
 import threading
@@ -37,6 +38,7 @@ from celery_singleton_beat.config import (
 from celery_singleton_beat.errors import ConfigurationError, LockError, LockHeld
 from celery_singleton_beat.keys import _signature, canonical_key
 from celery_singleton_beat.locks import Lease, LockBackend, Redlock
+from celery_singleton_beat.locks.redlock import default_owner
 from celery_singleton_beat.locks.watchdog import keeper
 
 logger = logging.getLogger(__name__)
@@ -220,7 +222,9 @@ class SingletonTask(SlotAwareTask):
         try:
             if self._slot_already_ran():
                 return None
-            token = (self.request.headers or {}).get(TOKEN_HEADER)
+            token = (self.request.headers or {}).get(TOKEN_HEADER) or (
+                f"{secrets.token_hex(16)}@{default_owner()}/{self.request.id}"
+            )
             lease = backend.acquire(key, ttl=self._option("ttl", config), token=token)
         except LockError as exc:
             self._attempted(key, backend, "error", started)

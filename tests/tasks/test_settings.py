@@ -75,7 +75,7 @@ def test_a_failing_event_subscriber_never_fails_the_task(
         assert add.apply((2, 3)).get() == 5
     finally:
         unsubscribe()
-    assert seen == ["RunStarted", "RunFinished"]
+    assert seen == ["LockAttempt", "RunStarted", "RunFinished"]
 
 
 def test_a_backend_given_as_a_function_is_called_with_the_app(

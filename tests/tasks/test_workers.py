@@ -140,8 +140,10 @@ def test_a_killed_worker_frees_the_lock_within_its_ttl_and_the_next_run_proceeds
 
 def test_a_task_running_four_times_its_ttl_keeps_the_lock(cluster: TaskCluster) -> None:
     cluster.start_worker()
-    cluster.send("outlives_ttl", 4.0)
+    first = cluster.send("outlives_ttl", 4.0)
     key = lock_key(cluster, "outlives_ttl")
+    holder = cluster.lock().holder(key) or ""
+    assert holder.endswith(f"/{first}"), "the lock names the task id holding it"
     time.sleep(2.0)
     cluster.send("outlives_ttl", 4.0)  # the same key while the first still runs
     wait_for(lambda: cluster.runs("outlives_ttl"), 20, "the long run to end")
