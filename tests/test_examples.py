@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+
+from celery_singleton_beat.testing import CeleryCluster, RedisServer, wait_for
 
 DEPLOY = Path(__file__).resolve().parents[1] / "examples" / "deploy"
 
@@ -40,3 +45,29 @@ def test_the_kubernetes_masters_are_three_independent_redis_servers() -> None:
     assert statefulset["spec"]["replicas"] == 3
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
     assert "noeviction" in container["args"]
+
+
+@pytest.mark.slow
+def test_the_singleton_task_example_runs_one_copy_per_account(
+    three_masters: list[RedisServer], tmp_path: Path
+) -> None:
+    example = DEPLOY.parent / "singleton_task"
+    broker = RedisServer().start()
+    env = {
+        "PYTHONPATH": f"{example}:{example.parents[1]}",
+        "BROKER_URL": broker.url,
+        "SINGLETON_BEAT_REDIS_URLS": ",".join(m.url for m in three_masters),
+    }
+    cluster = CeleryCluster(tmp_path, "app", env)
+    try:
+        worker = cluster.start_worker(concurrency=4)
+        send = (
+            "import app; [app.sync_account.delay(42) for _ in range(5)]; app.sync_account.delay(7)"
+        )
+        subprocess.run([sys.executable, "-c", send], env=cluster.env(), check=True, timeout=60)
+        wait_for(lambda: worker.text().count("skipped task:sync:42") == 4, 30, "four skips")
+        wait_for(lambda: "syncing account 7" in worker.text(), 30, "the other account")
+        assert worker.text().count("syncing account 42") == 1
+    finally:
+        cluster.stop()
+        broker.stop()
