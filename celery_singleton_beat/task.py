@@ -209,8 +209,6 @@ class SingletonTask(SlotAwareTask):
             return self.run(*args, **kwargs)
         try:
             return self._locked_call(args, kwargs)
-        except Retry:
-            raise
         finally:
             if not getattr(self.request, "singleton_retrying", False):
                 release_enqueue_lock(self, self.request.headers)
