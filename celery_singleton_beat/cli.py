@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
+from celery.beat import ScheduleEntry
 from celery.schedules import crontab
 
 from celery_singleton_beat import overview
@@ -69,11 +70,8 @@ def _entries(app: Any, config: Config, clients: list[Any]) -> list[dict[str, Any
     now = int(time.time() * 1000)
     beat = app.conf.beat_schedule or {}
     for name in sorted(beat):
-        definition = beat[name]
         try:
-            from celery.beat import ScheduleEntry  # noqa: PLC0415  (only needed here)
-
-            entry = ScheduleEntry(**dict(definition, name=name, app=app))
+            entry = _entry(app, name)
             plan = Plan.build(entry, app.timezone, config.misfire_grace)
         except (ConfigurationError, TypeError, ValueError) as exc:
             rows.append({"name": name, "error": str(exc)})
@@ -196,10 +194,13 @@ def describe(ctx: click.Context, expr_or_entry: str, count: int, zone: str | Non
         _config_ttls(ctx)
 
 
-def _entry_schedule(app: Any, name: str) -> tuple[Any, str]:
-    from celery.beat import ScheduleEntry  # noqa: PLC0415  (only needed here)
+def _entry(app: Any, name: str) -> ScheduleEntry:
+    """The ``beat_schedule`` entry ``name`` as beat builds it."""
+    return ScheduleEntry(**dict(app.conf.beat_schedule[name], name=name, app=app))
 
-    entry = ScheduleEntry(**dict(app.conf.beat_schedule[name], name=name, app=app))
+
+def _entry_schedule(app: Any, name: str) -> tuple[Any, str]:
+    entry = _entry(app, name)
     return entry.schedule, entry.task
 
 
@@ -281,12 +282,10 @@ def _check_master(config: Config, name: str, client: Any) -> list[tuple[str, str
 
 
 def _check_entries(app: Any, config: Config) -> list[tuple[str, str]]:
-    from celery.beat import ScheduleEntry  # noqa: PLC0415  (only needed here)
-
     findings = []
-    for name, definition in sorted((app.conf.beat_schedule or {}).items()):
+    for name in sorted(app.conf.beat_schedule or {}):
         try:
-            entry = ScheduleEntry(**dict(definition, name=name, app=app))
+            entry = _entry(app, name)
             Plan.build(entry, app.timezone, config.misfire_grace)
         except (ConfigurationError, TypeError, ValueError) as exc:
             findings.append(("ERROR", f"entry {name!r}: {exc}"))

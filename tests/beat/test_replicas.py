@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from celery_singleton_beat.testing import RedisServer, free_port, wait_for
+from celery_singleton_beat.testing import Process, RedisServer, free_port, wait_for
 from tests.beat.harness import (
+    BeatCluster,
     beat_cluster,
     check_exactly_once,
     executed_slots,
@@ -30,6 +31,14 @@ FAST = {"singleton_beat_claim_ttl": 1.0, "singleton_beat_lease_ttl": 3.0}
 TWO_ENTRIES = {"one": {"every": 1}, "two": {"every": 2}}
 
 
+def start_cluster(cluster: BeatCluster, *names: str) -> list[Process]:
+    """A worker and the named replicas, returned once the first slots have run."""
+    cluster.start_worker()
+    replicas = [cluster.start_replica(name) for name in names]
+    wait_for(lambda: len(cluster.executions()) >= 2, 30, "first executions")
+    return replicas
+
+
 def http_status(port: int, path: str) -> int:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
@@ -42,10 +51,7 @@ def test_three_active_replicas_execute_every_slot_exactly_once(
     three_masters: list[RedisServer], tmp_path: Path
 ) -> None:
     with beat_cluster(tmp_path, three_masters, TWO_ENTRIES, **FAST) as cluster:
-        cluster.start_worker()
-        for name in ("r1", "r2", "r3"):
-            cluster.start_replica(name)
-        wait_for(lambda: len(cluster.executions()) >= 2, 30, "first executions")
+        start_cluster(cluster, "r1", "r2", "r3")
         start = time.time()
         time.sleep(32)
         end = time.time() - 1.5
@@ -59,10 +65,7 @@ def test_killing_the_replica_that_dispatched_last_loses_and_repeats_nothing(
     three_masters: list[RedisServer], tmp_path: Path
 ) -> None:
     with beat_cluster(tmp_path, three_masters, TWO_ENTRIES, **FAST) as cluster:
-        cluster.start_worker()
-        for name in ("r1", "r2", "r3"):
-            cluster.start_replica(name)
-        wait_for(lambda: len(cluster.executions()) >= 2, 30, "first executions")
+        start_cluster(cluster, "r1", "r2", "r3")
         start = time.time()
         kills = 0
         while kills < 6:
@@ -84,9 +87,7 @@ def test_a_replica_paused_past_the_claim_ttl_resumes_without_duplicates(
     three_masters: list[RedisServer], tmp_path: Path
 ) -> None:
     with beat_cluster(tmp_path, three_masters, TWO_ENTRIES, **FAST) as cluster:
-        cluster.start_worker()
-        replicas = [cluster.start_replica(name) for name in ("r1", "r2", "r3")]
-        wait_for(lambda: len(cluster.executions()) >= 2, 30, "first executions")
+        replicas = start_cluster(cluster, "r1", "r2", "r3")
         start = time.time()
         paused = replicas[0]
         paused.popen.send_signal(19)  # SIGSTOP
@@ -117,10 +118,7 @@ def test_leader_mode_fails_over_within_the_lease_ttl_and_a_paused_leader_steps_d
     settings = {**FAST, "singleton_beat_mode": "leader"}
     lease_ttl = settings["singleton_beat_lease_ttl"]
     with beat_cluster(tmp_path, three_masters, {"one": {"every": 1}}, **settings) as cluster:
-        cluster.start_worker()
-        for name in ("r1", "r2", "r3"):
-            cluster.start_replica(name)
-        wait_for(lambda: len(cluster.executions()) >= 2, 30, "first executions")
+        start_cluster(cluster, "r1", "r2", "r3")
         start = time.time()
         leader = cluster.replica_of(cluster.executions()[-1]["replica"])
         cluster.kill(leader)
