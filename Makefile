@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-locks test lint typecheck docs bench redis-server clean
+.PHONY: demo demo-locks demo-django test lint typecheck docs bench redis-server clean
 
 $(STAMP): pyproject.toml
 	@[ -n "$(PYTHON)" ] || { echo "error: no python3 found; install Python 3.10 or newer" >&2; exit 1; }
@@ -31,6 +31,10 @@ redis-server:
 
 demo: $(STAMP) redis-server
 	$(BIN)/python examples/basic/demo.py
+
+demo-django: $(STAMP) redis-server
+	@redis-cli -p 6379 ping >/dev/null 2>&1 || { echo "error: no Redis answers on 127.0.0.1:6379; start one (redis-server --daemonize yes) and run again" >&2; exit 1; }
+	$(BIN)/python examples/django_project/run_demo.py
 
 demo-locks: $(STAMP) redis-server
 	$(BIN)/python examples/lock_demo.py

@@ -8,6 +8,7 @@ fails here, at start-up, with the setting's name, the value and the accepted for
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 from collections.abc import Mapping
 from typing import Any, NoReturn
@@ -143,11 +144,20 @@ class TaskConfig:
     task_retry_countdown: float = 5.0
     task_on_lock_error: str = "fail_closed"
     task_release_on_retry: bool = True
+    task_backend: str | None = None
+    """Dotted path to another lock backend for every singleton task: a ``LockBackend``
+    class made with no arguments, or a function ``(app) -> backend``. With it set, no
+    Redis URL is needed for tasks."""
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any]) -> TaskConfig:
         urls = conf.get("singleton_beat_task_redis_urls")
-        redis_urls = _redis_urls({"singleton_beat_redis_urls": urls}) if urls else _redis_urls(conf)
+        if urls:
+            redis_urls = _redis_urls({"singleton_beat_redis_urls": urls})
+        elif conf.get("singleton_beat_task_backend") and not conf.get("singleton_beat_redis_urls"):
+            redis_urls = ()
+        else:
+            redis_urls = _redis_urls(conf)
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name == "redis_urls":
@@ -158,6 +168,19 @@ class TaskConfig:
         config.validate()
         return config
 
+    def backend_factory(self) -> Any:
+        """What ``singleton_beat_task_backend`` names: a backend class or ``(app) -> backend``."""
+        accepted = "a dotted path such as 'django_celery_singleton_beat.locks.DatabaseLock'"
+        if not isinstance(self.task_backend, str) or "." not in self.task_backend:
+            _refuse("task_backend", self.task_backend, accepted)
+        try:
+            found = _import(self.task_backend)
+        except (ImportError, AttributeError) as exc:
+            _refuse("task_backend", self.task_backend, f"{accepted} ({type(exc).__name__}: {exc})")
+        if not callable(found):
+            _refuse("task_backend", self.task_backend, f"{accepted} naming a class or function")
+        return found
+
     def validate(self) -> None:
         for name in ("node_timeout", "fence_retention", "task_ttl", "task_retry_countdown"):
             _positive(name, getattr(self, name))
@@ -167,6 +190,10 @@ class TaskConfig:
         )
         if not isinstance(self.task_release_on_retry, bool):
             _refuse("task_release_on_retry", self.task_release_on_retry, "True or False")
+        if self.task_backend is not None:
+            self.backend_factory()
+            if not self.redis_urls:
+                return
         try:
             parse_masters(self.redis_urls, self.node_timeout)
         except ConfigurationError as exc:
@@ -179,3 +206,8 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     """Refuse ``value`` unless it is one of ``choices``."""
     if value not in choices:
         raise ConfigurationError(name, value, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def _import(path: str) -> Any:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)

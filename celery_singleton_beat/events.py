@@ -48,6 +48,8 @@ class SlotSkipped(Event):
     count: int
     reason: str
     replica: str
+    detail: str = ""
+    """What went wrong (``publish_failed``: the broker's error)."""
 
 
 @dataclass(frozen=True)

@@ -311,10 +311,17 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             return None
         try:
             task_id = self._publish(plan, slot)
-        except Exception:
+        except Exception as exc:
             logger.exception(
                 "singleton beat: publishing %r for %s failed", plan.name, slot_label(slot)
             )
+            events.emit(
+                events.SlotSkipped(
+                    entry=plan.name, slot=to_datetime(slot), count=1,
+                    reason="publish_failed", replica=self.replica,
+                    detail=f"{type(exc).__name__}: {exc}"[:500],
+                )
+            )  # fmt: skip
             return None
         self._published(plan, slot)
         events.emit(

@@ -59,6 +59,9 @@ def lock_store(app: Any) -> tuple[TaskConfig, LockBackend]:
     with _stores_mutex:
         if key not in _stores:
             config = TaskConfig.from_conf(app.conf)
+            if config.task_backend is not None:
+                _stores[key] = (config, _make_backend(config.backend_factory(), app))
+                return _stores[key]
             backend = Redlock.from_urls(
                 config.redis_urls,
                 node_timeout=config.node_timeout,
@@ -67,6 +70,16 @@ def lock_store(app: Any) -> tuple[TaskConfig, LockBackend]:
             )
             _stores[key] = (config, backend)
         return _stores[key]
+
+
+def _make_backend(factory: Any, app: Any) -> LockBackend:
+    """A backend from a ``LockBackend`` class (no arguments) or a function ``(app) -> backend``."""
+    made = factory() if isinstance(factory, type) else factory(app)
+    if not isinstance(made, LockBackend):
+        raise ConfigurationError(
+            "singleton_beat_task_backend", made, "a LockBackend, or a function returning one"
+        )
+    return made
 
 
 def _worker_name(task: Task) -> str:

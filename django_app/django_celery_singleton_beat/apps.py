@@ -1,5 +1,11 @@
+from __future__ import annotations
+
+from typing import Any
+
 from django.apps import AppConfig
 from django.utils.translation import gettext_lazy as _
+
+PRUNE_ENTRY = "singleton_beat.prune"
 
 
 class SingletonBeatConfig(AppConfig):
@@ -7,3 +13,27 @@ class SingletonBeatConfig(AppConfig):
     label = "singleton_beat"
     verbose_name = _("Celery singleton beat")
     default_auto_field = "django.db.models.BigAutoField"
+
+    recorder: Any = None
+
+    def ready(self) -> None:
+        from celery import signals  # noqa: PLC0415
+
+        from . import conf, recorder  # noqa: PLC0415
+
+        settings = conf.load()  # a bad setting fails here, at start-up
+        if settings.record:
+            self.recorder = recorder.Recorder(settings)
+            self.recorder.connect()
+        if settings.retention is not None:
+            signals.beat_init.connect(add_prune_entry, weak=False)
+
+
+def add_prune_entry(sender: Any = None, **_: Any) -> None:
+    """With ``SINGLETON_BEAT_RETENTION`` set, beat prunes old records every hour."""
+    from celery.schedules import crontab  # noqa: PLC0415
+
+    schedule = sender.app.conf.beat_schedule
+    schedule.setdefault(
+        PRUNE_ENTRY, {"task": PRUNE_ENTRY, "schedule": crontab(minute=17), "options": {"expires": 3000}}
+    )

@@ -1,0 +1,82 @@
+"""Read-only admin pages for runs and slot decisions, and the dashboard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from . import conf, dashboard
+from .models import Lock, SlotDispatch, TaskRun
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Records are written by workers and beat; the admin only shows them."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in self.model._meta.fields]
+
+
+@admin.register(TaskRun)
+class TaskRunAdmin(ReadOnlyAdmin):
+    list_display = ("task_name", "status_badge", "attempt", "entry", "slot", "node", "pid",
+                    "started_at", "runtime", "lock_wait", "fence")  # fmt: skip
+    list_filter = ("status", "task_name", "entry", "node")
+    search_fields = ("task_id", "task_name", "entry", "lock_key", "node", "args_hash", "holder")
+    date_hierarchy = "started_at"
+    list_select_related = False
+    change_list_template = "admin/singleton_beat/taskrun/change_list.html"
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, obj: TaskRun) -> str:
+        colours = {"success": "#3a9a5b", "started": "#2f6fb3", "retry": "#d9822b"}
+        return format_html(
+            '<span style="color:{};font-weight:bold">{}</span>',
+            colours.get(obj.status, "#c23b3b"), obj.get_status_display(),
+        )  # fmt: skip
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.dashboard_view)
+        return [path("dashboard/", view, name="singleton_beat_dashboard"), *super().get_urls()]
+
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        """Staff only (``admin_view``); anyone else is sent to the login page."""
+        window = request.GET.get("window", dashboard.DEFAULT_WINDOW)
+        if window not in dashboard.WINDOWS:
+            window = dashboard.DEFAULT_WINDOW
+        settings = conf.load()
+        context = {
+            **self.admin_site.each_context(request),
+            **dashboard.context(window, settings.database, settings.ttl_warning),
+            "title": _("Singleton beat dashboard"),
+            "opts": self.model._meta,
+            "runs_url": reverse("admin:singleton_beat_taskrun_changelist"),
+            "slots_url": reverse("admin:singleton_beat_slotdispatch_changelist"),
+        }
+        return TemplateResponse(request, "admin/singleton_beat/dashboard.html", context)
+
+
+@admin.register(SlotDispatch)
+class SlotDispatchAdmin(ReadOnlyAdmin):
+    list_display = ("entry", "slot", "outcome", "replica", "task_id", "late", "slots", "publishes",
+                    "decided_at")  # fmt: skip
+    list_filter = ("outcome", "entry", "replica")
+    search_fields = ("entry", "task_id", "task_name", "replica")
+    date_hierarchy = "slot"
+
+
+@admin.register(Lock)
+class LockAdmin(ReadOnlyAdmin):
+    list_display = ("key", "token", "expires_ms", "fence")
+    search_fields = ("key", "token")

@@ -1,0 +1,346 @@
+"""What the dashboard shows, computed on the server: replicas, per-entry counts, percentiles,
+the execution-window timeline (an SVG) and each crontab entry in words with its next times."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+from celery.beat import ScheduleEntry
+from celery.schedules import crontab
+from django.db.models import Count, Min, Q, Sum
+
+from celery_singleton_beat import overview
+from celery_singleton_beat.config import Config, TaskConfig
+from celery_singleton_beat.slots import slots_for
+
+from .models import SlotDispatch, TaskRun
+
+logger = logging.getLogger(__name__)
+
+WINDOWS = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400}
+DEFAULT_WINDOW = "24h"
+TIMELINE_RUNS = 2_000
+STATS_RUNS = 20_000
+PALETTE = ("#2f6fb3", "#d9822b", "#3a9a5b", "#8e5bb5", "#c23b3b", "#2b9aa0", "#9a7b2f", "#5b6f8e")
+RAN = (TaskRun.Status.SUCCESS, TaskRun.Status.FAILURE, TaskRun.Status.LOCK_LOST,
+       TaskRun.Status.RETRY, TaskRun.Status.STARTED)  # fmt: skip
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0-100) by linear interpolation; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def celery_app() -> Any:
+    from celery import current_app  # noqa: PLC0415
+
+    return current_app._get_current_object()
+
+
+def beat_entries(app: Any) -> dict[str, ScheduleEntry]:
+    """The app's ``beat_schedule`` as beat builds it (bad entries are left out, logged)."""
+    found = {}
+    for name, options in (app.conf.beat_schedule or {}).items():
+        try:
+            found[name] = ScheduleEntry(**dict(options, name=name, app=app))
+        except Exception as exc:
+            logger.warning("dashboard: beat entry %r cannot be read: %s", name, exc)
+    return found
+
+
+@dataclasses.dataclass
+class ReplicaView:
+    error: str | None
+    replicas: list[dict[str, Any]]
+    masters: list[overview.MasterState]
+
+
+def replicas(app: Any) -> ReplicaView:
+    """Live beat replicas, from their heartbeats on the Redis masters."""
+    try:
+        config = Config.from_conf(app.conf)
+    except Exception as exc:
+        return ReplicaView(f"{type(exc).__name__}: {exc}", [], [])
+    found = overview.masters(config, timeout=0.3)
+    try:
+        rows = overview.replicas(config, [client for _, client in found])
+    finally:
+        for _, client in found:
+            client.close()
+    now = time.time()
+    for row in rows:
+        row["ago"] = max(0.0, now - float(row.get("last_tick", now)))
+    return ReplicaView(None, rows, [state for state, _ in found])
+
+
+def expected_slots(schedule: Any, name: str, tz: dt.tzinfo, start: dt.datetime,
+                   end: dt.datetime, limit: int = 100_000) -> int | None:  # fmt: skip
+    """How many slots the schedule has in (start, end]; None when it cannot be counted."""
+    try:
+        slots = slots_for(name, schedule, tz)
+    except Exception:
+        return None
+    t, stop, count = int(start.timestamp() * 1000), int(end.timestamp() * 1000), 0
+    while count < limit:
+        nxt = slots.next_after(t)
+        if nxt is None or nxt > stop:
+            return count
+        count, t = count + 1, nxt
+    return count
+
+
+def next_times(schedule: Any, name: str, tz: dt.tzinfo, count: int = 5) -> list[dt.datetime]:
+    try:
+        slots = slots_for(name, schedule, tz)
+    except Exception:
+        return []
+    t, times = int(time.time() * 1000), []
+    for _ in range(count):
+        nxt = slots.next_after(t)
+        if nxt is None:
+            break
+        times.append(dt.datetime.fromtimestamp(nxt / 1000, tz))
+        t = nxt
+    return times
+
+
+def entry_rows(app: Any, since: dt.datetime, until: dt.datetime, using: str) -> list[dict[str, Any]]:
+    """Per entry: expected, dispatched, executed, missed slots and duplicates prevented."""
+    entries = beat_entries(app)
+    tz = app.timezone
+    decisions = {
+        row["entry"]: row
+        for row in SlotDispatch.objects.using(using)
+        .filter(slot__gt=since, slot__lte=until)
+        .values("entry")
+        .annotate(
+            dispatched=Count("id", filter=Q(outcome=SlotDispatch.Outcome.DISPATCHED)),
+            republished=Count("id", filter=Q(publishes__gt=1)),
+            misfired=Sum("slots", filter=Q(outcome=SlotDispatch.Outcome.SKIPPED_MISFIRE)),
+            failed=Count("id", filter=Q(outcome=SlotDispatch.Outcome.PUBLISH_FAILED)),
+        )
+    }
+    first_seen = dict(
+        SlotDispatch.objects.using(using).values("entry").annotate(first=Min("slot"))
+        .values_list("entry", "first")
+    )  # fmt: skip
+    runs = {
+        row["entry"]: row
+        for row in TaskRun.objects.using(using)
+        .filter(started_at__gt=since, started_at__lte=until)
+        .exclude(entry="")
+        .values("entry")
+        .annotate(
+            executed=Count("id", filter=Q(attempt=0, status__in=RAN)),
+            duplicates=Count("id", filter=Q(status=TaskRun.Status.SKIPPED_DUPLICATE)),
+        )
+    }
+    rows = []
+    for name in sorted(set(entries) | set(decisions) | set(runs)):
+        entry = entries.get(name)
+        d, r = decisions.get(name, {}), runs.get(name, {})
+        start = max(since, first_seen[name] - dt.timedelta(milliseconds=1)) if name in first_seen else since
+        expected = (
+            expected_slots(entry.schedule, name, tz, start, until) if entry is not None else None
+        )
+        dispatched = d.get("dispatched", 0)
+        rows.append({
+            "name": name,
+            "task": entry.task if entry is not None else "",
+            "configured": entry is not None,
+            "expected": expected,
+            "dispatched": dispatched,
+            "executed": r.get("executed", 0),
+            "missed": None if expected is None else max(0, expected - dispatched),
+            "misfired": d.get("misfired") or 0,
+            "publish_failed": d.get("failed", 0),
+            "republished": d.get("republished", 0),
+            "duplicates": r.get("duplicates", 0),
+        })  # fmt: skip
+    return rows
+
+
+def task_rows(app: Any, since: dt.datetime, using: str, warning: float) -> list[dict[str, Any]]:
+    """Per task: contention, lock wait p50/p95, runtime p50/p99 against the lock TTL."""
+    samples: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"wait": [], "runtime": []})
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    rows = (
+        TaskRun.objects.using(using).filter(started_at__gt=since)
+        .order_by("-started_at").values_list("task_name", "status", "lock_wait", "runtime")
+    )  # fmt: skip
+    for name, status, wait, runtime in rows[:STATS_RUNS]:
+        counts[name][status] += 1
+        counts[name]["total"] += 1
+        if wait is not None:
+            samples[name]["wait"].append(wait)
+        if runtime is not None and status in (TaskRun.Status.SUCCESS, TaskRun.Status.FAILURE,
+                                              TaskRun.Status.LOCK_LOST):  # fmt: skip
+            samples[name]["runtime"].append(runtime)
+    try:
+        default_ttl: float | None = TaskConfig.from_conf(app.conf).task_ttl
+    except Exception:
+        default_ttl = None
+    result = []
+    for name in sorted(counts):
+        task = app.tasks.get(name)
+        ttl = getattr(task, "singleton_ttl", None)
+        if not isinstance(ttl, (int, float)):
+            ttl = default_ttl if hasattr(task, "singleton_ttl") else None
+        runtime_p99 = percentile(samples[name]["runtime"], 99)
+        longest = max(samples[name]["runtime"], default=None)
+        near = ttl is not None and longest is not None and longest >= warning * ttl
+        result.append({
+            "name": name,
+            "total": counts[name]["total"],
+            "skipped_duplicate": counts[name][TaskRun.Status.SKIPPED_DUPLICATE],
+            "skipped_lock_error": counts[name][TaskRun.Status.SKIPPED_LOCK_ERROR],
+            "lock_lost": counts[name][TaskRun.Status.LOCK_LOST],
+            "failures": counts[name][TaskRun.Status.FAILURE],
+            "wait_p50": percentile(samples[name]["wait"], 50),
+            "wait_p95": percentile(samples[name]["wait"], 95),
+            "runtime_p50": percentile(samples[name]["runtime"], 50),
+            "runtime_p99": runtime_p99,
+            "longest": longest,
+            "ttl": ttl,
+            "near_ttl": near,
+        })  # fmt: skip
+    return result
+
+
+def schedule_rows(app: Any) -> list[dict[str, Any]]:
+    """Every beat entry in words, with its next five times in the app's timezone."""
+    rows = []
+    for name, entry in sorted(beat_entries(app).items()):
+        schedule = entry.schedule
+        rows.append({
+            "name": name,
+            "task": entry.task,
+            "cron": overview.cron_expression(schedule) if isinstance(schedule, crontab) else "",
+            "words": overview.in_words(schedule),
+            "next": next_times(schedule, name, app.timezone),
+        })  # fmt: skip
+    return rows
+
+
+def colour(node: str) -> str:
+    digest = hashlib.sha1(node.encode()).digest()
+    return PALETTE[digest[0] % len(PALETTE)]
+
+
+def timeline_svg(runs: Iterable[TaskRun], since: dt.datetime, until: dt.datetime,
+                 width: int = 1100) -> tuple[str, dict[str, str]]:  # fmt: skip
+    """One row per entry (or task), one bar per run coloured by node, skipped runs marked.
+
+    Returns the SVG text and the node -> colour legend.
+    """
+    runs = list(runs)
+    label_w, row_h, top = 220, 22, 24
+    rows = sorted({run.entry or run.task_name for run in runs})
+    index = {name: i for i, name in enumerate(rows)}
+    height = top + row_h * max(1, len(rows)) + 8
+    span = max(1.0, (until - since).total_seconds())
+    plot_w = width - label_w - 10
+
+    def x(moment: dt.datetime) -> float:
+        seconds = (moment - since).total_seconds()
+        return label_w + max(0.0, min(1.0, seconds / span)) * plot_w
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="singleton-timeline" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="execution-window timeline" data-runs="{len(runs)}">',
+        f'<rect x="{label_w}" y="{top - 4}" width="{plot_w}" height="{height - top}" fill="#f8f8f8"/>',
+    ]
+    for i in range(5):
+        at = since + (until - since) * i / 4
+        tx = label_w + plot_w * i / 4
+        parts.append(f'<line x1="{tx:.1f}" y1="{top - 4}" x2="{tx:.1f}" y2="{height}" stroke="#ddd"/>')
+        anchor = "start" if i == 0 else "end" if i == 4 else "middle"
+        parts.append(
+            f'<text x="{tx:.1f}" y="14" font-size="11" text-anchor="{anchor}" fill="#555">'
+            f"{at:%m-%d %H:%M:%S}</text>"
+        )
+    for name, i in index.items():
+        y = top + i * row_h
+        parts.append(
+            f'<text x="4" y="{y + 14}" font-size="12" fill="#222">{escape(name[:34])}</text>'
+        )
+    legend: dict[str, str] = {}
+    for run in runs:
+        y = top + index[run.entry or run.task_name] * row_h
+        start = run.started_at
+        end = run.finished_at or until
+        title = escape(
+            f"{run.task_name}[{run.task_id}] attempt {run.attempt}: {run.status} on {run.node}"
+            + (f" pid {run.pid}" if run.pid else "")
+            + (f", {run.runtime:.3f}s" if run.runtime is not None else "")
+            + (f", held by {run.holder}" if run.holder else "")
+        )
+        data = (
+            f"data-task-id={quoteattr(run.task_id)} data-status={quoteattr(run.status)} "
+            f"data-node={quoteattr(run.node)}"
+        )
+        if run.status in TaskRun.SKIPPED or run.status == TaskRun.Status.REVOKED:
+            cx = x(start)
+            parts.append(
+                f'<path class="skipped" {data} d="M{cx - 4:.1f},{y + 4} L{cx + 4:.1f},{y + 16} '
+                f'M{cx + 4:.1f},{y + 4} L{cx - 4:.1f},{y + 16}" stroke="#c23b3b" '
+                f'stroke-width="2"><title>{title}</title></path>'
+            )
+            continue
+        fill = legend.setdefault(run.node, colour(run.node))
+        x0, x1 = x(start), x(end)
+        outline = ' stroke="#c23b3b" stroke-width="2"' if run.status != "success" else ""
+        parts.append(
+            f'<rect class="run" {data} x="{x0:.1f}" y="{y + 3}" width="{max(2.0, x1 - x0):.1f}" '
+            f'height="{row_h - 6}" fill="{fill}"{outline}><title>{title}</title></rect>'
+        )
+    if not runs:
+        parts.append(
+            f'<text x="{label_w + 8}" y="{top + 14}" font-size="12" fill="#777">'
+            "no runs recorded in this window</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts), legend
+
+
+def context(window: str, using: str, warning: float) -> dict[str, Any]:
+    """Everything the dashboard template shows for ``window`` (one of WINDOWS)."""
+    app = celery_app()
+    until = dt.datetime.now(dt.timezone.utc)
+    since = until - dt.timedelta(seconds=WINDOWS[window])
+    runs = (
+        TaskRun.objects.using(using).filter(started_at__gt=since)
+        .order_by("-started_at")[:TIMELINE_RUNS]
+    )  # fmt: skip
+    svg, legend = timeline_svg(reversed(list(runs)), since, until)
+    view = replicas(app)
+    return {
+        "window": window,
+        "windows": list(WINDOWS),
+        "since": since,
+        "until": until,
+        "replica_error": view.error,
+        "replicas": view.replicas,
+        "masters": view.masters,
+        "entries": entry_rows(app, since, until, using),
+        "tasks": task_rows(app, since, using, warning),
+        "schedules": schedule_rows(app),
+        "timeline": svg,
+        "legend": sorted(legend.items()),
+        "ttl_warning": warning,
+    }

@@ -1,0 +1,117 @@
+"""What ran, what was skipped and why: one row per attempt and one per slot decision."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class TaskRun(models.Model):
+    """One attempt of a task: run, retried, skipped, lost or revoked.
+
+    A retry is a new attempt and a new row; a copy of a message that did not run (its
+    slot already ran, its lock was held, the lock store was unreachable) has its own row
+    too, so the history holds every decision a worker made.
+    """
+
+    class Status(models.TextChoices):
+        STARTED = "started", _("started")
+        SUCCESS = "success", _("success")
+        FAILURE = "failure", _("failure")
+        RETRY = "retry", _("retry")
+        SKIPPED_DUPLICATE = "skipped_duplicate", _("skipped (duplicate)")
+        SKIPPED_LOCK_ERROR = "skipped_lock_error", _("skipped (lock store unreachable)")
+        LOCK_LOST = "lock_lost", _("lock lost")
+        REVOKED = "revoked", _("revoked")
+
+    SKIPPED = (Status.SKIPPED_DUPLICATE, Status.SKIPPED_LOCK_ERROR)
+    ENDED = (Status.SUCCESS, Status.FAILURE, Status.RETRY, Status.LOCK_LOST)
+
+    task_id = models.CharField(_("task id"), max_length=255, db_index=True)
+    attempt = models.PositiveIntegerField(_("attempt"), default=0, help_text=_("0 = first run"))
+    task_name = models.CharField(_("task"), max_length=255, db_index=True)
+    entry = models.CharField(_("periodic entry"), max_length=255, blank=True, db_index=True)
+    slot = models.DateTimeField(_("slot"), null=True, blank=True)
+    status = models.CharField(_("status"), max_length=32, choices=Status.choices, db_index=True)
+    node = models.CharField(_("node"), max_length=255, blank=True)
+    pid = models.PositiveIntegerField(_("pid"), null=True, blank=True)
+    lock_key = models.CharField(_("lock key"), max_length=512, blank=True)
+    fence = models.BigIntegerField(_("fencing token"), null=True, blank=True)
+    lock_wait = models.FloatField(_("lock wait (s)"), null=True, blank=True)
+    holder = models.CharField(
+        _("held by"), max_length=512, blank=True, help_text=_("who held the lock (skipped runs)")
+    )
+    started_at = models.DateTimeField(_("started"), db_index=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    runtime = models.FloatField(_("runtime (s)"), null=True, blank=True)
+    result = models.TextField(_("result"), blank=True)
+    exception = models.TextField(_("exception"), blank=True)
+    args_hash = models.CharField(_("arguments hash"), max_length=64, blank=True, db_index=True)
+    args_preview = models.TextField(_("arguments"), blank=True)
+    note = models.CharField(_("note"), max_length=255, blank=True)
+
+    class Meta:
+        verbose_name = _("task run")
+        verbose_name_plural = _("task runs")
+        ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["task_name", "started_at"], name="singleton_run_task_time")]
+
+    def __str__(self) -> str:
+        return f"{self.task_name}[{self.task_id}] #{self.attempt} {self.status}"
+
+
+class SlotDispatch(models.Model):
+    """The decision about one scheduled slot of a periodic entry (unique per entry and slot)."""
+
+    class Outcome(models.TextChoices):
+        DISPATCHED = "dispatched", _("dispatched")
+        SKIPPED_MISFIRE = "skipped_misfire", _("skipped (misfire)")
+        PUBLISH_FAILED = "publish_failed", _("publish failed")
+
+    entry = models.CharField(_("periodic entry"), max_length=255)
+    slot = models.DateTimeField(_("slot"))
+    task_name = models.CharField(_("task"), max_length=255, blank=True)
+    task_id = models.CharField(_("task id"), max_length=255, blank=True)
+    outcome = models.CharField(_("outcome"), max_length=32, choices=Outcome.choices, db_index=True)
+    replica = models.CharField(_("replica"), max_length=255, help_text=_("host/pid of the beat"))
+    decided_at = models.DateTimeField(_("decided"), db_index=True)
+    late = models.FloatField(_("late (s)"), null=True, blank=True)
+    slots = models.PositiveIntegerField(
+        _("slots"), default=1, help_text=_("scheduled slots this decision stands for")
+    )
+    publishes = models.PositiveIntegerField(
+        _("publishes"),
+        default=0,
+        help_text=_("times the message was published (more than 1: a replica re-sent it)"),
+    )
+
+    class Meta:
+        verbose_name = _("slot dispatch")
+        verbose_name_plural = _("slot dispatches")
+        ordering = ["-slot", "entry"]
+        constraints = [
+            models.UniqueConstraint(fields=["entry", "slot"], name="singleton_slot_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.entry} @ {self.slot:%Y-%m-%d %H:%M:%S} {self.outcome}"
+
+
+class Lock(models.Model):
+    """A row per key of :class:`~django_celery_singleton_beat.locks.DatabaseLock`.
+
+    The row stays after a release (``token`` empty) so that its fencing counter keeps
+    rising across grants.
+    """
+
+    key = models.CharField(_("key"), max_length=255, primary_key=True)
+    token = models.CharField(_("held with"), max_length=255, blank=True)
+    expires_ms = models.BigIntegerField(_("expires (ms since epoch, database clock)"), default=0)
+    fence = models.BigIntegerField(_("fencing token"), default=0)
+
+    class Meta:
+        verbose_name = _("database lock")
+        verbose_name_plural = _("database locks")
+
+    def __str__(self) -> str:
+        return self.key

@@ -1,0 +1,384 @@
+"""Writes what workers and beat replicas do into ``TaskRun`` and ``SlotDispatch``.
+
+Connected in ``AppConfig.ready()``: to Celery's task signals (every task, singleton or not)
+and to the library's events (lock key, fencing token, lock wait, skips, lost locks, slot
+decisions). The task's own thread only updates a record in memory and hands it over; one
+writer thread per process writes batches to the database.
+
+A database error never reaches a task or beat. The writer keeps the records, logs once
+that recording is paused, retries with a growing pause and logs again when it resumes.
+The records waiting are bounded (``SINGLETON_BEAT_RECORDER_BUFFER``): a second record of
+the same run replaces the first, and when the bound is reached the oldest records are
+dropped, counted, and the count is logged when recording resumes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import hashlib
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+from celery import signals, states
+from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db.models import F
+
+from celery_singleton_beat import events
+
+from .conf import AppSettings
+from .models import SlotDispatch, TaskRun
+
+logger = logging.getLogger(__name__)
+
+ENTRY_HEADER = "singleton_beat_entry"
+SLOT_HEADER = "singleton_beat_slot"
+SENSITIVE = ("password", "passwd", "secret", "token", "api_key", "apikey", "authorization")
+BATCH = 200
+
+_STATE_STATUS = {
+    states.SUCCESS: TaskRun.Status.SUCCESS,
+    states.FAILURE: TaskRun.Status.FAILURE,
+    states.RETRY: TaskRun.Status.RETRY,
+    states.REVOKED: TaskRun.Status.REVOKED,
+}
+_KEEP = {*TaskRun.SKIPPED, TaskRun.Status.LOCK_LOST}
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def default_preview(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """``repr`` of the arguments, with keyword arguments named like secrets masked."""
+    shown = {
+        k: "***" if any(word in k.lower() for word in SENSITIVE) else v for k, v in kwargs.items()
+    }
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in shown.items()]
+    return ", ".join(parts)
+
+
+def args_hash(args: Any, kwargs: Any) -> str:
+    text = repr((tuple(args or ()), sorted((kwargs or {}).items())))
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+
+
+def parse_slot(label: Any) -> dt.datetime | None:
+    if not label:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(str(label).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def capped(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(0, limit - 15)] + f"… ({len(text)} chars)"
+
+
+class Recorder:
+    """Turns signals and events into rows; one writer thread per process."""
+
+    def __init__(self, settings: AppSettings) -> None:
+        self.settings = settings
+        self.preview = settings.args_preview or default_preview
+        self._serial = itertools.count(1)
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._mutex = threading.Lock()
+        self._wake = threading.Condition(self._mutex)
+        self._pending: OrderedDict[tuple[str, Any], tuple[str, dict[str, Any]]] = OrderedDict()
+        self._busy = 0
+        self._runs: dict[tuple[str, int], dict[str, Any]] = {}
+        self._pks: dict[int, int] = {}
+        self._thread: threading.Thread | None = None
+        self._failing: str | None = None
+        self._dropped = 0
+        self.written = 0
+
+    # -- connecting -------------------------------------------------------------------
+
+    def connect(self) -> None:
+        events.subscribe(self.on_event)
+        signals.task_prerun.connect(self.on_prerun, weak=False)
+        signals.task_postrun.connect(self.on_postrun, weak=False)
+        signals.task_retry.connect(self.on_retry, weak=False)
+        signals.task_failure.connect(self.on_failure, weak=False)
+        signals.task_revoked.connect(self.on_revoked, weak=False)
+        signals.worker_process_shutdown.connect(self.on_shutdown, weak=False)
+        atexit.register(self.flush, 5.0)
+
+    # -- worker side ------------------------------------------------------------------
+
+    def on_prerun(self, sender: Any = None, task_id: Any = None, task: Any = None,
+                  args: Any = None, kwargs: Any = None, **_: Any) -> None:  # fmt: skip
+        request = task.request
+        headers = request.headers or {}
+        run = {
+            "ref": next(self._serial),
+            "task_id": str(task_id),
+            "attempt": int(request.retries or 0),
+            "task_name": str(task.name),
+            "entry": str(headers.get(ENTRY_HEADER) or ""),
+            "slot": parse_slot(headers.get(SLOT_HEADER)),
+            "status": TaskRun.Status.STARTED,
+            "node": str(request.hostname or socket.gethostname()),
+            "pid": os.getpid(),
+            "started_at": now(),
+            "args_hash": args_hash(args, kwargs),
+            "args_preview": self._preview(str(task.name), args, kwargs),
+            "_t0": time.monotonic(),
+        }
+        self._runs[(run["task_id"], run["attempt"])] = run
+        self._submit_run(run)
+
+    def on_postrun(self, sender: Any = None, task_id: Any = None, task: Any = None,
+                   retval: Any = None, state: Any = None, **_: Any) -> None:  # fmt: skip
+        request = task.request
+        run = self._runs.pop((str(task_id), int(request.retries or 0)), None)
+        if run is None:
+            return
+        run["finished_at"] = now()
+        if run.get("runtime") is None:
+            run["runtime"] = round(time.monotonic() - run["_t0"], 6)
+        if run["status"] not in _KEEP:
+            run["status"] = _STATE_STATUS.get(state, run["status"])
+        if run["status"] == TaskRun.Status.SUCCESS and retval is not None:
+            run["result"] = capped(repr(retval), self.settings.result_max_chars)
+        self._submit_run(run)
+
+    def on_retry(self, sender: Any = None, request: Any = None, reason: Any = None,
+                 **_: Any) -> None:  # fmt: skip
+        run = self._runs.get((str(request.id), int(request.retries or 0)))
+        if run is not None:
+            if run["status"] not in _KEEP:
+                run["status"] = TaskRun.Status.RETRY
+            run["exception"] = capped(repr(reason), self.settings.result_max_chars)
+
+    def on_failure(self, sender: Any = None, task_id: Any = None, exception: Any = None,
+                   **_: Any) -> None:  # fmt: skip
+        retries = int(getattr(getattr(sender, "request", None), "retries", 0) or 0)
+        run = self._runs.get((str(task_id), retries))
+        if run is not None:
+            run["exception"] = capped(repr(exception), self.settings.result_max_chars)
+
+    def on_revoked(self, sender: Any = None, request: Any = None, terminated: bool = False,
+                   expired: bool = False, **_: Any) -> None:  # fmt: skip
+        """A message revoked before or while it ran (the worker's main process)."""
+        info = getattr(request, "request_dict", None) or {}
+        headers = info.get("headers") or info
+        why = "expired" if expired else "terminated" if terminated else "revoked before it ran"
+        run = {
+            "ref": next(self._serial),
+            "task_id": str(getattr(request, "id", "")),
+            "attempt": int(info.get("retries") or 0),
+            "task_name": str(getattr(request, "name", "") or getattr(sender, "name", "")),
+            "entry": str(headers.get(ENTRY_HEADER) or ""),
+            "slot": parse_slot(headers.get(SLOT_HEADER)),
+            "status": TaskRun.Status.REVOKED,
+            "node": str(getattr(request, "hostname", "") or socket.gethostname()),
+            "pid": os.getpid(),
+            "started_at": now(),
+            "finished_at": now(),
+            "note": why,
+        }
+        self._submit_run(run)
+
+    def on_event(self, event: events.Event) -> None:
+        if isinstance(event, (events.SlotFired, events.SlotSkipped)):
+            self._on_slot(event)
+            return
+        task_id = getattr(event, "task_id", None)
+        if task_id is None:
+            return
+        run = self._runs.get((str(task_id), int(getattr(event, "retries", 0))))
+        if run is None:
+            return
+        if isinstance(event, events.RunStarted):
+            run.update(lock_key=event.key, fence=event.fence, lock_wait=round(event.lock_wait, 6))
+            self._submit_run(run)
+        elif isinstance(event, events.RunSkipped):
+            run.update(lock_key=event.key, holder=str(event.holder or "")[:512])
+            if event.reason in TaskRun.SKIPPED:
+                run["status"] = event.reason
+            elif event.reason == "ran_without_lock":
+                run["note"] = "ran without its lock (lock store unreachable, fail_open)"
+        elif isinstance(event, events.LockLost):
+            run["status"] = TaskRun.Status.LOCK_LOST
+        elif isinstance(event, events.RunFinished):
+            run["runtime"] = round(event.runtime, 6)
+            if event.status == TaskRun.Status.LOCK_LOST:
+                run["status"] = TaskRun.Status.LOCK_LOST
+
+    def _preview(self, name: str, args: Any, kwargs: Any) -> str:
+        try:
+            text = self.preview(name, tuple(args or ()), dict(kwargs or {}))
+        except Exception as exc:  # a broken redaction hook must not fail the task
+            text = f"<SINGLETON_BEAT_ARGS_PREVIEW failed: {type(exc).__name__}: {exc}>"
+        return capped(str(text), 1_000)
+
+    # -- beat side --------------------------------------------------------------------
+
+    def _on_slot(self, event: events.SlotFired | events.SlotSkipped) -> None:
+        if isinstance(event, events.SlotFired):
+            fields: dict[str, Any] = {
+                "task_name": event.task, "task_id": event.task_id,
+                "outcome": SlotDispatch.Outcome.DISPATCHED, "late": round(event.late, 3),
+                "slots": 1 + event.coalesced, "publishes": 1,
+            }  # fmt: skip
+        else:
+            outcome = (
+                SlotDispatch.Outcome.PUBLISH_FAILED
+                if event.reason == "publish_failed"
+                else SlotDispatch.Outcome.SKIPPED_MISFIRE
+            )
+            fields = {"outcome": outcome, "slots": event.count, "publishes": 0}
+        fields.update(entry=event.entry, slot=event.slot, replica=event.replica, decided_at=event.at)
+        self._submit(("slot", (event.entry, event.slot)), ("slot", fields))
+
+    # -- the writer -------------------------------------------------------------------
+
+    def _submit_run(self, run: dict[str, Any]) -> None:
+        fields = {k: v for k, v in run.items() if not k.startswith("_")}
+        self._submit(("run", run["ref"]), ("run", fields))
+
+    def _submit(self, key: tuple[str, Any], op: tuple[str, dict[str, Any]]) -> None:
+        with self._mutex:
+            earlier = self._pending.pop(key, None)
+            if earlier is not None and op[0] == "slot" and earlier[1]["publishes"]:
+                op[1]["publishes"] += earlier[1]["publishes"]
+            self._pending[key] = op
+            while len(self._pending) > self.settings.recorder_buffer:
+                self._pending.popitem(last=False)
+                if not self._dropped:
+                    logger.error(
+                        "singleton beat recorder: %d records wait for the database; dropping "
+                        "the oldest (SINGLETON_BEAT_RECORDER_BUFFER)", len(self._pending),
+                    )  # fmt: skip
+                self._dropped += 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._write_forever, name="singleton-beat-recorder", daemon=True
+                )
+                self._thread.start()
+            self._wake.notify()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every record handed over so far is written (``True``) or ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._mutex:
+            while (self._pending or self._busy) and self._thread is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.notify()
+                self._wake.wait(min(left, 0.05))
+        return True
+
+    def on_shutdown(self, **_: Any) -> None:
+        self.flush(5.0)
+
+    def _write_forever(self) -> None:
+        pause = 0.0
+        while True:
+            with self._mutex:
+                while not self._pending:
+                    self._wake.wait()
+                batch = [self._pending.popitem(last=False) for _ in range(min(BATCH, len(self._pending)))]
+                self._busy = len(batch)
+            try:
+                self._write(batch)
+            except DatabaseError as exc:
+                self._paused(exc, batch)
+                pause = min(5.0, max(0.25, pause * 2))
+                time.sleep(pause)
+                continue
+            finally:
+                with self._mutex:
+                    self._busy = 0
+                    self._wake.notify_all()
+            pause = 0.0
+            self._resumed()
+
+    def _write(self, batch: list[tuple[tuple[str, Any], tuple[str, dict[str, Any]]]]) -> None:
+        using = self.settings.database
+        created: dict[int, int] = {}
+        with transaction.atomic(using=using):
+            for _key, (kind, fields) in batch:
+                if kind == "run":
+                    self._write_run(using, dict(fields), created)
+                else:
+                    self._write_slot(using, dict(fields))
+        # row ids count only once their transaction committed
+        self._pks.update(created)
+        self.written += len(batch)
+        for _key, (kind, fields) in batch:
+            if kind == "run" and fields["status"] != TaskRun.Status.STARTED:
+                self._pks.pop(fields["ref"], None)
+
+    def _write_run(self, using: str, fields: dict[str, Any], created: dict[int, int]) -> None:
+        ref = fields.pop("ref")
+        pk = created.get(ref) or self._pks.get(ref)
+        if pk is not None and TaskRun.objects.using(using).filter(pk=pk).update(**fields):
+            return
+        created[ref] = TaskRun.objects.using(using).create(**fields).pk
+
+    def _write_slot(self, using: str, fields: dict[str, Any]) -> None:
+        rows = SlotDispatch.objects.using(using)
+        match = {"entry": fields.pop("entry"), "slot": fields.pop("slot")}
+        publishes = fields.pop("publishes")
+        for _ in range(2):
+            if rows.filter(**match).update(**fields, publishes=F("publishes") + publishes):
+                return
+            try:
+                with transaction.atomic(using=using):
+                    rows.create(**match, **fields, publishes=publishes)
+                return
+            except IntegrityError:  # another replica recorded it at the same moment
+                continue
+
+    def _paused(self, exc: DatabaseError, batch: list[Any]) -> None:
+        with self._mutex:
+            for key, op in reversed(batch):  # back to the front, unless newer ones arrived
+                if key not in self._pending:
+                    self._pending[key] = op
+                    self._pending.move_to_end(key, last=False)
+            waiting = len(self._pending)
+        try:
+            connections[self.settings.database].close()
+        except DatabaseError:
+            pass
+        message = f"{type(exc).__name__}: {exc}".strip()
+        if self._failing is None:
+            logger.error(
+                "singleton beat recorder: database %r unavailable (%s); tasks and beat keep "
+                "running, %d records wait in memory (at most %d)",
+                self.settings.database, message, waiting, self.settings.recorder_buffer,
+            )  # fmt: skip
+        self._failing = message
+
+    def _resumed(self) -> None:
+        if self._failing is None and not self._dropped:
+            return
+        with self._mutex:
+            dropped, self._dropped = self._dropped, 0
+        if dropped:
+            logger.error(
+                "singleton beat recorder: recording resumed; %d records were dropped while the "
+                "database %r was unavailable", dropped, self.settings.database,
+            )  # fmt: skip
+        else:
+            logger.warning(
+                "singleton beat recorder: database %r is back; recording resumed, nothing lost",
+                self.settings.database,
+            )
+        self._failing = None

@@ -1,0 +1,31 @@
+"""Tasks of the demo: a singleton charge run, a ledger sync that sometimes retries, a report."""
+
+import random
+import time
+
+from celery import shared_task
+
+from celery_singleton_beat import SingletonTask
+
+
+@shared_task(base=SingletonTask, name="billing.charge_cards", singleton_ttl=30)
+def charge_cards() -> str:
+    """Must never run twice at once: one charge run per slot, whatever the replicas do."""
+    time.sleep(random.uniform(0.2, 1.5))
+    return "charged"
+
+
+@shared_task(
+    base=SingletonTask, name="billing.sync_ledger", bind=True, max_retries=2, singleton_ttl=20
+)
+def sync_ledger(self) -> int:
+    """Fails now and then; each retry is a new attempt with its own row."""
+    time.sleep(random.uniform(0.1, 0.8))
+    if self.request.retries == 0 and random.random() < 0.3:
+        raise self.retry(countdown=1, exc=RuntimeError("ledger busy"))
+    return random.randint(1, 100)
+
+
+@shared_task(name="billing.nightly_report")
+def nightly_report() -> str:
+    return "report sent"

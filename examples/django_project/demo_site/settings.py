@@ -1,0 +1,96 @@
+"""Settings of the demo project. Everything that differs between machines comes from
+the environment (``DEMO_*``), with defaults for a laptop running Redis on 6379."""
+
+import os
+from pathlib import Path
+
+from celery.schedules import crontab
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = os.environ.get
+
+SECRET_KEY = env("DEMO_SECRET_KEY", "demo-only-not-secret")
+DEBUG = env("DEMO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+USE_TZ = True
+TIME_ZONE = "UTC"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_singleton_beat",
+    "billing",
+]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "demo_site.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+STATIC_URL = "/static/"
+
+if env("DEMO_DB_ENGINE", "sqlite") == "postgresql":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": env("DEMO_DB_NAME", "demo"),
+            "USER": env("DEMO_DB_USER", "postgres"),
+            "HOST": env("DEMO_DB_HOST", "127.0.0.1"),
+            "PORT": env("DEMO_DB_PORT", "5432"),
+            # fail fast while the database is away; the recorder retries
+            "OPTIONS": {"connect_timeout": 2},
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": env("DEMO_DB_NAME", str(BASE_DIR / "demo.sqlite3")),
+            # beat replicas, the worker and the web server write to one file
+            "OPTIONS": {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"},
+        }
+    }
+
+# Celery: every setting below is CELERY_<name> because of namespace="CELERY".
+CELERY_BROKER_URL = env("DEMO_BROKER_URL", "redis://127.0.0.1:6379/0")
+CELERY_BEAT_SCHEDULER = "celery_singleton_beat.Scheduler"
+CELERY_SINGLETON_BEAT_REDIS_URLS = env("DEMO_REDIS_URLS", "redis://127.0.0.1:6379/0")
+CELERY_SINGLETON_BEAT_KEY_PREFIX = env("DEMO_KEY_PREFIX", "demo-singleton-beat:")
+CELERY_SINGLETON_BEAT_CLAIM_TTL = 2.0
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+EVERY = float(env("DEMO_EVERY", "5"))
+CELERY_BEAT_SCHEDULE = {
+    "charge-cards": {"task": "billing.charge_cards", "schedule": EVERY},
+    "sync-ledger": {"task": "billing.sync_ledger", "schedule": EVERY * 2},
+    "nightly-report": {"task": "billing.nightly_report", "schedule": crontab(minute=30, hour=2)},
+}
+
+# The Django app: record every run and slot decision, keep two weeks of them.
+SINGLETON_BEAT_RETENTION = "14d"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_celery_singleton_beat": {"handlers": ["console"], "level": "INFO"}},
+}
