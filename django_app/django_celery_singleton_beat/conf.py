@@ -26,6 +26,7 @@ class AppSettings:
     args_preview: Callable[[str, tuple[Any, ...], dict[str, Any]], str] | None = None
     retention: dt.timedelta | None = None
     ttl_warning: float = 0.8
+    celery_app: str | None = None
 
 
 def parse_duration(name: str, value: Any) -> dt.timedelta:
@@ -71,7 +72,11 @@ def load() -> AppSettings:
     warning = get("TTL_WARNING", defaults.ttl_warning)
     if isinstance(warning, bool) or not isinstance(warning, (int, float)) or not 0 < warning <= 1:
         _refuse("TTL_WARNING", warning, "a fraction of the lock TTL between 0 and 1, such as 0.8")
+    app_path = get("CELERY_APP", None)
+    if app_path is not None and (not isinstance(app_path, str) or not app_path.strip()):
+        _refuse("CELERY_APP", app_path, "the dotted path of the project's Celery app, such as 'proj.celery:app'")
     return AppSettings(
+        celery_app=app_path,
         record=record,
         database=database,
         recorder_buffer=buffer,

@@ -16,6 +16,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from celery.beat import ScheduleEntry
 from celery.schedules import crontab
+from kombu.utils.imports import symbol_by_name
 from django.db.models import Count, Min, Q, Sum
 
 from celery_singleton_beat import overview
@@ -45,9 +46,19 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def celery_app() -> Any:
-    from celery import current_app  # noqa: PLC0415
+def celery_app(path: str | None = None) -> Any:
+    """The project's Celery app: ``SINGLETON_BEAT_CELERY_APP``, else the one app created.
 
+    Web requests run in threads where Celery's "current app" is its empty fallback, so
+    the app the project made at start-up (``proj/celery.py``) is looked up instead.
+    """
+    from celery import _state, current_app  # noqa: PLC0415
+
+    if path:
+        return symbol_by_name(path)
+    made = [app for app in _state._get_active_apps() if app.main != "default"]
+    if len(made) == 1:
+        return made[0]
     return current_app._get_current_object()
 
 
@@ -318,9 +329,9 @@ def timeline_svg(runs: Iterable[TaskRun], since: dt.datetime, until: dt.datetime
     return "".join(parts), legend
 
 
-def context(window: str, using: str, warning: float) -> dict[str, Any]:
+def context(window: str, using: str, warning: float, app_path: str | None = None) -> dict[str, Any]:
     """Everything the dashboard template shows for ``window`` (one of WINDOWS)."""
-    app = celery_app()
+    app = celery_app(app_path)
     until = dt.datetime.now(dt.timezone.utc)
     since = until - dt.timedelta(seconds=WINDOWS[window])
     runs = (

@@ -90,6 +90,7 @@ class Recorder:
         self.settings = settings
         self.preview = settings.args_preview or default_preview
         self._serial = itertools.count(1)
+        self._unsubscribe: Any = None
         self._reset()
         os.register_at_fork(after_in_child=self._reset)
 
@@ -108,14 +109,27 @@ class Recorder:
     # -- connecting -------------------------------------------------------------------
 
     def connect(self) -> None:
-        events.subscribe(self.on_event)
-        signals.task_prerun.connect(self.on_prerun, weak=False)
-        signals.task_postrun.connect(self.on_postrun, weak=False)
-        signals.task_retry.connect(self.on_retry, weak=False)
-        signals.task_failure.connect(self.on_failure, weak=False)
-        signals.task_revoked.connect(self.on_revoked, weak=False)
-        signals.worker_process_shutdown.connect(self.on_shutdown, weak=False)
+        self._unsubscribe = events.subscribe(self.on_event)
+        for signal, handler in self._handlers():
+            signal.connect(handler, weak=False)
         atexit.register(self.flush, 5.0)
+
+    def disconnect(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        for signal, handler in self._handlers():
+            signal.disconnect(handler)
+        atexit.unregister(self.flush)
+
+    def _handlers(self) -> list[tuple[Any, Any]]:
+        return [
+            (signals.task_prerun, self.on_prerun),
+            (signals.task_postrun, self.on_postrun),
+            (signals.task_retry, self.on_retry),
+            (signals.task_failure, self.on_failure),
+            (signals.task_revoked, self.on_revoked),
+            (signals.worker_process_shutdown, self.on_shutdown),
+        ]
 
     # -- worker side ------------------------------------------------------------------
 
@@ -352,6 +366,9 @@ class Recorder:
                 if key not in self._pending:
                     self._pending[key] = op
                     self._pending.move_to_end(key, last=False)
+            while len(self._pending) > self.settings.recorder_buffer:
+                self._pending.popitem(last=False)
+                self._dropped += 1
             waiting = len(self._pending)
         try:
             connections[self.settings.database].close()
