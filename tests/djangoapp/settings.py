@@ -79,3 +79,4 @@ DATABASES = {
 }
 CELERY_BROKER_URL = "memory://"
 SINGLETON_BEAT_RECORD = False  # tests that record make their own Recorder
+EXPECTED_VENDOR = "sqlite"
