@@ -377,8 +377,8 @@ class Recorder:
         message = f"{type(exc).__name__}: {exc}".strip()
         if self._failing is None:
             logger.error(
-                "singleton beat recorder: database %r unavailable (%s); tasks and beat keep "
-                "running, %d records wait in memory (at most %d)",
+                "singleton beat recorder: recording paused, database %r unavailable (%s); tasks "
+                "and beat keep running, %d records wait in memory (at most %d)",
                 self.settings.database, message, waiting, self.settings.recorder_buffer,
             )  # fmt: skip
         self._failing = message
@@ -395,7 +395,7 @@ class Recorder:
             )  # fmt: skip
         else:
             logger.warning(
-                "singleton beat recorder: database %r is back; recording resumed, nothing lost",
+                "singleton beat recorder: recording resumed, database %r is back; nothing lost",
                 self.settings.database,
             )
         self._failing = None

@@ -65,7 +65,7 @@ DATABASES = {
         "USER": os.environ.get("CSB_PG_USER", "postgres"),
         "HOST": os.environ.get("CSB_PG_HOST", "127.0.0.1"),
         "PORT": os.environ.get("CSB_PG_PORT", "5432"),
-        "TEST": {"NAME": RUN},
+        "TEST": {"NAME": RUN, "DEPENDENCIES": []},
     },
     "mariadb": {
         "ENGINE": "django.db.backends.mysql",
@@ -74,7 +74,7 @@ DATABASES = {
         "HOST": os.environ.get("CSB_MYSQL_HOST", "127.0.0.1"),
         "PORT": os.environ.get("CSB_MYSQL_PORT", "3306"),
         "OPTIONS": {"charset": "utf8mb4"},
-        "TEST": {"NAME": RUN, "CHARSET": "utf8mb4"},
+        "TEST": {"NAME": RUN, "CHARSET": "utf8mb4", "DEPENDENCIES": []},
     },
 }
 CELERY_BROKER_URL = "memory://"

@@ -77,7 +77,6 @@ CELERY_BEAT_SCHEDULER = "celery_singleton_beat.Scheduler"
 CELERY_SINGLETON_BEAT_REDIS_URLS = env("DEMO_REDIS_URLS", "redis://127.0.0.1:6379/0")
 CELERY_SINGLETON_BEAT_KEY_PREFIX = env("DEMO_KEY_PREFIX", "demo-singleton-beat:")
 CELERY_SINGLETON_BEAT_CLAIM_TTL = 2.0
-CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 EVERY = float(env("DEMO_EVERY", "5"))
 CELERY_BEAT_SCHEDULE = {
     "charge-cards": {"task": "billing.charge_cards", "schedule": EVERY},
@@ -88,9 +87,3 @@ CELERY_BEAT_SCHEDULE = {
 # The Django app: record every run and slot decision, keep two weeks of them.
 SINGLETON_BEAT_RETENTION = "14d"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"django_celery_singleton_beat": {"handlers": ["console"], "level": "INFO"}},
-}
