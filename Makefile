@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-locks demo-django test lint typecheck docs bench redis-server clean
+.PHONY: demo demo-locks demo-django test lint typecheck docs bench redis-server chromium clean
 
 $(STAMP): pyproject.toml
 	@[ -n "$(PYTHON)" ] || { echo "error: no python3 found; install Python 3.10 or newer" >&2; exit 1; }
@@ -29,6 +29,17 @@ redis-server:
 		fi; }
 	@command -v redis-server >/dev/null 2>&1 || { echo "error: redis-server is still missing after apt-get" >&2; exit 1; }
 
+# the dashboard's browser test drives Debian's chromium (playwright downloads no browser)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "chromium is missing: installing it with apt-get"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "error: chromium is missing. Install it (Debian/Ubuntu: sudo apt-get install chromium) or set CHROMIUM=/path/to/chrome, and run again." >&2; \
+			exit 1; \
+		fi; }
+
 demo: $(STAMP) redis-server
 	$(BIN)/python examples/basic/demo.py
 
@@ -49,8 +60,10 @@ typecheck: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir $(VENV)/site
 
-test: lint typecheck docs redis-server
+test: lint typecheck docs redis-server chromium
 	$(BIN)/pytest
+	@echo "== the Django app's records, admin and dashboard again, with PostgreSQL as the default database"
+	$(BIN)/pytest -p no:cacheprovider --ds=tests.djangoapp.settings_postgres tests/djangoapp/test_admin_and_records.py
 
 bench: $(STAMP) redis-server
 	$(BIN)/python bench/locks.py

@@ -58,7 +58,9 @@ class TaskRunAdmin(ReadOnlyAdmin):
         settings = conf.load()
         context = {
             **self.admin_site.each_context(request),
-            **dashboard.context(window, settings.database, settings.ttl_warning, settings.celery_app),
+            **dashboard.context(
+                window, settings.database, settings.ttl_warning, settings.celery_app
+            ),
             "title": _("Singleton beat dashboard"),
             "opts": self.model._meta,
             "runs_url": reverse("admin:singleton_beat_taskrun_changelist"),

@@ -35,5 +35,6 @@ def add_prune_entry(sender: Any = None, **_: Any) -> None:
 
     schedule = sender.app.conf.beat_schedule
     schedule.setdefault(
-        PRUNE_ENTRY, {"task": PRUNE_ENTRY, "schedule": crontab(minute=17), "options": {"expires": 3000}}
+        PRUNE_ENTRY,
+        {"task": PRUNE_ENTRY, "schedule": crontab(minute=17), "options": {"expires": 3000}},
     )

@@ -53,7 +53,11 @@ def load() -> AppSettings:
         _refuse("RECORD", record, "True or False")
     database = get("DATABASE", defaults.database)
     if database not in django_settings.DATABASES:
-        _refuse("DATABASE", database, f"one of the DATABASES aliases {sorted(django_settings.DATABASES)}")
+        _refuse(
+            "DATABASE",
+            database,
+            f"one of the DATABASES aliases {sorted(django_settings.DATABASES)}",
+        )
     buffer = get("RECORDER_BUFFER", defaults.recorder_buffer)
     if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 100:
         _refuse("RECORDER_BUFFER", buffer, "a whole number of records, at least 100")
@@ -74,7 +78,11 @@ def load() -> AppSettings:
         _refuse("TTL_WARNING", warning, "a fraction of the lock TTL between 0 and 1, such as 0.8")
     app_path = get("CELERY_APP", None)
     if app_path is not None and (not isinstance(app_path, str) or not app_path.strip()):
-        _refuse("CELERY_APP", app_path, "the dotted path of the project's Celery app, such as 'proj.celery:app'")
+        _refuse(
+            "CELERY_APP",
+            app_path,
+            "the dotted path of the project's Celery app, such as 'proj.celery:app'",
+        )
     return AppSettings(
         celery_app=app_path,
         record=record,
@@ -82,10 +90,14 @@ def load() -> AppSettings:
         recorder_buffer=buffer,
         result_max_chars=result_max,
         args_preview=preview,
-        retention=None if retention is None else parse_duration("SINGLETON_BEAT_RETENTION", retention),
+        retention=None
+        if retention is None
+        else parse_duration("SINGLETON_BEAT_RETENTION", retention),
         ttl_warning=float(warning),
     )
 
 
 def _refuse(name: str, value: Any, accepted: str) -> None:
-    raise ImproperlyConfigured(f"SINGLETON_BEAT_{name} = {value!r} is not valid; expected {accepted}")
+    raise ImproperlyConfigured(
+        f"SINGLETON_BEAT_{name} = {value!r} is not valid; expected {accepted}"
+    )

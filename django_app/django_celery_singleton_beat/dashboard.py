@@ -16,8 +16,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 from celery.beat import ScheduleEntry
 from celery.schedules import crontab
-from kombu.utils.imports import symbol_by_name
 from django.db.models import Count, Min, Q, Sum
+from kombu.utils.imports import symbol_by_name
 
 from celery_singleton_beat import overview
 from celery_singleton_beat.config import Config, TaskConfig
@@ -27,7 +27,7 @@ from .models import SlotDispatch, TaskRun
 
 logger = logging.getLogger(__name__)
 
-WINDOWS = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400}
+WINDOWS = {"5m": 300, "15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400}
 DEFAULT_WINDOW = "24h"
 TIMELINE_RUNS = 2_000
 STATS_RUNS = 20_000
@@ -98,8 +98,10 @@ def replicas(app: Any) -> ReplicaView:
     return ReplicaView(None, rows, [state for state, _ in found])
 
 
-def expected_slots(schedule: Any, name: str, tz: dt.tzinfo, start: dt.datetime,
-                   end: dt.datetime, limit: int = 100_000) -> int | None:  # fmt: skip
+def expected_slots(
+    schedule: Any, name: str, tz: dt.tzinfo, *, start: dt.datetime, end: dt.datetime,
+    limit: int = 100_000,
+) -> int | None:  # fmt: skip
     """How many slots the schedule has in (start, end]; None when it cannot be counted."""
     try:
         slots = slots_for(name, schedule, tz)
@@ -129,7 +131,9 @@ def next_times(schedule: Any, name: str, tz: dt.tzinfo, count: int = 5) -> list[
     return times
 
 
-def entry_rows(app: Any, since: dt.datetime, until: dt.datetime, using: str) -> list[dict[str, Any]]:
+def entry_rows(
+    app: Any, since: dt.datetime, until: dt.datetime, using: str
+) -> list[dict[str, Any]]:
     """Per entry: expected, dispatched, executed, missed slots and duplicates prevented."""
     entries = beat_entries(app)
     tz = app.timezone
@@ -164,9 +168,15 @@ def entry_rows(app: Any, since: dt.datetime, until: dt.datetime, using: str) -> 
     for name in sorted(set(entries) | set(decisions) | set(runs)):
         entry = entries.get(name)
         d, r = decisions.get(name, {}), runs.get(name, {})
-        start = max(since, first_seen[name] - dt.timedelta(milliseconds=1)) if name in first_seen else since
+        start = (
+            max(since, first_seen[name] - dt.timedelta(milliseconds=1))
+            if name in first_seen
+            else since
+        )
         expected = (
-            expected_slots(entry.schedule, name, tz, start, until) if entry is not None else None
+            expected_slots(entry.schedule, name, tz, start=start, end=until)
+            if entry is not None
+            else None
         )
         dispatched = d.get("dispatched", 0)
         rows.append({
@@ -274,12 +284,15 @@ def timeline_svg(runs: Iterable[TaskRun], since: dt.datetime, until: dt.datetime
         f'<svg xmlns="http://www.w3.org/2000/svg" class="singleton-timeline" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="execution-window timeline" data-runs="{len(runs)}">',
-        f'<rect x="{label_w}" y="{top - 4}" width="{plot_w}" height="{height - top}" fill="#f8f8f8"/>',
+        f'<rect x="{label_w}" y="{top - 4}" width="{plot_w}" height="{height - top}" '
+        'fill="#f8f8f8"/>',
     ]
     for i in range(5):
         at = since + (until - since) * i / 4
         tx = label_w + plot_w * i / 4
-        parts.append(f'<line x1="{tx:.1f}" y1="{top - 4}" x2="{tx:.1f}" y2="{height}" stroke="#ddd"/>')
+        parts.append(
+            f'<line x1="{tx:.1f}" y1="{top - 4}" x2="{tx:.1f}" y2="{height}" stroke="#ddd"/>'
+        )
         anchor = "start" if i == 0 else "end" if i == 4 else "middle"
         parts.append(
             f'<text x="{tx:.1f}" y="14" font-size="11" text-anchor="{anchor}" fill="#555">'

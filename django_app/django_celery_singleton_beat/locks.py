@@ -82,7 +82,7 @@ class DatabaseLock(LockBackend):
         def step(cursor: Any, vendor: str, now: str) -> int | None:
             if vendor == "sqlite":
                 return self._take_conditionally(cursor, key, token, ttl_ms, now)
-            return self._take_skip_locked(cursor, vendor, key, token, ttl_ms, now)
+            return self._take_skip_locked(cursor, vendor, key, token=token, ttl_ms=ttl_ms, now=now)
 
         fence = self._run(step)
         if fence is None:
@@ -93,7 +93,7 @@ class DatabaseLock(LockBackend):
         )  # fmt: skip
 
     def _take_skip_locked(
-        self, cursor: Any, vendor: str, key: str, token: str, ttl_ms: int, now: str
+        self, cursor: Any, vendor: str, key: str, *, token: str, ttl_ms: int, now: str
     ) -> int | None:
         t, k = self.table, _q(vendor, "key")
         cursor.execute(
@@ -126,8 +126,8 @@ class DatabaseLock(LockBackend):
     ) -> int | None:
         t = self.table
         cursor.execute(
-            f'UPDATE {t} SET token = %s, expires_ms = {now} + %s, fence = fence + 1 '
-            f'WHERE "key" = %s AND (token = \'\' OR expires_ms <= {now} OR token = %s)',
+            f"UPDATE {t} SET token = %s, expires_ms = {now} + %s, fence = fence + 1 "
+            f"WHERE \"key\" = %s AND (token = '' OR expires_ms <= {now} OR token = %s)",
             [token, ttl_ms, key, token],
         )
         if cursor.rowcount == 1:
@@ -162,8 +162,7 @@ class DatabaseLock(LockBackend):
         def step(cursor: Any, vendor: str, now: str) -> bool:
             k = _q(vendor, "key")
             cursor.execute(
-                f"UPDATE {self.table} SET token = '', expires_ms = 0 "
-                f"WHERE {k} = %s AND token = %s",
+                f"UPDATE {self.table} SET token = '', expires_ms = 0 WHERE {k} = %s AND token = %s",
                 [lease.key, lease.token],
             )
             return bool(cursor.rowcount == 1)

@@ -15,6 +15,7 @@ dropped, counted, and the count is logged when recording resumes.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime as dt
 import hashlib
 import itertools
@@ -256,7 +257,9 @@ class Recorder:
                 else SlotDispatch.Outcome.SKIPPED_MISFIRE
             )
             fields = {"outcome": outcome, "slots": event.count, "publishes": 0}
-        fields.update(entry=event.entry, slot=event.slot, replica=event.replica, decided_at=event.at)
+        fields.update(
+            entry=event.entry, slot=event.slot, replica=event.replica, decided_at=event.at
+        )
         self._submit(("slot", (event.entry, event.slot)), ("slot", fields))
 
     # -- the writer -------------------------------------------------------------------
@@ -307,7 +310,9 @@ class Recorder:
             with self._mutex:
                 while not self._pending:
                     self._wake.wait()
-                batch = [self._pending.popitem(last=False) for _ in range(min(BATCH, len(self._pending)))]
+                batch = [
+                    self._pending.popitem(last=False) for _ in range(min(BATCH, len(self._pending)))
+                ]
                 self._busy = len(batch)
             try:
                 self._write(batch)
@@ -370,10 +375,8 @@ class Recorder:
                 self._pending.popitem(last=False)
                 self._dropped += 1
             waiting = len(self._pending)
-        try:
+        with contextlib.suppress(DatabaseError):
             connections[self.settings.database].close()
-        except DatabaseError:
-            pass
         message = f"{type(exc).__name__}: {exc}".strip()
         if self._failing is None:
             logger.error(

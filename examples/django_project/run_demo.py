@@ -69,7 +69,9 @@ def main() -> int:
         while deadline is None or time.monotonic() < deadline:
             for name, process in processes.items():
                 if process.poll() is not None:
-                    print(f"error: {name} stopped (exit {process.returncode}); see {logs}/{name}.log")
+                    print(
+                        f"error: {name} stopped (exit {process.returncode}); see {logs}/{name}.log"
+                    )
                     return 1
             time.sleep(0.5)
     except KeyboardInterrupt:

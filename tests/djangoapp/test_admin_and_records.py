@@ -159,7 +159,8 @@ def test_percentiles_interpolate() -> None:
 def test_the_timeline_escapes_names_and_marks_skipped_runs() -> None:
     runs = [
         TaskRun(task_id="a", task_name="<script>", status="success", node="n1",
-                started_at=NOW - dt.timedelta(seconds=50), finished_at=NOW - dt.timedelta(seconds=40)),
+                started_at=NOW - dt.timedelta(seconds=50),
+                finished_at=NOW - dt.timedelta(seconds=40)),
         TaskRun(task_id="b", task_name="<script>", status="skipped_duplicate", node="n2",
                 started_at=NOW - dt.timedelta(seconds=30)),
     ]  # fmt: skip
@@ -202,9 +203,17 @@ def test_the_retention_setting_prunes_from_the_periodic_task(settings: Any) -> N
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("SINGLETON_BEAT_RETENTION", "forever", "SINGLETON_BEAT_RETENTION = 'forever' is not valid"),
+        (
+            "SINGLETON_BEAT_RETENTION",
+            "forever",
+            "SINGLETON_BEAT_RETENTION = 'forever' is not valid",
+        ),
         ("SINGLETON_BEAT_RETENTION", "0d", "must be longer than zero"),
-        ("SINGLETON_BEAT_DATABASE", "nope", "SINGLETON_BEAT_DATABASE = 'nope' is not valid; expected one of"),
+        (
+            "SINGLETON_BEAT_DATABASE",
+            "nope",
+            "SINGLETON_BEAT_DATABASE = 'nope' is not valid; expected one of",
+        ),
         ("SINGLETON_BEAT_RECORDER_BUFFER", 5, "at least 100"),
         ("SINGLETON_BEAT_TTL_WARNING", 2, "between 0 and 1"),
         ("SINGLETON_BEAT_ARGS_PREVIEW", "no.such.func", "a dotted path to a function"),

@@ -129,7 +129,9 @@ def test_tasks_keep_running_while_the_database_is_away_and_rows_resume(
                  f"rows before the outage\n{worker.text()}")  # fmt: skip
 
         proxy.cut()
-        during = [app.send_task("billing.reconcile_account", args=[i, 0.05]).id for i in range(10, 14)]
+        during = [
+            app.send_task("billing.reconcile_account", args=[i, 0.05]).id for i in range(10, 14)
+        ]
         wait_for(lambda: all(f"{t}] succeeded" in worker.text() for t in during), 20,
                  f"tasks succeed while the database is away\n{worker.text()}")  # fmt: skip
         wait_for(lambda: worker.text().count("recording paused") >= 1, 10, "the pause logged")

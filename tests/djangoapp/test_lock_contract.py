@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True, databases=DATABASES)
 
 
 @pytest.fixture(params=DATABASES, ids=["sqlite", "postgresql", "mariadb"])
-def lock(request: pytest.FixtureRequest) -> Iterator[LockBackend]:  # noqa: F811
+def lock(request: pytest.FixtureRequest) -> Iterator[LockBackend]:
     assert connections[request.param].vendor in ("sqlite", "postgresql", "mysql")
     backend = DatabaseLock(using=request.param)
     yield backend

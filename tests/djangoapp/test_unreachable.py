@@ -36,7 +36,8 @@ def test_an_unreachable_database_is_a_lock_error_not_held(unreachable: str) -> N
 
 def fired(entry: str, slot: int) -> events.SlotFired:
     return events.SlotFired(
-        entry=entry, slot=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(minutes=slot),
+        entry=entry,
+        slot=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(minutes=slot),
         task_id=f"id-{slot}", task="t", replica="host:1", late=0.0,
     )  # fmt: skip
 

@@ -4,78 +4,183 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Lock',
+            name="Lock",
             fields=[
-                ('key', models.CharField(max_length=255, primary_key=True, serialize=False, verbose_name='key')),
-                ('token', models.CharField(blank=True, max_length=255, verbose_name='held with')),
-                ('expires_ms', models.BigIntegerField(default=0, verbose_name='expires (ms since epoch, database clock)')),
-                ('fence', models.BigIntegerField(default=0, verbose_name='fencing token')),
+                (
+                    "key",
+                    models.CharField(
+                        max_length=255, primary_key=True, serialize=False, verbose_name="key"
+                    ),
+                ),
+                ("token", models.CharField(blank=True, max_length=255, verbose_name="held with")),
+                (
+                    "expires_ms",
+                    models.BigIntegerField(
+                        default=0, verbose_name="expires (ms since epoch, database clock)"
+                    ),
+                ),
+                ("fence", models.BigIntegerField(default=0, verbose_name="fencing token")),
             ],
             options={
-                'verbose_name': 'database lock',
-                'verbose_name_plural': 'database locks',
+                "verbose_name": "database lock",
+                "verbose_name_plural": "database locks",
             },
         ),
         migrations.CreateModel(
-            name='SlotDispatch',
+            name="SlotDispatch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('entry', models.CharField(max_length=255, verbose_name='periodic entry')),
-                ('slot', models.DateTimeField(verbose_name='slot')),
-                ('task_name', models.CharField(blank=True, max_length=255, verbose_name='task')),
-                ('task_id', models.CharField(blank=True, max_length=255, verbose_name='task id')),
-                ('outcome', models.CharField(choices=[('dispatched', 'dispatched'), ('skipped_misfire', 'skipped (misfire)'), ('publish_failed', 'publish failed')], db_index=True, max_length=32, verbose_name='outcome')),
-                ('replica', models.CharField(help_text='host/pid of the beat', max_length=255, verbose_name='replica')),
-                ('decided_at', models.DateTimeField(db_index=True, verbose_name='decided')),
-                ('late', models.FloatField(blank=True, null=True, verbose_name='late (s)')),
-                ('slots', models.PositiveIntegerField(default=1, help_text='scheduled slots this decision stands for', verbose_name='slots')),
-                ('publishes', models.PositiveIntegerField(default=0, help_text='times the message was published (more than 1: a replica re-sent it)', verbose_name='publishes')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("entry", models.CharField(max_length=255, verbose_name="periodic entry")),
+                ("slot", models.DateTimeField(verbose_name="slot")),
+                ("task_name", models.CharField(blank=True, max_length=255, verbose_name="task")),
+                ("task_id", models.CharField(blank=True, max_length=255, verbose_name="task id")),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("dispatched", "dispatched"),
+                            ("skipped_misfire", "skipped (misfire)"),
+                            ("publish_failed", "publish failed"),
+                        ],
+                        db_index=True,
+                        max_length=32,
+                        verbose_name="outcome",
+                    ),
+                ),
+                (
+                    "replica",
+                    models.CharField(
+                        help_text="host/pid of the beat", max_length=255, verbose_name="replica"
+                    ),
+                ),
+                ("decided_at", models.DateTimeField(db_index=True, verbose_name="decided")),
+                ("late", models.FloatField(blank=True, null=True, verbose_name="late (s)")),
+                (
+                    "slots",
+                    models.PositiveIntegerField(
+                        default=1,
+                        help_text="scheduled slots this decision stands for",
+                        verbose_name="slots",
+                    ),
+                ),
+                (
+                    "publishes",
+                    models.PositiveIntegerField(
+                        default=0,
+                        help_text="times the message was published (more than 1: a replica re-sent it)",
+                        verbose_name="publishes",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'slot dispatch',
-                'verbose_name_plural': 'slot dispatches',
-                'ordering': ['-slot', 'entry'],
-                'constraints': [models.UniqueConstraint(fields=('entry', 'slot'), name='singleton_slot_once')],
+                "verbose_name": "slot dispatch",
+                "verbose_name_plural": "slot dispatches",
+                "ordering": ["-slot", "entry"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("entry", "slot"), name="singleton_slot_once")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='TaskRun',
+            name="TaskRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('task_id', models.CharField(db_index=True, max_length=255, verbose_name='task id')),
-                ('attempt', models.PositiveIntegerField(default=0, help_text='0 = first run', verbose_name='attempt')),
-                ('task_name', models.CharField(db_index=True, max_length=255, verbose_name='task')),
-                ('entry', models.CharField(blank=True, db_index=True, max_length=255, verbose_name='periodic entry')),
-                ('slot', models.DateTimeField(blank=True, null=True, verbose_name='slot')),
-                ('status', models.CharField(choices=[('started', 'started'), ('success', 'success'), ('failure', 'failure'), ('retry', 'retry'), ('skipped_duplicate', 'skipped (duplicate)'), ('skipped_lock_error', 'skipped (lock store unreachable)'), ('lock_lost', 'lock lost'), ('revoked', 'revoked')], db_index=True, max_length=32, verbose_name='status')),
-                ('node', models.CharField(blank=True, max_length=255, verbose_name='node')),
-                ('pid', models.PositiveIntegerField(blank=True, null=True, verbose_name='pid')),
-                ('lock_key', models.CharField(blank=True, max_length=512, verbose_name='lock key')),
-                ('fence', models.BigIntegerField(blank=True, null=True, verbose_name='fencing token')),
-                ('lock_wait', models.FloatField(blank=True, null=True, verbose_name='lock wait (s)')),
-                ('holder', models.CharField(blank=True, help_text='who held the lock (skipped runs)', max_length=512, verbose_name='held by')),
-                ('started_at', models.DateTimeField(db_index=True, verbose_name='started')),
-                ('finished_at', models.DateTimeField(blank=True, null=True, verbose_name='finished')),
-                ('runtime', models.FloatField(blank=True, null=True, verbose_name='runtime (s)')),
-                ('result', models.TextField(blank=True, verbose_name='result')),
-                ('exception', models.TextField(blank=True, verbose_name='exception')),
-                ('args_hash', models.CharField(blank=True, db_index=True, max_length=64, verbose_name='arguments hash')),
-                ('args_preview', models.TextField(blank=True, verbose_name='arguments')),
-                ('note', models.CharField(blank=True, max_length=255, verbose_name='note')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "task_id",
+                    models.CharField(db_index=True, max_length=255, verbose_name="task id"),
+                ),
+                (
+                    "attempt",
+                    models.PositiveIntegerField(
+                        default=0, help_text="0 = first run", verbose_name="attempt"
+                    ),
+                ),
+                ("task_name", models.CharField(db_index=True, max_length=255, verbose_name="task")),
+                (
+                    "entry",
+                    models.CharField(
+                        blank=True, db_index=True, max_length=255, verbose_name="periodic entry"
+                    ),
+                ),
+                ("slot", models.DateTimeField(blank=True, null=True, verbose_name="slot")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("started", "started"),
+                            ("success", "success"),
+                            ("failure", "failure"),
+                            ("retry", "retry"),
+                            ("skipped_duplicate", "skipped (duplicate)"),
+                            ("skipped_lock_error", "skipped (lock store unreachable)"),
+                            ("lock_lost", "lock lost"),
+                            ("revoked", "revoked"),
+                        ],
+                        db_index=True,
+                        max_length=32,
+                        verbose_name="status",
+                    ),
+                ),
+                ("node", models.CharField(blank=True, max_length=255, verbose_name="node")),
+                ("pid", models.PositiveIntegerField(blank=True, null=True, verbose_name="pid")),
+                ("lock_key", models.CharField(blank=True, max_length=512, verbose_name="lock key")),
+                (
+                    "fence",
+                    models.BigIntegerField(blank=True, null=True, verbose_name="fencing token"),
+                ),
+                (
+                    "lock_wait",
+                    models.FloatField(blank=True, null=True, verbose_name="lock wait (s)"),
+                ),
+                (
+                    "holder",
+                    models.CharField(
+                        blank=True,
+                        help_text="who held the lock (skipped runs)",
+                        max_length=512,
+                        verbose_name="held by",
+                    ),
+                ),
+                ("started_at", models.DateTimeField(db_index=True, verbose_name="started")),
+                (
+                    "finished_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="finished"),
+                ),
+                ("runtime", models.FloatField(blank=True, null=True, verbose_name="runtime (s)")),
+                ("result", models.TextField(blank=True, verbose_name="result")),
+                ("exception", models.TextField(blank=True, verbose_name="exception")),
+                (
+                    "args_hash",
+                    models.CharField(
+                        blank=True, db_index=True, max_length=64, verbose_name="arguments hash"
+                    ),
+                ),
+                ("args_preview", models.TextField(blank=True, verbose_name="arguments")),
+                ("note", models.CharField(blank=True, max_length=255, verbose_name="note")),
             ],
             options={
-                'verbose_name': 'task run',
-                'verbose_name_plural': 'task runs',
-                'ordering': ['-started_at', '-id'],
-                'indexes': [models.Index(fields=['task_name', 'started_at'], name='singleton_run_task_time')],
+                "verbose_name": "task run",
+                "verbose_name_plural": "task runs",
+                "ordering": ["-started_at", "-id"],
+                "indexes": [
+                    models.Index(fields=["task_name", "started_at"], name="singleton_run_task_time")
+                ],
             },
         ),
     ]

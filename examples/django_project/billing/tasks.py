@@ -8,7 +8,6 @@ from celery import shared_task
 
 from celery_singleton_beat import SingletonTask
 
-
 RETRY_RATE = float(os.environ.get("DEMO_LEDGER_RETRY_RATE", "0.3"))
 
 

@@ -86,4 +86,3 @@ CELERY_BEAT_SCHEDULE = {
 
 # The Django app: record every run and slot decision, keep two weeks of them.
 SINGLETON_BEAT_RETENTION = "14d"
-

@@ -1,0 +1,101 @@
+"""The dashboard in a real browser: Debian's chromium, driven by playwright-python.
+
+A beat replica and a worker of the demo project record into this test's SQLite database;
+the admin is served by pytest-django's live server. The screenshot is kept in
+``tests-artifacts/dashboard.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from django.contrib.auth.models import User
+from django.db import connections
+
+from celery_singleton_beat.testing import CeleryCluster, RedisServer, wait_for
+from django_celery_singleton_beat.models import TaskRun
+
+PROJECT = Path(__file__).resolve().parents[2] / "examples" / "django_project"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "tests-artifacts"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+PREFIX = "browser-test:"
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+#: the Celery app the dashboard reads (SINGLETON_BEAT_CELERY_APP points here)
+DASHBOARD_APP = Celery("dashboard", set_as_current=False)
+
+
+@pytest.fixture
+def recording(tmp_path: Path, redis_cluster: Any, settings: Any) -> Iterator[CeleryCluster]:
+    redis: RedisServer = redis_cluster(1)[0]
+    database = connections["default"].settings_dict["NAME"]
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")]),
+        "DJANGO_SETTINGS_MODULE": "demo_site.settings",
+        "DEMO_DB_NAME": str(database),
+        "DEMO_BROKER_URL": f"redis://127.0.0.1:{redis.port}/1",
+        "DEMO_REDIS_URLS": redis.url,
+        "DEMO_KEY_PREFIX": PREFIX,
+        "DEMO_EVERY": "1",
+    }
+    DASHBOARD_APP.conf.update(
+        singleton_beat_redis_urls=[redis.url],
+        singleton_beat_key_prefix=PREFIX,
+        beat_schedule={"charge-cards": {"task": "billing.charge_cards", "schedule": 1.0}},
+    )
+    settings.SINGLETON_BEAT_CELERY_APP = f"{__name__}:DASHBOARD_APP"
+    cluster = CeleryCluster(tmp_path, "demo_site", env)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_the_dashboard_shows_recorded_runs_and_the_running_replica(
+    recording: CeleryCluster, live_server: Any
+) -> None:
+    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make test does it as root)")
+    from playwright.sync_api import sync_playwright
+
+    worker = recording.start_worker(pool="prefork", concurrency=2)
+    replica = recording.start_replica("beat-1")
+    User.objects.create_superuser("admin", "admin@example.com", "s3cret-pw")
+    wait_for(lambda: TaskRun.objects.filter(status="success").count() >= 4, 40,
+             f"4 recorded runs\n{replica.text()}\n{worker.text()}")  # fmt: skip
+    recorded = set(TaskRun.objects.filter(status="success").values_list("task_id", flat=True))
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{live_server.url}/admin/singleton_beat/taskrun/dashboard/?window=5m")
+            assert "/admin/login/" in page.url, "the dashboard asks anonymous users to log in"
+            page.fill("#id_username", "admin")
+            page.fill("#id_password", "s3cret-pw")
+            page.click("input[type=submit]")
+            page.wait_for_selector("svg.singleton-timeline")
+            assert "Singleton beat dashboard" in page.title()
+
+            shown = set(page.eval_on_selector_all(
+                "svg.singleton-timeline rect.run", "bars => bars.map(b => b.dataset.taskId)"
+            ))  # fmt: skip
+            assert recorded <= shown, f"runs missing from the timeline: {recorded - shown}"
+            cells = page.eval_on_selector_all(
+                "#replicas tr.replica", "rows => rows.map(r => r.innerText)"
+            )
+            assert any(str(replica.popen.pid) in row for row in cells), cells
+            assert page.locator("#schedule tr.schedule").count() == 1
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
