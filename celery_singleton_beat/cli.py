@@ -7,6 +7,7 @@ non-zero exit code, never a traceback; passwords are never printed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -20,7 +21,7 @@ from celery.beat import ScheduleEntry
 from celery.schedules import crontab
 
 from celery_singleton_beat import overview
-from celery_singleton_beat.config import Config
+from celery_singleton_beat.config import Config, TaskConfig
 from celery_singleton_beat.entries import Plan
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.slots import slot_label, slots_for
@@ -192,6 +193,7 @@ def describe(ctx: click.Context, expr_or_entry: str, count: int, zone: str | Non
         click.echo(f"  {dt.datetime.fromtimestamp(t / 1000, tz).isoformat()}")
     if expr_or_entry in beat:
         _config_ttls(ctx)
+        _lock_ttl_and_runtime(app, expr_or_entry, task)
 
 
 def _entry(app: Any, name: str) -> ScheduleEntry:
@@ -217,6 +219,34 @@ def _parse_cron(text: str, beat: dict[str, Any]) -> crontab:
         return crontab(minute, hour, day_of_week, day_of_month, month)
     except ValueError as exc:
         raise click.ClickException(f"{text!r} is not a valid crontab expression: {exc}") from None
+
+
+def _lock_ttl_and_runtime(app: Any, name: str, task_name: str) -> None:
+    """The task's lock TTL beside the longest runtime recorded for the entry, when known."""
+    with contextlib.suppress(Exception):  # lets the Django app start and register its records
+        app.loader.import_default_modules()
+    task = app.tasks.get(task_name)
+    ttl: float | None = None
+    if task is None:
+        click.echo(f"task {task_name} is not registered here: its lock TTL is unknown")
+    elif not hasattr(task, "singleton_ttl"):
+        click.echo(f"task {task_name} takes no lock (not a SingletonTask)")
+    else:
+        ttl = task.singleton_ttl if isinstance(task.singleton_ttl, (int, float)) else None
+        if ttl is None:
+            with contextlib.suppress(Exception):
+                ttl = TaskConfig.from_conf(app.conf).task_ttl
+        click.echo(f"lock TTL {ttl}s" if ttl is not None else "lock TTL unknown (bad settings)")
+    longest = overview.longest_runtime(name)
+    if longest is None:
+        click.echo("longest recorded runtime: unknown (the Django app records runs)")
+        return
+    click.echo(f"longest recorded runtime {longest:.3f}s")
+    if ttl is not None and longest >= 0.8 * ttl:
+        click.echo(
+            f"warning: runs reach {longest / ttl:.0%} of the lock TTL; raise singleton_ttl",
+            err=True,
+        )
 
 
 def _config_ttls(ctx: click.Context) -> None:

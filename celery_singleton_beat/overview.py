@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -16,6 +18,8 @@ from celery.schedules import crontab
 
 from celery_singleton_beat.config import Config
 from celery_singleton_beat.locks.nodes import parse_masters
+
+logger = logging.getLogger(__name__)
 
 HEALTHY, DEGRADED, NO_QUORUM = 0, 1, 2
 
@@ -207,3 +211,22 @@ def in_words(schedule: Any) -> str:
         seconds = every.total_seconds()
         return "every second" if seconds == 1 else f"every {seconds:g} seconds"
     return str(schedule)
+
+
+#: Functions ``(entry name) -> longest recorded runtime in seconds, or None``. The core
+#: records no runtimes; a recorder that does (the Django app) adds one here.
+RUNTIME_SOURCES: list[Callable[[str], float | None]] = []
+
+
+def longest_runtime(entry: str) -> float | None:
+    """The longest runtime any registered source recorded for ``entry``."""
+    found = []
+    for source in RUNTIME_SOURCES:
+        try:
+            value = source(entry)
+        except Exception as exc:
+            logger.warning("runtime source %r failed: %s", source, exc)
+            continue
+        if value is not None:
+            found.append(float(value))
+    return max(found, default=None)

@@ -71,3 +71,61 @@ def test_the_singleton_task_example_runs_one_copy_per_account(
     finally:
         cluster.stop()
         broker.stop()
+
+
+DJANGO_PROJECT = Path(__file__).resolve().parents[1] / "examples" / "django_project"
+
+
+@pytest.mark.slow
+def test_the_django_demo_serves_the_admin_and_records_runs(
+    tmp_path: Path, redis_cluster: Any
+) -> None:
+    import os
+    import socket
+    import sqlite3
+    import urllib.request
+
+    from celery_singleton_beat.testing import free_port
+
+    redis: RedisServer = redis_cluster(1)[0]
+    port = free_port()
+    database = tmp_path / "demo.sqlite3"
+    env = {
+        **os.environ,
+        "DEMO_DB_NAME": str(database),
+        "DEMO_BROKER_URL": f"redis://127.0.0.1:{redis.port}/1",
+        "DEMO_REDIS_URLS": redis.url,
+        "DEMO_EVERY": "1",
+    }
+    demo = subprocess.Popen(
+        [sys.executable, str(DJANGO_PROJECT / "run_demo.py"), "--seconds", "15",
+         "--port", str(port), "--logs", str(tmp_path / "logs")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+
+        def serving() -> bool:
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(serving, 30, "the admin to listen")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/admin/login/") as page:
+            assert page.status == 200
+            assert b"Django administration" in page.read()
+        output, _ = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 0, output
+    assert "user admin  password " in output
+    with sqlite3.connect(database) as db:
+        runs = db.execute(
+            "SELECT count(*) FROM singleton_beat_taskrun WHERE status = 'success'"
+        ).fetchone()[0]
+        slots = db.execute(
+            "SELECT entry, slot, count(*) FROM singleton_beat_slotdispatch GROUP BY entry, slot"
+        ).fetchall()
+        staff = db.execute("SELECT is_staff FROM auth_user WHERE username = 'admin'").fetchone()
+    assert runs >= 5, output
+    assert len(slots) >= 5 and all(count == 1 for _, _, count in slots)
+    assert staff == (1,)

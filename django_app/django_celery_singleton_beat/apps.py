@@ -19,9 +19,12 @@ class SingletonBeatConfig(AppConfig):
     def ready(self) -> None:
         from celery import signals  # noqa: PLC0415
 
+        from celery_singleton_beat import overview  # noqa: PLC0415
+
         from . import conf, recorder  # noqa: PLC0415
 
         settings = conf.load()  # a bad setting fails here, at start-up
+        overview.RUNTIME_SOURCES.append(recorder.longest_runtime)
         if settings.record:
             self.recorder = recorder.Recorder(settings)
             self.recorder.connect()

@@ -29,7 +29,7 @@ from typing import Any
 
 from celery import signals, states
 from django.db import DatabaseError, IntegrityError, connections, transaction
-from django.db.models import F
+from django.db.models import F, Max
 
 from celery_singleton_beat import events
 
@@ -50,6 +50,16 @@ _STATE_STATUS = {
     states.REVOKED: TaskRun.Status.REVOKED,
 }
 _KEEP = {*TaskRun.SKIPPED, TaskRun.Status.LOCK_LOST}
+
+
+def longest_runtime(entry: str) -> float | None:
+    """The longest recorded run of a beat entry (for ``singleton-beat describe``)."""
+    from . import conf  # noqa: PLC0415
+
+    finished = (TaskRun.Status.SUCCESS, TaskRun.Status.FAILURE, TaskRun.Status.LOCK_LOST)
+    rows = TaskRun.objects.using(conf.load().database).filter(entry=entry, status__in=finished)
+    value = rows.aggregate(longest=Max("runtime"))["longest"]
+    return None if value is None else float(value)
 
 
 def now() -> dt.datetime:

@@ -23,6 +23,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
+    parser.add_argument("--logs", type=Path, default=HERE / "logs", help="where the logs go")
     options = parser.parse_args()
     env = dict(os.environ, PYTHONUNBUFFERED="1", DJANGO_SETTINGS_MODULE="demo_site.settings")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
@@ -41,7 +42,7 @@ def main() -> int:
          f"u.set_password({password!r}); u.is_staff = u.is_superuser = True; u.save()"],
         cwd=HERE, env=env, check=True,
     )  # fmt: skip
-    logs = HERE / "logs"
+    logs = options.logs
     logs.mkdir(exist_ok=True)
     commands = {
         "beat-1": [python, "-m", "celery", "-A", "demo_site", "beat", "-S", "singleton",

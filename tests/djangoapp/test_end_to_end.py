@@ -150,3 +150,28 @@ def test_tasks_keep_running_while_the_database_is_away_and_rows_resume(
     finally:
         cluster.stop()
         proxy.close()
+
+
+def test_describe_shows_the_lock_ttl_beside_the_longest_recorded_runtime(
+    redis: RedisServer,
+) -> None:
+    import datetime as dt
+    import subprocess
+    import sys
+
+    now = dt.datetime.now(dt.timezone.utc)
+    for i, runtime in enumerate([1.5, 27.25, 3.0]):
+        TaskRun.objects.using("postgres").create(
+            task_id=f"t{i}", task_name="billing.charge_cards", entry="charge-cards",
+            status="success", started_at=now, runtime=runtime,
+        )  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "demo_site", "singleton-beat", "describe",
+         "charge-cards", "--count", "1"],
+        env={**os.environ, **project_env(redis)}, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "lock TTL 30s" in result.stdout
+    assert "longest recorded runtime 27.250s" in result.stdout
+    assert "runs reach 91% of the lock TTL" in result.stderr
