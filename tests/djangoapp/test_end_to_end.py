@@ -114,6 +114,16 @@ def test_runs_and_slot_decisions_are_recorded_with_their_fields(
     assert skipped.args_preview == "7, 3.0"
     assert skipped.args_hash == statuses["success"].args_hash
 
+    # a revoked message: the worker drops it on arrival and says so
+    revoked_id = "revoked-before-it-ran"
+    app.control.revoke(revoked_id)
+    wait_for(lambda: "revoke" in worker.text().lower(), 10, f"the revoke\n{worker.text()}")
+    app.send_task("billing.reconcile_account", args=[8, 0.1], task_id=revoked_id)
+    wait_for(lambda: rows(task_id=revoked_id), 20, f"the revoked row\n{worker.text()}")
+    (revoked,) = rows(task_id=revoked_id)
+    assert revoked.status == "revoked" and revoked.task_name == "billing.reconcile_account"
+    assert revoked.runtime is None
+
 
 def test_tasks_keep_running_while_the_database_is_away_and_rows_resume(
     tmp_path: Path, redis: RedisServer
