@@ -114,6 +114,7 @@ class Recorder:
         self._pks: dict[int, int] = {}
         self._thread: threading.Thread | None = None
         self._failing: str | None = None
+        self._stopping = False
         self._dropped = 0
         self.written = 0
 
@@ -314,12 +315,22 @@ class Recorder:
     def on_shutdown(self, **_: Any) -> None:
         self.flush(5.0)
 
+    def stop(self) -> None:
+        """End the writer thread (records still waiting stay unwritten)."""
+        with self._mutex:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(10)
+
     def _write_forever(self) -> None:
         pause = 0.0
         while True:
             with self._mutex:
-                while not self._pending:
+                while not self._pending and not self._stopping:
                     self._wake.wait()
+                if self._stopping:
+                    return
                 batch = [
                     self._pending.popitem(last=False) for _ in range(min(BATCH, len(self._pending)))
                 ]
@@ -329,8 +340,15 @@ class Recorder:
             except DatabaseError as exc:
                 self._paused(exc, batch)
                 pause = min(5.0, max(0.25, pause * 2))
-                time.sleep(pause)
+                with self._mutex:
+                    self._wake.wait_for(lambda: self._stopping, pause)
                 continue
+            except Exception:
+                # not an outage: these records cannot be written; say so and go on
+                logger.exception(
+                    "singleton beat recorder: %d records could not be written and are dropped",
+                    len(batch),
+                )
             finally:
                 with self._mutex:
                     self._busy = 0

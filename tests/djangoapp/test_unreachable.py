@@ -46,12 +46,16 @@ def test_records_wait_in_a_bounded_buffer_and_drops_are_counted_and_logged(
     unreachable: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     recorder = Recorder(AppSettings(database=unreachable, recorder_buffer=100))
-    with caplog.at_level(logging.WARNING, logger="django_celery_singleton_beat.recorder"):
-        for slot in range(250):
-            recorder.on_event(fired("e", slot))
-        assert not recorder.flush(timeout=1.0), "nothing can be written"
-        assert len(recorder._pending) <= 100
-        assert recorder._dropped >= 150
+    try:
+        with caplog.at_level(logging.WARNING, logger="django_celery_singleton_beat.recorder"):
+            for slot in range(250):
+                recorder.on_event(fired("e", slot))
+            assert not recorder.flush(timeout=1.0), "nothing can be written"
+            assert len(recorder._pending) <= 100
+            assert recorder._dropped >= 150
+    finally:
+        recorder.stop()
+    assert recorder._thread is not None and not recorder._thread.is_alive()
     paused = [r for r in caplog.records if "unavailable" in r.getMessage()]
     assert len(paused) == 1, "the outage is logged once, however often the writer retries"
     assert "wait in memory (at most 100)" in paused[0].getMessage()

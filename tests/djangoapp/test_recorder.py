@@ -1,0 +1,64 @@
+"""The recorder's writer in this process: slot decisions merge, bad records do not stop it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from celery_singleton_beat import events
+from django_celery_singleton_beat.conf import AppSettings
+from django_celery_singleton_beat.models import SlotDispatch, TaskRun
+from django_celery_singleton_beat.recorder import Recorder
+
+pytestmark = pytest.mark.django_db(transaction=True)
+SLOT = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    made = Recorder(AppSettings())
+    yield made
+    made.stop()
+
+
+def test_a_slot_published_twice_is_one_row_counting_both(recorder: Recorder) -> None:
+    fired = events.SlotFired(
+        entry="e", slot=SLOT, task_id="id", task="t", replica="a:1", late=0.01, coalesced=2
+    )
+    recorder.on_event(fired)
+    assert recorder.flush(5)
+    recorder.on_event(events.SlotFired(**{**fired.__dict__, "replica": "b:2", "late": 4.0}))
+    assert recorder.flush(5)
+    (row,) = SlotDispatch.objects.all()
+    assert (row.outcome, row.publishes, row.replica, row.slots) == ("dispatched", 2, "b:2", 3)
+
+
+def test_a_failed_publish_and_a_misfire_are_recorded_with_their_outcome(recorder: Recorder) -> None:
+    recorder.on_event(
+        events.SlotSkipped(entry="e", slot=SLOT, count=1, reason="publish_failed", replica="a:1")
+    )
+    recorder.on_event(
+        events.SlotSkipped(entry="m", slot=SLOT, count=4, reason="misfire", replica="a:1")
+    )
+    assert recorder.flush(5)
+    rows = {r.entry: r for r in SlotDispatch.objects.all()}
+    assert (rows["e"].outcome, rows["e"].publishes) == ("publish_failed", 0)
+    assert (rows["m"].outcome, rows["m"].slots) == ("skipped_misfire", 4)
+
+
+def test_a_record_that_cannot_be_written_is_logged_and_the_writer_goes_on(
+    recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = {"ref": 1, "task_id": "x", "task_name": "t", "status": "started", "no_such_field": 1}
+    with caplog.at_level(logging.ERROR, logger="django_celery_singleton_beat.recorder"):
+        recorder._submit(("run", 1), ("run", bad))
+        assert recorder.flush(5)
+    assert "1 records could not be written and are dropped" in caplog.text
+    good = {"ref": 2, "task_id": "y", "task_name": "t", "status": "success",
+            "started_at": SLOT}  # fmt: skip
+    recorder._submit(("run", 2), ("run", good))
+    assert recorder.flush(5)
+    assert list(TaskRun.objects.values_list("task_id", flat=True)) == ["y"]
