@@ -17,6 +17,7 @@ still apply, so a leader that was paused past its lease cannot publish twice.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import os
@@ -53,6 +54,10 @@ ENTRY_HEADER = "singleton_beat_entry"
 REPLICA_HEADER = "singleton_beat_replica"
 #: Slots claimed per round trip when many are due at once.
 CLAIM_CHUNK = 500
+#: a decided slot for the fence: (entry, slot, outcome, published, skipped)
+Outcome = tuple[str, int, str, int, int]
+#: a slot whose message went into the broker batch, with its event
+Sent = tuple[Plan, int, Outcome, "events.SlotFired"]
 
 
 #: Wall clock in seconds since the epoch; slot times are compared with it. Tests replace it.
@@ -245,25 +250,14 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 self._wake(plan, plan.wake)
             errors = unavailable[0].errors
             raise QuorumUnavailable("slots", self.masters.quorum, len(self.masters.nodes), errors)
-        publish_until = claimed_at + self.config.claim_ttl / 2
-        finished, not_ours = [], []
-        for (plan, slot), claim in zip(work, claims, strict=True):
-            if claim.status == DONE:
-                self._advance(plan, slot)
-            elif claim.status == HELD:
-                not_ours.append((plan.name, slot))
-                self._wake(plan, _now_ms() + random.randint(50, 250))
-            elif time.monotonic() >= publish_until:
-                not_ours.append((plan.name, slot))
-                self._wake(plan, _now_ms())
-            else:
-                outcome = self._handle(plan, slot, claim.last, now)
-                if outcome is None:
-                    not_ours.append((plan.name, slot))
-                    self._wake(plan, _now_ms() + 1000)
-                else:
-                    finished.append(outcome)
-                    self._advance(plan, slot)
+        finished, not_ours, sent = self._publish_claimed(
+            work, claims, claimed_at + self.config.claim_ttl / 2, now
+        )
+        for plan, slot, outcome, fired in sent:
+            self._published(plan, slot)
+            events.emit(fired)
+            finished.append(outcome)
+            self._advance(plan, slot)
         self.store.unclaim(not_ours, token)
         acks = self.store.finish(finished, self.config.fence_retention)
         if acks < self.masters.quorum:
@@ -273,20 +267,79 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 len(finished), acks, len(self.masters.nodes),
             )  # fmt: skip
 
+    def _publish_claimed(
+        self, work: list[tuple[Plan, int]], claims: list[Any], publish_until: float, now: int
+    ) -> tuple[list[Outcome], list[tuple[str, int]], list[Sent]]:
+        """Publish the claimed slots of a chunk in one broker batch.
+
+        Returns the outcomes to mark done now, the claims to give back, and the slots
+        whose messages reached the broker (marked done after their events are emitted).
+        """
+        finished: list[Outcome] = []
+        not_ours: list[tuple[str, int]] = []
+        sent: list[Sent] = []
+        try:
+            with self._publish_batch():
+                for (plan, slot), claim in zip(work, claims, strict=True):
+                    if claim.status == DONE:
+                        self._advance(plan, slot)
+                    elif claim.status == HELD:
+                        not_ours.append((plan.name, slot))
+                        self._wake(plan, _now_ms() + random.randint(50, 250))
+                    elif time.monotonic() >= publish_until:
+                        not_ours.append((plan.name, slot))
+                        self._wake(plan, _now_ms())
+                    else:
+                        handled = self._handle(plan, slot, claim.last, now)
+                        if handled is None:
+                            not_ours.append((plan.name, slot))
+                            self._wake(plan, _now_ms() + 1000)
+                        elif handled[1] is None:
+                            finished.append(handled[0])
+                            self._advance(plan, slot)
+                        else:
+                            sent.append((plan, slot, handled[0], handled[1]))
+        except Exception as exc:
+            # the batch did not reach the broker: none of its messages counts as sent
+            logger.exception("singleton beat: publishing %d message(s) failed", len(sent))
+            for plan, slot, _outcome, _fired in sent:
+                self._publish_failed(plan, slot, exc)
+                not_ours.append((plan.name, slot))
+                self._wake(plan, _now_ms() + 1000)
+            sent = []
+        return finished, not_ours, sent
+
+    def _publish_batch(self) -> Any:
+        """Messages published inside go to the broker together at its end (one pipeline on
+        Redis, with kombu >= 5.7); brokers without batches publish each message at once."""
+        batch = getattr(self.producer, "batch", None)
+        if batch is None:
+            return contextlib.nullcontext()
+        return batch(max_size=2 * CLAIM_CHUNK + 16)
+
+    def _publish_failed(self, plan: Plan, slot: int, exc: BaseException) -> None:
+        events.emit(
+            events.SlotSkipped(
+                entry=plan.name, slot=to_datetime(slot), count=1, reason="publish_failed",
+                replica=self.replica, detail=f"{type(exc).__name__}: {exc}"[:500],
+            )
+        )  # fmt: skip
+
     def _advance(self, plan: Plan, slot: int) -> None:
         plan.next_slot = plan.slots.next_after(slot)
         self._wake(plan, plan.next_slot)
 
     def _handle(
         self, plan: Plan, slot: int, last: int, now: int
-    ) -> tuple[str, int, str, int, int] | None:
+    ) -> tuple[tuple[str, int, str, int, int], events.SlotFired | None] | None:
         """Decide a claimed slot: publish or skip it, counting the missed ones before it.
 
-        Returns the fence outcome (name, slot, outcome, published, skipped), or None when
-        publishing failed and the slot should be tried again.
+        Returns the fence outcome (name, slot, outcome, published, skipped) with the
+        SlotFired event to emit once the message has reached the broker (None when nothing
+        was published), or None when publishing failed and the slot should be tried again.
         """
         if last >= slot:
-            return (plan.name, slot, "superseded", 0, 0)
+            return (plan.name, slot, "superseded", 0, 0), None
         missed = plan.missed_between(last, slot)
         late = (now - slot) / 1000
         fire = late <= ON_TIME or (
@@ -306,7 +359,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 )
             )  # fmt: skip
         if not fire:
-            return (plan.name, slot, "skipped_misfire", 0, skipped)
+            return (plan.name, slot, "skipped_misfire", 0, skipped), None
         if self.config.mode == "leader" and (self._lease is None or self._lease.remaining() <= 0):
             return None
         try:
@@ -315,23 +368,14 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             logger.exception(
                 "singleton beat: publishing %r for %s failed", plan.name, slot_label(slot)
             )
-            events.emit(
-                events.SlotSkipped(
-                    entry=plan.name, slot=to_datetime(slot), count=1,
-                    reason="publish_failed", replica=self.replica,
-                    detail=f"{type(exc).__name__}: {exc}"[:500],
-                )
-            )  # fmt: skip
+            self._publish_failed(plan, slot, exc)
             return None
-        self._published(plan, slot)
-        events.emit(
-            events.SlotFired(
-                entry=plan.name, slot=to_datetime(slot), task_id=task_id,
-                task=plan.entry.task, replica=self.replica, late=max(0.0, late),
-                coalesced=missed if plan.policy.misfire == "coalesce" else 0,
-            )
+        fired = events.SlotFired(
+            entry=plan.name, slot=to_datetime(slot), task_id=task_id,
+            task=plan.entry.task, replica=self.replica, late=max(0.0, late),
+            coalesced=missed if plan.policy.misfire == "coalesce" else 0,
         )  # fmt: skip
-        return (plan.name, slot, "dispatched", 1, skipped)
+        return (plan.name, slot, "dispatched", 1, skipped), fired
 
     def _publish(self, plan: Plan, slot: int) -> str:
         entry = plan.entry

@@ -127,3 +127,55 @@ def test_entries_added_removed_and_changed_between_restarts(
         "2026-01-01T00:01:15.000Z",
         "2026-01-01T00:01:20.000Z",
     ], "a changed interval continues after the last slot handled, on its own anchor"
+
+
+def test_a_batch_that_never_reaches_the_broker_is_retried_and_not_counted(
+    redis_cluster: Callable[[int], list[RedisServer]], clock: FakeClock, fired: list[Any]
+) -> None:
+    import contextlib
+
+    import redis
+
+    master = redis_cluster(1)[0]
+    broker = f"redis://127.0.0.1:{master.port}/1"
+    app = Celery("batch-tests", broker=broker)
+    schedule = {f"e{i}": {"task": "t", "schedule": 10.0} for i in range(3)}
+    app.conf.update(singleton_beat_redis_urls=[master.url], beat_schedule=schedule)
+    sched = Scheduler(app=app)
+    queue = redis.Redis.from_url(broker)
+    skipped: list[events.SlotSkipped] = []
+    unsubscribe = events.subscribe(
+        lambda e: skipped.append(e) if isinstance(e, events.SlotSkipped) else None
+    )
+    real = sched._publish_batch
+
+    @contextlib.contextmanager
+    def lost_on_flush() -> Iterator[None]:
+        batch = real()
+        batch.__enter__()
+        yield
+        # what kombu does when the pipeline cannot be sent: the buffer is discarded
+        batch.__exit__(ConnectionError, ConnectionError("broker gone"), None)
+        raise ConnectionError("broker gone")
+
+    try:
+        sched.tick()
+        clock.now += 10
+        sched._publish_batch = lost_on_flush  # type: ignore[method-assign]
+        sched.tick()
+        assert fired == []
+        assert sorted(e.entry for e in skipped) == ["e0", "e1", "e2"]
+        assert {e.reason for e in skipped} == {"publish_failed"}
+        assert "broker gone" in skipped[0].detail
+        assert queue.llen("celery") == 0
+
+        sched._publish_batch = real  # type: ignore[method-assign]
+        clock.now += 1.5
+        sched.tick()
+        assert sorted(e.entry for e in fired) == ["e0", "e1", "e2"]
+        assert {e.slot for e in fired} == {e.slot for e in skipped}, "the same slots, retried"
+        assert queue.llen("celery") == 3, "each message reached the broker once"
+    finally:
+        unsubscribe()
+        queue.close()
+        sched.close()
