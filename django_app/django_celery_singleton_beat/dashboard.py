@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import logging
 import math
 import time
@@ -55,11 +54,18 @@ def celery_app(path: str | None = None) -> Any:
     from celery import _state, current_app  # noqa: PLC0415
 
     if path:
-        return symbol_by_name(path)
-    made = [app for app in _state._get_active_apps() if app.main != "default"]
-    if len(made) == 1:
-        return made[0]
-    return current_app._get_current_object()
+        app = symbol_by_name(path)
+    else:
+        made = [a for a in _state._get_active_apps() if a.main != "default"]
+        app = made[0] if len(made) == 1 else current_app._get_current_object()
+    if not getattr(app, "_singleton_beat_modules_loaded", False):
+        # the tasks modules (autodiscover_tasks) give each task's lock TTL
+        try:
+            app.loader.import_default_modules()
+        except Exception as exc:
+            logger.warning("dashboard: the Celery app's task modules cannot be imported: %s", exc)
+        app._singleton_beat_modules_loaded = True
+    return app
 
 
 def beat_entries(app: Any) -> dict[str, ScheduleEntry]:
@@ -257,9 +263,9 @@ def schedule_rows(app: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def colour(node: str) -> str:
-    digest = hashlib.sha1(node.encode()).digest()
-    return PALETTE[digest[0] % len(PALETTE)]
+def colours(nodes: Iterable[str]) -> dict[str, str]:
+    """A distinct colour per node (in name order), repeating only past the palette's size."""
+    return {node: PALETTE[i % len(PALETTE)] for i, node in enumerate(sorted(set(nodes)))}
 
 
 def timeline_svg(runs: Iterable[TaskRun], since: dt.datetime, until: dt.datetime,
@@ -303,6 +309,7 @@ def timeline_svg(runs: Iterable[TaskRun], since: dt.datetime, until: dt.datetime
         parts.append(
             f'<text x="4" y="{y + 14}" font-size="12" fill="#222">{escape(name[:34])}</text>'
         )
+    palette = colours(r.node for r in runs if r.status not in TaskRun.SKIPPED)
     legend: dict[str, str] = {}
     for run in runs:
         y = top + index[run.entry or run.task_name] * row_h
@@ -326,7 +333,7 @@ def timeline_svg(runs: Iterable[TaskRun], since: dt.datetime, until: dt.datetime
                 f'stroke-width="2"><title>{title}</title></path>'
             )
             continue
-        fill = legend.setdefault(run.node, colour(run.node))
+        fill = legend.setdefault(run.node, palette[run.node])
         x0, x1 = x(start), x(end)
         outline = ' stroke="#c23b3b" stroke-width="2"' if run.status != "success" else ""
         parts.append(

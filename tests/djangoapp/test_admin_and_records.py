@@ -233,3 +233,13 @@ def test_durations_read_in_every_accepted_form() -> None:
     assert conf.parse_duration("x", "12h") == dt.timedelta(hours=12)
     assert conf.parse_duration("x", 90) == dt.timedelta(seconds=90)
     assert conf.parse_duration("x", dt.timedelta(weeks=2)) == dt.timedelta(days=14)
+
+
+def test_each_node_gets_its_own_colour() -> None:
+    runs = [
+        TaskRun(task_id=str(i), task_name="t", status="success", node=f"worker{i}@host",
+                started_at=NOW - dt.timedelta(seconds=30 - i), finished_at=NOW)
+        for i in range(5)
+    ]  # fmt: skip
+    _svg, legend = timeline_svg(runs, NOW - dt.timedelta(minutes=1), NOW)
+    assert len(legend) == 5 and len(set(legend.values())) == 5
