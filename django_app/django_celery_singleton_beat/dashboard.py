@@ -358,7 +358,13 @@ def context(window: str, using: str, warning: float, app_path: str | None = None
         TaskRun.objects.using(using).filter(started_at__gt=since)
         .order_by("-started_at")[:TIMELINE_RUNS]
     )  # fmt: skip
-    svg, legend = timeline_svg(reversed(list(runs)), since, until)
+    shown = list(reversed(list(runs)))
+    # the axis starts at the first run shown (with a margin), not at an empty window start
+    start = since
+    if shown:
+        first = min(run.started_at for run in shown)
+        start = max(since, first - max(dt.timedelta(seconds=2), (until - first) / 20))
+    svg, legend = timeline_svg(shown, start, until)
     view = replicas(app)
     return {
         "window": window,

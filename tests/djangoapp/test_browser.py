@@ -64,11 +64,16 @@ def test_the_dashboard_shows_recorded_runs_and_the_running_replica(
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make test does it as root)")
     from playwright.sync_api import sync_playwright
 
-    worker = recording.start_worker(pool="prefork", concurrency=2)
+    worker = recording.start_worker("worker-a", pool="prefork", concurrency=2)
+    recording.start_worker("worker-b", pool="prefork", concurrency=2)
     replica = recording.start_replica("beat-1")
     User.objects.create_superuser("admin", "admin@example.com", "s3cret-pw")
-    wait_for(lambda: TaskRun.objects.filter(status="success").count() >= 4, 40,
-             f"4 recorded runs\n{replica.text()}\n{worker.text()}")  # fmt: skip
+    sender = Celery("sender", broker=recording.base_env["DEMO_BROKER_URL"], set_as_current=False)
+    for _ in range(2):  # the second copy is skipped while the first holds the account's lock
+        sender.send_task("billing.reconcile_account", args=[7, 2.0])
+    wait_for(lambda: TaskRun.objects.filter(status="success").count() >= 12
+             and TaskRun.objects.filter(status="skipped_duplicate").exists(), 60,
+             f"12 recorded runs and a skip\n{replica.text()}\n{worker.text()}")  # fmt: skip
     recorded = set(TaskRun.objects.filter(status="success").values_list("task_id", flat=True))
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -90,6 +95,7 @@ def test_the_dashboard_shows_recorded_runs_and_the_running_replica(
                 "svg.singleton-timeline rect.run", "bars => bars.map(b => b.dataset.taskId)"
             ))  # fmt: skip
             assert recorded <= shown, f"runs missing from the timeline: {recorded - shown}"
+            assert page.locator("svg.singleton-timeline path.skipped").count() >= 1
             cells = page.eval_on_selector_all(
                 "#replicas tr.replica", "rows => rows.map(r => r.innerText)"
             )
