@@ -7,8 +7,8 @@ non-zero exit code, never a traceback; passwords are never printed.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
+import itertools
 import json
 import logging
 import sys
@@ -17,14 +17,13 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
-from celery.beat import ScheduleEntry
 from celery.schedules import crontab
 
 from celery_singleton_beat import overview
-from celery_singleton_beat.config import Config, TaskConfig
+from celery_singleton_beat.config import Config
 from celery_singleton_beat.entries import Plan
 from celery_singleton_beat.errors import ConfigurationError
-from celery_singleton_beat.slots import slot_label, slots_for
+from celery_singleton_beat.slots import slot_label
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ def _entries(app: Any, config: Config, clients: list[Any]) -> list[dict[str, Any
     beat = app.conf.beat_schedule or {}
     for name in sorted(beat):
         try:
-            entry = _entry(app, name)
+            entry = overview.beat_entry(app, name)
             plan = Plan.build(entry, app.timezone, config.misfire_grace)
         except (ConfigurationError, TypeError, ValueError) as exc:
             rows.append({"name": name, "error": str(exc)})
@@ -184,25 +183,16 @@ def describe(ctx: click.Context, expr_or_entry: str, count: int, zone: str | Non
     else:
         schedule = _parse_cron(expr_or_entry, beat)
     click.echo(overview.in_words(schedule))
-    slots = slots_for(expr_or_entry, schedule, tz)
-    t = int(time.time() * 1000)
-    for _ in range(count):
-        t = slots.next_after(t)  # type: ignore[assignment]
-        if t is None:
-            break
-        click.echo(f"  {dt.datetime.fromtimestamp(t / 1000, tz).isoformat()}")
+    now = dt.datetime.now(dt.timezone.utc)
+    for moment in itertools.islice(overview.slot_times(schedule, expr_or_entry, tz, now), count):
+        click.echo(f"  {moment.isoformat()}")
     if expr_or_entry in beat:
         _config_ttls(ctx)
         _lock_ttl_and_runtime(app, expr_or_entry, task)
 
 
-def _entry(app: Any, name: str) -> ScheduleEntry:
-    """The ``beat_schedule`` entry ``name`` as beat builds it."""
-    return ScheduleEntry(**dict(app.conf.beat_schedule[name], name=name, app=app))
-
-
 def _entry_schedule(app: Any, name: str) -> tuple[Any, str]:
-    entry = _entry(app, name)
+    entry = overview.beat_entry(app, name)
     return entry.schedule, entry.task
 
 
@@ -223,20 +213,15 @@ def _parse_cron(text: str, beat: dict[str, Any]) -> crontab:
 
 def _lock_ttl_and_runtime(app: Any, name: str, task_name: str) -> None:
     """The task's lock TTL beside the longest runtime recorded for the entry, when known."""
-    with contextlib.suppress(Exception):  # lets the Django app start and register its records
-        app.loader.import_default_modules()
+    overview.load_task_modules(app)  # lets the Django app start and register its records
     task = app.tasks.get(task_name)
-    ttl: float | None = None
+    ttl = overview.lock_ttl(app, task)
     if task is None:
         click.echo(f"task {task_name} is not registered here: its lock TTL is unknown")
     elif not hasattr(task, "singleton_ttl"):
         click.echo(f"task {task_name} takes no lock (not a SingletonTask)")
     else:
-        ttl = task.singleton_ttl if isinstance(task.singleton_ttl, (int, float)) else None
-        if ttl is None:
-            with contextlib.suppress(Exception):
-                ttl = TaskConfig.from_conf(app.conf).task_ttl
-        click.echo(f"lock TTL {ttl}s" if ttl is not None else "lock TTL unknown (bad settings)")
+        click.echo(f"lock TTL {ttl:g}s" if ttl is not None else "lock TTL unknown (bad settings)")
     longest = overview.longest_runtime(name)
     if longest is None:
         click.echo("longest recorded runtime: unknown (the Django app records runs)")
@@ -315,7 +300,7 @@ def _check_entries(app: Any, config: Config) -> list[tuple[str, str]]:
     findings = []
     for name in sorted(app.conf.beat_schedule or {}):
         try:
-            entry = _entry(app, name)
+            entry = overview.beat_entry(app, name)
             Plan.build(entry, app.timezone, config.misfire_grace)
         except (ConfigurationError, TypeError, ValueError) as exc:
             findings.append(("ERROR", f"entry {name!r}: {exc}"))

@@ -7,17 +7,21 @@ and short timeouts, so that a status command never waits long on a dead master.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
+from celery.beat import ScheduleEntry
 from celery.schedules import crontab
 
-from celery_singleton_beat.config import Config
+from celery_singleton_beat.config import Config, TaskConfig
+from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks.nodes import parse_masters
+from celery_singleton_beat.slots import slots_for
 
 logger = logging.getLogger(__name__)
 
@@ -230,3 +234,45 @@ def longest_runtime(entry: str) -> float | None:
         if value is not None:
             found.append(float(value))
     return max(found, default=None)
+
+
+def beat_entry(app: Any, name: str) -> ScheduleEntry:
+    """The ``beat_schedule`` entry ``name`` as beat builds it."""
+    return ScheduleEntry(**dict(app.conf.beat_schedule[name], name=name, app=app))
+
+
+def slot_times(
+    schedule: Any, name: str, tz: dt.tzinfo, after: dt.datetime, until: dt.datetime | None = None
+) -> Iterator[dt.datetime]:
+    """The schedule's slots after ``after`` (up to ``until``), as beat computes them."""
+    slots = slots_for(name, schedule, tz)
+    t = int(after.timestamp() * 1000)
+    stop = None if until is None else int(until.timestamp() * 1000)
+    while (t := slots.next_after(t)) is not None and (stop is None or t <= stop):  # type: ignore[assignment]
+        yield dt.datetime.fromtimestamp(t / 1000, tz)
+
+
+def load_task_modules(app: Any) -> None:
+    """Import the app's task modules once (with Django, this also starts Django), so that
+    its tasks, their options and the recorders' hooks are known outside a worker."""
+    if getattr(app, "_singleton_beat_modules_loaded", False):
+        return
+    app._singleton_beat_modules_loaded = True
+    try:
+        app.loader.import_default_modules()
+    except Exception as exc:
+        logger.warning("the Celery app's task modules cannot be imported: %s", exc)
+
+
+def lock_ttl(app: Any, task: Any) -> float | None:
+    """The lock TTL a singleton task runs with (its own, else singleton_beat_task_ttl);
+    None for a task that takes no lock or when the settings are invalid."""
+    ttl = getattr(task, "singleton_ttl", None)
+    if ttl is None:
+        return None
+    if isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
+        return float(ttl)
+    try:
+        return TaskConfig.from_conf(app.conf).task_ttl
+    except ConfigurationError:
+        return None

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import sqlite3
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from celery_singleton_beat.testing import CeleryCluster, RedisServer, wait_for
+from celery_singleton_beat.testing import CeleryCluster, RedisServer, free_port, wait_for
+from tests.djangoapp.project import PROJECT, demo_env
 
 DEPLOY = Path(__file__).resolve().parents[1] / "examples" / "deploy"
 
@@ -73,32 +78,16 @@ def test_the_singleton_task_example_runs_one_copy_per_account(
         broker.stop()
 
 
-DJANGO_PROJECT = Path(__file__).resolve().parents[1] / "examples" / "django_project"
-
-
 @pytest.mark.slow
 def test_the_django_demo_serves_the_admin_and_records_runs(
     tmp_path: Path, redis_cluster: Any
 ) -> None:
-    import os
-    import socket
-    import sqlite3
-    import urllib.request
-
-    from celery_singleton_beat.testing import free_port
-
     redis: RedisServer = redis_cluster(1)[0]
     port = free_port()
     database = tmp_path / "demo.sqlite3"
-    env = {
-        **os.environ,
-        "DEMO_DB_NAME": str(database),
-        "DEMO_BROKER_URL": f"redis://127.0.0.1:{redis.port}/1",
-        "DEMO_REDIS_URLS": redis.url,
-        "DEMO_EVERY": "1",
-    }
+    env = {**os.environ, **demo_env(redis, DEMO_DB_NAME=str(database))}
     demo = subprocess.Popen(
-        [sys.executable, str(DJANGO_PROJECT / "run_demo.py"), "--seconds", "15",
+        [sys.executable, str(PROJECT / "run_demo.py"), "--seconds", "15",
          "--port", str(port), "--logs", str(tmp_path / "logs")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip

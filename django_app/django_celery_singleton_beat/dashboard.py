@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import logging
 import math
 import time
@@ -19,8 +20,7 @@ from django.db.models import Count, Min, Q, Sum
 from kombu.utils.imports import symbol_by_name
 
 from celery_singleton_beat import overview
-from celery_singleton_beat.config import Config, TaskConfig
-from celery_singleton_beat.slots import slots_for
+from celery_singleton_beat.config import Config
 
 from .models import SlotDispatch, TaskRun
 
@@ -31,8 +31,7 @@ DEFAULT_WINDOW = "24h"
 TIMELINE_RUNS = 2_000
 STATS_RUNS = 20_000
 PALETTE = ("#2f6fb3", "#d9822b", "#3a9a5b", "#8e5bb5", "#c23b3b", "#2b9aa0", "#9a7b2f", "#5b6f8e")
-RAN = (TaskRun.Status.SUCCESS, TaskRun.Status.FAILURE, TaskRun.Status.LOCK_LOST,
-       TaskRun.Status.RETRY, TaskRun.Status.STARTED)  # fmt: skip
+RAN = (*TaskRun.FINISHED, TaskRun.Status.RETRY, TaskRun.Status.STARTED)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -58,22 +57,16 @@ def celery_app(path: str | None = None) -> Any:
     else:
         made = [a for a in _state._get_active_apps() if a.main != "default"]
         app = made[0] if len(made) == 1 else current_app._get_current_object()
-    if not getattr(app, "_singleton_beat_modules_loaded", False):
-        # the tasks modules (autodiscover_tasks) give each task's lock TTL
-        try:
-            app.loader.import_default_modules()
-        except Exception as exc:
-            logger.warning("dashboard: the Celery app's task modules cannot be imported: %s", exc)
-        app._singleton_beat_modules_loaded = True
+    overview.load_task_modules(app)  # the task modules give each task's lock TTL
     return app
 
 
 def beat_entries(app: Any) -> dict[str, ScheduleEntry]:
     """The app's ``beat_schedule`` as beat builds it (bad entries are left out, logged)."""
     found = {}
-    for name, options in (app.conf.beat_schedule or {}).items():
+    for name in app.conf.beat_schedule or {}:
         try:
-            found[name] = ScheduleEntry(**dict(options, name=name, app=app))
+            found[name] = overview.beat_entry(app, name)
         except Exception as exc:
             logger.warning("dashboard: beat entry %r cannot be read: %s", name, exc)
     return found
@@ -110,31 +103,18 @@ def expected_slots(
 ) -> int | None:  # fmt: skip
     """How many slots the schedule has in (start, end]; None when it cannot be counted."""
     try:
-        slots = slots_for(name, schedule, tz)
+        times = overview.slot_times(schedule, name, tz, start, until=end)
+        return sum(1 for _ in itertools.islice(times, limit))
     except Exception:
         return None
-    t, stop, count = int(start.timestamp() * 1000), int(end.timestamp() * 1000), 0
-    while count < limit:
-        nxt = slots.next_after(t)
-        if nxt is None or nxt > stop:
-            return count
-        count, t = count + 1, nxt
-    return count
 
 
 def next_times(schedule: Any, name: str, tz: dt.tzinfo, count: int = 5) -> list[dt.datetime]:
     try:
-        slots = slots_for(name, schedule, tz)
+        now = dt.datetime.now(dt.timezone.utc)
+        return list(itertools.islice(overview.slot_times(schedule, name, tz, now), count))
     except Exception:
         return []
-    t, times = int(time.time() * 1000), []
-    for _ in range(count):
-        nxt = slots.next_after(t)
-        if nxt is None:
-            break
-        times.append(dt.datetime.fromtimestamp(nxt / 1000, tz))
-        t = nxt
-    return times
 
 
 def entry_rows(
@@ -214,19 +194,11 @@ def task_rows(app: Any, since: dt.datetime, using: str, warning: float) -> list[
         counts[name]["total"] += 1
         if wait is not None:
             samples[name]["wait"].append(wait)
-        if runtime is not None and status in (TaskRun.Status.SUCCESS, TaskRun.Status.FAILURE,
-                                              TaskRun.Status.LOCK_LOST):  # fmt: skip
+        if runtime is not None and status in TaskRun.FINISHED:
             samples[name]["runtime"].append(runtime)
-    try:
-        default_ttl: float | None = TaskConfig.from_conf(app.conf).task_ttl
-    except Exception:
-        default_ttl = None
     result = []
     for name in sorted(counts):
-        task = app.tasks.get(name)
-        ttl = getattr(task, "singleton_ttl", None)
-        if not isinstance(ttl, (int, float)):
-            ttl = default_ttl if hasattr(task, "singleton_ttl") else None
+        ttl = overview.lock_ttl(app, app.tasks.get(name))
         runtime_p99 = percentile(samples[name]["runtime"], 99)
         longest = max(samples[name]["runtime"], default=None)
         near = ttl is not None and longest is not None and longest >= warning * ttl

@@ -25,7 +25,8 @@ class TaskRun(models.Model):
         REVOKED = "revoked", _("revoked")
 
     SKIPPED = (Status.SKIPPED_DUPLICATE, Status.SKIPPED_LOCK_ERROR)
-    ENDED = (Status.SUCCESS, Status.FAILURE, Status.RETRY, Status.LOCK_LOST)
+    #: runs that went through to the end: their runtime is the task's own
+    FINISHED = (Status.SUCCESS, Status.FAILURE, Status.LOCK_LOST)
 
     task_id = models.CharField(_("task id"), max_length=255, db_index=True)
     attempt = models.PositiveIntegerField(_("attempt"), default=0, help_text=_("0 = first run"))

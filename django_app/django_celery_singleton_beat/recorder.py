@@ -32,14 +32,13 @@ from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import F, Max
 
 from celery_singleton_beat import events
+from celery_singleton_beat.task import ENTRY_HEADER, SLOT_HEADER
 
 from .conf import AppSettings
 from .models import SlotDispatch, TaskRun
 
 logger = logging.getLogger(__name__)
 
-ENTRY_HEADER = "singleton_beat_entry"
-SLOT_HEADER = "singleton_beat_slot"
 SENSITIVE = ("password", "passwd", "secret", "token", "api_key", "apikey", "authorization")
 BATCH = 200
 
@@ -56,8 +55,9 @@ def longest_runtime(entry: str) -> float | None:
     """The longest recorded run of a beat entry (for ``singleton-beat describe``)."""
     from . import conf  # noqa: PLC0415
 
-    finished = (TaskRun.Status.SUCCESS, TaskRun.Status.FAILURE, TaskRun.Status.LOCK_LOST)
-    rows = TaskRun.objects.using(conf.load().database).filter(entry=entry, status__in=finished)
+    rows = TaskRun.objects.using(conf.load().database).filter(
+        entry=entry, status__in=TaskRun.FINISHED
+    )
     value = rows.aggregate(longest=Max("runtime"))["longest"]
     return None if value is None else float(value)
 

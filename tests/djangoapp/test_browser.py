@@ -20,8 +20,8 @@ from django.db import connections
 
 from celery_singleton_beat.testing import CeleryCluster, RedisServer, wait_for
 from django_celery_singleton_beat.models import TaskRun
+from tests.djangoapp.project import demo_env
 
-PROJECT = Path(__file__).resolve().parents[2] / "examples" / "django_project"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "tests-artifacts"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 PREFIX = "browser-test:"
@@ -35,15 +35,7 @@ DASHBOARD_APP = Celery("dashboard", set_as_current=False)
 def recording(tmp_path: Path, redis_cluster: Any, settings: Any) -> Iterator[CeleryCluster]:
     redis: RedisServer = redis_cluster(1)[0]
     database = connections["default"].settings_dict["NAME"]
-    env = {
-        "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")]),
-        "DJANGO_SETTINGS_MODULE": "demo_site.settings",
-        "DEMO_DB_NAME": str(database),
-        "DEMO_BROKER_URL": f"redis://127.0.0.1:{redis.port}/1",
-        "DEMO_REDIS_URLS": redis.url,
-        "DEMO_KEY_PREFIX": PREFIX,
-        "DEMO_EVERY": "1",
-    }
+    env = demo_env(redis, DEMO_DB_NAME=str(database), DEMO_KEY_PREFIX=PREFIX)
     DASHBOARD_APP.conf.update(
         singleton_beat_redis_urls=[redis.url],
         singleton_beat_key_prefix=PREFIX,

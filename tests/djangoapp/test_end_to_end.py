@@ -6,7 +6,11 @@ PostgreSQL database (made by pytest-django); the test reads the rows they write.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,27 +22,24 @@ from django.db import connections
 from celery_singleton_beat.slots import slot_task_id
 from celery_singleton_beat.testing import CeleryCluster, RedisServer, wait_for
 from django_celery_singleton_beat.models import SlotDispatch, TaskRun
+from tests.djangoapp.project import demo_env
 from tests.djangoapp.proxy import Proxy
 
-PROJECT = Path(__file__).resolve().parents[2] / "examples" / "django_project"
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, databases=["postgres"])]
 
 
 def project_env(redis: RedisServer, db_port: str | None = None, **extra: str) -> dict[str, str]:
+    """The demo project on this test's PostgreSQL database (through ``db_port`` if given)."""
     db = connections["postgres"].settings_dict
-    return {
-        "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")]),
-        "DJANGO_SETTINGS_MODULE": "demo_site.settings",
-        "DEMO_DB_ENGINE": "postgresql",
-        "DEMO_DB_NAME": db["NAME"],
-        "DEMO_DB_USER": db["USER"],
-        "DEMO_DB_HOST": db["HOST"],
-        "DEMO_DB_PORT": db_port or str(db["PORT"]),
-        "DEMO_BROKER_URL": f"redis://127.0.0.1:{redis.port}/1",
-        "DEMO_REDIS_URLS": redis.url,
-        "DEMO_EVERY": "1",
+    return demo_env(
+        redis,
+        DEMO_DB_ENGINE="postgresql",
+        DEMO_DB_NAME=db["NAME"],
+        DEMO_DB_USER=db["USER"],
+        DEMO_DB_HOST=db["HOST"],
+        DEMO_DB_PORT=db_port or str(db["PORT"]),
         **extra,
-    }
+    )
 
 
 @pytest.fixture
@@ -145,8 +146,6 @@ def test_tasks_keep_running_while_the_database_is_away_and_rows_resume(
         wait_for(lambda: all(f"{t}] succeeded" in worker.text() for t in during), 20,
                  f"tasks succeed while the database is away\n{worker.text()}")  # fmt: skip
         wait_for(lambda: worker.text().count("recording paused") >= 1, 10, "the pause logged")
-        import time
-
         time.sleep(3)  # the writer retries several times meanwhile
         assert worker.text().count("recording paused") == 1, worker.text()
         assert rows(task_id__in=during) == []
@@ -165,10 +164,6 @@ def test_tasks_keep_running_while_the_database_is_away_and_rows_resume(
 def test_describe_shows_the_lock_ttl_beside_the_longest_recorded_runtime(
     redis: RedisServer,
 ) -> None:
-    import datetime as dt
-    import subprocess
-    import sys
-
     now = dt.datetime.now(dt.timezone.utc)
     for i, runtime in enumerate([1.5, 27.25, 3.0]):
         TaskRun.objects.using("postgres").create(
