@@ -31,6 +31,7 @@ class Config:
     mode: str = "active"
     lease_ttl: float = 10.0
     claim_ttl: float = 3.0
+    publish_timeout: float = 10.0
     fence_retention: float = 86400.0
     misfire_grace: float = 300.0
     key_prefix: str = "singleton-beat:"
@@ -59,7 +60,10 @@ class Config:
     def validate(self) -> None:
         if self.mode not in MODES:
             _refuse("mode", self.mode, "'active' (every replica evaluates) or 'leader'")
-        for name in ("lease_ttl", "claim_ttl", "fence_retention", "misfire_grace", "node_timeout"):
+        for name in (
+            "lease_ttl", "claim_ttl", "publish_timeout", "fence_retention", "misfire_grace",
+            "node_timeout",
+        ):  # fmt: skip
             _positive(name, getattr(self, name))
         if self.claim_ttl >= self.fence_retention:
             _refuse(

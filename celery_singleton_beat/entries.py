@@ -26,8 +26,6 @@ from celery_singleton_beat.slots import IntervalSlots, Slots, slots_for
 
 OPTION = "singleton_beat"
 MISFIRE_POLICIES = ("coalesce", "skip")
-#: A slot not handled within this many seconds of its time has been missed.
-ON_TIME = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +92,9 @@ class Plan:
     next_slot: int | None = None
     wake: int | None = None
     """When the scheduler looks at this entry next (ms)."""
+    held: set[int] = dataclasses.field(default_factory=set)
+    """Slots another replica had claimed when this one looked: looked at again until done,
+    so that a claimant that dies costs a delay, never the slot."""
 
     @classmethod
     def build(cls, entry: Entry, app_tz: dt.tzinfo, grace: float) -> Plan:
@@ -117,6 +118,23 @@ class Plan:
             if following is None or following > now:
                 return slot
             slot = following
+
+    def due(self, now: int, limit: int) -> tuple[list[int], int]:
+        """The slots to claim now, oldest first: the held ones and every slot from
+        ``next_slot`` up to ``now``, at most ``limit`` of the latter (the newest); with
+        the number of older ones left out."""
+        slot, left_out = self.next_slot, 0
+        if isinstance(self.slots, IntervalSlots) and slot is not None and slot <= now:
+            newest = self.slots.next_after(now) - self.slots.every_ms
+            start = max(slot, newest - (limit - 1) * self.slots.every_ms)
+            left_out = self.missed_between(slot - 1, start)
+            slot = start
+        fresh: list[int] = []
+        while slot is not None and slot <= now:
+            fresh.append(slot)
+            slot = self.slots.next_after(slot)
+        left_out += max(0, len(fresh) - limit)
+        return sorted(self.held.union(fresh[-limit:])), left_out
 
     def slot_before(self, slot: int, after: int) -> int:
         """The last slot before ``slot`` and after ``after`` (``slot`` itself if none)."""

@@ -18,6 +18,7 @@ still apply, so a leader that was paused past its lease cannot publish twice.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 import logging
 import os
@@ -26,6 +27,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 from celery import beat
@@ -34,13 +36,15 @@ from kombu.utils.url import maybe_sanitize_url
 
 from celery_singleton_beat import events
 from celery_singleton_beat.config import Config
-from celery_singleton_beat.entries import ON_TIME, Entry, Plan
+from celery_singleton_beat.decide import SlotView, Verdict, decide
+from celery_singleton_beat.entries import Entry, Plan
 from celery_singleton_beat.errors import QuorumUnavailable
 from celery_singleton_beat.health import HealthServer
+from celery_singleton_beat.keeper import ClaimKeeper
 from celery_singleton_beat.locks import Lease, Redlock, Watchdog
 from celery_singleton_beat.locks.nodes import Masters
 from celery_singleton_beat.slots import slot_label, slot_task_id, to_datetime
-from celery_singleton_beat.state import DONE, HELD, SlotStore
+from celery_singleton_beat.state import DONE, HELD, Claim, SlotStore
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +58,28 @@ ENTRY_HEADER = "singleton_beat_entry"
 REPLICA_HEADER = "singleton_beat_replica"
 #: Slots claimed per round trip when many are due at once.
 CLAIM_CHUNK = 500
-#: a decided slot for the fence: (entry, slot, outcome, published, skipped)
-Outcome = tuple[str, int, str, int, int]
-#: a slot whose message went into the broker batch, with its event
-Sent = tuple[Plan, int, Outcome, "events.SlotFired"]
+#: Unhandled slots of one entry claimed one by one (the newest); older ones are counted.
+BACKLOG = 64
+
+
+@dataclasses.dataclass
+class _Batch:
+    """One claimed chunk: what to publish, to mark done, to give back and to look at again."""
+
+    token: str
+    plans: dict[str, Plan] = dataclasses.field(default_factory=dict)
+    all_slots: list[tuple[Plan, int]] = dataclasses.field(default_factory=list)
+    fire: list[tuple[Plan, int, float]] = dataclasses.field(default_factory=list)
+    """Slots to publish, with how late they are (s)."""
+    outcomes: list[tuple[str, int, str, int, int]] = dataclasses.field(default_factory=list)
+    """Fence outcomes: (entry, slot, outcome, published, skipped)."""
+    skipped: dict[str, list[tuple[int, int]]] = dataclasses.field(default_factory=dict)
+    giveback: list[tuple[Plan, int]] = dataclasses.field(default_factory=list)
+    retry: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Entries with held slots, and in how many ms to look at them again."""
+
+    def to_publish(self) -> list[tuple[str, int]]:
+        return [(plan.name, slot) for plan, slot, _late in self.fire]
 
 
 #: Wall clock in seconds since the epoch; slot times are compared with it. Tests replace it.
@@ -82,6 +104,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self.leader_lock = Redlock(self.masters, prefix=self.config.key_prefix, owner=self.replica)
         self.plans: dict[str, Plan] = {}
         self._wakeups: list[tuple[int, str]] = []
+        self._context: dict[str, tuple[int | None, int, int]] = {}
         self._initialized = False
         self._ready: bool | None = None
         self._ready_detail = "starting"
@@ -99,6 +122,13 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             ).start()
 
     # -- Celery's Scheduler interface -------------------------------------------------
+
+    @cached_property
+    def connection(self) -> Any:
+        """Beat's broker connection, with socket timeouts so that a publish is bounded."""
+        return self.app.connection_for_write(
+            transport_options=publish_timeouts(self.app.conf, self.config.publish_timeout)
+        )
 
     def setup_schedule(self) -> None:
         self.install_default_entries(self.data)
@@ -223,91 +253,155 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
     # -- dispatching ------------------------------------------------------------------
 
     def _dispatch(self, due: list[Plan], now: int) -> None:
-        work = []
+        work: list[tuple[Plan, int]] = []
         for plan in due:
-            slot = plan.newest_due(now)
-            if slot is None:
+            slots, left_out = plan.due(now, BACKLOG)
+            if not slots:
                 self._wake(plan, plan.next_slot)
-            else:
-                work.append((plan, slot))
+                continue
+            fresh = [s for s in slots if s not in plan.held]
+            oldest = fresh[0] if fresh else slots[0]
+            self._context[plan.name] = (plan.newest_due(now), left_out, oldest)
+            work.extend((plan, slot) for slot in slots)
         for first in range(0, len(work), CLAIM_CHUNK):
             self._dispatch_chunk(work[first : first + CLAIM_CHUNK], now)
+        self._context.clear()
 
     def _dispatch_chunk(self, work: list[tuple[Plan, int]], now: int) -> None:
         """Claim a chunk of slots in one round trip, publish ours, finish them in one more.
 
-        Publishing stops once half the claim TTL has passed: the rest of the chunk is
-        given back and tried again at once, so that no claim expires before its slot is
-        marked done (which would let another replica publish it again).
+        While the chunk is being published a keeper thread extends its claims, so that a
+        slow broker cannot let a claim expire under a message in flight (which would let
+        another replica send the slot again). The keeper stops at the publish timeout:
+        past it the publish has failed, the claims expire, and the slots are sent again
+        later, with the same task ids, by whoever takes them over.
         """
         token = f"{secrets.token_hex(8)}@{self.replica}"
-        claimed_at = time.monotonic()
-        claims = self.store.claim([(p.name, s) for p, s in work], token, self.config.claim_ttl)
-        unavailable = [c for c in claims if c.status is None]
-        if unavailable:
-            self.store.unclaim([(p.name, s) for p, s in work], token)
+        config = self.config
+        fences = [(p.name, s) for p, s in work]
+        claims = self.store.claim(fences, token, config.claim_ttl, config.fence_retention)
+        if any(c.status is None for c in claims):
+            self.store.unclaim(fences, token)
             for plan, _slot in work:
                 self._wake(plan, plan.wake)
-            errors = unavailable[0].errors
+            errors = next(c.errors for c in claims if c.status is None)
             raise QuorumUnavailable("slots", self.masters.quorum, len(self.masters.nodes), errors)
-        finished, not_ours, sent = self._publish_claimed(
-            work, claims, claimed_at + self.config.claim_ttl / 2, now
-        )
-        for plan, slot, outcome, fired in sent:
-            self._published(plan, slot)
-            events.emit(fired)
-            finished.append(outcome)
-            self._advance(plan, slot)
-        self.store.unclaim(not_ours, token)
-        acks = self.store.finish(finished, self.config.fence_retention)
-        if acks < self.masters.quorum:
-            logger.warning(
-                "singleton beat: %d slot(s) published but marked done on %d of %d masters; "
-                "another replica may publish them again with the same task id",
-                len(finished), acks, len(self.masters.nodes),
-            )  # fmt: skip
+        batch = _Batch(token)
+        for (plan, slot), claim in zip(work, claims, strict=True):
+            self._sort(batch, plan, slot, claim, now)
+        with ClaimKeeper(self.store, token, config, batch.to_publish()) as keeper:
+            self._publish_batch_of(batch, keeper)
+        self._finish(batch)
 
-    def _publish_claimed(
-        self, work: list[tuple[Plan, int]], claims: list[Any], publish_until: float, now: int
-    ) -> tuple[list[Outcome], list[tuple[str, int]], list[Sent]]:
-        """Publish the claimed slots of a chunk in one broker batch.
+    def _sort(self, batch: _Batch, plan: Plan, slot: int, claim: Claim, now: int) -> None:
+        """File one claimed (or not) slot of the chunk under what happens to it next."""
+        batch.plans[plan.name] = plan
+        batch.all_slots.append((plan, slot))
+        if claim.status == DONE:
+            plan.held.discard(slot)
+            return
+        if claim.status == HELD:
+            plan.held.add(slot)
+            batch.retry[plan.name] = random.randint(50, 250)
+            return
+        newest, left_out, oldest = self._context.get(plan.name, (None, 0, slot))
+        view = SlotView(slot, newest=slot == newest, resumed=claim.taken_over or slot in plan.held)
+        plan.held.discard(slot)
+        verdict = decide(view, claim.last, now, plan.policy.misfire, plan.policy.misfire_grace)
+        if verdict is Verdict.FIRE and self._may_publish():
+            batch.fire.append((plan, slot, max(0.0, (now - slot) / 1000)))
+            return
+        if verdict is Verdict.FIRE:
+            batch.giveback.append((plan, slot))
+            return
+        skipped = 0
+        if verdict is Verdict.SKIP:
+            skipped = 1 + (left_out if slot == oldest and not view.resumed else 0)
+            batch.skipped.setdefault(plan.name, []).append((slot, skipped))
+        batch.outcomes.append((plan.name, slot, verdict.value, 0, skipped))
 
-        Returns the outcomes to mark done now, the claims to give back, and the slots
-        whose messages reached the broker (marked done after their events are emitted).
-        """
-        finished: list[Outcome] = []
-        not_ours: list[tuple[str, int]] = []
-        sent: list[Sent] = []
+    def _may_publish(self) -> bool:
+        if self.config.mode != "leader":
+            return True
+        return self._lease is not None and self._lease.remaining() > 0
+
+    def _publish_batch_of(self, batch: _Batch, keeper: ClaimKeeper) -> None:
+        """Publish the slots to fire in one broker batch; a slot counts as sent once the
+        batch reached the broker. Those not sent are kept claimed and looked at again."""
+        sent: list[tuple[Plan, int, events.SlotFired]] = []
         try:
             with self._publish_batch():
-                for (plan, slot), claim in zip(work, claims, strict=True):
-                    if claim.status == DONE:
-                        self._advance(plan, slot)
-                    elif claim.status == HELD:
-                        not_ours.append((plan.name, slot))
-                        self._wake(plan, _now_ms() + random.randint(50, 250))
-                    elif time.monotonic() >= publish_until:
-                        not_ours.append((plan.name, slot))
-                        self._wake(plan, _now_ms())
-                    else:
-                        handled = self._handle(plan, slot, claim.last, now)
-                        if handled is None:
-                            not_ours.append((plan.name, slot))
-                            self._wake(plan, _now_ms() + 1000)
-                        elif handled[1] is None:
-                            finished.append(handled[0])
-                            self._advance(plan, slot)
-                        else:
-                            sent.append((plan, slot, handled[0], handled[1]))
+                for plan, slot, late in batch.fire:
+                    if keeper.expired():
+                        batch.giveback.append((plan, slot))
+                        continue
+                    coalesced = sum(n for s, n in batch.skipped.get(plan.name, []) if s < slot)
+                    task_id = self._publish(plan, slot)
+                    sent.append((plan, slot, events.SlotFired(
+                        entry=plan.name, slot=to_datetime(slot), task_id=task_id,
+                        task=plan.entry.task, replica=self.replica, late=late,
+                        coalesced=coalesced if plan.policy.misfire == "coalesce" else 0,
+                    )))  # fmt: skip
         except Exception as exc:
-            # the batch did not reach the broker: none of its messages counts as sent
-            logger.exception("singleton beat: publishing %d message(s) failed", len(sent))
-            for plan, slot, _outcome, _fired in sent:
+            # the batch did not reach the broker, or not all of it: each slot is given
+            # back and sent again (same task id) by the next replica to look at it
+            logger.error(
+                "singleton beat: publishing %d message(s) failed, sending them again: %s: %s",
+                len(sent), type(exc).__name__, exc,
+            )  # fmt: skip
+            for plan, slot, _fired in sent:
                 self._publish_failed(plan, slot, exc)
-                not_ours.append((plan.name, slot))
-                self._wake(plan, _now_ms() + 1000)
-            sent = []
-        return finished, not_ours, sent
+                batch.giveback.append((plan, slot))
+                batch.retry[plan.name] = 1000
+            return
+        for plan, slot, fired in sent:
+            self._published(plan, slot)
+            events.emit(fired)
+            batch.outcomes.append((plan.name, slot, "dispatched", 1, 0))
+
+    def _finish(self, batch: _Batch) -> None:
+        """Mark the decided slots done, give back the rest, count and wake the entries."""
+        self.store.unclaim([(p.name, s) for p, s in batch.giveback], batch.token)
+        for plan, slot in batch.giveback:
+            plan.held.add(slot)
+            batch.retry.setdefault(plan.name, 0)
+        marked = self.store.finish(batch.outcomes, batch.token, self.config.fence_retention)
+        lost = [o for o, ok in zip(batch.outcomes, marked, strict=True) if not ok]
+        if lost:
+            logger.warning(
+                "singleton beat: %d slot(s) decided but not marked done on a majority (the "
+                "claim expired or the masters did not answer), e.g. %r at %s; another replica "
+                "may send them again with the same task id",
+                len(lost), lost[0][0], slot_label(lost[0][1]),
+            )  # fmt: skip
+        for name, skipped in batch.skipped.items():
+            self._report_skipped(batch.plans[name], skipped)
+        now = _now_ms()
+        for name, plan in batch.plans.items():
+            after = plan.slots.next_after(max(s for p, s in batch.all_slots if p is plan))
+            if plan.next_slot is not None and (after is None or after > plan.next_slot):
+                plan.next_slot = after
+            wake = plan.next_slot
+            if plan.held and name in batch.retry:
+                retry = now + batch.retry[name]
+                wake = retry if wake is None else min(wake, retry)
+            elif plan.held:
+                wake = now + 1000 if wake is None else min(wake, now + 1000)
+            self._wake(plan, wake)
+
+    def _report_skipped(self, plan: Plan, skipped: list[tuple[int, int]]) -> None:
+        count = sum(n for _slot, n in skipped)
+        newest = max(slot for slot, _n in skipped)
+        logger.warning(
+            "singleton beat: entry %r missed %d slot(s) up to %s (misfire policy %s)",
+            plan.name, count, slot_label(newest), plan.policy.misfire,
+        )  # fmt: skip
+        events.emit(
+            events.SlotSkipped(
+                entry=plan.name, slot=to_datetime(newest), count=count,
+                reason="misfire", replica=self.replica,
+            )
+        )  # fmt: skip
 
     def _publish_batch(self) -> Any:
         """Messages published inside go to the broker together at its end (one pipeline on
@@ -324,58 +418,6 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 replica=self.replica, detail=f"{type(exc).__name__}: {exc}"[:500],
             )
         )  # fmt: skip
-
-    def _advance(self, plan: Plan, slot: int) -> None:
-        plan.next_slot = plan.slots.next_after(slot)
-        self._wake(plan, plan.next_slot)
-
-    def _handle(
-        self, plan: Plan, slot: int, last: int, now: int
-    ) -> tuple[tuple[str, int, str, int, int], events.SlotFired | None] | None:
-        """Decide a claimed slot: publish or skip it, counting the missed ones before it.
-
-        Returns the fence outcome (name, slot, outcome, published, skipped) with the
-        SlotFired event to emit once the message has reached the broker (None when nothing
-        was published), or None when publishing failed and the slot should be tried again.
-        """
-        if last >= slot:
-            return (plan.name, slot, "superseded", 0, 0), None
-        missed = plan.missed_between(last, slot)
-        late = (now - slot) / 1000
-        fire = late <= ON_TIME or (
-            plan.policy.misfire == "coalesce" and late <= plan.policy.misfire_grace
-        )
-        skipped = missed + (0 if fire else 1)
-        if skipped:
-            newest_skipped = slot if not fire else plan.slot_before(slot, after=last)
-            logger.warning(
-                "singleton beat: entry %r missed %d slot(s) up to %s (misfire policy %s)",
-                plan.name, skipped, slot_label(newest_skipped), plan.policy.misfire,
-            )  # fmt: skip
-            events.emit(
-                events.SlotSkipped(
-                    entry=plan.name, slot=to_datetime(newest_skipped), count=skipped,
-                    reason="misfire", replica=self.replica,
-                )
-            )  # fmt: skip
-        if not fire:
-            return (plan.name, slot, "skipped_misfire", 0, skipped), None
-        if self.config.mode == "leader" and (self._lease is None or self._lease.remaining() <= 0):
-            return None
-        try:
-            task_id = self._publish(plan, slot)
-        except Exception as exc:
-            logger.exception(
-                "singleton beat: publishing %r for %s failed", plan.name, slot_label(slot)
-            )
-            self._publish_failed(plan, slot, exc)
-            return None
-        fired = events.SlotFired(
-            entry=plan.name, slot=to_datetime(slot), task_id=task_id,
-            task=plan.entry.task, replica=self.replica, late=max(0.0, late),
-            coalesced=missed if plan.policy.misfire == "coalesce" else 0,
-        )  # fmt: skip
-        return (plan.name, slot, "dispatched", 1, skipped), fired
 
     def _publish(self, plan: Plan, slot: int) -> str:
         entry = plan.entry
@@ -466,6 +508,22 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             )
         elif previous is not None:
             logger.warning("singleton beat: a majority of Redis masters answers again")
+
+
+def publish_timeouts(conf: Any, timeout: float) -> dict[str, float]:
+    """Transport options that bound one broker operation to ``timeout`` seconds, for the
+    transports that block on sockets (Redis, AMQP); what ``broker_transport_options``
+    sets already is kept."""
+    url = str(conf.broker_write_url or conf.broker_url or "")
+    scheme = (conf.broker_transport or url.partition("://")[0]).lower()
+    if scheme in ("redis", "rediss", "sentinel"):
+        wanted = {"socket_timeout": timeout}
+    elif scheme in ("amqp", "amqps", "pyamqp"):
+        wanted = {"read_timeout": timeout, "write_timeout": timeout}
+    else:
+        return {}
+    given = conf.broker_transport_options or {}
+    return {key: value for key, value in wanted.items() if given.get(key) is None}
 
 
 def _metrics_renderer() -> Callable[[], tuple[bytes, str]] | None:

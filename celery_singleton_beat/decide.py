@@ -1,0 +1,51 @@
+"""What to do with a slot this replica has claimed: a pure function of the slot, the
+entry's shared progress, the clock and the entry's misfire policy.
+
+Kept apart from the scheduler's I/O so that every rule is tested in milliseconds:
+
+- a slot at or before the entry's newest handled slot is *superseded* (a newer slot was
+  handled; the counting was done then);
+- a slot whose earlier claim expired (its claimant died or lost the claim while sending)
+  is *resumed*: it may already have been sent, so it is sent again, with the same task
+  id, as long as it is within the misfire grace, whatever the policy;
+- the newest due slot fires when on time, or under ``coalesce`` within the grace;
+- an older slot that passed unclaimed fires only when on time (two slots due within one
+  tick); otherwise it is *missed* and counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+#: A slot handled within this many seconds of its time is on time.
+ON_TIME = 1.0
+
+
+class Verdict(enum.Enum):
+    FIRE = "dispatched"
+    SKIP = "skipped_misfire"
+    SUPERSEDED = "superseded"
+
+
+@dataclasses.dataclass(frozen=True)
+class SlotView:
+    """One claimed slot as the scheduler sees it (times in ms)."""
+
+    slot: int
+    newest: bool
+    """The newest due slot of its entry in this pass."""
+    resumed: bool
+    """Another claim on it expired, or this replica saw it held before."""
+
+
+def decide(view: SlotView, last: int, now: int, misfire: str, grace: float) -> Verdict:
+    """The verdict for a claimed slot; ``last`` is the entry's newest handled slot."""
+    if view.slot <= last:
+        return Verdict.SUPERSEDED
+    late = (now - view.slot) / 1000
+    if late <= ON_TIME:
+        return Verdict.FIRE
+    if view.resumed or (view.newest and misfire == "coalesce"):
+        return Verdict.FIRE if late <= grace else Verdict.SKIP
+    return Verdict.SKIP
