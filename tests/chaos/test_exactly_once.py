@@ -1,0 +1,144 @@
+"""Exactly once under failures of the services around beat: a master that restarted empty,
+a broker that answers slowly, a broker that stops answering. Real masters, a real broker
+behind a proxy, three beat replicas and a worker."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from celery_singleton_beat.testing import RedisServer, wait_for
+from tests.beat.harness import BeatCluster, beat_cluster, interval_slots, master_hash, slot_ms
+from tests.chaos.broker_proxy import BrokerProxy
+
+pytestmark = pytest.mark.slow
+
+FAST = {"singleton_beat_claim_ttl": 1.0, "singleton_beat_lease_ttl": 3.0}
+PREFIX = "singleton-beat:"
+
+
+def fence_outcomes(masters: list[RedisServer], entry: str) -> dict[int, str]:
+    """Each slot's done mark (``dispatched``, ``skipped_misfire``, ...) over the masters."""
+    outcomes: dict[int, str] = {}
+    for master in masters:
+        client = master.client()
+        for key in client.scan_iter(f"{PREFIX}fire:{entry}:*", count=1000):
+            value = client.get(key)
+            if value and value.startswith(b"done:"):
+                slot = int(key.decode().rsplit(":", 1)[1])
+                outcomes.setdefault(slot, value.decode()[5:])
+    return outcomes
+
+
+def test_a_slot_missed_while_a_master_was_emptied_is_coalesced_and_counted(
+    three_masters: list[RedisServer], tmp_path: Path
+) -> None:
+    """A master that restarted empty does not vote with an invented start: a replica that
+    starts after the missed slots fires the newest (coalesce) and counts the others."""
+    schedule = {"four": {"every": 4}}
+    with beat_cluster(tmp_path, three_masters, schedule, **FAST) as cluster:
+        cluster.start_worker()
+        replica = cluster.start_replica("r1")
+        wait_for(lambda: len(cluster.executions()) >= 1, 30, "first execution")
+        cluster.kill(replica)
+        down = time.time()
+        three_masters[0].restart()  # back, with no data at all
+        time.sleep(10)
+        while time.time() % 4 < 2 or time.time() % 4 > 2.3:  # start 2 s after a slot
+            time.sleep(0.02)
+        cluster.restart(replica)
+        up = time.time() + 1.0  # a replica needs about a second to start
+        time.sleep(7)
+        rows = cluster.executions()
+        skipped = master_hash(three_masters, f"{PREFIX}entry:four").get("skipped", 0)
+    last_before = max(slot_ms(r["slot"]) for r in rows if r["at"] <= down)
+    gap = list(range(last_before + 4000, int(up * 1000) + 1, 4000))
+    fired = [slot_ms(r["slot"]) for r in rows if last_before < slot_ms(r["slot"]) <= up * 1000]
+    assert len(gap) >= 2
+    assert fired == [max(gap)], "coalesce fires the newest missed slot, once"
+    assert skipped == len(gap) - 1, "the other missed slots are counted"
+
+
+def run_through(
+    cluster: BeatCluster, proxy: BrokerProxy, seconds: float, heal_after: float | None
+) -> tuple[float, float]:
+    """Three replicas on the proxied broker for ``seconds``; returns the observed window."""
+    cluster.start_worker()
+    for name in ("r1", "r2", "r3"):
+        cluster.start_replica(name, TEST_BROKER_URL=proxy.url)
+    wait_for(lambda: len(cluster.executions()) >= 3, 60, "first executions")
+    start = time.time()
+    if heal_after is None:
+        proxy.delay(4.0)
+        time.sleep(seconds)
+    else:
+        time.sleep(5)
+        proxy.black_hole()
+        time.sleep(heal_after)
+        proxy.heal()
+        time.sleep(seconds - heal_after - 5)
+    end = time.time()
+    proxy.delay(0)
+    time.sleep(15)  # messages still in flight reach the worker
+    return start, end
+
+
+def check_every_slot_accounted(
+    cluster: BeatCluster, masters: list[RedisServer], schedule: dict[str, dict], window: tuple
+) -> None:
+    """No task id ran twice; each slot in the window ran, or was counted as skipped with
+    its reason, never both."""
+    rows = cluster.executions()
+    twice = [t for t, n in Counter(r["task_id"] for r in rows).items() if n > 1]
+    assert twice == [], f"task ids executed twice: {twice}"
+    for entry, spec in schedule.items():
+        expected = interval_slots(spec["every"], window[0], window[1])
+        executed = {slot_ms(r["slot"]) for r in rows if r["entry"] == entry}
+        outcomes = fence_outcomes(masters, entry)
+        skipped = {s for s, outcome in outcomes.items() if outcome.startswith("skipped")}
+        assert executed & skipped == set(), f"{entry}: executed and counted as skipped"
+        missing = sorted(expected - executed - skipped)
+        assert missing == [], f"{entry}: neither executed nor counted: {missing}"
+        counted = master_hash(masters, f"{PREFIX}entry:{entry}").get("skipped", 0)
+        assert counted == len(skipped), f"{entry}: skip count {counted} != {len(skipped)} marks"
+
+
+SCHEDULE = {
+    "five": {"every": 5},
+    "two": {"every": 2},
+    "two-skip": {"every": 2, "options": {"singleton_beat": {"misfire": "skip"}}},
+}
+
+
+def test_a_slow_broker_sends_no_slot_twice_and_every_skip_is_counted_truthfully(
+    three_masters: list[RedisServer], tmp_path: Path
+) -> None:
+    """Broker answering 4 s per chunk, claim TTL 3 s, three replicas for 60 s."""
+    with beat_cluster(tmp_path, three_masters, SCHEDULE, singleton_beat_claim_ttl=3.0) as c:
+        assert c.broker is not None
+        proxy = BrokerProxy(c.broker.port)
+        try:
+            window = run_through(c, proxy, 60, heal_after=None)
+            check_every_slot_accounted(c, three_masters, SCHEDULE, window)
+        finally:
+            proxy.close()
+
+
+def test_a_black_holed_broker_sends_no_slot_twice_and_every_skip_is_counted_truthfully(
+    three_masters: list[RedisServer], tmp_path: Path
+) -> None:
+    """The broker accepts and never answers for 20 s, then heals; three replicas."""
+    settings = {"singleton_beat_claim_ttl": 3.0, "singleton_beat_publish_timeout": 5.0}
+    with beat_cluster(tmp_path, three_masters, SCHEDULE, **settings) as c:
+        assert c.broker is not None
+        proxy = BrokerProxy(c.broker.port)
+        try:
+            window = run_through(c, proxy, 60, heal_after=20)
+            check_every_slot_accounted(c, three_masters, SCHEDULE, window)
+            logs = "".join(p.text() for p in c.processes if p.name.startswith("r"))
+            assert "publishing" in logs and "failed" in logs, "the failed publishes are logged"
+        finally:
+            proxy.close()
