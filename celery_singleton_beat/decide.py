@@ -3,14 +3,13 @@ entry's shared progress, the clock and the entry's misfire policy.
 
 Kept apart from the scheduler's I/O so that every rule is tested in milliseconds:
 
-- a slot at or before the entry's newest handled slot is *superseded* (a newer slot was
-  handled; the counting was done then);
-- a slot whose earlier claim expired (its claimant died or lost the claim while sending)
-  is *resumed*: it may already have been sent, so it is sent again, with the same task
-  id, as long as it is within the misfire grace, whatever the policy;
-- the newest due slot fires when on time, or under ``coalesce`` within the grace;
-- an older slot that passed unclaimed fires only when on time (two slots due within one
-  tick); otherwise it is *missed* and counted.
+- a slot handled within a second of its time fires;
+- a slot whose earlier claim expired (its claimant died, or its publish failed) is
+  *resumed*: it may already have been sent, so it is sent again, with the same task id,
+  as long as it is within the misfire grace, whatever the policy;
+- the newest due slot of an entry fires late under ``coalesce`` within the grace, unless
+  a newer slot of the entry was handled already;
+- any other slot passed with nobody claiming it: it is *missed*, and counted.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ ON_TIME = 1.0
 class Verdict(enum.Enum):
     FIRE = "dispatched"
     SKIP = "skipped_misfire"
-    SUPERSEDED = "superseded"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,11 +39,9 @@ class SlotView:
 
 def decide(view: SlotView, last: int, now: int, misfire: str, grace: float) -> Verdict:
     """The verdict for a claimed slot; ``last`` is the entry's newest handled slot."""
-    if view.slot <= last:
-        return Verdict.SUPERSEDED
     late = (now - view.slot) / 1000
     if late <= ON_TIME:
         return Verdict.FIRE
-    if view.resumed or (view.newest and misfire == "coalesce"):
+    if view.resumed or (view.newest and view.slot > last and misfire == "coalesce"):
         return Verdict.FIRE if late <= grace else Verdict.SKIP
     return Verdict.SKIP

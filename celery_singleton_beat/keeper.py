@@ -7,8 +7,9 @@ claim's expiry is what lets another replica take a slot over and send it again::
     replica B:                      claim t: held ... held ... held ...          ── done
 
 Without the keeper, A's claim would expire at 3 s and B would send ``t`` a second time.
-The keeper stops extending at the publish timeout: past it the publish has failed, the
-claims expire, and whoever takes them over sends the slots again with the same task ids.
+At the publish timeout the keeper cuts the broker connection, so the publish fails at
+once rather than completing later on claims that have expired; the slots are given back
+and sent again, with the same task ids.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -32,15 +33,22 @@ class ClaimKeeper:
     block it guards ends or the publish timeout passes."""
 
     def __init__(
-        self, store: SlotStore, token: str, config: Config, fences: Sequence[tuple[str, int]]
+        self,
+        store: SlotStore,
+        token: str,
+        config: Config,
+        fences: Sequence[tuple[str, int]],
+        abort: Callable[[], object] = lambda: None,
     ) -> None:
         self.store = store
         self.token = token
         self.ttl = config.claim_ttl
         self.retention = config.fence_retention
         self.fences = list(fences)
+        self.deadline_s = config.publish_timeout
         self.deadline = time.monotonic() + config.publish_timeout
         self.lost = False
+        self.abort = abort
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -67,8 +75,15 @@ class ClaimKeeper:
         return self.lost or time.monotonic() >= self.deadline
 
     def _run(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
-            if time.monotonic() + self.ttl / 3 >= self.deadline:
+        while not self._stop.wait(min(self.ttl / 3, max(0.0, self.deadline - time.monotonic()))):
+            if time.monotonic() >= self.deadline:
+                logger.error(
+                    "singleton beat: the broker did not take %d message(s) within the "
+                    "publish timeout (%ss); cutting the connection",
+                    len(self.fences),
+                    self.deadline_s,
+                )
+                self.abort()
                 return
             try:
                 held = self.store.extend(self.fences, self.token, self.ttl, self.retention)

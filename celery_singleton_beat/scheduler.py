@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import heapq
 import logging
 import os
@@ -34,7 +35,7 @@ from celery import beat
 from celery.beat import _evaluate_entry_args, _evaluate_entry_kwargs
 from kombu.utils.url import maybe_sanitize_url
 
-from celery_singleton_beat import events
+from celery_singleton_beat import broker, events
 from celery_singleton_beat.config import Config
 from celery_singleton_beat.decide import SlotView, Verdict, decide
 from celery_singleton_beat.entries import Entry, Plan
@@ -69,8 +70,8 @@ class _Batch:
     token: str
     plans: dict[str, Plan] = dataclasses.field(default_factory=dict)
     all_slots: list[tuple[Plan, int]] = dataclasses.field(default_factory=list)
-    fire: list[tuple[Plan, int, float]] = dataclasses.field(default_factory=list)
-    """Slots to publish, with how late they are (s)."""
+    fire: list[tuple[Plan, int, float, int]] = dataclasses.field(default_factory=list)
+    """Slots to publish, with how late they are (s) and the older slots they stand for."""
     outcomes: list[tuple[str, int, str, int, int]] = dataclasses.field(default_factory=list)
     """Fence outcomes: (entry, slot, outcome, published, skipped)."""
     skipped: dict[str, list[tuple[int, int]]] = dataclasses.field(default_factory=dict)
@@ -79,7 +80,7 @@ class _Batch:
     """Entries with held slots, and in how many ms to look at them again."""
 
     def to_publish(self) -> list[tuple[str, int]]:
-        return [(plan.name, slot) for plan, slot, _late in self.fire]
+        return [(plan.name, slot) for plan, slot, _late, _counted in self.fire]
 
 
 #: Wall clock in seconds since the epoch; slot times are compared with it. Tests replace it.
@@ -194,6 +195,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             return min(LONGEST_SLEEP, self._next_election - monotonic)
         if not self._initialized:
             self._load_state()
+            self._warm_broker()
         now = _now_ms()
         due = self._pop_due(now)
         if due:
@@ -230,6 +232,12 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             self._wake(plan, plan.next_slot)
         self._initialized = True
         logger.info("singleton beat: %d entries loaded, %s", len(plans), self.role)
+
+    def _warm_broker(self) -> None:
+        try:
+            broker.warm(self.producer)
+        except Exception as exc:
+            logger.warning("singleton beat: the broker does not answer yet: %s", exc)
 
     def _wake(self, plan: Plan, when: int | None) -> None:
         if when is not None:
@@ -273,8 +281,8 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         While the chunk is being published a keeper thread extends its claims, so that a
         slow broker cannot let a claim expire under a message in flight (which would let
         another replica send the slot again). The keeper stops at the publish timeout:
-        past it the publish has failed, the claims expire, and the slots are sent again
-        later, with the same task ids, by whoever takes them over.
+        past it the publish has failed, and the slots are given back and sent again, with
+        the same task ids.
         """
         token = f"{secrets.token_hex(8)}@{self.replica}"
         config = self.config
@@ -289,7 +297,8 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         batch = _Batch(token)
         for (plan, slot), claim in zip(work, claims, strict=True):
             self._sort(batch, plan, slot, claim, now)
-        with ClaimKeeper(self.store, token, config, batch.to_publish()) as keeper:
+        abort = functools.partial(broker.cut, self.producer)
+        with ClaimKeeper(self.store, token, config, batch.to_publish(), abort) as keeper:
             self._publish_batch_of(batch, keeper)
         self._finish(batch)
 
@@ -308,17 +317,14 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         view = SlotView(slot, newest=slot == newest, resumed=claim.taken_over or slot in plan.held)
         plan.held.discard(slot)
         verdict = decide(view, claim.last, now, plan.policy.misfire, plan.policy.misfire_grace)
-        if verdict is Verdict.FIRE and self._may_publish():
-            batch.fire.append((plan, slot, max(0.0, (now - slot) / 1000)))
-            return
-        if verdict is Verdict.FIRE:
+        counted = left_out if slot == oldest and not view.resumed else 0
+        if verdict is Verdict.FIRE and not self._may_publish():
             batch.giveback.append((plan, slot))
-            return
-        skipped = 0
-        if verdict is Verdict.SKIP:
-            skipped = 1 + (left_out if slot == oldest and not view.resumed else 0)
-            batch.skipped.setdefault(plan.name, []).append((slot, skipped))
-        batch.outcomes.append((plan.name, slot, verdict.value, 0, skipped))
+        elif verdict is Verdict.FIRE:
+            batch.fire.append((plan, slot, max(0.0, (now - slot) / 1000), counted))
+        else:
+            batch.skipped.setdefault(plan.name, []).append((slot, 1 + counted))
+            batch.outcomes.append((plan.name, slot, verdict.value, 0, 1 + counted))
 
     def _may_publish(self) -> bool:
         if self.config.mode != "leader":
@@ -328,16 +334,17 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
     def _publish_batch_of(self, batch: _Batch, keeper: ClaimKeeper) -> None:
         """Publish the slots to fire in one broker batch; a slot counts as sent once the
         batch reached the broker. Those not sent are kept claimed and looked at again."""
-        sent: list[tuple[Plan, int, events.SlotFired]] = []
+        sent: list[tuple[Plan, int, int, events.SlotFired]] = []
         try:
             with self._publish_batch():
-                for plan, slot, late in batch.fire:
+                for plan, slot, late, counted in batch.fire:
                     if keeper.expired():
                         batch.giveback.append((plan, slot))
                         continue
-                    coalesced = sum(n for s, n in batch.skipped.get(plan.name, []) if s < slot)
+                    skipped = batch.skipped.get(plan.name, [])
+                    coalesced = counted + sum(n for s, n in skipped if s < slot)
                     task_id = self._publish(plan, slot)
-                    sent.append((plan, slot, events.SlotFired(
+                    sent.append((plan, slot, counted, events.SlotFired(
                         entry=plan.name, slot=to_datetime(slot), task_id=task_id,
                         task=plan.entry.task, replica=self.replica, late=late,
                         coalesced=coalesced if plan.policy.misfire == "coalesce" else 0,
@@ -349,15 +356,15 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 "singleton beat: publishing %d message(s) failed, sending them again: %s: %s",
                 len(sent), type(exc).__name__, exc,
             )  # fmt: skip
-            for plan, slot, _fired in sent:
+            for plan, slot, _counted, _fired in sent:
                 self._publish_failed(plan, slot, exc)
                 batch.giveback.append((plan, slot))
                 batch.retry[plan.name] = 1000
             return
-        for plan, slot, fired in sent:
+        for plan, slot, counted, fired in sent:
             self._published(plan, slot)
             events.emit(fired)
-            batch.outcomes.append((plan.name, slot, "dispatched", 1, 0))
+            batch.outcomes.append((plan.name, slot, Verdict.FIRE.value, 1, counted))
 
     def _finish(self, batch: _Batch) -> None:
         """Mark the decided slots done, give back the rest, count and wake the entries."""

@@ -14,7 +14,9 @@ def verdict(
     late_s: float, *, newest: bool = True, resumed: bool = False, misfire: str = "coalesce",
     last: int = SLOT - 60_000,
 ) -> Verdict:  # fmt: skip
-    return decide(SlotView(SLOT, newest, resumed), last, SLOT + round(late_s * 1000), misfire, GRACE)
+    return decide(
+        SlotView(SLOT, newest, resumed), last, SLOT + round(late_s * 1000), misfire, GRACE
+    )
 
 
 @pytest.mark.parametrize("misfire", ["coalesce", "skip"])
@@ -50,10 +52,19 @@ def test_a_resumed_slot_is_sent_again_within_the_grace_whatever_the_policy(
     assert verdict(GRACE + 1, resumed=True, misfire=misfire) is Verdict.SKIP
 
 
-def test_a_slot_at_or_before_the_newest_handled_one_is_superseded() -> None:
-    assert verdict(0, last=SLOT) is Verdict.SUPERSEDED
-    assert verdict(0, last=SLOT + 1) is Verdict.SUPERSEDED
-    assert verdict(0, last=SLOT - 1) is Verdict.FIRE
+def test_a_late_newest_slot_is_not_coalesced_once_a_newer_slot_was_handled() -> None:
+    assert verdict(5, last=SLOT + 1) is Verdict.SKIP
+    assert verdict(5, last=SLOT) is Verdict.SKIP
+    assert verdict(5, last=SLOT - 1) is Verdict.FIRE
+
+
+def test_a_resumed_slot_is_sent_again_even_after_newer_slots_were_handled() -> None:
+    """It may have been sent before its claim expired: it is never counted as missed."""
+    assert verdict(5, newest=False, resumed=True, last=SLOT + 10_000) is Verdict.FIRE
+
+
+def test_an_on_time_slot_fires_even_when_a_newer_one_was_handled() -> None:
+    assert verdict(0.5, newest=False, last=SLOT + 500) is Verdict.FIRE
 
 
 def test_a_slot_in_the_future_fires_when_claimed_early() -> None:

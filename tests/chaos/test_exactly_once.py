@@ -101,7 +101,8 @@ def check_every_slot_accounted(
         skipped = {s for s, outcome in outcomes.items() if outcome.startswith("skipped")}
         assert executed & skipped == set(), f"{entry}: executed and counted as skipped"
         missing = sorted(expected - executed - skipped)
-        assert missing == [], f"{entry}: neither executed nor counted: {missing}"
+        marks = {slot: outcomes.get(slot) for slot in missing}
+        assert missing == [], f"{entry}: neither executed nor counted: {marks}"
         counted = master_hash(masters, f"{PREFIX}entry:{entry}").get("skipped", 0)
         assert counted == len(skipped), f"{entry}: skip count {counted} != {len(skipped)} marks"
 
