@@ -424,16 +424,7 @@ def _check_options(cls: type[SingletonTask], signature: inspect.Signature) -> No
     name = getattr(cls, "name", None) or cls.__name__
     key = cls.singleton_key
     if isinstance(key, str):
-        fields = {f for _, f, _, _ in string.Formatter().parse(key) if f}
-        params = set(signature.parameters)
-        unknown = sorted({f.split(".")[0].split("[")[0] for f in fields} - params)
-        if unknown:
-            raise ConfigurationError(
-                f"{name}.singleton_key",
-                key,
-                f"a template over the task's arguments {sorted(params)}; "
-                f"{unknown[0]!r} is not one of them",
-            )
+        _check_template(f"{name}.singleton_key", key, list(signature.parameters))
     elif key is not None and not callable(key):
         raise ConfigurationError(
             f"{name}.singleton_key", key, "None, a template string or a callable (args, kwargs)"
@@ -449,3 +440,37 @@ def _check_options(cls: type[SingletonTask], signature: inspect.Signature) -> No
         isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0
     ):
         raise ConfigurationError(f"{name}.singleton_ttl", ttl, "a positive number of seconds")
+
+
+_TEMPLATE_FORM = (
+    "a template naming the task's arguments as plain fields, such as 'sync:{account_id}' "
+    "or 'day:{day:%Y-%m-%d}' (no attribute or index access, no !r/!s/!a, no positional {}), "
+    "or a callable (args, kwargs) -> str for anything else"
+)
+
+
+def _check_template(setting: str, template: str, params: list[str]) -> None:
+    """Refuse a key template that reaches past an argument's value.
+
+    ``{account.__class__}`` or ``{a.__init__.__globals__[API_KEY]}`` would put object
+    internals, even secrets, into lock keys, and make unrelated calls share a key.
+    """
+    try:
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template)
+                  if f is not None]  # fmt: skip
+    except ValueError as exc:
+        raise ConfigurationError(setting, template, f"{_TEMPLATE_FORM} ({exc})") from None
+    for field, spec, conversion in fields:
+        if not field.isidentifier() or conversion is not None or "{" in (spec or ""):
+            written = field + (f"!{conversion}" if conversion else "")
+            written += f":{spec}" if spec else ""
+            raise ConfigurationError(
+                setting, template, f"{_TEMPLATE_FORM}; {{{written}}} is not a plain field"
+            )
+        if field not in params:
+            raise ConfigurationError(
+                setting,
+                template,
+                f"a template over the task's arguments {sorted(params)}; "
+                f"{field!r} is not one of them",
+            )
