@@ -139,6 +139,10 @@ class TaskConfig:
     key_prefix: str = "singleton-beat:"
     node_timeout: float = 0.05
     fence_retention: float = 86400.0
+    """How long a slot's "ran" mark is kept (shared with the scheduler's done marks)."""
+    task_fence_retention: float = 30 * 86400.0
+    """How long a task lock's fencing counter is kept after its last grant: longer than
+    the longest gap between two runs of one key, so that fences never restart at 1."""
     task_ttl: float = 60.0
     task_on_conflict: str = "skip"
     task_retry_countdown: float = 5.0
@@ -182,7 +186,10 @@ class TaskConfig:
         return found
 
     def validate(self) -> None:
-        for name in ("node_timeout", "fence_retention", "task_ttl", "task_retry_countdown"):
+        for name in (
+            "node_timeout", "fence_retention", "task_fence_retention", "task_ttl",
+            "task_retry_countdown",
+        ):  # fmt: skip
             _positive(name, getattr(self, name))
         check_choice("singleton_beat_task_on_conflict", self.task_on_conflict, CONFLICT_POLICIES)
         check_choice(

@@ -13,6 +13,7 @@ the body as ``self.singleton`` (key, fencing token, ``remaining()``, ``lost``).
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 import secrets
@@ -51,6 +52,7 @@ _UNSET: Any = object()
 
 _stores: dict[tuple[int, int], tuple[TaskConfig, LockBackend]] = {}
 _stores_mutex = threading.Lock()
+_marks: dict[LockBackend, LockBackend] = {}
 
 
 def lock_store(app: Any) -> tuple[TaskConfig, LockBackend]:
@@ -66,10 +68,26 @@ def lock_store(app: Any) -> tuple[TaskConfig, LockBackend]:
                 config.redis_urls,
                 node_timeout=config.node_timeout,
                 prefix=config.key_prefix,
-                fence_retention=config.fence_retention,
+                fence_retention=config.task_fence_retention,
             )
             _stores[key] = (config, backend)
         return _stores[key]
+
+
+def _slot_marks(app: Any) -> tuple[TaskConfig, LockBackend]:
+    """The backend for slot "ran" marks: the task backend, but on Redlock with the fencing
+    counters kept only as long as the marks (``singleton_beat_fence_retention``), as there
+    is one key per slot."""
+    config, backend = lock_store(app)
+    if not isinstance(backend, Redlock):
+        return config, backend
+    with _stores_mutex:
+        if backend not in _marks:
+            _marks[backend] = Redlock(
+                backend.masters, prefix=backend.prefix,
+                fence_retention=config.fence_retention, clock=backend.clock,
+            )  # fmt: skip
+        return config, _marks[backend]
 
 
 def _make_backend(factory: Any, app: Any) -> LockBackend:
@@ -113,7 +131,7 @@ class SlotAwareTask(Task):  # type: ignore[misc]
         marker = self._slot_marker()
         if marker is None:
             return False
-        config, backend = lock_store(self.app)
+        config, backend = _slot_marks(self.app)
         entry, slot = marker
         key = f"ran:{entry}:{slot}"
         lease = backend.acquire(key, ttl=config.fence_retention, wait=1.0)
@@ -210,7 +228,7 @@ class SingletonTask(SlotAwareTask):
                 return self.AsyncResult(holder.split("@", 1)[0])
             return super().apply_async(args, kwargs, task_id=task_id, **options)
         headers = dict(options.pop("headers", None) or {})
-        headers[ENQUEUE_HEADER] = f"{key}\n{lease.token}"
+        headers[ENQUEUE_HEADER] = json.dumps([key, lease.token])
         try:
             return super().apply_async(args, kwargs, task_id=task_id, headers=headers, **options)
         except BaseException:
@@ -391,7 +409,7 @@ def release_enqueue_lock(task: Any, headers: dict[str, Any] | None) -> None:
     carried = (headers or {}).get(ENQUEUE_HEADER)
     if not carried or not isinstance(task, SingletonTask):
         return
-    key, token = str(carried).split("\n", 1)
+    key, token = _enqueue_lock(str(carried))
     _config, backend = task._store()
     lease = Lease(
         key, token, fence=0, ttl=1.0, valid_until=backend.clock() + 1.0, clock=backend.clock
@@ -402,6 +420,16 @@ def release_enqueue_lock(task: Any, headers: dict[str, Any] | None) -> None:
         logger.warning(
             "could not release the enqueue lock %r (%s); it expires by its TTL", key, exc
         )
+
+
+def _enqueue_lock(carried: str) -> tuple[str, str]:
+    """The key and token of an enqueue-lock header: a JSON pair, since a key may hold any
+    character; messages queued by earlier versions carry ``key\\ntoken``."""
+    if carried.startswith("["):
+        key, token = json.loads(carried)
+        return str(key), str(token)
+    key, _, token = carried.rpartition("\n")
+    return key, token
 
 
 def _release_on_revoke(sender: Any = None, request: Any = None, **_: Any) -> None:

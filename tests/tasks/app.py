@@ -143,3 +143,8 @@ def raises_on_conflict(self: Any) -> None:
           singleton_retry_countdown=0.3, max_retries=None)  # fmt: skip
 def retries_on_conflict(self: Any) -> None:
     note(self)
+
+
+@app.task(bind=True, base=SingletonTask, singleton_key="{label}", singleton_enqueue=True)
+def queued_by_label(self: Any, label: str) -> None:
+    note(self, label=label)

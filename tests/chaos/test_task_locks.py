@@ -1,0 +1,84 @@
+"""Task locks where the chaos probe found them wrong: odd keys, long-lived fences, a lost
+lock store under a slot-aware task."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from celery_singleton_beat import SingletonTask
+from celery_singleton_beat.task import lock_store
+from celery_singleton_beat.testing import RedisServer, wait_for
+from tests.tasks.test_workers import APP, TaskCluster
+
+DAY_MS = 86400 * 1000
+
+
+@pytest.fixture
+def cluster(three_masters: list[RedisServer], tmp_path: Path) -> Iterator[TaskCluster]:
+    broker = RedisServer().start()
+    tasks = TaskCluster(tmp_path, APP, queue="task-tests", masters=three_masters, broker=broker)
+    try:
+        yield tasks
+    finally:
+        tasks.stop()
+        broker.stop()
+
+
+def by_label_sender(cluster: TaskCluster) -> Any:
+    """The sender's definition of queued_by_label: it takes the enqueue lock."""
+    assert cluster.broker is not None
+    client = Celery("enqueuer", broker=cluster.broker.url)
+    client.conf.update(
+        singleton_beat_redis_urls=[m.url for m in cluster.masters], task_default_queue="task-tests"
+    )
+
+    @client.task(name=f"{APP}.queued_by_label", base=SingletonTask, singleton_key="{label}",
+                 singleton_enqueue=True, bind=True)  # fmt: skip
+    def queued_by_label(self: Any, label: str) -> None: ...
+
+    return queued_by_label
+
+
+def test_an_enqueue_lock_whose_key_holds_a_newline_is_released_after_the_run(
+    cluster: TaskCluster,
+) -> None:
+    send = by_label_sender(cluster)
+    cluster.start_worker()
+    first = send.delay("line one\nline two")
+    wait_for(lambda: cluster.runs("queued_by_label"), 20, "the first run")
+    lock = cluster.lock()
+    wait_for(
+        lambda: lock.holder("enqueue:task:line one\nline two") is None, 10,
+        "the enqueue lock to be released after the run",
+    )  # fmt: skip
+    second = send.delay("line one\nline two")
+    assert second.id != first.id
+    wait_for(lambda: len(cluster.runs("queued_by_label")) == 2, 20, "the second run")
+    runs = cluster.runs("queued_by_label")
+    assert [(r["task_id"], r["label"]) for r in runs] == [
+        (first.id, "line one\nline two"),
+        (second.id, "line one\nline two"),
+    ]
+
+
+def test_a_task_lock_fence_counter_is_kept_30_days_so_a_weekly_task_keeps_rising(
+    three_masters: list[RedisServer],
+) -> None:
+    app = Celery("fences", broker="memory://")
+    app.conf.singleton_beat_redis_urls = [m.url for m in three_masters]
+    _config, backend = lock_store(app)
+    fences = []
+    for _ in range(2):
+        lease = backend.acquire("task:weekly-report", ttl=5)
+        assert lease is not None
+        fences.append(lease.fence)
+        backend.release(lease)
+    assert fences == [1, 2]
+    for master in three_masters:
+        pttl = master.client().pttl("singleton-beat:fence:task:weekly-report")
+        assert 30 * DAY_MS - 60_000 < pttl <= 30 * DAY_MS, "kept 30 days, not one"
