@@ -48,6 +48,7 @@ SLOT_HEADER = "singleton_beat_slot"
 ENTRY_HEADER = "singleton_beat_entry"
 TOKEN_HEADER = "singleton_beat_lock_token"
 ENQUEUE_HEADER = "singleton_beat_enqueue_token"
+SLOT_PENDING_HEADER = "singleton_beat_slot_unchecked"
 _UNSET: Any = object()
 
 _stores: dict[tuple[int, int], tuple[TaskConfig, LockBackend]] = {}
@@ -114,17 +115,65 @@ class SlotAwareTask(Task):  # type: ignore[misc]
     """
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self._slot_already_ran():
-            return None
+        try:
+            if self._slot_already_ran():
+                return None
+        except LockError as exc:
+            return self._slot_lock_error(exc, args, kwargs)
         return super().__call__(*args, **kwargs)
 
     def _slot_marker(self) -> tuple[str, str] | None:
         request = self.request
         headers = request.headers or {}
         entry, slot = headers.get(ENTRY_HEADER), headers.get(SLOT_HEADER)
-        if request.called_directly or not entry or not slot or request.retries:
+        if request.called_directly or not entry or not slot:
+            return None
+        if request.retries and not headers.get(SLOT_PENDING_HEADER):
             return None
         return str(entry), str(slot)
+
+    def _slot_lock_error(self, exc: LockError, args: Any, kwargs: Any) -> Any:
+        """The lock store cannot say whether the slot ran: follow ``on_lock_error``."""
+        config = _slot_marks(self.app)[0]
+        policy = getattr(self, "singleton_on_lock_error", _UNSET)
+        entry, slot = self._slot_marker() or ("?", "?")
+        key = f"ran:{entry}:{slot}"
+        if (config.task_on_lock_error if policy is _UNSET else policy) == "fail_open":
+            logger.error(
+                "task %s[%s]: lock store unreachable (%s); running slot %s of %r WITHOUT "
+                "checking that it did not run already (on_lock_error = 'fail_open')",
+                self.name, self.request.id, exc, slot, entry,
+            )  # fmt: skip
+            self._skipped(key, "ran_without_lock", None)
+            return super().__call__(*args, **kwargs)
+        logger.warning(
+            "task %s[%s]: lock store unreachable (%s); slot %s of %r not run, retrying later",
+            self.name, self.request.id, exc, slot, entry,
+        )  # fmt: skip
+        self._skipped(key, "skipped_lock_error", None)
+        countdown = getattr(self, "singleton_retry_countdown", _UNSET)
+        raise self.retry(
+            countdown=config.task_retry_countdown if countdown is _UNSET else countdown, exc=exc
+        )
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        """Like Celery's ``retry``; a retry before the slot could be checked checks it."""
+        if self._slot_marker() is not None and not getattr(
+            self.request, "singleton_slot_checked", False
+        ):
+            headers = {**(self.request.headers or {}), **(kwargs.get("headers") or {})}
+            kwargs["headers"] = {**headers, SLOT_PENDING_HEADER: "1"}
+        return super().retry(*args, **kwargs)
+
+    def _skipped(self, key: str, reason: str, holder: str | None) -> None:
+        headers = self.request.headers or {}
+        events.emit(
+            events.RunSkipped(
+                task=self.name, task_id=str(self.request.id), key=key, reason=reason,
+                holder=holder, worker=_worker_name(self), retries=self.request.retries,
+                entry=headers.get(ENTRY_HEADER), slot=headers.get(SLOT_HEADER),
+            )
+        )  # fmt: skip
 
     def _slot_already_ran(self) -> bool:
         """Claim the slot for this run; ``True`` (and recorded) when another run had it."""
@@ -135,6 +184,7 @@ class SlotAwareTask(Task):  # type: ignore[misc]
         entry, slot = marker
         key = f"ran:{entry}:{slot}"
         lease = backend.acquire(key, ttl=config.fence_retention, wait=1.0)
+        self.request.singleton_slot_checked = True
         if lease is not None:
             return False
         holder = backend.holder(key)
@@ -381,16 +431,6 @@ class SingletonTask(SlotAwareTask):
                        self.name, self.request.id, exc)  # fmt: skip
         self._skipped(key, "skipped_lock_error", None)
         raise self.retry(countdown=self._option("retry_countdown", config), exc=exc)
-
-    def _skipped(self, key: str, reason: str, holder: str | None) -> None:
-        headers = self.request.headers or {}
-        events.emit(
-            events.RunSkipped(
-                task=self.name, task_id=str(self.request.id), key=key, reason=reason,
-                holder=holder, worker=_worker_name(self), retries=self.request.retries,
-                entry=headers.get(ENTRY_HEADER), slot=headers.get(SLOT_HEADER),
-            )
-        )  # fmt: skip
 
     def _store(self) -> tuple[TaskConfig, LockBackend]:
         config, backend = lock_store(self.app)

@@ -82,3 +82,34 @@ def test_a_task_lock_fence_counter_is_kept_30_days_so_a_weekly_task_keeps_rising
     for master in three_masters:
         pttl = master.client().pttl("singleton-beat:fence:task:weekly-report")
         assert 30 * DAY_MS - 60_000 < pttl <= 30 * DAY_MS, "kept 30 days, not one"
+
+
+def test_a_slot_aware_task_is_retried_not_failed_while_the_quorum_is_lost(
+    cluster: TaskCluster,
+) -> None:
+    task = "slot_aware_waits_for_the_lock_store"
+    worker = cluster.start_worker()
+    cluster.masters[0].kill()
+    cluster.masters[1].kill()
+    headers = {"singleton_beat_entry": "hourly", "singleton_beat_slot": "2026-11-29T07:00:00.000Z"}
+    cluster.send(task, task_id="hourly-slot", headers=headers)
+    wait_for(
+        lambda: len(cluster.events("RunSkipped", task)) >= 2, 20,
+        "retries while the quorum is lost",
+    )  # fmt: skip
+    assert cluster.runs(task) == []
+    skips = cluster.events("RunSkipped", task)
+    assert {(s["reason"], s["entry"], s["slot"]) for s in skips} == {
+        ("skipped_lock_error", "hourly", "2026-11-29T07:00:00.000Z")
+    }
+    cluster.masters[0].start()
+    cluster.masters[1].start()
+    wait_for(lambda: cluster.runs(task), 20, "the run once the quorum is back")
+    cluster.send(task, task_id="hourly-slot", headers=headers)  # beat re-publishes the slot
+    wait_for(
+        lambda: any(s["reason"] == "skipped_duplicate" for s in cluster.events("RunSkipped", task)),
+        20, "the re-published copy to be dropped",
+    )  # fmt: skip
+    assert cluster.runs(task) == [{"task": f"{APP}.{task}", "task_id": "hourly-slot"}]
+    assert "slot 2026-11-29T07:00:00.000Z of 'hourly' not run, retrying later" in worker.text()
+    assert "raised unexpected" not in worker.text()

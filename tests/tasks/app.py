@@ -148,3 +148,8 @@ def retries_on_conflict(self: Any) -> None:
 @app.task(bind=True, base=SingletonTask, singleton_key="{label}", singleton_enqueue=True)
 def queued_by_label(self: Any, label: str) -> None:
     note(self, label=label)
+
+
+@app.task(bind=True, base=SlotAwareTask, max_retries=None)
+def slot_aware_waits_for_the_lock_store(self: Any) -> None:
+    _client().rpush("runs", json.dumps({"task": self.name, "task_id": self.request.id}))
