@@ -13,10 +13,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from kombu.utils.url import maybe_sanitize_url
-
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks.nodes import parse_masters
+from celery_singleton_beat.urls import safe_url, safe_value
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ class Config:
     def settings(self) -> dict[str, Any]:
         """Each setting's full name and value (URLs with passwords hidden)."""
         values = dataclasses.asdict(self)
-        values["redis_urls"] = [maybe_sanitize_url(u) for u in self.redis_urls]
+        values["redis_urls"] = [safe_url(u) for u in self.redis_urls]
         return {f"singleton_beat_{k}": v for k, v in values.items()}
 
     def validate(self) -> None:
@@ -98,8 +97,16 @@ def _redis_urls(conf: Mapping[str, Any]) -> tuple[str, ...]:
                 "singleton_beat_redis_urls is not set: using the broker %s as the only "
                 "lock master. One master gives no Redis fault tolerance; list three "
                 "independent masters in singleton_beat_redis_urls.",
-                maybe_sanitize_url(broker),
+                safe_url(broker),
             )
+            try:
+                parse_masters([broker], 1.0)
+            except ConfigurationError as exc:
+                raise ConfigurationError(
+                    "broker_url (the lock master while singleton_beat_redis_urls is unset)",
+                    exc.value,
+                    exc.accepted,
+                ) from None
             return (broker,)
         _refuse(
             "redis_urls",
@@ -110,7 +117,12 @@ def _redis_urls(conf: Mapping[str, Any]) -> tuple[str, ...]:
     if isinstance(urls, str):
         return tuple(u.strip() for u in urls.split(",") if u.strip())
     if not isinstance(urls, (list, tuple)):
-        _refuse("redis_urls", urls, "a list of redis:// URLs or one comma-separated string")
+        _refuse(
+            "redis_urls",
+            safe_value(urls),
+            "a list of redis:// URLs or one comma-separated string (not a set, which has "
+            "no order: every replica must list the masters alike)",
+        )
     return tuple(urls)
 
 
@@ -169,7 +181,12 @@ class TaskConfig:
             value = conf.get(f"singleton_beat_{f.name}")
             values[f.name] = f.default if value is None else value
         config = cls(redis_urls=redis_urls, **values)
-        config.validate()
+        try:
+            config.validate()
+        except ConfigurationError as exc:
+            if exc.name != "singleton_beat_task_redis_urls" or urls:
+                raise
+            raise ConfigurationError("singleton_beat_redis_urls", exc.value, exc.accepted) from None
         return config
 
     def backend_factory(self) -> Any:
