@@ -3,7 +3,10 @@ lock store under a slot-aware task."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +14,10 @@ import pytest
 from celery import Celery
 
 from celery_singleton_beat import SingletonTask
+from celery_singleton_beat.locks import Redlock
 from celery_singleton_beat.task import lock_store
-from celery_singleton_beat.testing import RedisServer, wait_for
-from tests.tasks.test_workers import APP, TaskCluster
+from celery_singleton_beat.testing import CeleryCluster, RedisServer, wait_for
+from tests.tasks.test_workers import APP, ROOT, TaskCluster
 
 DAY_MS = 86400 * 1000
 
@@ -113,3 +117,39 @@ def test_a_slot_aware_task_is_retried_not_failed_while_the_quorum_is_lost(
     assert cluster.runs(task) == [{"task": f"{APP}.{task}", "task_id": "hourly-slot"}]
     assert "slot 2026-11-29T07:00:00.000Z of 'hourly' not run, retrying later" in worker.text()
     assert "raised unexpected" not in worker.text()
+
+
+def test_locks_and_unlock_see_and_free_a_task_lock_on_separate_task_masters(
+    redis_cluster: Callable[[int], list[RedisServer]], tmp_path: Path
+) -> None:
+    beat_masters, task_masters = redis_cluster(3), redis_cluster(3)
+    settings = {"singleton_beat_task_redis_urls": [m.url for m in task_masters]}
+    env = {
+        **CeleryCluster(tmp_path, APP).env(),
+        "PYTHONPATH": str(ROOT),
+        "TEST_MASTERS": ",".join(m.url for m in beat_masters),
+        "TEST_SETTINGS": json.dumps(settings),
+    }
+    lock = Redlock.from_urls([m.url for m in task_masters], owner="billing-host/4242")
+    lease = lock.acquire("task:stuck", ttl=60)
+    assert lease is not None
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "celery", "-A", APP, "singleton-beat", *args],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    listed = cli("locks", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = [(r["key"], r["holder"], r["fence"], r["store"]) for r in json.loads(listed.stdout)]
+    assert rows == [("task:stuck", "billing-host/4242", lease.fence, "task masters")]
+    released = cli("unlock", "task:stuck", "--yes")
+    assert released.returncode == 0, released.stderr
+    assert released.stdout.splitlines() == [
+        "beat masters: released 'task:stuck' on 0 of 3 reachable masters",
+        "task masters: released 'task:stuck' on 3 of 3 reachable masters",
+    ]
+    assert lock.holder("task:stuck") is None
+    again = cli("unlock", "task:stuck", "--yes")
+    assert again.returncode == 1, "nothing left to release"
