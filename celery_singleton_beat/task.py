@@ -157,12 +157,15 @@ class SlotAwareTask(Task):  # type: ignore[misc]
         )
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
-        """Like Celery's ``retry``; a retry before the slot could be checked checks it."""
-        if self._slot_marker() is not None and not getattr(
-            self.request, "singleton_slot_checked", False
-        ):
-            headers = {**(self.request.headers or {}), **(kwargs.get("headers") or {})}
-            kwargs["headers"] = {**headers, SLOT_PENDING_HEADER: "1"}
+        """Like Celery's ``retry``; a retry before the slot could be checked checks it (and
+        only such a retry: once this message holds the slot, its retries run)."""
+        headers = self.request.headers or {}
+        if self._slot_marker() is not None:
+            unchecked = not getattr(self.request, "singleton_slot_checked", False)
+            if unchecked or SLOT_PENDING_HEADER in headers:
+                sent = {**headers, **(kwargs.get("headers") or {})}
+                sent.pop(SLOT_PENDING_HEADER, None)
+                kwargs["headers"] = {**sent, SLOT_PENDING_HEADER: "1"} if unchecked else sent
         return super().retry(*args, **kwargs)
 
     def _skipped(self, key: str, reason: str, holder: str | None) -> None:

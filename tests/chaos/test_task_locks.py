@@ -153,3 +153,22 @@ def test_locks_and_unlock_see_and_free_a_task_lock_on_separate_task_masters(
     assert lock.holder("task:stuck") is None
     again = cli("unlock", "task:stuck", "--yes")
     assert again.returncode == 1, "nothing left to release"
+
+
+def test_a_slot_aware_run_that_waited_for_the_quorum_may_still_retry_itself(
+    cluster: TaskCluster,
+) -> None:
+    task = "slot_aware_retries_once"
+    cluster.start_worker()
+    cluster.masters[0].kill()
+    cluster.masters[1].kill()
+    headers = {"singleton_beat_entry": "hourly", "singleton_beat_slot": "2026-11-29T08:00:00.000Z"}
+    cluster.send(task, task_id="hourly-8", headers=headers)
+    wait_for(lambda: cluster.events("RunSkipped", task), 20, "a retry while the quorum is lost")
+    cluster.masters[0].start()
+    cluster.masters[1].start()
+    wait_for(lambda: len(cluster.runs(task)) == 2, 20, "the run and its own retry")
+    first, second = cluster.runs(task)
+    assert second["retries"] == first["retries"] + 1
+    reasons = {e["reason"] for e in cluster.events("RunSkipped", task)}
+    assert reasons == {"skipped_lock_error"}, "the body's own retry is not a duplicate"

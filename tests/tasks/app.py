@@ -153,3 +153,10 @@ def queued_by_label(self: Any, label: str) -> None:
 @app.task(bind=True, base=SlotAwareTask, max_retries=None)
 def slot_aware_waits_for_the_lock_store(self: Any) -> None:
     _client().rpush("runs", json.dumps({"task": self.name, "task_id": self.request.id}))
+
+
+@app.task(bind=True, base=SlotAwareTask, max_retries=None)
+def slot_aware_retries_once(self: Any) -> None:
+    _client().rpush("runs", json.dumps({"task": self.name, "retries": self.request.retries}))
+    if _client().incr("slot_aware_retries_once") == 1:
+        raise self.retry(countdown=0.2)
