@@ -111,7 +111,10 @@ class SlotAwareTask(Task):  # type: ignore[misc]
     Beat publishes a slot again, with the same task id, when the replica that published it
     died before marking it done. To protect tasks that are not singleton tasks, make it
     the app's task base: ``Celery(..., task_cls="celery_singleton_beat.task:SlotAwareTask")``.
-    Retries of a run (``request.retries > 0``) are never dropped.
+    Retries of a run (``request.retries > 0``) are never dropped, except a retry made
+    because the lock store could not check the slot: that one checks it. When the store
+    cannot say, the task's ``on_lock_error`` policy decides (``fail_closed``: retried and
+    recorded; ``fail_open``: run, logged as an error and recorded).
     """
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
