@@ -87,7 +87,7 @@ def test_singleton_beat_check_reports_the_url_without_its_password(form: str) ->
     assert_hidden(result.stdout + result.stderr)
 
 
-@pytest.mark.parametrize("form", ["list", "str", "set"])
+@pytest.mark.parametrize("form", ["list", "str", "set", "broker"])
 def test_beat_start_up_refuses_the_url_without_printing_its_password(
     form: str, tmp_path: Path
 ) -> None:
