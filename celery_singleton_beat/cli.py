@@ -22,7 +22,8 @@ from celery.schedules import crontab
 from celery_singleton_beat import overview
 from celery_singleton_beat.config import Config
 from celery_singleton_beat.entries import Plan
-from celery_singleton_beat.errors import ConfigurationError
+from celery_singleton_beat.errors import ConfigurationError, LockError
+from celery_singleton_beat.lock_stores import LockStore, lock_stores
 from celery_singleton_beat.slots import slot_label
 
 logger = logging.getLogger(__name__)
@@ -121,26 +122,33 @@ def _status_text(data: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 @click.pass_context
 def locks(ctx: click.Context, as_json: bool) -> None:
-    """Locks held on a majority of masters: key, holder, remaining TTL, fencing token."""
-    _app, config = _config(ctx)
-    clients = _quorum_clients(config)
-    held = overview.held_locks(config, clients)
-    lines = [f"{'key':<48} {'kind':<12} {'holder':<28} {'ttl s':>8} {'fence':>6}"]
+    """Locks held on every store (beat masters, task masters or backend): key, holder,
+    remaining TTL, fencing token, store."""
+    held: list[dict[str, Any]] = []
+    failed = False
+    for store in _stores(ctx):
+        try:
+            held += store.held()
+        except LockError as exc:
+            click.echo(f"{store.name}: {exc}", err=True)
+            failed = True
+    lines = [f"{'key':<48} {'kind':<12} {'holder':<28} {'ttl s':>8} {'fence':>6}  store"]
     for lock in held:
         lines.append(
             f"{lock['key']:<48} {lock['kind']:<12} {lock['holder']:<28} "
             f"{lock['remaining'] if lock['remaining'] is not None else '-':>8} "
-            f"{lock['fence'] if lock['fence'] is not None else '-':>6}"
+            f"{lock['fence'] if lock['fence'] is not None else '-':>6}  {lock['store']}"
         )
     _emit(held, as_json, "\n".join(lines) if held else "no locks held")
+    if failed:
+        ctx.exit(2)
 
 
-def _quorum_clients(config: Config) -> list[Any]:
-    found = overview.masters(config)
-    if overview.health([s for s, _ in found]) == overview.NO_QUORUM:
-        down = ", ".join(f"{s.name} ({s.error})" for s, _ in found if not s.reachable)
-        raise click.ClickException(f"no majority of Redis masters answers; down: {down}")
-    return [c for s, c in found if s.reachable]
+def _stores(ctx: click.Context) -> list[LockStore]:
+    try:
+        return lock_stores(ctx.obj.app)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @singleton_beat.command()
@@ -148,18 +156,30 @@ def _quorum_clients(config: Config) -> list[Any]:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
 @click.pass_context
 def unlock(ctx: click.Context, key: str, yes: bool) -> None:
-    """Force-release lock KEY (as listed by ``locks``) on every master."""
-    _app, config = _config(ctx)
-    clients = _quorum_clients(config)
+    """Force-release lock KEY (as listed by ``locks``) on every store that holds it.
+
+    Exit 0 when it was released somewhere, 1 when no store held it, 2 when a store
+    could not be reached."""
+    stores = _stores(ctx)
     if not yes:
         if not sys.stdin.isatty():
             raise click.ClickException(
                 f"refusing to force-release {key!r} without --yes in a non-interactive run"
             )
         click.confirm(f"Force-release {key!r}? Its holder will not know", abort=True)
-    deleted = overview.force_release(config, clients, key)
-    logger.warning("singleton-beat unlock: force-released %r on %d master(s)", key, deleted)
-    click.echo(f"released {key!r} on {deleted} of {len(clients)} reachable masters")
+    released, failed = False, False
+    for store in stores:
+        try:
+            done, text = store.force_release(key)
+        except LockError as exc:
+            click.echo(f"{store.name}: {exc}", err=True)
+            failed = True
+            continue
+        if done:
+            logger.warning("singleton-beat unlock: force-released %r on the %s", key, store.name)
+        released = released or done
+        click.echo(f"{store.name}: {text}")
+    ctx.exit(2 if failed else 0 if released else 1)
 
 
 @singleton_beat.command()

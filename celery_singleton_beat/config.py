@@ -13,10 +13,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from kombu.utils.url import maybe_sanitize_url
-
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks.nodes import parse_masters
+from celery_singleton_beat.urls import safe_url, safe_value
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ class Config:
     def settings(self) -> dict[str, Any]:
         """Each setting's full name and value (URLs with passwords hidden)."""
         values = dataclasses.asdict(self)
-        values["redis_urls"] = [maybe_sanitize_url(u) for u in self.redis_urls]
+        values["redis_urls"] = [safe_url(u) for u in self.redis_urls]
         return {f"singleton_beat_{k}": v for k, v in values.items()}
 
     def validate(self) -> None:
@@ -102,8 +101,16 @@ def _redis_urls(conf: Mapping[str, Any]) -> tuple[str, ...]:
                 "singleton_beat_redis_urls is not set: using the broker %s as the only "
                 "lock master. One master gives no Redis fault tolerance; list three "
                 "independent masters in singleton_beat_redis_urls.",
-                maybe_sanitize_url(broker),
+                safe_url(broker),
             )
+            try:
+                parse_masters([broker], 1.0)
+            except ConfigurationError as exc:
+                raise ConfigurationError(
+                    "broker_url (the lock master while singleton_beat_redis_urls is unset)",
+                    exc.value,
+                    exc.accepted,
+                ) from None
             return (broker,)
         _refuse(
             "redis_urls",
@@ -114,7 +121,12 @@ def _redis_urls(conf: Mapping[str, Any]) -> tuple[str, ...]:
     if isinstance(urls, str):
         return tuple(u.strip() for u in urls.split(",") if u.strip())
     if not isinstance(urls, (list, tuple)):
-        _refuse("redis_urls", urls, "a list of redis:// URLs or one comma-separated string")
+        _refuse(
+            "redis_urls",
+            safe_value(urls),
+            "a list of redis:// URLs or one comma-separated string (not a set, which has "
+            "no order: every replica must list the masters alike)",
+        )
     return tuple(urls)
 
 
@@ -143,6 +155,10 @@ class TaskConfig:
     key_prefix: str = "singleton-beat:"
     node_timeout: float = 0.05
     fence_retention: float = 86400.0
+    """How long a slot's "ran" mark is kept (shared with the scheduler's done marks)."""
+    task_fence_retention: float = 30 * 86400.0
+    """How long a task lock's fencing counter is kept after its last grant: longer than
+    the longest gap between two runs of one key, so that fences never restart at 1."""
     task_ttl: float = 60.0
     task_on_conflict: str = "skip"
     task_retry_countdown: float = 5.0
@@ -169,7 +185,12 @@ class TaskConfig:
             value = conf.get(f"singleton_beat_{f.name}")
             values[f.name] = f.default if value is None else value
         config = cls(redis_urls=redis_urls, **values)
-        config.validate()
+        try:
+            config.validate()
+        except ConfigurationError as exc:
+            if exc.name != "singleton_beat_task_redis_urls" or urls:
+                raise
+            raise ConfigurationError("singleton_beat_redis_urls", exc.value, exc.accepted) from None
         return config
 
     def backend_factory(self) -> Any:
@@ -186,7 +207,10 @@ class TaskConfig:
         return found
 
     def validate(self) -> None:
-        for name in ("node_timeout", "fence_retention", "task_ttl", "task_retry_countdown"):
+        for name in (
+            "node_timeout", "fence_retention", "task_fence_retention", "task_ttl",
+            "task_retry_countdown",
+        ):  # fmt: skip
             _positive(name, getattr(self, name))
         check_choice("singleton_beat_task_on_conflict", self.task_on_conflict, CONFLICT_POLICIES)
         check_choice(

@@ -42,7 +42,9 @@ def _client(url: str, timeout: float) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
-def masters(config: Config, timeout: float = 0.5) -> list[tuple[MasterState, redis.Redis]]:
+def masters(
+    config: Config | TaskConfig, timeout: float = 0.5
+) -> list[tuple[MasterState, redis.Redis]]:
     """Each master with its reachability, PING latency and Redis version."""
     found = []
     for node in parse_masters(config.redis_urls, config.node_timeout):
@@ -111,7 +113,7 @@ def entry_counts(config: Config, clients: list[redis.Redis], name: str) -> dict[
     return merged
 
 
-def held_locks(config: Config, clients: list[redis.Redis]) -> list[dict[str, Any]]:
+def held_locks(config: Config | TaskConfig, clients: list[redis.Redis]) -> list[dict[str, Any]]:
     """Every lock held on a majority of masters: key, holder, remaining TTL, fence."""
     quorum = len(clients) // 2 + 1
     prefix = f"{config.key_prefix}lock:"
@@ -126,7 +128,7 @@ def held_locks(config: Config, clients: list[redis.Redis]) -> list[dict[str, Any
         found.append(
             {
                 "key": name,
-                "kind": _kind(name),
+                "kind": lock_kind(name),
                 "holder": token.partition("@")[2] or "?",
                 "token": token,
                 "remaining": round(ttl / 1000, 3) if ttl > 0 else None,
@@ -171,7 +173,8 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _kind(name: str) -> str:
+def lock_kind(name: str) -> str:
+    """What a lock key is for: beat leader, slot ran, enqueue or task."""
     if name == "leader":
         return "beat leader"
     if name.startswith("ran:"):
@@ -181,7 +184,7 @@ def _kind(name: str) -> str:
     return "task"
 
 
-def force_release(config: Config, clients: list[redis.Redis], name: str) -> int:
+def force_release(config: Config | TaskConfig, clients: list[redis.Redis], name: str) -> int:
     """Delete lock ``name`` on every reachable master; returns how many held it."""
     deleted = 0
     for client in clients:

@@ -33,7 +33,6 @@ from typing import Any
 
 from celery import beat
 from celery.beat import _evaluate_entry_args, _evaluate_entry_kwargs
-from kombu.utils.url import maybe_sanitize_url
 
 from celery_singleton_beat import broker, events
 from celery_singleton_beat.config import Config
@@ -168,7 +167,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
 
     @property
     def info(self) -> str:
-        masters = ", ".join(maybe_sanitize_url(url) for url in self.config.redis_urls)
+        masters = ", ".join(node.safe_url for node in self.masters.nodes)
         return (
             f"    . singleton beat -> mode {self.config.mode}, key prefix "
             f"{self.config.key_prefix!r}\n    . lock masters -> {masters} "

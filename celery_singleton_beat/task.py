@@ -13,6 +13,7 @@ the body as ``self.singleton`` (key, fencing token, ``remaining()``, ``lost``).
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 import secrets
@@ -47,10 +48,12 @@ SLOT_HEADER = "singleton_beat_slot"
 ENTRY_HEADER = "singleton_beat_entry"
 TOKEN_HEADER = "singleton_beat_lock_token"
 ENQUEUE_HEADER = "singleton_beat_enqueue_token"
+SLOT_PENDING_HEADER = "singleton_beat_slot_unchecked"
 _UNSET: Any = object()
 
 _stores: dict[tuple[int, int], tuple[TaskConfig, LockBackend]] = {}
 _stores_mutex = threading.Lock()
+_marks: dict[LockBackend, LockBackend] = {}
 
 
 def lock_store(app: Any) -> tuple[TaskConfig, LockBackend]:
@@ -66,10 +69,26 @@ def lock_store(app: Any) -> tuple[TaskConfig, LockBackend]:
                 config.redis_urls,
                 node_timeout=config.node_timeout,
                 prefix=config.key_prefix,
-                fence_retention=config.fence_retention,
+                fence_retention=config.task_fence_retention,
             )
             _stores[key] = (config, backend)
         return _stores[key]
+
+
+def _slot_marks(app: Any) -> tuple[TaskConfig, LockBackend]:
+    """The backend for slot "ran" marks: the task backend, but on Redlock with the fencing
+    counters kept only as long as the marks (``singleton_beat_fence_retention``), as there
+    is one key per slot."""
+    config, backend = lock_store(app)
+    if not isinstance(backend, Redlock):
+        return config, backend
+    with _stores_mutex:
+        if backend not in _marks:
+            _marks[backend] = Redlock(
+                backend.masters, prefix=backend.prefix,
+                fence_retention=config.fence_retention, clock=backend.clock,
+            )  # fmt: skip
+        return config, _marks[backend]
 
 
 def _make_backend(factory: Any, app: Any) -> LockBackend:
@@ -92,31 +111,86 @@ class SlotAwareTask(Task):  # type: ignore[misc]
     Beat publishes a slot again, with the same task id, when the replica that published it
     died before marking it done. To protect tasks that are not singleton tasks, make it
     the app's task base: ``Celery(..., task_cls="celery_singleton_beat.task:SlotAwareTask")``.
-    Retries of a run (``request.retries > 0``) are never dropped.
+    Retries of a run (``request.retries > 0``) are never dropped, except a retry made
+    because the lock store could not check the slot: that one checks it. When the store
+    cannot say, the task's ``on_lock_error`` policy decides (``fail_closed``: retried and
+    recorded; ``fail_open``: run, logged as an error and recorded).
     """
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self._slot_already_ran():
-            return None
+        try:
+            if self._slot_already_ran():
+                return None
+        except LockError as exc:
+            return self._slot_lock_error(exc, args, kwargs)
         return super().__call__(*args, **kwargs)
 
     def _slot_marker(self) -> tuple[str, str] | None:
         request = self.request
         headers = request.headers or {}
         entry, slot = headers.get(ENTRY_HEADER), headers.get(SLOT_HEADER)
-        if request.called_directly or not entry or not slot or request.retries:
+        if request.called_directly or not entry or not slot:
+            return None
+        if request.retries and not headers.get(SLOT_PENDING_HEADER):
             return None
         return str(entry), str(slot)
+
+    def _slot_lock_error(self, exc: LockError, args: Any, kwargs: Any) -> Any:
+        """The lock store cannot say whether the slot ran: follow ``on_lock_error``."""
+        config = _slot_marks(self.app)[0]
+        policy = getattr(self, "singleton_on_lock_error", _UNSET)
+        entry, slot = self._slot_marker() or ("?", "?")
+        key = f"ran:{entry}:{slot}"
+        if (config.task_on_lock_error if policy is _UNSET else policy) == "fail_open":
+            logger.error(
+                "task %s[%s]: lock store unreachable (%s); running slot %s of %r WITHOUT "
+                "checking that it did not run already (on_lock_error = 'fail_open')",
+                self.name, self.request.id, exc, slot, entry,
+            )  # fmt: skip
+            self._skipped(key, "ran_without_lock", None)
+            return super().__call__(*args, **kwargs)
+        logger.warning(
+            "task %s[%s]: lock store unreachable (%s); slot %s of %r not run, retrying later",
+            self.name, self.request.id, exc, slot, entry,
+        )  # fmt: skip
+        self._skipped(key, "skipped_lock_error", None)
+        countdown = getattr(self, "singleton_retry_countdown", _UNSET)
+        raise self.retry(
+            countdown=config.task_retry_countdown if countdown is _UNSET else countdown, exc=exc
+        )
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        """Like Celery's ``retry``; a retry before the slot could be checked checks it (and
+        only such a retry: once this message holds the slot, its retries run)."""
+        headers = self.request.headers or {}
+        if self._slot_marker() is not None:
+            unchecked = not getattr(self.request, "singleton_slot_checked", False)
+            if unchecked or SLOT_PENDING_HEADER in headers:
+                sent = {**headers, **(kwargs.get("headers") or {})}
+                sent.pop(SLOT_PENDING_HEADER, None)
+                kwargs["headers"] = {**sent, SLOT_PENDING_HEADER: "1"} if unchecked else sent
+        return super().retry(*args, **kwargs)
+
+    def _skipped(self, key: str, reason: str, holder: str | None) -> None:
+        headers = self.request.headers or {}
+        events.emit(
+            events.RunSkipped(
+                task=self.name, task_id=str(self.request.id), key=key, reason=reason,
+                holder=holder, worker=_worker_name(self), retries=self.request.retries,
+                entry=headers.get(ENTRY_HEADER), slot=headers.get(SLOT_HEADER),
+            )
+        )  # fmt: skip
 
     def _slot_already_ran(self) -> bool:
         """Claim the slot for this run; ``True`` (and recorded) when another run had it."""
         marker = self._slot_marker()
         if marker is None:
             return False
-        config, backend = lock_store(self.app)
+        config, backend = _slot_marks(self.app)
         entry, slot = marker
         key = f"ran:{entry}:{slot}"
         lease = backend.acquire(key, ttl=config.fence_retention, wait=1.0)
+        self.request.singleton_slot_checked = True
         if lease is not None:
             return False
         holder = backend.holder(key)
@@ -210,7 +284,7 @@ class SingletonTask(SlotAwareTask):
                 return self.AsyncResult(holder.split("@", 1)[0])
             return super().apply_async(args, kwargs, task_id=task_id, **options)
         headers = dict(options.pop("headers", None) or {})
-        headers[ENQUEUE_HEADER] = f"{key}\n{lease.token}"
+        headers[ENQUEUE_HEADER] = json.dumps([key, lease.token])
         try:
             return super().apply_async(args, kwargs, task_id=task_id, headers=headers, **options)
         except BaseException:
@@ -364,16 +438,6 @@ class SingletonTask(SlotAwareTask):
         self._skipped(key, "skipped_lock_error", None)
         raise self.retry(countdown=self._option("retry_countdown", config), exc=exc)
 
-    def _skipped(self, key: str, reason: str, holder: str | None) -> None:
-        headers = self.request.headers or {}
-        events.emit(
-            events.RunSkipped(
-                task=self.name, task_id=str(self.request.id), key=key, reason=reason,
-                holder=holder, worker=_worker_name(self), retries=self.request.retries,
-                entry=headers.get(ENTRY_HEADER), slot=headers.get(SLOT_HEADER),
-            )
-        )  # fmt: skip
-
     def _store(self) -> tuple[TaskConfig, LockBackend]:
         config, backend = lock_store(self.app)
         chosen = self.singleton_backend
@@ -391,7 +455,7 @@ def release_enqueue_lock(task: Any, headers: dict[str, Any] | None) -> None:
     carried = (headers or {}).get(ENQUEUE_HEADER)
     if not carried or not isinstance(task, SingletonTask):
         return
-    key, token = str(carried).split("\n", 1)
+    key, token = _enqueue_lock(str(carried))
     _config, backend = task._store()
     lease = Lease(
         key, token, fence=0, ttl=1.0, valid_until=backend.clock() + 1.0, clock=backend.clock
@@ -402,6 +466,16 @@ def release_enqueue_lock(task: Any, headers: dict[str, Any] | None) -> None:
         logger.warning(
             "could not release the enqueue lock %r (%s); it expires by its TTL", key, exc
         )
+
+
+def _enqueue_lock(carried: str) -> tuple[str, str]:
+    """The key and token of an enqueue-lock header: a JSON pair, since a key may hold any
+    character; messages queued by earlier versions carry ``key\\ntoken``."""
+    if carried.startswith("["):
+        key, token = json.loads(carried)
+        return str(key), str(token)
+    key, _, token = carried.rpartition("\n")
+    return key, token
 
 
 def _release_on_revoke(sender: Any = None, request: Any = None, **_: Any) -> None:
@@ -424,16 +498,7 @@ def _check_options(cls: type[SingletonTask], signature: inspect.Signature) -> No
     name = getattr(cls, "name", None) or cls.__name__
     key = cls.singleton_key
     if isinstance(key, str):
-        fields = {f for _, f, _, _ in string.Formatter().parse(key) if f}
-        params = set(signature.parameters)
-        unknown = sorted({f.split(".")[0].split("[")[0] for f in fields} - params)
-        if unknown:
-            raise ConfigurationError(
-                f"{name}.singleton_key",
-                key,
-                f"a template over the task's arguments {sorted(params)}; "
-                f"{unknown[0]!r} is not one of them",
-            )
+        _check_template(f"{name}.singleton_key", key, list(signature.parameters))
     elif key is not None and not callable(key):
         raise ConfigurationError(
             f"{name}.singleton_key", key, "None, a template string or a callable (args, kwargs)"
@@ -449,3 +514,37 @@ def _check_options(cls: type[SingletonTask], signature: inspect.Signature) -> No
         isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0
     ):
         raise ConfigurationError(f"{name}.singleton_ttl", ttl, "a positive number of seconds")
+
+
+_TEMPLATE_FORM = (
+    "a template naming the task's arguments as plain fields, such as 'sync:{account_id}' "
+    "or 'day:{day:%Y-%m-%d}' (no attribute or index access, no !r/!s/!a, no positional {}), "
+    "or a callable (args, kwargs) -> str for anything else"
+)
+
+
+def _check_template(setting: str, template: str, params: list[str]) -> None:
+    """Refuse a key template that reaches past an argument's value.
+
+    ``{account.__class__}`` or ``{a.__init__.__globals__[API_KEY]}`` would put object
+    internals, even secrets, into lock keys, and make unrelated calls share a key.
+    """
+    try:
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template)
+                  if f is not None]  # fmt: skip
+    except ValueError as exc:
+        raise ConfigurationError(setting, template, f"{_TEMPLATE_FORM} ({exc})") from None
+    for field, spec, conversion in fields:
+        if not field.isidentifier() or conversion is not None or "{" in (spec or ""):
+            written = field + (f"!{conversion}" if conversion else "")
+            written += f":{spec}" if spec else ""
+            raise ConfigurationError(
+                setting, template, f"{_TEMPLATE_FORM}; {{{written}}} is not a plain field"
+            )
+        if field not in params:
+            raise ConfigurationError(
+                setting,
+                template,
+                f"a template over the task's arguments {sorted(params)}; "
+                f"{field!r} is not one of them",
+            )

@@ -13,6 +13,7 @@ import abc
 import random
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from celery_singleton_beat.errors import LockError
 
@@ -55,6 +56,15 @@ class Lease:
             f"<Lease key={self.key!r} fence={self.fence} remaining={self.remaining():.3f}s"
             f"{' lost' if self.lost else ''}>"
         )
+
+
+class HeldLock(NamedTuple):
+    """A lock as an operator sees it: key, token, seconds left (None: unknown), fence."""
+
+    key: str
+    token: str
+    remaining: float | None
+    fence: int | None
 
 
 def check_ttl(ttl: float, name: str = "ttl") -> float:
@@ -146,6 +156,10 @@ class LockBackend(abc.ABC):
 
     def holder(self, key: str) -> str | None:
         """The token ``key`` is held with now (``random@host/pid``), or None when free."""
+        return None
+
+    def held(self) -> list[HeldLock] | None:
+        """Every key held now, for operators; None when the backend cannot list them."""
         return None
 
     @abc.abstractmethod

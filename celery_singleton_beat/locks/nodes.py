@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from kombu.utils.url import maybe_sanitize_url
 from redis.backoff import NoBackoff
 from redis.connection import Connection, parse_url
 from redis.exceptions import RedisError, ResponseError
@@ -27,12 +26,32 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from celery_singleton_beat.errors import ConfigurationError
+from celery_singleton_beat.urls import safe_url, safe_value
 
 Command = Sequence[Any]
 
 _parse_url = cast(Callable[[str], dict[str, Any]], parse_url)
 
-_URL_FORM = "a redis:// or rediss:// URL such as redis://[user:password@]host:6379/0"
+_URL_FORM = (
+    "a redis:// or rediss:// URL such as redis://[user:password@]host:6379/0, with a "
+    "password holding / # ? @ or % percent-encoded (urllib.parse.quote(password, safe=''))"
+)
+
+
+def _parse(url: str) -> dict[str, Any] | None:
+    """redis-py's reading of ``url``, or None when it cannot be read as written.
+
+    A password with an unencoded ``/``, ``#`` or ``?`` ends the host part early: the URL
+    would point at another host (or fail with an error quoting the password), so it is
+    refused here, before anything echoes it.
+    """
+    try:
+        parts = urlsplit(url)
+        if "@" in url[len(parts.scheme) + 3 + len(parts.netloc) :]:
+            return None
+        return _parse_url(url)
+    except (ValueError, TypeError):
+        return None
 
 
 def _quiet_handshake() -> dict[str, Any]:
@@ -60,16 +79,15 @@ class Node:
     """
 
     def __init__(self, url: str, timeout: float) -> None:
-        try:
-            options = _parse_url(url)
-        except ValueError as exc:
-            raise ConfigurationError("redis URL", maybe_sanitize_url(url), _URL_FORM) from exc
+        options = _parse(url)
+        if options is None:
+            raise ConfigurationError("redis URL", safe_url(url), _URL_FORM)
         if "path" in options:
             self.name = options["path"]
         else:
             self.name = f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
         self.url = url
-        self.safe_url = maybe_sanitize_url(url)
+        self.safe_url = safe_url(url)
         self._connection_class = options.pop("connection_class", Connection)
         self._options = {
             **options,
@@ -127,8 +145,8 @@ def parse_masters(urls: Iterable[str] | str, timeout: float) -> list[Node]:
         raise ConfigurationError("urls", urls, f"give at least one master, as {_URL_FORM}")
     nodes = []
     for url in urls:
-        if not isinstance(url, str) or urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-            raise ConfigurationError("redis URL", maybe_sanitize_url(str(url)), _URL_FORM)
+        if not isinstance(url, str) or url.partition("://")[0] not in ("redis", "rediss", "unix"):
+            raise ConfigurationError("redis URL", safe_value(url), _URL_FORM)
         nodes.append(Node(url, timeout))
     seen: dict[str, str] = {}
     for node in nodes:

@@ -21,7 +21,7 @@ from typing import Any
 from django.db import DatabaseError, connections, transaction
 
 from celery_singleton_beat.errors import LockError
-from celery_singleton_beat.locks.base import Clock, Lease, LockBackend
+from celery_singleton_beat.locks.base import Clock, HeldLock, Lease, LockBackend
 from celery_singleton_beat.locks.redlock import clock_drift, default_owner
 
 from .models import Lock
@@ -180,6 +180,21 @@ class DatabaseLock(LockBackend):
             return str(row[0]) if row else None
 
         result: str | None = self._run(step)
+        return result
+
+    def held(self) -> list[HeldLock]:
+        def step(cursor: Any, vendor: str, now: str) -> list[HeldLock]:
+            k = _q(vendor, "key")
+            cursor.execute(
+                f"SELECT {k}, token, expires_ms - {now}, fence FROM {self.table} "
+                f"WHERE token <> '' AND expires_ms > {now} ORDER BY {k}"
+            )
+            return [
+                HeldLock(str(key), str(token), round(int(left) / 1000, 3), int(fence))
+                for key, token, left, fence in cursor.fetchall()
+            ]
+
+        result: list[HeldLock] = self._run(step)
         return result
 
     def close(self) -> None:

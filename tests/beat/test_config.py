@@ -164,5 +164,5 @@ def test_the_beat_banner_shows_mode_masters_without_passwords_and_prefix() -> No
     info = Scheduler(app=app, lazy=True).info
     assert "mode leader" in info
     assert "key prefix 'billing:'" in info
-    assert "redis://:**@r1:6379/0, redis://r2:6379/0" in info
+    assert "redis://***@r1:6379/0, redis://r2:6379/0" in info
     assert "s3cret" not in info

@@ -12,6 +12,7 @@ from django.db import connections, transaction
 
 from celery_singleton_beat import SingletonTask
 from celery_singleton_beat.errors import ConfigurationError, LockError
+from celery_singleton_beat.lock_stores import lock_stores
 from celery_singleton_beat.task import lock_store
 from django_celery_singleton_beat.locks import DatabaseLock
 from django_celery_singleton_beat.models import Lock
@@ -108,3 +109,22 @@ def test_a_bad_task_backend_setting_names_it() -> None:
     app = make_app(singleton_beat_task_backend="no.such.Backend")
     with pytest.raises(ConfigurationError, match="singleton_beat_task_backend"):
         lock_store(app)
+
+
+def test_the_operator_commands_list_and_free_a_task_lock_on_the_database_backend() -> None:
+    app = make_app(singleton_beat_task_backend="django_celery_singleton_beat.locks.DatabaseLock")
+    (store,) = lock_stores(app)
+    lease = DatabaseLock().acquire("task:stuck", ttl=60, token="abc@billing-host/4242")
+    assert lease is not None
+    rows = [(r["key"], r["holder"], r["fence"], r["store"]) for r in store.held()]
+    assert rows == [
+        (
+            "task:stuck",
+            "billing-host/4242",
+            lease.fence,
+            "task backend <DatabaseLock using='default'>",
+        )
+    ]
+    assert store.force_release("task:stuck") == (True, "released 'task:stuck'")
+    assert DatabaseLock().holder("task:stuck") is None
+    assert store.force_release("task:stuck") == (False, "'task:stuck' is not held")

@@ -316,7 +316,7 @@ def test_rediss_urls_build_tls_connections() -> None:
     lock = Redlock.from_urls(["rediss://user:pw@10.0.0.1:6380/0"])
     connection = lock.masters.nodes[0].checkout()
     assert type(connection).__name__ == "SSLConnection"
-    assert repr(lock) == "<Redlock [rediss://user:**@10.0.0.1:6380/0] quorum=1>"
+    assert repr(lock) == "<Redlock [rediss://***@10.0.0.1:6380/0] quorum=1>"
 
 
 @pytest.mark.parametrize(

@@ -143,3 +143,20 @@ def raises_on_conflict(self: Any) -> None:
           singleton_retry_countdown=0.3, max_retries=None)  # fmt: skip
 def retries_on_conflict(self: Any) -> None:
     note(self)
+
+
+@app.task(bind=True, base=SingletonTask, singleton_key="{label}", singleton_enqueue=True)
+def queued_by_label(self: Any, label: str) -> None:
+    note(self, label=label)
+
+
+@app.task(bind=True, base=SlotAwareTask, max_retries=None)
+def slot_aware_waits_for_the_lock_store(self: Any) -> None:
+    _client().rpush("runs", json.dumps({"task": self.name, "task_id": self.request.id}))
+
+
+@app.task(bind=True, base=SlotAwareTask, max_retries=None)
+def slot_aware_retries_once(self: Any) -> None:
+    _client().rpush("runs", json.dumps({"task": self.name, "retries": self.request.retries}))
+    if _client().incr("slot_aware_retries_once") == 1:
+        raise self.retry(countdown=0.2)

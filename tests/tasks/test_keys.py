@@ -84,6 +84,11 @@ def test_template_and_callable_keys(app: Celery) -> None:
     assert sync_account.lock_key((), {"account_id": 42, "full": True}) == "task:sync:42"
     assert nightly.lock_key((), {}) == "task:nightly"
 
+    @app.task(base=SingletonTask, singleton_key="day:{day:%Y-%m-%d}", shared=False)
+    def daily(day: dt.date) -> None: ...
+
+    assert daily.lock_key((dt.date(2026, 11, 29),), {}) == "task:day:2026-11-29"
+
 
 def test_a_template_naming_an_unknown_argument_fails_at_registration(app: Celery) -> None:
     with pytest.raises(ConfigurationError, match=r"singleton_key = 'sync:\{acount\}' is not valid: "
@@ -100,3 +105,33 @@ def test_a_bad_conflict_policy_fails_at_registration(app: Celery) -> None:
 
         @app.task(base=SingletonTask, singleton_on_conflict="wait", shared=False, lazy=False)
         def job() -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("template", "field"),
+    [
+        ("{account.__class__}", "{account.__class__}"),
+        ("{account.__init__.__globals__[API_KEY]}", "{account.__init__.__globals__[API_KEY]}"),
+        ("{account[0]}", "{account[0]}"),
+        ("{account!r}", "{account!r}"),
+        ("{}", "{}"),
+        ("{0}", "{0}"),
+    ],
+)
+def test_a_template_reaching_past_an_argument_fails_at_registration_naming_the_task(
+    app: Celery, template: str, field: str
+) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+
+        @app.task(base=SingletonTask, singleton_key=template, name="billing.sync", shared=False,
+                  lazy=False)  # fmt: skip
+        def sync(account: Any) -> None: ...
+
+    assert raised.value.name == "billing.sync.singleton_key"
+    assert raised.value.value == template
+    assert str(raised.value) == (
+        f"billing.sync.singleton_key = {template!r} is not valid: a template naming the task's "
+        f"arguments as plain fields, such as 'sync:{{account_id}}' or 'day:{{day:%Y-%m-%d}}' "
+        f"(no attribute or index access, no !r/!s/!a, no positional {{}}), or a callable "
+        f"(args, kwargs) -> str for anything else; {field} is not a plain field."
+    )
