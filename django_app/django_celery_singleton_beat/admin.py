@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -16,12 +17,22 @@ from .models import Lock, SlotDispatch, TaskRun
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """Records are written by workers and beat; the admin only shows them."""
+    """Records are written by workers and beat; the admin only shows them.
+
+    Nobody deletes through the admin, superusers included: a run or a slot decision is
+    the evidence of what happened, and deleting a database lock row would force-release
+    a lock that a running task still holds. Retention pruning removes old records.
+    """
+
+    actions = None  # no bulk action, "delete selected" included
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
@@ -51,7 +62,13 @@ class TaskRunAdmin(ReadOnlyAdmin):
         return [path("dashboard/", view, name="singleton_beat_dashboard"), *super().get_urls()]
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
-        """Staff only (``admin_view``); anyone else is sent to the login page."""
+        """Staff with the view permission on task runs; anyone else is refused.
+
+        Users who are not staff are sent to the login page (``admin_view``); staff without
+        ``singleton_beat.view_taskrun`` get 403, as on the run list itself.
+        """
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         window = request.GET.get("window", dashboard.DEFAULT_WINDOW)
         if window not in dashboard.WINDOWS:
             window = dashboard.DEFAULT_WINDOW
