@@ -8,7 +8,6 @@ import datetime as dt
 import itertools
 import logging
 import math
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -91,9 +90,8 @@ def replicas(app: Any) -> ReplicaView:
     finally:
         for _, client in found:
             client.close()
-    now = time.time()
     for row in rows:
-        row["ago"] = max(0.0, now - float(row.get("last_tick", now)))
+        row["ago"] = row["seen_ago"]  # on the master's clock, not this host's
     return ReplicaView(None, rows, [state for state, _ in found])
 
 
