@@ -15,7 +15,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from celery.beat import ScheduleEntry
 from celery.schedules import crontab
-from django.db.models import Count, Max, Min, Q, Sum
+from django.db.models import Count, Exists, Max, Min, OuterRef, Q, Sum
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from kombu.utils.imports import symbol_by_name
@@ -132,8 +132,9 @@ def next_times(schedule: Any, name: str, tz: dt.tzinfo, count: int = 5) -> list[
 def entry_rows(
     app: Any, since: dt.datetime, until: dt.datetime, using: str
 ) -> list[dict[str, Any]]:
-    """Per entry: expected, dispatched, executed, missed slots and duplicates prevented,
-    and how many slots were dispatched more than ON_TIME late (with the latest)."""
+    """Per entry: expected, dispatched, executed, missed slots, duplicates prevented, slots
+    that did not run because the previous run held the lock (overlapped), and how many
+    slots were dispatched more than ON_TIME late (with the latest)."""
     entries = beat_entries(app)
     tz = app.timezone
     decisions = {
@@ -164,9 +165,10 @@ def entry_rows(
         .values("entry")
         .annotate(
             executed=Count("id", filter=Q(attempt=0, status__in=RAN)),
-            duplicates=Count("id", filter=Q(status=TaskRun.Status.SKIPPED_DUPLICATE)),
+            held=Count("id", filter=Q(status=TaskRun.Status.SKIPPED_DUPLICATE)),
         )
     }
+    overlapped = overlapped_slots(since, until, using)
     rows = []
     for name in sorted(set(entries) | set(decisions) | set(runs)):
         entry = entries.get(name)
@@ -193,11 +195,39 @@ def entry_rows(
             "misfired": d.get("misfired") or 0,
             "publish_failed": d.get("failed", 0),
             "republished": d.get("republished", 0),
-            "duplicates": r.get("duplicates", 0),
+            "duplicates": r.get("held", 0) - overlapped.get(name, (0, 0))[1],
+            "overlapped": overlapped.get(name, (0, 0))[0],
             "late": d.get("late_slots", 0),
             "late_max": d.get("latest"),
         })  # fmt: skip
     return rows
+
+
+def overlapped_slots(
+    since: dt.datetime, until: dt.datetime, using: str
+) -> dict[str, tuple[int, int]]:
+    """Per entry: slots that never ran because every copy found the lock held, as
+    (distinct slots, skipped rows).
+
+    A copy skipped while a run of *its own* slot holds the lock (or ran) is a duplicate
+    prevented. A copy skipped while the previous slot's run still held the entry's lock,
+    with no run of its slot anywhere, is a slot that did not run: an overlap, not a
+    duplicate, and never counted as one.
+    """
+    ran = TaskRun.objects.using(using).filter(
+        entry=OuterRef("entry"), slot=OuterRef("slot"), status__in=RAN
+    )
+    rows = (
+        TaskRun.objects.using(using)
+        .filter(started_at__gt=since, started_at__lte=until, slot__isnull=False,
+                status=TaskRun.Status.SKIPPED_DUPLICATE)
+        .exclude(entry="")
+        .annotate(ran=Exists(ran))
+        .filter(ran=False)
+        .values("entry")
+        .annotate(slots=Count("slot", distinct=True), skipped=Count("id"))
+    )  # fmt: skip
+    return {row["entry"]: (row["slots"], row["skipped"]) for row in rows}
 
 
 def task_rows(app: Any, since: dt.datetime, using: str, warning: float) -> list[dict[str, Any]]:

@@ -152,3 +152,22 @@ def test_late_dispatches_are_counted_per_entry_with_the_latest(staff: Client) ->
     assert (charge["late"], charge["late_max"]) == (2, 12.0)
     cell = re.search(r'<td class="late">(.*?)</td>', page.content.decode(), re.DOTALL)
     assert cell is not None and text(cell.group(1)).strip() == "2 (latest 12.0 s)"
+
+
+def test_slots_skipped_behind_the_previous_run_count_as_overlapped_not_as_duplicates(
+    staff: Client,
+) -> None:
+    base = NOW.replace(microsecond=0) - dt.timedelta(minutes=10)
+    s1, s2, s3 = (base + dt.timedelta(seconds=i) for i in range(3))
+    run(task_id="s1", slot=s1, started_at=s1, finished_at=s1 + dt.timedelta(seconds=2.5))
+    run(task_id="s1", slot=s1, status="skipped_duplicate", started_at=s1, holder="a@w1/1")
+    run(task_id="s2", slot=s2, status="skipped_duplicate", started_at=s2, holder="a@w1/1")
+    for copy in range(2):  # slot 3 published twice, both copies behind slot 1's run
+        run(task_id="s3", slot=s3, status="skipped_duplicate", holder="a@w1/1",
+            started_at=s3 + dt.timedelta(milliseconds=copy))  # fmt: skip
+    page = staff.get(reverse("admin:singleton_beat_dashboard"), {"window": "1h"})
+    charge = next(e for e in page.context["entries"] if e["name"] == "charge")
+    assert (charge["executed"], charge["duplicates"], charge["overlapped"]) == (1, 1, 2)
+    html = page.content.decode()
+    assert re.search(r'<td class="overlapped"><span class="sb-warn">2</span></td>', html)
+    assert re.search(r'<td class="duplicates">1</td>', html)
