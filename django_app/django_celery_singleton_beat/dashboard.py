@@ -17,7 +17,7 @@ from celery.beat import ScheduleEntry
 from celery.schedules import crontab
 from django.db.models import Count, Exists, Max, Min, OuterRef, Q, Sum
 from django.utils import timezone
-from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext, gettext_noop
 from kombu.utils.imports import symbol_by_name
 
 from celery_singleton_beat import overview
@@ -37,13 +37,16 @@ RAN = (*TaskRun.FINISHED, TaskRun.Status.RETRY, TaskRun.Status.STARTED)
 #: How each state of a run is drawn on the timeline (SVG attributes of its bar), and what
 #: the legend says about it. The fill is always the node's colour.
 RUN_STATES: dict[str, tuple[str, str]] = {
-    "success": ("", _("finished successfully")),
+    "success": ("", gettext_noop("finished successfully")),
     "running": (
         ' fill-opacity="0.45" stroke="#333" stroke-width="1.5" stroke-dasharray="4 2"',
-        _("still running (drawn up to now)"),
+        gettext_noop("still running (drawn up to now)"),
     ),
-    "retry": (' stroke="#d9822b" stroke-width="2"', _("failed, retried as a new attempt")),
-    "failed": (' stroke="#c23b3b" stroke-width="2"', _("failed or lost its lock")),
+    "retry": (
+        ' stroke="#d9822b" stroke-width="2"',
+        gettext_noop("failed, retried as a new attempt"),
+    ),
+    "failed": (' stroke="#c23b3b" stroke-width="2"', gettext_noop("failed or lost its lock")),
 }
 
 
@@ -399,7 +402,7 @@ def state_legend() -> list[dict[str, str]]:
             "state": state,
             "swatch": f'<svg width="22" height="14" class="swatch" data-state="{state}">'
             f'<rect x="2" y="2" width="18" height="10" fill="#8a8a8a"{attrs}/></svg>',
-            "meaning": str(meaning),
+            "meaning": gettext(meaning),
         }
         for state, (attrs, meaning) in RUN_STATES.items()
     ]
