@@ -219,8 +219,10 @@ class SlotStore:
     # Scores are seconds on the master's own clock (TIME), never a replica's: a replica
     # whose clock is behind would be trimmed at once, one ahead would push the others
     # out. Readers compare scores with the same master's TIME (overview.replicas).
-    # Redis >= 5 replicates a script's effects, so TIME before a write is allowed.
+    # Redis >= 5 replicates a script's effects, so TIME before a write is allowed; 3.2 and
+    # 4 must be asked to (redis.replicate_commands, a no-op from 5 on).
     HEARTBEAT = """
+    if redis.replicate_commands then redis.replicate_commands() end
     local time = redis.call('TIME')
     local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
     redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
