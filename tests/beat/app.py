@@ -38,15 +38,18 @@ if os.environ.get("TEST_CLOCK_SKEW"):
     scheduler.wall_clock = lambda: time.time() + _skew
 
 
-def _record_replica_seen(event: events.Event) -> None:
-    if isinstance(event, events.ReplicaSeen):
-        row = {"replica": f"{event.host}:{event.pid}", "replicas": event.replicas,
-               "at": time.time()}  # fmt: skip
-        redis.Redis.from_url(os.environ["TEST_BROKER_URL"]).rpush("replica_seen", json.dumps(row))
+def _replica_seen_recorder(client: redis.Redis) -> events.Subscriber:
+    def record(event: events.Event) -> None:
+        if isinstance(event, events.ReplicaSeen):
+            row = {"replica": f"{event.host}:{event.pid}", "replicas": event.replicas,
+                   "at": time.time()}  # fmt: skip
+            client.rpush("replica_seen", json.dumps(row))
+
+    return record
 
 
 if os.environ.get("TEST_RECORD_REPLICAS"):
-    events.subscribe(_record_replica_seen)
+    events.subscribe(_replica_seen_recorder(redis.Redis.from_url(os.environ["TEST_BROKER_URL"])))
 
 
 def _schedule(spec: dict[str, Any]) -> dict[str, Any]:
