@@ -102,9 +102,9 @@ def _status_text(data: dict[str, Any]) -> str:
         lines.append(f"  {m['name']:<22} {'up' if m['reachable'] else 'DOWN':<5} {detail}")
     lines += ["", f"replicas ({len(data['replicas'])}):"]
     for r in data["replicas"]:
-        age = time.time() - r["last_tick"]
+        seen = "?" if r["seen_ago"] is None else f"{r['seen_ago']:.1f}s"
         lines.append(
-            f"  {r['host']}:{r['pid']:<8} {r['mode']:<7} {r['role']:<8} ticked {age:.1f}s ago"
+            f"  {r['host']}:{r['pid']:<8} {r['mode']:<7} {r['role']:<8} heartbeat {seen} ago"
         )
     lines += ["", "entries:"]
     for e in data["entries"]:

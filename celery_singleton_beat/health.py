@@ -3,18 +3,78 @@
 - ``/healthz``: 200 while the scheduler loop ticks, 503 when it has stopped ticking.
 - ``/readyz``: 200 while a majority of Redis masters is reachable, 503 otherwise.
 - ``/metrics``: Prometheus text, when a metrics renderer is given.
+
+One request per connection, each with a deadline: a connection that has not been
+answered within :data:`REQUEST_TIMEOUT` is closed by the server (an idle or trickling
+client cannot keep a thread), and past :data:`MAX_CONNECTIONS` open connections new
+ones are closed at once, so the threads stay bounded whatever connects to the port.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
 Probe = Callable[[], tuple[bool, str]]
+
+#: Seconds a connection may take from accept to answer before the server closes it.
+REQUEST_TIMEOUT = 3.0
+#: Connections open at once (one thread each); more are closed as they arrive.
+MAX_CONNECTIONS = 64
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` of them, each with a deadline.
+
+    ``serve_forever`` calls :meth:`service_actions` every half second; it shuts down the
+    sockets past their deadline, which ends the blocked read of their handler thread.
+    """
+
+    daemon_threads = True
+    request_queue_size = 128  # the listen backlog (5 by default): a burst waits, not retries
+
+    def __init__(self, address: tuple[str, int], handler: Any, timeout: float, limit: int) -> None:
+        super().__init__(address, handler)
+        self.request_timeout = timeout
+        self.max_connections = limit
+        self._deadlines: dict[Any, float] = {}
+        self._mutex = threading.Lock()
+        self._refusing = False
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        with self._mutex:
+            full = len(self._deadlines) >= self.max_connections
+            if not full:
+                self._deadlines[request] = time.monotonic() + self.request_timeout
+        if full != self._refusing:
+            self._refusing = full
+            if full:
+                logger.warning(
+                    "health: %d connections open, closing new ones until some finish",
+                    self.max_connections,
+                )
+        return not full
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._mutex:
+            self._deadlines.pop(request, None)
+        super().shutdown_request(request)
+
+    def service_actions(self) -> None:
+        now = time.monotonic()
+        with self._mutex:
+            late = [request for request, deadline in self._deadlines.items() if deadline <= now]
+        for request in late:
+            with contextlib.suppress(OSError):
+                request.shutdown(socket.SHUT_RDWR)
 
 
 class HealthServer:
@@ -27,6 +87,9 @@ class HealthServer:
         ready: Probe,
         metrics: Callable[[], tuple[bytes, str]] | None = None,
         host: str = "",
+        *,
+        request_timeout: float = REQUEST_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         routes: dict[str, Callable[[], tuple[int, bytes, str]]] = {
             "/healthz": lambda: _probe(alive),
@@ -36,6 +99,8 @@ class HealthServer:
             routes["/metrics"] = lambda: (200, *metrics())
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = request_timeout  # per read; the server's deadline bounds the whole
+
             def do_GET(self) -> None:
                 route = routes.get(self.path.split("?")[0])
                 status, body, content_type = (
@@ -50,8 +115,7 @@ class HealthServer:
             def log_message(self, format: str, *args: object) -> None:
                 logger.debug("health: " + format, *args)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        self._server = _BoundedServer((host, port), Handler, request_timeout, max_connections)
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="singleton-beat-health", daemon=True

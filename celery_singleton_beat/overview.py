@@ -83,20 +83,45 @@ def scan(clients: list[redis.Redis], pattern: str) -> dict[str, list[redis.Redis
 
 
 def replicas(config: Config, clients: list[redis.Redis]) -> list[dict[str, Any]]:
-    """Live beat replicas from their heartbeats (newest heartbeat of each)."""
+    """Live beat replicas from their heartbeats (the newest of each over the masters).
+
+    Each gets ``seen_ago``: seconds since its last heartbeat, measured on the clock of
+    the master that holds it (its score in ``replicas`` against that master's ``TIME``),
+    so neither this host's clock nor the replica's enters; None when the master has no
+    score for it. A heartbeat key exists only while its TTL runs, on the master's clock.
+    """
+    prefix = f"{config.key_prefix}replica:"
     found: dict[str, dict[str, Any]] = {}
-    for key, holders in scan(clients, f"{config.key_prefix}replica:*").items():
+    for key, holders in scan(clients, f"{prefix}*").items():
         for client in holders:
-            try:
-                raw = client.get(key)
-            except redis.RedisError:
-                continue
-            if raw:
-                info = json.loads(raw)
-                current = found.get(key)
-                if current is None or info["last_tick"] > current["last_tick"]:
-                    found[key] = info
+            info = _heartbeat(client, key, f"{config.key_prefix}replicas", key[len(prefix) :])
+            current = found.get(key)
+            if info is not None and (current is None or _fresher(info, current)):
+                found[key] = info
     return sorted(found.values(), key=lambda r: (r["host"], r["pid"]))
+
+
+def _heartbeat(client: redis.Redis, key: str, seen: str, replica: str) -> dict[str, Any] | None:
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            pipe.get(key)
+            pipe.zscore(seen, replica)
+            pipe.time()
+            raw, score, (seconds, micros) = pipe.execute()
+    except redis.RedisError:
+        return None
+    if not raw:
+        return None
+    info: dict[str, Any] = json.loads(raw)
+    now = seconds + micros / 1e6
+    info["seen_ago"] = None if score is None else round(max(0.0, now - float(score)), 3)
+    return info
+
+
+def _fresher(info: dict[str, Any], than: dict[str, Any]) -> bool:
+    if info["seen_ago"] is None:
+        return False
+    return than["seen_ago"] is None or bool(info["seen_ago"] < than["seen_ago"])
 
 
 def entry_counts(config: Config, clients: list[redis.Redis], name: str) -> dict[str, int]:

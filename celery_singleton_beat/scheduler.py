@@ -210,7 +210,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             "last_tick": wall_clock(),
             "entries": len(self.plans),
         }
-        alive = self.store.heartbeat(self.replica, info, HEARTBEAT_TTL, wall_clock())
+        alive = self.store.heartbeat(self.replica, info, HEARTBEAT_TTL)
         events.emit(
             events.ReplicaSeen(
                 host=str(info["host"]), pid=os.getpid(), mode=self.config.mode,

@@ -309,28 +309,49 @@ class SlotStore:
         quorum = self.masters.quorum
         return [sum(r[i] for r in answered) >= quorum for i in range(len(outcomes))]
 
-    def heartbeat(self, replica: str, info: dict[str, Any], ttl: float, now: float) -> int:
+    # KEYS[1] replica key, KEYS[2] ``replicas`` (sorted set: replica id -> last heartbeat)
+    # ARGV[1] heartbeat JSON, ARGV[2] ttl in ms, ARGV[3] replica id -> live replicas
+    # Scores are seconds on the master's own clock (TIME), never a replica's: a replica
+    # whose clock is behind would be trimmed at once, one ahead would push the others
+    # out. Readers compare scores with the same master's TIME (overview.replicas).
+    # Redis >= 5 replicates a script's effects, so TIME before a write is allowed; 3.2 and
+    # 4 must be asked to (redis.replicate_commands, a no-op from 5 on).
+    HEARTBEAT = """
+    if redis.replicate_commands then redis.replicate_commands() end
+    local time = redis.call('TIME')
+    local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    redis.call('ZADD', KEYS[2], time[1] .. '.' .. string.format('%06d', time[2]), ARGV[3])
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]) / 1000)
+    return redis.call('ZCARD', KEYS[2])
+    """
+
+    def replicas_key(self) -> str:
+        return f"{self.prefix}replicas"
+
+    def heartbeat(self, replica: str, info: dict[str, Any], ttl: float) -> int:
         """Write this replica's heartbeat; returns how many replicas are alive.
 
         Raises QuorumUnavailable without a majority. Live replicas are also kept in a
-        sorted set scored by heartbeat time, so counting them is part of the same trip.
+        sorted set scored by heartbeat time on each master's clock, so counting them is
+        part of the same trip and no replica's clock decides who counts as alive.
         """
+        script = self.masters.script(self.HEARTBEAT)  # registered once, loaded lazily
         payload = json.dumps(info, sort_keys=True)
-        seen = f"{self.prefix}replicas"
         answers = self._majority(
             "heartbeat",
             [
-                ("SET", self.replica_key(replica), payload, "PX", int(ttl * 1000)),
-                ("ZADD", seen, now, replica),
-                ("ZREMRANGEBYSCORE", seen, "-inf", now - ttl),
-                ("ZCARD", seen),
+                (
+                    "EVALSHA", script, 2, self.replica_key(replica), self.replicas_key(),
+                    payload, max(1, int(ttl * 1000)), replica,
+                )
             ],
-        )
-        return max(int(a[3]) for a in answers)
+        )  # fmt: skip
+        return max(int(a[0]) for a in answers)
 
     def forget_replica(self, replica: str) -> None:
         self.masters.broadcast(
-            [("DEL", self.replica_key(replica)), ("ZREM", f"{self.prefix}replicas", replica)]
+            [("DEL", self.replica_key(replica)), ("ZREM", self.replicas_key(), replica)]
         )
 
     def _majority(self, what: str, commands: list[tuple[Any, ...]]) -> list[list[Any]]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
@@ -15,13 +18,31 @@ from . import conf, dashboard
 from .models import Lock, SlotDispatch, TaskRun
 
 
+def to_the_second(value: dt.datetime | None) -> str:
+    """An instant in the current time zone, to the second, with the zone's abbreviation:
+    the admin's default format stops at the minute, where runs of a 5 s entry look alike."""
+    if value is None:
+        return "-"
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """Records are written by workers and beat; the admin only shows them."""
+    """Records are written by workers and beat; the admin only shows them.
+
+    Nobody deletes through the admin, superusers included: a run or a slot decision is
+    the evidence of what happened, and deleting a database lock row would force-release
+    a lock that a running task still holds. Retention pruning removes old records.
+    """
+
+    actions = None  # no bulk action, "delete selected" included
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
@@ -30,13 +51,21 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 @admin.register(TaskRun)
 class TaskRunAdmin(ReadOnlyAdmin):
-    list_display = ("task_name", "status_badge", "attempt", "entry", "slot", "node", "pid",
-                    "started_at", "runtime", "lock_wait", "fence")  # fmt: skip
+    list_display = ("task_name", "status_badge", "attempt", "entry", "slot_time", "node", "pid",
+                    "started", "runtime", "lock_wait", "fence")  # fmt: skip
     list_filter = ("status", "task_name", "entry", "node")
     search_fields = ("task_id", "task_name", "entry", "lock_key", "node", "args_hash", "holder")
     date_hierarchy = "started_at"
     list_select_related = False
     change_list_template = "admin/singleton_beat/taskrun/change_list.html"
+
+    @admin.display(description=_("slot"), ordering="slot")
+    def slot_time(self, obj: TaskRun) -> str:
+        return to_the_second(obj.slot)
+
+    @admin.display(description=_("started"), ordering="started_at")
+    def started(self, obj: TaskRun) -> str:
+        return to_the_second(obj.started_at)
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: TaskRun) -> str:
@@ -51,7 +80,13 @@ class TaskRunAdmin(ReadOnlyAdmin):
         return [path("dashboard/", view, name="singleton_beat_dashboard"), *super().get_urls()]
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
-        """Staff only (``admin_view``); anyone else is sent to the login page."""
+        """Staff with the view permission on task runs; anyone else is refused.
+
+        Users who are not staff are sent to the login page (``admin_view``); staff without
+        ``singleton_beat.view_taskrun`` get 403, as on the run list itself.
+        """
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         window = request.GET.get("window", dashboard.DEFAULT_WINDOW)
         if window not in dashboard.WINDOWS:
             window = dashboard.DEFAULT_WINDOW
@@ -71,14 +106,28 @@ class TaskRunAdmin(ReadOnlyAdmin):
 
 @admin.register(SlotDispatch)
 class SlotDispatchAdmin(ReadOnlyAdmin):
-    list_display = ("entry", "slot", "outcome", "replica", "task_id", "late", "slots", "publishes",
-                    "decided_at")  # fmt: skip
+    list_display = ("entry", "slot_time", "outcome", "replica", "task_id", "late", "slots",
+                    "publishes", "decided")  # fmt: skip
     list_filter = ("outcome", "entry", "replica")
     search_fields = ("entry", "task_id", "task_name", "replica")
     date_hierarchy = "slot"
 
+    @admin.display(description=_("slot"), ordering="slot")
+    def slot_time(self, obj: SlotDispatch) -> str:
+        return to_the_second(obj.slot)
+
+    @admin.display(description=_("decided"), ordering="decided_at")
+    def decided(self, obj: SlotDispatch) -> str:
+        return to_the_second(obj.decided_at)
+
 
 @admin.register(Lock)
 class LockAdmin(ReadOnlyAdmin):
-    list_display = ("key", "token", "expires_ms", "fence")
+    list_display = ("key", "token", "expires", "fence")
     search_fields = ("key", "token")
+
+    @admin.display(description=_("expires (database clock)"), ordering="expires_ms")
+    def expires(self, obj: Lock) -> str:
+        if not obj.expires_ms:
+            return "-"
+        return to_the_second(dt.datetime.fromtimestamp(obj.expires_ms / 1000, dt.timezone.utc))

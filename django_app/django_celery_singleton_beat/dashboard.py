@@ -8,7 +8,6 @@ import datetime as dt
 import itertools
 import logging
 import math
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -16,11 +15,14 @@ from xml.sax.saxutils import escape, quoteattr
 
 from celery.beat import ScheduleEntry
 from celery.schedules import crontab
-from django.db.models import Count, Min, Q, Sum
+from django.db.models import Count, Exists, Max, Min, OuterRef, Q, Sum
+from django.utils import timezone
+from django.utils.translation import gettext, gettext_noop
 from kombu.utils.imports import symbol_by_name
 
 from celery_singleton_beat import overview
 from celery_singleton_beat.config import Config
+from celery_singleton_beat.entries import ON_TIME
 
 from .models import SlotDispatch, TaskRun
 
@@ -32,6 +34,20 @@ TIMELINE_RUNS = 2_000
 STATS_RUNS = 20_000
 PALETTE = ("#2f6fb3", "#d9822b", "#3a9a5b", "#8e5bb5", "#c23b3b", "#2b9aa0", "#9a7b2f", "#5b6f8e")
 RAN = (*TaskRun.FINISHED, TaskRun.Status.RETRY, TaskRun.Status.STARTED)
+#: How each state of a run is drawn on the timeline (SVG attributes of its bar), and what
+#: the legend says about it. The fill is always the node's colour.
+RUN_STATES: dict[str, tuple[str, str]] = {
+    "success": ("", gettext_noop("finished successfully")),
+    "running": (
+        ' fill-opacity="0.45" stroke="#333" stroke-width="1.5" stroke-dasharray="4 2"',
+        gettext_noop("still running (drawn up to now)"),
+    ),
+    "retry": (
+        ' stroke="#d9822b" stroke-width="2"',
+        gettext_noop("failed, retried as a new attempt"),
+    ),
+    "failed": (' stroke="#c23b3b" stroke-width="2"', gettext_noop("failed or lost its lock")),
+}
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -91,9 +107,8 @@ def replicas(app: Any) -> ReplicaView:
     finally:
         for _, client in found:
             client.close()
-    now = time.time()
     for row in rows:
-        row["ago"] = max(0.0, now - float(row.get("last_tick", now)))
+        row["ago"] = row["seen_ago"]  # on the master's clock, not this host's
     return ReplicaView(None, rows, [state for state, _ in found])
 
 
@@ -120,7 +135,9 @@ def next_times(schedule: Any, name: str, tz: dt.tzinfo, count: int = 5) -> list[
 def entry_rows(
     app: Any, since: dt.datetime, until: dt.datetime, using: str
 ) -> list[dict[str, Any]]:
-    """Per entry: expected, dispatched, executed, missed slots and duplicates prevented."""
+    """Per entry: expected, dispatched, executed, missed slots, duplicates prevented, slots
+    that did not run because the previous run held the lock (overlapped), and how many
+    slots were dispatched more than ON_TIME late (with the latest)."""
     entries = beat_entries(app)
     tz = app.timezone
     decisions = {
@@ -133,6 +150,10 @@ def entry_rows(
             republished=Count("id", filter=Q(publishes__gt=1)),
             misfired=Sum("slots", filter=Q(outcome=SlotDispatch.Outcome.SKIPPED_MISFIRE)),
             failed=Count("id", filter=Q(outcome=SlotDispatch.Outcome.PUBLISH_FAILED)),
+            late_slots=Count(
+                "id", filter=Q(outcome=SlotDispatch.Outcome.DISPATCHED, late__gt=ON_TIME)
+            ),
+            latest=Max("late", filter=Q(outcome=SlotDispatch.Outcome.DISPATCHED)),
         )
     }
     first_seen = dict(
@@ -147,9 +168,10 @@ def entry_rows(
         .values("entry")
         .annotate(
             executed=Count("id", filter=Q(attempt=0, status__in=RAN)),
-            duplicates=Count("id", filter=Q(status=TaskRun.Status.SKIPPED_DUPLICATE)),
+            held=Count("id", filter=Q(status=TaskRun.Status.SKIPPED_DUPLICATE)),
         )
     }
+    overlapped = overlapped_slots(since, until, using)
     rows = []
     for name in sorted(set(entries) | set(decisions) | set(runs)):
         entry = entries.get(name)
@@ -176,9 +198,39 @@ def entry_rows(
             "misfired": d.get("misfired") or 0,
             "publish_failed": d.get("failed", 0),
             "republished": d.get("republished", 0),
-            "duplicates": r.get("duplicates", 0),
+            "duplicates": r.get("held", 0) - overlapped.get(name, (0, 0))[1],
+            "overlapped": overlapped.get(name, (0, 0))[0],
+            "late": d.get("late_slots", 0),
+            "late_max": d.get("latest"),
         })  # fmt: skip
     return rows
+
+
+def overlapped_slots(
+    since: dt.datetime, until: dt.datetime, using: str
+) -> dict[str, tuple[int, int]]:
+    """Per entry: slots that never ran because every copy found the lock held, as
+    (distinct slots, skipped rows).
+
+    A copy skipped while a run of *its own* slot holds the lock (or ran) is a duplicate
+    prevented. A copy skipped while the previous slot's run still held the entry's lock,
+    with no run of its slot anywhere, is a slot that did not run: an overlap, not a
+    duplicate, and never counted as one.
+    """
+    ran = TaskRun.objects.using(using).filter(
+        entry=OuterRef("entry"), slot=OuterRef("slot"), status__in=RAN
+    )
+    rows = (
+        TaskRun.objects.using(using)
+        .filter(started_at__gt=since, started_at__lte=until, slot__isnull=False,
+                status=TaskRun.Status.SKIPPED_DUPLICATE)
+        .exclude(entry="")
+        .annotate(ran=Exists(ran))
+        .filter(ran=False)
+        .values("entry")
+        .annotate(slots=Count("slot", distinct=True), skipped=Count("id"))
+    )  # fmt: skip
+    return {row["entry"]: (row["slots"], row["skipped"]) for row in rows}
 
 
 def task_rows(app: Any, since: dt.datetime, using: str, warning: float) -> list[dict[str, Any]]:
@@ -240,10 +292,24 @@ def colours(nodes: Iterable[str]) -> dict[str, str]:
     return {node: PALETTE[i % len(PALETTE)] for i, node in enumerate(sorted(set(nodes)))}
 
 
+def run_state(run: TaskRun) -> str:
+    """How the timeline draws a run that ran: one of RUN_STATES."""
+    if run.status == TaskRun.Status.SUCCESS:
+        return "success"
+    if run.status == TaskRun.Status.STARTED and run.finished_at is None:
+        return "running"
+    if run.status == TaskRun.Status.RETRY:
+        return "retry"
+    return "failed"
+
+
 def timeline_svg(runs: Iterable[TaskRun], since: dt.datetime, until: dt.datetime,
-                 width: int = 1100) -> tuple[str, dict[str, str]]:  # fmt: skip
+                 width: int = 1100, tz: dt.tzinfo = dt.timezone.utc,
+                 ) -> tuple[str, dict[str, str]]:  # fmt: skip
     """One row per entry (or task), one bar per run coloured by node, skipped runs marked.
 
+    The axis is labelled in ``tz`` and says which zone it is. A run's state (RUN_STATES)
+    decides its outline: a run still in progress is never drawn like a failure.
     Returns the SVG text and the node -> colour legend.
     """
     runs = list(runs)
@@ -264,17 +330,19 @@ def timeline_svg(runs: Iterable[TaskRun], since: dt.datetime, until: dt.datetime
         f'aria-label="execution-window timeline" data-runs="{len(runs)}">',
         f'<rect x="{label_w}" y="{top - 4}" width="{plot_w}" height="{height - top}" '
         'fill="#f8f8f8"/>',
+        f'<text class="zone" x="4" y="14" font-size="11" fill="#555">'
+        f"{escape(zone_name(tz))}</text>",
     ]
     for i in range(5):
-        at = since + (until - since) * i / 4
+        at = (since + (until - since) * i / 4).astimezone(tz)
         tx = label_w + plot_w * i / 4
         parts.append(
             f'<line x1="{tx:.1f}" y1="{top - 4}" x2="{tx:.1f}" y2="{height}" stroke="#ddd"/>'
         )
         anchor = "start" if i == 0 else "end" if i == 4 else "middle"
         parts.append(
-            f'<text x="{tx:.1f}" y="14" font-size="11" text-anchor="{anchor}" fill="#555">'
-            f"{at:%m-%d %H:%M:%S}</text>"
+            f'<text class="tick" x="{tx:.1f}" y="14" font-size="11" text-anchor="{anchor}" '
+            f'fill="#555">{at:%m-%d %H:%M:%S}</text>'
         )
     for name, i in index.items():
         y = top + i * row_h
@@ -307,10 +375,11 @@ def timeline_svg(runs: Iterable[TaskRun], since: dt.datetime, until: dt.datetime
             continue
         fill = legend.setdefault(run.node, palette[run.node])
         x0, x1 = x(start), x(end)
-        outline = ' stroke="#c23b3b" stroke-width="2"' if run.status != "success" else ""
+        state = run_state(run)
         parts.append(
-            f'<rect class="run" {data} x="{x0:.1f}" y="{y + 3}" width="{max(2.0, x1 - x0):.1f}" '
-            f'height="{row_h - 6}" fill="{fill}"{outline}><title>{title}</title></rect>'
+            f'<rect class="run" {data} data-state="{state}" x="{x0:.1f}" y="{y + 3}" '
+            f'width="{max(2.0, x1 - x0):.1f}" height="{row_h - 6}" fill="{fill}"'
+            f"{RUN_STATES[state][0]}><title>{title}</title></rect>"
         )
     if not runs:
         parts.append(
@@ -319,6 +388,24 @@ def timeline_svg(runs: Iterable[TaskRun], since: dt.datetime, until: dt.datetime
         )
     parts.append("</svg>")
     return "".join(parts), legend
+
+
+def zone_name(tz: dt.tzinfo) -> str:
+    """``Europe/Paris`` for a zoneinfo zone, ``UTC`` for UTC."""
+    return str(getattr(tz, "key", None) or tz.tzname(None) or tz)
+
+
+def state_legend() -> list[dict[str, str]]:
+    """Each run state with its swatch (a small SVG drawn as on the timeline) and meaning."""
+    return [
+        {
+            "state": state,
+            "swatch": f'<svg width="22" height="14" class="swatch" data-state="{state}">'
+            f'<rect x="2" y="2" width="18" height="10" fill="#8a8a8a"{attrs}/></svg>',
+            "meaning": gettext(meaning),
+        }
+        for state, (attrs, meaning) in RUN_STATES.items()
+    ]
 
 
 def context(window: str, using: str, warning: float, app_path: str | None = None) -> dict[str, Any]:
@@ -336,9 +423,13 @@ def context(window: str, using: str, warning: float, app_path: str | None = None
     if shown:
         first = min(run.started_at for run in shown)
         start = max(since, first - max(dt.timedelta(seconds=2), (until - first) / 20))
-    svg, legend = timeline_svg(shown, start, until)
+    zone = timezone.get_current_timezone()
+    svg, legend = timeline_svg(shown, start, until, tz=zone)
     view = replicas(app)
     return {
+        "zone": zone_name(zone),
+        "on_time": ON_TIME,
+        "states": state_legend(),
         "window": window,
         "windows": list(WINDOWS),
         "since": since,

@@ -3,7 +3,9 @@
 Configured from the environment so that each test can start its own cluster:
 ``TEST_BROKER_URL``, ``TEST_MASTERS`` (comma-separated), ``TEST_SCHEDULE`` (JSON: entry
 name -> {"every": seconds} or {"cron": "m h dom mon dow"}, plus "options"), and
-``TEST_SETTINGS`` (JSON of extra Celery settings).
+``TEST_SETTINGS`` (JSON of extra Celery settings). ``TEST_CLOCK_SKEW`` (seconds) shifts
+this process's scheduler clock (slot times, heartbeat info) as a wrong system clock
+would; ``TEST_RECORD_REPLICAS`` logs every ReplicaSeen event to the broker Redis.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import redis
 from celery import Celery
 from celery.schedules import crontab
 
+from celery_singleton_beat import events, scheduler
 from celery_singleton_beat.scheduler import Scheduler
 
 app = Celery("beat_tests", broker=os.environ.get("TEST_BROKER_URL", "memory://"))
@@ -29,6 +32,24 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
 )
 app.conf.update(json.loads(os.environ.get("TEST_SETTINGS", "{}")))
+
+if os.environ.get("TEST_CLOCK_SKEW"):
+    _skew = float(os.environ["TEST_CLOCK_SKEW"])
+    scheduler.wall_clock = lambda: time.time() + _skew
+
+
+def _replica_seen_recorder(client: redis.Redis) -> events.Subscriber:
+    def record(event: events.Event) -> None:
+        if isinstance(event, events.ReplicaSeen):
+            row = {"replica": f"{event.host}:{event.pid}", "replicas": event.replicas,
+                   "at": time.time()}  # fmt: skip
+            client.rpush("replica_seen", json.dumps(row))
+
+    return record
+
+
+if os.environ.get("TEST_RECORD_REPLICAS"):
+    events.subscribe(_replica_seen_recorder(redis.Redis.from_url(os.environ["TEST_BROKER_URL"])))
 
 
 def _schedule(spec: dict[str, Any]) -> dict[str, Any]:

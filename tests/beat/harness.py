@@ -47,9 +47,16 @@ class BeatCluster(CeleryCluster):
         return {"TEST_SETTINGS": json.dumps({**self.settings, **settings})}
 
     def executions(self) -> list[dict[str, Any]]:
+        return self._rows("executions")
+
+    def replicas_seen(self) -> list[dict[str, Any]]:
+        """ReplicaSeen events of replicas started with ``TEST_RECORD_REPLICAS=1``."""
+        return self._rows("replica_seen")
+
+    def _rows(self, key: str) -> list[dict[str, Any]]:
         assert self.broker is not None
         client = redis.Redis.from_url(self.broker.url)
-        return [json.loads(row) for row in client.lrange("executions", 0, -1)]
+        return [json.loads(row) for row in client.lrange(key, 0, -1)]
 
 
 @contextmanager

@@ -8,6 +8,7 @@ the admin is served by pytest-django's live server. The screenshot is kept in
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,6 +94,16 @@ def test_the_dashboard_shows_recorded_runs_and_the_running_replica(
             )
             assert any(str(replica.popen.pid) in row for row in cells), cells
             assert page.locator("#schedule tr.schedule").count() == 1
+            assert page.inner_text(".sb-zone") == "all times in UTC"
+            assert re.fullmatch(
+                r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \N{EN DASH} \d{4}-\d\d-\d\d \d\d:\d\d:\d\d",
+                page.inner_text(".sb-window"),
+            )
+            assert page.text_content("svg.singleton-timeline text.zone") == "UTC"
+            states = page.eval_on_selector_all(
+                "#legend-states .state", "items => items.map(i => i.dataset.state)"
+            )
+            assert states == ["success", "running", "retry", "failed", "skipped"]
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         finally:
             browser.close()
