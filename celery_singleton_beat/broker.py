@@ -21,8 +21,12 @@ def warm(producer: Any) -> None:
     (a fresh Redis connection costs several: handshake, database selection)."""
     channel = producer.channel
     client = getattr(channel, "client", None)
-    if client is not None and hasattr(client, "ping"):
+    if client is None or not hasattr(client, "ping"):
+        return
+    try:
         client.ping()
+    except OSError:
+        client.ping()  # a connection cut before: the second one is new
 
 
 def cut(producer: Any) -> int:

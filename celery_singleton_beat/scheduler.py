@@ -105,6 +105,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self.plans: dict[str, Plan] = {}
         self._wakeups: list[tuple[int, str]] = []
         self._context: dict[str, tuple[int | None, int, int]] = {}
+        self._broker_cold = True
         self._initialized = False
         self._ready: bool | None = None
         self._ready_detail = "starting"
@@ -194,6 +195,8 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             return min(LONGEST_SLEEP, self._next_election - monotonic)
         if not self._initialized:
             self._load_state()
+            self._broker_cold = True
+        if self._broker_cold:
             self._warm_broker()
         now = _now_ms()
         due = self._pop_due(now)
@@ -233,6 +236,9 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         logger.info("singleton beat: %d entries loaded, %s", len(plans), self.role)
 
     def _warm_broker(self) -> None:
+        """Connect to the broker before claiming anything, so that no claim waits on a
+        connection's handshake (on a slow broker, several round trips)."""
+        self._broker_cold = False
         try:
             broker.warm(self.producer)
         except Exception as exc:
@@ -355,6 +361,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 "singleton beat: publishing %d message(s) failed, sending them again: %s: %s",
                 len(sent), type(exc).__name__, exc,
             )  # fmt: skip
+            self._broker_cold = True
             for plan, slot, _counted, _fired in sent:
                 self._publish_failed(plan, slot, exc)
                 batch.giveback.append((plan, slot))
@@ -448,6 +455,9 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         )
         task = self.app.tasks.get(entry.task)
         send = task.apply_async if task is not None else self._send_task(entry.task)
+        # no retry inside kombu: a publish that failed is given back and sent again under
+        # the slot's fence, never re-sent by kombu on a connection whose claim has expired
+        options["retry"] = False
         send(args, kwargs, producer=self.producer, task_id=task_id, headers=headers, **options)
         return task_id
 

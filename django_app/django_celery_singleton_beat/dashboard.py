@@ -22,7 +22,7 @@ from kombu.utils.imports import symbol_by_name
 
 from celery_singleton_beat import overview
 from celery_singleton_beat.config import Config
-from celery_singleton_beat.entries import ON_TIME
+from celery_singleton_beat.decide import ON_TIME
 
 from .models import SlotDispatch, TaskRun
 
