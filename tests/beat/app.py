@@ -94,3 +94,12 @@ class CrashAfterPublish(Scheduler):
     def _published(self, plan: Any, slot: int) -> None:
         if plan.name == os.environ.get("TEST_CRASH_ENTRY"):
             os._exit(17)
+
+
+class CrashAfterClaim(Scheduler):
+    """Dies after claiming a slot of ``TEST_CRASH_ENTRY``, before publishing it."""
+
+    def _publish(self, plan: Any, slot: int) -> str:
+        if plan.name == os.environ.get("TEST_CRASH_ENTRY"):
+            os._exit(17)
+        return super()._publish(plan, slot)

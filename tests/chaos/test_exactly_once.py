@@ -143,3 +143,29 @@ def test_a_black_holed_broker_sends_no_slot_twice_and_every_skip_is_counted_trut
             assert "publishing" in logs and "failed" in logs, "the failed publishes are logged"
         finally:
             proxy.close()
+
+
+def test_a_replica_dying_between_claim_and_publish_delays_a_short_entry_never_skips_it(
+    three_masters: list[RedisServer], tmp_path: Path
+) -> None:
+    """A 1 s entry, a 3 s claim TTL: the slot the dead replica claimed is sent late by
+    another replica, with its task id, not counted as missed."""
+    settings = {"singleton_beat_claim_ttl": 3.0}
+    with beat_cluster(tmp_path, three_masters, {"one": {"every": 1}}, **settings) as cluster:
+        cluster.start_worker()
+        cluster.start_replica("steady")
+        wait_for(lambda: len(cluster.executions()) >= 2, 30, "first executions")
+        start = time.time()
+        crasher = cluster.start_replica(
+            "crasher", scheduler="tests.beat.app:CrashAfterClaim", TEST_CRASH_ENTRY="one"
+        )
+        wait_for(lambda: not crasher.alive(), 60, f"the crash hook\n{crasher.text()}")
+        time.sleep(6)
+        end = time.time() - 1.5
+        rows = cluster.executions()
+        skipped = master_hash(three_masters, f"{PREFIX}entry:one").get("skipped", 0)
+    assert crasher.popen.returncode == 17
+    counts = Counter(slot_ms(r["slot"]) for r in rows if r["entry"] == "one")
+    expected = interval_slots(1, start, end)
+    assert sorted(s for s in expected if counts[s] != 1) == [], "each slot ran exactly once"
+    assert skipped == 0, "no slot was counted as missed"
