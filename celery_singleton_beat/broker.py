@@ -1,8 +1,13 @@
 """Beat's broker connection: made before the first claim, and cut when a publish hangs.
 
-Both reach below kombu's public API (a Redis channel's client and connection pool, an
-AMQP connection's transport socket) and degrade to doing nothing when a transport does
-not have what they look for.
+Before claiming anything, beat connects, declares the queues its entries are routed to
+(kombu declares a queue at its first publish on a connection: on Redis, two more round
+trips) and switches redis-py's own retries off (a retried command would reach the broker
+after its claim expired). A publish that passes the publish timeout has its sockets shut
+down from the claim keeper's thread, so it fails at once instead of completing later.
+
+These reach below kombu's public API (a Redis channel's client and connection pool, an
+AMQP connection's transport socket) and do nothing where a transport has no such parts.
 """
 
 from __future__ import annotations
@@ -10,23 +15,36 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
+
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 logger = logging.getLogger(__name__)
 
 
-def warm(producer: Any) -> None:
-    """Open the broker connection now, so that the first publish costs one round trip
-    (a fresh Redis connection costs several: handshake, database selection)."""
-    channel = producer.channel
-    client = getattr(channel, "client", None)
-    if client is None or not hasattr(client, "ping"):
-        return
-    try:
-        client.ping()
-    except OSError:
-        client.ping()  # a connection cut before: the second one is new
+def warm(producer: Any, queues: Iterable[Any]) -> None:
+    """Open the broker connection and declare ``queues`` now, so that a publish costs one
+    round trip (a fresh Redis connection costs several: handshake, client info)."""
+    client = getattr(producer.channel, "client", None)
+    if client is not None and hasattr(client, "ping"):
+        _no_retries(client)
+        try:
+            client.ping()
+        except (OSError, ConnectionError):
+            client.ping()  # a connection cut before: the second one is new
+    for queue in queues:
+        producer.maybe_declare(queue)
+
+
+def _no_retries(client: Any) -> None:
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None)
+    if isinstance(kwargs, dict):
+        kwargs["retry"] = Retry(NoBackoff(), 0)
+    for connection in _connections(pool):
+        connection.retry = Retry(NoBackoff(), 0)
 
 
 def cut(producer: Any) -> int:
@@ -40,19 +58,21 @@ def cut(producer: Any) -> int:
     return shut
 
 
+def _connections(pool: Any) -> list[Any]:
+    if pool is None:
+        return []
+    return [
+        *getattr(pool, "_available_connections", []),
+        *getattr(pool, "_in_use_connections", []),
+    ]
+
+
 def _sockets(producer: Any) -> Iterator[socket.socket]:
-    channel = getattr(producer, "channel", None)
-    client = getattr(channel, "client", None)
-    pool = getattr(client, "connection_pool", None)
-    if pool is not None:
-        connections = [
-            *getattr(pool, "_available_connections", []),
-            *getattr(pool, "_in_use_connections", []),
-        ]
-        for connection in connections:
-            sock = getattr(connection, "_sock", None)
-            if isinstance(sock, socket.socket):
-                yield sock
+    client = getattr(getattr(producer, "channel", None), "client", None)
+    for connection in _connections(getattr(client, "connection_pool", None)):
+        sock = getattr(connection, "_sock", None)
+        if isinstance(sock, socket.socket):
+            yield sock
     amqp = getattr(getattr(producer, "connection", None), "connection", None)
     sock = getattr(getattr(amqp, "transport", None), "sock", None)
     if isinstance(sock, socket.socket):

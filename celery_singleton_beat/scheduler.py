@@ -240,9 +240,23 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         connection's handshake (on a slow broker, several round trips)."""
         self._broker_cold = False
         try:
-            broker.warm(self.producer)
+            broker.warm(self.producer, self._queues())
         except Exception as exc:
             logger.warning("singleton beat: the broker does not answer yet: %s", exc)
+
+    def _queues(self) -> list[Any]:
+        """The queues the entries' messages are routed to."""
+        queues: dict[str, Any] = {}
+        router = self.app.amqp.router
+        for plan in self.plans.values():
+            entry = plan.entry
+            try:
+                queue = router.route(entry.publish_options(), entry.task, (), {})["queue"]
+            except Exception:
+                continue
+            if queue is not None:
+                queues.setdefault(queue.name, queue)
+        return list(queues.values())
 
     def _wake(self, plan: Plan, when: int | None) -> None:
         if when is not None:
