@@ -20,6 +20,7 @@ from django.db.models import Count, Min, Q, Sum
 from kombu.utils.imports import symbol_by_name
 
 from celery_singleton_beat import overview
+from celery_singleton_beat._compat import created_apps, current_app
 from celery_singleton_beat.config import Config
 
 from .models import SlotDispatch, TaskRun
@@ -50,13 +51,11 @@ def celery_app(path: str | None = None) -> Any:
     Web requests run in threads where Celery's "current app" is its empty fallback, so
     the app the project made at start-up (``proj/celery.py``) is looked up instead.
     """
-    from celery import _state, current_app  # noqa: PLC0415
-
     if path:
         app = symbol_by_name(path)
     else:
-        made = [a for a in _state._get_active_apps() if a.main != "default"]
-        app = made[0] if len(made) == 1 else current_app._get_current_object()
+        made = [a for a in created_apps() if a.main != "default"]
+        app = made[0] if len(made) == 1 else current_app()
     overview.load_task_modules(app)  # the task modules give each task's lock TTL
     return app
 
