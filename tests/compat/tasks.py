@@ -34,10 +34,15 @@ class Tasks:
 def make_app(name: str, **settings: Any) -> Tasks:
     """An app whose singleton tasks lock in memory; ``settings`` go to ``app.conf``."""
     app = Celery(name, broker="memory://", backend="cache+memory://", set_as_current=False)
-    app.conf.update(singleton_beat_task_backend=MEMORY_LOCK, **settings)
+    app.conf.update(
+        singleton_beat_task_backend=MEMORY_LOCK,
+        broker_transport_options={"polling_interval": 0.05},
+        broker_connection_retry_on_startup=True,
+        **settings,
+    )
     made = Tasks(app)
 
-    @app.task(bind=True, base=SingletonTask, name=f"{name}.whoami")
+    @app.task(bind=True, shared=False, base=SingletonTask, name=f"{name}.whoami")
     def whoami(self: Any) -> dict[str, Any]:
         lease = self.singleton
         return {
@@ -46,20 +51,22 @@ def make_app(name: str, **settings: Any) -> Tasks:
             "fence": lease.fence if lease else None,
         }
 
-    @app.task(bind=True, base=SingletonTask, name=f"{name}.held", singleton_key="held")
+    @app.task(
+        bind=True, shared=False, base=SingletonTask, name=f"{name}.held", singleton_key="held"
+    )
     def held(self: Any) -> str:
         made.entered.set()
         made.gate.wait(10)
         return f"ran {self.request.id}"
 
-    @app.task(bind=True, base=SingletonTask, name=f"{name}.flaky", max_retries=3)
+    @app.task(bind=True, shared=False, base=SingletonTask, name=f"{name}.flaky", max_retries=3)
     def flaky(self: Any, fail_times: int) -> dict[str, Any]:
         made.attempts.append(self.request.retries)
         if self.request.retries < fail_times:
             raise self.retry(countdown=0)
         return {"retries": self.request.retries, "id": self.request.id}
 
-    @app.task(bind=True, base=SlotAwareTask, name=f"{name}.slotted")
+    @app.task(bind=True, shared=False, base=SlotAwareTask, name=f"{name}.slotted")
     def slotted(self: Any) -> str:
         return f"ran {self.request.id}"
 
