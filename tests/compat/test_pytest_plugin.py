@@ -32,19 +32,28 @@ def test_the_plugin_starts_real_redis_masters_for_a_user_test(tmp_path: Path) ->
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     (tmp_path / "test_masters.py").write_text(
         "import pytest\n"
-        "import redis\n\n"
+        "import redis\n"
+        "from celery_singleton_beat.locks import Redlock\n\n"
         "@pytest.fixture\n"
-        "def singleton_beat_redis_masters_count():\n"
-        "    return 2\n\n"
+        "def singleton_beat_redis_masters_count(request):\n"
+        "    return 3 if 'down' in request.node.name else 2\n\n"
         "def test_two_masters(singleton_beat_redis_masters, singleton_beat_redis_urls):\n"
         "    assert len(singleton_beat_redis_urls) == 2\n"
         "    assert len(set(singleton_beat_redis_urls)) == 2\n"
         "    for url in singleton_beat_redis_urls:\n"
-        "        assert redis.Redis.from_url(url).ping()\n"
+        "        assert redis.Redis.from_url(url).ping()\n\n"
+        "def test_one_of_three_down_still_grants(\n"
+        "    singleton_beat_redis_masters, singleton_beat_redis_urls\n"
+        "):\n"
+        "    lock = Redlock.from_urls(singleton_beat_redis_urls)\n"
+        "    singleton_beat_redis_masters[0].kill()\n"
+        "    lease = lock.acquire('task:sync:42', ttl=10)\n"
+        "    assert lease is not None\n"
+        "    assert lock.release(lease) is True\n"
     )
     done = run_pytest(tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1].startswith("1 passed")
+    assert done.stdout.strip().splitlines()[-1].startswith("2 passed")
 
 
 def test_a_run_that_uses_no_fixture_of_the_plugin_imports_neither_celery_nor_redis(
