@@ -331,6 +331,8 @@ class SingletonTask(SlotAwareTask):
         try:
             return super(SlotAwareTask, self).__call__(*args, **kwargs)
         except Retry:
+            # retry() marked the body's own request; the finally of __call__ reads this one
+            request.singleton_retrying = True
             status, release = "retry", self._option("release_on_retry", self._store()[0])
             raise
         except BaseException as exc:

@@ -70,5 +70,17 @@ def make_app(name: str, **settings: Any) -> Tasks:
     def slotted(self: Any) -> str:
         return f"ran {self.request.id}"
 
-    made.tasks.update(whoami=whoami, held=held, flaky=flaky, slotted=slotted)
+    @app.task(
+        bind=True, shared=False, base=SingletonTask, name=f"{name}.queued_once",
+        singleton_enqueue=True, singleton_key="queued",
+    )  # fmt: skip
+    def queued_once(self: Any) -> str:
+        made.attempts.append(self.request.retries)
+        if self.request.retries == 0:
+            raise self.retry(countdown=2)
+        return str(self.request.id)
+
+    made.tasks.update(
+        whoami=whoami, held=held, flaky=flaky, slotted=slotted, queued_once=queued_once
+    )
     return made

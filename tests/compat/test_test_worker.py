@@ -5,6 +5,7 @@ supported Celery: the body sees its request and lease, copies are skipped, retri
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -78,3 +79,18 @@ def test_a_slot_message_delivered_twice_runs_once_in_the_worker(
     again = worker.slotted.apply_async(task_id="slot-w2", headers=headers).get(timeout=10)
     assert (first, again) == ("ran slot-w1", None)
     assert [(e.task_id, e.reason) for e in skipped] == [("slot-w2", "skipped_duplicate")]
+
+
+def test_a_message_retried_by_its_body_keeps_its_enqueue_lock_until_it_has_run(
+    worker: Tasks,
+) -> None:
+    first = worker.queued_once.delay()
+    deadline = time.monotonic() + 10
+    while worker.attempts != [0]:
+        assert time.monotonic() < deadline, "the first attempt ran"
+        time.sleep(0.01)
+    time.sleep(0.5)  # the attempt has ended; its retry waits for its countdown
+    again = worker.queued_once.delay()
+    assert again.id == first.id, "the retry is still the queued message of the key"
+    assert first.get(timeout=10) == first.id
+    assert worker.attempts == [0, 1]
