@@ -39,3 +39,16 @@ def test_a_held_key_on_a_tasks_own_backend_skips_the_copy() -> None:
     assert busy.delay().get() is None
     lock.release(holder)
     assert busy.delay().get() == "ran"
+
+
+def test_overriding_the_lock_backend_with_something_else_is_refused_by_name() -> None:
+    import pytest
+
+    from celery_singleton_beat import ConfigurationError
+    from celery_singleton_beat.task import override_lock_backend
+
+    with pytest.raises(ConfigurationError) as refused:
+        override_lock_backend("redis://127.0.0.1:6379/0").__enter__()  # type: ignore[arg-type]
+    assert str(refused.value) == (
+        "override_lock_backend(backend) = 'redis://127.0.0.1:6379/0' is not valid: a LockBackend."
+    )
