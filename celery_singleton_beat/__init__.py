@@ -1,15 +1,35 @@
-"""celery-singleton-beat: highly available Celery Beat, each periodic task sent and run once."""
+"""celery-singleton-beat: highly available Celery Beat, each periodic task sent and run once.
 
-from celery_singleton_beat.errors import (
-    ConfigurationError,
-    LockError,
-    QuorumUnavailable,
-    SingletonBeatError,
-)
-from celery_singleton_beat.scheduler import Scheduler
-from celery_singleton_beat.task import SingletonTask, SlotAwareTask
+The names below are imported on first use, so that importing a submodule alone (the
+pytest plugin, loaded in every pytest run) does not import Celery, kombu and redis-py.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from celery_singleton_beat.errors import (
+        ConfigurationError,
+        LockError,
+        QuorumUnavailable,
+        SingletonBeatError,
+    )
+    from celery_singleton_beat.scheduler import Scheduler
+    from celery_singleton_beat.task import SingletonTask, SlotAwareTask
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "ConfigurationError": "celery_singleton_beat.errors",
+    "LockError": "celery_singleton_beat.errors",
+    "QuorumUnavailable": "celery_singleton_beat.errors",
+    "SingletonBeatError": "celery_singleton_beat.errors",
+    "Scheduler": "celery_singleton_beat.scheduler",
+    "SingletonTask": "celery_singleton_beat.task",
+    "SlotAwareTask": "celery_singleton_beat.task",
+}
 
 __all__ = [
     "ConfigurationError",
@@ -21,3 +41,16 @@ __all__ = [
     "SlotAwareTask",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'celery_singleton_beat' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -18,8 +18,11 @@ import socket
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from celery_singleton_beat._compat import broker_pools, connection_socket, pool_connections
 
 logger = logging.getLogger(__name__)
 
@@ -27,23 +30,20 @@ logger = logging.getLogger(__name__)
 def warm(producer: Any, queues: Iterable[Any]) -> None:
     """Open the broker connection and declare ``queues`` now, so that a publish costs one
     round trip (a fresh Redis connection costs several: handshake, client info)."""
-    client = getattr(producer.channel, "client", None)
-    if client is not None and hasattr(client, "ping"):
-        _no_retries(client)
+    for pool in broker_pools(producer):
+        _no_retries(pool)
+        client = redis.Redis(connection_pool=pool)
         try:
             client.ping()
-        except (OSError, ConnectionError):
+        except (OSError, redis.ConnectionError):
             client.ping()  # a connection cut before: the second one is new
     for queue in queues:
         producer.maybe_declare(queue)
 
 
-def _no_retries(client: Any) -> None:
-    pool = getattr(client, "connection_pool", None)
-    kwargs = getattr(pool, "connection_kwargs", None)
-    if isinstance(kwargs, dict):
-        kwargs["retry"] = Retry(NoBackoff(), 0)
-    for connection in _connections(pool):
+def _no_retries(pool: Any) -> None:
+    pool.connection_kwargs["retry"] = Retry(NoBackoff(), 0)
+    for connection in pool_connections(pool):
         connection.retry = Retry(NoBackoff(), 0)
 
 
@@ -58,21 +58,12 @@ def cut(producer: Any) -> int:
     return shut
 
 
-def _connections(pool: Any) -> list[Any]:
-    if pool is None:
-        return []
-    return [
-        *getattr(pool, "_available_connections", []),
-        *getattr(pool, "_in_use_connections", []),
-    ]
-
-
 def _sockets(producer: Any) -> Iterator[socket.socket]:
-    client = getattr(getattr(producer, "channel", None), "client", None)
-    for connection in _connections(getattr(client, "connection_pool", None)):
-        sock = getattr(connection, "_sock", None)
-        if isinstance(sock, socket.socket):
-            yield sock
+    for pool in broker_pools(producer):
+        for connection in pool_connections(pool):
+            sock = connection_socket(connection)
+            if sock is not None:
+                yield sock
     amqp = getattr(getattr(producer, "connection", None), "connection", None)
     sock = getattr(getattr(amqp, "transport", None), "sock", None)
     if isinstance(sock, socket.socket):

@@ -170,11 +170,14 @@ class TaskConfig:
     Redis URL is needed for tasks."""
 
     @classmethod
-    def from_conf(cls, conf: Mapping[str, Any]) -> TaskConfig:
+    def from_conf(cls, conf: Mapping[str, Any], *, urls_required: bool = True) -> TaskConfig:
+        """The settings from ``conf``; with ``urls_required=False`` (a task that brings its
+        own lock backend) a missing ``singleton_beat_redis_urls`` is no error."""
         urls = conf.get("singleton_beat_task_redis_urls")
+        own_backend = conf.get("singleton_beat_task_backend") or not urls_required
         if urls:
             redis_urls = _redis_urls({"singleton_beat_redis_urls": urls})
-        elif conf.get("singleton_beat_task_backend") and not conf.get("singleton_beat_redis_urls"):
+        elif own_backend and not conf.get("singleton_beat_redis_urls"):
             redis_urls = ()
         else:
             redis_urls = _redis_urls(conf)
@@ -186,7 +189,7 @@ class TaskConfig:
             values[f.name] = f.default if value is None else value
         config = cls(redis_urls=redis_urls, **values)
         try:
-            config.validate()
+            config.validate(urls_required=urls_required)
         except ConfigurationError as exc:
             if exc.name != "singleton_beat_task_redis_urls" or urls:
                 raise
@@ -206,7 +209,7 @@ class TaskConfig:
             _refuse("task_backend", self.task_backend, f"{accepted} naming a class or function")
         return found
 
-    def validate(self) -> None:
+    def validate(self, *, urls_required: bool = True) -> None:
         for name in (
             "node_timeout", "fence_retention", "task_fence_retention", "task_ttl",
             "task_retry_countdown",
@@ -220,8 +223,8 @@ class TaskConfig:
             _refuse("task_release_on_retry", self.task_release_on_retry, "True or False")
         if self.task_backend is not None:
             self.backend_factory()
-            if not self.redis_urls:
-                return
+        if not self.redis_urls and (self.task_backend is not None or not urls_required):
+            return
         try:
             parse_masters(self.redis_urls, self.node_timeout)
         except ConfigurationError as exc:

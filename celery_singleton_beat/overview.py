@@ -18,6 +18,7 @@ import redis
 from celery.beat import ScheduleEntry
 from celery.schedules import crontab
 
+from celery_singleton_beat._compat import cron_fields
 from celery_singleton_beat.config import Config, TaskConfig
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks.nodes import parse_masters
@@ -222,11 +223,7 @@ def force_release(config: Config | TaskConfig, clients: list[redis.Redis], name:
 
 def cron_expression(cron: crontab) -> str:
     """The five crontab fields as written (``*/15 9-17 * * mon-fri``)."""
-    fields = (
-        cron._orig_minute, cron._orig_hour, cron._orig_day_of_month,
-        cron._orig_month_of_year, cron._orig_day_of_week,
-    )  # fmt: skip
-    return " ".join(str(f) for f in fields)
+    return " ".join(cron_fields(cron))
 
 
 def in_words(schedule: Any) -> str:

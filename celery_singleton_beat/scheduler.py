@@ -17,7 +17,6 @@ still apply, so a leader that was paused past its lease cannot publish twice.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import heapq
@@ -32,9 +31,13 @@ from functools import cached_property
 from typing import Any
 
 from celery import beat
-from celery.beat import _evaluate_entry_args, _evaluate_entry_kwargs
 
 from celery_singleton_beat import broker, events
+from celery_singleton_beat._compat import (
+    evaluate_entry_args,
+    evaluate_entry_kwargs,
+    producer_batch,
+)
 from celery_singleton_beat.config import Config
 from celery_singleton_beat.decide import SlotView, Verdict, decide
 from celery_singleton_beat.entries import Entry, Plan
@@ -433,10 +436,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
     def _publish_batch(self) -> Any:
         """Messages published inside go to the broker together at its end (one pipeline on
         Redis, with kombu >= 5.7); brokers without batches publish each message at once."""
-        batch = getattr(self.producer, "batch", None)
-        if batch is None:
-            return contextlib.nullcontext()
-        return batch(max_size=2 * CLAIM_CHUNK + 16)
+        return producer_batch(self.producer, max_size=2 * CLAIM_CHUNK + 16)
 
     def _publish_failed(self, plan: Plan, slot: int, exc: BaseException) -> None:
         events.emit(
@@ -459,8 +459,8 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 REPLICA_HEADER: self.replica,
             }
         )
-        args = _evaluate_entry_args(entry.args)
-        kwargs = _evaluate_entry_kwargs(entry.kwargs)
+        args = evaluate_entry_args(entry.args)
+        kwargs = evaluate_entry_kwargs(entry.kwargs)
         logger.info(
             "Scheduler: Sending due task %s (%s) for slot %s",
             plan.name,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib
 import math
 import uuid
 from typing import Any, Protocol
@@ -114,21 +115,83 @@ class CronSlots:
 
 
 class SolarSlots:
-    """Occurrences of a Celery ``solar`` event, to the second."""
+    """Occurrences of a Celery ``solar`` event, to the second.
+
+    Computed with ephem from the schedule's public fields (``event``, ``lat``, ``lon``)
+    and the event definitions Celery documents, never through the schedule's own search:
+    that one is private and differs between Celery releases, while every replica, whatever
+    its Celery, must find the same slots. An event that does not happen on a day (sunrise
+    in the polar night) is searched for on the following days, up to
+    :data:`SOLAR_HORIZON_DAYS`; past that the entry has no slot.
+    """
 
     def __init__(self, sun: solar) -> None:
+        if sun.event not in SOLAR_EVENTS:
+            raise ConfigurationError("solar event", sun.event, f"one of {sorted(SOLAR_EVENTS)}")
         self.sun = sun
+        self._method, horizon, self._use_center = SOLAR_EVENTS[sun.event]
+        self._observer = _observer(sun.lat, sun.lon, horizon)
 
-    def next_after(self, t: int) -> int:
-        sun = self.sun
-        start = dt.datetime.fromtimestamp(t / 1000, UTC).replace(tzinfo=None)
-        event = sun._next_event(sun.ephem.Date(start))
-        when = event.datetime().replace(tzinfo=UTC)
-        slot = math.ceil(when.timestamp()) * 1000
-        return slot if slot > t else self.next_after(t + 1000)
+    def next_after(self, t: int) -> int | None:
+        start = t / 1000
+        while True:
+            when = self._next_event(start)
+            if when is None:
+                return None
+            slot = math.ceil(when) * 1000
+            if slot > t:
+                return slot
+            start = when + 1.0
+
+    def _next_event(self, start: float) -> float | None:
+        """The UTC timestamp of the first event strictly after ``start`` (a timestamp)."""
+        ephem = _ephem()
+        sun = ephem.Sun()
+        kwargs = {"use_center": True} if self._use_center else {}
+        when = ephem.Date(dt.datetime.fromtimestamp(start, UTC).replace(tzinfo=None))
+        for _ in range(SOLAR_HORIZON_DAYS):
+            try:
+                found = getattr(self._observer, self._method)(sun, start=when, **kwargs)
+            except ephem.CircumpolarError:
+                when = self._observer.next_antitransit(sun, start=when)
+                continue
+            moment = found.datetime().replace(tzinfo=UTC)
+            return float(moment.timestamp())
+        return None
 
     def fingerprint(self) -> str:
         return f"solar:{self.sun.event}:{self.sun.lat}:{self.sun.lon}"
+
+
+#: event -> (ephem Observer method, horizon, use the sun's centre), as Celery defines them
+SOLAR_EVENTS: dict[str, tuple[str, str, bool]] = {
+    "dawn_astronomical": ("next_rising", "-18", True),
+    "dawn_nautical": ("next_rising", "-12", True),
+    "dawn_civil": ("next_rising", "-6", True),
+    "sunrise": ("next_rising", "-0:34", False),
+    "solar_noon": ("next_transit", "0", False),
+    "sunset": ("next_setting", "-0:34", False),
+    "dusk_civil": ("next_setting", "-6", True),
+    "dusk_nautical": ("next_setting", "-12", True),
+    "dusk_astronomical": ("next_setting", "-18", True),
+}
+#: How many days a solar search looks ahead for an event that does not happen every day.
+SOLAR_HORIZON_DAYS = 366
+
+
+def _ephem() -> Any:
+    # celery.schedules.solar needs ephem too; only solar entries do, so it is optional
+    return importlib.import_module("ephem")
+
+
+def _observer(lat: float, lon: float, horizon: str) -> Any:
+    observer = _ephem().Observer()
+    observer.lat = str(lat)
+    observer.lon = str(lon)
+    observer.elev = 0
+    observer.pressure = 0
+    observer.horizon = horizon
+    return observer
 
 
 def slots_for(entry_name: str, run_every: Any, tz: dt.tzinfo) -> Slots:

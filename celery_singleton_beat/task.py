@@ -12,6 +12,7 @@ the body as ``self.singleton`` (key, fencing token, ``remaining()``, ``lost``).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -21,7 +22,7 @@ import socket
 import string
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from celery import Task
@@ -52,12 +53,42 @@ SLOT_PENDING_HEADER = "singleton_beat_slot_unchecked"
 _UNSET: Any = object()
 
 _stores: dict[tuple[int, int], tuple[TaskConfig, LockBackend]] = {}
+_configs: dict[tuple[int, int], TaskConfig] = {}
 _stores_mutex = threading.Lock()
 _marks: dict[LockBackend, LockBackend] = {}
+_overrides: list[LockBackend] = []
+
+
+def task_config(app: Any) -> TaskConfig:
+    """The app's ``singleton_beat_task_*`` settings, read once per process.
+
+    Needs no Redis URL: enough for tasks that bring their own lock backend.
+    """
+    key = (id(app), os.getpid())
+    with _stores_mutex:
+        if key not in _configs:
+            _configs[key] = TaskConfig.from_conf(app.conf, urls_required=False)
+        return _configs[key]
+
+
+@contextlib.contextmanager
+def override_lock_backend(backend: LockBackend) -> Iterator[LockBackend]:
+    """Inside, every singleton and slot-aware task of every app in this process locks on
+    ``backend``, whatever the settings or its own ``singleton_backend`` say (for tests:
+    see ``celery_singleton_beat.pytest_plugin``)."""
+    if not isinstance(backend, LockBackend):
+        raise ConfigurationError("override_lock_backend(backend)", backend, "a LockBackend")
+    _overrides.append(backend)
+    try:
+        yield backend
+    finally:
+        _overrides.remove(backend)
 
 
 def lock_store(app: Any) -> tuple[TaskConfig, LockBackend]:
     """The app's task settings and lock backend, made once per process (safe after fork)."""
+    if _overrides:
+        return task_config(app), _overrides[-1]
     key = (id(app), os.getpid())
     with _stores_mutex:
         if key not in _stores:
@@ -75,11 +106,10 @@ def lock_store(app: Any) -> tuple[TaskConfig, LockBackend]:
         return _stores[key]
 
 
-def _slot_marks(app: Any) -> tuple[TaskConfig, LockBackend]:
-    """The backend for slot "ran" marks: the task backend, but on Redlock with the fencing
+def _slot_marks(config: TaskConfig, backend: LockBackend) -> tuple[TaskConfig, LockBackend]:
+    """The backend for slot "ran" marks: the task's backend, but on Redlock with the fencing
     counters kept only as long as the marks (``singleton_beat_fence_retention``), as there
     is one key per slot."""
-    config, backend = lock_store(app)
     if not isinstance(backend, Redlock):
         return config, backend
     with _stores_mutex:
@@ -125,6 +155,23 @@ class SlotAwareTask(Task):  # type: ignore[misc]
             return self._slot_lock_error(exc, args, kwargs)
         return super().__call__(*args, **kwargs)
 
+    def push_request(self, *args: Any, **kwargs: Any) -> None:
+        """Push a request that starts from the current one, as Celery >= 5.5 does.
+
+        A task class with its own ``__call__`` runs the body through ``Task.__call__``,
+        which pushes a request of its own on top of the one the worker (or ``apply()``, in
+        eager mode) pushed. Before Celery 5.5 that request started empty::
+
+            worker/apply   push request(id=..., retries=..., headers=..., is_eager=...)
+            our __call__   takes the lock, request.singleton_lease = lease
+            Task.__call__  push request(args, kwargs)   <- id None, no lease, called_directly
+            body           self.request.id is None, self.singleton is None, retry() re-raises
+
+        Starting from the current request keeps the id, retries, headers and lease in the
+        body on every supported Celery.
+        """
+        super().push_request(*args, **{**vars(self.request), **kwargs})
+
     def _slot_marker(self) -> tuple[str, str] | None:
         request = self.request
         headers = request.headers or {}
@@ -137,7 +184,7 @@ class SlotAwareTask(Task):  # type: ignore[misc]
 
     def _slot_lock_error(self, exc: LockError, args: Any, kwargs: Any) -> Any:
         """The lock store cannot say whether the slot ran: follow ``on_lock_error``."""
-        config = _slot_marks(self.app)[0]
+        config = self._store()[0]
         policy = getattr(self, "singleton_on_lock_error", _UNSET)
         entry, slot = self._slot_marker() or ("?", "?")
         key = f"ran:{entry}:{slot}"
@@ -186,7 +233,7 @@ class SlotAwareTask(Task):  # type: ignore[misc]
         marker = self._slot_marker()
         if marker is None:
             return False
-        config, backend = _slot_marks(self.app)
+        config, backend = _slot_marks(*self._store())
         entry, slot = marker
         key = f"ran:{entry}:{slot}"
         lease = backend.acquire(key, ttl=config.fence_retention, wait=1.0)
@@ -206,6 +253,9 @@ class SlotAwareTask(Task):  # type: ignore[misc]
             )
         )  # fmt: skip
         return True
+
+    def _store(self) -> tuple[TaskConfig, LockBackend]:
+        return lock_store(self.app)
 
 
 class SingletonTask(SlotAwareTask):
@@ -354,6 +404,8 @@ class SingletonTask(SlotAwareTask):
         try:
             return super(SlotAwareTask, self).__call__(*args, **kwargs)
         except Retry:
+            # retry() marked the body's own request; the finally of __call__ reads this one
+            request.singleton_retrying = True
             status, release = "retry", self._option("release_on_retry", self._store()[0])
             raise
         except BaseException as exc:
@@ -439,11 +491,11 @@ class SingletonTask(SlotAwareTask):
         raise self.retry(countdown=self._option("retry_countdown", config), exc=exc)
 
     def _store(self) -> tuple[TaskConfig, LockBackend]:
-        config, backend = lock_store(self.app)
         chosen = self.singleton_backend
-        if chosen is None:
-            return config, backend
-        return config, chosen if isinstance(chosen, LockBackend) else chosen(self.app)
+        if chosen is None or _overrides:
+            return lock_store(self.app)
+        backend = chosen if isinstance(chosen, LockBackend) else chosen(self.app)
+        return task_config(self.app), backend
 
     def _option(self, name: str, config: TaskConfig) -> Any:
         value = getattr(self, f"singleton_{name}")

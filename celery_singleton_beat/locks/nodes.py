@@ -15,22 +15,21 @@ import select
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, cast
+from collections.abc import Iterable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from redis.backoff import NoBackoff
-from redis.connection import Connection, parse_url
+from redis.connection import Connection
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from celery_singleton_beat._compat import connection_socket, parse_redis_url, quiet_handshake
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.urls import safe_url, safe_value
 
 Command = Sequence[Any]
-
-_parse_url = cast(Callable[[str], dict[str, Any]], parse_url)
 
 _URL_FORM = (
     "a redis:// or rediss:// URL such as redis://[user:password@]host:6379/0, with a "
@@ -49,25 +48,12 @@ def _parse(url: str) -> dict[str, Any] | None:
         parts = urlsplit(url)
         if "@" in url[len(parts.scheme) + 3 + len(parts.netloc) :]:
             return None
-        return _parse_url(url)
+        return parse_redis_url(url)
     except (ValueError, TypeError):
         return None
 
 
-def _quiet_handshake() -> dict[str, Any]:
-    """Connection options for a connect with no handshake round trip.
-
-    RESP2 (no ``HELLO``) and no ``CLIENT SETINFO``: a new connection to a master that
-    accepts but does not answer must not stall the writes to the other masters.
-    """
-    try:
-        import redis.driver_info  # noqa: F401, PLC0415  (redis-py >= 7.1)
-    except ImportError:
-        return {"lib_name": None, "lib_version": None, "protocol": 2}
-    return {"driver_info": None, "protocol": 2}
-
-
-_HANDSHAKE = _quiet_handshake()
+_HANDSHAKE = quiet_handshake()
 
 
 class Node:
@@ -299,10 +285,11 @@ def _readable(connections: list[Any], timeout: float) -> list[Any]:
     One ``poll()`` for all of them; redis-py's own ``can_read`` would switch each socket's
     timeout back and forth around every read.
     """
-    by_fd = {c._sock.fileno(): c for c in connections if c._sock is not None}
+    sockets = [(c, connection_socket(c)) for c in connections]
+    by_fd = {sock.fileno(): c for c, sock in sockets if sock is not None}
     if len(by_fd) < len(connections):  # a socket closed under us reads as "ready": it fails fast
-        return [c for c in connections if c._sock is None]
-    buffered = [c for c in connections if isinstance(c._sock, ssl.SSLSocket) and c._sock.pending()]
+        return [c for c, sock in sockets if sock is None]
+    buffered = [c for c, sock in sockets if isinstance(sock, ssl.SSLSocket) and sock.pending()]
     if buffered:  # TLS bytes already decrypted are invisible to poll()
         return buffered
     poller = select.poll()

@@ -21,6 +21,7 @@ from django.utils.translation import gettext, gettext_noop
 from kombu.utils.imports import symbol_by_name
 
 from celery_singleton_beat import overview
+from celery_singleton_beat._compat import created_apps, current_app
 from celery_singleton_beat.config import Config
 from celery_singleton_beat.decide import ON_TIME
 
@@ -66,13 +67,11 @@ def celery_app(path: str | None = None) -> Any:
     Web requests run in threads where Celery's "current app" is its empty fallback, so
     the app the project made at start-up (``proj/celery.py``) is looked up instead.
     """
-    from celery import _state, current_app  # noqa: PLC0415
-
     if path:
         app = symbol_by_name(path)
     else:
-        made = [a for a in _state._get_active_apps() if a.main != "default"]
-        app = made[0] if len(made) == 1 else current_app._get_current_object()
+        made = [a for a in created_apps() if a.main != "default"]
+        app = made[0] if len(made) == 1 else current_app()
     overview.load_task_modules(app)  # the task modules give each task's lock TTL
     return app
 

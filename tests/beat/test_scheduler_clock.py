@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from celery import Celery
 from celery.schedules import crontab
+from kombu import Producer
 
 from celery_singleton_beat import events, scheduler
 from celery_singleton_beat.scheduler import Scheduler
@@ -129,6 +130,11 @@ def test_entries_added_removed_and_changed_between_restarts(
     ], "a changed interval continues after the last slot handled, on its own anchor"
 
 
+#: kombu >= 5.7 sends a batch of messages in one pipeline; older kombu publishes each at once
+KOMBU_HAS_BATCH = hasattr(Producer, "batch")
+
+
+@pytest.mark.skipif(not KOMBU_HAS_BATCH, reason="kombu < 5.7 publishes each message at once")
 def test_a_batch_that_never_reaches_the_broker_is_retried_and_not_counted(
     redis_cluster: Callable[[int], list[RedisServer]], clock: FakeClock, fired: list[Any]
 ) -> None:
@@ -175,6 +181,56 @@ def test_a_batch_that_never_reaches_the_broker_is_retried_and_not_counted(
         assert sorted(e.entry for e in fired) == ["e0", "e1", "e2"]
         assert {e.slot for e in fired} == {e.slot for e in skipped}, "the same slots, retried"
         assert queue.llen("celery") == 3, "each message reached the broker once"
+    finally:
+        unsubscribe()
+        queue.close()
+        sched.close()
+
+
+@pytest.mark.skipif(KOMBU_HAS_BATCH, reason="kombu >= 5.7 publishes a chunk as one batch")
+def test_without_batches_a_message_that_fails_to_publish_is_retried_alone(
+    redis_cluster: Callable[[int], list[RedisServer]], clock: FakeClock, fired: list[Any]
+) -> None:
+    """Older kombu publishes message by message: the ones sent count, the failed one is
+    retried on its own, with the same slot."""
+    import redis
+
+    master = redis_cluster(1)[0]
+    broker = f"redis://127.0.0.1:{master.port}/1"
+    app = Celery("per-message-tests", broker=broker)
+    schedule = {f"e{i}": {"task": "t", "schedule": 10.0} for i in range(3)}
+    app.conf.update(singleton_beat_redis_urls=[master.url], beat_schedule=schedule)
+    sched = Scheduler(app=app)
+    queue = redis.Redis.from_url(broker)
+    skipped: list[events.SlotSkipped] = []
+    unsubscribe = events.subscribe(
+        lambda e: skipped.append(e) if isinstance(e, events.SlotSkipped) else None
+    )
+    real = sched._publish
+
+    def broker_refuses_e1(plan: Any, slot: int) -> str:
+        if plan.name == "e1":
+            raise ConnectionError("broker gone")
+        return real(plan, slot)
+
+    try:
+        sched.tick()
+        clock.now += 10
+        fired.clear()
+        before = queue.llen("celery")
+        sched._publish = broker_refuses_e1  # type: ignore[method-assign]
+        sched.tick()
+        assert sorted(e.entry for e in fired) == ["e0", "e2"]
+        assert [(e.entry, e.reason) for e in skipped] == [("e1", "publish_failed")]
+        assert "broker gone" in skipped[0].detail
+        assert queue.llen("celery") - before == 2
+
+        sched._publish = real  # type: ignore[method-assign]
+        clock.now += 1.5
+        sched.tick()
+        assert sorted(e.entry for e in fired) == ["e0", "e1", "e2"]
+        assert fired[-1].slot == skipped[0].slot, "the same slot, retried"
+        assert queue.llen("celery") - before == 3, "each message reached the broker once"
     finally:
         unsubscribe()
         queue.close()

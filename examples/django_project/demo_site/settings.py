@@ -24,6 +24,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_singleton_beat",
     "billing",
+    "demo_site.apps.DemoSiteConfig",
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -66,8 +67,9 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": env("DEMO_DB_NAME", str(BASE_DIR / "demo.sqlite3")),
-            # beat replicas, the worker and the web server write to one file
-            "OPTIONS": {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"},
+            # beat replicas, the worker and the web server write to one file (in WAL mode:
+            # see demo_site/apps.py)
+            "OPTIONS": {"timeout": 20},
         }
     }
 

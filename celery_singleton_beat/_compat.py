@@ -1,0 +1,125 @@
+"""Every use of a private or version-dependent part of Celery, kombu and redis-py.
+
+The rest of the package imports these names and never reaches into another library's
+internals itself, so that a new release can break at most this module, and
+``tests/compat/test_compat.py`` shows on each supported version (Celery >= 5.3,
+kombu >= 5.3, redis-py >= 5) that every shim still does its job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
+
+from celery import Celery
+from celery.beat import BeatLazyFunc
+from celery.schedules import crontab
+from redis import connection as redis_connection
+
+
+def evaluate_entry_args(args: Sequence[Any] | None) -> list[Any]:
+    """A beat entry's positional arguments with each ``BeatLazyFunc`` called, as beat does.
+
+    Celery's own helper for this (``celery.beat._evaluate_entry_args``) is private.
+    """
+    return [a() if isinstance(a, BeatLazyFunc) else a for a in args or ()]
+
+
+def evaluate_entry_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A beat entry's keyword arguments with each ``BeatLazyFunc`` called, as beat does."""
+    return {k: v() if isinstance(v, BeatLazyFunc) else v for k, v in (kwargs or {}).items()}
+
+
+def cron_fields(cron: crontab) -> tuple[str, str, str, str, str]:
+    """The five fields of a crontab as written: minute, hour, day of month, month, weekday.
+
+    Read from the pickling protocol (``__reduce__``, the same layout since Celery 4),
+    not from the private ``_orig_*`` attributes.
+    """
+    minute, hour, day_of_week, day_of_month, month_of_year = cron.__reduce__()[1][:5]
+    return (
+        str(minute),
+        str(hour),
+        str(day_of_month),
+        str(month_of_year),
+        str(day_of_week),
+    )
+
+
+def created_apps() -> list[Celery]:
+    """The Celery apps made in this process (Celery keeps them in a private weak set)."""
+    from celery import _state  # noqa: PLC0415
+
+    return list(_state._get_active_apps())
+
+
+def current_app() -> Celery:
+    """The current Celery app itself (not the proxy ``celery.current_app``)."""
+    from celery import _state  # noqa: PLC0415
+
+    return cast(Celery, _state.get_current_app())
+
+
+def producer_batch(producer: Any, max_size: int) -> contextlib.AbstractContextManager[Any]:
+    """``producer.batch(max_size)`` where kombu has it (>= 5.7), else a no-op context.
+
+    Inside a batch, messages reach the broker together at its end; without one, each
+    message is published at once, which is as correct and only slower.
+    """
+    batch: Callable[..., Any] | None = getattr(producer, "batch", None)
+    if batch is None:
+        return contextlib.nullcontext()
+    return cast(contextlib.AbstractContextManager[Any], batch(max_size=max_size))
+
+
+def parse_redis_url(url: str) -> dict[str, Any]:
+    """redis-py's URL parser (connection options from a ``redis://`` URL)."""
+    parse: Callable[[str], dict[str, Any]] = redis_connection.parse_url
+    return parse(url)
+
+
+def connection_socket(connection: Any) -> socket.socket | None:
+    """The socket of a redis-py ``Connection``, ``None`` while it is not connected.
+
+    redis-py keeps it in the private ``_sock``; polling several connections at once
+    (one ``poll()`` over every master) needs it.
+    """
+    return cast("socket.socket | None", getattr(connection, "_sock", None))
+
+
+def quiet_handshake() -> dict[str, Any]:
+    """Connection options for a connect with no handshake round trip.
+
+    RESP2 (no ``HELLO``) and no ``CLIENT SETINFO``: a new connection to a master that
+    accepts but does not answer must not stall the writes to the other masters.
+    redis-py >= 7.1 names the library through ``driver_info``, older ones through
+    ``lib_name``/``lib_version``.
+    """
+    try:
+        import redis.driver_info  # noqa: F401, PLC0415  (redis-py >= 7.1)
+    except ImportError:
+        return {"lib_name": None, "lib_version": None, "protocol": 2}
+    return {"driver_info": None, "protocol": 2}
+
+
+def pool_connections(pool: Any) -> list[Any]:
+    """Every connection a redis-py ``ConnectionPool`` holds, idle or in use (private lists;
+    beat cuts its broker connection through them when a publish hangs)."""
+    if pool is None:
+        return []
+    return [
+        *getattr(pool, "_available_connections", []),
+        *getattr(pool, "_in_use_connections", []),
+    ]
+
+
+def broker_pools(producer: Any) -> list[Any]:
+    """The redis-py connection pools behind a kombu Redis channel: ``pool`` (publishing,
+    queue declarations) and ``async_pool`` (``channel.client``); none for other
+    transports."""
+    channel = getattr(producer, "channel", None)
+    if channel is None or not hasattr(channel, "conn_or_acquire"):
+        return []
+    return [channel.pool, channel.async_pool]

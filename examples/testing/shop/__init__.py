@@ -1,0 +1,1 @@
+"""An example application with singleton tasks, and the tests a user writes for it."""

@@ -1,0 +1,119 @@
+"""Each shim of ``celery_singleton_beat._compat`` works on the Celery, kombu and redis-py
+this interpreter runs (the version matrix runs this file on every supported set)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import kombu
+import pytest
+import redis
+from celery import Celery
+from celery.beat import BeatLazyFunc
+from celery.schedules import crontab
+from redis.connection import Connection
+
+from celery_singleton_beat import _compat
+from celery_singleton_beat.overview import cron_expression
+from celery_singleton_beat.testing import RedisServer
+
+KOMBU_HAS_BATCH = tuple(int(p) for p in kombu.__version__.split(".")[:2]) >= (5, 7)
+
+
+@pytest.fixture
+def server(redis_cluster: Callable[[int], list[RedisServer]]) -> RedisServer:
+    return redis_cluster(1)[0]
+
+
+def test_entry_arguments_have_their_lazy_functions_called() -> None:
+    args = _compat.evaluate_entry_args([1, BeatLazyFunc(lambda: 2 + 3), "x"])
+    kwargs = _compat.evaluate_entry_kwargs({"n": BeatLazyFunc(len, "abcd"), "plain": None})
+    assert args == [1, 5, "x"]
+    assert kwargs == {"n": 4, "plain": None}
+    assert _compat.evaluate_entry_args(None) == []
+    assert _compat.evaluate_entry_kwargs(None) == {}
+
+
+def test_a_crontab_gives_back_its_five_fields_as_written() -> None:
+    cron = crontab(minute="*/15", hour="9-17", day_of_month="1-7", day_of_week="mon-fri")
+    assert _compat.cron_fields(cron) == ("*/15", "9-17", "1-7", "*", "mon-fri")
+    assert cron_expression(crontab(minute=30, hour=2)) == "30 2 * * *"
+
+
+def test_the_apps_made_in_the_process_and_the_current_one_are_found() -> None:
+    app = Celery("compat-apps", broker="memory://", set_as_current=False)
+    assert app in _compat.created_apps()
+    app.set_current()
+    assert _compat.current_app() is app
+
+
+def test_a_producer_batch_publishes_at_its_end_where_kombu_has_batches(
+    server: RedisServer,
+) -> None:
+    broker = f"redis://127.0.0.1:{server.port}/1"
+    app = Celery("compat-batch", broker=broker, set_as_current=False)
+    queue = redis.Redis.from_url(broker)
+    try:
+        with app.producer_or_acquire() as producer:
+            with _compat.producer_batch(producer, max_size=10):
+                for n in range(3):
+                    app.send_task("t", args=(n,), producer=producer)
+                inside = queue.llen("celery")
+            after = queue.llen("celery")
+    finally:
+        queue.close()
+    if KOMBU_HAS_BATCH:
+        assert (inside, after) == (0, 3), "kombu >= 5.7: sent together at the end"
+    else:
+        assert (inside, after) == (3, 3), "older kombu: each message published at once"
+
+
+def test_a_redis_url_gives_the_connection_options() -> None:
+    options = _compat.parse_redis_url("redis://:secret@127.0.0.1:6390/2")
+    assert (options["host"], options["port"], options["db"]) == ("127.0.0.1", 6390, 2)
+    assert options["password"] == "secret"
+
+
+def test_a_connections_socket_is_found_while_connected(server: RedisServer) -> None:
+    connection = Connection(host="127.0.0.1", port=server.port, **_compat.quiet_handshake())
+    assert _compat.connection_socket(connection) is None
+    connection.connect()
+    sock = _compat.connection_socket(connection)
+    assert sock is not None
+    assert sock.getpeername() == ("127.0.0.1", server.port)
+    connection.disconnect()
+    assert _compat.connection_socket(connection) is None
+
+
+def test_the_quiet_handshake_options_connect_with_resp2(server: RedisServer) -> None:
+    connection = Connection(host="127.0.0.1", port=server.port, **_compat.quiet_handshake())
+    try:
+        connection.send_command("CLIENT", "INFO")
+        info = connection.read_response()
+    finally:
+        connection.disconnect()
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    assert "resp=2" in text.split()
+
+
+def test_solar_slots_need_no_private_celery_api() -> None:
+    from celery.schedules import solar
+
+    from celery_singleton_beat.slots import SolarSlots
+
+    start = round(dt.datetime(2026, 3, 20, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    noon = SolarSlots(solar("solar_noon", 0.0, 0.0)).next_after(start)
+    assert noon == round(
+        dt.datetime(2026, 3, 20, 12, 7, 27, tzinfo=dt.timezone.utc).timestamp() * 1000
+    )
+
+
+def test_a_pools_connections_are_listed_idle_and_in_use(server: RedisServer) -> None:
+    pool = redis.ConnectionPool(host="127.0.0.1", port=server.port)
+    busy = pool.get_connection("PING") if redis.VERSION < (6,) else pool.get_connection()
+    idle = pool.get_connection("PING") if redis.VERSION < (6,) else pool.get_connection()
+    pool.release(idle)
+    assert set(map(id, _compat.pool_connections(pool))) == {id(busy), id(idle)}
+    assert _compat.pool_connections(None) == []
+    pool.disconnect()
