@@ -1,10 +1,11 @@
 """Beat's broker connection: made before the first claim, and cut when a publish hangs.
 
-Before claiming anything, beat connects, declares the queues its entries are routed to
-(kombu declares a queue at its first publish on a connection: on Redis, two more round
-trips) and switches redis-py's own retries off (a retried command would reach the broker
-after its claim expired). A publish that passes the publish timeout has its sockets shut
-down from the claim keeper's thread, so it fails at once instead of completing later.
+Before claiming anything, beat connects and declares the queues its entries are routed
+to (kombu declares a queue at its first publish on a connection: on Redis, two more round
+trips). A publish that passes the publish timeout has its sockets shut down from the
+claim keeper's thread, so it fails at once instead of completing later. Neither kombu
+(``retry=False`` on beat's publishes) nor redis-py (no ``retry`` on kombu's pools, which
+kombu also requires for its publish batches) retries a publish on its own.
 
 These reach below kombu's public API (a Redis channel's client and connection pool, an
 AMQP connection's transport socket) and do nothing where a transport has no such parts.
@@ -19,8 +20,6 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from celery_singleton_beat._compat import broker_pools, connection_socket, pool_connections
 
@@ -31,7 +30,6 @@ def warm(producer: Any, queues: Iterable[Any]) -> None:
     """Open the broker connection and declare ``queues`` now, so that a publish costs one
     round trip (a fresh Redis connection costs several: handshake, client info)."""
     for pool in broker_pools(producer):
-        _no_retries(pool)
         client = redis.Redis(connection_pool=pool)
         try:
             client.ping()
@@ -39,12 +37,6 @@ def warm(producer: Any, queues: Iterable[Any]) -> None:
             client.ping()  # a connection cut before: the second one is new
     for queue in queues:
         producer.maybe_declare(queue)
-
-
-def _no_retries(pool: Any) -> None:
-    pool.connection_kwargs["retry"] = Retry(NoBackoff(), 0)
-    for connection in pool_connections(pool):
-        connection.retry = Retry(NoBackoff(), 0)
 
 
 def cut(producer: Any) -> int:
