@@ -10,14 +10,14 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from celery.beat import ScheduleEntry
 from celery.schedules import crontab
+from celery.utils.imports import symbol_by_name
 from django.db.models import Count, Min, Q, Sum
-from kombu.utils.imports import symbol_by_name
 
 from celery_singleton_beat import overview
 from celery_singleton_beat.config import Config
@@ -123,7 +123,7 @@ def entry_rows(
     """Per entry: expected, dispatched, executed, missed slots and duplicates prevented."""
     entries = beat_entries(app)
     tz = app.timezone
-    decisions = {
+    decisions: dict[str, Mapping[str, Any]] = {
         row["entry"]: row
         for row in SlotDispatch.objects.using(using)
         .filter(slot__gt=since, slot__lte=until)
@@ -139,7 +139,7 @@ def entry_rows(
         SlotDispatch.objects.using(using).values("entry").annotate(first=Min("slot"))
         .values_list("entry", "first")
     )  # fmt: skip
-    runs = {
+    runs: dict[str, Mapping[str, Any]] = {
         row["entry"]: row
         for row in TaskRun.objects.using(using)
         .filter(started_at__gt=since, started_at__lte=until)
