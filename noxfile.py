@@ -26,6 +26,21 @@ nox.options.reuse_existing_virtualenvs = False
 
 ROOT = Path(__file__).resolve().parent
 DIST = ROOT / ".nox" / "_dist"
+BUILD_LEFTOVERS = (
+    ".git",
+    ".venv",
+    ".nox",
+    "*.egg-info",
+    "build",
+    "dist",
+    "site",
+    "__pycache__",
+    ".*_cache",
+    "*.sqlite3*",
+    "logs",
+    "test-artifacts",
+    "tests-artifacts",
+)
 
 # enough to run the subset; not the benchmarks' (pottery, redbeat) nor the browser's
 TEST_DEPS = [
@@ -88,13 +103,21 @@ CELLS = {
 
 
 def wheel() -> Path:
-    """The package's wheel, built once per nox run from the current tree."""
+    """The package's wheel, built once per nox run from a clean copy of the tree.
+
+    The copy leaves out what an editable install or an earlier build left behind
+    (``*.egg-info``, ``build/``), so the wheel holds what a fresh clone would give.
+    """
     if DIST.exists():
         shutil.rmtree(DIST)
-    subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--outdir", str(DIST), str(ROOT)],
-        check=True, stdout=subprocess.DEVNULL,
+    source = DIST / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS))
+    done = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(DIST), str(source)],
+        capture_output=True, text=True, check=False,
     )  # fmt: skip
+    if done.returncode:
+        raise RuntimeError(f"building the wheel failed:\n{done.stdout}\n{done.stderr}")
     (built,) = DIST.glob("*.whl")
     return built
 
@@ -113,7 +136,7 @@ def run_cell(session: nox.Session, cell: Cell) -> None:
         _WHEEL.append(wheel())
     session.install("--quiet", f"{_WHEEL[0]}[django]", *cell.pins, *TEST_DEPS)
     installed = time.monotonic()
-    suite = Path(session.create_tmp()) / "suite"
+    suite = Path(session.create_tmp()).resolve() / "suite"
     if suite.exists():
         shutil.rmtree(suite)
     suite.mkdir()
