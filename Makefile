@@ -1,12 +1,17 @@
 # Two commands set up everything on a fresh machine:
 #   make demo   several beat replicas on local Redis masters, each slot dispatched once
-#   make test   lint, type check, the documentation build and the whole test suite
+#   make test   lint, type check, the documentation build, the whole test suite and the
+#               version matrix (make nox: Python 3.10/3.12/3.13 with the oldest, middle
+#               and newest Celery, kombu, redis-py and Django)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-locks demo-django test lint typecheck docs bench redis-server chromium clean
+# the matrix's Pythons: pyenv's, found by nox on PATH (set PYTHONS_PATH to use others)
+PYTHONS_PATH ?= $(subst $(eval) ,:,$(wildcard $(HOME)/.pyenv/versions/3.1[0-3].*/bin))
+
+.PHONY: demo demo-locks demo-django test lint typecheck docs nox bench redis-server chromium clean
 
 $(STAMP): pyproject.toml
 	@[ -n "$(PYTHON)" ] || { echo "error: no python3 found; install Python 3.10 or newer" >&2; exit 1; }
@@ -56,6 +61,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict celery_singleton_beat
+	@# django-stubs types TextChoices over enum.StrEnum, which typeshed has from 3.11 on
+	@# only: checked as 3.10, every choice would be a tuple. The app runs on 3.10 in the
+	@# matrix's floors cell.
+	$(BIN)/mypy --strict --python-version 3.11 django_app/django_celery_singleton_beat
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir $(VENV)/site
@@ -64,6 +73,13 @@ test: lint typecheck docs redis-server chromium
 	$(BIN)/pytest
 	@echo "== the Django app's records, admin and dashboard again, with PostgreSQL as the default database"
 	$(BIN)/pytest -p no:cacheprovider --ds=tests.djangoapp.settings_postgres tests/djangoapp/test_admin_and_records.py
+	$(MAKE) nox
+
+# each cell: a fresh venv, the built wheel, pinned versions, the subset (see noxfile.py)
+nox: $(STAMP) redis-server
+	@for v in 3.10 3.12 3.13; do PATH="$(PYTHONS_PATH):$$PATH" command -v python$$v >/dev/null || { \
+		echo "error: python$$v not found (pyenv's are looked for in ~/.pyenv/versions); set PYTHONS_PATH=dir:dir" >&2; exit 1; }; done
+	PATH="$(PYTHONS_PATH):$$PATH" $(BIN)/nox --no-color
 
 bench: $(STAMP) redis-server
 	$(BIN)/python bench/locks.py

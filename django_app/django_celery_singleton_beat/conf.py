@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
@@ -46,25 +46,24 @@ def parse_duration(name: str, value: Any) -> dt.timedelta:
 
 def load() -> AppSettings:
     """Read and check every ``SINGLETON_BEAT_*`` setting of this app."""
-    get = lambda name, default: getattr(django_settings, f"SINGLETON_BEAT_{name}", default)  # noqa: E731
     defaults = AppSettings()
-    record = get("RECORD", defaults.record)
+    record = _get("RECORD", defaults.record)
     if not isinstance(record, bool):
         _refuse("RECORD", record, "True or False")
-    database = get("DATABASE", defaults.database)
+    database = _get("DATABASE", defaults.database)
     if database not in django_settings.DATABASES:
         _refuse(
             "DATABASE",
             database,
             f"one of the DATABASES aliases {sorted(django_settings.DATABASES)}",
         )
-    buffer = get("RECORDER_BUFFER", defaults.recorder_buffer)
+    buffer = _get("RECORDER_BUFFER", defaults.recorder_buffer)
     if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 100:
         _refuse("RECORDER_BUFFER", buffer, "a whole number of records, at least 100")
-    result_max = get("RESULT_MAX_CHARS", defaults.result_max_chars)
+    result_max = _get("RESULT_MAX_CHARS", defaults.result_max_chars)
     if isinstance(result_max, bool) or not isinstance(result_max, int) or result_max < 0:
         _refuse("RESULT_MAX_CHARS", result_max, "a whole number of characters >= 0")
-    preview = get("ARGS_PREVIEW", None)
+    preview = _get("ARGS_PREVIEW", None)
     if isinstance(preview, str):
         try:
             preview = import_string(preview)
@@ -72,11 +71,11 @@ def load() -> AppSettings:
             _refuse("ARGS_PREVIEW", preview, f"a dotted path to a function ({exc})")
     if preview is not None and not callable(preview):
         _refuse("ARGS_PREVIEW", preview, "a function (task_name, args, kwargs) -> str, or its path")
-    retention = get("RETENTION", None)
-    warning = get("TTL_WARNING", defaults.ttl_warning)
+    retention = _get("RETENTION", None)
+    warning = _get("TTL_WARNING", defaults.ttl_warning)
     if isinstance(warning, bool) or not isinstance(warning, (int, float)) or not 0 < warning <= 1:
         _refuse("TTL_WARNING", warning, "a fraction of the lock TTL between 0 and 1, such as 0.8")
-    app_path = get("CELERY_APP", None)
+    app_path = _get("CELERY_APP", None)
     if app_path is not None and (not isinstance(app_path, str) or not app_path.strip()):
         _refuse(
             "CELERY_APP",
@@ -97,7 +96,12 @@ def load() -> AppSettings:
     )
 
 
-def _refuse(name: str, value: Any, accepted: str) -> None:
+def _get(name: str, default: Any) -> Any:
+    """``SINGLETON_BEAT_<name>`` from the project's settings, or ``default``."""
+    return getattr(django_settings, f"SINGLETON_BEAT_{name}", default)
+
+
+def _refuse(name: str, value: Any, accepted: str) -> NoReturn:
     raise ImproperlyConfigured(
         f"SINGLETON_BEAT_{name} = {value!r} is not valid; expected {accepted}"
     )

@@ -9,16 +9,16 @@ import itertools
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from celery.beat import ScheduleEntry
 from celery.schedules import crontab
+from celery.utils.imports import symbol_by_name
 from django.db.models import Count, Exists, Max, Min, OuterRef, Q, Sum
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_noop
-from kombu.utils.imports import symbol_by_name
 
 from celery_singleton_beat import overview
 from celery_singleton_beat._compat import created_apps, current_app
@@ -139,7 +139,7 @@ def entry_rows(
     slots were dispatched more than ON_TIME late (with the latest)."""
     entries = beat_entries(app)
     tz = app.timezone
-    decisions = {
+    decisions: dict[str, Mapping[str, Any]] = {
         row["entry"]: row
         for row in SlotDispatch.objects.using(using)
         .filter(slot__gt=since, slot__lte=until)
@@ -159,7 +159,7 @@ def entry_rows(
         SlotDispatch.objects.using(using).values("entry").annotate(first=Min("slot"))
         .values_list("entry", "first")
     )  # fmt: skip
-    runs = {
+    runs: dict[str, Mapping[str, Any]] = {
         row["entry"]: row
         for row in TaskRun.objects.using(using)
         .filter(started_at__gt=since, started_at__lte=until)

@@ -149,7 +149,7 @@ class Recorder:
                   args: Any = None, kwargs: Any = None, **_: Any) -> None:  # fmt: skip
         request = task.request
         headers = request.headers or {}
-        run = {
+        run: dict[str, Any] = {
             "ref": next(self._serial),
             "task_id": str(task_id),
             "attempt": int(request.retries or 0),
@@ -203,7 +203,7 @@ class Recorder:
         info = getattr(request, "request_dict", None) or {}
         headers = info.get("headers") or info
         why = "expired" if expired else "terminated" if terminated else "revoked before it ran"
-        run = {
+        run: dict[str, Any] = {
             "ref": next(self._serial),
             "task_id": str(getattr(request, "id", "")),
             "attempt": int(info.get("retries") or 0),

@@ -1,0 +1,171 @@
+"""The version matrix: the declared floors, a middle cell and the newest releases.
+
+Each cell is a fresh venv on its own Python with the package installed from the built
+wheel (not editable), pinned Celery, kombu, redis-py and Django, and a slim set of test
+dependencies. It runs a representative subset of the suite from a copy of ``tests/``
+outside the repository, so that every import of the package resolves to the wheel.
+
+``make nox`` runs all cells (``make test`` includes it); ``nox -s floors`` runs one.
+The Pythons are pyenv's: the Makefile puts their ``bin`` directories on ``PATH``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.error_on_missing_interpreters = True
+nox.options.reuse_existing_virtualenvs = False
+
+ROOT = Path(__file__).resolve().parent
+DIST = ROOT / ".nox" / "_dist"
+BUILD_LEFTOVERS = (
+    ".git",
+    ".venv",
+    ".nox",
+    "*.egg-info",
+    "build",
+    "dist",
+    "site",
+    "__pycache__",
+    ".*_cache",
+    "*.sqlite3*",
+    "logs",
+    "test-artifacts",
+    "tests-artifacts",
+)
+
+# enough to run the subset; not the benchmarks' (pottery, redbeat) nor the browser's
+TEST_DEPS = [
+    "pytest>=8",
+    "pytest-timeout>=2.2",
+    "pytest-django>=4.8",
+    "psycopg[binary]>=3.1",
+    "PyMySQL>=1.1",  # tests/djangoapp/settings.py declares a MariaDB alias through it
+    "ephem>=4.1",
+    "cron-descriptor>=1.4",
+    "prometheus-client>=0.17",
+]
+
+# the lock contract on real masters, beat replicas (one SIGKILLed, one dying between
+# publish and done), tasks on real workers, the Django records and admin, slot times,
+# and the compatibility tests of the private APIs
+SUBSET = [
+    "tests/locks/test_contract.py",
+    "tests/beat/test_replicas.py",
+    "tests/tasks/test_workers.py",
+    "tests/djangoapp/test_admin_and_records.py",
+    "tests/beat/test_slots.py",
+    "tests/compat",
+]
+REPLICAS = (
+    "three_active_replicas or killing_the_replica or dying_between_publish_and_done "
+    "or leader_mode_fails_over"
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    python: str
+    pins: list[str]
+    deselect: list[str] = field(default_factory=list)
+
+
+CELLS = {
+    "floors": Cell(
+        "3.10",
+        ["celery==5.3.*", "kombu==5.3.*", "redis==5.0.*", "django==4.2.*"],
+    ),
+    "middle": Cell(
+        "3.12",
+        ["celery==5.5.*", "kombu==5.5.*", "redis==6.*", "django==5.1.*"],
+    ),
+    # the newest release of everything the package allows
+    "newest": Cell("3.13", []),
+}
+
+
+def wheel() -> Path:
+    """The package's wheel, built once per nox run from a clean copy of the tree.
+
+    The copy leaves out what an editable install or an earlier build left behind
+    (``*.egg-info``, ``build/``), so the wheel holds what a fresh clone would give.
+    """
+    if DIST.exists():
+        shutil.rmtree(DIST)
+    source = DIST / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS))
+    done = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(DIST), str(source)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode:
+        raise RuntimeError(f"building the wheel failed:\n{done.stdout}\n{done.stderr}")
+    (built,) = DIST.glob("*.whl")
+    return built
+
+
+_WHEEL: list[Path] = []
+VERSIONS = (
+    "import platform, celery, kombu, redis, django; print('cell versions: Python',"
+    " platform.python_version(), 'celery', celery.__version__, 'kombu', kombu.__version__,"
+    " 'redis', redis.__version__, 'django', django.__version__)"
+)
+
+
+def run_cell(session: nox.Session, cell: Cell) -> None:
+    started = time.monotonic()
+    if not _WHEEL:
+        _WHEEL.append(wheel())
+    session.install("--quiet", f"{_WHEEL[0]}[django]", *cell.pins, *TEST_DEPS)
+    installed = time.monotonic()
+    suite = Path(session.create_tmp()).resolve() / "suite"
+    if suite.exists():
+        shutil.rmtree(suite)
+    suite.mkdir()
+    for name in ("tests", "examples"):
+        shutil.copytree(ROOT / name, suite / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", suite / "pyproject.toml")  # pytest's settings
+    session.chdir(suite)
+    session.run(
+        "python", "-c",
+        "import celery_singleton_beat as c, django_celery_singleton_beat as d;"
+        "assert 'site-packages' in c.__file__ and 'site-packages' in d.__file__, c.__file__",
+        silent=True,
+    )  # fmt: skip
+    session.run("python", "-c", VERSIONS)
+    paths = [p for p in SUBSET if (suite / p).exists()]
+    deselect = [arg for test in cell.deselect for arg in ("--deselect", test)]
+    session.run(
+        "pytest", "-p", "no:cacheprovider", "-q", "-o", "addopts=", *paths,
+        "-k", f"not test_replicas or {REPLICAS}", *deselect, *session.posargs,
+    )  # fmt: skip
+    session.log(
+        "cell timing: install %.0fs, tests %.0fs",
+        installed - started, time.monotonic() - installed,
+    )  # fmt: skip
+
+
+@nox.session(python=CELLS["floors"].python)
+def floors(session: nox.Session) -> None:
+    """Python 3.10, Celery 5.3, kombu 5.3, redis-py 5.0, Django 4.2: the declared floors."""
+    run_cell(session, CELLS["floors"])
+
+
+@nox.session(python=CELLS["middle"].python)
+def middle(session: nox.Session) -> None:
+    """Python 3.12, Celery 5.5, kombu 5.5, redis-py 6, Django 5.1."""
+    run_cell(session, CELLS["middle"])
+
+
+@nox.session(python=CELLS["newest"].python)
+def newest(session: nox.Session) -> None:
+    """Python 3.13 and the newest release of every dependency."""
+    run_cell(session, CELLS["newest"])
