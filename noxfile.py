@@ -52,6 +52,8 @@ TEST_DEPS = [
     "ephem>=4.1",
     "cron-descriptor>=1.4",
     "prometheus-client>=0.17",
+    # examples/testing uses its celery_app fixture, as a user's own test suite would
+    "pytest-celery>=1.0",
 ]
 
 # the lock contract on real masters, beat replicas (one SIGKILLed, one dying between

@@ -80,7 +80,10 @@ def test_killing_the_replica_that_dispatched_last_loses_and_repeats_nothing(
     check_exactly_once(rows, "two", 2, start, end)
     times = sorted(r["at"] for r in rows if r["entry"] == "one" and start <= r["at"] <= end)
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert max(gaps) < 1 + 1, f"longest gap between runs of a 1 s entry: {max(gaps):.2f}s"
+    # a slot claimed by the killed replica waits for its claim to expire (the claim TTL),
+    # then for the next look of a live replica (at most 250 ms)
+    bound = 1 + FAST["singleton_beat_claim_ttl"] + 0.5
+    assert max(gaps) < bound, f"longest gap between runs of a 1 s entry: {max(gaps):.2f}s"
 
 
 def test_a_replica_paused_past_the_claim_ttl_resumes_without_duplicates(
