@@ -20,6 +20,8 @@ from celery_singleton_beat.urls import safe_url, safe_value
 logger = logging.getLogger(__name__)
 
 MODES = ("active", "leader")
+#: Valid masters standing in for bad ones while :meth:`Config.errors` checks the rest.
+_STAND_IN_URLS = ("redis://127.0.0.1:6379/0",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,14 +42,46 @@ class Config:
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any]) -> Config:
         """Read and check every ``singleton_beat_*`` setting of a Celery ``app.conf``."""
-        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name != "redis_urls"}
-        values: dict[str, Any] = {}
-        for name, default in defaults.items():
-            value = conf.get(f"singleton_beat_{name}")
-            values[name] = default if value is None else value
-        config = cls(redis_urls=_redis_urls(conf), **values)
+        config = cls(redis_urls=_redis_urls(conf), **cls._values(conf))
         config.validate()
         return config
+
+    @classmethod
+    def _values(cls, conf: Mapping[str, Any]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name != "redis_urls":
+                value = conf.get(f"singleton_beat_{f.name}")
+                values[f.name] = f.default if value is None else value
+        return values
+
+    @classmethod
+    def errors(cls, conf: Mapping[str, Any]) -> list[ConfigurationError]:
+        """Every bad setting at once (:meth:`from_conf` stops at the first): each one found
+        is put back to its default and the rest checked again."""
+        found: list[ConfigurationError] = []
+        try:
+            urls = _redis_urls(conf)
+        except ConfigurationError as exc:
+            found.append(exc)
+            urls = _STAND_IN_URLS
+        values = cls._values(conf)
+        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name in values}
+        for _ in range(len(values) + 2):
+            try:
+                cls(redis_urls=urls, **values).validate()
+            except ConfigurationError as exc:
+                found.append(exc)
+                name = exc.name.removeprefix("singleton_beat_")
+                if name == "redis_urls" and urls != _STAND_IN_URLS:
+                    urls = _STAND_IN_URLS
+                elif values.get(name, defaults.get(name)) != defaults.get(name):
+                    values[name] = defaults[name]
+                else:
+                    break
+            else:
+                break
+        return found
 
     @property
     def settings(self) -> dict[str, Any]:
