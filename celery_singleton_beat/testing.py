@@ -213,13 +213,20 @@ class CeleryCluster:
         return process
 
     def start_worker(
-        self, name: str = "worker", pool: str = "threads", concurrency: int = 4, **env: str
+        self,
+        name: str = "worker",
+        pool: str = "threads",
+        concurrency: int = 4,
+        args: tuple[str, ...] = (),
+        **env: str,
     ) -> Process:
-        """A ``celery worker``, returned once it says it is ready."""
+        """A ``celery worker``, returned once it says it is ready; ``args`` adds options
+        (``("-E",)`` sends task events)."""
         worker = self._spawn(
             name,
             ["worker", "-P", pool, "-c", str(concurrency), "-Q", self.queue, "--without-gossip",
-             "--without-mingle", "--without-heartbeat", "--loglevel", "INFO", "-n", f"{name}@%h"],
+             "--without-mingle", "--without-heartbeat", "--loglevel", "INFO", "-n", f"{name}@%h",
+             *args],
             **env,
         )  # fmt: skip
         wait_for(lambda: "ready." in worker.text(), 30, f"worker ready\n{worker.text()}")
