@@ -34,7 +34,7 @@ from typing import Any
 from celery import beat
 from celery.beat import _evaluate_entry_args, _evaluate_entry_kwargs
 
-from celery_singleton_beat import broker, events
+from celery_singleton_beat import beat_log, broker, events
 from celery_singleton_beat.config import Config
 from celery_singleton_beat.decide import SlotView, Verdict, decide
 from celery_singleton_beat.entries import Entry, Plan
@@ -90,6 +90,15 @@ def _now_ms() -> int:
     return int(wall_clock() * 1000)
 
 
+@dataclasses.dataclass
+class _Sending:
+    """The slot being sent through ``apply_entry``, and how its publish ended."""
+
+    slot: int
+    task_id: str
+    error: Exception | None = None
+
+
 class Scheduler(beat.Scheduler):  # type: ignore[misc]
     """Highly available beat scheduler: ``beat_scheduler = "celery_singleton_beat.Scheduler"``."""
 
@@ -115,6 +124,8 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self._lease: Lease | None = None
         self._watchdog: Watchdog | None = None
         self._health: HealthServer | None = None
+        self._sending: _Sending | None = None
+        beat_log.install()
         super().__init__(app, *args, lazy=lazy, **kwargs)
         if not lazy and self.config.health_port is not None:
             self._health = HealthServer(
@@ -426,30 +437,52 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         )  # fmt: skip
 
     def _publish(self, plan: Plan, slot: int) -> str:
-        entry = plan.entry
-        task_id = slot_task_id(plan.name, slot)
+        """Send one slot through Celery's ``apply_entry`` (see :mod:`.beat_log`)."""
+        sending = _Sending(slot, slot_task_id(plan.name, slot))
+        fields = {"entry": plan.name, "slot": slot_label(slot), "task_id": sending.task_id,
+                  "replica": self.replica}  # fmt: skip
+        self._sending = sending
+        try:
+            with beat_log.sending(**fields):
+                self.apply_entry(plan.entry, producer=self.producer)
+        finally:
+            self._sending = None
+        if sending.error is not None:
+            raise sending.error
+        return sending.task_id
+
+    def apply_async(
+        self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any
+    ) -> Any:
+        """Publish the slot being sent, with its task id and slot headers; called by
+        Celery's ``apply_entry``, after integrations wrapping it changed ``entry.options``."""
+        sending = self._sending
+        if sending is None:
+            return super().apply_async(entry, producer, advance, **kwargs)
+        try:
+            return self._send_slot(entry, sending, producer)
+        except Exception as exc:  # Celery's apply_entry would log and drop it
+            sending.error = exc
+            return None
+
+    def _send_slot(self, entry: Any, sending: _Sending, producer: Any) -> Any:
         options = entry.publish_options()
         headers = dict(options.pop("headers", None) or {})
         headers.update(
             {
                 "celery_beat_task": True,
-                SLOT_HEADER: slot_label(slot),
-                ENTRY_HEADER: plan.name,
+                SLOT_HEADER: slot_label(sending.slot),
+                ENTRY_HEADER: entry.name,
                 REPLICA_HEADER: self.replica,
             }
         )
         args = _evaluate_entry_args(entry.args)
         kwargs = _evaluate_entry_kwargs(entry.kwargs)
-        logger.info(
-            "Scheduler: Sending due task %s (%s) for slot %s",
-            plan.name,
-            entry.task,
-            slot_label(slot),
-        )
         task = self.app.tasks.get(entry.task)
         send = task.apply_async if task is not None else self._send_task(entry.task)
-        send(args, kwargs, producer=self.producer, task_id=task_id, headers=headers, **options)
-        return task_id
+        return send(
+            args, kwargs, producer=producer, task_id=sending.task_id, headers=headers, **options
+        )
 
     def _send_task(self, name: str) -> Any:
         return lambda args, kwargs, **options: self.app.send_task(name, args, kwargs, **options)
