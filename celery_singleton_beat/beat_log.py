@@ -20,12 +20,13 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from contextvars import ContextVar
+from typing import Any
 
 #: Celery's own scheduler logger, where "Sending due task" lines are expected.
 BEAT_LOGGER = "celery.beat"
 SENDING_LINE = "Scheduler: Sending due task %s (%s)"
 
-_sending: ContextVar[dict[str, str] | None] = ContextVar("singleton_beat_sending", default=None)
+_sending: ContextVar[dict[str, Any] | None] = ContextVar("singleton_beat_sending", default=None)
 
 
 class SlotContext(logging.Filter):
@@ -52,7 +53,7 @@ def install() -> None:
 
 
 @contextlib.contextmanager
-def sending(**fields: str) -> Iterator[None]:
+def sending(**fields: Any) -> Iterator[None]:
     """Records of the ``celery.beat`` logger inside carry ``fields``."""
     token = _sending.set(fields)
     try:

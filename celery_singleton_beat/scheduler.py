@@ -365,6 +365,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             logger.error(
                 "singleton beat: publishing %d message(s) failed, sending them again: %s: %s",
                 len(sent), type(exc).__name__, exc,
+                extra=self._log_fields(*(sent[0][:2] if sent else (None, None))),
             )  # fmt: skip
             for plan, slot, _counted, _fired in sent:
                 self._publish_failed(plan, slot, exc)
@@ -390,6 +391,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 "claim expired or the masters did not answer), e.g. %r at %s; another replica "
                 "may send them again with the same task id",
                 len(lost), lost[0][0], slot_label(lost[0][1]),
+                extra=self._log_fields(batch.plans.get(lost[0][0]), lost[0][1]),
             )  # fmt: skip
         for name, skipped in batch.skipped.items():
             self._report_skipped(batch.plans[name], skipped)
@@ -412,6 +414,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         logger.warning(
             "singleton beat: entry %r missed %d slot(s) up to %s (misfire policy %s)",
             plan.name, count, slot_label(newest), plan.policy.misfire,
+            extra=self._log_fields(plan, newest),
         )  # fmt: skip
         events.emit(
             events.SlotSkipped(
@@ -436,14 +439,21 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             )
         )  # fmt: skip
 
+    def _log_fields(self, plan: Plan | None, slot: int | None) -> dict[str, Any]:
+        """``extra=`` fields of a log line about one slot, for structured logs."""
+        return {
+            "replica": self.replica,
+            "entry": plan.name if plan is not None else None,
+            "slot": slot_label(slot) if slot is not None else None,
+            "task_id": slot_task_id(plan.name, slot) if plan and slot is not None else None,
+        }
+
     def _publish(self, plan: Plan, slot: int) -> str:
         """Send one slot through Celery's ``apply_entry`` (see :mod:`.beat_log`)."""
         sending = _Sending(slot, slot_task_id(plan.name, slot))
-        fields = {"entry": plan.name, "slot": slot_label(slot), "task_id": sending.task_id,
-                  "replica": self.replica}  # fmt: skip
         self._sending = sending
         try:
-            with beat_log.sending(**fields):
+            with beat_log.sending(**self._log_fields(plan, slot)):
                 self.apply_entry(plan.entry, producer=self.producer)
         finally:
             self._sending = None

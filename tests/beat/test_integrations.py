@@ -126,3 +126,30 @@ def test_the_sending_due_task_line_is_celery_beats_with_the_slot_fields(
     fields = (line.entry, line.slot, line.task_id)  # type: ignore[attr-defined]
     assert fields == ("minutely", SLOT, slot_task_id("minutely", SLOT_MS))
     assert line.replica == f"{socket.gethostname()}:{os.getpid()}"  # type: ignore[attr-defined]
+
+
+def test_a_missed_slots_warning_carries_the_entry_slot_and_task_id_fields(
+    broker: tuple[str, str], clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    master, broker_url = broker
+    app = Celery("integrations", broker=broker_url)
+    app.conf.update(
+        singleton_beat_redis_urls=[master],
+        beat_schedule={"minutely": {"task": "reports.minutely", "schedule": crontab()}},
+    )
+    sched = Scheduler(app=app)
+    try:
+        sched.tick()
+        clock.now += 10 * 60 + 1.5  # down from 11:59:59 to 12:10:00.5
+        with caplog.at_level(logging.WARNING):
+            sched.tick()
+    finally:
+        sched.close()
+    (line,) = [r for r in caplog.records if "missed" in r.getMessage()]
+    newest = SLOT_MS + 9 * 60_000
+    assert line.getMessage() == (
+        "singleton beat: entry 'minutely' missed 10 slot(s) up to 2026-06-01T12:09:00.000Z "
+        "(misfire policy coalesce)"
+    )
+    fields = (line.entry, line.slot, line.task_id)  # type: ignore[attr-defined]
+    assert fields == ("minutely", "2026-06-01T12:09:00.000Z", slot_task_id("minutely", newest))
