@@ -42,8 +42,11 @@ class Config:
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any]) -> Config:
         """Read and check every ``singleton_beat_*`` setting of a Celery ``app.conf``."""
-        config = cls(redis_urls=_redis_urls(conf), **cls._values(conf))
-        config.validate()
+        try:
+            config = cls(redis_urls=_redis_urls(conf), **cls._values(conf))
+            config.validate()
+        except ConfigurationError as exc:
+            raise _as_written(conf, exc) from None
         return config
 
     @classmethod
@@ -81,7 +84,7 @@ class Config:
                     break
             else:
                 break
-        return found
+        return [_as_written(conf, exc) for exc in found]
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -164,6 +167,11 @@ def _redis_urls(conf: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(urls)
 
 
+def _as_written(conf: Any, exc: ConfigurationError) -> ConfigurationError:
+    name = written_name(conf, exc.name)
+    return exc if name == exc.name else ConfigurationError(name, exc.value, exc.accepted)
+
+
 def _positive(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         _refuse(name, value, "a positive number of seconds")
@@ -205,6 +213,14 @@ class TaskConfig:
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any]) -> TaskConfig:
+        """Read and check the task settings of a Celery ``app.conf``."""
+        try:
+            return cls._from_conf(conf)
+        except ConfigurationError as exc:
+            raise _as_written(conf, exc) from None
+
+    @classmethod
+    def _from_conf(cls, conf: Mapping[str, Any]) -> TaskConfig:
         urls = conf.get("singleton_beat_task_redis_urls")
         if urls:
             redis_urls = _redis_urls({"singleton_beat_redis_urls": urls})
@@ -262,6 +278,22 @@ class TaskConfig:
             raise ConfigurationError(
                 "singleton_beat_task_redis_urls", exc.value, exc.accepted
             ) from None
+
+
+def setting_names() -> frozenset[str]:
+    """Every Celery setting the library reads (``singleton_beat_*``)."""
+    fields = [f.name for cls in (Config, TaskConfig) for f in dataclasses.fields(cls)]
+    return frozenset(f"singleton_beat_{name}" for name in [*fields, "task_redis_urls"])
+
+
+def written_name(conf: Any, name: str) -> str:
+    """A setting's name as the user wrote it: ``CELERY_SINGLETON_BEAT_REDIS_URLS`` when the
+    app reads a namespace (Django's ``config_from_object(..., namespace="CELERY")``)."""
+    prefix = getattr(conf, "prefix", None)
+    if not prefix or not name.startswith("singleton_beat_"):
+        return name
+    key, _, rest = name.partition(" ")
+    return f"{prefix}{key.upper()}" + (f" {rest}" if rest else "")
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

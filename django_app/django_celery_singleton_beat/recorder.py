@@ -90,6 +90,22 @@ def parse_slot(label: Any) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
+def _migrate_hint(database: str) -> str:
+    """What to do when the app's tables are missing from ``database`` (migrate forgotten)."""
+    try:
+        with connections[database].cursor() as cursor:
+            tables = set(connections[database].introspection.table_names(cursor))
+    except DatabaseError:
+        return ""
+    missing = [m._meta.db_table for m in (TaskRun, SlotDispatch) if m._meta.db_table not in tables]
+    if not missing:
+        return ""
+    return (
+        f": the app's tables are missing ({', '.join(missing)}); run `manage.py migrate"
+        f"{'' if database == 'default' else f' --database {database}'}`"
+    )
+
+
 def capped(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(0, limit - 15)] + f"… ({len(text)} chars)"
 
@@ -408,9 +424,10 @@ class Recorder:
         message = f"{type(exc).__name__}: {exc}".strip()
         if self._failing is None:
             logger.error(
-                "singleton beat recorder: recording paused, database %r unavailable (%s); tasks "
-                "and beat keep running, %d records wait in memory (at most %d)",
-                self.settings.database, message, waiting, self.settings.recorder_buffer,
+                "singleton beat recorder: recording paused, database %r unavailable (%s)%s; "
+                "tasks and beat keep running, %d records wait in memory (at most %d)",
+                self.settings.database, message, _migrate_hint(self.settings.database),
+                waiting, self.settings.recorder_buffer,
             )  # fmt: skip
         self._failing = message
 

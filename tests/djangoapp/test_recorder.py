@@ -62,3 +62,29 @@ def test_a_record_that_cannot_be_written_is_logged_and_the_writer_goes_on(
     recorder._submit(("run", 2), ("run", good))
     assert recorder.flush(5)
     assert list(TaskRun.objects.values_list("task_id", flat=True)) == ["y"]
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+@pytest.mark.parametrize("database", ["default", "postgres"])
+def test_a_forgotten_migrate_is_named_in_the_paused_line(
+    database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from django.db import connections
+
+    table = TaskRun._meta.db_table
+    recorder = Recorder(AppSettings(database=database))
+    with connections[database].cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {table} RENAME TO {table}_away")
+    try:
+        with caplog.at_level(logging.ERROR, logger="django_celery_singleton_beat.recorder"):
+            run = {"ref": 1, "task_id": "x", "task_name": "t", "status": "started",
+                   "started_at": SLOT}  # fmt: skip
+            recorder._submit(("run", 1), ("run", run))
+            recorder.flush(2)
+    finally:
+        recorder.stop()
+        with connections[database].cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {table}_away RENAME TO {table}")
+    (line,) = [r.getMessage() for r in caplog.records if "recording paused" in r.getMessage()]
+    command = "manage.py migrate" + ("" if database == "default" else " --database postgres")
+    assert f": the app's tables are missing ({table}); run `{command}`; tasks and beat" in line
