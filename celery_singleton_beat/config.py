@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import ipaddress
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -38,6 +40,7 @@ class Config:
     key_prefix: str = "singleton-beat:"
     node_timeout: float = 0.05
     health_port: int | None = None
+    health_host: str = "0.0.0.0"
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any]) -> Config:
@@ -123,6 +126,13 @@ class Config:
             isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535
         ):
             _refuse("health_port", port, "a TCP port number from 0 to 65535, or None to disable")
+        if not _bindable(self.health_host):
+            _refuse(
+                "health_host",
+                self.health_host,
+                "the address the health server binds: '0.0.0.0' (every IPv4 interface, the "
+                "default), '::' (every interface), '127.0.0.1', or this host's IP or name",
+            )
         try:
             parse_masters(self.redis_urls, self.node_timeout)
         except ConfigurationError as exc:
@@ -165,6 +175,20 @@ def _redis_urls(conf: Mapping[str, Any]) -> tuple[str, ...]:
             "no order: every replica must list the masters alike)",
         )
     return tuple(urls)
+
+
+def _bindable(host: Any) -> bool:
+    if not isinstance(host, str) or not host:
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return _HOSTNAME.fullmatch(host) is not None
+    return True
+
+
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")  # fmt: skip
 
 
 def _as_written(conf: Any, exc: ConfigurationError) -> ConfigurationError:

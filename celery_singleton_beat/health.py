@@ -7,18 +7,31 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from celery_singleton_beat.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
 Probe = Callable[[], tuple[bool, str]]
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 class HealthServer:
-    """A tiny HTTP server answering the probes; ``port=0`` picks a free port."""
+    """A tiny HTTP server answering the probes on ``host`` (default every IPv4 interface,
+    as Kubernetes probes reach the pod IP); ``port=0`` picks a free port."""
 
     def __init__(
         self,
@@ -26,7 +39,7 @@ class HealthServer:
         alive: Probe,
         ready: Probe,
         metrics: Callable[[], tuple[bytes, str]] | None = None,
-        host: str = "",
+        host: str = "0.0.0.0",
     ) -> None:
         routes: dict[str, Callable[[], tuple[int, bytes, str]]] = {
             "/healthz": lambda: _probe(alive),
@@ -50,8 +63,16 @@ class HealthServer:
             def log_message(self, format: str, *args: object) -> None:
                 logger.debug("health: " + format, *args)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        server = _Server6 if _is_ipv6(host) else _Server
+        try:
+            self._server = server((host, port), Handler)
+        except OSError as exc:
+            raise ConfigurationError(
+                "singleton_beat_health_host/singleton_beat_health_port",
+                f"{host}:{port}",
+                f"an address of this host and a free port ({exc.strerror or exc})",
+            ) from None
+        self.host = host
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="singleton-beat-health", daemon=True
@@ -59,7 +80,7 @@ class HealthServer:
 
     def start(self) -> HealthServer:
         self._thread.start()
-        logger.info("health endpoints on port %d: /healthz, /readyz", self.port)
+        logger.info("health endpoints on %s port %d: /healthz, /readyz", self.host, self.port)
         return self
 
     def stop(self) -> None:
@@ -74,3 +95,10 @@ def _probe(check: Probe) -> tuple[int, bytes, str]:
         f"{'ok' if ok else 'unavailable'}: {detail}\n".encode(),
         "text/plain",
     )
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == 6
+    except ValueError:
+        return False

@@ -129,8 +129,9 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         super().__init__(app, *args, lazy=lazy, **kwargs)
         if not lazy and self.config.health_port is not None:
             self._health = HealthServer(
-                self.config.health_port, self.alive, self.ready, _metrics_renderer()
-            ).start()
+                self.config.health_port, self.alive, self.ready, _metrics_renderer(),
+                host=self.config.health_host,
+            ).start()  # fmt: skip
 
     # -- Celery's Scheduler interface -------------------------------------------------
 
