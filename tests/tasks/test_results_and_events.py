@@ -49,18 +49,36 @@ def start_worker(cluster: TaskCluster, *args: str) -> None:
 def test_a_copy_dropped_while_the_real_run_executes_leaves_the_real_result(
     cluster: TaskCluster,
 ) -> None:
-    start_worker(cluster)
-    client = Celery("results", broker=cluster.broker.url if cluster.broker else "")
+    assert cluster.broker is not None
+    start_worker(cluster, "-E")
+    client = Celery("results", broker=cluster.broker.url)
     client.conf.result_backend = backend_url(cluster)
     send = {"task_id": "slot-task-id", "headers": SLOT, "queue": "task-tests"}
-    client.send_task(f"{APP}.nightly_report", (2.0,), **send)
-    wait_for(lambda: cluster.runs("nightly_report"), 20, "the real run to start")
-    client.send_task(f"{APP}.nightly_report", (2.0,), **send)
-    wait_for(lambda: cluster.events("RunSkipped", "nightly_report"), 20, "the copy to be dropped")
-    result = client.AsyncResult("slot-task-id")
-    assert result.get(timeout=20) == {"rows": 42}
+    with Events(cluster.broker.url) as seen:
+        client.send_task(f"{APP}.nightly_report", (2.0,), **send)
+        wait_for(lambda: cluster.runs("nightly_report"), 20, "the real run to start")
+        client.send_task(f"{APP}.nightly_report", (2.0,), **send)
+        wait_for(
+            lambda: cluster.events("RunSkipped", "nightly_report"), 20, "the copy to be dropped"
+        )
+        result = client.AsyncResult("slot-task-id")
+        assert result.get(timeout=20) == {"rows": 42}
+        wait_for(
+            lambda: any(e["type"] == "task-succeeded" for e in seen.of("slot-task-id")),
+            10,
+            "the success event",
+        )
     assert result.state == "SUCCESS"
     assert len(cluster.runs("nightly_report")) == 1
+    ends = [
+        e for e in seen.of("slot-task-id") if e["type"] not in ("task-received", "task-started")
+    ]
+    assert [e["type"] for e in ends] == ["task-singleton-skipped", "task-succeeded"]
+    assert (ends[0]["reason"], ends[0]["key"], ends[0]["entry"], ends[0]["slot"]) == (
+        "skipped_duplicate", f"ran:nightly:{SLOT['singleton_beat_slot']}", "nightly",
+        SLOT["singleton_beat_slot"],
+    )  # fmt: skip
+    assert ends[1]["result"] == "{'rows': 42}"
 
 
 class Events:
@@ -105,7 +123,7 @@ def test_a_skipped_singleton_run_is_its_own_event_not_task_succeeded(
         wait_for(
             lambda: any(e["type"] == "task-singleton-skipped" for e in seen.of("the-skipped-copy")),
             20,
-            f"the skip event; seen {seen.seen}",
+            "the task-singleton-skipped event",
         )
         wait_for(
             lambda: any(e["type"] == "task-succeeded" for e in seen.of("the-real-run")),
