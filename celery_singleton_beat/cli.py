@@ -21,7 +21,7 @@ import redis
 from celery.schedules import crontab
 
 from celery_singleton_beat import overview
-from celery_singleton_beat.config import Config
+from celery_singleton_beat.config import Config, TaskConfig
 from celery_singleton_beat.entries import Plan
 from celery_singleton_beat.errors import ConfigurationError, LockError
 from celery_singleton_beat.lock_stores import LockStore, lock_stores
@@ -318,6 +318,7 @@ def check(ctx: click.Context) -> None:
     findings: list[tuple[str, str]] = []
     errors = Config.errors(app.conf)
     findings += [("ERROR", str(exc)) for exc in errors]
+    findings += _check_task_settings(app, {str(exc) for exc in errors})
     findings += _check_scheduler_setting(app)
     config = None if errors else Config.from_conf(app.conf)
     if config is not None:
@@ -330,6 +331,15 @@ def check(ctx: click.Context) -> None:
     for level, text in findings:
         click.echo(f"{level:<5} {text}")
     ctx.exit(1 if any(level == "ERROR" for level, _ in findings) else 0)
+
+
+def _check_task_settings(app: Any, reported: set[str]) -> list[tuple[str, str]]:
+    """The singleton task settings (``singleton_beat_task_*``), checked as workers will."""
+    try:
+        TaskConfig.from_conf(app.conf)
+    except ConfigurationError as exc:
+        return [] if str(exc) in reported else [("ERROR", str(exc))]
+    return []
 
 
 def _check_scheduler_setting(app: Any) -> list[tuple[str, str]]:

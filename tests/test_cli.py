@@ -216,7 +216,11 @@ def test_locks_filters_by_kind_limits_rows_and_aligns_columns(idle: BeatCluster)
 
 
 def test_check_reports_every_problem_at_once_and_exits_1(idle: BeatCluster) -> None:
-    settings = {"singleton_beat_mode": "both", "singleton_beat_claim_ttl": -1}
+    settings = {
+        "singleton_beat_mode": "both",
+        "singleton_beat_claim_ttl": -1,
+        "singleton_beat_task_on_conflict": "wait",
+    }
     result = run_cli(idle, "check", **idle.settings_env(settings))
     assert result.returncode == 1
     errors = [line for line in result.stdout.splitlines() if line.startswith("ERROR")]
@@ -224,6 +228,8 @@ def test_check_reports_every_problem_at_once_and_exits_1(idle: BeatCluster) -> N
         "ERROR singleton_beat_mode = 'both' is not valid: 'active' (every replica evaluates) "
         "or 'leader'.",
         "ERROR singleton_beat_claim_ttl = -1 is not valid: a positive number of seconds.",
+        "ERROR singleton_beat_task_on_conflict = 'wait' is not valid: one of 'skip', 'retry', "
+        "'raise'.",
     ]
     assert "Traceback" not in result.stderr
 
