@@ -185,8 +185,9 @@ class SlotAwareTask(Task):  # type: ignore[misc]
             return
         headers = request.headers or {}
         try:
+            owner = None if holder is None else holder.partition("@")[2] or holder
             self.send_event(
-                SKIPPED_EVENT, retry=False, reason=reason, key=key, holder=holder,
+                SKIPPED_EVENT, retry=False, reason=reason, key=key, holder=owner,
                 task=self.name, entry=headers.get(ENTRY_HEADER), slot=headers.get(SLOT_HEADER),
             )  # fmt: skip
         except Exception as exc:  # an event is never worth failing the task for
@@ -219,6 +220,8 @@ class SlotAwareTask(Task):  # type: ignore[misc]
         logger.warning(
             "task %s[%s]: slot %s of %r already ran (%s); dropping this copy",
             self.name, self.request.id, slot, entry, holder,
+            extra={"task_id": str(self.request.id), "entry": entry, "slot": slot, "key": key,
+                   "holder": holder},
         )  # fmt: skip
         events.emit(
             events.RunSkipped(
@@ -440,8 +443,9 @@ class SingletonTask(SlotAwareTask):
             raise LockHeld(key)
         holder = _safe_holder(backend, key)
         logger.info(
-            "task %s[%s]: %r is held by %s; skipped", self.name, self.request.id, key, holder
-        )
+            "task %s[%s]: %r is held by %s; skipped", self.name, self.request.id, key, holder,
+            extra={"task_id": str(self.request.id), "key": key, "holder": holder},
+        )  # fmt: skip
         self._skipped(key, "skipped_duplicate", holder)
         self._send_skipped_event(key, "skipped_duplicate", holder)
         raise Ignore()
