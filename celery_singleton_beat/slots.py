@@ -81,19 +81,35 @@ class CronSlots:
         self._every_hour = len(self._hours) == 24
 
     def next_after(self, t: int) -> int | None:
-        # Across a fold an instant after t can read an earlier wall-clock time (01:00 PST
-        # follows 01:55 PDT), so the search starts a few hours back and keeps the earliest.
         local = dt.datetime.fromtimestamp(t / 1000, self.tz).replace(tzinfo=None)
-        start = local.replace(second=0, microsecond=0) - _FOLD_REACH
+        start = local.replace(second=0, microsecond=0)
+        found = next((s for w in self._walls_from(start) if (s := self._first(w)) > t), None)
+        if found is None or (self._steady(t) and self._steady(found)):
+            return found
+        return self._across_transition(t, start)
+
+    def _across_transition(self, t: int, start: dt.datetime) -> int | None:
+        """The first slot after ``t`` near a change of UTC offset, where wall-clock order
+        and time order differ (01:00 PST follows 01:55 PDT): the search starts a few hours
+        back and keeps the earliest slot, trying both occurrences of a repeated time."""
         best: int | None = None
         best_wall = start
-        for wall in self._walls_from(start):
+        for wall in self._walls_from(start - _FOLD_REACH):
             if best is not None and wall > best_wall + _FOLD_REACH:
                 break
             for slot in self._instants(wall):
                 if slot > t and (best is None or slot < best):
                     best, best_wall = slot, wall
         return best
+
+    def _steady(self, t: int) -> bool:
+        """No change of UTC offset within ``_FOLD_REACH`` of ``t``."""
+        reach = _FOLD_REACH.total_seconds()
+        before = dt.datetime.fromtimestamp(t / 1000 - reach, self.tz).utcoffset()
+        return before == dt.datetime.fromtimestamp(t / 1000 + reach, self.tz).utcoffset()
+
+    def _first(self, wall: dt.datetime) -> int:
+        return _to_ms(wall.replace(tzinfo=self.tz, fold=0))
 
     def _walls_from(self, start: dt.datetime) -> Iterator[dt.datetime]:
         """Matching wall-clock times from ``start`` on, in order, within the horizon."""
@@ -112,7 +128,7 @@ class CronSlots:
     def _instants(self, wall: dt.datetime) -> list[int]:
         """The slot(s) of one wall-clock time: its first occurrence, and also its second
         when the hour is a wildcard and the time is repeated."""
-        first = _to_ms(wall.replace(tzinfo=self.tz, fold=0))
+        first = self._first(wall)
         if not self._every_hour:
             return [first]
         second_at = wall.replace(tzinfo=self.tz, fold=1)
