@@ -57,7 +57,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     states = [s for s, _ in found]
     clients = [c for s, c in found if s.reachable]
     code = overview.health(states)
-    live = overview.replicas(config, clients) if code != overview.NO_QUORUM else []
+    live = overview.replicas(config, clients)
     problems = [f"{s.name} is unreachable ({s.error})" for s in states if not s.reachable]
     if code != overview.NO_QUORUM and not live:
         problems.append("no live beat replica: nothing is being scheduled")
@@ -351,7 +351,7 @@ def _check_scheduler_setting(app: Any) -> list[tuple[str, str]]:
     chosen = app.conf.beat_scheduler
     try:
         found = Scheduler if chosen == "singleton" else symbol_by_name(chosen)
-    except (ImportError, AttributeError, ValueError) as exc:
+    except Exception as exc:  # whatever importing it raises (Django not set up …)
         return [("ERROR", f"beat_scheduler = {chosen!r} cannot be imported ({exc})")]
     if isinstance(found, type) and issubclass(found, Scheduler):
         return [("OK", f"beat_scheduler = {chosen!r}")]
