@@ -17,10 +17,11 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
+import redis
 from celery.schedules import crontab
 
 from celery_singleton_beat import overview
-from celery_singleton_beat.config import Config
+from celery_singleton_beat.config import Config, TaskConfig
 from celery_singleton_beat.entries import Plan
 from celery_singleton_beat.errors import ConfigurationError, LockError
 from celery_singleton_beat.lock_stores import LockStore, lock_stores
@@ -56,10 +57,16 @@ def status(ctx: click.Context, as_json: bool) -> None:
     states = [s for s, _ in found]
     clients = [c for s, c in found if s.reachable]
     code = overview.health(states)
+    live = overview.replicas(config, clients)
+    problems = [f"{s.name} is unreachable ({s.error})" for s in states if not s.reachable]
+    if code != overview.NO_QUORUM and not live:
+        problems.append("no live beat replica: nothing is being scheduled")
+        code = max(code, overview.DEGRADED)
     data = {
         "health": ["healthy", "degraded", "no quorum"][code],
+        "problems": problems,
         "masters": [vars(s) for s in states],
-        "replicas": overview.replicas(config, clients),
+        "replicas": live,
         "entries": _entries(app, config, clients),
     }
     _emit(data, as_json, _status_text(data))
@@ -96,7 +103,9 @@ def _entries(app: Any, config: Config, clients: list[Any]) -> list[dict[str, Any
 
 
 def _status_text(data: dict[str, Any]) -> str:
-    lines = [f"cluster: {data['health']}", "", "masters:"]
+    lines = [f"cluster: {data['health']}"]
+    lines += [f"  problem: {p}" for p in data["problems"]]
+    lines += ["", "masters:"]
     for m in data["masters"]:
         detail = f"{m['latency_ms']} ms, Redis {m['version']}" if m["reachable"] else m["error"]
         lines.append(f"  {m['name']:<22} {'up' if m['reachable'] else 'DOWN':<5} {detail}")
@@ -111,8 +120,10 @@ def _status_text(data: dict[str, Any]) -> str:
         if "error" in e:
             lines.append(f"  {e['name']}: INVALID {e['error']}")
             continue
+        last = e["last_slot"] or "none yet"
+        following = e["next_slot"] or "none"
         lines.append(
-            f"  {e['name']}: {e['schedule']}; last {e['last_slot']}, next {e['next_slot']}; "
+            f"  {e['name']}: {e['schedule']}; last {last}, next {following}; "
             f"dispatched {e['dispatched']}, skipped {e['skipped']}"
         )
     return "\n".join(lines)
@@ -120,10 +131,24 @@ def _status_text(data: dict[str, Any]) -> str:
 
 @singleton_beat.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    type=click.Choice(sorted(overview.LOCK_KINDS)),
+    help="Only locks of this kind (repeatable).",
+)
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Show at most this many rows, then how many more (0: all). JSON lists all.",
+)
 @click.pass_context
-def locks(ctx: click.Context, as_json: bool) -> None:
-    """Locks held on every store (beat masters, task masters or backend): key, holder,
-    remaining TTL, fencing token, store."""
+def locks(ctx: click.Context, as_json: bool, kinds: tuple[str, ...], limit: int) -> None:
+    """Locks held on every store (beat masters, task masters or backend): key, kind,
+    holder, remaining TTL, fencing token, store; beat leader first, slot marks last."""
     held: list[dict[str, Any]] = []
     failed = False
     for store in _stores(ctx):
@@ -132,16 +157,41 @@ def locks(ctx: click.Context, as_json: bool) -> None:
         except LockError as exc:
             click.echo(f"{store.name}: {exc}", err=True)
             failed = True
-    lines = [f"{'key':<48} {'kind':<12} {'holder':<28} {'ttl s':>8} {'fence':>6}  store"]
-    for lock in held:
-        lines.append(
-            f"{lock['key']:<48} {lock['kind']:<12} {lock['holder']:<28} "
-            f"{lock['remaining'] if lock['remaining'] is not None else '-':>8} "
-            f"{lock['fence'] if lock['fence'] is not None else '-':>6}  {lock['store']}"
-        )
-    _emit(held, as_json, "\n".join(lines) if held else "no locks held")
+    if kinds:
+        wanted = {overview.LOCK_KINDS[k] for k in kinds}
+        held = [lock for lock in held if lock["kind"] in wanted]
+    order = list(overview.LOCK_KINDS.values())
+    held.sort(key=lambda lock: (order.index(lock["kind"]), lock["key"], lock["store"]))
+    _emit(held, as_json, _locks_table(held, limit) if held else "no locks held")
     if failed:
         ctx.exit(2)
+
+
+def _lock_row(lock: dict[str, Any]) -> tuple[str, ...]:
+    remaining, fence = lock["remaining"], lock["fence"]
+    return (
+        str(lock["key"]), str(lock["kind"]), str(lock["holder"]),
+        "-" if remaining is None else f"{remaining:.3f}",
+        "-" if fence is None else str(fence), str(lock["store"]),
+    )  # fmt: skip
+
+
+def _locks_table(held: list[dict[str, Any]], limit: int) -> str:
+    shown = held[:limit] if limit else held
+    header = ("key", "kind", "holder", "ttl s", "fence", "store")
+    rows = [_lock_row(lock) for lock in shown]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    right = {3, 4}
+    lines = [
+        "  ".join(
+            (cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]))
+            for i, cell in enumerate(row)
+        ).rstrip()
+        for row in [header, *rows]
+    ]
+    if len(held) > len(shown):
+        lines.append(f"... {len(held) - len(shown)} more (--limit 0 shows all; --kind filters)")
+    return "\n".join(lines)
 
 
 def _stores(ctx: click.Context) -> list[LockStore]:
@@ -262,32 +312,88 @@ def _config_ttls(ctx: click.Context) -> None:
 @singleton_beat.command()
 @click.pass_context
 def check(ctx: click.Context) -> None:
-    """Audit settings and masters: exit 1 when anything would break the guarantees."""
+    """Audit settings, masters and entries, reporting every problem at once: exit 1 when
+    anything would break the guarantees (ERROR lines), 0 otherwise (WARN lines included)."""
     app = ctx.obj.app
     findings: list[tuple[str, str]] = []
-    try:
-        config = Config.from_conf(app.conf)
-    except ConfigurationError as exc:
-        findings.append(("ERROR", str(exc)))
-    else:
+    errors = Config.errors(app.conf)
+    findings += [("ERROR", str(exc)) for exc in errors]
+    findings += _check_task_settings(app, {str(exc) for exc in errors})
+    findings += _check_scheduler_setting(app)
+    config = None if errors else Config.from_conf(app.conf)
+    if config is not None:
         findings.append(
             ("OK", f"settings valid ({len(config.redis_urls)} masters, mode {config.mode})")
         )
+        findings += _check_master_count(len(config.redis_urls))
         findings += _check_masters(config)
-        findings += _check_entries(app, config)
+    findings += _check_entries(app, config)
     for level, text in findings:
         click.echo(f"{level:<5} {text}")
     ctx.exit(1 if any(level == "ERROR" for level, _ in findings) else 0)
 
 
+def _check_task_settings(app: Any, reported: set[str]) -> list[tuple[str, str]]:
+    """The singleton task settings (``singleton_beat_task_*``), checked as workers will."""
+    try:
+        TaskConfig.from_conf(app.conf)
+    except ConfigurationError as exc:
+        return [] if str(exc) in reported else [("ERROR", str(exc))]
+    return []
+
+
+def _check_scheduler_setting(app: Any) -> list[tuple[str, str]]:
+    """``beat_scheduler`` names this library's scheduler (or a subclass)."""
+    from celery.utils.imports import symbol_by_name  # noqa: PLC0415
+
+    from celery_singleton_beat.scheduler import Scheduler  # noqa: PLC0415  (layer 2)
+
+    chosen = app.conf.beat_scheduler
+    try:
+        found = Scheduler if chosen == "singleton" else symbol_by_name(chosen)
+    except Exception as exc:  # whatever importing it raises (Django not set up …)
+        return [("ERROR", f"beat_scheduler = {chosen!r} cannot be imported ({exc})")]
+    if isinstance(found, type) and issubclass(found, Scheduler):
+        return [("OK", f"beat_scheduler = {chosen!r}")]
+    return [
+        ("WARN", f"beat_scheduler = {chosen!r}: `celery beat` runs that scheduler, with no "
+                 f"fences, on every replica (each slot sent once per replica) unless started "
+                 f"with `-S singleton`; set beat_scheduler = 'celery_singleton_beat.Scheduler'")
+    ]  # fmt: skip
+
+
+def _check_master_count(count: int) -> list[tuple[str, str]]:
+    if count == 1:
+        return [("WARN", "one master: losing it stops beat; list three independent masters")]
+    if count % 2 == 0:
+        survives = (count - 1) // 2
+        return [
+            ("WARN", f"{count} masters: a majority is {count // 2 + 1}, so they survive "
+                     f"{survives} failure{'s' if survives != 1 else ''}, no more than "
+                     f"{count - 1} would; use an odd number (3 or 5)")
+        ]  # fmt: skip
+    return []
+
+
 def _check_masters(config: Config) -> list[tuple[str, str]]:
     findings = []
     found = overview.masters(config)
+    servers: dict[str, list[str]] = {}
     for state, client in found:
         if not state.reachable:
             findings.append(("ERROR", f"{state.name}: unreachable ({state.error})"))
             continue
-        findings += _check_master(config, state.name, client)
+        servers.setdefault(state.run_id or state.name, []).append(state.name)
+        try:
+            findings += _check_master(config, state.name, client)
+        except redis.RedisError as exc:
+            findings.append(("ERROR", f"{state.name}: {type(exc).__name__}: {exc}"))
+    for run_id, names in servers.items():
+        if len(names) > 1:
+            findings.append(
+                ("ERROR", f"{' and '.join(names)} are one Redis server (run_id {run_id}): "
+                          f"it would cast {len(names)} votes; list each master once")
+            )  # fmt: skip
     if overview.health([s for s, _ in found]) == overview.NO_QUORUM:
         findings.append(("ERROR", "no majority of masters answers: nothing will be published"))
     findings.append(("OK", "lock connections use no redis-py retries (the majority decides)"))
@@ -296,15 +402,24 @@ def _check_masters(config: Config) -> list[tuple[str, str]]:
 
 def _check_master(config: Config, name: str, client: Any) -> list[tuple[str, str]]:
     findings = []
-    policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "?")
+    try:
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "?")
+        appendonly = client.config_get("appendonly").get("appendonly")
+    except redis.ResponseError as exc:
+        findings.append(
+            ("WARN", f"{name}: CONFIG is not available ({exc}; renamed or disabled, as on "
+                     f"managed Redis): maxmemory-policy and persistence cannot be checked; "
+                     f"make sure with your provider that maxmemory-policy is noeviction")
+        )  # fmt: skip
+        policy = appendonly = None
     if policy == "noeviction":
         findings.append(("OK", f"{name}: maxmemory-policy noeviction"))
-    else:
+    elif policy is not None:
         findings.append(
             ("ERROR", f"{name}: maxmemory-policy {policy} can evict lock and fence keys; "
                       f"set maxmemory-policy noeviction")
         )  # fmt: skip
-    if client.config_get("appendonly").get("appendonly") != "yes":
+    if policy is not None and appendonly != "yes":
         findings.append(
             ("WARN", f"{name}: no AOF persistence; after it restarts empty, keep it out for "
                      f"the longest lock TTL in use (delayed restart), see docs/locks.md")
@@ -316,14 +431,23 @@ def _check_master(config: Config, name: str, client: Any) -> list[tuple[str, str
     return findings
 
 
-def _check_entries(app: Any, config: Config) -> list[tuple[str, str]]:
+def _check_entries(app: Any, config: Config | None) -> list[tuple[str, str]]:
     findings = []
+    overview.load_task_modules(app)
+    grace = config.misfire_grace if config is not None else Config.misfire_grace
     for name in sorted(app.conf.beat_schedule or {}):
         try:
             entry = overview.beat_entry(app, name)
-            Plan.build(entry, app.timezone, config.misfire_grace)
+            Plan.build(entry, app.timezone, grace)
         except (ConfigurationError, TypeError, ValueError) as exc:
             findings.append(("ERROR", f"entry {name!r}: {exc}"))
+            continue
+        if entry.task not in app.tasks:
+            findings.append(
+                ("ERROR", f"entry {name!r}: task {entry.task!r} is not registered in this "
+                          f"app; workers would discard its messages (check the name, and that "
+                          f"its module is imported: imports, include or autodiscover_tasks)")
+            )  # fmt: skip
         else:
             findings.append(("OK", f"entry {name!r}: {overview.in_words(entry.schedule)}"))
     return findings

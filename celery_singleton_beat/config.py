@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import ipaddress
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -20,6 +22,8 @@ from celery_singleton_beat.urls import safe_url, safe_value
 logger = logging.getLogger(__name__)
 
 MODES = ("active", "leader")
+#: Valid masters standing in for bad ones while :meth:`Config.errors` checks the rest.
+_STAND_IN_URLS = ("redis://127.0.0.1:6379/0",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,18 +40,54 @@ class Config:
     key_prefix: str = "singleton-beat:"
     node_timeout: float = 0.05
     health_port: int | None = None
+    health_host: str = "0.0.0.0"
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any]) -> Config:
         """Read and check every ``singleton_beat_*`` setting of a Celery ``app.conf``."""
-        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name != "redis_urls"}
-        values: dict[str, Any] = {}
-        for name, default in defaults.items():
-            value = conf.get(f"singleton_beat_{name}")
-            values[name] = default if value is None else value
-        config = cls(redis_urls=_redis_urls(conf), **values)
-        config.validate()
+        try:
+            config = cls(redis_urls=_redis_urls(conf), **cls._values(conf))
+            config.validate()
+        except ConfigurationError as exc:
+            raise _as_written(conf, exc) from None
         return config
+
+    @classmethod
+    def _values(cls, conf: Mapping[str, Any]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name != "redis_urls":
+                value = conf.get(f"singleton_beat_{f.name}")
+                values[f.name] = f.default if value is None else value
+        return values
+
+    @classmethod
+    def errors(cls, conf: Mapping[str, Any]) -> list[ConfigurationError]:
+        """Every bad setting at once (:meth:`from_conf` stops at the first): each one found
+        is put back to its default and the rest checked again."""
+        found: list[ConfigurationError] = []
+        try:
+            urls = _redis_urls(conf)
+        except ConfigurationError as exc:
+            found.append(exc)
+            urls = _STAND_IN_URLS
+        values = cls._values(conf)
+        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name in values}
+        for _ in range(len(values) + 2):
+            try:
+                cls(redis_urls=urls, **values).validate()
+            except ConfigurationError as exc:
+                found.append(exc)
+                name = exc.name.removeprefix("singleton_beat_")
+                if name == "redis_urls" and urls != _STAND_IN_URLS:
+                    urls = _STAND_IN_URLS
+                elif values.get(name, defaults.get(name)) != defaults.get(name):
+                    values[name] = defaults[name]
+                else:
+                    break
+            else:
+                break
+        return [_as_written(conf, exc) for exc in found]
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -86,6 +126,13 @@ class Config:
             isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535
         ):
             _refuse("health_port", port, "a TCP port number from 0 to 65535, or None to disable")
+        if not _bindable(self.health_host):
+            _refuse(
+                "health_host",
+                self.health_host,
+                "the address the health server binds: '0.0.0.0' (every IPv4 interface, the "
+                "default), '::' (every interface), '127.0.0.1', or this host's IP or name",
+            )
         try:
             parse_masters(self.redis_urls, self.node_timeout)
         except ConfigurationError as exc:
@@ -128,6 +175,25 @@ def _redis_urls(conf: Mapping[str, Any]) -> tuple[str, ...]:
             "no order: every replica must list the masters alike)",
         )
     return tuple(urls)
+
+
+def _bindable(host: Any) -> bool:
+    if not isinstance(host, str) or not host:
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return _HOSTNAME.fullmatch(host) is not None
+    return True
+
+
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")  # fmt: skip
+
+
+def _as_written(conf: Any, exc: ConfigurationError) -> ConfigurationError:
+    name = written_name(conf, exc.name)
+    return exc if name == exc.name else ConfigurationError(name, exc.value, exc.accepted)
 
 
 def _positive(name: str, value: Any) -> None:
@@ -173,6 +239,13 @@ class TaskConfig:
     def from_conf(cls, conf: Mapping[str, Any], *, urls_required: bool = True) -> TaskConfig:
         """The settings from ``conf``; with ``urls_required=False`` (a task that brings its
         own lock backend) a missing ``singleton_beat_redis_urls`` is no error."""
+        try:
+            return cls._from_conf(conf, urls_required)
+        except ConfigurationError as exc:
+            raise _as_written(conf, exc) from None
+
+    @classmethod
+    def _from_conf(cls, conf: Mapping[str, Any], urls_required: bool) -> TaskConfig:
         urls = conf.get("singleton_beat_task_redis_urls")
         own_backend = conf.get("singleton_beat_task_backend") or not urls_required
         if urls:
@@ -231,6 +304,22 @@ class TaskConfig:
             raise ConfigurationError(
                 "singleton_beat_task_redis_urls", exc.value, exc.accepted
             ) from None
+
+
+def setting_names() -> frozenset[str]:
+    """Every Celery setting the library reads (``singleton_beat_*``)."""
+    fields = [f.name for cls in (Config, TaskConfig) for f in dataclasses.fields(cls)]
+    return frozenset(f"singleton_beat_{name}" for name in [*fields, "task_redis_urls"])
+
+
+def written_name(conf: Any, name: str) -> str:
+    """A setting's name as the user wrote it: ``CELERY_SINGLETON_BEAT_REDIS_URLS`` when the
+    app reads a namespace (Django's ``config_from_object(..., namespace="CELERY")``)."""
+    prefix = getattr(conf, "prefix", None)
+    if not prefix or not name.startswith("singleton_beat_"):
+        return name
+    key, _, rest = name.partition(" ")
+    return f"{prefix}{key.upper()}" + (f" {rest}" if rest else "")
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

@@ -13,6 +13,7 @@ ones are closed at once, so the threads stay bounded whatever connects to the po
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import socket
 import threading
@@ -20,6 +21,8 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from celery_singleton_beat.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +80,13 @@ class _BoundedServer(ThreadingHTTPServer):
                 request.shutdown(socket.SHUT_RDWR)
 
 
+class _BoundedServer6(_BoundedServer):
+    address_family = socket.AF_INET6
+
+
 class HealthServer:
-    """A tiny HTTP server answering the probes; ``port=0`` picks a free port."""
+    """A tiny HTTP server answering the probes on ``host`` (default every IPv4 interface,
+    as Kubernetes probes reach the pod IP); ``port=0`` picks a free port."""
 
     def __init__(
         self,
@@ -86,7 +94,7 @@ class HealthServer:
         alive: Probe,
         ready: Probe,
         metrics: Callable[[], tuple[bytes, str]] | None = None,
-        host: str = "",
+        host: str = "0.0.0.0",
         *,
         request_timeout: float = REQUEST_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
@@ -115,7 +123,16 @@ class HealthServer:
             def log_message(self, format: str, *args: object) -> None:
                 logger.debug("health: " + format, *args)
 
-        self._server = _BoundedServer((host, port), Handler, request_timeout, max_connections)
+        server = _BoundedServer6 if _is_ipv6(host) else _BoundedServer
+        try:
+            self._server = server((host, port), Handler, request_timeout, max_connections)
+        except OSError as exc:
+            raise ConfigurationError(
+                "singleton_beat_health_host/singleton_beat_health_port",
+                f"{host}:{port}",
+                f"an address of this host and a free port ({exc.strerror or exc})",
+            ) from None
+        self.host = host
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="singleton-beat-health", daemon=True
@@ -123,7 +140,7 @@ class HealthServer:
 
     def start(self) -> HealthServer:
         self._thread.start()
-        logger.info("health endpoints on port %d: /healthz, /readyz", self.port)
+        logger.info("health endpoints on %s port %d: /healthz, /readyz", self.host, self.port)
         return self
 
     def stop(self) -> None:
@@ -138,3 +155,10 @@ def _probe(check: Probe) -> tuple[int, bytes, str]:
         f"{'ok' if ok else 'unavailable'}: {detail}\n".encode(),
         "text/plain",
     )
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == 6
+    except ValueError:
+        return False

@@ -51,7 +51,9 @@ class MastersStore(LockStore):
     def force_release(self, key: str) -> tuple[bool, str]:
         clients = self._clients()
         deleted = overview.force_release(self.config, clients, key)
-        return deleted > 0, f"released {key!r} on {deleted} of {len(clients)} reachable masters"
+        if not deleted:
+            return False, f"{key!r} was not held on any of the {len(clients)} reachable masters"
+        return True, f"released {key!r} on {deleted} of {len(clients)} reachable masters"
 
 
 class BackendStore(LockStore):

@@ -37,6 +37,7 @@ class MasterState:
     latency_ms: float | None = None
     version: str | None = None
     error: str | None = None
+    run_id: str | None = None
 
 
 def _client(url: str, timeout: float) -> redis.Redis:
@@ -55,7 +56,9 @@ def masters(
             started = time.perf_counter()
             client.ping()
             state.latency_ms = round((time.perf_counter() - started) * 1000, 2)
-            state.version = str(client.info("server").get("redis_version"))
+            server = client.info("server")
+            state.version = str(server.get("redis_version"))
+            state.run_id = server.get("run_id")
             state.reachable = True
         except redis.RedisError as exc:
             state.error = f"{type(exc).__name__}: {exc}"
@@ -199,15 +202,19 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+#: ``locks --kind`` names and the kind each lock key is shown with, in listing order.
+LOCK_KINDS = {"leader": "beat leader", "task": "task", "enqueue": "enqueue", "ran": "slot ran"}
+
+
 def lock_kind(name: str) -> str:
-    """What a lock key is for: beat leader, slot ran, enqueue or task."""
+    """What a lock key is for: beat leader, task, enqueue or slot ran."""
     if name == "leader":
-        return "beat leader"
+        return LOCK_KINDS["leader"]
     if name.startswith("ran:"):
-        return "slot ran"
+        return LOCK_KINDS["ran"]
     if name.startswith("enqueue:"):
-        return "enqueue"
-    return "task"
+        return LOCK_KINDS["enqueue"]
+    return LOCK_KINDS["task"]
 
 
 def force_release(config: Config | TaskConfig, clients: list[redis.Redis], name: str) -> int:

@@ -32,7 +32,7 @@ from typing import Any
 
 from celery import beat
 
-from celery_singleton_beat import broker, events
+from celery_singleton_beat import beat_log, broker, events
 from celery_singleton_beat._compat import (
     evaluate_entry_args,
     evaluate_entry_kwargs,
@@ -93,6 +93,15 @@ def _now_ms() -> int:
     return int(wall_clock() * 1000)
 
 
+@dataclasses.dataclass
+class _Sending:
+    """The slot being sent through ``apply_entry``, and how its publish ended."""
+
+    slot: int
+    task_id: str
+    error: Exception | None = None
+
+
 class Scheduler(beat.Scheduler):  # type: ignore[misc]
     """Highly available beat scheduler: ``beat_scheduler = "celery_singleton_beat.Scheduler"``."""
 
@@ -119,11 +128,14 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self._lease: Lease | None = None
         self._watchdog: Watchdog | None = None
         self._health: HealthServer | None = None
+        self._sending: _Sending | None = None
+        beat_log.install()
         super().__init__(app, *args, lazy=lazy, **kwargs)
         if not lazy and self.config.health_port is not None:
             self._health = HealthServer(
-                self.config.health_port, self.alive, self.ready, _metrics_renderer()
-            ).start()
+                self.config.health_port, self.alive, self.ready, _metrics_renderer(),
+                host=self.config.health_host,
+            ).start()  # fmt: skip
 
     # -- Celery's Scheduler interface -------------------------------------------------
 
@@ -377,6 +389,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             logger.error(
                 "singleton beat: publishing %d message(s) failed, sending them again: %s: %s",
                 len(sent), type(exc).__name__, exc,
+                extra=self._log_fields(*(sent[0][:2] if sent else (None, None))),
             )  # fmt: skip
             self._broker_cold = True
             for plan, slot, _counted, _fired in sent:
@@ -403,6 +416,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 "claim expired or the masters did not answer), e.g. %r at %s; another replica "
                 "may send them again with the same task id",
                 len(lost), lost[0][0], slot_label(lost[0][1]),
+                extra=self._log_fields(batch.plans.get(lost[0][0]), lost[0][1]),
             )  # fmt: skip
         for name, skipped in batch.skipped.items():
             self._report_skipped(batch.plans[name], skipped)
@@ -425,6 +439,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         logger.warning(
             "singleton beat: entry %r missed %d slot(s) up to %s (misfire policy %s)",
             plan.name, count, slot_label(newest), plan.policy.misfire,
+            extra=self._log_fields(plan, newest),
         )  # fmt: skip
         events.emit(
             events.SlotSkipped(
@@ -446,34 +461,63 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             )
         )  # fmt: skip
 
+    def _log_fields(self, plan: Plan | None, slot: int | None) -> dict[str, Any]:
+        """``extra=`` fields of a log line about one slot, for structured logs."""
+        return {
+            "replica": self.replica,
+            "entry": plan.name if plan is not None else None,
+            "slot": slot_label(slot) if slot is not None else None,
+            "task_id": slot_task_id(plan.name, slot) if plan and slot is not None else None,
+        }
+
     def _publish(self, plan: Plan, slot: int) -> str:
-        entry = plan.entry
-        task_id = slot_task_id(plan.name, slot)
+        """Send one slot through Celery's ``apply_entry`` (see :mod:`.beat_log`)."""
+        sending = _Sending(slot, slot_task_id(plan.name, slot))
+        self._sending = sending
+        try:
+            with beat_log.sending(**self._log_fields(plan, slot)):
+                self.apply_entry(plan.entry, producer=self.producer)
+        finally:
+            self._sending = None
+        if sending.error is not None:
+            raise sending.error
+        return sending.task_id
+
+    def apply_async(
+        self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any
+    ) -> Any:
+        """Publish the slot being sent, with its task id and slot headers; called by
+        Celery's ``apply_entry``, after integrations wrapping it changed ``entry.options``."""
+        sending = self._sending
+        if sending is None:
+            return super().apply_async(entry, producer, advance, **kwargs)
+        try:
+            return self._send_slot(entry, sending, producer)
+        except Exception as exc:  # Celery's apply_entry would log and drop it
+            sending.error = exc
+            return None
+
+    def _send_slot(self, entry: Any, sending: _Sending, producer: Any) -> Any:
         options = entry.publish_options()
         headers = dict(options.pop("headers", None) or {})
         headers.update(
             {
                 "celery_beat_task": True,
-                SLOT_HEADER: slot_label(slot),
-                ENTRY_HEADER: plan.name,
+                SLOT_HEADER: slot_label(sending.slot),
+                ENTRY_HEADER: entry.name,
                 REPLICA_HEADER: self.replica,
             }
         )
         args = evaluate_entry_args(entry.args)
         kwargs = evaluate_entry_kwargs(entry.kwargs)
-        logger.info(
-            "Scheduler: Sending due task %s (%s) for slot %s",
-            plan.name,
-            entry.task,
-            slot_label(slot),
-        )
         task = self.app.tasks.get(entry.task)
         send = task.apply_async if task is not None else self._send_task(entry.task)
         # no retry inside kombu: a publish that failed is given back and sent again under
         # the slot's fence, never re-sent by kombu on a connection whose claim has expired
         options["retry"] = False
-        send(args, kwargs, producer=self.producer, task_id=task_id, headers=headers, **options)
-        return task_id
+        return send(
+            args, kwargs, producer=producer, task_id=sending.task_id, headers=headers, **options
+        )
 
     def _send_task(self, name: str) -> Any:
         return lambda args, kwargs, **options: self.app.send_task(name, args, kwargs, **options)

@@ -6,9 +6,12 @@ schedule, with no clock reading involved:
 
 - interval (:class:`celery.schedules.schedule`): ``anchor + k * every``; the anchor is
   stored once in Redis and shared by all replicas;
-- crontab: every wall-clock time the expression matches in the schedule's timezone. A
-  wall-clock time that happens twice (the hour repeated when clocks go back) is one slot,
-  at its first occurrence; one that does not happen (the hour skipped when clocks go
+- crontab: every wall-clock time the expression matches in the schedule's timezone,
+  with cron's rule for the hours clocks repeat or skip. A wall-clock time that happens
+  twice (the hour repeated when clocks go back) is one slot, at its first occurrence,
+  when the entry names its hours; when its hour is a wildcard (every hour), both
+  occurrences are slots, so ``*/5`` keeps firing every five real minutes through the
+  repeated hour. A wall-clock time that does not happen (the hour skipped when clocks go
   forward) is one slot, at the instant the same wall-clock time reads with the offset in
   force before the change (02:30 on a spring-forward night in Berlin fires at 03:30);
 - solar: the next occurrence of the event, rounded to the second.
@@ -21,6 +24,7 @@ import hashlib
 import importlib
 import math
 import uuid
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from celery.schedules import crontab, schedule, solar
@@ -30,6 +34,8 @@ from celery_singleton_beat.errors import ConfigurationError
 UTC = dt.timezone.utc
 #: How far a crontab search looks ahead before it gives up (an impossible date, 30 Feb).
 CRON_HORIZON_DAYS = 366 * 5
+#: Farther than any UTC offset change (tz database: at most 2 hours, 30 minutes is common).
+_FOLD_REACH = dt.timedelta(hours=3)
 
 
 class Slots(Protocol):
@@ -73,18 +79,63 @@ class CronSlots:
         self.tz = tz
         self._minutes = sorted(cron.minute)
         self._hours = sorted(cron.hour)
+        self._every_hour = len(self._hours) == 24
 
     def next_after(self, t: int) -> int | None:
         local = dt.datetime.fromtimestamp(t / 1000, self.tz).replace(tzinfo=None)
         start = local.replace(second=0, microsecond=0)
+        found = next((s for w in self._walls_from(start) if (s := self._first(w)) > t), None)
+        if found is None or (self._steady(t) and self._steady(found)):
+            return found
+        return self._across_transition(t, start)
+
+    def _across_transition(self, t: int, start: dt.datetime) -> int | None:
+        """The first slot after ``t`` near a change of UTC offset, where wall-clock order
+        and time order differ (01:00 PST follows 01:55 PDT): the search starts a few hours
+        back and keeps the earliest slot, trying both occurrences of a repeated time."""
+        best: int | None = None
+        best_wall = start
+        for wall in self._walls_from(start - _FOLD_REACH):
+            if best is not None and wall > best_wall + _FOLD_REACH:
+                break
+            for slot in self._instants(wall):
+                if slot > t and (best is None or slot < best):
+                    best, best_wall = slot, wall
+        return best
+
+    def _steady(self, t: int) -> bool:
+        """No change of UTC offset within ``_FOLD_REACH`` of ``t``."""
+        reach = _FOLD_REACH.total_seconds()
+        before = dt.datetime.fromtimestamp(t / 1000 - reach, self.tz).utcoffset()
+        return before == dt.datetime.fromtimestamp(t / 1000 + reach, self.tz).utcoffset()
+
+    def _first(self, wall: dt.datetime) -> int:
+        return _to_ms(wall.replace(tzinfo=self.tz, fold=0))
+
+    def _walls_from(self, start: dt.datetime) -> Iterator[dt.datetime]:
+        """Matching wall-clock times from ``start`` on, in order, within the horizon."""
         day = start.date()
         for _ in range(CRON_HORIZON_DAYS):
             if self._day_matches(day):
-                found = self._first_on(day, start, t)
-                if found is not None:
-                    return found
+                for hour in self._hours:
+                    if day == start.date() and hour < start.hour:
+                        continue
+                    for minute in self._minutes:
+                        wall = dt.datetime(day.year, day.month, day.day, hour, minute)
+                        if wall >= start:
+                            yield wall
             day += dt.timedelta(days=1)
-        return None
+
+    def _instants(self, wall: dt.datetime) -> list[int]:
+        """The slot(s) of one wall-clock time: its first occurrence, and also its second
+        when the hour is a wildcard and the time is repeated."""
+        first = self._first(wall)
+        if not self._every_hour:
+            return [first]
+        second_at = wall.replace(tzinfo=self.tz, fold=1)
+        second = _to_ms(second_at)
+        back = second_at.astimezone(UTC).astimezone(self.tz).replace(tzinfo=None)
+        return [first, second] if second != first and back == wall else [first]
 
     def _day_matches(self, day: dt.date) -> bool:
         cron = self.cron
@@ -93,19 +144,6 @@ class CronSlots:
             and day.day in cron.day_of_month
             and day.isoweekday() % 7 in cron.day_of_week
         )
-
-    def _first_on(self, day: dt.date, start: dt.datetime, t: int) -> int | None:
-        for hour in self._hours:
-            if day == start.date() and hour < start.hour:
-                continue
-            for minute in self._minutes:
-                wall = dt.datetime(day.year, day.month, day.day, hour, minute)
-                if wall < start:
-                    continue
-                slot = _to_ms(wall.replace(tzinfo=self.tz, fold=0))
-                if slot > t:
-                    return slot
-        return None
 
     def fingerprint(self) -> str:
         cron = self.cron

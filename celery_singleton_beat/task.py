@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Retry
+from celery.exceptions import Ignore, Retry
 from celery.signals import task_revoked
 from kombu.utils.uuid import uuid
 
@@ -50,6 +50,8 @@ ENTRY_HEADER = "singleton_beat_entry"
 TOKEN_HEADER = "singleton_beat_lock_token"
 ENQUEUE_HEADER = "singleton_beat_enqueue_token"
 SLOT_PENDING_HEADER = "singleton_beat_slot_unchecked"
+#: The Celery event a dropped or skipped copy sends instead of ``task-succeeded``.
+SKIPPED_EVENT = "task-singleton-skipped"
 _UNSET: Any = object()
 
 _stores: dict[tuple[int, int], tuple[TaskConfig, LockBackend]] = {}
@@ -150,7 +152,7 @@ class SlotAwareTask(Task):  # type: ignore[misc]
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
             if self._slot_already_ran():
-                return None
+                raise Ignore()
         except LockError as exc:
             return self._slot_lock_error(exc, args, kwargs)
         return super().__call__(*args, **kwargs)
@@ -218,6 +220,27 @@ class SlotAwareTask(Task):  # type: ignore[misc]
                 kwargs["headers"] = {**sent, SLOT_PENDING_HEADER: "1"} if unchecked else sent
         return super().retry(*args, **kwargs)
 
+    def _send_skipped_event(self, key: str, reason: str, holder: str | None) -> None:
+        """Tell Celery's event stream (Flower, ``celery events``) that this copy did not run.
+
+        The copy then raises :class:`~celery.exceptions.Ignore`: the worker stores no state
+        for it, so a copy dropped while the real run (same task id) executes cannot store
+        ``SUCCESS``/``None`` before the real result, nor overwrite it afterwards.
+        """
+        request = self.request
+        if getattr(request, "is_eager", False) or not request.hostname:
+            return
+        headers = request.headers or {}
+        try:
+            owner = None if holder is None else holder.partition("@")[2] or holder
+            self.send_event(
+                SKIPPED_EVENT, retry=False, reason=reason, key=key, holder=owner,
+                task=self.name, entry=headers.get(ENTRY_HEADER), slot=headers.get(SLOT_HEADER),
+            )  # fmt: skip
+        except Exception as exc:  # an event is never worth failing the task for
+            logger.warning("task %s[%s]: could not send %s (%s)",
+                           self.name, request.id, SKIPPED_EVENT, exc)  # fmt: skip
+
     def _skipped(self, key: str, reason: str, holder: str | None) -> None:
         headers = self.request.headers or {}
         events.emit(
@@ -244,6 +267,8 @@ class SlotAwareTask(Task):  # type: ignore[misc]
         logger.warning(
             "task %s[%s]: slot %s of %r already ran (%s); dropping this copy",
             self.name, self.request.id, slot, entry, holder,
+            extra={"task_id": str(self.request.id), "entry": entry, "slot": slot, "key": key,
+                   "holder": holder},
         )  # fmt: skip
         events.emit(
             events.RunSkipped(
@@ -252,6 +277,7 @@ class SlotAwareTask(Task):  # type: ignore[misc]
                 entry=entry, slot=slot,
             )
         )  # fmt: skip
+        self._send_skipped_event(key, "skipped_duplicate", holder)
         return True
 
     def _store(self) -> tuple[TaskConfig, LockBackend]:
@@ -356,7 +382,7 @@ class SingletonTask(SlotAwareTask):
         started = time.monotonic()
         try:
             if self._slot_already_ran():
-                return None
+                raise Ignore()
             token = (self.request.headers or {}).get(TOKEN_HEADER) or (
                 f"{secrets.token_hex(16)}@{default_owner()}/{self.request.id}"
             )
@@ -469,10 +495,12 @@ class SingletonTask(SlotAwareTask):
             raise LockHeld(key)
         holder = _safe_holder(backend, key)
         logger.info(
-            "task %s[%s]: %r is held by %s; skipped", self.name, self.request.id, key, holder
-        )
+            "task %s[%s]: %r is held by %s; skipped", self.name, self.request.id, key, holder,
+            extra={"task_id": str(self.request.id), "key": key, "holder": holder},
+        )  # fmt: skip
         self._skipped(key, "skipped_duplicate", holder)
-        return None
+        self._send_skipped_event(key, "skipped_duplicate", holder)
+        raise Ignore()
 
     def _on_lock_error(
         self, key: str, exc: LockError, config: TaskConfig, args: Any, kwargs: Any

@@ -47,9 +47,12 @@ def free_port() -> int:
 class RedisServer:
     """One ``redis-server`` process on 127.0.0.1."""
 
-    def __init__(self, port: int | None = None, password: str | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, password: str | None = None, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.port = port or free_port()
         self.password = password
+        self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.mkdtemp(prefix="singleton-beat-redis-")
 
@@ -78,6 +81,7 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -209,13 +213,20 @@ class CeleryCluster:
         return process
 
     def start_worker(
-        self, name: str = "worker", pool: str = "threads", concurrency: int = 4, **env: str
+        self,
+        name: str = "worker",
+        pool: str = "threads",
+        concurrency: int = 4,
+        args: tuple[str, ...] = (),
+        **env: str,
     ) -> Process:
-        """A ``celery worker``, returned once it says it is ready."""
+        """A ``celery worker``, returned once it says it is ready; ``args`` adds options
+        (``("-E",)`` sends task events)."""
         worker = self._spawn(
             name,
             ["worker", "-P", pool, "-c", str(concurrency), "-Q", self.queue, "--without-gossip",
-             "--without-mingle", "--without-heartbeat", "--loglevel", "INFO", "-n", f"{name}@%h"],
+             "--without-mingle", "--without-heartbeat", "--loglevel", "INFO", "-n", f"{name}@%h",
+             *args],
             **env,
         )  # fmt: skip
         wait_for(lambda: "ready." in worker.text(), 30, f"worker ready\n{worker.text()}")

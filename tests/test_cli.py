@@ -143,3 +143,155 @@ def test_describe_puts_a_crontab_in_words_with_its_next_times(cluster: BeatClust
     assert unknown.returncode != 0
     assert "'nightly' is neither an entry of beat_schedule" in unknown.stderr
     assert "Traceback" not in unknown.stderr
+
+
+@pytest.fixture
+def idle(three_masters: list[RedisServer], tmp_path: Path) -> Iterator[BeatCluster]:
+    """Three masters and a broker, with no replica and no worker running."""
+    with beat_cluster(tmp_path, three_masters, SCHEDULE) as stopped:
+        yield stopped
+
+
+def run_cli(cluster: BeatCluster, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "tests.beat.app", "singleton-beat", *args],
+        cwd=cluster.workdir, env=cluster.env(**env), capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+
+
+def test_status_without_a_live_replica_is_degraded_exits_1_and_prints_no_none(
+    idle: BeatCluster,
+) -> None:
+    result = run_cli(idle, "status")
+    assert result.returncode == 1, result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[:2] == [
+        "cluster: degraded",
+        "  problem: no live beat replica: nothing is being scheduled",
+    ]
+    assert "replicas (0):" in lines
+    assert "None" not in result.stdout
+    assert "  every-second: every second; last none yet, next " in result.stdout
+    data = json.loads(run_cli(idle, "status", "--json").stdout)
+    assert (data["health"], data["problems"]) == (
+        "degraded",
+        ["no live beat replica: nothing is being scheduled"],
+    )
+
+
+def test_unlock_of_a_key_nobody_holds_says_so_and_exits_1(idle: BeatCluster) -> None:
+    result = run_cli(idle, "unlock", "task:nobody", "--yes")
+    assert result.returncode == 1
+    assert result.stdout == (
+        "beat masters: 'task:nobody' was not held on any of the 3 reachable masters\n"
+    )
+
+
+def test_locks_filters_by_kind_limits_rows_and_aligns_columns(idle: BeatCluster) -> None:
+    lock = Redlock.from_urls([m.url for m in idle.masters], owner="host-a/1")
+    for n in range(7):
+        assert lock.acquire(f"ran:nightly:{1_700_000_000_000 + n}", ttl=60) is not None
+    long_key = "task:billing.charge:" + "ab" * 32
+    assert lock.acquire(long_key, ttl=60) is not None
+    assert lock.acquire("task:short", ttl=60) is not None
+
+    tasks = run_cli(idle, "locks", "--kind", "task")
+    assert tasks.returncode == 0, tasks.stderr
+    lines = tasks.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["key", long_key, "task:short"]
+    for column, value in (("kind", "task "), ("holder", "host-a/1"), ("store", "beat masters")):
+        assert {line.index(value, len(long_key)) for line in lines[1:]} == {
+            lines[0].index(column)
+        }, column
+
+    ran = run_cli(idle, "locks", "--kind", "ran", "--limit", "5")
+    lines = ran.stdout.splitlines()
+    assert len(lines) == 7
+    assert [line.split()[0] for line in lines[1:6]] == [
+        f"ran:nightly:{1_700_000_000_000 + n}" for n in range(5)
+    ]
+    assert lines[6] == "... 2 more (--limit 0 shows all; --kind filters)"
+    assert len(json.loads(run_cli(idle, "locks", "--kind", "ran", "--json").stdout)) == 7
+
+
+def test_check_reports_every_problem_at_once_and_exits_1(idle: BeatCluster) -> None:
+    settings = {
+        "singleton_beat_mode": "both",
+        "singleton_beat_claim_ttl": -1,
+        "singleton_beat_task_on_conflict": "wait",
+    }
+    result = run_cli(idle, "check", **idle.settings_env(settings))
+    assert result.returncode == 1
+    errors = [line for line in result.stdout.splitlines() if line.startswith("ERROR")]
+    assert errors == [
+        "ERROR singleton_beat_mode = 'both' is not valid: 'active' (every replica evaluates) "
+        "or 'leader'.",
+        "ERROR singleton_beat_claim_ttl = -1 is not valid: a positive number of seconds.",
+        "ERROR singleton_beat_task_on_conflict = 'wait' is not valid: one of 'skip', 'retry', "
+        "'raise'.",
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_check_warns_that_two_masters_survive_no_failure(idle: BeatCluster) -> None:
+    urls = ",".join(m.url for m in idle.masters[:2])
+    result = run_cli(idle, "check", TEST_MASTERS=urls)
+    assert result.returncode == 0, result.stdout
+    assert (
+        "WARN  2 masters: a majority is 2, so they survive 0 failures, no more than 1 would; "
+        "use an odd number (3 or 5)"
+    ) in result.stdout.splitlines()
+
+
+def test_check_refuses_one_server_listed_under_two_addresses(idle: BeatCluster) -> None:
+    first = idle.masters[0]
+    alias = f"redis://localhost:{first.port}/1"
+    urls = ",".join([first.url, alias, idle.masters[1].url])
+    result = run_cli(idle, "check", TEST_MASTERS=urls)
+    assert result.returncode == 1
+    run_id = first.client().info("server")["run_id"]
+    assert (
+        f"ERROR 127.0.0.1:{first.port} and localhost:{first.port} are one Redis server "
+        f"(run_id {run_id}): it would cast 2 votes; list each master once"
+    ) in result.stdout.splitlines()
+
+
+def test_check_refuses_an_entry_naming_an_unregistered_task(idle: BeatCluster) -> None:
+    schedule = json.dumps({"typo": {"every": 5, "task": "reocrd"}})
+    result = run_cli(idle, "check", TEST_SCHEDULE=schedule)
+    assert result.returncode == 1
+    assert (
+        "ERROR entry 'typo': task 'reocrd' is not registered in this app; workers would "
+        "discard its messages (check the name, and that its module is imported: imports, "
+        "include or autodiscover_tasks)"
+    ) in result.stdout.splitlines()
+
+
+def test_check_warns_when_beat_scheduler_is_not_this_librarys(idle: BeatCluster) -> None:
+    settings = {"beat_scheduler": "celery.beat:PersistentScheduler"}
+    result = run_cli(idle, "check", **idle.settings_env(settings))
+    assert (
+        "WARN  beat_scheduler = 'celery.beat:PersistentScheduler': `celery beat` runs that "
+        "scheduler, with no fences, on every replica (each slot sent once per replica) "
+        "unless started with `-S singleton`; set beat_scheduler = "
+        "'celery_singleton_beat.Scheduler'"
+    ) in result.stdout.splitlines()
+    ours = run_cli(idle, "check")
+    assert "OK    beat_scheduler = 'celery_singleton_beat.Scheduler'" in ours.stdout
+
+
+def test_check_without_the_config_command_warns_instead_of_a_traceback(
+    idle: BeatCluster,
+) -> None:
+    managed = RedisServer(extra_args=("--rename-command", "CONFIG", "")).start()
+    try:
+        urls = ",".join([managed.url, *(m.url for m in idle.masters[1:])])
+        result = run_cli(idle, "check", TEST_MASTERS=urls)
+    finally:
+        managed.stop()
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 0, result.stdout
+    line = next(x for x in result.stdout.splitlines() if x.startswith(f"WARN  {managed.name}"))
+    assert line.startswith(f"WARN  {managed.name}: CONFIG is not available (unknown command")
+    assert line.endswith("make sure with your provider that maxmemory-policy is noeviction")

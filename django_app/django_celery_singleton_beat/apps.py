@@ -18,11 +18,14 @@ class SingletonBeatConfig(AppConfig):
 
     def ready(self) -> None:
         from celery import signals  # noqa: PLC0415
+        from django.core import checks  # noqa: PLC0415
 
         from celery_singleton_beat import overview  # noqa: PLC0415
 
+        from . import checks as app_checks  # noqa: PLC0415
         from . import conf, recorder  # noqa: PLC0415
 
+        checks.register(app_checks.unknown_settings, checks.Tags.compatibility)
         settings = conf.load()  # a bad setting fails here, at start-up
         overview.RUNTIME_SOURCES.append(recorder.longest_runtime)
         if settings.record:

@@ -90,6 +90,27 @@ def parse_slot(label: Any) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
+def _run_key(task_id: Any, retries: Any) -> tuple[int, str, int]:
+    """One execution: task signals and library events come from the thread running it."""
+    return threading.get_ident(), str(task_id), int(retries or 0)
+
+
+def _migrate_hint(database: str) -> str:
+    """What to do when the app's tables are missing from ``database`` (migrate forgotten)."""
+    try:
+        with connections[database].cursor() as cursor:
+            tables = set(connections[database].introspection.table_names(cursor))
+    except DatabaseError:
+        return ""
+    missing = [m._meta.db_table for m in (TaskRun, SlotDispatch) if m._meta.db_table not in tables]
+    if not missing:
+        return ""
+    return (
+        f": the app's tables are missing ({', '.join(missing)}); run `manage.py migrate"
+        f"{'' if database == 'default' else f' --database {database}'}`"
+    )
+
+
 def capped(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(0, limit - 15)] + f"… ({len(text)} chars)"
 
@@ -110,7 +131,9 @@ class Recorder:
         self._wake = threading.Condition(self._mutex)
         self._pending: OrderedDict[tuple[str, Any], tuple[str, dict[str, Any]]] = OrderedDict()
         self._busy = 0
-        self._runs: dict[tuple[str, int], dict[str, Any]] = {}
+        # keyed by thread too: a thread-pool worker may run a slot's message and its
+        # re-published copy (same task id, same attempt) at once, each in its own thread
+        self._runs: dict[tuple[int, str, int], dict[str, Any]] = {}
         self._pks: dict[int, int] = {}
         self._thread: threading.Thread | None = None
         self._failing: str | None = None
@@ -164,13 +187,13 @@ class Recorder:
             "args_preview": self._preview(str(task.name), args, kwargs),
             "_t0": time.monotonic(),
         }
-        self._runs[(run["task_id"], run["attempt"])] = run
+        self._runs[_run_key(run["task_id"], run["attempt"])] = run
         self._submit_run(run)
 
     def on_postrun(self, sender: Any = None, task_id: Any = None, task: Any = None,
                    retval: Any = None, state: Any = None, **_: Any) -> None:  # fmt: skip
         request = task.request
-        run = self._runs.pop((str(task_id), int(request.retries or 0)), None)
+        run = self._runs.pop(_run_key(task_id, request.retries), None)
         if run is None:
             return
         run["finished_at"] = now()
@@ -184,7 +207,7 @@ class Recorder:
 
     def on_retry(self, sender: Any = None, request: Any = None, reason: Any = None,
                  **_: Any) -> None:  # fmt: skip
-        run = self._runs.get((str(request.id), int(request.retries or 0)))
+        run = self._runs.get(_run_key(request.id, request.retries))
         if run is not None:
             if run["status"] not in _KEEP:
                 run["status"] = TaskRun.Status.RETRY
@@ -193,7 +216,7 @@ class Recorder:
     def on_failure(self, sender: Any = None, task_id: Any = None, exception: Any = None,
                    **_: Any) -> None:  # fmt: skip
         retries = int(getattr(getattr(sender, "request", None), "retries", 0) or 0)
-        run = self._runs.get((str(task_id), retries))
+        run = self._runs.get(_run_key(task_id, retries))
         if run is not None:
             run["exception"] = capped(repr(exception), self.settings.result_max_chars)
 
@@ -226,7 +249,7 @@ class Recorder:
         task_id = getattr(event, "task_id", None)
         if task_id is None:
             return
-        run = self._runs.get((str(task_id), int(getattr(event, "retries", 0))))
+        run = self._runs.get(_run_key(task_id, getattr(event, "retries", 0)))
         if run is None:
             return
         if isinstance(event, events.RunStarted):
@@ -408,9 +431,10 @@ class Recorder:
         message = f"{type(exc).__name__}: {exc}".strip()
         if self._failing is None:
             logger.error(
-                "singleton beat recorder: recording paused, database %r unavailable (%s); tasks "
-                "and beat keep running, %d records wait in memory (at most %d)",
-                self.settings.database, message, waiting, self.settings.recorder_buffer,
+                "singleton beat recorder: recording paused, database %r unavailable (%s)%s; "
+                "tasks and beat keep running, %d records wait in memory (at most %d)",
+                self.settings.database, message, _migrate_hint(self.settings.database),
+                waiting, self.settings.recorder_buffer,
             )  # fmt: skip
         self._failing = message
 

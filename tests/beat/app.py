@@ -61,7 +61,7 @@ def _schedule(spec: dict[str, Any]) -> dict[str, Any]:
         else:
             when = float(entry["every"])
         entries[name] = {
-            "task": "record",
+            "task": entry.get("task", "record"),
             "schedule": when,
             "args": (name,),
             "options": entry.get("options", {}),

@@ -52,6 +52,12 @@ def conf(**settings: Any) -> dict[str, Any]:
         ),
         ({"singleton_beat_health_port": 70000}, r"singleton_beat_health_port = 70000 is not valid"),
         ({"singleton_beat_key_prefix": ""}, r"singleton_beat_key_prefix = '' is not valid"),
+        (
+            {"singleton_beat_health_host": "0.0.0.0:8099"},
+            r"singleton_beat_health_host = '0.0.0.0:8099' is not valid: the address the health "
+            r"server binds: '0.0.0.0' \(every IPv4 interface, the default\)",
+        ),
+        ({"singleton_beat_health_host": ""}, r"singleton_beat_health_host = '' is not valid"),
     ],
 )
 def test_a_bad_setting_is_refused_naming_it(settings: dict[str, Any], message: str) -> None:
@@ -72,6 +78,7 @@ def test_defaults_are_the_documented_ones() -> None:
         "singleton_beat_key_prefix": "singleton-beat:",
         "singleton_beat_node_timeout": 0.05,
         "singleton_beat_health_port": None,
+        "singleton_beat_health_host": "0.0.0.0",
     }
 
 

@@ -84,7 +84,7 @@ def test_spring_forward_in_berlin_fires_the_0230_slot_once(
     assert labels(fired, "night") == ["2026-03-29T01:30:00.000Z"]
 
 
-def test_fall_back_in_berlin_fires_each_hourly_wall_clock_slot_once(
+def test_fall_back_in_berlin_fires_hourly_slots_in_both_passes_of_the_repeated_hour(
     make: Callable[[dict[str, Any]], Scheduler], clock: FakeClock, fired: list[events.SlotFired]
 ) -> None:
     clock.now = FakeClock("2026-10-24T22:30:00").now
@@ -92,10 +92,29 @@ def test_fall_back_in_berlin_fires_each_hourly_wall_clock_slot_once(
     run(sched, clock, "2026-10-25T03:00:00", step=20)
     assert labels(fired, "hourly") == [
         "2026-10-24T23:00:00.000Z",
-        "2026-10-25T00:00:00.000Z",
+        "2026-10-25T00:00:00.000Z",  # 02:00 CEST
+        "2026-10-25T01:00:00.000Z",  # 02:00 CET
         "2026-10-25T02:00:00.000Z",
         "2026-10-25T03:00:00.000Z",
     ]
+
+
+def test_fall_back_in_los_angeles_every_five_minutes_fires_24_times_in_the_repeated_hour(
+    make: Callable[[dict[str, Any]], Scheduler], clock: FakeClock, fired: list[events.SlotFired]
+) -> None:
+    clock.now = FakeClock("2026-11-01T07:58:00").now
+    los_angeles = {"singleton_beat": {"timezone": "America/Los_Angeles"}}
+    sched = make(
+        {
+            "five": {"task": "t", "schedule": crontab(minute="*/5"), "options": los_angeles},
+            "night": {"task": "t", "schedule": crontab(minute=30, hour=1), "options": los_angeles},
+        }
+    )
+    run(sched, clock, "2026-11-01T10:00:00", step=20)
+    assert labels(fired, "five") == [
+        f"2026-11-01T{h:02d}:{m:02d}:00.000Z" for h in (8, 9) for m in range(0, 60, 5)
+    ] + ["2026-11-01T10:00:00.000Z"]
+    assert labels(fired, "night") == ["2026-11-01T08:30:00.000Z"]
 
 
 def test_entries_added_removed_and_changed_between_restarts(

@@ -10,6 +10,7 @@ from celery.schedules import crontab, solar
 from celery_singleton_beat.slots import CronSlots, IntervalSlots, SolarSlots, slot_label
 
 BERLIN = ZoneInfo("Europe/Berlin")
+LOS_ANGELES = ZoneInfo("America/Los_Angeles")
 UTC = dt.timezone.utc
 
 
@@ -88,14 +89,81 @@ def test_fall_back_fires_the_repeated_wall_clock_time_once() -> None:
     assert fired == ["2026-10-25T00:30:00.000Z", "2026-10-26T01:30:00.000Z"]
 
 
-def test_fall_back_hourly_slots_skip_the_second_pass_of_the_repeated_hour() -> None:
+def test_fall_back_hourly_slots_fire_in_both_passes_of_the_repeated_hour() -> None:
+    # Cron's rule: an entry whose hour is a wildcard fires at every real instant.
     slots = CronSlots(crontab(minute=0), BERLIN)
     fired = walk(slots, ms("2026-10-24T22:30"), ms("2026-10-25T03:00"))
     assert fired == [
         "2026-10-24T23:00:00.000Z",  # 01:00 CEST
         "2026-10-25T00:00:00.000Z",  # 02:00 CEST, the first 02:00
+        "2026-10-25T01:00:00.000Z",  # 02:00 CET, the second 02:00
         "2026-10-25T02:00:00.000Z",  # 03:00 CET
         "2026-10-25T03:00:00.000Z",  # 04:00 CET
+    ]
+
+
+def every_five_minutes(start: str, end: str) -> list[str]:
+    """UTC labels every 5 minutes in [start, end]."""
+    t, stop, found = ms(start), ms(end), []
+    while t <= stop:
+        found.append(slot_label(t))
+        t += 300_000
+    return found
+
+
+def test_los_angeles_fall_back_every_five_minutes_fires_through_both_passes() -> None:
+    # 1 November 2026: 02:00 PDT (09:00Z) falls back to 01:00 PST; 01:00-01:59 happens
+    # twice, 08:00Z-08:59Z (PDT) and 09:00Z-09:59Z (PST).
+    slots = CronSlots(crontab(minute="*/5"), LOS_ANGELES)
+    fired = walk(slots, ms("2026-11-01T07:50"), ms("2026-11-01T10:10"))
+    assert fired == every_five_minutes("2026-11-01T07:55", "2026-11-01T10:10")
+    repeated = [f for f in fired if "T08:" in f or "T09:" in f]
+    assert len(repeated) == 24
+
+
+def test_los_angeles_fall_back_fixed_hour_fires_once_at_the_first_pass() -> None:
+    slots = CronSlots(crontab(minute=30, hour=1), LOS_ANGELES)
+    fired = walk(slots, ms("2026-10-31T00:00"), ms("2026-11-02T23:00"))
+    assert fired == [
+        "2026-10-31T08:30:00.000Z",  # 01:30 PDT
+        "2026-11-01T08:30:00.000Z",  # 01:30 PDT, the first 01:30 only
+        "2026-11-02T09:30:00.000Z",  # 01:30 PST
+    ]
+
+
+def test_los_angeles_fall_back_hourly_fires_at_both_one_oclocks() -> None:
+    slots = CronSlots(crontab(minute=0), LOS_ANGELES)
+    fired = walk(slots, ms("2026-11-01T06:30"), ms("2026-11-01T11:00"))
+    assert fired == [
+        "2026-11-01T07:00:00.000Z",  # 00:00 PDT
+        "2026-11-01T08:00:00.000Z",  # 01:00 PDT
+        "2026-11-01T09:00:00.000Z",  # 01:00 PST
+        "2026-11-01T10:00:00.000Z",  # 02:00 PST
+        "2026-11-01T11:00:00.000Z",  # 03:00 PST
+    ]
+
+
+def test_los_angeles_spring_forward_every_five_minutes_follows_real_time() -> None:
+    # 8 March 2026: 02:00 PST (10:00Z) jumps to 03:00 PDT; there is no 02:xx.
+    slots = CronSlots(crontab(minute="*/5"), LOS_ANGELES)
+    fired = walk(slots, ms("2026-03-08T09:40"), ms("2026-03-08T10:20"))
+    assert fired == every_five_minutes("2026-03-08T09:45", "2026-03-08T10:20")
+
+
+def test_los_angeles_spring_forward_fixed_hour_and_hourly() -> None:
+    half_past_one = CronSlots(crontab(minute=30, hour=1), LOS_ANGELES)
+    assert walk(half_past_one, ms("2026-03-07T00:00"), ms("2026-03-09T23:00")) == [
+        "2026-03-07T09:30:00.000Z",  # 01:30 PST
+        "2026-03-08T09:30:00.000Z",  # 01:30 PST, before the change
+        "2026-03-09T08:30:00.000Z",  # 01:30 PDT
+    ]
+    hourly = CronSlots(crontab(minute=0), LOS_ANGELES)
+    assert walk(hourly, ms("2026-03-08T07:30"), ms("2026-03-08T12:00")) == [
+        "2026-03-08T08:00:00.000Z",  # 00:00 PST
+        "2026-03-08T09:00:00.000Z",  # 01:00 PST
+        "2026-03-08T10:00:00.000Z",  # 03:00 PDT (02:00 does not happen)
+        "2026-03-08T11:00:00.000Z",  # 04:00 PDT
+        "2026-03-08T12:00:00.000Z",  # 05:00 PDT
     ]
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -62,3 +64,72 @@ def test_a_record_that_cannot_be_written_is_logged_and_the_writer_goes_on(
     recorder._submit(("run", 2), ("run", good))
     assert recorder.flush(5)
     assert list(TaskRun.objects.values_list("task_id", flat=True)) == ["y"]
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+@pytest.mark.parametrize("database", ["default", "postgres"])
+def test_a_forgotten_migrate_is_named_in_the_paused_line(
+    database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from django.db import connections
+
+    table = TaskRun._meta.db_table
+    recorder = Recorder(AppSettings(database=database))
+    with connections[database].cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {table} RENAME TO {table}_away")
+    try:
+        with caplog.at_level(logging.ERROR, logger="django_celery_singleton_beat.recorder"):
+            run = {"ref": 1, "task_id": "x", "task_name": "t", "status": "started",
+                   "started_at": SLOT}  # fmt: skip
+            recorder._submit(("run", 1), ("run", run))
+            recorder.flush(2)
+    finally:
+        recorder.stop()
+        with connections[database].cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {table}_away RENAME TO {table}")
+    (line,) = [r.getMessage() for r in caplog.records if "recording paused" in r.getMessage()]
+    command = "manage.py migrate" + ("" if database == "default" else " --database postgres")
+    assert f": the app's tables are missing ({table}); run `{command}`; tasks and beat" in line
+
+
+def test_a_slot_copy_dropped_while_its_run_executes_in_another_thread_is_its_own_row(
+    redis_cluster: Any,
+) -> None:
+    """A thread-pool worker runs a slot's message and, meanwhile, its re-published copy
+    (same task id, same attempt): two rows, the run's own success and the dropped copy."""
+    import threading
+
+    from celery import Celery
+
+    from celery_singleton_beat import SingletonTask
+
+    master = redis_cluster(1)[0]
+    app = Celery("recorder-threads", broker="memory://", set_as_current=False)
+    app.conf.update(singleton_beat_redis_urls=[master.url])
+    started = threading.Event()
+
+    @app.task(base=SingletonTask, bind=True, name="reports.nightly")
+    def nightly(self: Any) -> dict[str, int]:
+        started.set()
+        time.sleep(1.0)
+        return {"rows": 42}
+
+    headers = {"singleton_beat_entry": "nightly", "singleton_beat_slot": "2026-03-01T12:00:00.000Z"}
+    recorder = Recorder(AppSettings())
+    recorder.connect()
+    try:
+        real = threading.Thread(target=lambda: nightly.apply(task_id="slot-id", headers=headers))
+        real.start()
+        assert started.wait(10)
+        copy = nightly.apply(task_id="slot-id", headers=headers)
+        real.join(10)
+        assert recorder.flush(5)
+    finally:
+        recorder.disconnect()
+        recorder.stop()
+    assert copy.state == "IGNORED"
+    runs = TaskRun.objects.filter(task_id="slot-id").order_by("status")
+    assert [(r.status, r.result, r.entry) for r in runs] == [
+        ("skipped_duplicate", "", "nightly"),
+        ("success", "{'rows': 42}", "nightly"),
+    ]

@@ -160,3 +160,10 @@ def slot_aware_retries_once(self: Any) -> None:
     _client().rpush("runs", json.dumps({"task": self.name, "retries": self.request.retries}))
     if _client().incr("slot_aware_retries_once") == 1:
         raise self.retry(countdown=0.2)
+
+
+@app.task(bind=True, base=SingletonTask)
+def nightly_report(self: Any, seconds: float) -> dict[str, int]:
+    note(self, phase="started")
+    time.sleep(seconds)
+    return {"rows": 42}

@@ -1,0 +1,76 @@
+"""Django system checks: a setting named like ours that nothing reads is reported.
+
+This app reads ``SINGLETON_BEAT_*`` from Django's settings; the library reads Celery's
+``singleton_beat_*`` settings, written ``CELERY_SINGLETON_BEAT_*`` in Django's settings
+with ``app.config_from_object("django.conf:settings", namespace="CELERY")``. A name in the
+wrong family (``CELERY_SINGLETON_BEAT_RETENTION``) or misspelt (``SINGLETON_BEAT_RETENTON``)
+would be ignored without a word; these checks say so, with the name meant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core import checks
+
+from celery_singleton_beat.config import setting_names
+
+from .conf import AppSettings
+
+APP_PREFIX = "SINGLETON_BEAT_"
+CELERY_PREFIX = "CELERY_SINGLETON_BEAT_"
+
+
+def app_setting_names() -> frozenset[str]:
+    """This app's Django settings."""
+    return frozenset(f"{APP_PREFIX}{f.name.upper()}" for f in dataclasses.fields(AppSettings))
+
+
+def celery_setting_names() -> frozenset[str]:
+    """The library's Celery settings as Django settings (``namespace="CELERY"``)."""
+    return frozenset(f"CELERY_{name.upper()}" for name in setting_names())
+
+
+def unknown_settings(app_configs: Any = None, **_: Any) -> list[checks.CheckMessage]:
+    """A warning for each ``SINGLETON_BEAT_*``/``CELERY_SINGLETON_BEAT_*`` setting that
+    nothing reads, with the setting it probably means."""
+    ours, celery = app_setting_names(), celery_setting_names()
+    found: list[checks.CheckMessage] = []
+    for name in sorted(n for n in dir(django_settings) if n.isupper()):
+        if not name.startswith((APP_PREFIX, CELERY_PREFIX)) or name in ours | celery:
+            continue
+        found.append(
+            checks.Warning(
+                f"{name} is not a celery-singleton-beat setting: it is ignored.",
+                hint=_hint(name, ours, celery),
+                id="singleton_beat.W001",
+            )
+        )
+    return found
+
+
+def _hint(name: str, ours: frozenset[str], celery: frozenset[str]) -> str:
+    if name.startswith(CELERY_PREFIX):
+        same = APP_PREFIX + name.removeprefix(CELERY_PREFIX)
+        if same in ours:
+            return (
+                f"Did you mean {same}? The Django app's own settings are SINGLETON_BEAT_* "
+                f"(no CELERY_ prefix); only the Celery settings are CELERY_SINGLETON_BEAT_*."
+            )
+    else:
+        same = "CELERY_" + name
+        if same in celery:
+            return (
+                f"Did you mean {same}? Celery settings are read from Django's settings "
+                f'with config_from_object("django.conf:settings", namespace="CELERY").'
+            )
+    close = difflib.get_close_matches(name, sorted(ours | celery), n=1, cutoff=0.8)
+    if close:
+        return f"Did you mean {close[0]}?"
+    return (
+        f"The Django app's settings are {', '.join(sorted(ours))}; the Celery settings are "
+        f"listed on the configuration page."
+    )
