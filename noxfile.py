@@ -54,6 +54,7 @@ TEST_DEPS = [
     "prometheus-client>=0.17",
     # examples/testing uses its celery_app fixture, as a user's own test suite would
     "pytest-celery>=1.0",
+    "django-celery-results>=2.5",  # tests/djangoapp/settings.py installs its app
 ]
 
 # the lock contract on real masters, beat replicas (one SIGKILLed, one dying between

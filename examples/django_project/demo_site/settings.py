@@ -78,6 +78,10 @@ CELERY_BROKER_URL = env("DEMO_BROKER_URL", "redis://127.0.0.1:6379/0")
 CELERY_BEAT_SCHEDULER = "celery_singleton_beat.Scheduler"
 CELERY_SINGLETON_BEAT_REDIS_URLS = env("DEMO_REDIS_URLS", "redis://127.0.0.1:6379/0")
 CELERY_SINGLETON_BEAT_KEY_PREFIX = env("DEMO_KEY_PREFIX", "demo-singleton-beat:")
+# results in the database with django-celery-results: DEMO_RESULT_BACKEND=django-db
+if env("DEMO_RESULT_BACKEND", ""):
+    INSTALLED_APPS.append("django_celery_results")
+    CELERY_RESULT_BACKEND = env("DEMO_RESULT_BACKEND", "")
 CELERY_SINGLETON_BEAT_CLAIM_TTL = 2.0
 EVERY = float(env("DEMO_EVERY", "5"))
 CELERY_BEAT_SCHEDULE = {
