@@ -7,6 +7,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -45,8 +46,21 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [f.name for f in self.model._meta.fields]
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        """Every field; instants shown to the second, like the lists."""
+        return [
+            _to_the_second_of(f) if isinstance(f, models.DateTimeField) else f.name
+            for f in self.model._meta.fields
+        ]
+
+
+def _to_the_second_of(field: models.DateTimeField) -> Any:  # type: ignore[type-arg]
+    @admin.display(description=field.verbose_name)
+    def shown(obj: Any) -> str:
+        return to_the_second(getattr(obj, field.name))
+
+    shown.__name__ = field.name
+    return shown
 
 
 @admin.register(TaskRun)

@@ -101,6 +101,22 @@ def test_admin_lists_show_times_to_the_second(
         assert value in page
 
 
+def test_admin_detail_pages_show_times_to_the_second(staff: Client, settings: Any) -> None:
+    settings.TIME_ZONE = "UTC"
+    slot = dt.datetime(2026, 3, 4, 5, 6, 5, tzinfo=UTC)
+    ran = run(started_at=slot + dt.timedelta(seconds=2, milliseconds=300), slot=slot)
+    decided = dispatch(slot, late=0.02)
+    pages = {
+        "taskrun": (ran.pk, ["2026-03-04 05:06:05 UTC", "2026-03-04 05:06:07 UTC"]),
+        "slotdispatch": (decided.pk, ["2026-03-04 05:06:05 UTC"]),
+    }
+    for model, (pk, expected) in pages.items():
+        url = reverse(f"admin:singleton_beat_{model}_change", args=[pk])
+        page = text(staff.get(url).content.decode())
+        for value in expected:
+            assert value in page, f"{model}: {value} not on its page"
+
+
 def test_a_lock_row_shows_its_expiry_to_the_second() -> None:
     from django_celery_singleton_beat.admin import LockAdmin
     from django_celery_singleton_beat.models import Lock
