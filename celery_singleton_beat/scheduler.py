@@ -3,13 +3,17 @@
 Every replica runs ``celery beat -S singleton`` with the same schedule. For each due slot
 a replica claims the slot's fence on a majority of Redis masters, publishes the message,
 then marks the fence done and advances the entry's shared state; a replica that loses the
-claim leaves the slot to the winner. A winner that dies between claim and done lets its
-claim expire and another replica publishes again, with the same task id, which the
-worker side drops as a duplicate::
+claim keeps the slot in view until the winner has marked it done. A winner that dies
+between claim and done lets its claim expire; the replica that claims the slot next takes
+the expired claim over and publishes again, with the same task id, which the worker side
+drops as a duplicate::
 
     replica A: claim fire:report:t ok ── publish ── (SIGKILL)
-    replica B: claim fire:report:t held ... held ... claim expired ── claim ok ── publish
+    replica B: claim fire:report:t held ... held ... claim expired ── taken over ── publish
                (same task id uuid5(report, t): the worker runs it once)
+
+What to do with a claimed slot (fire, or count it as missed) is decided by the pure
+function in :mod:`.decide`.
 
 In ``leader`` mode only the holder of a Redlock lease evaluates the schedule; the fences
 still apply, so a leader that was paused past its lease cannot publish twice.
@@ -305,18 +309,20 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             oldest = fresh[0] if fresh else slots[0]
             self._context[plan.name] = (plan.newest_due(now), left_out, oldest)
             work.extend((plan, slot) for slot in slots)
-        for first in range(0, len(work), CLAIM_CHUNK):
-            self._dispatch_chunk(work[first : first + CLAIM_CHUNK], now)
-        self._context.clear()
+        try:
+            for first in range(0, len(work), CLAIM_CHUNK):
+                self._dispatch_chunk(work[first : first + CLAIM_CHUNK], now)
+        finally:
+            self._context.clear()
 
     def _dispatch_chunk(self, work: list[tuple[Plan, int]], now: int) -> None:
         """Claim a chunk of slots in one round trip, publish ours, finish them in one more.
 
         While the chunk is being published a keeper thread extends its claims, so that a
         slow broker cannot let a claim expire under a message in flight (which would let
-        another replica send the slot again). The keeper stops at the publish timeout:
-        past it the publish has failed, and the slots are given back and sent again, with
-        the same task ids.
+        another replica send the slot again). At the publish timeout the keeper cuts the
+        broker connection: the publish fails, and the slots are given back and sent
+        again, with the same task ids.
         """
         token = f"{secrets.token_hex(8)}@{self.replica}"
         config = self.config
