@@ -46,7 +46,9 @@ from celery_singleton_beat.health import HealthServer
 from celery_singleton_beat.keeper import ClaimKeeper
 from celery_singleton_beat.locks import Lease, Redlock, Watchdog
 from celery_singleton_beat.locks.nodes import Masters
+from celery_singleton_beat.replan import Changes, SourceWatcher, compare
 from celery_singleton_beat.slots import slot_label, slot_task_id, to_datetime
+from celery_singleton_beat.sources import load_source
 from celery_singleton_beat.state import DONE, HELD, Claim, SlotStore
 
 logger = logging.getLogger(__name__)
@@ -106,6 +108,8 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self.store = SlotStore(self.masters, self.config.key_prefix)
         self.leader_lock = Redlock(self.masters, prefix=self.config.key_prefix, owner=self.replica)
         self.plans: dict[str, Plan] = {}
+        self.source = load_source(app)
+        self._watcher = SourceWatcher(self.source)
         self._wakeups: list[tuple[int, str]] = []
         self._context: dict[str, tuple[int | None, int, int]] = {}
         self._broker_cold = True
@@ -136,7 +140,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
 
     def setup_schedule(self) -> None:
         self.install_default_entries(self.data)
-        self.merge_inplace(self.app.conf.beat_schedule)
+        self.merge_inplace(self._watcher.first())
         grace = self.config.misfire_grace
         self.plans = {
             name: Plan.build(entry, self.app.timezone, grace)
@@ -166,6 +170,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         try:
             self.store.forget_replica(self.replica)
         finally:
+            self.source.close()
             self.masters.close()
             super().close()
 
@@ -196,6 +201,9 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             self._next_heartbeat = monotonic + HEARTBEAT_EVERY
         if not self._lead(monotonic):
             return min(LONGEST_SLEEP, self._next_election - monotonic)
+        specs = self._watcher.poll(monotonic)
+        if specs is not None:
+            self._replan(specs)
         if not self._initialized:
             self._load_state()
             self._broker_cold = True
@@ -262,16 +270,61 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         return list(queues.values())
 
     def _wake(self, plan: Plan, when: int | None) -> None:
-        if when is not None:
+        if when is not None and not plan.policy.paused:
             plan.wake = when
             heapq.heappush(self._wakeups, (when, plan.name))
+
+    # -- schedule changes -------------------------------------------------------------
+
+    def _replan(self, specs: Any) -> None:
+        """Follow a schedule source's new entries (see :mod:`celery_singleton_beat.replan`)."""
+        built: dict[str, Plan] = {}
+        for name, spec in specs.items():
+            try:
+                entry = self.Entry(**dict(spec, name=name, app=self.app))
+                built[name] = Plan.build(entry, self.app.timezone, self.config.misfire_grace)
+            except Exception as exc:
+                logger.error(
+                    "singleton beat: entry %r of the schedule source is refused, %s: %s",
+                    name, "keeping its previous form" if name in self.plans else "skipped", exc,
+                )  # fmt: skip
+                if name in self.plans:
+                    built[name] = self.plans[name]
+        changes = compare(self.plans, built)
+        if not changes:
+            return
+        self.plans = changes.plans
+        self.data = {name: plan.entry for name, plan in self.plans.items()}
+        if self._initialized:
+            self._start_fresh(changes)
+        logger.info(
+            "singleton beat: schedule changed: %d added, %d changed, %d resumed, %d removed, "
+            "%d updated", len(changes.added), len(changes.changed), len(changes.resumed),
+            len(changes.removed), changes.updated,
+        )  # fmt: skip
+
+    def _start_fresh(self, changes: Changes) -> None:
+        """Added and changed plans start from their first slot after now; resumed ones
+        from where they stopped (their missed slots follow the misfire policy)."""
+        fresh, now = changes.fresh, _now_ms()
+        if fresh:
+            loaded = self.store.init([(p.name, p.every_ms) for p in fresh], now)
+            self.store.start_at([p.name for p in fresh], now)
+            for plan, (last, anchor) in zip(fresh, loaded, strict=True):
+                if anchor is not None:
+                    plan.slots.anchor_ms = anchor  # type: ignore[attr-defined]
+                plan.next_slot = plan.slots.next_after(max(last, now))
+                self._wake(plan, plan.next_slot)
+            self._broker_cold = True
+        for plan in changes.resumed:
+            self._wake(plan, min(plan.next_slot or now, now))
 
     def _pop_due(self, now: int) -> list[Plan]:
         due: dict[str, Plan] = {}
         while self._wakeups and self._wakeups[0][0] <= now:
             when, name = heapq.heappop(self._wakeups)
             plan = self.plans.get(name)
-            if plan is not None and plan.wake == when:
+            if plan is not None and plan.wake == when and not plan.policy.paused:
                 due[name] = plan
         return list(due.values())
 
@@ -404,6 +457,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 "may send them again with the same task id",
                 len(lost), lost[0][0], slot_label(lost[0][1]),
             )  # fmt: skip
+        self._tell_source(batch.outcomes, marked)
         for name, skipped in batch.skipped.items():
             self._report_skipped(batch.plans[name], skipped)
         now = _now_ms()
@@ -418,6 +472,22 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             elif plan.held:
                 wake = now + 1000 if wake is None else min(wake, now + 1000)
             self._wake(plan, wake)
+
+    def _tell_source(
+        self, outcomes: list[tuple[str, int, str, int, int]], marked: list[bool]
+    ) -> None:
+        """The source learns of each slot this replica published and marked done (once
+        per slot: only one replica marks a fence done)."""
+        sent_at = wall_clock()
+        for (name, slot, outcome, _sent, _skipped), done in zip(outcomes, marked, strict=True):
+            if done and outcome == Verdict.FIRE.value:
+                try:
+                    self.source.published(name, slot, sent_at)
+                except Exception as exc:
+                    logger.error(
+                        "singleton beat: the schedule source did not take the run of %r at "
+                        "%s: %s: %s", name, slot_label(slot), type(exc).__name__, exc,
+                    )  # fmt: skip
 
     def _report_skipped(self, plan: Plan, skipped: list[tuple[int, int]]) -> None:
         count = sum(n for _slot, n in skipped)

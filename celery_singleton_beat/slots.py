@@ -22,6 +22,7 @@ import importlib
 import math
 import uuid
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from celery.schedules import crontab, schedule, solar
 
@@ -194,8 +195,63 @@ def _observer(lat: float, lon: float, horizon: str) -> Any:
     return observer
 
 
+class OnceSlots:
+    """One slot at a fixed time (a clocked schedule, a one-off entry's single run)."""
+
+    def __init__(self, at_ms: int | None) -> None:
+        self.at_ms = at_ms
+
+    def next_after(self, t: int) -> int | None:
+        return self.at_ms if self.at_ms is not None and self.at_ms > t else None
+
+    def fingerprint(self) -> str:
+        return f"once:{self.at_ms}"
+
+    def __repr__(self) -> str:
+        return f"<once {'never' if self.at_ms is None else slot_label(self.at_ms)}>"
+
+
+class BoundedSlots:
+    """Another schedule's slots from ``start_ms`` (inclusive) to ``end_ms`` (exclusive)."""
+
+    def __init__(self, slots: Slots, start_ms: int | None, end_ms: int | None) -> None:
+        self.slots = slots
+        self.start_ms = start_ms
+        self.end_ms = end_ms
+
+    def next_after(self, t: int) -> int | None:
+        if self.start_ms is not None:
+            t = max(t, self.start_ms - 1)
+        found = self.slots.next_after(t)
+        if found is None or (self.end_ms is not None and found >= self.end_ms):
+            return None
+        return found
+
+    def fingerprint(self) -> str:
+        return f"{self.slots.fingerprint()}[{self.start_ms},{self.end_ms})"
+
+    def __repr__(self) -> str:
+        return f"<{self.fingerprint()}>"
+
+
+def schedule_tz(run_every: Any, default: dt.tzinfo) -> dt.tzinfo:
+    """The timezone a schedule carries itself (django-celery-beat's ``TzAwareCrontab``
+    sets ``tz`` on the instance), else ``default``."""
+    own = vars(run_every).get("tz") if hasattr(run_every, "__dict__") else None
+    if not isinstance(own, dt.tzinfo):
+        return default
+    zone = getattr(own, "zone", None)  # a pytz zone: its wall-clock arithmetic is its own
+    return ZoneInfo(zone) if isinstance(zone, str) else own
+
+
 def slots_for(entry_name: str, run_every: Any, tz: dt.tzinfo) -> Slots:
-    """The slot computation for an entry's schedule; refuses types it cannot compute."""
+    """The slot computation for an entry's schedule; refuses types it cannot compute.
+
+    A schedule that is a slot computation already (:class:`OnceSlots`,
+    :class:`BoundedSlots`, as schedule sources build them) is used as it is.
+    """
+    if isinstance(run_every, (OnceSlots, BoundedSlots)):
+        return run_every
     if isinstance(run_every, crontab):
         return CronSlots(run_every, tz)
     if isinstance(run_every, solar):

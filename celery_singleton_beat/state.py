@@ -227,6 +227,14 @@ class SlotStore:
             self.masters.broadcast(repairs)
         return results
 
+    def start_at(self, names: Sequence[str], slot: int) -> None:
+        """Raise each entry's last slot to at least ``slot`` on every master: an entry
+        added or changed while beat runs owes no slot before the moment it was seen."""
+        if names:
+            self.masters.broadcast(
+                [("EVALSHA", self._raise, 1, self.entry_key(name), slot) for name in names]
+            )
+
     def claim(
         self, fences: Sequence[tuple[str, int]], token: str, ttl: float, retention: float
     ) -> list[Claim]:

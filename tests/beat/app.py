@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import redis
@@ -22,6 +23,7 @@ from celery.schedules import crontab
 
 from celery_singleton_beat import events, scheduler
 from celery_singleton_beat.scheduler import Scheduler
+from celery_singleton_beat.sources import EntrySpec, ScheduleSource
 
 app = Celery("beat_tests", broker=os.environ.get("TEST_BROKER_URL", "memory://"))
 app.conf.update(
@@ -70,6 +72,23 @@ def _schedule(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 app.conf.beat_schedule = _schedule(json.loads(os.environ.get("TEST_SCHEDULE", "{}")))
+
+
+class RedisSource(ScheduleSource):
+    """A schedule kept as JSON (``TEST_SCHEDULE``'s form) in the broker Redis under
+    ``schedule``, its version under ``schedule-version``: a test edits it while beat runs."""
+
+    name = "test-redis"
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
+        self.client = redis.Redis.from_url(os.environ["TEST_BROKER_URL"])
+
+    def version(self) -> Hashable:
+        return self.client.get("schedule-version")
+
+    def entries(self) -> Mapping[str, EntrySpec]:
+        return _schedule(json.loads(self.client.get("schedule") or "{}"))
 
 
 @app.task(bind=True, name="record")
