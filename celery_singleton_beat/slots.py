@@ -24,7 +24,7 @@ import uuid
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from celery.schedules import crontab, schedule, solar
+from celery.schedules import BaseSchedule, crontab, schedule, solar
 
 from celery_singleton_beat.errors import ConfigurationError
 
@@ -234,6 +234,31 @@ class BoundedSlots:
         return f"<{self.fingerprint()}>"
 
 
+class SlotSchedule(BaseSchedule):  # type: ignore[misc]
+    """Slot times as a Celery schedule, for an entry's ``schedule``: what schedule sources
+    hand over when no Celery schedule says it (a clocked time, bounds, a single run)."""
+
+    def __init__(self, slots: Slots, app: Any = None) -> None:
+        super().__init__(app=app)
+        self.slots = slots
+
+    def is_due(self, last_run_at: dt.datetime) -> tuple[bool, float]:
+        now = _to_ms(self.now())
+        following = self.slots.next_after(_to_ms(last_run_at))
+        if following is not None and following <= now:
+            following, due = self.slots.next_after(now), True
+        else:
+            due = False
+        wait = 3600.0 if following is None else max(0.0, (following - now) / 1000)
+        return due, min(wait, 3600.0)
+
+    def remaining_estimate(self, last_run_at: dt.datetime) -> dt.timedelta:
+        return dt.timedelta(seconds=self.is_due(last_run_at)[1])
+
+    def __repr__(self) -> str:
+        return f"<slots {self.slots!r}>"
+
+
 def schedule_tz(run_every: Any, default: dt.tzinfo) -> dt.tzinfo:
     """The timezone a schedule carries itself (django-celery-beat's ``TzAwareCrontab``
     sets ``tz`` on the instance), else ``default``."""
@@ -247,11 +272,10 @@ def schedule_tz(run_every: Any, default: dt.tzinfo) -> dt.tzinfo:
 def slots_for(entry_name: str, run_every: Any, tz: dt.tzinfo) -> Slots:
     """The slot computation for an entry's schedule; refuses types it cannot compute.
 
-    A schedule that is a slot computation already (:class:`OnceSlots`,
-    :class:`BoundedSlots`, as schedule sources build them) is used as it is.
+    A :class:`SlotSchedule` (as schedule sources build them) brings its own slots.
     """
-    if isinstance(run_every, (OnceSlots, BoundedSlots)):
-        return run_every
+    if isinstance(run_every, SlotSchedule):
+        return run_every.slots
     if isinstance(run_every, crontab):
         return CronSlots(run_every, tz)
     if isinstance(run_every, solar):
