@@ -1,7 +1,8 @@
 """Schedule sources: ``singleton_beat_schedule_source`` names one, or a list merged.
 
-Built in: ``"beat_schedule"`` (the default, Celery's setting) and ``"django_celery_beat"``
-(django-celery-beat's tables, from the Django app). Any other value is the dotted path of
+Built in: ``"beat_schedule"`` (the default, Celery's setting), ``"django_celery_beat"``
+(django-celery-beat's tables, from the Django app) and ``"runtime"`` (entries kept on the
+Redis masters by :mod:`celery_singleton_beat.schedule`). Any other value is the dotted path of
 a :class:`~celery_singleton_beat.sources.base.ScheduleSource` subclass, made with the
 Celery app as its only argument.
 """
@@ -19,10 +20,11 @@ SETTING = "singleton_beat_schedule_source"
 BUILT_IN = {
     "beat_schedule": "celery_singleton_beat.sources.beat_schedule.BeatScheduleSource",
     "django_celery_beat": "django_celery_singleton_beat.sources.DjangoCeleryBeatSource",
+    "runtime": "celery_singleton_beat.sources.runtime.RuntimeSource",
 }
 ACCEPTED = (
-    "'beat_schedule' (default), 'django_celery_beat', the dotted path of a ScheduleSource "
-    "subclass, or a list of these"
+    "'beat_schedule' (default), 'django_celery_beat', 'runtime', the dotted path of a "
+    "ScheduleSource subclass, or a list of these"
 )
 
 __all__ = ["EntrySpec", "MergedSource", "ScheduleSource", "load_source"]

@@ -99,6 +99,7 @@ def record(self: Any, entry: str) -> None:
         "entry": entry,
         "task_id": self.request.id,
         "slot": headers.get("singleton_beat_slot"),
+        "beat_entry": headers.get("singleton_beat_entry"),
         "replica": headers.get("singleton_beat_replica"),
         "at": time.time(),
         "worker": socket.gethostname(),
