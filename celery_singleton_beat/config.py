@@ -36,6 +36,8 @@ class Config:
     key_prefix: str = "singleton-beat:"
     node_timeout: float = 0.05
     health_port: int | None = None
+    schedule_source: Any = "beat_schedule"
+    """A source name or dotted path, or a list of them (see celery_singleton_beat.sources)."""
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any]) -> Config:
@@ -86,6 +88,15 @@ class Config:
             isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535
         ):
             _refuse("health_port", port, "a TCP port number from 0 to 65535, or None to disable")
+        source = self.schedule_source
+        names = source if isinstance(source, (list, tuple)) else [source]
+        if not names or not all(isinstance(n, str) and n for n in names):
+            _refuse(
+                "schedule_source",
+                source,
+                "'beat_schedule' (default), 'django_celery_beat', 'runtime', the dotted path "
+                "of a ScheduleSource subclass, or a list of these",
+            )
         try:
             parse_masters(self.redis_urls, self.node_timeout)
         except ConfigurationError as exc:

@@ -108,7 +108,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self.store = SlotStore(self.masters, self.config.key_prefix)
         self.leader_lock = Redlock(self.masters, prefix=self.config.key_prefix, owner=self.replica)
         self.plans: dict[str, Plan] = {}
-        self.source = load_source(app)
+        self.source = load_source(app, self.config.schedule_source)
         self._watcher = SourceWatcher(self.source)
         self._wakeups: list[tuple[int, str]] = []
         self._context: dict[str, tuple[int | None, int, int]] = {}

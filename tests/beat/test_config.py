@@ -72,6 +72,7 @@ def test_defaults_are_the_documented_ones() -> None:
         "singleton_beat_key_prefix": "singleton-beat:",
         "singleton_beat_node_timeout": 0.05,
         "singleton_beat_health_port": None,
+        "singleton_beat_schedule_source": "beat_schedule",
     }
 
 
