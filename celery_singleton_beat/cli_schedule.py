@@ -39,7 +39,7 @@ def _json(value: str | None, what: str) -> Any:
 
 @click.group(name="schedule")
 def schedule() -> None:
-    """Add, pause, resume, run now, remove and list runtime entries."""
+    """Add, remove and list runtime entries; pause, resume and run now any entry."""
 
 
 @schedule.command()
@@ -62,7 +62,7 @@ def add(ctx: click.Context, /, name: str, task: str, **given: Any) -> None:
         timezone=given["timezone"], args=_json(given["args_json"], "--args"),
         kwargs=_json(given["kwargs_json"], "--kwargs"),
         options={"queue": queue} if queue else None, misfire=given["misfire"],
-        paused=given["paused"] or None,
+        paused=given["paused"],
     )  # fmt: skip
     click.echo(f"added {name!r}")
 
@@ -71,8 +71,8 @@ def add(ctx: click.Context, /, name: str, task: str, **given: Any) -> None:
 @click.argument("name")
 @click.pass_context
 def pause(ctx: click.Context, name: str) -> None:
-    """Send nothing for NAME until it is resumed."""
-    _run(runtime.pause, _app(ctx), name)
+    """Send nothing for NAME (an entry of any source) until it is resumed."""
+    _run(runtime.pause, _app(ctx), name, by=f"cli:{getpass.getuser()}")
     click.echo(f"paused {name!r}")
 
 
@@ -107,12 +107,15 @@ def remove(ctx: click.Context, name: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 @click.pass_context
 def list_entries(ctx: click.Context, as_json: bool) -> None:
-    """The runtime entries."""
+    """The runtime entries, and the paused names of any source."""
     found = _run(runtime.entries, _app(ctx))
+    paused = _run(runtime.paused, _app(ctx))
     if as_json:
-        click.echo(json.dumps(found, indent=2, sort_keys=True))
+        click.echo(json.dumps({"entries": found, "paused": paused}, indent=2, sort_keys=True))
         return
     for name, spec in sorted(found.items()):
         when = f"every {spec['every']}s" if "every" in spec else f"cron {spec['cron']!r}"
-        state = " (paused)" if spec.get("paused") else ""
+        state = " (paused)" if name in paused else ""
         click.echo(f"{name}: {spec['task']} {when}{state}")
+    for name in sorted(set(paused) - set(found)):
+        click.echo(f"{name}: (paused, by {paused[name].get('by') or 'unknown'})")

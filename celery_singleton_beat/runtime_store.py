@@ -4,7 +4,8 @@ Every storage call of the runtime schedule goes through :class:`RuntimeStore`, s
 can move behind the state-store contract without touching its callers. Keys (under the
 configured prefix):
 
-- ``schedule:doc`` — ``{"entries": {name: spec}, "runs": {run id: run}}`` as JSON;
+- ``schedule:doc`` — ``{"entries": {name: spec}, "runs": {run id: run}, "paused": {name:
+  who and when}}`` as JSON;
 - ``schedule:rev`` — the document's revision, the version replicas poll (one ``GET``).
 
 An edit takes the ``schedule-edit`` Redlock, reads the newest revision a majority has,
@@ -77,6 +78,7 @@ class RuntimeStore:
         doc = json.loads(raw) if raw else {}
         doc.setdefault("entries", {})
         doc.setdefault("runs", {})
+        doc.setdefault("paused", {})
         return rev, doc
 
     def edit(self, change: Callable[[dict[str, Any]], T]) -> T:

@@ -7,7 +7,7 @@ replica within two seconds (with ``"runtime"`` among ``singleton_beat_schedule_s
 
     schedule.add(app, "report", "reports.build", every=60, args=[7])
     schedule.add(app, "nightly", "reports.nightly", cron="30 2 * * *", timezone="Europe/Berlin")
-    schedule.pause(app, "report")          # nothing is sent while paused
+    schedule.pause(app, "report", by="ops")  # nothing is sent while paused (any source)
     schedule.resume(app, "report")         # missed slots follow the misfire policy
     schedule.run_now(app, "nightly")       # one extra run, once, however many clicks race
     schedule.remove(app, "report")
@@ -36,7 +36,7 @@ from celery_singleton_beat.runtime_store import RunMarks, RuntimeStore
 #: A run now falls due this long after it was asked for (ms).
 RUN_NOW_DELAY_MS = 1500
 #: A run now not known sent this long after its time is not pending any more (ms).
-RUN_NOW_PENDING_MS = 60_000
+RUN_NOW_PENDING_MS = 10_000
 #: Run-now records are dropped from the document this long after their time (ms).
 RUN_NOW_KEPT_MS = 3_600_000
 RUN_NOW = "@run-now:"
@@ -53,16 +53,19 @@ def _store(app: Any) -> Iterator[RuntimeStore]:
         store.close()
 
 
-def add(app: Any, name: str, task: str, **fields: Any) -> None:
+def add(app: Any, name: str, task: str, *, paused: bool = False, **fields: Any) -> None:
     """Schedule ``task`` as entry ``name``: ``every`` (seconds) or ``cron`` ("m h dom mon
     dow", or a ``crontab``), and optionally ``args``, ``kwargs``, ``options``,
-    ``timezone``, ``misfire``, ``paused``. Refuses a name that is scheduled already."""
+    ``timezone``, ``misfire``; ``paused`` adds it paused. Refuses a name that is
+    scheduled already."""
     spec = spec_for(app, name, {"task": task, **fields})
 
     def change(doc: dict[str, Any]) -> None:
         if name in doc["entries"]:
             raise ConfigurationError("name", name, "a name not scheduled yet (update changes one)")
         doc["entries"][name] = spec
+        if paused:
+            doc["paused"][name] = {"by": "", "at": round(time.time() * 1000)}
 
     with _store(app) as store:
         store.edit(change)
@@ -86,31 +89,48 @@ def update(app: Any, name: str, **fields: Any) -> None:
 
 def remove(app: Any, name: str) -> None:
     """Stop scheduling entry ``name``."""
-    with _store(app) as store:
-        store.edit(lambda doc: (_existing(doc, name), doc["entries"].pop(name)))
 
-
-def pause(app: Any, name: str) -> None:
-    """Send nothing for ``name`` until it is resumed."""
-    _set_paused(app, name, True)
-
-
-def resume(app: Any, name: str) -> None:
-    """Send ``name`` again; the slots missed while paused follow its misfire policy."""
-    _set_paused(app, name, False)
-
-
-def _set_paused(app: Any, name: str, paused: bool) -> None:
     def change(doc: dict[str, Any]) -> None:
-        _existing(doc, name)["paused"] = paused
+        _existing(doc, name)
+        del doc["entries"][name]
+        doc["paused"].pop(name, None)
 
     with _store(app) as store:
         store.edit(change)
 
 
-def run_now(app: Any, name: str, by: str = "") -> str:
-    """One extra run of entry ``name`` (a runtime or ``beat_schedule`` entry), sent once
-    within two seconds; returns its id. While one is pending, returns that one's id."""
+def pause(app: Any, name: str, by: str = "") -> None:
+    """Send nothing for entry ``name`` (of any source) until it is resumed; ``by`` says
+    who paused it."""
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError("name", name, "the name of a scheduled entry")
+
+    def change(doc: dict[str, Any]) -> None:
+        doc["paused"][name] = {"by": by, "at": round(time.time() * 1000)}
+
+    with _store(app) as store:
+        store.edit(change)
+
+
+def resume(app: Any, name: str) -> None:
+    """Send entry ``name`` again; the slots missed while paused follow its misfire policy."""
+    with _store(app) as store:
+        store.edit(lambda doc: doc["paused"].pop(name, None))
+
+
+def paused(app: Any) -> dict[str, dict[str, Any]]:
+    """The paused entry names, with who paused them (``by``) and when (``at``, ms)."""
+    with _store(app) as store:
+        _rev, doc = store.read()
+    return dict(doc["paused"])
+
+
+def run_now(app: Any, name: str, by: str = "", message: Mapping[str, Any] | None = None) -> str:
+    """One extra run of entry ``name``, sent once within two seconds; returns its id. While
+    one is pending, returns that one's id.
+
+    ``message`` (``task``, ``args``, ``kwargs``, ``options``) is what to send; without it
+    the runtime or ``beat_schedule`` entry of that name says. ``by`` says who asked."""
     with _store(app) as store:
         marks = RunMarks(store, 86400.0)
         now = round(time.time() * 1000)
@@ -119,17 +139,16 @@ def run_now(app: Any, name: str, by: str = "") -> str:
             return pending
 
         def change(doc: dict[str, Any]) -> str:
-            waiting = [i for i, r in doc["runs"].items() if r["entry"] == name]
-            again = _pending_in(doc, marks, name, now)
+            asked = round(time.time() * 1000)  # under the edit lock: written right after
+            again = _pending_in(doc, marks, name, asked)
             if again is not None:
                 return again
-            for run_id in waiting:
-                if doc["runs"][run_id]["at"] < now - RUN_NOW_KEPT_MS:
-                    del doc["runs"][run_id]
+            for run_id in [i for i, r in doc["runs"].items() if r["at"] < asked - RUN_NOW_KEPT_MS]:
+                del doc["runs"][run_id]
             run_id = secrets.token_hex(6)
             doc["runs"][run_id] = {
-                **_message(app, doc, name), "entry": name, "at": now + RUN_NOW_DELAY_MS,
-                "by": by, "asked": now,
+                **_message(app, doc, name, message), "entry": name, "at": asked + RUN_NOW_DELAY_MS,
+                "by": by, "asked": asked,
             }  # fmt: skip
             return run_id
 
@@ -168,9 +187,11 @@ def _existing(doc: dict[str, Any], name: str) -> dict[str, Any]:
     return spec
 
 
-def _message(app: Any, doc: dict[str, Any], name: str) -> dict[str, Any]:
+def _message(
+    app: Any, doc: dict[str, Any], name: str, given: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """What a run now of ``name`` sends: its task, arguments and options."""
-    spec = doc["entries"].get(name)
+    spec = given if given is not None else doc["entries"].get(name)
     if spec is None:
         spec = (app.conf.beat_schedule or {}).get(name)
     if spec is None:
@@ -193,7 +214,7 @@ def _message(app: Any, doc: dict[str, Any], name: str) -> dict[str, Any]:
 
 def spec_for(app: Any, name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     """A stored entry from :func:`add`'s arguments, checked as beat would check it."""
-    known = {"task", "every", "cron", "args", "kwargs", "options", "timezone", "misfire", "paused"}
+    known = {"task", "every", "cron", "args", "kwargs", "options", "timezone", "misfire"}
     unknown = sorted(set(fields) - known)
     if unknown:
         raise ConfigurationError(unknown[0], fields[unknown[0]], f"one of {sorted(known)}")
@@ -217,7 +238,7 @@ def spec_for(app: Any, name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
 
 def to_beat(spec: Mapping[str, Any]) -> dict[str, Any]:
     """A stored entry in ``beat_schedule`` form."""
-    policy = {k: spec[k] for k in ("timezone", "misfire", "paused") if k in spec}
+    policy = {k: spec[k] for k in ("timezone", "misfire") if k in spec}
     options = dict(spec.get("options") or {})
     if policy:
         options[OPTION] = policy

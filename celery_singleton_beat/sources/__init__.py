@@ -10,9 +10,11 @@ Celery app as its only argument.
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+from celery_singleton_beat.entries import OPTION
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.sources.base import EntrySpec, ScheduleSource
 
@@ -27,37 +29,70 @@ ACCEPTED = (
     "ScheduleSource subclass, or a list of these"
 )
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["EntrySpec", "MergedSource", "ScheduleSource", "load_source"]
 
 
 class MergedSource(ScheduleSource):
-    """Several sources as one: their entries side by side, a name in two refused."""
+    """Several sources as one: their entries side by side, a name in two refused.
+
+    A source that cannot be read (its database or masters down) is logged once and keeps
+    the entries it gave last, so that one source's outage never stops the others. With
+    ``control``, the names it holds paused are marked paused, whatever their source.
+    """
 
     name = "merged"
 
-    def __init__(self, app: Any, sources: Sequence[ScheduleSource]) -> None:
+    def __init__(self, app: Any, sources: Sequence[ScheduleSource], control: Any = None) -> None:
         super().__init__(app)
-        self.sources = list(sources)
+        self.control = control
+        self.sources = [*sources, *([control] if control is not None else [])]
         self._owner: dict[str, ScheduleSource] = {}
+        self._last: dict[int, Mapping[str, EntrySpec]] = {}
+        self._failing: set[int] = set()
 
     def version(self) -> Hashable:
-        return tuple(source.version() for source in self.sources)
+        return tuple(self._read(s, s.version, ("unreadable", s.name)) for s in self.sources)
 
     def entries(self) -> Mapping[str, EntrySpec]:
         merged: dict[str, EntrySpec] = {}
         owner: dict[str, ScheduleSource] = {}
         for source in self.sources:
-            for name, spec in source.entries().items():
+            found = self._read(source, source.entries, None)
+            if found is None:
+                found = self._last.get(id(source), {})
+            self._last[id(source)] = found
+            for name, spec in found.items():
                 if name in owner:
                     raise ConfigurationError(
                         SETTING,
-                        [s.name for s in self.sources],
+                        [s.name for s in self.sources if s is not self.control],
                         f"sources whose entry names differ: {name!r} is an entry of both "
                         f"{owner[name].name!r} and {source.name!r}; rename one of them",
                     )
                 merged[name], owner[name] = spec, source
         self._owner = owner
-        return merged
+        paused = self.control.paused if self.control is not None else ()
+        return {name: _paused(spec) if name in paused else spec for name, spec in merged.items()}
+
+    def _read(self, source: ScheduleSource, call: Any, failed: Any) -> Any:
+        try:
+            value = call()
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            if id(source) not in self._failing:
+                logger.error(
+                    "singleton beat: the schedule source %r cannot be read, keeping its "
+                    "entries read last: %s: %s", source.name, type(exc).__name__, exc,
+                )  # fmt: skip
+            self._failing.add(id(source))
+            return failed
+        if id(source) in self._failing:
+            logger.warning("singleton beat: the schedule source %r answers again", source.name)
+            self._failing.discard(id(source))
+        return value
 
     def published(self, name: str, slot: int, sent_at: float) -> None:
         source = self._owner.get(name)
@@ -69,19 +104,29 @@ class MergedSource(ScheduleSource):
             source.close()
 
 
+def _paused(spec: EntrySpec) -> EntrySpec:
+    options = dict(spec.get("options") or {})
+    options[OPTION] = {**(options.get(OPTION) or {}), "paused": True}
+    return {**spec, "options": options}
+
+
 def load_source(app: Any, value: Any = None) -> ScheduleSource:
-    """The source ``value`` (default: the app's ``singleton_beat_schedule_source``) names."""
+    """The sources ``value`` (default: the app's ``singleton_beat_schedule_source``) names,
+    merged, with the run-now and pause controls of :mod:`celery_singleton_beat.schedule`."""
     if value is None:
         value = app.conf.get(SETTING) or "beat_schedule"
     if isinstance(value, str):
-        return _one(app, value, value)
+        value = [value]
     if not isinstance(value, (list, tuple)) or not value:
         raise ConfigurationError(SETTING, value, ACCEPTED)
     names = [_check_name(value, item) for item in value]
     if len(set(names)) != len(names):
         raise ConfigurationError(SETTING, value, f"{ACCEPTED}, each listed once")
+    value = value[0] if len(value) == 1 else value
     sources = [_one(app, name, value) for name in names]
-    return sources[0] if len(sources) == 1 else MergedSource(app, sources)
+    from celery_singleton_beat.sources.runtime import ControlSource  # noqa: PLC0415
+
+    return MergedSource(app, sources, control=ControlSource(app))
 
 
 def _check_name(value: Any, item: Any) -> str:

@@ -1,8 +1,13 @@
-"""Runtime entries (:mod:`celery_singleton_beat.schedule`) as a schedule source.
+"""Runtime entries and controls (:mod:`celery_singleton_beat.schedule`) as sources.
 
-``singleton_beat_schedule_source = ["beat_schedule", "runtime"]`` schedules the code's
-entries and those added at runtime side by side. The version is the document's revision
-on the masters (one ``GET`` per second per replica).
+- :class:`RuntimeSource` (``"runtime"`` in ``singleton_beat_schedule_source``): the entries
+  added with :func:`~celery_singleton_beat.schedule.add`;
+- :class:`ControlSource` (always on): the runs asked for with
+  :func:`~celery_singleton_beat.schedule.run_now` and the pauses set with
+  :func:`~celery_singleton_beat.schedule.pause`, for an entry of any source.
+
+Both read one document on the masters; the version is its revision (one ``GET`` per
+second per replica).
 """
 
 from __future__ import annotations
@@ -18,22 +23,43 @@ from celery_singleton_beat.sources.base import EntrySpec, ScheduleSource
 
 
 class RuntimeSource(ScheduleSource):
-    """Entries added with :func:`celery_singleton_beat.schedule.add`, and runs asked for
-    with :func:`~celery_singleton_beat.schedule.run_now`."""
+    """Entries added with :func:`celery_singleton_beat.schedule.add`."""
 
     name = "runtime"
 
     def __init__(self, app: Any) -> None:
         super().__init__(app)
         self.store = RuntimeStore.for_app(app)
-        self.marks = RunMarks(self.store, 86400.0)
 
     def version(self) -> Hashable:
         return self.store.revision()
 
     def entries(self) -> Mapping[str, EntrySpec]:
         _rev, doc = self.store.read()
-        found: dict[str, EntrySpec] = {name: to_beat(spec) for name, spec in doc["entries"].items()}
+        return {name: to_beat(spec) for name, spec in doc["entries"].items()}
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class ControlSource(ScheduleSource):
+    """Runs asked for now (an entry ``{name}@run-now:{id}`` each) and paused names."""
+
+    name = "control"
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
+        self.store = RuntimeStore.for_app(app)
+        self.marks = RunMarks(self.store, 86400.0)
+        self.paused: frozenset[str] = frozenset()
+
+    def version(self) -> Hashable:
+        return self.store.revision()
+
+    def entries(self) -> Mapping[str, EntrySpec]:
+        _rev, doc = self.store.read()
+        self.paused = frozenset(doc["paused"])
+        found: dict[str, EntrySpec] = {}
         oldest = time.time() * 1000 - RUN_NOW_KEPT_MS
         for run_id, run in doc["runs"].items():
             if run["at"] > oldest:
