@@ -94,6 +94,11 @@ class MergedSource(ScheduleSource):
             self._failing.discard(id(source))
         return value
 
+    def source_of(self, name: str) -> str | None:
+        """The name of the source entry ``name`` came from at the last read."""
+        source = self._owner.get(name)
+        return None if source is None else source.name
+
     def published(self, name: str, slot: int, sent_at: float) -> None:
         source = self._owner.get(name)
         if source is not None:
