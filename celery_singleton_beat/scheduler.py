@@ -32,7 +32,7 @@ from typing import Any
 
 from celery import beat
 
-from celery_singleton_beat import broker, events
+from celery_singleton_beat import broker, events, overlap
 from celery_singleton_beat._compat import (
     evaluate_entry_args,
     evaluate_entry_kwargs,
@@ -65,6 +65,8 @@ REPLICA_HEADER = "singleton_beat_replica"
 CLAIM_CHUNK = 500
 #: Unhandled slots of one entry claimed one by one (the newest); older ones are counted.
 BACKLOG = 64
+#: The fence outcome of a slot its entry's overlap policy held back.
+OVERLAPPED = "skipped_overlap"
 
 
 @dataclasses.dataclass
@@ -82,6 +84,8 @@ class _Batch:
     giveback: list[tuple[Plan, int]] = dataclasses.field(default_factory=list)
     retry: dict[str, int] = dataclasses.field(default_factory=dict)
     """Entries with held slots, and in how many ms to look at them again."""
+    overlapped: list[tuple[Plan, int]] = dataclasses.field(default_factory=list)
+    """Slots held back by their entry's overlap policy."""
 
     def to_publish(self) -> list[tuple[str, int]]:
         return [(plan.name, slot) for plan, slot, _late, _counted in self.fire]
@@ -106,6 +110,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self.role = "active" if self.config.mode == "active" else "standby"
         self.masters = Masters.from_urls(self.config.redis_urls, self.config.node_timeout)
         self.store = SlotStore(self.masters, self.config.key_prefix)
+        self.run_state = overlap.RunState(self.masters, self.config.key_prefix)
         self.leader_lock = Redlock(self.masters, prefix=self.config.key_prefix, owner=self.replica)
         self.plans: dict[str, Plan] = {}
         self.source = load_source(app, self.config.schedule_source)
@@ -372,6 +377,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         batch = _Batch(token)
         for (plan, slot), claim in zip(work, claims, strict=True):
             self._sort(batch, plan, slot, claim, now)
+        self._hold_overlaps(batch, now)
         abort = functools.partial(broker.cut, self.producer)
         with ClaimKeeper(self.store, token, config, batch.to_publish(), abort) as keeper:
             self._publish_batch_of(batch, keeper)
@@ -400,6 +406,25 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         else:
             batch.skipped.setdefault(plan.name, []).append((slot, 1 + counted))
             batch.outcomes.append((plan.name, slot, verdict.value, 0, 1 + counted))
+
+    def _hold_overlaps(self, batch: _Batch, now: int) -> None:
+        """Slots whose entry's overlap policy holds them back (see :mod:`.overlap`) are
+        decided ``skipped_overlap`` instead of sent."""
+        watched = [item for item in batch.fire if item[0].policy.overlap != "allow"]
+        if not watched:
+            return
+        try:
+            states = self.run_state.read(sorted({plan.name for plan, *_rest in watched}))
+        except Exception as exc:
+            logger.warning("singleton beat: run states unreadable, sending: %s", exc)
+            return
+        for item in watched:
+            plan, slot = item[0], item[1]
+            policy = plan.policy
+            if overlap.blocked(policy.overlap, states[plan.name], now, policy.overlap_ttl):
+                batch.fire.remove(item)
+                batch.overlapped.append((plan, slot))
+                batch.outcomes.append((plan.name, slot, OVERLAPPED, 0, 0))
 
     def _may_publish(self) -> bool:
         if self.config.mode != "leader":
@@ -458,6 +483,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 len(lost), lost[0][0], slot_label(lost[0][1]),
             )  # fmt: skip
         self._tell_source(batch.outcomes, marked)
+        self._track_runs(batch, marked)
         for name, skipped in batch.skipped.items():
             self._report_skipped(batch.plans[name], skipped)
         now = _now_ms()
@@ -472,6 +498,37 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             elif plan.held:
                 wake = now + 1000 if wake is None else min(wake, now + 1000)
             self._wake(plan, wake)
+
+    def _track_runs(self, batch: _Batch, marked: list[bool]) -> None:
+        """The run state of entries with an overlap policy: the slots sent, those held back."""
+        outcomes = zip(batch.outcomes, marked, strict=True)
+        done = {(n, s): o for (n, s, o, _p, _k), ok in outcomes if ok}
+        sent = [
+            (plan.name, "queued", slot)
+            for plan, slot, _late, _counted in batch.fire
+            if plan.policy.overlap != "allow" and done.get((plan.name, slot)) == Verdict.FIRE.value
+        ]
+        try:
+            if sent:
+                self.run_state.raise_to(sent)
+            for plan, slot in batch.overlapped:
+                if done.get((plan.name, slot)) == OVERLAPPED:
+                    self.run_state.count_overlapped(plan.name, 1)
+                    self._report_overlap(plan, slot)
+        except Exception as exc:
+            logger.warning("singleton beat: the run state could not be written: %s", exc)
+
+    def _report_overlap(self, plan: Plan, slot: int) -> None:
+        logger.info(
+            "singleton beat: entry %r slot %s held back, its previous run is not done "
+            "(overlap policy %s)", plan.name, slot_label(slot), plan.policy.overlap,
+        )  # fmt: skip
+        events.emit(
+            events.SlotSkipped(
+                entry=plan.name, slot=to_datetime(slot), count=1, reason="overlap",
+                replica=self.replica,
+            )
+        )  # fmt: skip
 
     def _tell_source(
         self, outcomes: list[tuple[str, int, str, int, int]], marked: list[bool]
@@ -529,6 +586,8 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 REPLICA_HEADER: self.replica,
             }
         )
+        if plan.policy.overlap != "allow":
+            headers[overlap.TRACK_HEADER] = 1
         args = evaluate_entry_args(entry.args)
         kwargs = evaluate_entry_kwargs(entry.kwargs)
         logger.info(

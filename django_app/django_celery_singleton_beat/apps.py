@@ -19,12 +19,13 @@ class SingletonBeatConfig(AppConfig):
     def ready(self) -> None:
         from celery import signals  # noqa: PLC0415
 
-        from celery_singleton_beat import overview  # noqa: PLC0415
+        from celery_singleton_beat import overlap, overview  # noqa: PLC0415
 
         from . import conf, recorder  # noqa: PLC0415
 
         settings = conf.load()  # a bad setting fails here, at start-up
         overview.RUNTIME_SOURCES.append(recorder.longest_runtime)
+        overlap.install()  # workers record when beat-sent runs start and end
         if settings.record:
             self.recorder = recorder.Recorder(settings)
             self.recorder.connect()

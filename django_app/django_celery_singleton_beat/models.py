@@ -68,6 +68,7 @@ class SlotDispatch(models.Model):
         DISPATCHED = "dispatched", _("dispatched")
         SKIPPED_MISFIRE = "skipped_misfire", _("skipped (misfire)")
         PUBLISH_FAILED = "publish_failed", _("publish failed")
+        SKIPPED_OVERLAP = "skipped_overlap", _("skipped (previous run not done)")
 
     entry = models.CharField(_("periodic entry"), max_length=255)
     slot = models.DateTimeField(_("slot"))

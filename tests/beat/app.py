@@ -21,7 +21,7 @@ import redis
 from celery import Celery
 from celery.schedules import crontab
 
-from celery_singleton_beat import events, scheduler
+from celery_singleton_beat import events, overlap, scheduler
 from celery_singleton_beat.scheduler import Scheduler
 from celery_singleton_beat.sources import EntrySpec, ScheduleSource
 
@@ -63,9 +63,9 @@ def _schedule(spec: dict[str, Any]) -> dict[str, Any]:
         else:
             when = float(entry["every"])
         entries[name] = {
-            "task": "record",
+            "task": entry.get("task", "record"),
             "schedule": when,
-            "args": (name,),
+            "args": (name, *entry.get("args", ())),
             "options": entry.get("options", {}),
         }
     return entries
@@ -106,6 +106,20 @@ def record(self: Any, entry: str) -> None:
     }
     client = redis.Redis.from_url(os.environ["TEST_BROKER_URL"])
     client.rpush("executions", json.dumps(row))
+
+
+overlap.install()
+
+
+@app.task(bind=True, name="slow")
+def slow(self: Any, entry: str, seconds: float) -> None:
+    """Run for ``seconds``; log the run (slot, start, end) to the broker Redis."""
+    headers = self.request.headers or {}
+    started = time.time()
+    time.sleep(seconds)
+    row = {"entry": entry, "slot": headers.get("singleton_beat_slot"), "start": started,
+           "end": time.time(), "worker": self.request.hostname}  # fmt: skip
+    redis.Redis.from_url(os.environ["TEST_BROKER_URL"]).rpush("slow_runs", json.dumps(row))
 
 
 class CrashAfterPublish(Scheduler):

@@ -117,7 +117,8 @@ def scheduler_with(entry: dict[str, Any]) -> Scheduler:
         (
             {"task": "t", "schedule": 10, "options": {"singleton_beat": {"misfires": "skip"}}},
             r"beat_schedule\['report'\]\['options'\]\['singleton_beat'\]\['misfires'\] = 'skip' "
-            r"is not valid: one of \['misfire', 'misfire_grace', 'paused', 'timezone'\]",
+            r"is not valid: one of \['misfire', 'misfire_grace', 'overlap', 'overlap_ttl', "
+            r"'paused', 'timezone'\]",
         ),
         (
             {"task": "t", "schedule": 10, "options": {"singleton_beat": {"misfire": "later"}}},
