@@ -301,7 +301,11 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self.plans = changes.plans
         self.data = {name: plan.entry for name, plan in self.plans.items()}
         if self._initialized:
-            self._start_fresh(changes)
+            try:
+                self._start_fresh(changes)
+            except QuorumUnavailable:
+                self._initialized = False  # every plan is loaded again once a majority answers
+                raise
         logger.info(
             "singleton beat: schedule changed: %d added, %d changed, %d resumed, %d removed, "
             "%d updated", len(changes.added), len(changes.changed), len(changes.resumed),
