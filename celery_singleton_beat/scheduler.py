@@ -113,6 +113,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self.run_state = overlap.RunState(self.masters, self.config.key_prefix)
         self.leader_lock = Redlock(self.masters, prefix=self.config.key_prefix, owner=self.replica)
         self.plans: dict[str, Plan] = {}
+        self._specs: dict[str, Any] = {}
         self.source = load_source(app, self.config.schedule_source)
         self._watcher = SourceWatcher(self.source)
         self._wakeups: list[tuple[int, str]] = []
@@ -145,7 +146,8 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
 
     def setup_schedule(self) -> None:
         self.install_default_entries(self.data)
-        self.merge_inplace(self._watcher.first())
+        self._specs = dict(self._watcher.first())
+        self.merge_inplace(self._specs)
         grace = self.config.misfire_grace
         self.plans = {
             name: Plan.build(entry, self.app.timezone, grace)
@@ -284,7 +286,11 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
     def _replan(self, specs: Any) -> None:
         """Follow a schedule source's new entries (see :mod:`celery_singleton_beat.replan`)."""
         built: dict[str, Plan] = {}
+        previous, self._specs = self._specs, dict(specs)
         for name, spec in specs.items():
+            if previous.get(name) is spec and name in self.plans:
+                built[name] = self.plans[name]  # the source gave the very same entry
+                continue
             try:
                 entry = self.Entry(**dict(spec, name=name, app=self.app))
                 built[name] = Plan.build(entry, self.app.timezone, self.config.misfire_grace)

@@ -45,6 +45,18 @@ logger = logging.getLogger(__name__)
 UTC = dt.timezone.utc
 #: How long after a one-off row is saved its single slot falls, at the earliest (ms).
 ONE_OFF_DELAY = 2000
+#: Up to this many changed rows are read by primary key; more, all enabled rows are read.
+FEW = 500
+#: The fields an entry is built from (the primary key first): a row whose values are
+#: unchanged since the last read keeps its entry.
+ROW_FIELDS = (
+    "pk", "name", "task", "args", "kwargs", "queue", "exchange", "routing_key", "priority",
+    "headers", "expires", "expire_seconds", "one_off", "start_time", "date_changed",
+    "interval__every", "interval__period", "crontab__minute", "crontab__hour",
+    "crontab__day_of_week", "crontab__day_of_month", "crontab__month_of_year",
+    "crontab__timezone", "solar__event", "solar__latitude", "solar__longitude",
+    "clocked__clocked_time",
+)  # fmt: skip
 
 
 class DjangoCeleryBeatSource(ScheduleSource):
@@ -63,6 +75,7 @@ class DjangoCeleryBeatSource(ScheduleSource):
 
         self.models = models
         self._one_off: dict[str, bool] = {}
+        self._built: dict[Any, tuple[tuple[Any, ...], str, EntrySpec, bool]] = {}
 
     def version(self) -> Hashable:
         from django.db import close_old_connections  # noqa: PLC0415
@@ -72,23 +85,26 @@ class DjangoCeleryBeatSource(ScheduleSource):
         return _guarded(lambda: tracks.values_list("last_update", flat=True).first())
 
     def entries(self) -> Mapping[str, EntrySpec]:
-        rows = self.models.PeriodicTask.objects.filter(enabled=True).select_related(
+        """Every enabled row; a row whose fields (its schedule's included) are those of the
+        last read keeps the entry built then, so the scheduler rebuilds only what changed."""
+        enabled = self.models.PeriodicTask.objects.filter(enabled=True)
+        keys = {v[0]: v for v in _guarded(lambda: list(enabled.values_list(*ROW_FIELDS)))}
+        changed = [pk for pk, key in keys.items() if self._built.get(pk, (None,))[0] != key]
+        rows = enabled.filter(pk__in=changed).select_related(
             "interval", "crontab", "solar", "clocked"
         )
-        entries: dict[str, EntrySpec] = {}
-        one_off: dict[str, bool] = {}
-        for row in _guarded(lambda: list(rows)):
+        built = {pk: self._built[pk] for pk in keys if pk not in changed}
+        for row in _guarded(lambda: list(rows)) if changed else []:
             try:
-                entries[row.name] = self.entry(row)
+                built[row.pk] = (keys[row.pk], row.name, self.entry(row), bool(row.one_off))
             except Exception as exc:
                 logger.error(
                     "singleton beat: PeriodicTask %r is left out: %s: %s",
                     row.name, type(exc).__name__, exc,
                 )  # fmt: skip
-                continue
-            one_off[row.name] = bool(row.one_off)
-        self._one_off = one_off
-        return entries
+        self._built = {pk: item for pk, item in built.items() if item[0] == keys.get(pk)}
+        self._one_off = {name: one_off for _key, name, _spec, one_off in self._built.values()}
+        return {name: spec for _key, name, spec, _one_off in self._built.values()}
 
     def entry(self, row: Any) -> dict[str, Any]:
         """One row in ``beat_schedule`` form."""
