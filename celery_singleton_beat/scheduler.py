@@ -47,7 +47,7 @@ from celery_singleton_beat.keeper import ClaimKeeper
 from celery_singleton_beat.locks import Lease, Redlock, Watchdog
 from celery_singleton_beat.locks.nodes import Masters
 from celery_singleton_beat.replan import Changes, SourceWatcher, compare
-from celery_singleton_beat.slots import slot_label, slot_task_id, to_datetime
+from celery_singleton_beat.slots import OnceSlots, slot_label, slot_task_id, to_datetime
 from celery_singleton_beat.sources import load_source
 from celery_singleton_beat.state import DONE, HELD, Claim, SlotStore
 
@@ -319,9 +319,17 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         )  # fmt: skip
 
     def _start_fresh(self, changes: Changes) -> None:
-        """Added and changed plans start from their first slot after now; resumed ones
-        from where they stopped (their missed slots follow the misfire policy)."""
-        fresh, now = changes.fresh, _now_ms()
+        """Added and changed plans start from their first slot after now (one with a
+        single slot from that slot); resumed ones from where they stopped (their missed
+        slots follow the misfire policy)."""
+        now = _now_ms()
+        fresh = [plan for plan in changes.fresh if not isinstance(plan.slots, OnceSlots)]
+        for plan in changes.fresh:
+            if isinstance(plan.slots, OnceSlots):
+                # a single slot (run now, one-off, clocked) keeps its time even when seen
+                # late: its fence sends it once, the misfire policy decides how late
+                plan.next_slot = plan.slots.at_ms
+                self._wake(plan, plan.next_slot)
         if fresh:
             loaded = self.store.init([(p.name, p.every_ms) for p in fresh], now)
             self.store.start_at([p.name for p in fresh], now)

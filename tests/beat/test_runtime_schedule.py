@@ -120,3 +120,21 @@ def test_runtime_entries_are_followed_by_three_replicas_and_a_run_now_runs_once(
     assert runs == {f"b@run-now:{first_ids[0]}": 1, f"b@run-now:{second}": 1}
     assert [r["entry"] for r in rows if r["beat_entry"] == f"b@run-now:{second}"] == ["b"]
     assert "b: record every 2.0s" in listed
+
+
+def test_a_run_now_seen_after_its_time_by_every_replica_still_runs_once(
+    three_masters: list[RedisServer], tmp_path: Path
+) -> None:
+    """Replicas whose clocks run 3 s ahead find the run's time passed when they first see
+    it; it is sent anyway, once (the misfire policy allows 300 s)."""
+    app = api_app(three_masters)
+    with beat_cluster(tmp_path, three_masters, {}, **SETTINGS) as cluster:
+        cluster.start_worker()
+        for name in ("r1", "r2"):
+            cluster.start_replica(name, TEST_CLOCK_SKEW="3")
+        time.sleep(3)
+        run_id = schedule.run_now(app, "late", message={"task": "record", "args": ["late"]})
+        wait_for(cluster.executions, 15, "the run")
+        time.sleep(3)
+        rows = cluster.executions()
+    assert [r["beat_entry"] for r in rows] == [f"late@run-now:{run_id}"]
