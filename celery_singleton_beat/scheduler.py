@@ -240,15 +240,21 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         )  # fmt: skip
 
     def _load_state(self) -> None:
-        """Read every entry's shared progress (and interval anchors) in one round trip."""
+        """Read every entry's shared progress (and interval anchors) in two round trips."""
         plans = list(self.plans.values())
         now = _now_ms()
         loaded = self.store.init([(p.name, p.every_ms) for p in plans], now)
+        gone = self.store.gone([p.name for p in plans])
+        back = [
+            p.name for p, (last, _a), left in zip(plans, loaded, gone, strict=True) if left > last
+        ]
+        self.store.start_at(back, now)
         self._wakeups = []
-        for plan, (last, anchor) in zip(plans, loaded, strict=True):
+        for plan, (last, anchor), left in zip(plans, loaded, gone, strict=True):
             if anchor is not None:
                 plan.slots.anchor_ms = anchor  # type: ignore[attr-defined]
-            plan.next_slot = plan.slots.next_after(last)
+            # an entry back in the schedule since it left owes nothing from its absence
+            plan.next_slot = plan.slots.next_after(max(last, now) if left > last else last)
             self._wake(plan, plan.next_slot)
         self._initialized = True
         logger.info("singleton beat: %d entries loaded, %s", len(plans), self.role)
@@ -308,6 +314,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self.data = {name: plan.entry for name, plan in self.plans.items()}
         if self._initialized:
             try:
+                self.store.mark_gone(changes.removed, _now_ms())
                 self._start_fresh(changes)
             except QuorumUnavailable:
                 self._initialized = False  # every plan is loaded again once a majority answers

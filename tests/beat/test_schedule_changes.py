@@ -81,3 +81,31 @@ def test_added_changed_paused_resumed_and_removed_entries_are_followed_by_every_
     assert within(b, pause + PICKUP, resume - 1) == []
     assert sorted(interval_slots(1, resume + PICKUP, end) - set(b)) == []
     assert master_hash(three_masters, "singleton-beat:entry:b")["skipped"] >= 2
+
+
+def test_a_replica_starting_after_an_entry_came_back_sends_nothing_from_its_absence(
+    three_masters: list[RedisServer], tmp_path: Path
+) -> None:
+    """The only replica sees "a" (every 6 s) leave and stops; "a" comes back just after a
+    slot of its absence, while no replica runs; the next replica to start sends "a" from
+    its next slot, not that slot of the absence (misfire coalesce would send it, late)."""
+    with beat_cluster(tmp_path, three_masters, {}, **SOURCE) as cluster:
+        edit(cluster, {"a": {"every": 6}})
+        cluster.start_worker()
+        first = cluster.start_replica("r1")
+        wait_for(lambda: len(cluster.executions()) >= 1, 30, "a first execution")
+        gone = edit(cluster, {})
+        time.sleep(PICKUP)
+        first.popen.terminate()
+        first.popen.wait(10)
+        absent = (int(gone + PICKUP) // 6 + 1) * 6  # a slot while "a" was gone
+        time.sleep(max(0.0, absent + 0.3 - time.time()))
+        back = edit(cluster, {"a": {"every": 6}})
+        cluster.start_replica("r2")
+        wait_for(lambda: within(slots_of(cluster.executions(), "a"), absent, time.time()), 20,
+                 "a slot after the start")  # fmt: skip
+        time.sleep(1)
+        rows = cluster.executions()
+    assert back < absent + 6
+    assert within(slots_of(rows, "a"), gone, absent + 1) == [], (gone, absent, back)
+    assert within(slots_of(rows, "a"), absent + 1, absent + 7) == [(absent + 6) * 1000]
