@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Hashable, Mapping
 from zoneinfo import ZoneInfo
 
@@ -14,7 +15,8 @@ from django_celery_beat.tzcrontab import TzAwareCrontab
 from celery_singleton_beat.entries import Entry, Plan
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.scheduler import Scheduler
-from celery_singleton_beat.sources import EntrySpec, ScheduleSource
+from celery_singleton_beat.sources import EntrySpec, MergedSource, ScheduleSource
+from celery_singleton_beat.sources.beat_schedule import BeatScheduleSource
 
 UTC = dt.timezone.utc
 
@@ -75,3 +77,39 @@ def test_a_tz_aware_crontab_fires_in_its_own_zone_and_a_plain_one_in_the_apps() 
     assert Plan.build(plain, berlin, 300.0).slots.next_after(ms(2026, 11, 24)) == ms(
         2026, 11, 24, 8
     )
+
+
+class FlakySource(ScheduleSource):
+    """A source whose database goes away when ``down`` is set (an injected error)."""
+
+    name = "flaky"
+    down = False
+
+    def version(self) -> Hashable:
+        if self.down:
+            raise ConnectionError("database unreachable")
+        return 1
+
+    def entries(self) -> Mapping[str, EntrySpec]:
+        if self.down:
+            raise ConnectionError("database unreachable")
+        return {"nightly": {"task": "n", "schedule": 60.0}}
+
+
+def test_a_source_that_cannot_be_read_keeps_its_entries_and_holds_up_no_other(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = app_with("beat_schedule")
+    flaky = FlakySource(app)
+    merged = MergedSource(app, [BeatScheduleSource(app), flaky])
+    assert sorted(merged.entries()) == ["nightly", "report"]
+    flaky.down = True
+    with caplog.at_level(logging.ERROR):
+        assert merged.version() == (0, ("unreadable", "flaky"))
+        assert sorted(merged.entries()) == ["nightly", "report"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "singleton beat: the schedule source 'flaky' cannot be read, keeping its entries read "
+        "last: ConnectionError: database unreachable"
+    ]
+    flaky.down = False
+    assert merged.version() == (0, 1)
