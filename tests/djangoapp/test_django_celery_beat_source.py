@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -81,6 +82,20 @@ def within(counts: Counter[int], start: float, end: float) -> list[int]:
     return sorted(s for s in counts if start * 1000 < s <= end * 1000)
 
 
+def changes_seen(log: str) -> list[float]:
+    """When a replica logged that it followed a schedule change (epoch seconds)."""
+    stamps = re.findall(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/MainProcess\] "
+                        r"singleton beat: schedule changed", log, flags=re.MULTILINE)  # fmt: skip
+    return [
+        dt.datetime.strptime(s, "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp() for s in stamps
+    ]
+
+
+def seen_within(seen: list[float], edited: float) -> bool:
+    """A change was followed within PICKUP seconds of an edit saved just before ``edited``."""
+    return any(edited - 0.5 <= t <= edited + PICKUP for t in seen)
+
+
 def missing(counts: Counter[int], expected: set[int]) -> list[int]:
     return sorted(expected - set(counts))
 
@@ -109,6 +124,7 @@ def test_a_django_celery_beat_schedule_edited_while_three_replicas_run_is_follow
     once = task("once", interval=every(1), one_off=True)
     at = dt.datetime.fromtimestamp(round(time.time()) + 4, dt.timezone.utc)
     clocked = task("clocked", clocked=ClockedSchedule.objects.create(clocked_time=at), one_off=True)
+    created = time.time()
     time.sleep(3)
     tick.refresh_from_db()  # as the admin's form loads the row it saves
     tick.enabled = False
@@ -128,6 +144,10 @@ def test_a_django_celery_beat_schedule_edited_while_three_replicas_run_is_follow
     time.sleep(2)  # the last messages reach the worker
     rows = cluster.executions()
 
+    for replica in replicas[1:3]:  # the two replicas that ran through every edit
+        seen = changes_seen(replica.text())
+        late = [t for t in (cron_changed, added_at, created, off, on) if not seen_within(seen, t)]
+        assert late == [], f"{replica.name} did not follow the edits at {late} within {PICKUP} s"
     counts = {name: slots(rows, name) for name in ("tick", "cron", "added", "once", "clocked")}
     assert {n: [s for s, k in c.items() if k > 1] for n, c in counts.items()} == {
         n: [] for n in counts
