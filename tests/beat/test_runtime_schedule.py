@@ -4,6 +4,8 @@ by every replica, every slot executed once, a run now once however many callers 
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import subprocess
 import sys
 import threading
@@ -57,6 +59,15 @@ def missing(counts: Counter[int], expected: set[int]) -> list[int]:
     return sorted(expected - set(counts))
 
 
+def changes_seen(log: str) -> list[float]:
+    """When a replica logged that it followed a schedule change (epoch seconds)."""
+    stamps = re.findall(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/MainProcess\] "
+                        r"singleton beat: schedule changed", log, flags=re.MULTILINE)  # fmt: skip
+    return [
+        dt.datetime.strptime(s, "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp() for s in stamps
+    ]
+
+
 def race(app: Celery, name: str) -> list[str]:
     """Two callers ask for a run now of ``name`` at the same moment."""
     ids: list[str] = []
@@ -106,6 +117,14 @@ def test_runtime_entries_are_followed_by_three_replicas_and_a_run_now_runs_once(
         end = time.time() - 1.5
         rows = cluster.executions()
 
+    for replica in replicas[1:]:
+        seen = changes_seen(replica.text())
+        # (earliest, latest) moment of each edit made once the replicas ran (the CLI's
+        # somewhere while it ran)
+        edits = [(t - 0.5, t) for t in (paused, resumed, removed)]
+        edits.append((before_b, added_b))
+        late = [e for e in edits if not any(e[0] <= s <= e[1] + PICKUP for s in seen)]
+        assert late == [], f"{replica.name} did not follow the edits at {late} within {PICKUP} s"
     a, b = slots(rows, "a"), slots(rows, "b")
     assert ([s for s, n in a.items() if n > 1], [s for s, n in b.items() if n > 1]) == ([], [])
     assert within(a, 0, added_a) == []
