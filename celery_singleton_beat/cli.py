@@ -451,3 +451,12 @@ def _check_entries(app: Any, config: Config | None) -> list[tuple[str, str]]:
         else:
             findings.append(("OK", f"entry {name!r}: {overview.in_words(entry.schedule)}"))
     return findings
+
+
+def _add_schedule_commands() -> None:
+    from celery_singleton_beat.cli_schedule import schedule  # noqa: PLC0415
+
+    singleton_beat.add_command(schedule)
+
+
+_add_schedule_commands()

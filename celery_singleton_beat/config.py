@@ -41,6 +41,8 @@ class Config:
     node_timeout: float = 0.05
     health_port: int | None = None
     health_host: str = "0.0.0.0"
+    schedule_source: Any = "beat_schedule"
+    """A source name or dotted path, or a list of them (see celery_singleton_beat.sources)."""
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any]) -> Config:
@@ -132,6 +134,15 @@ class Config:
                 self.health_host,
                 "the address the health server binds: '0.0.0.0' (every IPv4 interface, the "
                 "default), '::' (every interface), '127.0.0.1', or this host's IP or name",
+            )
+        source = self.schedule_source
+        names = source if isinstance(source, (list, tuple)) else [source]
+        if not names or not all(isinstance(n, str) and n for n in names):
+            _refuse(
+                "schedule_source",
+                source,
+                "'beat_schedule' (default), 'django_celery_beat', 'runtime', the dotted path "
+                "of a ScheduleSource subclass, or a list of these",
             )
         try:
             parse_masters(self.redis_urls, self.node_timeout)

@@ -22,10 +22,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from celery.beat import ScheduleEntry
 
 from celery_singleton_beat.errors import ConfigurationError
-from celery_singleton_beat.slots import IntervalSlots, Slots, slots_for
+from celery_singleton_beat.slots import IntervalSlots, Slots, schedule_tz, slots_for
 
 OPTION = "singleton_beat"
 MISFIRE_POLICIES = ("coalesce", "skip")
+OVERLAP_POLICIES = ("allow", "skip", "buffer_one")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +36,12 @@ class EntryPolicy:
     misfire: str = "coalesce"
     misfire_grace: float = 300.0
     timezone: str | None = None
+    paused: bool = False
+    """Publish nothing; the slots that pass follow the misfire policy on resume."""
+    overlap: str = "allow"
+    """Send a slot while the previous run waits or runs: allow, skip, buffer_one."""
+    overlap_ttl: float = 3600.0
+    """A run state older than this (s) holds back nothing (a lost message, a dead worker)."""
 
     @classmethod
     def from_options(cls, name: str, options: dict[str, Any], grace: float) -> EntryPolicy:
@@ -62,6 +69,15 @@ class EntryPolicy:
             raise ConfigurationError(
                 f"{where}['misfire_grace']", grace, "a positive number of seconds"
             )
+        if self.overlap not in OVERLAP_POLICIES:
+            raise ConfigurationError(
+                f"{where}['overlap']", self.overlap, "'allow' (default), 'skip' or 'buffer_one'"
+            )
+        ttl = self.overlap_ttl
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
+            raise ConfigurationError(f"{where}['overlap_ttl']", ttl, "a positive number of seconds")
+        if not isinstance(self.paused, bool):
+            raise ConfigurationError(f"{where}['paused']", self.paused, "True or False")
         if self.timezone is not None:
             try:
                 ZoneInfo(self.timezone)
@@ -99,7 +115,7 @@ class Plan:
     @classmethod
     def build(cls, entry: Entry, app_tz: dt.tzinfo, grace: float) -> Plan:
         policy = EntryPolicy.from_options(entry.name, entry.options or {}, grace)
-        tz = ZoneInfo(policy.timezone) if policy.timezone else app_tz
+        tz = ZoneInfo(policy.timezone) if policy.timezone else schedule_tz(entry.schedule, app_tz)
         return cls(entry.name, entry, slots_for(entry.name, entry.schedule, tz), policy)
 
     @property

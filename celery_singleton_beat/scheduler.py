@@ -36,7 +36,7 @@ from typing import Any
 
 from celery import beat
 
-from celery_singleton_beat import beat_log, broker, events
+from celery_singleton_beat import beat_log, broker, events, overlap
 from celery_singleton_beat._compat import (
     evaluate_entry_args,
     evaluate_entry_kwargs,
@@ -50,7 +50,9 @@ from celery_singleton_beat.health import HealthServer
 from celery_singleton_beat.keeper import ClaimKeeper
 from celery_singleton_beat.locks import Lease, Redlock, Watchdog
 from celery_singleton_beat.locks.nodes import Masters
-from celery_singleton_beat.slots import slot_label, slot_task_id, to_datetime
+from celery_singleton_beat.replan import Changes, SourceWatcher, compare
+from celery_singleton_beat.slots import OnceSlots, slot_label, slot_task_id, to_datetime
+from celery_singleton_beat.sources import load_source
 from celery_singleton_beat.state import DONE, HELD, Claim, SlotStore
 
 logger = logging.getLogger(__name__)
@@ -67,6 +69,8 @@ REPLICA_HEADER = "singleton_beat_replica"
 CLAIM_CHUNK = 500
 #: Unhandled slots of one entry claimed one by one (the newest); older ones are counted.
 BACKLOG = 64
+#: The fence outcome of a slot its entry's overlap policy held back.
+OVERLAPPED = "skipped_overlap"
 
 
 @dataclasses.dataclass
@@ -84,6 +88,8 @@ class _Batch:
     giveback: list[tuple[Plan, int]] = dataclasses.field(default_factory=list)
     retry: dict[str, int] = dataclasses.field(default_factory=dict)
     """Entries with held slots, and in how many ms to look at them again."""
+    overlapped: list[tuple[Plan, int]] = dataclasses.field(default_factory=list)
+    """Slots held back by their entry's overlap policy."""
 
     def to_publish(self) -> list[tuple[str, int]]:
         return [(plan.name, slot) for plan, slot, _late, _counted in self.fire]
@@ -103,6 +109,8 @@ class _Sending:
 
     slot: int
     task_id: str
+    track: bool = False
+    """Whether workers report the run's state (the entry's overlap policy needs it)."""
     error: Exception | None = None
 
 
@@ -117,8 +125,12 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self.role = "active" if self.config.mode == "active" else "standby"
         self.masters = Masters.from_urls(self.config.redis_urls, self.config.node_timeout)
         self.store = SlotStore(self.masters, self.config.key_prefix)
+        self.run_state = overlap.RunState(self.masters, self.config.key_prefix)
         self.leader_lock = Redlock(self.masters, prefix=self.config.key_prefix, owner=self.replica)
         self.plans: dict[str, Plan] = {}
+        self._specs: dict[str, Any] = {}
+        self.source = load_source(app, self.config.schedule_source)
+        self._watcher = SourceWatcher(self.source)
         self._wakeups: list[tuple[int, str]] = []
         self._context: dict[str, tuple[int | None, int, int]] = {}
         self._broker_cold = True
@@ -152,7 +164,8 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
 
     def setup_schedule(self) -> None:
         self.install_default_entries(self.data)
-        self.merge_inplace(self.app.conf.beat_schedule)
+        self._specs = dict(self._watcher.first())
+        self.merge_inplace(self._specs)
         grace = self.config.misfire_grace
         self.plans = {
             name: Plan.build(entry, self.app.timezone, grace)
@@ -182,6 +195,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         try:
             self.store.forget_replica(self.replica)
         finally:
+            self.source.close()
             self.masters.close()
             super().close()
 
@@ -212,6 +226,9 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             self._next_heartbeat = monotonic + HEARTBEAT_EVERY
         if not self._lead(monotonic):
             return min(LONGEST_SLEEP, self._next_election - monotonic)
+        specs = self._watcher.poll(monotonic)
+        if specs is not None:
+            self._replan(specs)
         if not self._initialized:
             self._load_state()
             self._broker_cold = True
@@ -241,15 +258,21 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         )  # fmt: skip
 
     def _load_state(self) -> None:
-        """Read every entry's shared progress (and interval anchors) in one round trip."""
+        """Read every entry's shared progress (and interval anchors) in two round trips."""
         plans = list(self.plans.values())
         now = _now_ms()
         loaded = self.store.init([(p.name, p.every_ms) for p in plans], now)
+        gone = self.store.gone([p.name for p in plans])
+        back = [
+            p.name for p, (last, _a), left in zip(plans, loaded, gone, strict=True) if left > last
+        ]
+        self.store.start_at(back, now)
         self._wakeups = []
-        for plan, (last, anchor) in zip(plans, loaded, strict=True):
+        for plan, (last, anchor), left in zip(plans, loaded, gone, strict=True):
             if anchor is not None:
                 plan.slots.anchor_ms = anchor  # type: ignore[attr-defined]
-            plan.next_slot = plan.slots.next_after(last)
+            # an entry back in the schedule since it left owes nothing from its absence
+            plan.next_slot = plan.slots.next_after(max(last, now) if left > last else last)
             self._wake(plan, plan.next_slot)
         self._initialized = True
         logger.info("singleton beat: %d entries loaded, %s", len(plans), self.role)
@@ -278,16 +301,78 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         return list(queues.values())
 
     def _wake(self, plan: Plan, when: int | None) -> None:
-        if when is not None:
+        if when is not None and not plan.policy.paused:
             plan.wake = when
             heapq.heappush(self._wakeups, (when, plan.name))
+
+    # -- schedule changes -------------------------------------------------------------
+
+    def _replan(self, specs: Any) -> None:
+        """Follow a schedule source's new entries (see :mod:`celery_singleton_beat.replan`)."""
+        built: dict[str, Plan] = {}
+        previous, self._specs = self._specs, dict(specs)
+        for name, spec in specs.items():
+            if previous.get(name) is spec and name in self.plans:
+                built[name] = self.plans[name]  # the source gave the very same entry
+                continue
+            try:
+                entry = self.Entry(**dict(spec, name=name, app=self.app))
+                built[name] = Plan.build(entry, self.app.timezone, self.config.misfire_grace)
+            except Exception as exc:
+                logger.error(
+                    "singleton beat: entry %r of the schedule source is refused, %s: %s",
+                    name, "keeping its previous form" if name in self.plans else "skipped", exc,
+                )  # fmt: skip
+                if name in self.plans:
+                    built[name] = self.plans[name]
+        changes = compare(self.plans, built)
+        if not changes:
+            return
+        self.plans = changes.plans
+        self.data = {name: plan.entry for name, plan in self.plans.items()}
+        if self._initialized:
+            try:
+                self.store.mark_gone(changes.removed, _now_ms())
+                self._start_fresh(changes)
+            except QuorumUnavailable:
+                self._initialized = False  # every plan is loaded again once a majority answers
+                raise
+        logger.info(
+            "singleton beat: schedule changed: %d added, %d changed, %d resumed, %d removed, "
+            "%d updated", len(changes.added), len(changes.changed), len(changes.resumed),
+            len(changes.removed), changes.updated,
+        )  # fmt: skip
+
+    def _start_fresh(self, changes: Changes) -> None:
+        """Added and changed plans start from their first slot after now (one with a
+        single slot from that slot); resumed ones from where they stopped (their missed
+        slots follow the misfire policy)."""
+        now = _now_ms()
+        fresh = [plan for plan in changes.fresh if not isinstance(plan.slots, OnceSlots)]
+        for plan in changes.fresh:
+            if isinstance(plan.slots, OnceSlots):
+                # a single slot (run now, one-off, clocked) keeps its time even when seen
+                # late: its fence sends it once, the misfire policy decides how late
+                plan.next_slot = plan.slots.at_ms
+                self._wake(plan, plan.next_slot)
+        if fresh:
+            loaded = self.store.init([(p.name, p.every_ms) for p in fresh], now)
+            self.store.start_at([p.name for p in fresh], now)
+            for plan, (last, anchor) in zip(fresh, loaded, strict=True):
+                if anchor is not None:
+                    plan.slots.anchor_ms = anchor  # type: ignore[attr-defined]
+                plan.next_slot = plan.slots.next_after(max(last, now))
+                self._wake(plan, plan.next_slot)
+            self._broker_cold = True
+        for plan in changes.resumed:
+            self._wake(plan, min(plan.next_slot or now, now))
 
     def _pop_due(self, now: int) -> list[Plan]:
         due: dict[str, Plan] = {}
         while self._wakeups and self._wakeups[0][0] <= now:
             when, name = heapq.heappop(self._wakeups)
             plan = self.plans.get(name)
-            if plan is not None and plan.wake == when:
+            if plan is not None and plan.wake == when and not plan.policy.paused:
                 due[name] = plan
         return list(due.values())
 
@@ -337,6 +422,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         batch = _Batch(token)
         for (plan, slot), claim in zip(work, claims, strict=True):
             self._sort(batch, plan, slot, claim, now)
+        self._hold_overlaps(batch, now)
         abort = functools.partial(broker.cut, self.producer)
         with ClaimKeeper(self.store, token, config, batch.to_publish(), abort) as keeper:
             self._publish_batch_of(batch, keeper)
@@ -365,6 +451,25 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         else:
             batch.skipped.setdefault(plan.name, []).append((slot, 1 + counted))
             batch.outcomes.append((plan.name, slot, verdict.value, 0, 1 + counted))
+
+    def _hold_overlaps(self, batch: _Batch, now: int) -> None:
+        """Slots whose entry's overlap policy holds them back (see :mod:`.overlap`) are
+        decided ``skipped_overlap`` instead of sent."""
+        watched = [item for item in batch.fire if item[0].policy.overlap != "allow"]
+        if not watched:
+            return
+        try:
+            states = self.run_state.read(sorted({plan.name for plan, *_rest in watched}))
+        except Exception as exc:
+            logger.warning("singleton beat: run states unreadable, sending: %s", exc)
+            return
+        for item in watched:
+            plan, slot = item[0], item[1]
+            policy = plan.policy
+            if overlap.blocked(policy.overlap, states[plan.name], now, policy.overlap_ttl):
+                batch.fire.remove(item)
+                batch.overlapped.append((plan, slot))
+                batch.outcomes.append((plan.name, slot, OVERLAPPED, 0, 0))
 
     def _may_publish(self) -> bool:
         if self.config.mode != "leader":
@@ -424,6 +529,8 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 len(lost), lost[0][0], slot_label(lost[0][1]),
                 extra=self._log_fields(batch.plans.get(lost[0][0]), lost[0][1]),
             )  # fmt: skip
+        self._tell_source(batch.outcomes, marked)
+        self._track_runs(batch, marked)
         for name, skipped in batch.skipped.items():
             self._report_skipped(batch.plans[name], skipped)
         now = _now_ms()
@@ -438,6 +545,53 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             elif plan.held:
                 wake = now + 1000 if wake is None else min(wake, now + 1000)
             self._wake(plan, wake)
+
+    def _track_runs(self, batch: _Batch, marked: list[bool]) -> None:
+        """The run state of entries with an overlap policy: the slots sent, those held back."""
+        outcomes = zip(batch.outcomes, marked, strict=True)
+        done = {(n, s): o for (n, s, o, _p, _k), ok in outcomes if ok}
+        sent = [
+            (plan.name, "queued", slot)
+            for plan, slot, _late, _counted in batch.fire
+            if plan.policy.overlap != "allow" and done.get((plan.name, slot)) == Verdict.FIRE.value
+        ]
+        try:
+            if sent:
+                self.run_state.raise_to(sent)
+            for plan, slot in batch.overlapped:
+                if done.get((plan.name, slot)) == OVERLAPPED:
+                    self.run_state.count_overlapped(plan.name, 1)
+                    self._report_overlap(plan, slot)
+        except Exception as exc:
+            logger.warning("singleton beat: the run state could not be written: %s", exc)
+
+    def _report_overlap(self, plan: Plan, slot: int) -> None:
+        logger.info(
+            "singleton beat: entry %r slot %s held back, its previous run is not done "
+            "(overlap policy %s)", plan.name, slot_label(slot), plan.policy.overlap,
+        )  # fmt: skip
+        events.emit(
+            events.SlotSkipped(
+                entry=plan.name, slot=to_datetime(slot), count=1, reason="overlap",
+                replica=self.replica,
+            )
+        )  # fmt: skip
+
+    def _tell_source(
+        self, outcomes: list[tuple[str, int, str, int, int]], marked: list[bool]
+    ) -> None:
+        """The source learns of each slot this replica published and marked done (once
+        per slot: only one replica marks a fence done)."""
+        sent_at = wall_clock()
+        for (name, slot, outcome, _sent, _skipped), done in zip(outcomes, marked, strict=True):
+            if done and outcome == Verdict.FIRE.value:
+                try:
+                    self.source.published(name, slot, sent_at)
+                except Exception as exc:
+                    logger.error(
+                        "singleton beat: the schedule source did not take the run of %r at "
+                        "%s: %s: %s", name, slot_label(slot), type(exc).__name__, exc,
+                    )  # fmt: skip
 
     def _report_skipped(self, plan: Plan, skipped: list[tuple[int, int]]) -> None:
         count = sum(n for _slot, n in skipped)
@@ -478,7 +632,9 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
 
     def _publish(self, plan: Plan, slot: int) -> str:
         """Send one slot through Celery's ``apply_entry`` (see :mod:`.beat_log`)."""
-        sending = _Sending(slot, slot_task_id(plan.name, slot))
+        sending = _Sending(
+            slot, slot_task_id(plan.name, slot), track=plan.policy.overlap != "allow"
+        )
         self._sending = sending
         try:
             with beat_log.sending(**self._log_fields(plan, slot)):
@@ -514,6 +670,8 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 REPLICA_HEADER: self.replica,
             }
         )
+        if sending.track:
+            headers[overlap.TRACK_HEADER] = 1
         args = evaluate_entry_args(entry.args)
         kwargs = evaluate_entry_kwargs(entry.kwargs)
         task = self.app.tasks.get(entry.task)

@@ -26,8 +26,9 @@ import math
 import uuid
 from collections.abc import Iterator
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
-from celery.schedules import crontab, schedule, solar
+from celery.schedules import BaseSchedule, crontab, schedule, solar
 
 from celery_singleton_beat.errors import ConfigurationError
 
@@ -232,8 +233,87 @@ def _observer(lat: float, lon: float, horizon: str) -> Any:
     return observer
 
 
+class OnceSlots:
+    """One slot at a fixed time (a clocked schedule, a one-off entry's single run)."""
+
+    def __init__(self, at_ms: int | None) -> None:
+        self.at_ms = at_ms
+
+    def next_after(self, t: int) -> int | None:
+        return self.at_ms if self.at_ms is not None and self.at_ms > t else None
+
+    def fingerprint(self) -> str:
+        return f"once:{self.at_ms}"
+
+    def __repr__(self) -> str:
+        return f"<once {'never' if self.at_ms is None else slot_label(self.at_ms)}>"
+
+
+class BoundedSlots:
+    """Another schedule's slots from ``start_ms`` (inclusive) to ``end_ms`` (exclusive)."""
+
+    def __init__(self, slots: Slots, start_ms: int | None, end_ms: int | None) -> None:
+        self.slots = slots
+        self.start_ms = start_ms
+        self.end_ms = end_ms
+
+    def next_after(self, t: int) -> int | None:
+        if self.start_ms is not None:
+            t = max(t, self.start_ms - 1)
+        found = self.slots.next_after(t)
+        if found is None or (self.end_ms is not None and found >= self.end_ms):
+            return None
+        return found
+
+    def fingerprint(self) -> str:
+        return f"{self.slots.fingerprint()}[{self.start_ms},{self.end_ms})"
+
+    def __repr__(self) -> str:
+        return f"<{self.fingerprint()}>"
+
+
+class SlotSchedule(BaseSchedule):  # type: ignore[misc]
+    """Slot times as a Celery schedule, for an entry's ``schedule``: what schedule sources
+    hand over when no Celery schedule says it (a clocked time, bounds, a single run)."""
+
+    def __init__(self, slots: Slots, app: Any = None) -> None:
+        super().__init__(app=app)
+        self.slots = slots
+
+    def is_due(self, last_run_at: dt.datetime) -> tuple[bool, float]:
+        now = _to_ms(self.now())
+        following = self.slots.next_after(_to_ms(last_run_at))
+        if following is not None and following <= now:
+            following, due = self.slots.next_after(now), True
+        else:
+            due = False
+        wait = 3600.0 if following is None else max(0.0, (following - now) / 1000)
+        return due, min(wait, 3600.0)
+
+    def remaining_estimate(self, last_run_at: dt.datetime) -> dt.timedelta:
+        return dt.timedelta(seconds=self.is_due(last_run_at)[1])
+
+    def __repr__(self) -> str:
+        return f"<slots {self.slots!r}>"
+
+
+def schedule_tz(run_every: Any, default: dt.tzinfo) -> dt.tzinfo:
+    """The timezone a schedule carries itself (django-celery-beat's ``TzAwareCrontab``
+    sets ``tz`` on the instance), else ``default``."""
+    own = vars(run_every).get("tz") if hasattr(run_every, "__dict__") else None
+    if not isinstance(own, dt.tzinfo):
+        return default
+    zone = getattr(own, "zone", None)  # a pytz zone: its wall-clock arithmetic is its own
+    return ZoneInfo(zone) if isinstance(zone, str) else own
+
+
 def slots_for(entry_name: str, run_every: Any, tz: dt.tzinfo) -> Slots:
-    """The slot computation for an entry's schedule; refuses types it cannot compute."""
+    """The slot computation for an entry's schedule; refuses types it cannot compute.
+
+    A :class:`SlotSchedule` (as schedule sources build them) brings its own slots.
+    """
+    if isinstance(run_every, SlotSchedule):
+        return run_every.slots
     if isinstance(run_every, crontab):
         return CronSlots(run_every, tz)
     if isinstance(run_every, solar):

@@ -227,6 +227,27 @@ class SlotStore:
             self.masters.broadcast(repairs)
         return results
 
+    def start_at(self, names: Sequence[str], slot: int) -> None:
+        """Raise each entry's last slot to at least ``slot`` on every master: an entry
+        added or changed while beat runs owes no slot before the moment it was seen."""
+        if names:
+            self.masters.broadcast(
+                [("EVALSHA", self._raise, 1, self.entry_key(name), slot) for name in names]
+            )
+
+    def mark_gone(self, names: Sequence[str], now: int) -> None:
+        """Note that entries left the schedule at ``now`` (ms): a replica starting before
+        one comes back owes none of the slots that passed meanwhile."""
+        if names:
+            self.masters.broadcast([("HSET", self.entry_key(n), "gone", now) for n in names])
+
+    def gone(self, names: Sequence[str]) -> list[int]:
+        """When each entry last left the schedule (ms; 0: never), newest over the masters."""
+        if not names:
+            return []
+        answers = self._majority("gone", [("HGET", self.entry_key(n), "gone") for n in names])
+        return [max((int(a[i]) for a in answers if a[i]), default=0) for i in range(len(names))]
+
     def claim(
         self, fences: Sequence[tuple[str, int]], token: str, ttl: float, retention: float
     ) -> list[Claim]:

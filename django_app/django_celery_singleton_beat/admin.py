@@ -1,22 +1,23 @@
-"""Read-only admin pages for runs and slot decisions, and the dashboard."""
+"""Read-only admin pages for runs and slot decisions, the dashboard and schedule control."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import models
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_POST
 
-from . import conf, dashboard
-from .models import Lock, SlotDispatch, TaskRun
+from . import conf, control, dashboard
+from .models import Lock, ScheduleAction, SlotDispatch, TaskRun
 
 
 def to_the_second(value: dt.datetime | None) -> str:
@@ -145,3 +146,56 @@ class LockAdmin(ReadOnlyAdmin):
         if not obj.expires_ms:
             return "-"
         return to_the_second(dt.datetime.fromtimestamp(obj.expires_ms / 1000, dt.timezone.utc))
+
+
+@admin.register(ScheduleAction)
+class ScheduleActionAdmin(ReadOnlyAdmin):
+    """Who paused, resumed or ran which entry; and the page to do it from.
+
+    The page (``control/``) needs the view permission on schedule actions; its buttons
+    POST (CSRF-protected) and need ``singleton_beat.control_schedule`` as well.
+    """
+
+    list_display = ("entry", "action", "user", "at_time", "run_id")
+    list_filter = ("action", "entry", "user")
+    search_fields = ("entry", "user", "run_id")
+    change_list_template = "admin/singleton_beat/scheduleaction/change_list.html"
+
+    @admin.display(description=_("at"), ordering="at")
+    def at_time(self, obj: ScheduleAction) -> str:
+        return to_the_second(obj.at)
+
+    def get_urls(self) -> list[URLPattern]:
+        page = self.admin_site.admin_view(self.control_view)
+        act = self.admin_site.admin_view(require_POST(self.act_view))
+        return [
+            path("control/", page, name="singleton_beat_control"),
+            path("control/<str:action>/", act, name="singleton_beat_control_act"),
+            *super().get_urls(),
+        ]
+
+    def control_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        app = dashboard.celery_app(conf.load().celery_app)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Schedule control"),
+            "opts": self.model._meta,
+            "rows": control.rows(app),
+            "can_control": request.user.has_perm("singleton_beat.control_schedule"),
+            "actions_url": reverse("admin:singleton_beat_scheduleaction_changelist"),
+        }
+        return TemplateResponse(request, "admin/singleton_beat/control.html", context)
+
+    def act_view(self, request: HttpRequest, action: str) -> HttpResponse:
+        if not request.user.has_perm("singleton_beat.control_schedule"):
+            raise PermissionDenied
+        name = request.POST.get("entry", "")
+        if action not in ScheduleAction.Action.values or not name:
+            return HttpResponseBadRequest("unknown action or entry")
+        app = dashboard.celery_app(conf.load().celery_app)
+        done = control.act(app, action, name, request.user.get_username())
+        label = ScheduleAction.Action(action).label
+        messages.success(request, f"{label}: {name}" + (f" ({done.run_id})" if done.run_id else ""))
+        return HttpResponseRedirect(reverse("admin:singleton_beat_control"))

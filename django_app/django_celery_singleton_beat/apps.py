@@ -20,7 +20,7 @@ class SingletonBeatConfig(AppConfig):
         from celery import signals  # noqa: PLC0415
         from django.core import checks  # noqa: PLC0415
 
-        from celery_singleton_beat import overview  # noqa: PLC0415
+        from celery_singleton_beat import overlap, overview  # noqa: PLC0415
 
         from . import checks as app_checks  # noqa: PLC0415
         from . import conf, recorder  # noqa: PLC0415
@@ -28,6 +28,7 @@ class SingletonBeatConfig(AppConfig):
         checks.register(app_checks.unknown_settings, checks.Tags.compatibility)
         settings = conf.load()  # a bad setting fails here, at start-up
         overview.RUNTIME_SOURCES.append(recorder.longest_runtime)
+        overlap.install()  # workers record when beat-sent runs start and end
         if settings.record:
             self.recorder = recorder.Recorder(settings)
             self.recorder.connect()

@@ -68,6 +68,7 @@ class SlotDispatch(models.Model):
         DISPATCHED = "dispatched", _("dispatched")
         SKIPPED_MISFIRE = "skipped_misfire", _("skipped (misfire)")
         PUBLISH_FAILED = "publish_failed", _("publish failed")
+        SKIPPED_OVERLAP = "skipped_overlap", _("skipped (previous run not done)")
 
     entry = models.CharField(_("periodic entry"), max_length=255)
     slot = models.DateTimeField(_("slot"))
@@ -116,3 +117,29 @@ class Lock(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class ScheduleAction(models.Model):
+    """A pause, resume or run now asked for from the admin: who, what, when."""
+
+    class Action(models.TextChoices):
+        PAUSE = "pause", _("pause")
+        RESUME = "resume", _("resume")
+        RUN_NOW = "run_now", _("run now")
+
+    entry = models.CharField(_("periodic entry"), max_length=255, db_index=True)
+    action = models.CharField(_("action"), max_length=16, choices=Action.choices)
+    user = models.CharField(_("user"), max_length=150, help_text=_("who asked for it"))
+    at = models.DateTimeField(_("at"), auto_now_add=True, db_index=True)
+    run_id = models.CharField(
+        _("run id"), max_length=64, blank=True, help_text=_("the run now's id (run now only)")
+    )
+
+    class Meta:
+        verbose_name = _("schedule action")
+        verbose_name_plural = _("schedule actions")
+        ordering = ["-at"]
+        permissions = [("control_schedule", _("Can pause, resume and run schedule entries"))]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.entry} by {self.user}"

@@ -285,11 +285,10 @@ class Recorder:
                 "slots": 1 + event.coalesced, "publishes": 1,
             }  # fmt: skip
         else:
-            outcome = (
-                SlotDispatch.Outcome.PUBLISH_FAILED
-                if event.reason == "publish_failed"
-                else SlotDispatch.Outcome.SKIPPED_MISFIRE
-            )
+            outcome = {
+                "publish_failed": SlotDispatch.Outcome.PUBLISH_FAILED,
+                "overlap": SlotDispatch.Outcome.SKIPPED_OVERLAP,
+            }.get(event.reason, SlotDispatch.Outcome.SKIPPED_MISFIRE)
             fields = {"outcome": outcome, "slots": event.count, "publishes": 0}
         fields.update(
             entry=event.entry, slot=event.slot, replica=event.replica, decided_at=event.at

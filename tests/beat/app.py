@@ -14,14 +14,16 @@ import json
 import os
 import socket
 import time
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import redis
 from celery import Celery
 from celery.schedules import crontab
 
-from celery_singleton_beat import events, scheduler
+from celery_singleton_beat import events, overlap, scheduler
 from celery_singleton_beat.scheduler import Scheduler
+from celery_singleton_beat.sources import EntrySpec, ScheduleSource
 
 app = Celery("beat_tests", broker=os.environ.get("TEST_BROKER_URL", "memory://"))
 app.conf.update(
@@ -63,13 +65,30 @@ def _schedule(spec: dict[str, Any]) -> dict[str, Any]:
         entries[name] = {
             "task": entry.get("task", "record"),
             "schedule": when,
-            "args": (name,),
+            "args": (name, *entry.get("args", ())),
             "options": entry.get("options", {}),
         }
     return entries
 
 
 app.conf.beat_schedule = _schedule(json.loads(os.environ.get("TEST_SCHEDULE", "{}")))
+
+
+class RedisSource(ScheduleSource):
+    """A schedule kept as JSON (``TEST_SCHEDULE``'s form) in the broker Redis under
+    ``schedule``, its version under ``schedule-version``: a test edits it while beat runs."""
+
+    name = "test-redis"
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
+        self.client = redis.Redis.from_url(os.environ["TEST_BROKER_URL"])
+
+    def version(self) -> Hashable:
+        return self.client.get("schedule-version")
+
+    def entries(self) -> Mapping[str, EntrySpec]:
+        return _schedule(json.loads(self.client.get("schedule") or "{}"))
 
 
 @app.task(bind=True, name="record")
@@ -80,12 +99,27 @@ def record(self: Any, entry: str) -> None:
         "entry": entry,
         "task_id": self.request.id,
         "slot": headers.get("singleton_beat_slot"),
+        "beat_entry": headers.get("singleton_beat_entry"),
         "replica": headers.get("singleton_beat_replica"),
         "at": time.time(),
         "worker": socket.gethostname(),
     }
     client = redis.Redis.from_url(os.environ["TEST_BROKER_URL"])
     client.rpush("executions", json.dumps(row))
+
+
+overlap.install()
+
+
+@app.task(bind=True, name="slow")
+def slow(self: Any, entry: str, seconds: float) -> None:
+    """Run for ``seconds``; log the run (slot, start, end) to the broker Redis."""
+    headers = self.request.headers or {}
+    started = time.time()
+    time.sleep(seconds)
+    row = {"entry": entry, "slot": headers.get("singleton_beat_slot"), "start": started,
+           "end": time.time(), "worker": self.request.hostname}  # fmt: skip
+    redis.Redis.from_url(os.environ["TEST_BROKER_URL"]).rpush("slow_runs", json.dumps(row))
 
 
 class CrashAfterPublish(Scheduler):

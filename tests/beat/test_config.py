@@ -79,6 +79,7 @@ def test_defaults_are_the_documented_ones() -> None:
         "singleton_beat_node_timeout": 0.05,
         "singleton_beat_health_port": None,
         "singleton_beat_health_host": "0.0.0.0",
+        "singleton_beat_schedule_source": "beat_schedule",
     }
 
 
@@ -123,7 +124,8 @@ def scheduler_with(entry: dict[str, Any]) -> Scheduler:
         (
             {"task": "t", "schedule": 10, "options": {"singleton_beat": {"misfires": "skip"}}},
             r"beat_schedule\['report'\]\['options'\]\['singleton_beat'\]\['misfires'\] = 'skip' "
-            r"is not valid: one of \['misfire', 'misfire_grace', 'timezone'\]",
+            r"is not valid: one of \['misfire', 'misfire_grace', 'overlap', 'overlap_ttl', "
+            r"'paused', 'timezone'\]",
         ),
         (
             {"task": "t", "schedule": 10, "options": {"singleton_beat": {"misfire": "later"}}},

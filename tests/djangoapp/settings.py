@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "django_celery_singleton_beat",
     # the result-backend test reads the rows a worker stores through it
     "django_celery_results",
+    "django_celery_beat",
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -1,0 +1,280 @@
+"""Schedule entries at runtime, for any project: kept on the Redis masters, seen by every
+replica within two seconds (with ``"runtime"`` among ``singleton_beat_schedule_source``).
+
+::
+
+    from celery_singleton_beat import schedule
+
+    schedule.add(app, "report", "reports.build", every=60, args=[7])
+    schedule.add(app, "nightly", "reports.nightly", cron="30 2 * * *", timezone="Europe/Berlin")
+    schedule.pause(app, "report", by="ops")  # nothing is sent while paused (any source)
+    schedule.resume(app, "report")         # missed slots follow the misfire policy
+    schedule.run_now(app, "nightly")       # one extra run, once, however many clicks race
+    schedule.remove(app, "report")
+
+A run now is an extra slot of its own (entry ``{name}@run-now:{id}``), one and a half
+seconds after the request, so that every replica has seen it when it falls due; its fence
+makes it run once. While one is pending for an entry, another request returns its id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from celery.schedules import crontab
+
+from celery_singleton_beat.entries import OPTION, Entry, Plan
+from celery_singleton_beat.errors import ConfigurationError
+from celery_singleton_beat.runtime_store import RunMarks, RuntimeStore
+
+#: A run now falls due this long after it was asked for (ms).
+RUN_NOW_DELAY_MS = 1500
+#: A run now not known sent this long after its time is not pending any more (ms).
+RUN_NOW_PENDING_MS = 10_000
+#: Run-now records are dropped from the document this long after their time (ms).
+RUN_NOW_KEPT_MS = 3_600_000
+RUN_NOW = "@run-now:"
+#: How long one master may take to answer an API call (s).
+API_TIMEOUT = 0.5
+
+
+@contextmanager
+def _store(app: Any) -> Iterator[RuntimeStore]:
+    store = RuntimeStore.for_app(app, API_TIMEOUT)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def add(app: Any, name: str, task: str, *, paused: bool = False, **fields: Any) -> None:
+    """Schedule ``task`` as entry ``name``: ``every`` (seconds) or ``cron`` ("m h dom mon
+    dow", or a ``crontab``), and optionally ``args``, ``kwargs``, ``options``,
+    ``timezone``, ``misfire``; ``paused`` adds it paused. Refuses a name that is
+    scheduled already."""
+    spec = spec_for(app, name, {"task": task, **fields})
+
+    def change(doc: dict[str, Any]) -> None:
+        if name in doc["entries"]:
+            raise ConfigurationError("name", name, "a name not scheduled yet (update changes one)")
+        doc["entries"][name] = spec
+        if paused:
+            doc["paused"][name] = {"by": "", "at": round(time.time() * 1000)}
+
+    with _store(app) as store:
+        store.edit(change)
+
+
+def update(app: Any, name: str, **fields: Any) -> None:
+    """Change some fields of entry ``name`` (those of :func:`add`)."""
+
+    def change(doc: dict[str, Any]) -> None:
+        current = _existing(doc, name)
+        merged = {**current, **fields}
+        if "every" in fields:
+            merged.pop("cron", None)
+        if "cron" in fields:
+            merged.pop("every", None)
+        doc["entries"][name] = spec_for(app, name, merged)
+
+    with _store(app) as store:
+        store.edit(change)
+
+
+def remove(app: Any, name: str) -> None:
+    """Stop scheduling entry ``name``."""
+
+    def change(doc: dict[str, Any]) -> None:
+        _existing(doc, name)
+        del doc["entries"][name]
+        doc["paused"].pop(name, None)
+
+    with _store(app) as store:
+        store.edit(change)
+
+
+def pause(app: Any, name: str, by: str = "") -> None:
+    """Send nothing for entry ``name`` (of any source) until it is resumed; ``by`` says
+    who paused it."""
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError("name", name, "the name of a scheduled entry")
+
+    def change(doc: dict[str, Any]) -> None:
+        doc["paused"][name] = {"by": by, "at": round(time.time() * 1000)}
+
+    with _store(app) as store:
+        store.edit(change)
+
+
+def resume(app: Any, name: str) -> None:
+    """Send entry ``name`` again; the slots missed while paused follow its misfire policy."""
+    with _store(app) as store:
+        store.edit(lambda doc: doc["paused"].pop(name, None))
+
+
+def paused(app: Any) -> dict[str, dict[str, Any]]:
+    """The paused entry names, with who paused them (``by``) and when (``at``, ms)."""
+    with _store(app) as store:
+        _rev, doc = store.read()
+    return dict(doc["paused"])
+
+
+def run_now(app: Any, name: str, by: str = "", message: Mapping[str, Any] | None = None) -> str:
+    """One extra run of entry ``name``, sent once within two seconds; returns its id. While
+    one is pending, returns that one's id.
+
+    ``message`` (``task``, ``args``, ``kwargs``, ``options``) is what to send; without it
+    the runtime or ``beat_schedule`` entry of that name says. ``by`` says who asked."""
+    with _store(app) as store:
+        marks = RunMarks(store, 86400.0)
+        now = round(time.time() * 1000)
+        pending = _pending(store, marks, name, now)
+        if pending is not None:
+            return pending
+
+        def change(doc: dict[str, Any]) -> str:
+            asked = round(time.time() * 1000)  # under the edit lock: written right after
+            again = _pending_in(doc, marks, name, asked)
+            if again is not None:
+                return again
+            for run_id in [i for i, r in doc["runs"].items() if r["at"] < asked - RUN_NOW_KEPT_MS]:
+                del doc["runs"][run_id]
+            run_id = secrets.token_hex(6)
+            doc["runs"][run_id] = {
+                **_message(app, doc, name, message), "entry": name, "at": asked + RUN_NOW_DELAY_MS,
+                "by": by, "asked": asked,
+            }  # fmt: skip
+            return run_id
+
+        result: str = store.edit(change)
+        return result
+
+
+def _pending(store: RuntimeStore, marks: RunMarks, name: str, now: int) -> str | None:
+    _rev, doc = store.read()
+    return _pending_in(doc, marks, name, now)
+
+
+def _pending_in(doc: dict[str, Any], marks: RunMarks, name: str, now: int) -> str | None:
+    recent = [
+        run_id
+        for run_id, run in doc["runs"].items()
+        if run["entry"] == name and run["at"] > now - RUN_NOW_PENDING_MS
+    ]
+    sent = marks.sent(recent)
+    return next((run_id for run_id in recent if run_id not in sent), None)
+
+
+def entries(app: Any) -> dict[str, dict[str, Any]]:
+    """The runtime entries by name, as stored (``every`` or ``cron``, ``paused`` ...)."""
+    with _store(app) as store:
+        _rev, doc = store.read()
+    return dict(doc["entries"])
+
+
+def _existing(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    if name not in doc["entries"]:
+        raise ConfigurationError(
+            "name", name, f"one of the runtime entries {sorted(doc['entries'])}"
+        )
+    spec: dict[str, Any] = doc["entries"][name]
+    return spec
+
+
+def _message(
+    app: Any, doc: dict[str, Any], name: str, given: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """What a run now of ``name`` sends: its task, arguments and options."""
+    spec = given if given is not None else doc["entries"].get(name)
+    if spec is None:
+        spec = (app.conf.beat_schedule or {}).get(name)
+    if spec is None:
+        known = sorted(set(doc["entries"]) | set(app.conf.beat_schedule or {}))
+        raise ConfigurationError("name", name, f"a scheduled entry, one of {known}")
+    message = {
+        "task": spec["task"],
+        "args": list(spec.get("args") or ()),
+        "kwargs": dict(spec.get("kwargs") or {}),
+        "options": {k: v for k, v in (spec.get("options") or {}).items() if k != OPTION},
+    }
+    try:
+        json.dumps(message)
+    except TypeError as exc:
+        raise ConfigurationError(
+            f"beat_schedule[{name!r}]", spec, f"arguments and options JSON can hold ({exc})"
+        ) from None
+    return message
+
+
+def spec_for(app: Any, name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored entry from :func:`add`'s arguments, checked as beat would check it."""
+    known = {"task", "every", "cron", "args", "kwargs", "options", "timezone", "misfire"}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ConfigurationError(unknown[0], fields[unknown[0]], f"one of {sorted(known)}")
+    spec = {k: v for k, v in fields.items() if v is not None}
+    if ("every" in spec) == ("cron" in spec):
+        raise ConfigurationError(
+            "every/cron", (fields.get("every"), fields.get("cron")),
+            "exactly one of every (seconds) and cron ('m h dom mon dow' or a crontab)",
+        )  # fmt: skip
+    if isinstance(spec.get("every"), dt.timedelta):
+        spec["every"] = spec["every"].total_seconds()
+    if isinstance(spec.get("cron"), crontab):
+        spec["cron"] = _cron_text(spec["cron"])
+    spec.setdefault("args", [])
+    spec.setdefault("kwargs", {})
+    spec.setdefault("options", {})
+    spec = dict(json.loads(json.dumps(spec)))  # what is stored is what beat will read
+    Plan.build(Entry(name=name, app=app, **to_beat(spec)), app.timezone, 300.0)
+    return spec
+
+
+def to_beat(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored entry in ``beat_schedule`` form."""
+    policy = {k: spec[k] for k in ("timezone", "misfire") if k in spec}
+    options = dict(spec.get("options") or {})
+    if policy:
+        options[OPTION] = policy
+    return {
+        "task": spec["task"],
+        "schedule": _schedule(spec),
+        "args": list(spec.get("args") or ()),
+        "kwargs": dict(spec.get("kwargs") or {}),
+        "options": options,
+    }
+
+
+def _schedule(spec: Mapping[str, Any]) -> Any:
+    if "cron" not in spec:
+        every = spec.get("every")
+        if isinstance(every, bool) or not isinstance(every, (int, float)) or every <= 0:
+            raise ConfigurationError("every", every, "a positive number of seconds")
+        return float(every)
+    parts = str(spec["cron"]).split()
+    if len(parts) != 5:
+        raise ConfigurationError("cron", spec["cron"], "five fields: 'm h dom mon dow'")
+    minute, hour, day_of_month, month_of_year, day_of_week = parts
+    try:
+        return crontab(minute, hour, day_of_week, day_of_month, month_of_year)
+    except ValueError as exc:
+        raise ConfigurationError("cron", spec["cron"], f"a valid crontab ({exc})") from None
+
+
+def _cron_text(cron: crontab) -> str:
+    """``crontab`` back to "m h dom mon dow" (through its pickling arguments, public)."""
+    minute, hour, day_of_week, day_of_month, month_of_year = cron.__reduce__()[1]
+    fields = (minute, hour, day_of_month, month_of_year, day_of_week)
+    return " ".join(_field(f) for f in fields)
+
+
+def _field(value: Any) -> str:
+    if isinstance(value, (set, frozenset, list, tuple, range)):
+        return ",".join(str(v) for v in sorted(value))
+    return str(value).replace(" ", "")

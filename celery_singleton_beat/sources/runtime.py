@@ -1,0 +1,78 @@
+"""Runtime entries and controls (:mod:`celery_singleton_beat.schedule`) as sources.
+
+- :class:`RuntimeSource` (``"runtime"`` in ``singleton_beat_schedule_source``): the entries
+  added with :func:`~celery_singleton_beat.schedule.add`;
+- :class:`ControlSource` (always on): the runs asked for with
+  :func:`~celery_singleton_beat.schedule.run_now` and the pauses set with
+  :func:`~celery_singleton_beat.schedule.pause`, for an entry of any source.
+
+Both read one document on the masters; the version is its revision (one ``GET`` per
+second per replica).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+from celery_singleton_beat.runtime_store import RunMarks, RuntimeStore
+from celery_singleton_beat.schedule import RUN_NOW, RUN_NOW_KEPT_MS, to_beat
+from celery_singleton_beat.slots import OnceSlots, SlotSchedule
+from celery_singleton_beat.sources.base import EntrySpec, ScheduleSource
+
+
+class RuntimeSource(ScheduleSource):
+    """Entries added with :func:`celery_singleton_beat.schedule.add`."""
+
+    name = "runtime"
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
+        self.store = RuntimeStore.for_app(app)
+
+    def version(self) -> Hashable:
+        return self.store.revision()
+
+    def entries(self) -> Mapping[str, EntrySpec]:
+        _rev, doc = self.store.read()
+        return {name: to_beat(spec) for name, spec in doc["entries"].items()}
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class ControlSource(ScheduleSource):
+    """Runs asked for now (an entry ``{name}@run-now:{id}`` each) and paused names."""
+
+    name = "control"
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
+        self.store = RuntimeStore.for_app(app)
+        self.marks = RunMarks(self.store, 86400.0)
+        self.paused: frozenset[str] = frozenset()
+
+    def version(self) -> Hashable:
+        return self.store.revision()
+
+    def entries(self) -> Mapping[str, EntrySpec]:
+        _rev, doc = self.store.read()
+        self.paused = frozenset(doc["paused"])
+        found: dict[str, EntrySpec] = {}
+        oldest = time.time() * 1000 - RUN_NOW_KEPT_MS
+        for run_id, run in doc["runs"].items():
+            if run["at"] > oldest:
+                found[f"{run['entry']}{RUN_NOW}{run_id}"] = {
+                    "task": run["task"], "args": run["args"], "kwargs": run["kwargs"],
+                    "options": run["options"],
+                    "schedule": SlotSchedule(OnceSlots(run["at"]), app=self.app),
+                }  # fmt: skip
+        return found
+
+    def published(self, name: str, slot: int, sent_at: float) -> None:
+        if RUN_NOW in name:
+            self.marks.mark(name.rpartition(RUN_NOW)[2])
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,145 @@
+"""Pause, resume and run now from the admin, for an entry of any schedule source.
+
+The page lists the entries the beat replicas schedule (``beat_schedule``,
+django-celery-beat's rows, runtime entries), each with its source, whether it is paused
+and its next times. The actions go through :mod:`celery_singleton_beat.schedule`, so
+every replica follows them within two seconds, and each is recorded as a
+:class:`~django_celery_singleton_beat.models.ScheduleAction` with the user who asked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from celery_singleton_beat import schedule
+from celery_singleton_beat.config import Config
+from celery_singleton_beat.entries import OPTION, Entry, Plan
+from celery_singleton_beat.runtime_store import RuntimeStore
+from celery_singleton_beat.schedule import RUN_NOW
+from celery_singleton_beat.slots import IntervalSlots, to_datetime
+from celery_singleton_beat.sources import MergedSource, load_source
+
+from .models import ScheduleAction
+
+logger = logging.getLogger(__name__)
+
+#: How many next times the page shows per entry.
+NEXT_TIMES = 3
+
+
+def entry_specs(app: Any) -> tuple[dict[str, Mapping[str, Any]], dict[str, str]]:
+    """The entries the replicas schedule now (runs asked for left out), and their sources."""
+    source = load_source(app, Config.from_conf(app.conf).schedule_source)
+    try:
+        specs = {n: s for n, s in source.entries().items() if RUN_NOW not in n}
+        owners = {
+            name: (source.source_of(name) if isinstance(source, MergedSource) else None)
+            or source.name
+            for name in specs
+        }
+    finally:
+        source.close()
+    return specs, owners
+
+
+def rows(app: Any, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """One row per entry: name, source, task, paused (by whom) and next times."""
+    specs, owners = entry_specs(app)
+    paused = schedule.paused(app)
+    anchors = _anchors(app, specs)
+    moment = now or dt.datetime.now(dt.timezone.utc)
+    found = []
+    for name, spec in sorted(specs.items()):
+        pause = paused.get(name)
+        found.append({
+            "name": name, "source": owners[name], "task": spec.get("task", ""),
+            "paused": pause is not None, "paused_by": (pause or {}).get("by", ""),
+            "next": [] if pause else _next_times(app, name, spec, anchors, moment),
+        })  # fmt: skip
+    return found
+
+
+def act(app: Any, action: str, name: str, user: str) -> ScheduleAction:
+    """Carry out ``action`` (pause, resume, run_now) on entry ``name`` and record it."""
+    run_id = ""
+    if action == ScheduleAction.Action.PAUSE:
+        schedule.pause(app, name, by=user)
+    elif action == ScheduleAction.Action.RESUME:
+        schedule.resume(app, name)
+    elif action == ScheduleAction.Action.RUN_NOW:
+        specs, _owners = entry_specs(app)
+        run_id = schedule.run_now(app, name, by=user, message=_message(specs[name]))
+    else:
+        raise ValueError(f"unknown action {action!r}")
+    logger.info("singleton beat: %s asked for %s of entry %r", user, action, name)
+    return ScheduleAction.objects.create(entry=name, action=action, user=user, run_id=run_id)
+
+
+def _message(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Task, arguments and options of an entry, as JSON can hold them (datetimes as ISO)."""
+    message = {
+        "task": spec["task"],
+        "args": list(spec.get("args") or ()),
+        "kwargs": dict(spec.get("kwargs") or {}),
+        "options": {k: v for k, v in (spec.get("options") or {}).items() if k != OPTION},
+    }
+    return dict(json.loads(json.dumps(message, default=_iso)))
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _anchors(app: Any, specs: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    """The interval entries' shared anchors on the masters (their slots start there)."""
+    plans = {name: _plan(app, name, spec) for name, spec in specs.items()}
+    every = {n: p.every_ms for n, p in plans.items() if p is not None and p.every_ms}
+    if not every:
+        return {}
+    config = Config.from_conf(app.conf)
+    store = RuntimeStore.for_app(app, 0.5)
+    try:
+        keys = [f"{config.key_prefix}anchor:{n}:{ms}" for n, ms in every.items()]
+        answers = store.majority([("GET", key) for key in keys])
+    except Exception as exc:
+        logger.warning("singleton beat: interval anchors cannot be read: %s", exc)
+        return {}
+    finally:
+        store.close()
+    found = {}
+    for index, name in enumerate(every):
+        values = [int(a[index]) for a in answers if a[index]]
+        if values:
+            found[name] = min(values)
+    return found
+
+
+def _plan(app: Any, name: str, spec: Mapping[str, Any]) -> Plan | None:
+    try:
+        entry = Entry(name=name, app=app, **dict(spec))
+        return Plan.build(entry, app.timezone, 300.0)
+    except Exception as exc:
+        logger.warning("singleton beat: entry %r cannot be read: %s", name, exc)
+        return None
+
+
+def _next_times(
+    app: Any, name: str, spec: Mapping[str, Any], anchors: dict[str, int], now: dt.datetime
+) -> list[dt.datetime]:
+    plan = _plan(app, name, spec)
+    if plan is None:
+        return []
+    if isinstance(plan.slots, IntervalSlots) and name in anchors:
+        plan.slots.anchor_ms = anchors[name]
+    times: list[dt.datetime] = []
+    slot = plan.slots.next_after(round(now.timestamp() * 1000))
+    while slot is not None and len(times) < NEXT_TIMES:
+        times.append(to_datetime(slot))
+        slot = plan.slots.next_after(slot)
+    return times

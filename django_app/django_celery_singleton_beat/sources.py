@@ -1,0 +1,195 @@
+"""django-celery-beat's tables as a schedule source, for ``celery beat -S singleton``.
+
+``singleton_beat_schedule_source = "django_celery_beat"`` (Django:
+``CELERY_SINGLETON_BEAT_SCHEDULE_SOURCE``) schedules every enabled ``PeriodicTask`` on
+every replica, each slot sent once; the rows stay editable in django-celery-beat's admin.
+What each field becomes:
+
+- ``interval``, ``crontab`` (in the crontab's own timezone), ``solar``: the entry's slots;
+  ``clocked``: one slot at ``clocked_time``;
+- ``start_time``: no slot before it; ``expires`` (a datetime): no slot from it on, and the
+  message expires then; ``expire_seconds``: the message expires that long after it is sent;
+- ``one_off``: one slot, the schedule's first at least :data:`ONE_OFF_DELAY` after the row
+  was saved (so that every replica has seen the row before it falls due), then the row
+  is disabled by the replica that sent it, as django-celery-beat does;
+- ``args``/``kwargs`` (JSON), ``queue``, ``exchange``, ``routing_key``, ``priority``,
+  ``headers`` (JSON): the message, as django-celery-beat sends it (with its
+  ``periodic_task_name``, which django-celery-results records);
+- ``last_run_at`` and ``total_run_count``: written once per slot, by the replica that
+  sent it (an ``UPDATE`` that does not touch ``PeriodicTasks``, so it causes no re-read).
+
+Changes are seen through ``PeriodicTasks.last_update``, which django-celery-beat's models
+and admin bump on every save and delete: one single-row query per second per replica.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+from celery_singleton_beat.slots import (
+    BoundedSlots,
+    OnceSlots,
+    Slots,
+    SlotSchedule,
+    schedule_tz,
+    slots_for,
+)
+from celery_singleton_beat.sources.base import EntrySpec, ScheduleSource
+
+logger = logging.getLogger(__name__)
+
+UTC = dt.timezone.utc
+#: How long after a one-off row is saved its single slot falls, at the earliest (ms).
+ONE_OFF_DELAY = 2000
+#: Up to this many changed rows are read by primary key; more, all enabled rows are read.
+FEW = 500
+#: The fields an entry is built from (the primary key first): a row whose values are
+#: unchanged since the last read keeps its entry.
+ROW_FIELDS = (
+    "pk", "name", "task", "args", "kwargs", "queue", "exchange", "routing_key", "priority",
+    "headers", "expires", "expire_seconds", "one_off", "start_time", "date_changed",
+    "interval__every", "interval__period", "crontab__minute", "crontab__hour",
+    "crontab__day_of_week", "crontab__day_of_month", "crontab__month_of_year",
+    "crontab__timezone", "solar__event", "solar__latitude", "solar__longitude",
+    "clocked__clocked_time",
+)  # fmt: skip
+
+
+class DjangoCeleryBeatSource(ScheduleSource):
+    """Enabled ``django_celery_beat.models.PeriodicTask`` rows as entries."""
+
+    name = "django_celery_beat"
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
+        import django  # noqa: PLC0415  (the core never imports Django; this module is the app's)
+        from django.apps import apps  # noqa: PLC0415
+
+        if not apps.ready:
+            django.setup()
+        from django_celery_beat import models  # noqa: PLC0415
+
+        self.models = models
+        self._one_off: dict[str, bool] = {}
+        self._built: dict[Any, tuple[tuple[Any, ...], str, EntrySpec, bool]] = {}
+
+    def version(self) -> Hashable:
+        from django.db import close_old_connections  # noqa: PLC0415
+
+        close_old_connections()
+        tracks = self.models.PeriodicTasks.objects.filter(ident=1)
+        version: Hashable = _guarded(lambda: tracks.values_list("last_update", flat=True).first())
+        return version
+
+    def entries(self) -> Mapping[str, EntrySpec]:
+        """Every enabled row; a row whose fields (its schedule's included) are those of the
+        last read keeps the entry built then, so the scheduler rebuilds only what changed."""
+        enabled = self.models.PeriodicTask.objects.filter(enabled=True)
+        keys = {v[0]: v for v in _guarded(lambda: list(enabled.values_list(*ROW_FIELDS)))}
+        changed = [pk for pk, key in keys.items() if self._built.get(pk, (None,))[0] != key]
+        rows = enabled.filter(pk__in=changed).select_related(
+            "interval", "crontab", "solar", "clocked"
+        )
+        built = {pk: self._built[pk] for pk in keys if pk not in changed}
+        for row in _guarded(lambda: list(rows)) if changed else []:
+            try:
+                built[row.pk] = (keys[row.pk], row.name, self.entry(row), bool(row.one_off))
+            except Exception as exc:
+                logger.error(
+                    "singleton beat: PeriodicTask %r is left out: %s: %s",
+                    row.name, type(exc).__name__, exc,
+                )  # fmt: skip
+        self._built = {pk: item for pk, item in built.items() if item[0] == keys.get(pk)}
+        self._one_off = {name: one_off for _key, name, _spec, one_off in self._built.values()}
+        return {name: spec for _key, name, spec, _one_off in self._built.values()}
+
+    def entry(self, row: Any) -> dict[str, Any]:
+        """One row in ``beat_schedule`` form."""
+        options: dict[str, Any] = {
+            name: getattr(row, name)
+            for name in ("queue", "exchange", "routing_key", "priority")
+            if getattr(row, name) not in (None, "")
+        }
+        if row.expires is not None or row.expire_seconds is not None:
+            options["expires"] = row.expires if row.expires is not None else row.expire_seconds
+        options["headers"] = json.loads(row.headers or "{}")
+        options["periodic_task_name"] = row.name
+        return {
+            "task": row.task,
+            "schedule": self.schedule(row),
+            "args": json.loads(row.args or "[]"),
+            "kwargs": json.loads(row.kwargs or "{}"),
+            "options": options,
+        }
+
+    def schedule(self, row: Any) -> Any:
+        """The row's schedule; with ``start_time``, ``expires``, ``one_off`` or a clocked
+        time, its slot times as a :class:`SlotSchedule`."""
+        start, end = _ms(row.start_time), _ms(row.expires)
+        earliest = (_ms(row.date_changed) or 0) + ONE_OFF_DELAY if row.one_off else 0
+        if row.clocked is not None:
+            at = max(_ms(row.clocked.clocked_time) or 0, earliest)
+            once = BoundedSlots(OnceSlots(at), start, end).next_after(at - 1)
+            return SlotSchedule(OnceSlots(once), app=self.app)
+        schedule = row.schedule
+        if start is None and end is None and not row.one_off:
+            return schedule  # the scheduler honours a TzAwareCrontab's own zone
+        inner = slots_for(row.name, schedule, schedule_tz(schedule, self.app.timezone))
+        bounded: Slots = BoundedSlots(inner, start, end)
+        if row.one_off:
+            bounded = OnceSlots(bounded.next_after(max(earliest, start or 0) - 1))
+        return SlotSchedule(bounded, app=self.app)
+
+    def published(self, name: str, slot: int, sent_at: float) -> None:
+        """``last_run_at`` and ``total_run_count`` of the row; a one-off row is disabled."""
+        from django.db.models import F  # noqa: PLC0415
+
+        models = self.models
+        changes: dict[str, Any] = {
+            "last_run_at": _aware_or_naive(sent_at),
+            "total_run_count": F("total_run_count") + 1,
+        }
+        one_off = self._one_off.get(name, False)
+        if one_off:
+            changes["enabled"] = False
+        _guarded(lambda: models.PeriodicTask.objects.filter(name=name).update(**changes))
+        if one_off:
+            _guarded(models.PeriodicTasks.update_changed)
+
+    def close(self) -> None:
+        from django.db import connections  # noqa: PLC0415
+
+        connections.close_all()
+
+
+def _guarded(call: Any) -> Any:
+    """Run a query; on a database error drop the connection, so the next call reconnects."""
+    from django.db import DatabaseError, connections  # noqa: PLC0415
+
+    try:
+        return call()
+    except DatabaseError:
+        connections.close_all()
+        raise
+
+
+def _ms(moment: dt.datetime | None) -> int | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        from django.utils import timezone  # noqa: PLC0415
+
+        moment = timezone.make_aware(moment)
+    return round(moment.timestamp() * 1000)
+
+
+def _aware_or_naive(seconds: float) -> dt.datetime:
+    from django.conf import settings  # noqa: PLC0415
+    from django.utils import timezone  # noqa: PLC0415
+
+    moment = dt.datetime.fromtimestamp(seconds, UTC)
+    return moment if settings.USE_TZ else timezone.make_naive(moment)

@@ -1,0 +1,115 @@
+"""Schedule sources at start: what is refused, and how a source's schedule is read."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Hashable, Mapping
+from zoneinfo import ZoneInfo
+
+import pytest
+from celery import Celery
+from celery.schedules import crontab
+from django_celery_beat.tzcrontab import TzAwareCrontab
+
+from celery_singleton_beat.entries import Entry, Plan
+from celery_singleton_beat.errors import ConfigurationError
+from celery_singleton_beat.scheduler import Scheduler
+from celery_singleton_beat.sources import EntrySpec, MergedSource, ScheduleSource
+from celery_singleton_beat.sources.beat_schedule import BeatScheduleSource
+
+UTC = dt.timezone.utc
+
+
+class ExtraSource(ScheduleSource):
+    """A second source that also has a ``report`` entry."""
+
+    name = "extra"
+
+    def version(self) -> Hashable:
+        return 0
+
+    def entries(self) -> Mapping[str, EntrySpec]:
+        return {"report": {"task": "t", "schedule": 60.0}}
+
+
+def app_with(source: object) -> Celery:
+    app = Celery("sources", broker="memory://", set_as_current=False)
+    app.conf.update(
+        singleton_beat_redis_urls="redis://127.0.0.1:1/0",
+        singleton_beat_schedule_source=source,
+        beat_schedule={"report": {"task": "t", "schedule": 10.0}},
+    )
+    return app
+
+
+def ms(*when: int) -> int:
+    return round(dt.datetime(*when, tzinfo=UTC).timestamp() * 1000)
+
+
+def test_an_entry_name_in_two_sources_is_refused_at_start_naming_both() -> None:
+    app = app_with(["beat_schedule", "tests.beat.test_sources.ExtraSource"])
+    with pytest.raises(ConfigurationError) as refused:
+        Scheduler(app)
+    assert refused.value.name == "singleton_beat_schedule_source"
+    assert "'report' is an entry of both 'beat_schedule' and 'extra'" in str(refused.value)
+
+
+def test_an_unknown_source_is_refused_at_start_naming_the_setting_and_the_accepted_form() -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        Scheduler(app_with("no_such_source"))
+    assert str(refused.value) == (
+        "singleton_beat_schedule_source = 'no_such_source' is not valid: 'beat_schedule' "
+        "(default), 'django_celery_beat', 'runtime', the dotted path of a ScheduleSource "
+        "subclass, or a list of these."
+    )
+
+
+def test_a_tz_aware_crontab_fires_in_its_own_zone_and_a_plain_one_in_the_apps() -> None:
+    app = app_with("beat_schedule")
+    nine_in_new_york = TzAwareCrontab(minute=0, hour=9, tz=ZoneInfo("America/New_York"))
+    entry = Entry(name="report", task="t", schedule=nine_in_new_york, app=app)
+    plain = Entry(name="plain", task="t", schedule=crontab(minute=0, hour=9), app=app)
+    berlin = ZoneInfo("Europe/Berlin")
+    assert Plan.build(entry, berlin, 300.0).slots.next_after(ms(2026, 11, 24)) == ms(
+        2026, 11, 24, 14
+    )
+    assert Plan.build(plain, berlin, 300.0).slots.next_after(ms(2026, 11, 24)) == ms(
+        2026, 11, 24, 8
+    )
+
+
+class FlakySource(ScheduleSource):
+    """A source whose database goes away when ``down`` is set (an injected error)."""
+
+    name = "flaky"
+    down = False
+
+    def version(self) -> Hashable:
+        if self.down:
+            raise ConnectionError("database unreachable")
+        return 1
+
+    def entries(self) -> Mapping[str, EntrySpec]:
+        if self.down:
+            raise ConnectionError("database unreachable")
+        return {"nightly": {"task": "n", "schedule": 60.0}}
+
+
+def test_a_source_that_cannot_be_read_keeps_its_entries_and_holds_up_no_other(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = app_with("beat_schedule")
+    flaky = FlakySource(app)
+    merged = MergedSource(app, [BeatScheduleSource(app), flaky])
+    assert sorted(merged.entries()) == ["nightly", "report"]
+    flaky.down = True
+    with caplog.at_level(logging.ERROR):
+        assert merged.version() == (0, ("unreadable", "flaky"))
+        assert sorted(merged.entries()) == ["nightly", "report"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "singleton beat: the schedule source 'flaky' cannot be read, keeping its entries read "
+        "last: ConnectionError: database unreachable"
+    ]
+    flaky.down = False
+    assert merged.version() == (0, 1)

@@ -1,0 +1,102 @@
+"""What each django-celery-beat ``PeriodicTask`` field becomes in beat (a real database)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from zoneinfo import ZoneInfo
+
+import pytest
+from celery import Celery
+from django_celery_beat.models import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    SolarSchedule,
+)
+
+from celery_singleton_beat.entries import Entry, Plan
+from celery_singleton_beat.slots import CronSlots, SlotSchedule, SolarSlots
+from django_celery_singleton_beat.sources import DjangoCeleryBeatSource
+
+pytestmark = pytest.mark.django_db(transaction=True)  # beat reads in autocommit, as here
+UTC = dt.timezone.utc
+APP = Celery("rows", broker="memory://", set_as_current=False)
+
+
+def ms(moment: dt.datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
+def plan(name: str, spec: dict[str, object]) -> Plan:
+    return Plan.build(Entry(name=name, app=APP, **spec), UTC, 300.0)
+
+
+def every(seconds: int) -> IntervalSchedule:
+    return IntervalSchedule.objects.create(every=seconds, period=IntervalSchedule.SECONDS)
+
+
+def test_each_field_of_a_periodic_task_becomes_the_message_or_the_slots() -> None:
+    start = dt.datetime(2030, 1, 1, 12, 0, 5, tzinfo=UTC)
+    expires = dt.datetime(2030, 1, 1, 12, 1, 0, tzinfo=UTC)
+    PeriodicTask.objects.create(
+        name="full", task="reports.build", interval=every(10), args=json.dumps([1, "a"]),
+        kwargs=json.dumps({"k": 2}), queue="reports", exchange="ex", routing_key="rk",
+        priority=3, headers=json.dumps({"h": "v"}), start_time=start, expires=expires,
+    )  # fmt: skip
+    PeriodicTask.objects.create(name="short", task="t", interval=every(5), expire_seconds=30)
+    PeriodicTask.objects.create(name="off", task="t", interval=every(5), enabled=False)
+    specs = DjangoCeleryBeatSource(APP).entries()
+    assert sorted(specs) == ["full", "short"]
+    full = specs["full"]
+    assert (full["task"], full["args"], full["kwargs"]) == ("reports.build", [1, "a"], {"k": 2})
+    assert full["options"] == {
+        "queue": "reports", "exchange": "ex", "routing_key": "rk", "priority": 3,
+        "expires": expires, "headers": {"h": "v"}, "periodic_task_name": "full",
+    }  # fmt: skip
+    slots = plan("full", dict(full)).slots
+    assert isinstance(full["schedule"], SlotSchedule)
+    assert slots.next_after(0) == ms(start) + 5000  # the first 10 s slot at or after start
+    assert slots.next_after(ms(expires) - 10_000) is None  # none from expires on
+    assert specs["short"]["options"]["expires"] == 30
+
+
+def test_crontab_solar_and_clocked_rows_keep_their_zone_place_and_time() -> None:
+    new_york = CrontabSchedule.objects.create(
+        minute="0", hour="9", timezone=ZoneInfo("America/New_York")
+    )
+    PeriodicTask.objects.create(name="cron", task="t", crontab=new_york)
+    sun = SolarSchedule.objects.create(event="sunrise", latitude=52.52, longitude=13.4)
+    PeriodicTask.objects.create(name="sun", task="t", solar=sun)
+    at = dt.datetime(2030, 6, 1, 8, 0, tzinfo=UTC)
+    clock = ClockedSchedule.objects.create(clocked_time=at)
+    PeriodicTask.objects.create(name="clock", task="t", clocked=clock, one_off=True)
+    specs = DjangoCeleryBeatSource(APP).entries()
+    cron = plan("cron", dict(specs["cron"])).slots
+    assert isinstance(cron, CronSlots)
+    assert cron.next_after(ms(dt.datetime(2026, 11, 24, tzinfo=UTC))) == ms(
+        dt.datetime(2026, 11, 24, 14, tzinfo=UTC)
+    )
+    assert isinstance(plan("sun", dict(specs["sun"])).slots, SolarSlots)
+    clocked = plan("clock", dict(specs["clock"])).slots
+    assert (clocked.next_after(0), clocked.next_after(ms(at))) == (ms(at), None)
+
+
+def test_a_run_writes_the_run_count_once_and_disables_a_one_off_row() -> None:
+    PeriodicTask.objects.create(name="tick", task="t", interval=every(5))
+    PeriodicTask.objects.create(name="once", task="t", interval=every(5), one_off=True)
+    source = DjangoCeleryBeatSource(APP)
+    source.entries()
+    version = source.version()
+    sent = time.time()
+    source.published("tick", 1000, sent)
+    assert source.version() == version, "a run count does not make the replicas re-read"
+    source.published("once", 2000, sent)
+    tick, once = PeriodicTask.objects.get(name="tick"), PeriodicTask.objects.get(name="once")
+    assert (tick.total_run_count, tick.enabled) == (1, True)
+    assert tick.last_run_at is not None and abs(tick.last_run_at.timestamp() - sent) < 0.001
+    assert (once.total_run_count, once.enabled) == (1, False)
+    assert source.version() != version, "a disabled row makes the replicas re-read"
+    assert "once" not in source.entries()

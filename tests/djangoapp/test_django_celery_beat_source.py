@@ -1,0 +1,177 @@
+"""Three beat replicas on django-celery-beat's tables, edited through its models while they
+run: every slot executed once, each change followed within 2 s, the run counts right.
+
+The replicas run ``tests.djangoapp.dcb_app`` (``tests.beat.app`` on this test's PostgreSQL
+database) with ``singleton_beat_schedule_source = "django_celery_beat"``; the test edits
+``PeriodicTask`` rows as django-celery-beat's admin does (``save()``, which bumps
+``PeriodicTasks``), routed to that database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.db import connections
+from django.test import override_settings
+from django_celery_beat.models import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+)
+
+from celery_singleton_beat.testing import RedisServer, wait_for
+from tests.beat.harness import BeatCluster, interval_slots, slot_ms
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, databases=["postgres"])]
+
+SETTINGS = {"singleton_beat_schedule_source": "django_celery_beat", "singleton_beat_claim_ttl": 1.0}
+#: A change is acted on by every replica within this many seconds.
+PICKUP = 2.0
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+class ToPostgres:
+    """django-celery-beat's models (and its change signal) on the test's PostgreSQL."""
+
+    def db_for_read(self, model: Any, **hints: Any) -> str | None:
+        return "postgres" if model._meta.app_label == "django_celery_beat" else None
+
+    db_for_write = db_for_read
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, three_masters: list[RedisServer]) -> Iterator[BeatCluster]:
+    broker = RedisServer().start()
+    running = BeatCluster(
+        tmp_path, "tests.djangoapp.dcb_app", queue="beat-tests", masters=three_masters,
+        broker=broker, settings=SETTINGS,
+    )  # fmt: skip
+    running.base_env["DCB_DB_NAME"] = connections["postgres"].settings_dict["NAME"]
+    running.base_env["DJANGO_SETTINGS_MODULE"] = "tests.djangoapp.dcb_settings"
+    try:
+        with override_settings(DATABASE_ROUTERS=[ToPostgres()]):
+            yield running
+    finally:
+        running.stop()
+        broker.stop()
+
+
+def every(seconds: int) -> IntervalSchedule:
+    return IntervalSchedule.objects.create(every=seconds, period=IntervalSchedule.SECONDS)
+
+
+def task(name: str, **fields: Any) -> PeriodicTask:
+    return PeriodicTask.objects.create(name=name, task="record", args=json.dumps([name]), **fields)
+
+
+def slots(rows: list[dict[str, Any]], entry: str) -> Counter[int]:
+    return Counter(slot_ms(r["slot"]) for r in rows if r["entry"] == entry)
+
+
+def within(counts: Counter[int], start: float, end: float) -> list[int]:
+    return sorted(s for s in counts if start * 1000 < s <= end * 1000)
+
+
+def changes_seen(log: str) -> list[float]:
+    """When a replica logged that it followed a schedule change (epoch seconds)."""
+    stamps = re.findall(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/MainProcess\] "
+                        r"singleton beat: schedule changed", log, flags=re.MULTILINE)  # fmt: skip
+    return [
+        dt.datetime.strptime(s, "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp() for s in stamps
+    ]
+
+
+def seen_within(seen: list[float], edited: float) -> bool:
+    """A change was followed within PICKUP seconds of an edit saved just before ``edited``."""
+    return any(edited - 0.5 <= t <= edited + PICKUP for t in seen)
+
+
+def missing(counts: Counter[int], expected: set[int]) -> list[int]:
+    return sorted(expected - set(counts))
+
+
+def test_a_django_celery_beat_schedule_edited_while_three_replicas_run_is_followed_exactly_once(  # noqa: PLR0915  (one scenario, told in order)
+    cluster: BeatCluster,
+) -> None:
+    hour = dt.datetime.now(NEW_YORK).hour
+    cron = CrontabSchedule.objects.create(minute="*", hour=str((hour + 6) % 24), timezone=NEW_YORK)
+    tick = task("tick", interval=every(1))
+    task("cron", crontab=cron)
+    cluster.start_worker()
+    replicas = [cluster.start_replica(name) for name in ("r1", "r2", "r3")]
+    wait_for(lambda: len(cluster.executions()) >= 2, 40, "first executions")
+    start = time.time()
+    time.sleep(2)
+    # the crontab now matches every minute of this hour and the next, in New York only
+    cron.hour = f"{hour},{(hour + 1) % 24}"
+    cron.save()
+    cron_changed = time.time()
+    time.sleep(2)
+    task("added", interval=every(2))
+    added_at = time.time()
+    time.sleep(3)
+    cluster.kill(replicas[0])
+    once = task("once", interval=every(1), one_off=True)
+    at = dt.datetime.fromtimestamp(round(time.time()) + 4, dt.timezone.utc)
+    clocked = task("clocked", clocked=ClockedSchedule.objects.create(clocked_time=at), one_off=True)
+    created = time.time()
+    time.sleep(3)
+    tick.refresh_from_db()  # as the admin's form loads the row it saves
+    tick.enabled = False
+    tick.save()
+    off = time.time()
+    time.sleep(4)
+    tick.refresh_from_db()
+    tick.enabled = True
+    tick.save()
+    on = time.time()
+    replicas.append(cluster.start_replica("r4"))
+    time.sleep(max(0.0, cron_changed + 63 - time.time()))
+    for replica in replicas[1:]:
+        replica.popen.terminate()
+        replica.popen.wait(10)
+    end = time.time()
+    time.sleep(2)  # the last messages reach the worker
+    rows = cluster.executions()
+
+    for replica in replicas[1:3]:  # the two replicas that ran through every edit
+        seen = changes_seen(replica.text())
+        late = [t for t in (cron_changed, added_at, created, off, on) if not seen_within(seen, t)]
+        assert late == [], f"{replica.name} did not follow the edits at {late} within {PICKUP} s"
+    counts = {name: slots(rows, name) for name in ("tick", "cron", "added", "once", "clocked")}
+    assert {n: [s for s, k in c.items() if k > 1] for n, c in counts.items()} == {
+        n: [] for n in counts
+    }, "no slot executed twice"
+    last = end - 1.5
+    assert missing(counts["tick"], interval_slots(1, start, off)) == []
+    assert within(counts["tick"], off + PICKUP, on) == []
+    assert missing(counts["tick"], interval_slots(1, on + PICKUP, last)) == []
+    assert within(counts["added"], 0, added_at) == []
+    assert missing(counts["added"], interval_slots(2, added_at + PICKUP, last)) == []
+    minutes = within(counts["cron"], cron_changed + PICKUP, last)
+    assert within(counts["cron"], 0, cron_changed) == []
+    assert missing(counts["cron"], interval_slots(60, cron_changed + PICKUP, last)) == []
+    assert len(minutes) >= 1 and all(s % 60_000 == 0 for s in minutes)
+    assert sum(counts["once"].values()) == 1
+    assert list(counts["clocked"]) == [round(at.timestamp() * 1000)]
+
+    for name, entry in {"once": once, "clocked": clocked}.items():
+        entry.refresh_from_db()
+        assert (entry.enabled, entry.total_run_count) == (False, 1), name
+        assert entry.last_run_at is not None
+    for name in ("tick", "added"):
+        row = PeriodicTask.objects.get(name=name)
+        assert row.total_run_count == sum(counts[name].values()), name
+        newest = max(counts[name]) / 1000
+        assert row.last_run_at is not None
+        assert 0 <= row.last_run_at.timestamp() - newest < 1.5, name
