@@ -9,7 +9,6 @@ command was written).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import select
 import ssl
@@ -21,11 +20,17 @@ from urllib.parse import urlsplit
 
 from redis.backoff import NoBackoff
 from redis.connection import Connection
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import InvalidResponse, NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from celery_singleton_beat._compat import connection_socket, parse_redis_url, quiet_handshake
+from celery_singleton_beat._compat import (
+    connection_socket,
+    parse_redis_url,
+    quiet_handshake,
+    redis_error,
+)
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.urls import safe_url, safe_value
 
@@ -89,26 +94,28 @@ class Node:
     def checkout(self) -> Any:
         """A connection for one round trip: an idle one still open, else a new one.
 
-        Replies left unread by a :meth:`Masters.post` are read (and dropped) first. An
-        idle connection whose master restarted has its end-of-file waiting; it is
-        dropped here rather than failing this round trip.
+        An idle connection whose master restarted has its end-of-file waiting; it is
+        dropped here rather than failing this round trip. Replies left unread by a
+        :meth:`Masters.post` are read with the next round trip's (or here, when waiting).
         """
         while True:
             with self._mutex:
                 if not self._idle:
                     break
                 connection = self._idle.pop()
-            if _drain(connection) and not _readable([connection], 0):
+            if _still_open(connection):
                 return connection
             connection.disconnect()
         connection = self._connection_class(**self._options)
         connection.scripts_loaded = 0
         connection.pending_preamble = 0
         connection.unread = 0
+        connection.inbox = bytearray()
+        connection.parsed = []
         return connection
 
     def checkin(self, connection: Any) -> None:
-        """Return a connection whose replies were all read."""
+        """Return a connection whose replies were all read (or will be, see ``unread``)."""
         with self._mutex:
             self._idle.append(connection)
 
@@ -187,19 +194,19 @@ class Masters:
         """Send ``commands`` to every master without waiting for the replies.
 
         For writes whose outcome the caller does not need (releasing a lock at the end of
-        a task): it saves the wait of a round trip. The replies are read before each
-        connection's next command; a master that cannot be written to is skipped.
+        a task): it saves the wait of a round trip. The replies are read with each
+        connection's next round trip; a master that cannot be written to is skipped.
         """
         data = pack(commands)
         for node in self.nodes:
             connection = None
             try:
                 connection = node.checkout()
-                connection.send_packed_command([*self._preamble(connection), data])
+                _send(connection, self._preamble(connection), data)
             except (RedisError, OSError):
                 _discard(connection)
                 continue
-            connection.unread = connection.pending_preamble + len(commands)
+            connection.unread += connection.pending_preamble + len(commands)
             connection.pending_preamble = 0
             node.checkin(connection)
 
@@ -218,8 +225,7 @@ class Masters:
             connection = None
             try:
                 connection = node.checkout()
-                preamble = self._preamble(connection)
-                connection.send_packed_command([*preamble, packed[id(batch)]])
+                _send(connection, self._preamble(connection), packed[id(batch)])
             except (RedisError, OSError) as exc:
                 _discard(connection)
                 results[index] = _as_error(exc)
@@ -227,19 +233,19 @@ class Masters:
             sent[index] = connection
             deadlines[index] = time.monotonic() + self.timeout
         while sent:
-            ready = _readable(list(sent.values()), min(deadlines.values()) - time.monotonic())
+            ready = _readable(sent, min(deadlines.values()) - time.monotonic())
             now = time.monotonic()
+            for index in ready:
+                connection = sent[index]
+                replies = _read_replies(self.nodes[index], connection, len(batches[index]))
+                if replies is not None:
+                    results[index] = replies
+                    del sent[index], deadlines[index]
             for index, connection in list(sent.items()):
-                if connection in ready:
-                    results[index] = _read_replies(
-                        self.nodes[index], connection, len(batches[index])
-                    )
-                elif deadlines[index] <= now:
+                if deadlines[index] <= now:
                     _discard(connection)
                     results[index] = RedisTimeoutError(f"no reply within {self.timeout}s")
-                else:
-                    continue
-                del sent[index], deadlines[index]
+                    del sent[index], deadlines[index]
         return results
 
     def _preamble(self, connection: Any) -> list[bytes]:
@@ -279,58 +285,180 @@ def pack(commands: Sequence[Command]) -> bytes:
     return b"".join(out)
 
 
-def _readable(connections: list[Any], timeout: float) -> list[Any]:
-    """The connections with bytes (or end-of-file) waiting, after at most ``timeout`` s.
+def _send(connection: Any, preamble: list[bytes], data: bytes) -> None:
+    """Write ``preamble`` and ``data`` to ``connection``, connecting it first if needed.
 
-    One ``poll()`` for all of them; redis-py's own ``can_read`` would switch each socket's
-    timeout back and forth around every read.
+    The socket is non-blocking once connected: a write that fits the socket buffer (every
+    lock command does) is one system call, where a socket with a timeout polls before
+    each send and each receive.
     """
-    sockets = [(c, connection_socket(c)) for c in connections]
-    by_fd = {sock.fileno(): c for c, sock in sockets if sock is not None}
-    if len(by_fd) < len(connections):  # a socket closed under us reads as "ready": it fails fast
-        return [c for c, sock in sockets if sock is None]
-    buffered = [c for c, sock in sockets if isinstance(sock, ssl.SSLSocket) and sock.pending()]
-    if buffered:  # TLS bytes already decrypted are invisible to poll()
-        return buffered
-    poller = select.poll()
-    for fd in by_fd:
-        poller.register(fd, select.POLLIN)
-    events = poller.poll(max(0.0, timeout) * 1000)
-    return [by_fd[fd] for fd, _ in events]
-
-
-def _drain(connection: Any) -> bool:
-    """Read and drop the replies a posted command left; False when the connection failed."""
+    sock = connection_socket(connection)
+    if sock is None:
+        connection.connect()  # redis-py's connect and handshake, with their errors
+        sock = connection_socket(connection)
+        if sock is None:  # pragma: no cover  (connect either sets a socket or raises)
+            raise RedisConnectionError("not connected")
+        sock.setblocking(False)
+    if preamble:
+        data = b"".join([*preamble, data])
     try:
-        for _ in range(connection.unread):
-            with contextlib.suppress(ResponseError):
-                connection.read_response()
-    except (RedisError, OSError):
+        try:
+            done = sock.send(data)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            done = 0
+        if done < len(data):  # a full socket buffer: finish with the node timeout
+            sock.settimeout(connection.socket_timeout)
+            try:
+                sock.sendall(data[done:])
+            finally:
+                sock.setblocking(False)
+    except TimeoutError:
+        raise RedisTimeoutError("Timeout writing to socket") from None
+    except OSError as exc:
+        raise RedisConnectionError(
+            f"Error {exc.errno} while writing to socket. {exc.strerror or exc}."
+        ) from None
+
+
+def _receive(connection: Any) -> bool:
+    """Move the bytes waiting on ``connection`` into its inbox; False at end-of-file."""
+    sock = connection_socket(connection)
+    if sock is None:
         return False
-    connection.unread = 0
+    try:
+        data = sock.recv(65536)
+        while isinstance(sock, ssl.SSLSocket) and sock.pending():
+            data += sock.recv(sock.pending())
+    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        return True
+    if not data:
+        return False
+    connection.inbox += data
     return True
 
 
-def _read_replies(node: Node, connection: Any, count: int) -> list[Any] | Exception:
-    """Read ``count`` replies (after any ``SCRIPT LOAD`` ones) from a readable connection."""
-    preamble, connection.pending_preamble = connection.pending_preamble, 0
-    replies: list[Any] = []
-    failure: Exception | None = None
+def _still_open(connection: Any) -> bool:
+    """Whether an idle connection can take a command: no end-of-file or garbage waiting.
+
+    The replies of posted commands that already arrived are read and dropped; those still
+    on their way are left for the next round trip to read first.
+    """
+    if connection_socket(connection) is None:
+        return True  # never connected: it connects on first use
     try:
-        for _ in range(preamble + count):
-            try:
-                replies.append(connection.read_response())
-            except ResponseError as exc:
-                failure = failure or exc
-                replies.append(exc)
+        if not _receive(connection):
+            return False
+        if connection.inbox and not _receive(connection):  # data, then end-of-file
+            return False
+        _parse_waiting(connection)
+    except (RedisError, OSError):
+        return False
+    dropped = min(connection.unread, len(connection.parsed))
+    del connection.parsed[:dropped]
+    connection.unread -= dropped
+    return not connection.parsed and (connection.unread > 0 or not connection.inbox)
+
+
+def _readable(sent: dict[int, Any], timeout: float) -> list[int]:
+    """The indexes in ``sent`` whose connection has bytes (or end-of-file) waiting, after
+    at most ``timeout`` s: one ``poll()`` for all of them."""
+    poller = select.poll()
+    by_fd: dict[int, int] = {}
+    for index, connection in sent.items():
+        sock = connection_socket(connection)
+        if sock is None:  # a socket closed under us reads as "ready": it fails fast
+            return [index]
+        by_fd[sock.fileno()] = index
+        poller.register(sock, select.POLLIN)
+    return [by_fd[fd] for fd, _ in poller.poll(max(0.0, timeout) * 1000)]
+
+
+def _read_replies(node: Node, connection: Any, count: int) -> list[Any] | Exception | None:
+    """The ``count`` replies of the last batch, once the connection has them all (None
+    before that); the replies of earlier posted commands and of ``SCRIPT LOAD`` come first
+    and are dropped."""
+    try:
+        if not _receive(connection):
+            raise RedisConnectionError("Connection closed by server.")
+        _parse_waiting(connection)
     except (RedisError, OSError) as exc:
         _discard(connection)
         return _as_error(exc)
-    if failure is not None and str(failure).startswith("NOSCRIPT"):
+    skip = connection.unread + connection.pending_preamble
+    if len(connection.parsed) < skip + count:
+        return None
+    replies = connection.parsed[skip : skip + count]
+    mine = connection.parsed[connection.unread : skip + count]
+    failure = next((r for r in mine if isinstance(r, ResponseError)), None)
+    connection.parsed = connection.parsed[skip + count :]
+    connection.unread = connection.pending_preamble = 0
+    if connection.parsed or connection.inbox:  # replies nobody asked for: out of step
+        _discard(connection)
+    elif isinstance(failure, NoScriptError):
         _discard(connection)  # the scripts were flushed: a new connection loads them again
     else:
         node.checkin(connection)
-    return failure if failure is not None else replies[preamble:]
+    return failure if failure is not None else replies
+
+
+class _Incomplete(Exception):
+    """The inbox ends inside a reply: wait for more bytes."""
+
+
+def _parse_waiting(connection: Any) -> None:
+    """Parse every complete reply in the connection's inbox onto its ``parsed`` list.
+
+    RESP2, as the connections are made (see ``quiet_handshake``); values as redis-py's own
+    parser gives them: ``bytes`` (``str`` with ``decode_responses``), ``int``, ``None``,
+    lists, and error replies as the exception redis-py makes of them (not raised).
+    """
+    inbox = connection.inbox
+    encoder = connection.encoder
+    decode = encoder.decode if encoder.decode_responses else None
+    position, parsed = 0, connection.parsed
+    try:
+        while position < len(inbox):
+            reply, position_after = _parse_one(inbox, position, decode)
+            if isinstance(reply, RedisConnectionError):  # e.g. "max number of clients"
+                raise reply
+            parsed.append(reply)
+            position = position_after
+    except _Incomplete:
+        pass
+    del inbox[:position]
+
+
+def _parse_one(inbox: bytearray, position: int, decode: Any) -> tuple[Any, int]:
+    end = inbox.find(b"\r\n", position)
+    if end < 0:
+        raise _Incomplete
+    kind, line = inbox[position], inbox[position + 1 : end]
+    if kind == 58:  # ":" integer
+        return int(line), end + 2
+    if kind == 36:  # "$" bulk string
+        size = int(line)
+        if size < 0:
+            return None, end + 2
+        stop = end + 2 + size
+        if len(inbox) < stop + 2:
+            raise _Incomplete
+        value = bytes(inbox[end + 2 : stop])
+        return (decode(value) if decode else value), stop + 2
+    if kind == 43:  # "+" simple string
+        return (decode(bytes(line)) if decode else bytes(line)), end + 2
+    if kind == 45:  # "-" error
+        return redis_error(line.decode("utf-8", errors="replace")), end + 2
+    if kind == 42:  # "*" array
+        size = int(line)
+        position = end + 2
+        if size < 0:
+            return None, position
+        items = []
+        for _ in range(size):
+            item, position = _parse_one(inbox, position, decode)
+            items.append(item)
+        return items, position
+    raise InvalidResponse(f"Protocol Error: {bytes(inbox[position : end + 2])!r}")
 
 
 def _discard(connection: Any) -> None:
