@@ -13,6 +13,7 @@ the body as ``self.singleton`` (key, fencing token, ``remaining()``, ``lost``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -40,7 +41,7 @@ from celery_singleton_beat.config import (
 from celery_singleton_beat.errors import ConfigurationError, LockError, LockHeld
 from celery_singleton_beat.keys import _signature, canonical_key
 from celery_singleton_beat.locks import Lease, LockBackend, Redlock
-from celery_singleton_beat.locks.redlock import default_owner
+from celery_singleton_beat.locks.redlock import MarkedLease, default_owner, marked_in_turn
 from celery_singleton_beat.locks.watchdog import keeper
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ TOKEN_HEADER = "singleton_beat_lock_token"
 ENQUEUE_HEADER = "singleton_beat_enqueue_token"
 SLOT_PENDING_HEADER = "singleton_beat_slot_unchecked"
 _UNSET: Any = object()
+_Lock = tuple[LockBackend, str, float, str]  # a task's lock: backend, key, ttl, token
 
 _stores: dict[tuple[int, int], tuple[TaskConfig, LockBackend]] = {}
 _configs: dict[tuple[int, int], TaskConfig] = {}
@@ -230,16 +232,34 @@ class SlotAwareTask(Task):  # type: ignore[misc]
 
     def _slot_already_ran(self) -> bool:
         """Claim the slot for this run; ``True`` (and recorded) when another run had it."""
+        claimed = self._claim_slot()
+        return claimed is not None and claimed.mark is None
+
+    def _claim_slot(self, lock: _Lock | None = None) -> MarkedLease | None:
+        """Claim the slot for this run (None: not a slot message); a slot another run had
+        is logged and recorded (``mark`` None). With ``lock`` (the task's own), the lock is
+        taken after the claim, in the same round trip where both live on the same masters.
+        """
         marker = self._slot_marker()
         if marker is None:
-            return False
+            return None
         config, backend = _slot_marks(*self._store())
         entry, slot = marker
         key = f"ran:{entry}:{slot}"
-        lease = backend.acquire(key, ttl=config.fence_retention, wait=1.0)
+        if lock is None:
+            lease = backend.acquire(key, ttl=config.fence_retention, wait=1.0)
+            claimed = MarkedLease(lease, None, None)
+        else:
+            locks, lock_key, ttl, token = lock
+            take = locks.acquire_marked if isinstance(locks, Redlock) else (
+                functools.partial(marked_in_turn, locks)
+            )  # fmt: skip
+            claimed = take(
+                lock_key, ttl, token=token, marks=backend, mark=key, mark_ttl=config.fence_retention
+            )
         self.request.singleton_slot_checked = True
-        if lease is not None:
-            return False
+        if claimed.mark is not None:
+            return claimed
         holder = backend.holder(key)
         logger.warning(
             "task %s[%s]: slot %s of %r already ran (%s); dropping this copy",
@@ -252,7 +272,7 @@ class SlotAwareTask(Task):  # type: ignore[misc]
                 entry=entry, slot=slot,
             )
         )  # fmt: skip
-        return True
+        return claimed
 
     def _store(self) -> tuple[TaskConfig, LockBackend]:
         return lock_store(self.app)
@@ -355,12 +375,19 @@ class SingletonTask(SlotAwareTask):
         key = self.lock_key(args, kwargs)
         started = time.monotonic()
         try:
-            if self._slot_already_ran():
-                return None
             token = (self.request.headers or {}).get(TOKEN_HEADER) or (
                 f"{secrets.token_hex(16)}@{default_owner()}/{self.request.id}"
             )
-            lease = backend.acquire(key, ttl=self._option("ttl", config), token=token)
+            ttl = self._option("ttl", config)
+            claimed = self._claim_slot((backend, key, ttl, token))
+            if claimed is None:
+                lease = backend.acquire(key, ttl=ttl, token=token)
+            elif claimed.mark is None:  # the slot already ran
+                return None
+            elif claimed.error is not None:
+                raise claimed.error
+            else:
+                lease = claimed.lease
         except LockError as exc:
             self._attempted(key, backend, "error", started)
             return self._on_lock_error(key, exc, config, args, kwargs)
