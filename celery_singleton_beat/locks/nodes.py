@@ -96,17 +96,17 @@ class Node:
 
         An idle connection whose master restarted has its end-of-file waiting; it is
         dropped here rather than failing this round trip. Replies left unread by a
-        :meth:`Masters.post` are read with the next round trip's (or here, when waiting).
+        :meth:`Masters.post` are read with the next round trip's.
         """
-        while True:
-            with self._mutex:
-                if not self._idle:
-                    break
-                connection = self._idle.pop()
-            if _still_open(connection):
-                return connection
-            connection.disconnect()
+        return _checkout([self])[0]
+
+    def _take_idle(self) -> Any:
+        with self._mutex:
+            return self._idle.pop() if self._idle else None
+
+    def _new(self) -> Any:
         connection = self._connection_class(**self._options)
+        connection.raw = None  # the socket, once connected (see _send)
         connection.scripts_loaded = 0
         connection.pending_preamble = 0
         connection.unread = 0
@@ -198,10 +198,8 @@ class Masters:
         connection's next round trip; a master that cannot be written to is skipped.
         """
         data = pack(commands)
-        for node in self.nodes:
-            connection = None
+        for node, connection in zip(self.nodes, _checkout(self.nodes), strict=True):
             try:
-                connection = node.checkout()
                 _send(connection, self._preamble(connection), data)
             except (RedisError, OSError):
                 _discard(connection)
@@ -219,13 +217,11 @@ class Masters:
         sent: dict[int, Any] = {}
         deadlines: dict[int, float] = {}
         results: list[list[Any] | Exception] = [[] for _ in self.nodes]
-        for index, (node, batch) in enumerate(zip(self.nodes, batches, strict=True)):
-            if not batch:
-                continue
-            connection = None
+        used = [index for index, batch in enumerate(batches) if batch]
+        connections = _checkout([self.nodes[index] for index in used])
+        for index, connection in zip(used, connections, strict=True):
             try:
-                connection = node.checkout()
-                _send(connection, self._preamble(connection), packed[id(batch)])
+                _send(connection, self._preamble(connection), packed[id(batches[index])])
             except (RedisError, OSError) as exc:
                 _discard(connection)
                 results[index] = _as_error(exc)
@@ -292,13 +288,14 @@ def _send(connection: Any, preamble: list[bytes], data: bytes) -> None:
     lock command does) is one system call, where a socket with a timeout polls before
     each send and each receive.
     """
-    sock = connection_socket(connection)
+    sock = connection.raw
     if sock is None:
         connection.connect()  # redis-py's connect and handshake, with their errors
         sock = connection_socket(connection)
         if sock is None:  # pragma: no cover  (connect either sets a socket or raises)
             raise RedisConnectionError("not connected")
         sock.setblocking(False)
+        connection.raw = sock
     if preamble:
         data = b"".join([*preamble, data])
     try:
@@ -322,7 +319,7 @@ def _send(connection: Any, preamble: list[bytes], data: bytes) -> None:
 
 def _receive(connection: Any) -> bool:
     """Move the bytes waiting on ``connection`` into its inbox; False at end-of-file."""
-    sock = connection_socket(connection)
+    sock = connection.raw
     if sock is None:
         return False
     try:
@@ -343,7 +340,7 @@ def _still_open(connection: Any) -> bool:
     The replies of posted commands that already arrived are read and dropped; those still
     on their way are left for the next round trip to read first.
     """
-    if connection_socket(connection) is None:
+    if connection.raw is None:
         return True  # never connected: it connects on first use
     try:
         if not _receive(connection):
@@ -365,12 +362,69 @@ def _readable(sent: dict[int, Any], timeout: float) -> list[int]:
     poller = select.poll()
     by_fd: dict[int, int] = {}
     for index, connection in sent.items():
-        sock = connection_socket(connection)
+        sock = connection.raw
         if sock is None:  # a socket closed under us reads as "ready": it fails fast
             return [index]
         by_fd[sock.fileno()] = index
         poller.register(sock, select.POLLIN)
     return [by_fd[fd] for fd, _ in poller.poll(max(0.0, timeout) * 1000)]
+
+
+#: poll() flags of a connection its master closed or reset. POLLRDHUP (Linux only) is
+#: raised even while replies are still waiting ahead of the end-of-file; without it each
+#: idle connection is checked by reading (see _still_open).
+_RDHUP: int = getattr(select, "POLLRDHUP", 0)
+_HUNG_UP = _RDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
+def _checkout(nodes: Sequence[Node]) -> list[Any]:
+    """A connection per node for one round trip: idle ones that are still open (checked
+    together, with one ``poll()`` where the system reports a peer's hang-up), else new."""
+    chosen: list[Any] = [None] * len(nodes)
+    pending = list(range(len(nodes)))
+    while pending:
+        idle = {}
+        for index in pending:
+            connection = nodes[index]._take_idle()
+            if connection is None:
+                chosen[index] = nodes[index]._new()
+            else:
+                idle[index] = connection
+        pending = []
+        for index, is_open in _are_open(idle).items():
+            if is_open:
+                chosen[index] = idle[index]
+            else:
+                idle[index].disconnect()
+                pending.append(index)
+    return chosen
+
+
+def _are_open(idle: dict[int, Any]) -> dict[int, bool]:
+    """Which idle connections can take a command (see :func:`_still_open`)."""
+    verdicts = {}
+    polled: dict[int, int] = {}
+    poller = select.poll()
+    for index, connection in idle.items():
+        sock = connection.raw
+        if sock is None:
+            verdicts[index] = True  # never connected: it connects on first use
+        elif not _RDHUP or isinstance(sock, ssl.SSLSocket) or connection.inbox:
+            verdicts[index] = _still_open(connection)
+        else:
+            polled[sock.fileno()] = index
+            poller.register(sock, select.POLLIN | _RDHUP)
+    if polled:
+        events = dict(poller.poll(0))
+        for fd, index in polled.items():
+            flags = events.get(fd, 0)
+            if flags & _HUNG_UP:
+                verdicts[index] = False
+            elif flags and not idle[index].unread:  # bytes nobody asked for
+                verdicts[index] = _still_open(idle[index])
+            else:
+                verdicts[index] = True
+    return verdicts
 
 
 def _read_replies(node: Node, connection: Any, count: int) -> list[Any] | Exception | None:
@@ -463,6 +517,7 @@ def _parse_one(inbox: bytearray, position: int, decode: Any) -> tuple[Any, int]:
 
 def _discard(connection: Any) -> None:
     if connection is not None:
+        connection.raw = None
         connection.disconnect()
 
 
