@@ -14,7 +14,7 @@ import select
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -112,6 +112,7 @@ class Node:
         connection.unread = 0
         connection.inbox = bytearray()
         connection.parsed = []
+        connection.arrays = []  # arrays being parsed: (items so far, length)
         return connection
 
     def checkin(self, connection: Any) -> None:
@@ -230,18 +231,25 @@ class Masters:
             deadlines[index] = time.monotonic() + self.timeout
         while sent:
             ready = _readable(sent, min(deadlines.values()) - time.monotonic())
-            now = time.monotonic()
+            polled = time.monotonic()
+            progressed = []
             for index in ready:
-                connection = sent[index]
-                replies = _read_replies(self.nodes[index], connection, len(batches[index]))
-                if replies is not None:
+                replies = _read_replies(self.nodes[index], sent[index], len(batches[index]))
+                if replies is None:  # more to come
+                    progressed.append(index)
+                else:
                     results[index] = replies
                     del sent[index], deadlines[index]
-            for index, connection in list(sent.items()):
-                if deadlines[index] <= now:
-                    _discard(connection)
+            done = time.monotonic()
+            for index in list(sent):
+                if index in progressed:  # the timeout counts from the last bytes
+                    deadlines[index] = done + self.timeout
+                elif deadlines[index] <= polled:
+                    _discard(sent[index])
                     results[index] = RedisTimeoutError(f"no reply within {self.timeout}s")
                     del sent[index], deadlines[index]
+                else:  # time spent reading the others is not this master's
+                    deadlines[index] += done - polled
         return results
 
     def _preamble(self, connection: Any) -> list[bytes]:
@@ -353,7 +361,9 @@ def _still_open(connection: Any) -> bool:
     dropped = min(connection.unread, len(connection.parsed))
     del connection.parsed[:dropped]
     connection.unread -= dropped
-    return not connection.parsed and (connection.unread > 0 or not connection.inbox)
+    return not connection.parsed and (
+        connection.unread > 0 or not (connection.inbox or connection.arrays)
+    )
 
 
 def _readable(sent: dict[int, Any], timeout: float) -> list[int]:
@@ -409,7 +419,7 @@ def _are_open(idle: dict[int, Any]) -> dict[int, bool]:
         sock = connection.raw
         if sock is None:
             verdicts[index] = True  # never connected: it connects on first use
-        elif not _RDHUP or isinstance(sock, ssl.SSLSocket) or connection.inbox:
+        elif not _RDHUP or isinstance(sock, ssl.SSLSocket) or connection.inbox or connection.arrays:
             verdicts[index] = _still_open(connection)
         else:
             polled[sock.fileno()] = index
@@ -446,7 +456,7 @@ def _read_replies(node: Node, connection: Any, count: int) -> list[Any] | Except
     failure = next((r for r in mine if isinstance(r, ResponseError)), None)
     connection.parsed = connection.parsed[skip + count :]
     connection.unread = connection.pending_preamble = 0
-    if connection.parsed or connection.inbox:  # replies nobody asked for: out of step
+    if connection.parsed or connection.inbox or connection.arrays:  # out of step
         _discard(connection)
     elif isinstance(failure, NoScriptError):
         _discard(connection)  # the scripts were flushed: a new connection loads them again
@@ -455,63 +465,70 @@ def _read_replies(node: Node, connection: Any, count: int) -> list[Any] | Except
     return failure if failure is not None else replies
 
 
-class _Incomplete(Exception):
-    """The inbox ends inside a reply: wait for more bytes."""
-
-
 def _parse_waiting(connection: Any) -> None:
     """Parse every complete reply in the connection's inbox onto its ``parsed`` list.
 
     RESP2, as the connections are made (see ``quiet_handshake``); values as redis-py's own
     parser gives them: ``bytes`` (``str`` with ``decode_responses``), ``int``, ``None``,
-    lists, and error replies as the exception redis-py makes of them (not raised).
+    lists, and error replies as the exception redis-py makes of them (not raised). The
+    parse resumes where it stopped: an array arriving in many pieces (a batch of
+    thousands of replies) is read once, not again from its start with each piece.
     """
-    inbox = connection.inbox
+    inbox, parsed, stack = connection.inbox, connection.parsed, connection.arrays
     encoder = connection.encoder
     decode = encoder.decode if encoder.decode_responses else None
-    position, parsed = 0, connection.parsed
-    try:
-        while position < len(inbox):
-            reply, position_after = _parse_one(inbox, position, decode)
-            if isinstance(reply, RedisConnectionError):  # e.g. "max number of clients"
-                raise reply
-            parsed.append(reply)
-            position = position_after
-    except _Incomplete:
-        pass
+    position, size = 0, len(inbox)
+    while position < size:
+        end = inbox.find(b"\r\n", position)
+        if end < 0:
+            break
+        if inbox[position] == 42:  # "*" array
+            length = int(inbox[position + 1 : end])
+            position = end + 2
+            if length > 0:
+                stack.append(([], length))
+                continue
+            value: Any = None if length < 0 else []
+        else:
+            scalar = _scalar(inbox, position, end, decode)
+            if scalar is None:
+                break
+            value, position = scalar
+        while stack:  # a value completes the arrays it ends
+            items, length = stack[-1]
+            items.append(value)
+            if len(items) < length:
+                break
+            value = stack.pop()[0]
+        else:
+            if isinstance(value, RedisConnectionError):  # e.g. "max number of clients"
+                raise value
+            parsed.append(value)
     del inbox[:position]
 
 
-def _parse_one(inbox: bytearray, position: int, decode: Any) -> tuple[Any, int]:
-    end = inbox.find(b"\r\n", position)
-    if end < 0:
-        raise _Incomplete
-    kind, line = inbox[position], inbox[position + 1 : end]
+def _scalar(
+    inbox: bytearray, position: int, end: int, decode: Callable[[bytes], Any] | None
+) -> tuple[Any, int] | None:
+    """The reply (not an array) at ``position``, whose first line ends at ``end``, and the
+    position after it; None when a bulk string has not fully arrived."""
+    kind = inbox[position]
     if kind == 58:  # ":" integer
-        return int(line), end + 2
+        return int(inbox[position + 1 : end]), end + 2
     if kind == 36:  # "$" bulk string
-        size = int(line)
-        if size < 0:
+        length = int(inbox[position + 1 : end])
+        if length < 0:
             return None, end + 2
-        stop = end + 2 + size
+        stop = end + 2 + length
         if len(inbox) < stop + 2:
-            raise _Incomplete
+            return None
         value = bytes(inbox[end + 2 : stop])
         return (decode(value) if decode else value), stop + 2
     if kind == 43:  # "+" simple string
-        return (decode(bytes(line)) if decode else bytes(line)), end + 2
+        value = bytes(inbox[position + 1 : end])
+        return (decode(value) if decode else value), end + 2
     if kind == 45:  # "-" error
-        return redis_error(line.decode("utf-8", errors="replace")), end + 2
-    if kind == 42:  # "*" array
-        size = int(line)
-        position = end + 2
-        if size < 0:
-            return None, position
-        items = []
-        for _ in range(size):
-            item, position = _parse_one(inbox, position, decode)
-            items.append(item)
-        return items, position
+        return redis_error(inbox[position + 1 : end].decode("utf-8", errors="replace")), end + 2
     raise InvalidResponse(f"Protocol Error: {bytes(inbox[position : end + 2])!r}")
 
 

@@ -96,3 +96,14 @@ def test_scripts_flushed_on_the_master_are_loaded_again_on_the_next_acquire(
     again = lock.acquire("k", ttl=5)
     assert again is not None
     assert lock.release(again) is True
+
+
+def test_a_reply_of_forty_thousand_values_is_read_whole_within_the_node_timeout(
+    three_masters: list[RedisServer],
+) -> None:
+    masters = Masters.from_urls([s.url for s in three_masters], 0.05)
+    values = [f"value-{i:05d}-{'v' * 50}" for i in range(40_000)]
+    masters.broadcast([("RPUSH", "list", *values)])
+    replies = masters.broadcast([("LRANGE", "list", 0, -1), ("PING",)])
+    assert replies == [[[v.encode() for v in values], b"PONG"]] * 3
+    masters.close()
