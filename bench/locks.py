@@ -2,7 +2,14 @@
 
 Starts its own redis-server masters on free ports (the same servers serve every row),
 runs the rows interleaved in several rounds so that machine noise spreads evenly, and
-prints median and p99 latency per cycle and cycles per second.
+prints median and p99 latency per cycle, the lowest and highest per-round median, and
+cycles per second, then the ratios against the goals. Prints nothing but the failure if
+any cycle failed.
+
+Rows: ours with the release waited for (as redis-py's and pottery's are), ours with the
+release posted (``release_nowait``, as a finishing ``SingletonTask`` releases), and the
+floor: the same two scripts sent to three masters on raw sockets, one ``poll()`` for the
+replies, no library at all.
 
     python bench/locks.py [--cycles 2000] [--rounds 5]
 """
@@ -10,6 +17,9 @@ prints median and p99 latency per cycle and cycles per second.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import select
+import socket
 import statistics
 import sys
 import time
@@ -22,20 +32,74 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import redis
 
 from celery_singleton_beat.locks import Redlock
+from celery_singleton_beat.locks.nodes import pack
 from celery_singleton_beat.testing import redis_servers
 
 Cycle = Callable[[], None]
 
 
-def ours(urls: list[str]) -> tuple[Cycle, Callable[[], None]]:
+class Failed(Exception):
+    """A cycle that did not acquire or release: the figures would not mean anything."""
+
+
+def ours(urls: list[str], posted: bool = False) -> tuple[Cycle, Callable[[], None]]:
     lock = Redlock.from_urls(urls, node_timeout=0.05)
+    key = f"bench-{len(urls)}-{posted}"
 
     def cycle() -> None:
-        lease = lock.acquire("bench", ttl=10.0)
-        assert lease is not None
-        lock.release(lease)
+        lease = lock.acquire(key, ttl=10.0)
+        if lease is None:
+            raise Failed(f"ours ({len(urls)} masters): acquire refused")
+        if posted:
+            lock.release_nowait(lease)
+        elif not lock.release(lease):
+            raise Failed(f"ours ({len(urls)} masters): release refused")
 
     return cycle, lock.close
+
+
+def floor(urls: list[str]) -> tuple[Cycle, Callable[[], None]]:
+    """The same scripts on raw sockets: send to every master, one poll(), read."""
+    socks = []
+    for url in urls:
+        host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(
+            pack([("SCRIPT", "LOAD", Redlock.ACQUIRE), ("SCRIPT", "LOAD", Redlock.RELEASE)])
+        )
+        socks.append(sock)
+    for sock in socks:
+        sock.recv(1024)
+    acquire_sha = hashlib.sha1(Redlock.ACQUIRE.encode()).hexdigest()
+    release_sha = hashlib.sha1(Redlock.RELEASE.encode()).hexdigest()
+    acquire = pack([("EVALSHA", acquire_sha, 2, "floor:lock", "floor:fence", "t", 10000, 0)])
+    release = pack([("EVALSHA", release_sha, 1, "floor:lock", "t")])
+
+    def round_trip(data: bytes) -> None:
+        for sock in socks:
+            sock.sendall(data)
+        poller = select.poll()
+        for sock in socks:
+            poller.register(sock, select.POLLIN)
+        waiting = len(socks)
+        while waiting:
+            for fd, _ in poller.poll(1000):
+                poller.unregister(fd)
+                waiting -= 1
+        for sock in socks:
+            if sock.recv(1024)[:1] != b":":
+                raise Failed("floor: unexpected reply")
+
+    def cycle() -> None:
+        round_trip(acquire)
+        round_trip(release)
+
+    def close() -> None:
+        for sock in socks:
+            sock.close()
+
+    return cycle, close
 
 
 def redis_py(url: str) -> tuple[Cycle, Callable[[], None]]:
@@ -43,7 +107,8 @@ def redis_py(url: str) -> tuple[Cycle, Callable[[], None]]:
 
     def cycle() -> None:
         lock = client.lock("bench-redis-py", timeout=10.0)
-        assert lock.acquire(blocking=False)
+        if not lock.acquire(blocking=False):
+            raise Failed("redis-py Lock: acquire refused")
         lock.release()
 
     return cycle, client.close
@@ -57,7 +122,8 @@ def pottery(urls: list[str]) -> tuple[Cycle, Callable[[], None]]:
     lock = PotteryRedlock(key=key, masters=masters, auto_release_time=10)
 
     def cycle() -> None:
-        assert lock.acquire(blocking=False)
+        if not lock.acquire(blocking=False):
+            raise Failed(f"pottery ({len(urls)} masters): acquire refused")
         lock.release()
 
     def close() -> None:
@@ -80,7 +146,7 @@ def measure(cycle: Cycle, count: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cycles", type=int, default=2000, help="cycles per row per round")
+    parser.add_argument("--cycles", type=int, default=2000, help="cycles per row")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     args = parser.parse_args()
     with redis_servers(5) as servers:
@@ -89,31 +155,48 @@ def main() -> None:
             "ours, 1 master": ours(urls[:1]),
             "ours, 3 masters": ours(urls[:3]),
             "ours, 5 masters": ours(urls),
+            "ours, 3, release posted": ours(urls[:3], posted=True),
+            "floor: raw sockets, 3": floor(urls[:3]),
             "redis-py Lock, 1 node": redis_py(urls[0]),
             "pottery Redlock, 3 masters": pottery(urls[:3]),
             "pottery Redlock, 5 masters": pottery(urls),
         }
         samples: dict[str, list[float]] = {name: [] for name in rows}
-        for _ in range(args.rounds):
-            for name, (cycle, _close) in rows.items():
-                samples[name] += measure(cycle, args.cycles // args.rounds or 1)
-        for _cycle, close in rows.values():
-            close()
-    print(f"acquire+release cycles, uncontended, {sum(map(len, samples.values()))} in all")
-    print(f"{'lock':<28} {'cycles':>7} {'median µs':>10} {'p99 µs':>9} {'ops/s':>8}")
+        rounds: dict[str, list[float]] = {name: [] for name in rows}
+        try:
+            for _ in range(args.rounds):
+                for name, (cycle, _close) in rows.items():
+                    taken = measure(cycle, args.cycles // args.rounds or 1)
+                    samples[name] += taken
+                    rounds[name].append(statistics.median(taken))
+        except Failed as exc:
+            raise SystemExit(f"{exc}; no figures") from None
+        finally:
+            for _cycle, close in rows.values():
+                close()
+    report(samples, rounds)
+
+
+def report(samples: dict[str, list[float]], rounds: dict[str, list[float]]) -> None:
+    print(f"acquire+release cycles, uncontended, {sum(map(len, samples.values()))} in all, "
+          f"{len(next(iter(rounds.values())))} interleaved rounds")  # fmt: skip
+    print(f"{'lock':<28} {'cycles':>7} {'median µs':>10} {'rounds min-max':>15} {'p99 µs':>8} "
+          f"{'ops/s':>7}")  # fmt: skip
     medians = {}
     for name, values in samples.items():
         values.sort()
         medians[name] = statistics.median(values)
+        low, high = min(rounds[name]) * 1e6, max(rounds[name]) * 1e6
         p99 = values[int(len(values) * 0.99) - 1]
-        print(
-            f"{name:<28} {len(values):>7} {medians[name] * 1e6:>10.0f} {p99 * 1e6:>9.0f} "
-            f"{1 / medians[name]:>8.0f}"
-        )
+        print(f"{name:<28} {len(values):>7} {medians[name] * 1e6:>10.0f} {low:>7.0f}-{high:<7.0f} "
+              f"{p99 * 1e6:>8.0f} {1 / medians[name]:>7.0f}")  # fmt: skip
     ours3, single = medians["ours, 3 masters"], medians["redis-py Lock, 1 node"]
-    pottery3 = medians["pottery Redlock, 3 masters"]
-    print(f"ours(3) / redis-py Lock(1) = {ours3 / single:.2f}  (goal: <= 1.30)")
-    print(f"pottery(3) / ours(3)       = {pottery3 / ours3:.1f}  (goal: >= 8)")
+    posted, pottery3 = medians["ours, 3, release posted"], medians["pottery Redlock, 3 masters"]
+    floor3 = medians["floor: raw sockets, 3"]
+    print(f"ours(3) / redis-py Lock(1)                 = {ours3 / single:.2f}  (goal: <= 1.00)")
+    print(f"ours(3), release posted / redis-py Lock(1) = {posted / single:.2f}  (goal: <= 1.00)")
+    print(f"pottery(3) / ours(3)                       = {pottery3 / ours3:.1f}  (goal: >= 10)")
+    print(f"ours(3) / floor(3)                         = {ours3 / floor3:.2f}")
 
 
 if __name__ == "__main__":

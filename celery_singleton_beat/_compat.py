@@ -89,6 +89,21 @@ def connection_socket(connection: Any) -> socket.socket | None:
     return cast("socket.socket | None", getattr(connection, "_sock", None))
 
 
+def redis_error(text: str) -> Exception:
+    """The exception redis-py makes of an error reply (``NOSCRIPT ...`` -> ``NoScriptError``).
+
+    Its parsers keep the table of error prefixes in the private ``BaseParser``; the masters'
+    replies are read without redis-py's parser (see :mod:`celery_singleton_beat.locks.nodes`)
+    and must still fail with the same exception classes and texts.
+    """
+    try:
+        from redis._parsers.base import BaseParser  # noqa: PLC0415  (redis-py >= 5)
+    except ImportError:  # pragma: no cover
+        from redis.connection import BaseParser  # type: ignore[attr-defined]  # noqa: PLC0415
+    parse: Callable[[str], Exception] = BaseParser.parse_error
+    return parse(text)
+
+
 def quiet_handshake() -> dict[str, Any]:
     """Connection options for a connect with no handshake round trip.
 

@@ -13,6 +13,7 @@ the body as ``self.singleton`` (key, fencing token, ``remaining()``, ``lost``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -40,7 +41,7 @@ from celery_singleton_beat.config import (
 from celery_singleton_beat.errors import ConfigurationError, LockError, LockHeld
 from celery_singleton_beat.keys import _signature, canonical_key
 from celery_singleton_beat.locks import Lease, LockBackend, Redlock
-from celery_singleton_beat.locks.redlock import default_owner
+from celery_singleton_beat.locks.redlock import MarkedLease, default_owner, marked_in_turn
 from celery_singleton_beat.locks.watchdog import keeper
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ SLOT_PENDING_HEADER = "singleton_beat_slot_unchecked"
 #: The Celery event a dropped or skipped copy sends instead of ``task-succeeded``.
 SKIPPED_EVENT = "task-singleton-skipped"
 _UNSET: Any = object()
+_Lock = tuple[LockBackend, str, float, str]  # a task's lock: backend, key, ttl, token
 
 _stores: dict[tuple[int, int], tuple[TaskConfig, LockBackend]] = {}
 _configs: dict[tuple[int, int], TaskConfig] = {}
@@ -253,16 +255,34 @@ class SlotAwareTask(Task):  # type: ignore[misc]
 
     def _slot_already_ran(self) -> bool:
         """Claim the slot for this run; ``True`` (and recorded) when another run had it."""
+        claimed = self._claim_slot()
+        return claimed is not None and claimed.mark is None
+
+    def _claim_slot(self, lock: _Lock | None = None) -> MarkedLease | None:
+        """Claim the slot for this run (None: not a slot message); a slot another run had
+        is logged and recorded (``mark`` None). With ``lock`` (the task's own), the lock is
+        taken after the claim, in the same round trip where both live on the same masters.
+        """
         marker = self._slot_marker()
         if marker is None:
-            return False
+            return None
         config, backend = _slot_marks(*self._store())
         entry, slot = marker
         key = f"ran:{entry}:{slot}"
-        lease = backend.acquire(key, ttl=config.fence_retention, wait=1.0)
+        if lock is None:
+            lease = backend.acquire(key, ttl=config.fence_retention, wait=1.0)
+            claimed = MarkedLease(lease, None, None)
+        else:
+            locks, lock_key, ttl, token = lock
+            take = locks.acquire_marked if isinstance(locks, Redlock) else (
+                functools.partial(marked_in_turn, locks)
+            )  # fmt: skip
+            claimed = take(
+                lock_key, ttl, token=token, marks=backend, mark=key, mark_ttl=config.fence_retention
+            )
         self.request.singleton_slot_checked = True
-        if lease is not None:
-            return False
+        if claimed.mark is not None:
+            return claimed
         holder = backend.holder(key)
         logger.warning(
             "task %s[%s]: slot %s of %r already ran (%s); dropping this copy",
@@ -278,7 +298,7 @@ class SlotAwareTask(Task):  # type: ignore[misc]
             )
         )  # fmt: skip
         self._send_skipped_event(key, "skipped_duplicate", holder)
-        return True
+        return claimed
 
     def _store(self) -> tuple[TaskConfig, LockBackend]:
         return lock_store(self.app)
@@ -381,12 +401,19 @@ class SingletonTask(SlotAwareTask):
         key = self.lock_key(args, kwargs)
         started = time.monotonic()
         try:
-            if self._slot_already_ran():
-                raise Ignore()
             token = (self.request.headers or {}).get(TOKEN_HEADER) or (
                 f"{secrets.token_hex(16)}@{default_owner()}/{self.request.id}"
             )
-            lease = backend.acquire(key, ttl=self._option("ttl", config), token=token)
+            ttl = self._option("ttl", config)
+            claimed = self._claim_slot((backend, key, ttl, token))
+            if claimed is None:
+                lease = backend.acquire(key, ttl=ttl, token=token)
+            elif claimed.mark is None:  # the slot already ran: this copy stores nothing
+                raise Ignore()
+            elif claimed.error is not None:
+                raise claimed.error
+            else:
+                lease = claimed.lease
         except LockError as exc:
             self._attempted(key, backend, "error", started)
             return self._on_lock_error(key, exc, config, args, kwargs)
@@ -428,7 +455,9 @@ class SingletonTask(SlotAwareTask):
         status, error, release = "success", None, True
         started = time.monotonic()
         try:
-            return super(SlotAwareTask, self).__call__(*args, **kwargs)
+            # The worker (or apply()) pushed this task and its request: Task.__call__ would
+            # push a copy of the request first, a tenth of a singleton run's own cost.
+            return self.run(*args, **kwargs)
         except Retry:
             # retry() marked the body's own request; the finally of __call__ reads this one
             request.singleton_retrying = True

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import secrets
 import socket
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
-from celery_singleton_beat.errors import QuorumUnavailable
+from celery_singleton_beat.errors import LockError, QuorumUnavailable
 from celery_singleton_beat.locks.base import Clock, Lease, LockBackend, check_ttl
 from celery_singleton_beat.locks.nodes import Masters, describe
 
@@ -65,6 +66,26 @@ class Redlock(LockBackend):
     local fence = redis.call('INCR', KEYS[2])
     if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
     return fence
+    """
+
+    # KEYS[1], KEYS[2] a mark's lock key and fence counter; KEYS[3], KEYS[4] a lock's
+    # ARGV[1..3] the mark's token, ttl in ms, counter retention in ms (0: keep);
+    # ARGV[4..6] the same for the lock
+    # -> {mark fence or 0, lock fence or 0, 1 if the lock was held with its token already}:
+    # the lock is tried only where the mark is granted
+    ACQUIRE_PAIR = """
+    local function take(key, counter, token, ttl, retention)
+      local current = redis.call('GET', key)
+      if current and current ~= token then return 0, 0 end
+      redis.call('SET', key, token, 'PX', ttl)
+      local fence = redis.call('INCR', counter)
+      if tonumber(retention) > 0 then redis.call('PEXPIRE', counter, retention) end
+      return fence, current and 1 or 0
+    end
+    local mark = take(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
+    if mark == 0 then return {0, 0, 0} end
+    local fence, held = take(KEYS[3], KEYS[4], ARGV[4], ARGV[5], ARGV[6])
+    return {mark, fence, held}
     """
 
     # KEYS[1] fence counter; ARGV[1] the fence to reach, ARGV[2] retention in ms (0: keep)
@@ -110,6 +131,7 @@ class Redlock(LockBackend):
         self._raise = masters.script(self.RAISE_FENCE)
         self._extend = masters.script(self.EXTEND)
         self._release = masters.script(self.RELEASE)
+        self._acquire_pair = masters.script(self.ACQUIRE_PAIR)
 
     @classmethod
     def from_urls(
@@ -188,6 +210,110 @@ class Redlock(LockBackend):
             logger.warning("lock %r: acquiring took longer than its ttl of %ss", key, ttl)
         return None
 
+    def acquire_marked(
+        self, key: str, ttl: float, *, token: str, marks: LockBackend, mark: str, mark_ttl: float
+    ) -> MarkedLease:
+        """Take the mark ``mark`` on ``marks`` (waiting up to a second), then ``key``, in
+        one round trip where both live on the same masters.
+
+        The same outcome as ``marks.acquire(mark, mark_ttl, wait=1.0)`` followed, when the
+        mark was granted, by ``self.acquire(key, ttl, token=token)``, which is what happens
+        when ``marks`` is another store. A beat slot's "ran" mark and the task's lock are
+        such a pair: a slot-aware message costs one round trip, not two. Each master takes
+        the lock only where it grants the mark, so a copy whose mark is held on a majority
+        leaves the lock untouched. When the mark is granted but the lock is not on a
+        majority (the lock was skipped on a master that refused the mark, or is held), a
+        plain acquire of the lock decides, with the same token.
+
+        Raises :class:`~celery_singleton_beat.errors.LockError` when the mark cannot be
+        decided; a lock that cannot be decided once the mark is ours is returned as
+        ``error``.
+        """
+        if not isinstance(marks, Redlock) or marks.masters is not self.masters:
+            return marked_in_turn(
+                self, key, ttl, token=token, marks=marks, mark=mark, mark_ttl=mark_ttl
+            )
+        mark_ttl, ttl = check_ttl(mark_ttl, "mark_ttl"), check_ttl(ttl)
+        deadline = self.clock() + 1.0
+        while True:
+            try:
+                marked, lease = self._try_pair(key, ttl, token, marks, mark, mark_ttl)
+            except LockError:
+                if self.clock() >= deadline:
+                    raise
+                marked = lease = None
+            if marked is not None or self.clock() >= deadline:
+                break
+            pause = random.uniform(self.retry_delay / 4, self.retry_delay)
+            time.sleep(max(0.0, min(pause, deadline - self.clock())))
+        if marked is None or lease is not None:
+            return MarkedLease(marked, lease, None)
+        try:
+            return MarkedLease(marked, self.acquire(key, ttl, token=token), None)
+        except LockError as exc:
+            return MarkedLease(marked, None, exc)
+
+    def _try_pair(  # noqa: PLR0917  (private; the arguments of acquire_marked, in order)
+        self, key: str, ttl: float, token: str, marks: Redlock, mark: str, mark_ttl: float
+    ) -> tuple[Lease | None, Lease | None]:
+        """One attempt of :meth:`acquire_marked`: (mark lease, lock lease), each or None."""
+        mark_token = f"{secrets.token_hex(16)}@{marks.owner}"
+        keys = (
+            marks.lock_key(mark),
+            marks.fence_key(mark),
+            self.lock_key(key),
+            self.fence_key(key),
+        )
+        start = self.clock()
+        replies = self.masters.broadcast(
+            [
+                ("EVALSHA", self._acquire_pair, 4, *keys, mark_token, max(1, int(mark_ttl * 1000)),
+                 marks._retention_ms, token, max(1, int(ttl * 1000)), self._retention_ms)
+            ]
+        )  # fmt: skip
+        pairs = [r[0] for r in replies if not isinstance(r, Exception)]
+        marked = marks._granted(mark, mark_token, [p[0] for p in pairs], start, mark_ttl)
+        if marked is None:
+            self._undo_pair(replies, (keys[0], mark_token), (keys[2], token))
+            if len(pairs) < self.quorum:
+                failures = {
+                    node.name: describe(r)
+                    for node, r in zip(self.masters.nodes, replies, strict=True)
+                    if isinstance(r, Exception)
+                }
+                raise QuorumUnavailable(mark, self.quorum, len(self.masters.nodes), failures)
+            return None, None
+        return marked, self._granted(key, token, [p[1] for p in pairs], start, ttl)
+
+    def _undo_pair(
+        self, replies: list[list[Any] | Exception], mark: tuple[str, str], lock: tuple[str, str]
+    ) -> None:
+        """Release a refused pair where this attempt took it: the mark where granted, the
+        lock where granted and not held with the token before; both where no reply came."""
+        batches: list[list[tuple[Any, ...]]] = []
+        for reply in replies:
+            granted, fence, held = (1, 1, 0) if isinstance(reply, Exception) else reply[0]
+            batch = [("EVALSHA", self._release, 1, *mark)] if granted else []
+            if fence and not held:
+                batch.append(("EVALSHA", self._release, 1, *lock))
+            batches.append(batch)
+        if any(batches):
+            self.masters.scatter(batches)
+
+    def _granted(
+        self, key: str, token: str, fences: list[int], start: float, ttl: float
+    ) -> Lease | None:
+        """The lease when a majority granted ``key`` in time (and their counters agree or
+        could be raised), else None; grants short of that are left to the caller."""
+        fences = [f for f in fences if f > 0]
+        valid_until = start + ttl - clock_drift(ttl)
+        if len(fences) < self.quorum or self.clock() >= valid_until:
+            return None
+        fence = max(fences)
+        if min(fences) != fence and not self._raise_fence(key, fence):
+            return None
+        return Lease(key, token, fence=fence, ttl=ttl, valid_until=valid_until, clock=self.clock)
+
     def _raise_fence(self, key: str, fence: int) -> bool:
         replies = self.masters.broadcast(
             [("EVALSHA", self._raise, 1, self.fence_key(key), fence, self._retention_ms)]
@@ -233,6 +359,30 @@ class Redlock(LockBackend):
     def __repr__(self) -> str:
         nodes = ", ".join(node.safe_url for node in self.masters.nodes)
         return f"<Redlock [{nodes}] quorum={self.quorum}>"
+
+
+class MarkedLease(NamedTuple):
+    """What :meth:`Redlock.acquire_marked` got: the mark's lease (None: held elsewhere, the
+    lock untried), the lock's lease (None: held by another) and the lock's error, if any."""
+
+    mark: Lease | None
+    lease: Lease | None
+    error: LockError | None
+
+
+def marked_in_turn(
+    locks: LockBackend, key: str, ttl: float, *, token: str, marks: LockBackend, mark: str,
+    mark_ttl: float,
+) -> MarkedLease:  # fmt: skip
+    """:meth:`Redlock.acquire_marked` for any two stores: the mark, then the lock (two
+    round trips)."""
+    marked = marks.acquire(mark, ttl=mark_ttl, wait=1.0)
+    if marked is None:
+        return MarkedLease(None, None, None)
+    try:
+        return MarkedLease(marked, locks.acquire(key, ttl=ttl, token=token), None)
+    except LockError as exc:
+        return MarkedLease(marked, None, exc)
 
 
 def _count_ones(replies: list[list[Any] | Exception]) -> int:

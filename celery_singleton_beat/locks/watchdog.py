@@ -84,28 +84,39 @@ class LeaseKeeper:
         self._heap: list[tuple[float, int, _Kept]] = []
         self._serial = 0
         self._pid = 0
+        self._wakes_at = float("inf")  # when the thread wakes next by itself
 
     def keep(
         self, lock: LockBackend, lease: Lease, on_lost: Callable[[Lease], object] | None = None
     ) -> _Kept:
-        """Keep ``lease`` alive until the returned handle's ``stop()``."""
+        """Keep ``lease`` alive until the returned handle's ``stop()``.
+
+        Cheap enough for every task run: no thread is woken unless the new lease is due
+        before the thread would wake anyway, and leases already stopped are dropped from
+        the front of the queue here rather than held until their turn.
+        """
         kept = _Kept(lock, lease, on_lost)
         with self._mutex:
             self._ensure_thread()
-            self._push(kept)
-            if self._heap[0][2] is kept:  # the thread sleeps until a later job: wake it
+            heap = self._heap
+            while heap and heap[0][2].stopped:
+                heapq.heappop(heap)
+            due = self._push(kept)
+            if due < self._wakes_at:
                 self._mutex.notify()
         return kept
 
-    def _push(self, kept: _Kept) -> None:
+    def _push(self, kept: _Kept) -> float:
         self._serial += 1
         due = kept.lease.clock_now() + kept.lease.ttl / 3
         heapq.heappush(self._heap, (due, self._serial, kept))
+        return due
 
     def _ensure_thread(self) -> None:
         if self._pid != os.getpid():
             self._pid = os.getpid()
             self._heap = []
+            self._wakes_at = float("inf")
             thread = threading.Thread(target=self._run, name="singleton-beat-keeper", daemon=True)
             thread.start()
 
@@ -114,9 +125,11 @@ class LeaseKeeper:
             with self._mutex:
                 while not self._heap or self._heap[0][0] > time.monotonic():
                     timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._wakes_at = self._heap[0][0] if self._heap else float("inf")
                     self._mutex.wait(timeout)
+                self._wakes_at = 0.0  # awake: a lease kept meanwhile waits for the next turn
                 _due, _serial, kept = heapq.heappop(self._heap)
-            if kept.stopped.is_set() or kept.lease.released:
+            if kept.stopped or kept.lease.released:
                 continue
             if kept.extend():
                 with self._mutex:
@@ -137,21 +150,23 @@ class _Kept:
         self.lease = lease
         self.on_lost = on_lost
         self.ttl = ttl
-        self.stopped = threading.Event()
+        self.stopped = False
 
     def stop(self) -> None:
         """Stop extending (the keeper drops the lease at its next turn)."""
-        self.stopped.set()
+        self.stopped = True
 
     def extend(self, stopped: threading.Event | None = None) -> bool:
-        """Extend once; on failure mark the lease lost and tell the owner (once)."""
-        stopped = stopped or self.stopped
+        """Extend once; on failure mark the lease lost and tell the owner (once), unless
+        ``stop()`` was called (or ``stopped`` set) meanwhile."""
         try:
             extended = self.lock.extend(self.lease, self.ttl or self.lease.ttl)
             reason = "the key expired or belongs to another owner"
         except LockError as exc:
             extended, reason = False, str(exc)
-        if extended or stopped.is_set() or self.lease.released:
+        if extended or self.stopped or self.lease.released:
+            return extended
+        if stopped is not None and stopped.is_set():
             return extended
         self.lease.lost = True
         logger.warning("lock %r lost: extension failed (%s)", self.lease.key, reason)
