@@ -15,11 +15,12 @@ from typing import Any, NoReturn
 
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks.nodes import parse_masters
+from celery_singleton_beat.schema import DEFAULT_PREFIX, Mode, StoreKind
 from celery_singleton_beat.urls import safe_url, safe_value
 
 logger = logging.getLogger(__name__)
 
-MODES = ("active", "leader")
+MODES = tuple(m.value for m in Mode)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,13 +28,15 @@ class Config:
     """Validated settings; build it with :meth:`from_conf`. Defaults are the documented ones."""
 
     redis_urls: tuple[str, ...]
-    mode: str = "active"
+    mode: str = Mode.ACTIVE.value
+    store: str = StoreKind.REDIS.value
+    """Where replicas share the schedule: 'redis', 'database' or a dotted path."""
     lease_ttl: float = 10.0
     claim_ttl: float = 3.0
     publish_timeout: float = 10.0
     fence_retention: float = 86400.0
     misfire_grace: float = 300.0
-    key_prefix: str = "singleton-beat:"
+    key_prefix: str = DEFAULT_PREFIX
     node_timeout: float = 0.05
     health_port: int | None = None
 
@@ -45,7 +48,9 @@ class Config:
         for name, default in defaults.items():
             value = conf.get(f"singleton_beat_{name}")
             values[name] = default if value is None else value
-        config = cls(redis_urls=_redis_urls(conf), **values)
+        store = values["store"]
+        urls = _redis_urls(conf) if store == StoreKind.REDIS else _optional_urls(conf)
+        config = cls(redis_urls=urls, **values)
         config.validate()
         return config
 
@@ -86,10 +91,23 @@ class Config:
             isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535
         ):
             _refuse("health_port", port, "a TCP port number from 0 to 65535, or None to disable")
+        if self.store not in tuple(StoreKind):
+            from celery_singleton_beat.stores import store_factory  # noqa: PLC0415  (a cycle)
+
+            store_factory(self.store)
+        if self.store != StoreKind.REDIS and not self.redis_urls:
+            return
         try:
             parse_masters(self.redis_urls, self.node_timeout)
         except ConfigurationError as exc:
             raise ConfigurationError("singleton_beat_redis_urls", exc.value, exc.accepted) from None
+
+
+def _optional_urls(conf: Mapping[str, Any]) -> tuple[str, ...]:
+    """The Redis URLs a store other than Redis may still be given (none needed)."""
+    if conf.get("singleton_beat_redis_urls") is None:
+        return ()
+    return _redis_urls(conf)
 
 
 def _redis_urls(conf: Mapping[str, Any]) -> tuple[str, ...]:
@@ -152,7 +170,7 @@ class TaskConfig:
     """
 
     redis_urls: tuple[str, ...]
-    key_prefix: str = "singleton-beat:"
+    key_prefix: str = DEFAULT_PREFIX
     node_timeout: float = 0.05
     fence_retention: float = 86400.0
     """How long a slot's "ran" mark is kept (shared with the scheduler's done marks)."""

@@ -14,6 +14,7 @@ from celery_singleton_beat import overview
 from celery_singleton_beat.config import Config, TaskConfig
 from celery_singleton_beat.errors import ConfigurationError, LockError
 from celery_singleton_beat.locks.base import Lease, LockBackend
+from celery_singleton_beat.schema import lock_kind
 
 
 class LockStore:
@@ -68,7 +69,7 @@ class BackendStore(LockStore):
         return [
             {
                 "key": row.key,
-                "kind": overview.lock_kind(row.key),
+                "kind": lock_kind(row.key),
                 "holder": row.token.partition("@")[2] or "?",
                 "token": row.token,
                 "remaining": row.remaining,

@@ -21,6 +21,7 @@ from celery.schedules import crontab
 from celery_singleton_beat.config import Config, TaskConfig
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks.nodes import parse_masters
+from celery_singleton_beat.schema import Keys, lock_kind
 from celery_singleton_beat.slots import slots_for
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def scan(clients: list[redis.Redis], pattern: str) -> dict[str, list[redis.Redis
 def replicas(config: Config, clients: list[redis.Redis]) -> list[dict[str, Any]]:
     """Live beat replicas from their heartbeats (newest heartbeat of each)."""
     found: dict[str, dict[str, Any]] = {}
-    for key, holders in scan(clients, f"{config.key_prefix}replica:*").items():
+    for key, holders in scan(clients, Keys(config.key_prefix).all_replicas).items():
         for client in holders:
             try:
                 raw = client.get(key)
@@ -104,7 +105,7 @@ def entry_counts(config: Config, clients: list[redis.Redis], name: str) -> dict[
     merged: dict[str, int] = {}
     for client in clients:
         try:
-            values = client.hgetall(f"{config.key_prefix}entry:{name}")
+            values = client.hgetall(Keys(config.key_prefix).entry(name))
         except redis.RedisError:
             continue
         for field, value in values.items():
@@ -116,9 +117,10 @@ def entry_counts(config: Config, clients: list[redis.Redis], name: str) -> dict[
 def held_locks(config: Config | TaskConfig, clients: list[redis.Redis]) -> list[dict[str, Any]]:
     """Every lock held on a majority of masters: key, holder, remaining TTL, fence."""
     quorum = len(clients) // 2 + 1
-    prefix = f"{config.key_prefix}lock:"
+    keys = Keys(config.key_prefix)
+    prefix = keys.lock_prefix
     found = []
-    for key, holders in sorted(scan(clients, f"{prefix}*").items()):
+    for key, holders in sorted(scan(clients, keys.all_locks).items()):
         if len(holders) < quorum:
             continue
         name = key[len(prefix) :]
@@ -132,7 +134,7 @@ def held_locks(config: Config | TaskConfig, clients: list[redis.Redis]) -> list[
                 "holder": token.partition("@")[2] or "?",
                 "token": token,
                 "remaining": round(ttl / 1000, 3) if ttl > 0 else None,
-                "fence": _fence(holders, f"{config.key_prefix}fence:{name}"),
+                "fence": _fence(holders, keys.fence(name)),
             }
         )
     return found
@@ -173,23 +175,12 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def lock_kind(name: str) -> str:
-    """What a lock key is for: beat leader, slot ran, enqueue or task."""
-    if name == "leader":
-        return "beat leader"
-    if name.startswith("ran:"):
-        return "slot ran"
-    if name.startswith("enqueue:"):
-        return "enqueue"
-    return "task"
-
-
 def force_release(config: Config | TaskConfig, clients: list[redis.Redis], name: str) -> int:
     """Delete lock ``name`` on every reachable master; returns how many held it."""
     deleted = 0
     for client in clients:
         try:
-            deleted += int(client.delete(f"{config.key_prefix}lock:{name}"))
+            deleted += int(client.delete(Keys(config.key_prefix).lock(name)))
         except redis.RedisError:
             continue
     return deleted

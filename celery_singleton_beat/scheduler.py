@@ -1,8 +1,9 @@
 """The Celery Beat scheduler that runs on every replica and dispatches each slot once.
 
 Every replica runs ``celery beat -S singleton`` with the same schedule. For each due slot
-a replica claims the slot's fence on a majority of Redis masters, publishes the message,
-then marks the fence done and advances the entry's shared state; a replica that loses the
+a replica claims the slot's fence in the slot store (a majority of Redis masters, or the
+database: :mod:`celery_singleton_beat.stores`), publishes the message, then marks the
+fence done and advances the entry's shared state; a replica that loses the
 claim leaves the slot to the winner. A winner that dies between claim and done lets its
 claim expire and another replica publishes again, with the same task id, which the
 worker side drops as a duplicate::
@@ -38,13 +39,21 @@ from celery_singleton_beat import broker, events
 from celery_singleton_beat.config import Config
 from celery_singleton_beat.decide import SlotView, Verdict, decide
 from celery_singleton_beat.entries import Entry, Plan
-from celery_singleton_beat.errors import QuorumUnavailable
+from celery_singleton_beat.errors import StoreUnavailable
 from celery_singleton_beat.health import HealthServer
 from celery_singleton_beat.keeper import ClaimKeeper
-from celery_singleton_beat.locks import Lease, Redlock, Watchdog
-from celery_singleton_beat.locks.nodes import Masters
+from celery_singleton_beat.locks import Lease, Watchdog
+from celery_singleton_beat.schema import (
+    LEADER_LOCK,
+    ClaimStatus,
+    Header,
+    Misfire,
+    Mode,
+    Role,
+    SkipReason,
+)
 from celery_singleton_beat.slots import slot_label, slot_task_id, to_datetime
-from celery_singleton_beat.state import DONE, HELD, Claim, SlotStore
+from celery_singleton_beat.stores import Claim, SlotOutcome, make_store
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +62,9 @@ HEARTBEAT_EVERY = 1.0
 HEARTBEAT_TTL = 5.0
 #: Longest sleep between two ticks: the loop heartbeats and elects at least this often.
 LONGEST_SLEEP = 1.0
-SLOT_HEADER = "singleton_beat_slot"
-ENTRY_HEADER = "singleton_beat_entry"
-REPLICA_HEADER = "singleton_beat_replica"
+SLOT_HEADER = Header.SLOT.value
+ENTRY_HEADER = Header.ENTRY.value
+REPLICA_HEADER = Header.REPLICA.value
 #: Slots claimed per round trip when many are due at once.
 CLAIM_CHUNK = 500
 #: Unhandled slots of one entry claimed one by one (the newest); older ones are counted.
@@ -71,8 +80,8 @@ class _Batch:
     all_slots: list[tuple[Plan, int]] = dataclasses.field(default_factory=list)
     fire: list[tuple[Plan, int, float, int]] = dataclasses.field(default_factory=list)
     """Slots to publish, with how late they are (s) and the older slots they stand for."""
-    outcomes: list[tuple[str, int, str, int, int]] = dataclasses.field(default_factory=list)
-    """Fence outcomes: (entry, slot, outcome, published, skipped)."""
+    outcomes: list[SlotOutcome] = dataclasses.field(default_factory=list)
+    """How each decided slot went, to mark its fence done."""
     skipped: dict[str, list[tuple[int, int]]] = dataclasses.field(default_factory=dict)
     giveback: list[tuple[Plan, int]] = dataclasses.field(default_factory=list)
     retry: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -98,10 +107,9 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
     def __init__(self, app: Any, *args: Any, lazy: bool = False, **kwargs: Any) -> None:
         self.config = Config.from_conf(app.conf)
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
-        self.role = "active" if self.config.mode == "active" else "standby"
-        self.masters = Masters.from_urls(self.config.redis_urls, self.config.node_timeout)
-        self.store = SlotStore(self.masters, self.config.key_prefix)
-        self.leader_lock = Redlock(self.masters, prefix=self.config.key_prefix, owner=self.replica)
+        self.role = Role.ACTIVE if self.config.mode == Mode.ACTIVE else Role.STANDBY
+        self.store = make_store(app, self.config)
+        self.leader_lock = self.store.leader_lock(self.replica)
         self.plans: dict[str, Plan] = {}
         self._wakeups: list[tuple[int, str]] = []
         self._context: dict[str, tuple[int | None, int, int]] = {}
@@ -145,13 +153,13 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self._last_tick = time.monotonic()
         try:
             delay = self._tick()
-        except QuorumUnavailable as exc:
+        except StoreUnavailable as exc:
             self._set_ready(False, str(exc))
             self._failures += 1
             backoff = min(5.0, 0.25 * 2.0 ** min(self._failures, 5))
             return backoff * random.uniform(0.75, 1.25)
         self._failures = 0
-        self._set_ready(True, "a majority of Redis masters answers")
+        self._set_ready(True, f"the slot store answers ({self.store.name})")
         return delay
 
     def close(self) -> None:
@@ -162,16 +170,14 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         try:
             self.store.forget_replica(self.replica)
         finally:
-            self.masters.close()
+            self.store.close()
             super().close()
 
     @property
     def info(self) -> str:
-        masters = ", ".join(node.safe_url for node in self.masters.nodes)
         return (
             f"    . singleton beat -> mode {self.config.mode}, key prefix "
-            f"{self.config.key_prefix!r}\n    . lock masters -> {masters} "
-            f"(majority {self.masters.quorum} of {len(self.masters.nodes)})"
+            f"{self.config.key_prefix!r}\n    . {self.store.describe()}"
         )
 
     # -- probes -----------------------------------------------------------------------
@@ -292,7 +298,8 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             for plan, _slot in work:
                 self._wake(plan, plan.wake)
             errors = next(c.errors for c in claims if c.status is None)
-            raise QuorumUnavailable("slots", self.masters.quorum, len(self.masters.nodes), errors)
+            detail = "; ".join(f"{part}: {error}" for part, error in errors.items())
+            raise StoreUnavailable(self.store.name, "claim slots", detail or "no answer")
         batch = _Batch(token)
         for (plan, slot), claim in zip(work, claims, strict=True):
             self._sort(batch, plan, slot, claim, now)
@@ -305,10 +312,10 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         """File one claimed (or not) slot of the chunk under what happens to it next."""
         batch.plans[plan.name] = plan
         batch.all_slots.append((plan, slot))
-        if claim.status == DONE:
+        if claim.status == ClaimStatus.DONE:
             plan.held.discard(slot)
             return
-        if claim.status == HELD:
+        if claim.status == ClaimStatus.HELD:
             plan.held.add(slot)
             batch.retry[plan.name] = random.randint(50, 250)
             return
@@ -323,10 +330,10 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             batch.fire.append((plan, slot, max(0.0, (now - slot) / 1000), counted))
         else:
             batch.skipped.setdefault(plan.name, []).append((slot, 1 + counted))
-            batch.outcomes.append((plan.name, slot, verdict.value, 0, 1 + counted))
+            batch.outcomes.append(SlotOutcome(plan.name, slot, verdict.value, 0, 1 + counted))
 
     def _may_publish(self) -> bool:
-        if self.config.mode != "leader":
+        if self.config.mode != Mode.LEADER:
             return True
         return self._lease is not None and self._lease.remaining() > 0
 
@@ -346,7 +353,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                     sent.append((plan, slot, counted, events.SlotFired(
                         entry=plan.name, slot=to_datetime(slot), task_id=task_id,
                         task=plan.entry.task, replica=self.replica, late=late,
-                        coalesced=coalesced if plan.policy.misfire == "coalesce" else 0,
+                        coalesced=coalesced if plan.policy.misfire == Misfire.COALESCE else 0,
                     )))  # fmt: skip
         except Exception as exc:
             # the batch did not reach the broker, or not all of it: each slot is given
@@ -363,7 +370,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         for plan, slot, counted, fired in sent:
             self._published(plan, slot)
             events.emit(fired)
-            batch.outcomes.append((plan.name, slot, Verdict.FIRE.value, 1, counted))
+            batch.outcomes.append(SlotOutcome(plan.name, slot, Verdict.FIRE.value, 1, counted))
 
     def _finish(self, batch: _Batch) -> None:
         """Mark the decided slots done, give back the rest, count and wake the entries."""
@@ -405,7 +412,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         events.emit(
             events.SlotSkipped(
                 entry=plan.name, slot=to_datetime(newest), count=count,
-                reason="misfire", replica=self.replica,
+                reason=SkipReason.MISFIRE.value, replica=self.replica,
             )
         )  # fmt: skip
 
@@ -420,8 +427,9 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
     def _publish_failed(self, plan: Plan, slot: int, exc: BaseException) -> None:
         events.emit(
             events.SlotSkipped(
-                entry=plan.name, slot=to_datetime(slot), count=1, reason="publish_failed",
-                replica=self.replica, detail=f"{type(exc).__name__}: {exc}"[:500],
+                entry=plan.name, slot=to_datetime(slot), count=1,
+                reason=SkipReason.PUBLISH_FAILED.value, replica=self.replica,
+                detail=f"{type(exc).__name__}: {exc}"[:500],
             )
         )  # fmt: skip
 
@@ -432,7 +440,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         headers = dict(options.pop("headers", None) or {})
         headers.update(
             {
-                "celery_beat_task": True,
+                Header.BEAT_TASK.value: True,
                 SLOT_HEADER: slot_label(slot),
                 ENTRY_HEADER: plan.name,
                 REPLICA_HEADER: self.replica,
@@ -461,7 +469,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
 
     def _lead(self, monotonic: float) -> bool:
         """Whether this replica evaluates the schedule now (always, in active mode)."""
-        if self.config.mode == "active":
+        if self.config.mode == Mode.ACTIVE:
             return True
         lease = self._lease
         if lease is not None:
@@ -471,12 +479,12 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         if monotonic < self._next_election:
             return False
         self._next_election = monotonic + min(0.5, self.config.lease_ttl / 3)
-        lease = self.leader_lock.acquire("leader", ttl=self.config.lease_ttl)
+        lease = self.leader_lock.acquire(LEADER_LOCK, ttl=self.config.lease_ttl)
         if lease is None:
             return False
         self._lease = lease
         self._watchdog = Watchdog(self.leader_lock, lease).start()
-        self.role = "leader"
+        self.role = Role.LEADER
         self._initialized = False  # a standby's view of the schedule is stale
         logger.info("singleton beat: %s is the leader now (fence %d)", self.replica, lease.fence)
         events.emit(events.LeaderChanged(replica=self.replica, leader=True, reason="elected"))
@@ -494,7 +502,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 self.leader_lock.release(lease)
             except Exception:
                 logger.warning("singleton beat: could not release the leader lease", exc_info=True)
-        self.role = "standby"
+        self.role = Role.STANDBY
         logger.warning("singleton beat: %s steps down to standby: %s", self.replica, reason)
         events.emit(events.LeaderChanged(replica=self.replica, leader=False, reason=reason))
 
@@ -508,12 +516,12 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         events.emit(events.QuorumChanged(replica=self.replica, reachable=ready, detail=detail))
         if not ready:
             logger.error(
-                "singleton beat: no majority of Redis masters reachable, publishing nothing "
+                "singleton beat: the slot store does not answer, publishing nothing "
                 "until it is back: %s",
                 detail,
             )
         elif previous is not None:
-            logger.warning("singleton beat: a majority of Redis masters answers again")
+            logger.warning("singleton beat: the slot store answers again")
 
 
 def publish_timeouts(conf: Any, timeout: float) -> dict[str, float]:

@@ -41,14 +41,15 @@ from celery_singleton_beat.keys import _signature, canonical_key
 from celery_singleton_beat.locks import Lease, LockBackend, Redlock
 from celery_singleton_beat.locks.redlock import default_owner
 from celery_singleton_beat.locks.watchdog import keeper
+from celery_singleton_beat.schema import Header, enqueue_lock, ran_lock
 
 logger = logging.getLogger(__name__)
 
-SLOT_HEADER = "singleton_beat_slot"
-ENTRY_HEADER = "singleton_beat_entry"
-TOKEN_HEADER = "singleton_beat_lock_token"
-ENQUEUE_HEADER = "singleton_beat_enqueue_token"
-SLOT_PENDING_HEADER = "singleton_beat_slot_unchecked"
+SLOT_HEADER = Header.SLOT.value
+ENTRY_HEADER = Header.ENTRY.value
+TOKEN_HEADER = Header.LOCK_TOKEN.value
+ENQUEUE_HEADER = Header.ENQUEUE_TOKEN.value
+SLOT_PENDING_HEADER = Header.SLOT_UNCHECKED.value
 _UNSET: Any = object()
 
 _stores: dict[tuple[int, int], tuple[TaskConfig, LockBackend]] = {}
@@ -140,7 +141,7 @@ class SlotAwareTask(Task):  # type: ignore[misc]
         config = _slot_marks(self.app)[0]
         policy = getattr(self, "singleton_on_lock_error", _UNSET)
         entry, slot = self._slot_marker() or ("?", "?")
-        key = f"ran:{entry}:{slot}"
+        key = ran_lock(entry, slot)
         if (config.task_on_lock_error if policy is _UNSET else policy) == "fail_open":
             logger.error(
                 "task %s[%s]: lock store unreachable (%s); running slot %s of %r WITHOUT "
@@ -188,7 +189,7 @@ class SlotAwareTask(Task):  # type: ignore[misc]
             return False
         config, backend = _slot_marks(self.app)
         entry, slot = marker
-        key = f"ran:{entry}:{slot}"
+        key = ran_lock(entry, slot)
         lease = backend.acquire(key, ttl=config.fence_retention, wait=1.0)
         self.request.singleton_slot_checked = True
         if lease is not None:
@@ -276,7 +277,7 @@ class SingletonTask(SlotAwareTask):
             return super().apply_async(args, kwargs, task_id=task_id, **options)
         backend = self._store()[1]
         task_id = task_id or uuid()
-        key = f"enqueue:{self.lock_key(tuple(args or ()), dict(kwargs or {}))}"
+        key = enqueue_lock(self.lock_key(tuple(args or ()), dict(kwargs or {})))
         lease = backend.acquire(key, ttl=self.singleton_enqueue_ttl, token=f"{task_id}@enqueue")
         if lease is None:
             holder = _safe_holder(backend, key)

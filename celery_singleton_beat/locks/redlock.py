@@ -29,10 +29,10 @@ from typing import Any
 from celery_singleton_beat.errors import QuorumUnavailable
 from celery_singleton_beat.locks.base import Clock, Lease, LockBackend, check_ttl
 from celery_singleton_beat.locks.nodes import Masters, describe
+from celery_singleton_beat.schema import DEFAULT_PREFIX, Keys
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PREFIX = "singleton-beat:"
 DEFAULT_NODE_TIMEOUT = 0.05
 DEFAULT_FENCE_RETENTION = 30 * 86400.0
 
@@ -145,10 +145,10 @@ class Redlock(LockBackend):
 
     def lock_key(self, key: str) -> str:
         """The Redis key that holds ``key``'s lock token."""
-        return f"{self.prefix}lock:{key}"
+        return Keys(self.prefix).lock(key)
 
     def fence_key(self, key: str) -> str:
-        return f"{self.prefix}fence:{key}"
+        return Keys(self.prefix).fence(key)
 
     def holder(self, key: str) -> str | None:
         """The token most masters hold ``key`` with, or None when free on a majority."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from celery_singleton_beat import schema
+
 
 class TaskRun(models.Model):
     """One attempt of a task: run, retried, skipped, lost or revoked.
@@ -15,14 +17,17 @@ class TaskRun(models.Model):
     """
 
     class Status(models.TextChoices):
-        STARTED = "started", _("started")
-        SUCCESS = "success", _("success")
-        FAILURE = "failure", _("failure")
-        RETRY = "retry", _("retry")
-        SKIPPED_DUPLICATE = "skipped_duplicate", _("skipped (duplicate)")
-        SKIPPED_LOCK_ERROR = "skipped_lock_error", _("skipped (lock store unreachable)")
-        LOCK_LOST = "lock_lost", _("lock lost")
-        REVOKED = "revoked", _("revoked")
+        STARTED = schema.RunStatus.STARTED.value, _("started")
+        SUCCESS = schema.RunStatus.SUCCESS.value, _("success")
+        FAILURE = schema.RunStatus.FAILURE.value, _("failure")
+        RETRY = schema.RunStatus.RETRY.value, _("retry")
+        SKIPPED_DUPLICATE = schema.RunStatus.SKIPPED_DUPLICATE.value, _("skipped (duplicate)")
+        SKIPPED_LOCK_ERROR = (
+            schema.RunStatus.SKIPPED_LOCK_ERROR.value,
+            _("skipped (lock store unreachable)"),
+        )
+        LOCK_LOST = schema.RunStatus.LOCK_LOST.value, _("lock lost")
+        REVOKED = schema.RunStatus.REVOKED.value, _("revoked")
 
     SKIPPED = (Status.SKIPPED_DUPLICATE, Status.SKIPPED_LOCK_ERROR)
     #: runs that went through to the end: their runtime is the task's own
@@ -65,9 +70,9 @@ class SlotDispatch(models.Model):
     """The decision about one scheduled slot of a periodic entry (unique per entry and slot)."""
 
     class Outcome(models.TextChoices):
-        DISPATCHED = "dispatched", _("dispatched")
-        SKIPPED_MISFIRE = "skipped_misfire", _("skipped (misfire)")
-        PUBLISH_FAILED = "publish_failed", _("publish failed")
+        DISPATCHED = schema.Outcome.DISPATCHED.value, _("dispatched")
+        SKIPPED_MISFIRE = schema.Outcome.SKIPPED_MISFIRE.value, _("skipped (misfire)")
+        PUBLISH_FAILED = schema.Outcome.PUBLISH_FAILED.value, _("publish failed")
 
     entry = models.CharField(_("periodic entry"), max_length=255)
     slot = models.DateTimeField(_("slot"))
