@@ -322,7 +322,8 @@ class RedisSlotStore(SlotStore):
         """Write this replica's heartbeat; returns how many replicas are alive.
 
         Raises QuorumUnavailable without a majority. Live replicas are also kept in a
-        sorted set scored by heartbeat time, so counting them is part of the same trip.
+        sorted set scored by when their heartbeat expires, so counting them is part of
+        the same trip.
         """
         payload = json.dumps(info, sort_keys=True)
         seen = self.keys.replicas
@@ -330,8 +331,8 @@ class RedisSlotStore(SlotStore):
             "heartbeat",
             [
                 ("SET", self.replica_key(replica), payload, "PX", int(ttl * 1000)),
-                ("ZADD", seen, now, replica),
-                ("ZREMRANGEBYSCORE", seen, "-inf", now - ttl),
+                ("ZADD", seen, now + ttl, replica),
+                ("ZREMRANGEBYSCORE", seen, "-inf", now),
                 ("ZCARD", seen),
             ],
         )
