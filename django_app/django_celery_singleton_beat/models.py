@@ -121,3 +121,75 @@ class Lock(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class SlotEntry(models.Model):
+    """An entry's shared progress for the database slot store (``singleton_beat_store =
+    "database"``): the newest slot handled and its counts."""
+
+    name = models.CharField(_("periodic entry"), max_length=255, primary_key=True)
+    last_ms = models.BigIntegerField(_("newest slot handled (ms since epoch)"))
+    dispatched = models.BigIntegerField(_("dispatched"), default=0)
+    skipped = models.BigIntegerField(_("skipped"), default=0)
+
+    class Meta:
+        verbose_name = _("slot store entry")
+        verbose_name_plural = _("slot store entries")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SlotAnchor(models.Model):
+    """The anchor of an interval entry's slots, set once per entry and interval."""
+
+    entry = models.CharField(_("periodic entry"), max_length=255)
+    every_ms = models.BigIntegerField(_("interval (ms)"))
+    anchor_ms = models.BigIntegerField(_("anchor (ms since epoch)"))
+
+    class Meta:
+        verbose_name = _("slot anchor")
+        verbose_name_plural = _("slot anchors")
+        constraints = [
+            models.UniqueConstraint(fields=["entry", "every_ms"], name="singleton_anchor_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.entry} every {self.every_ms} ms"
+
+
+class SlotFence(models.Model):
+    """One slot's fence: claimed by ``token`` until ``expires_ms`` (database clock), then
+    decided (``outcome``); kept until ``kept_until_ms`` so an expired claim is still seen."""
+
+    entry = models.CharField(_("periodic entry"), max_length=255)
+    slot_ms = models.BigIntegerField(_("slot (ms since epoch)"))
+    token = models.CharField(_("claimed with"), max_length=255, blank=True)
+    expires_ms = models.BigIntegerField(_("claim expires (ms, database clock)"), default=0)
+    outcome = models.CharField(_("outcome"), max_length=32, blank=True)
+    kept_until_ms = models.BigIntegerField(_("kept until (ms, database clock)"), db_index=True)
+
+    class Meta:
+        verbose_name = _("slot fence")
+        verbose_name_plural = _("slot fences")
+        constraints = [
+            models.UniqueConstraint(fields=["entry", "slot_ms"], name="singleton_fence_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.entry} @ {self.slot_ms}"
+
+
+class ReplicaHeartbeat(models.Model):
+    """A beat replica's heartbeat for the database slot store."""
+
+    replica = models.CharField(_("replica"), max_length=255, primary_key=True)
+    info = models.TextField(_("info (JSON)"))
+    expires_ms = models.BigIntegerField(_("expires (ms, database clock)"), db_index=True)
+
+    class Meta:
+        verbose_name = _("replica heartbeat")
+        verbose_name_plural = _("replica heartbeats")
+
+    def __str__(self) -> str:
+        return self.replica

@@ -7,10 +7,12 @@ Expiry is real time on the store's own clock, with TTLs of a few tenths of a sec
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from django.db import connections
 
 from celery_singleton_beat.locks.nodes import Masters
 from celery_singleton_beat.schema import ClaimStatus, Outcome
@@ -126,6 +128,26 @@ def test_a_decided_slot_cannot_be_given_back(store: SlotStore) -> None:
     store.finish([SlotOutcome("e", 1, SENT, 1, 0)], "a", 60)
     store.unclaim([("e", 1)], "a")
     assert store.claim([("e", 1)], "b", ttl=1, retention=60)[0].status == DONE
+
+
+def test_replicas_claiming_the_same_slots_at_once_get_each_slot_once(store: SlotStore) -> None:
+    fences = [("e", slot) for slot in range(0, 300_000, 1_000)]
+    claims: dict[str, list[ClaimStatus | None]] = {}
+
+    def replica(token: str) -> None:
+        try:
+            claims[token] = [c.status for c in store.claim(fences, token, ttl=30, retention=60)]
+        finally:
+            connections.close_all()  # this thread's database connections, if any
+
+    threads = [threading.Thread(target=replica, args=(f"r{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [[t for t in sorted(claims) if claims[t][i] == CLAIMED] for i in range(len(fences))]
+    assert [len(w) for w in winners] == [1] * len(fences)
+    assert {s for statuses in claims.values() for s in statuses} == {CLAIMED, HELD}
 
 
 # -- finishing --------------------------------------------------------------------------

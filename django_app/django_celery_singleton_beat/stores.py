@@ -1,0 +1,444 @@
+"""The slot store on the Django database: ``singleton_beat_store = "database"``.
+
+For deployments that trust their database and have no Redis: beat's replicas share the
+schedule through four tables (entries, anchors, slot fences, heartbeats), and expiry is
+measured on the database's clock, so replicas with skewed clocks agree.
+
+Every operation is one short transaction with a fixed number of statements whatever the
+number of slots (up to a few hundred rows per statement), so a chunk of 500 due slots
+costs the same handful of round trips as one slot.
+
+A claim, in one transaction::
+
+    INSERT … (entry, slot, no token) … ON CONFLICT DO NOTHING   -- every fence exists
+    SELECT … WHERE (entry, slot) IN (…) FOR UPDATE SKIP LOCKED   -- ours to decide
+    UPDATE … SET token, expiry WHERE id IN (…)                   -- the ones we claim
+
+A fence another replica is deciding at that very moment is skipped, not waited for, and
+reported HELD: no replica ever queues behind another. PostgreSQL and MariaDB/MySQL take
+row locks; SQLite, which has none, starts each transaction with a write, so that
+transactions run one at a time (one host only: SQLite on a network share is not safe).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from django.db import DatabaseError, OperationalError, connections, transaction
+
+from celery_singleton_beat.errors import ConfigurationError, StoreUnavailable
+from celery_singleton_beat.locks.base import LockBackend
+from celery_singleton_beat.schema import ClaimStatus
+from celery_singleton_beat.stores.base import Claim, EntryState, Fence, SlotOutcome, SlotStore
+
+from .locks import NOW_MS, DatabaseLock
+from .models import ReplicaHeartbeat, SlotAnchor, SlotEntry, SlotFence
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Rows per statement: SQLite builds older than 3.32 take at most 999 parameters.
+ROWS = {"sqlite": 120, "postgresql": 1000, "mysql": 1000}
+#: Tries of one transaction that lost a deadlock or a serialization race.
+TRIES = 5
+
+_INSERT_IGNORE = {
+    "postgresql": ("INSERT INTO", " ON CONFLICT DO NOTHING"),
+    "mysql": ("INSERT IGNORE INTO", ""),
+    "sqlite": ("INSERT OR IGNORE INTO", ""),
+}
+
+
+class DatabaseSlotStore(SlotStore):
+    """Schedule state in the database of Django alias ``using`` (default ``"default"``).
+
+    Give it an alias of its own when the application wraps work in transactions on the
+    same alias: the store's transactions must commit on their own.
+    """
+
+    def __init__(self, using: str = "default") -> None:
+        self.using = using
+        self.name = f"database {using!r}"
+        self.fences = SlotFence._meta.db_table
+        self.entries = SlotEntry._meta.db_table
+        self.anchors = SlotAnchor._meta.db_table
+        self.heartbeats = ReplicaHeartbeat._meta.db_table
+        self._owner = threading.get_ident()
+
+    @classmethod
+    def from_config(cls, app: Any, config: Any) -> DatabaseSlotStore:
+        """The store on the alias of ``singleton_beat_database`` (default ``"default"``)."""
+        using = app.conf.get("singleton_beat_database") or "default"
+        if using not in connections.settings:
+            raise ConfigurationError(
+                "singleton_beat_database", using, "an alias of settings.DATABASES"
+            )
+        return cls(using)
+
+    def describe(self) -> str:
+        settings = connections.settings[self.using]
+        vendor = connections[self.using].vendor
+        where = f"{settings.get('HOST') or 'local'}/{settings.get('NAME')}"
+        return f"slot store -> {vendor} database {self.using!r} ({where})"
+
+    # -- transactions -------------------------------------------------------------------
+
+    def _vendor(self) -> str:
+        vendor = str(connections[self.using].vendor)
+        if vendor not in NOW_MS:
+            raise StoreUnavailable(
+                self.name, "start", f"the database store supports PostgreSQL, MariaDB/MySQL "
+                f"and SQLite; this database is {vendor}",
+            )  # fmt: skip
+        return vendor
+
+    def _run(self, what: str, step: Callable[[Any, str], T]) -> T:
+        """Run ``step(cursor, vendor)`` in a transaction of its own, again after a
+        deadlock; StoreUnavailable when the database does not answer."""
+        vendor = self._vendor()
+        connection = connections[self.using]
+        for attempt in range(TRIES):
+            try:
+                with transaction.atomic(using=self.using), connection.cursor() as cursor:
+                    if vendor == "sqlite":
+                        # take the write lock first: a read-then-write transaction could
+                        # not upgrade its lock while another one writes
+                        cursor.execute(f"DELETE FROM {self.fences} WHERE 1 = 0")
+                    return step(cursor, vendor)
+            except OperationalError as exc:
+                if _deadlock(exc) and attempt + 1 < TRIES:
+                    time.sleep(0.01 * (attempt + 1))
+                    continue
+                connection.close_if_unusable_or_obsolete()
+                raise StoreUnavailable(self.name, what, f"{type(exc).__name__}: {exc}") from exc
+            except DatabaseError as exc:
+                connection.close_if_unusable_or_obsolete()
+                raise StoreUnavailable(self.name, what, f"{type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _now(self, cursor: Any, vendor: str) -> int:
+        cursor.execute(f"SELECT {NOW_MS[vendor]}")
+        return int(cursor.fetchone()[0])
+
+    def _insert_ignore(
+        self, cursor: Any, vendor: str, table: str, columns: str, rows: Sequence[tuple[Any, ...]]
+    ) -> None:
+        verb, tail = _INSERT_IGNORE[vendor]
+        width = len(rows[0]) if rows else 0
+        for part in _parts(rows, ROWS[vendor]):
+            values = ", ".join(["(" + ", ".join(["%s"] * width) + ")"] * len(part))
+            cursor.execute(
+                f"{verb} {table} ({columns}) VALUES {values}{tail}",
+                [v for row in part for v in row],
+            )
+
+    def _fence_rows(
+        self, cursor: Any, vendor: str, fences: Sequence[Fence], lock: str = ""
+    ) -> dict[Fence, tuple[int, str, int, str, int]]:
+        """(id, token, expires, outcome, kept until) of each fence row, by (entry, slot)."""
+        found = {}
+        for part in _parts(sorted(set(fences)), ROWS[vendor]):
+            where, params = _pairs(vendor, part)
+            cursor.execute(
+                f"SELECT entry, slot_ms, id, token, expires_ms, outcome, kept_until_ms "
+                f"FROM {self.fences} WHERE ({where}) ORDER BY entry, slot_ms{lock}",
+                params,
+            )
+            for entry, slot, *row in cursor.fetchall():
+                found[(str(entry), int(slot))] = (int(row[0]), str(row[1]), int(row[2]),
+                                                  str(row[3]), int(row[4]))  # fmt: skip
+        return found
+
+    def _lasts(self, cursor: Any, vendor: str, names: Iterable[str]) -> dict[str, int]:
+        lasts = {}
+        for part in _parts(sorted(set(names)), ROWS[vendor]):
+            marks = ", ".join(["%s"] * len(part))
+            cursor.execute(
+                f"SELECT name, last_ms FROM {self.entries} WHERE name IN ({marks})", part
+            )
+            lasts.update({str(n): int(last) for n, last in cursor.fetchall()})
+        return lasts
+
+    def _update_ids(
+        self, cursor: Any, vendor: str, sets: str, params: list[Any], ids: list[int]
+    ) -> None:
+        for part in _parts(sorted(ids), ROWS[vendor]):
+            marks = ", ".join(["%s"] * len(part))
+            cursor.execute(
+                f"UPDATE {self.fences} SET {sets} WHERE id IN ({marks})", [*params, *part]
+            )
+
+    # -- schedule state -----------------------------------------------------------------
+
+    def init(self, entries: Sequence[tuple[str, int | None]], now: int) -> list[EntryState]:
+        def step(cursor: Any, vendor: str) -> list[EntryState]:
+            names = sorted({name for name, _every in entries})
+            self._insert_ignore(cursor, vendor, self.entries, "name, last_ms, dispatched, "
+                                "skipped", [(n, now, 0, 0) for n in names])  # fmt: skip
+            intervals = sorted({(n, e) for n, e in entries if e is not None})
+            self._insert_ignore(
+                cursor, vendor, self.anchors, "entry, every_ms, anchor_ms",
+                [(n, e, now - now % e) for n, e in intervals],
+            )  # fmt: skip
+            anchors = {}
+            for part in _parts(intervals, ROWS[vendor]):
+                where = " OR ".join(["(entry = %s AND every_ms = %s)"] * len(part))
+                cursor.execute(
+                    f"SELECT entry, every_ms, anchor_ms FROM {self.anchors} WHERE {where}",
+                    [v for pair in part for v in pair],
+                )
+                anchors.update({(str(n), int(e)): int(a) for n, e, a in cursor.fetchall()})
+            lasts = self._lasts(cursor, vendor, names)
+            return [
+                EntryState(lasts[name], None if every is None else anchors[(name, every)])
+                for name, every in entries
+            ]
+
+        return self._run("read the entries", step)
+
+    def claim(
+        self, fences: Sequence[Fence], token: str, ttl: float, retention: float
+    ) -> list[Claim]:
+        if not fences:
+            return []
+        try:
+            return self._run(
+                "claim slots",
+                lambda c, v: self._claim(c, v, fences, token=token, ttl=ttl, retention=retention),
+            )
+        except StoreUnavailable as exc:
+            return [Claim(None, 0, {self.name: exc.detail}) for _ in fences]
+
+    def _claim(
+        self, cursor: Any, vendor: str, fences: Sequence[Fence], *, token: str, ttl: float,
+        retention: float,
+    ) -> list[Claim]:  # fmt: skip
+        now = self._now(cursor, vendor)
+        keep = now + int(retention * 1000)
+        self._insert_ignore(
+            cursor, vendor, self.fences, "entry, slot_ms, token, expires_ms, outcome, "
+            "kept_until_ms", [(e, s, "", 0, "", keep) for e, s in sorted(set(fences))],
+        )  # fmt: skip
+        lock = "" if vendor == "sqlite" else " FOR UPDATE SKIP LOCKED"
+        rows = self._fence_rows(cursor, vendor, fences, lock=lock)
+        lasts = self._lasts(cursor, vendor, (e for e, _s in fences))
+        statuses: dict[Fence, tuple[ClaimStatus, bool]] = {}
+        claimed: list[int] = []
+        for fence, row in rows.items():
+            holder, outcome = _live(row, now)
+            if outcome:
+                statuses[fence] = (ClaimStatus.DONE, False)
+            elif holder and holder != token and row[2] > now:
+                statuses[fence] = (ClaimStatus.HELD, False)
+            else:
+                statuses[fence] = (ClaimStatus.CLAIMED, bool(holder) and holder != token)
+                claimed.append(row[0])
+        expires_ms = now + max(1, int(ttl * 1000))
+        self._update_ids(
+            cursor, vendor, "token = %s, expires_ms = %s, outcome = '', kept_until_ms = %s",
+            [token, expires_ms, keep], claimed,
+        )  # fmt: skip
+        held = (ClaimStatus.HELD, False)  # skipped: another replica is deciding on it now
+        return [
+            Claim(statuses.get(f, held)[0], lasts.get(f[0], 0),
+                  taken_over=statuses.get(f, held)[1])
+            for f in fences
+        ]  # fmt: skip
+
+    def unclaim(self, fences: Sequence[Fence], token: str) -> None:
+        if not fences:
+            return
+
+        def step(cursor: Any, vendor: str) -> None:
+            for part in _parts(sorted(set(fences)), ROWS[vendor]):
+                where, params = _pairs(vendor, part)
+                cursor.execute(
+                    f"DELETE FROM {self.fences} WHERE ({where}) AND token = %s AND outcome = ''",
+                    [*params, token],
+                )
+
+        try:
+            self._run("give back claims", step)
+        except StoreUnavailable as exc:
+            logger.warning("singleton beat: could not give back %d claim(s): %s", len(fences), exc)
+
+    def extend(
+        self, fences: Sequence[Fence], token: str, ttl: float, retention: float
+    ) -> list[bool]:
+        if not fences:
+            return []
+
+        def step(cursor: Any, vendor: str) -> list[bool]:
+            now = self._now(cursor, vendor)
+            lock = "" if vendor == "sqlite" else " FOR UPDATE"
+            rows = self._fence_rows(cursor, vendor, fences, lock)
+            ours = {f: r[0] for f, r in rows.items() if r[1] == token and not r[3]}
+            self._update_ids(
+                cursor, vendor, "expires_ms = %s, kept_until_ms = %s",
+                [now + max(1, int(ttl * 1000)), now + int(retention * 1000)], list(ours.values()),
+            )  # fmt: skip
+            return [f in ours for f in fences]
+
+        try:
+            return self._run("extend claims", step)
+        finally:
+            if threading.get_ident() != self._owner:
+                # the claim keeper's thread: its connection dies with the thread
+                connections[self.using].close()
+
+    def finish(self, outcomes: Sequence[SlotOutcome], token: str, retention: float) -> list[bool]:
+        if not outcomes:
+            return []
+        outcomes = [SlotOutcome(*o) for o in outcomes]
+        return self._run("mark slots done", lambda c, v: self._finish(c, v, outcomes, token,
+                                                                       retention))  # fmt: skip
+
+    def _finish(
+        self, cursor: Any, vendor: str, outcomes: list[SlotOutcome], token: str, retention: float
+    ) -> list[bool]:
+        now = self._now(cursor, vendor)
+        keep = now + int(retention * 1000)
+        fences = [(o.entry, o.slot) for o in outcomes]
+        self._insert_ignore(
+            cursor, vendor, self.fences, "entry, slot_ms, token, expires_ms, outcome, "
+            "kept_until_ms", [(e, s, "", 0, "", keep) for e, s in sorted(set(fences))],
+        )  # fmt: skip
+        lock = "" if vendor == "sqlite" else " FOR UPDATE"
+        rows = self._fence_rows(cursor, vendor, fences, lock=lock)
+        done: list[bool] = []
+        taken: set[int] = set()
+        by_outcome: dict[str, list[int]] = {}
+        progress: dict[str, list[int]] = {}
+        for outcome in outcomes:
+            row = rows[(outcome.entry, outcome.slot)]
+            row_id, (holder, decided) = row[0], _live(row, now)
+            ours = not decided and holder in ("", token) and row_id not in taken
+            done.append(ours)
+            if ours:
+                taken.add(row_id)
+                by_outcome.setdefault(str(outcome.outcome), []).append(row_id)
+                last, sent, skipped = progress.setdefault(outcome.entry, [outcome.slot, 0, 0])
+                progress[outcome.entry] = [max(last, outcome.slot), sent + outcome.sent,
+                                           skipped + outcome.skipped]  # fmt: skip
+        for decided, ids in sorted(by_outcome.items()):
+            self._update_ids(
+                cursor, vendor, "token = '', expires_ms = 0, outcome = %s, kept_until_ms = %s",
+                [decided, keep], ids,
+            )  # fmt: skip
+        self._advance(cursor, vendor, progress)
+        return done
+
+    def _advance(self, cursor: Any, vendor: str, progress: dict[str, list[int]]) -> None:
+        """Raise each entry's last slot (never lower it) and add to its counts."""
+        rows = [(name, *values) for name, values in sorted(progress.items())]
+        if vendor == "mysql":
+            tail = (" ON DUPLICATE KEY UPDATE last_ms = GREATEST(last_ms, VALUES(last_ms)), "
+                    "dispatched = dispatched + VALUES(dispatched), "
+                    "skipped = skipped + VALUES(skipped)")  # fmt: skip
+        else:
+            greatest = "GREATEST" if vendor == "postgresql" else "MAX"
+            t = self.entries
+            tail = (f" ON CONFLICT (name) DO UPDATE SET last_ms = {greatest}({t}.last_ms, "
+                    f"excluded.last_ms), dispatched = {t}.dispatched + excluded.dispatched, "
+                    f"skipped = {t}.skipped + excluded.skipped")  # fmt: skip
+        for part in _parts(rows, ROWS[vendor]):
+            values = ", ".join(["(%s, %s, %s, %s)"] * len(part))
+            cursor.execute(
+                f"INSERT INTO {self.entries} (name, last_ms, dispatched, skipped) "
+                f"VALUES {values}{tail}",
+                [v for row in part for v in row],
+            )
+
+    def entry_counts(self, name: str) -> dict[str, int]:
+        def step(cursor: Any, vendor: str) -> dict[str, int]:
+            cursor.execute(
+                f"SELECT last_ms, dispatched, skipped FROM {self.entries} WHERE name = %s",
+                [name],
+            )
+            row = cursor.fetchone()
+            if row is None:
+                return {}
+            return {"last": int(row[0]), "dispatched": int(row[1]), "skipped": int(row[2])}
+
+        return self._run("read an entry", step)
+
+    # -- replicas -----------------------------------------------------------------------
+
+    def heartbeat(self, replica: str, info: dict[str, Any], ttl: float, now: float) -> int:
+        payload = json.dumps(info, sort_keys=True)
+
+        def step(cursor: Any, vendor: str) -> int:
+            clock = self._now(cursor, vendor)
+            t = self.heartbeats
+            cursor.execute(f"DELETE FROM {t} WHERE expires_ms <= %s OR replica = %s",
+                           [clock, replica])  # fmt: skip
+            cursor.execute(
+                f"INSERT INTO {t} (replica, info, expires_ms) VALUES (%s, %s, %s)",
+                [replica, payload, clock + int(ttl * 1000)],
+            )
+            cursor.execute(f"SELECT COUNT(*) FROM {t}")
+            alive = int(cursor.fetchone()[0])
+            # fences past their retention go with the heartbeats (an index on it)
+            cursor.execute(f"DELETE FROM {self.fences} WHERE kept_until_ms <= %s", [clock])
+            return alive
+
+        return self._run("record a heartbeat", step)
+
+    def replicas(self) -> list[dict[str, Any]]:
+        def step(cursor: Any, vendor: str) -> list[dict[str, Any]]:
+            cursor.execute(
+                f"SELECT info FROM {self.heartbeats} WHERE expires_ms > {NOW_MS[vendor]}"
+            )
+            return [json.loads(info) for (info,) in cursor.fetchall()]
+
+        found = self._run("list the replicas", step)
+        return sorted(found, key=lambda r: (r["host"], r["pid"]))
+
+    def forget_replica(self, replica: str) -> None:
+        def step(cursor: Any, vendor: str) -> None:
+            cursor.execute(f"DELETE FROM {self.heartbeats} WHERE replica = %s", [replica])
+
+        try:
+            self._run("forget a replica", step)
+        except StoreUnavailable as exc:
+            logger.warning("singleton beat: could not drop this replica's heartbeat: %s", exc)
+
+    def leader_lock(self, owner: str) -> LockBackend:
+        return DatabaseLock(using=self.using)
+
+    def close(self) -> None:
+        connections[self.using].close()
+
+
+def _live(row: tuple[int, str, int, str, int], now: int) -> tuple[str, str]:
+    """A fence row's holder and outcome; none once past its retention (as if absent)."""
+    _id, holder, _expires, outcome, kept_until = row
+    return ("", "") if kept_until <= now else (holder, outcome)
+
+
+def _parts(rows: Sequence[T], size: int) -> Iterable[list[T]]:
+    for first in range(0, len(rows), size):
+        yield list(rows[first : first + size])
+
+
+def _pairs(vendor: str, fences: Sequence[Fence]) -> tuple[str, list[Any]]:
+    """A condition matching any of ``fences`` by (entry, slot), and its parameters:
+    row values where the planner uses the unique index with them, ORs on MariaDB."""
+    params = [v for fence in fences for v in fence]
+    if vendor == "mysql":
+        return " OR ".join(["(entry = %s AND slot_ms = %s)"] * len(fences)), params
+    marks = ", ".join(["(%s, %s)"] * len(fences))
+    return f"(entry, slot_ms) IN (VALUES {marks})", params
+
+
+def _deadlock(exc: BaseException) -> bool:
+    """A deadlock or serialization failure: the transaction may be tried again."""
+    code = getattr(getattr(exc, "__cause__", None), "args", (None,))[0]
+    text = str(exc).lower()
+    return code in (1213, 1205) or "deadlock" in text or "could not serialize" in text
