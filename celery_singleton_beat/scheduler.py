@@ -159,7 +159,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             backoff = min(5.0, 0.25 * 2.0 ** min(self._failures, 5))
             return backoff * random.uniform(0.75, 1.25)
         self._failures = 0
-        self._set_ready(True, f"the slot store answers ({self.store.name})")
+        self._set_ready(True, self.store.up_text)
         return delay
 
     def close(self) -> None:
@@ -298,8 +298,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             for plan, _slot in work:
                 self._wake(plan, plan.wake)
             errors = next(c.errors for c in claims if c.status is None)
-            detail = "; ".join(f"{part}: {error}" for part, error in errors.items())
-            raise StoreUnavailable(self.store.name, "claim slots", detail or "no answer")
+            raise self.store.unavailable("slots", errors)
         batch = _Batch(token)
         for (plan, slot), claim in zip(work, claims, strict=True):
             self._sort(batch, plan, slot, claim, now)
@@ -516,12 +515,12 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         events.emit(events.QuorumChanged(replica=self.replica, reachable=ready, detail=detail))
         if not ready:
             logger.error(
-                "singleton beat: the slot store does not answer, publishing nothing "
-                "until it is back: %s",
+                "singleton beat: %s, publishing nothing until it is back: %s",
+                self.store.down_text,
                 detail,
             )
         elif previous is not None:
-            logger.warning("singleton beat: the slot store answers again")
+            logger.warning("singleton beat: %s again", self.store.up_text)
 
 
 def publish_timeouts(conf: Any, timeout: float) -> dict[str, float]:

@@ -44,6 +44,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from celery_singleton_beat.errors import StoreUnavailable
 from celery_singleton_beat.locks.base import LockBackend
 from celery_singleton_beat.schema import ClaimStatus, Outcome
 
@@ -103,6 +104,9 @@ class SlotStore(abc.ABC):
 
     #: What the store is, for log lines and errors ("3 Redis masters", "database 'default'").
     name: str = "slot store"
+    #: The log line's words when the store stops answering, and when it answers again.
+    down_text: str = "the slot store does not answer"
+    up_text: str = "the slot store answers"
 
     # -- schedule state ----------------------------------------------------------------
 
@@ -189,6 +193,11 @@ class SlotStore(abc.ABC):
     def leader_lock(self, owner: str) -> LockBackend:
         """A lock backend on the same store for the ``leader`` mode's lease, so that a
         deployment needs no other server for it."""
+
+    def unavailable(self, what: str, errors: dict[str, str]) -> StoreUnavailable:
+        """The error for claims that came back without an answer (``Claim.status`` None)."""
+        detail = "; ".join(f"{part}: {error}" for part, error in errors.items())
+        return StoreUnavailable(self.name, what, detail or "no answer")
 
     def describe(self) -> str:
         """One line for beat's start-up banner (no passwords)."""

@@ -29,7 +29,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from celery_singleton_beat.errors import QuorumUnavailable
+from celery_singleton_beat.errors import QuorumUnavailable, StoreUnavailable
 from celery_singleton_beat.locks.base import LockBackend
 from celery_singleton_beat.locks.nodes import Masters, describe
 from celery_singleton_beat.locks.redlock import Redlock
@@ -55,6 +55,9 @@ _SERVER_MS = """
 
 class RedisSlotStore(SlotStore):
     """The shared schedule state on a majority of Redis masters."""
+
+    down_text = "no majority of Redis masters reachable"
+    up_text = "a majority of Redis masters answers"
 
     # KEYS[1] fence, KEYS[2] entry hash; ARGV[1] claim token, ARGV[2] claim ttl in ms,
     # ARGV[3] retention ms -> entry's last slot * 4 + (DONE | CLAIMED | HELD | TAKEN_OVER):
@@ -189,6 +192,9 @@ class RedisSlotStore(SlotStore):
             f"lock masters -> {masters} "
             f"(majority {self.masters.quorum} of {len(self.masters.nodes)})"
         )
+
+    def unavailable(self, what: str, errors: dict[str, str]) -> StoreUnavailable:
+        return QuorumUnavailable(what, self.masters.quorum, len(self.masters.nodes), errors)
 
     def leader_lock(self, owner: str) -> LockBackend:
         return Redlock(self.masters, prefix=self.prefix, owner=owner)

@@ -62,6 +62,9 @@ class DatabaseSlotStore(SlotStore):
     same alias: the store's transactions must commit on their own.
     """
 
+    down_text = "the database does not answer"
+    up_text = "the database answers"
+
     def __init__(self, using: str = "default") -> None:
         self.using = using
         self.name = f"database {using!r}"

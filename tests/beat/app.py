@@ -3,7 +3,8 @@
 Configured from the environment so that each test can start its own cluster:
 ``TEST_BROKER_URL``, ``TEST_MASTERS`` (comma-separated), ``TEST_SCHEDULE`` (JSON: entry
 name -> {"every": seconds} or {"cron": "m h dom mon dow"}, plus "options"), and
-``TEST_SETTINGS`` (JSON of extra Celery settings).
+``TEST_SETTINGS`` (JSON of extra Celery settings). With ``TEST_DATABASE`` (JSON of a Django
+``DATABASES`` entry) beat runs on the database slot store instead, with no Redis master.
 """
 
 from __future__ import annotations
@@ -19,7 +20,25 @@ from celery import Celery
 from celery.schedules import crontab
 
 from celery_singleton_beat.scheduler import Scheduler
+from celery_singleton_beat.schema import Header
 
+
+def _django(database: str) -> dict[str, Any]:
+    """Start Django on the test's database for the database slot store."""
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        DATABASES={"default": json.loads(database)},
+        INSTALLED_APPS=["django_celery_singleton_beat"],
+        USE_TZ=True,
+        SINGLETON_BEAT_RECORD=False,
+    )
+    django.setup()
+    return {"singleton_beat_store": "database", "singleton_beat_redis_urls": None}
+
+
+DATABASE = os.environ.get("TEST_DATABASE")
 app = Celery("beat_tests", broker=os.environ.get("TEST_BROKER_URL", "memory://"))
 app.conf.update(
     beat_scheduler="celery_singleton_beat.Scheduler",
@@ -28,6 +47,8 @@ app.conf.update(
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
 )
+if DATABASE:
+    app.conf.update(_django(DATABASE))
 app.conf.update(json.loads(os.environ.get("TEST_SETTINGS", "{}")))
 
 
@@ -58,8 +79,8 @@ def record(self: Any, entry: str) -> None:
     row = {
         "entry": entry,
         "task_id": self.request.id,
-        "slot": headers.get("singleton_beat_slot"),
-        "replica": headers.get("singleton_beat_replica"),
+        "slot": headers.get(Header.SLOT.value),
+        "replica": headers.get(Header.REPLICA.value),
         "at": time.time(),
         "worker": socket.gethostname(),
     }
