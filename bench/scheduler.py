@@ -35,6 +35,7 @@ from kombu import Queue
 
 from celery_singleton_beat import scheduler as ours
 from celery_singleton_beat.locks.nodes import Masters
+from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.slots import slot_task_id
 from celery_singleton_beat.testing import redis_servers
 
@@ -104,8 +105,9 @@ def run_ours(  # noqa: PLR0917  (called positionally through Pool.starmap)
     """
     logging.disable(logging.WARNING)  # one "missed slots" line per entry is not the point
     offset = 0.0
-    ours.wall_clock = lambda: time.time() + offset
-    sched = ours.Scheduler(app=our_app(broker, masters, entries, prefix))
+    app = our_app(broker, masters, entries, prefix)
+    Runtime.of(app).clock = lambda: time.time() + offset
+    sched = ours.Scheduler(app=app)
     if not publish:
         sched._publish = lambda plan, slot: slot_task_id(plan.name, slot)
     sched.tick()  # registers every entry and its anchor
@@ -144,8 +146,9 @@ def send_task_ceiling(broker: str, count: int) -> float:
 def idle_tick_us(broker: str, masters: list[str], entries: int, prefix: str) -> float:
     """Microseconds per tick when nothing is due (median of 2,000)."""
     now = time.time()
-    ours.wall_clock = lambda: now
-    sched = ours.Scheduler(app=our_app(broker, masters, entries, prefix))
+    app = our_app(broker, masters, entries, prefix)
+    Runtime.of(app).clock = lambda: now
+    sched = ours.Scheduler(app=app)
     sched.tick()
     samples = []
     for _ in range(2000):

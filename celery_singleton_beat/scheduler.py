@@ -36,13 +36,13 @@ from celery import beat
 from celery.beat import _evaluate_entry_args, _evaluate_entry_kwargs
 
 from celery_singleton_beat import broker, events
-from celery_singleton_beat.config import Config
 from celery_singleton_beat.decide import SlotView, Verdict, decide
 from celery_singleton_beat.entries import Entry, Plan
 from celery_singleton_beat.errors import StoreUnavailable
 from celery_singleton_beat.health import HealthServer
 from celery_singleton_beat.keeper import ClaimKeeper
 from celery_singleton_beat.locks import Lease, Watchdog
+from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.schema import (
     LEADER_LOCK,
     ClaimStatus,
@@ -53,7 +53,7 @@ from celery_singleton_beat.schema import (
     SkipReason,
 )
 from celery_singleton_beat.slots import slot_label, slot_task_id, to_datetime
-from celery_singleton_beat.stores import Claim, SlotOutcome, make_store
+from celery_singleton_beat.stores import Claim, SlotOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -91,24 +91,17 @@ class _Batch:
         return [(plan.name, slot) for plan, slot, _late, _counted in self.fire]
 
 
-#: Wall clock in seconds since the epoch; slot times are compared with it. Tests replace it.
-wall_clock: Callable[[], float] = time.time
-
-
-def _now_ms() -> int:
-    return int(wall_clock() * 1000)
-
-
 class Scheduler(beat.Scheduler):  # type: ignore[misc]
     """Highly available beat scheduler: ``beat_scheduler = "celery_singleton_beat.Scheduler"``."""
 
     Entry = Entry
 
     def __init__(self, app: Any, *args: Any, lazy: bool = False, **kwargs: Any) -> None:
-        self.config = Config.from_conf(app.conf)
+        self.runtime = Runtime.of(app)
+        self.config = self.runtime.config
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
         self.role = Role.ACTIVE if self.config.mode == Mode.ACTIVE else Role.STANDBY
-        self.store = make_store(app, self.config)
+        self.store = self.runtime.store
         self.leader_lock = self.store.leader_lock(self.replica)
         self.plans: dict[str, Plan] = {}
         self._wakeups: list[tuple[int, str]] = []
@@ -170,7 +163,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         try:
             self.store.forget_replica(self.replica)
         finally:
-            self.store.close()
+            self.runtime.close_store()
             super().close()
 
     @property
@@ -201,11 +194,11 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         if not self._initialized:
             self._load_state()
             self._warm_broker()
-        now = _now_ms()
+        now = self.runtime.now_ms()
         due = self._pop_due(now)
         if due:
             self._dispatch(due, now)
-        return self._sleep_for(_now_ms())
+        return self._sleep_for(self.runtime.now_ms())
 
     def _heartbeat(self) -> None:
         info = {
@@ -213,10 +206,10 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             "pid": os.getpid(),
             "mode": self.config.mode,
             "role": self.role,
-            "last_tick": wall_clock(),
+            "last_tick": self.runtime.clock(),
             "entries": len(self.plans),
         }
-        alive = self.store.heartbeat(self.replica, info, HEARTBEAT_TTL, wall_clock())
+        alive = self.store.heartbeat(self.replica, info, HEARTBEAT_TTL, self.runtime.clock())
         events.emit(
             events.ReplicaSeen(
                 host=str(info["host"]), pid=os.getpid(), mode=self.config.mode,
@@ -227,7 +220,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
     def _load_state(self) -> None:
         """Read every entry's shared progress (and interval anchors) in one round trip."""
         plans = list(self.plans.values())
-        now = _now_ms()
+        now = self.runtime.now_ms()
         loaded = self.store.init([(p.name, p.every_ms) for p in plans], now)
         self._wakeups = []
         for plan, (last, anchor) in zip(plans, loaded, strict=True):
@@ -388,7 +381,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             )  # fmt: skip
         for name, skipped in batch.skipped.items():
             self._report_skipped(batch.plans[name], skipped)
-        now = _now_ms()
+        now = self.runtime.now_ms()
         for name, plan in batch.plans.items():
             after = plan.slots.next_after(max(s for p, s in batch.all_slots if p is plan))
             if plan.next_slot is not None and (after is None or after > plan.next_slot):

@@ -19,7 +19,6 @@ import os
 import secrets
 import socket
 import string
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,9 +37,10 @@ from celery_singleton_beat.config import (
 )
 from celery_singleton_beat.errors import ConfigurationError, LockError, LockHeld
 from celery_singleton_beat.keys import _signature, canonical_key
-from celery_singleton_beat.locks import Lease, LockBackend, Redlock
+from celery_singleton_beat.locks import Lease, LockBackend
 from celery_singleton_beat.locks.redlock import default_owner
 from celery_singleton_beat.locks.watchdog import keeper
+from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.schema import Header, enqueue_lock, ran_lock
 
 logger = logging.getLogger(__name__)
@@ -52,54 +52,15 @@ ENQUEUE_HEADER = Header.ENQUEUE_TOKEN.value
 SLOT_PENDING_HEADER = Header.SLOT_UNCHECKED.value
 _UNSET: Any = object()
 
-_stores: dict[tuple[int, int], tuple[TaskConfig, LockBackend]] = {}
-_stores_mutex = threading.Lock()
-_marks: dict[LockBackend, LockBackend] = {}
-
 
 def lock_store(app: Any) -> tuple[TaskConfig, LockBackend]:
     """The app's task settings and lock backend, made once per process (safe after fork)."""
-    key = (id(app), os.getpid())
-    with _stores_mutex:
-        if key not in _stores:
-            config = TaskConfig.from_conf(app.conf)
-            if config.task_backend is not None:
-                _stores[key] = (config, _make_backend(config.backend_factory(), app))
-                return _stores[key]
-            backend = Redlock.from_urls(
-                config.redis_urls,
-                node_timeout=config.node_timeout,
-                prefix=config.key_prefix,
-                fence_retention=config.task_fence_retention,
-            )
-            _stores[key] = (config, backend)
-        return _stores[key]
+    return Runtime.of(app).task_locks()
 
 
 def _slot_marks(app: Any) -> tuple[TaskConfig, LockBackend]:
-    """The backend for slot "ran" marks: the task backend, but on Redlock with the fencing
-    counters kept only as long as the marks (``singleton_beat_fence_retention``), as there
-    is one key per slot."""
-    config, backend = lock_store(app)
-    if not isinstance(backend, Redlock):
-        return config, backend
-    with _stores_mutex:
-        if backend not in _marks:
-            _marks[backend] = Redlock(
-                backend.masters, prefix=backend.prefix,
-                fence_retention=config.fence_retention, clock=backend.clock,
-            )  # fmt: skip
-        return config, _marks[backend]
-
-
-def _make_backend(factory: Any, app: Any) -> LockBackend:
-    """A backend from a ``LockBackend`` class (no arguments) or a function ``(app) -> backend``."""
-    made = factory() if isinstance(factory, type) else factory(app)
-    if not isinstance(made, LockBackend):
-        raise ConfigurationError(
-            "singleton_beat_task_backend", made, "a LockBackend, or a function returning one"
-        )
-    return made
+    """The backend for slot "ran" marks (see :meth:`Runtime.slot_marks`)."""
+    return Runtime.of(app).slot_marks()
 
 
 def _worker_name(task: Task) -> str:
@@ -440,11 +401,8 @@ class SingletonTask(SlotAwareTask):
         raise self.retry(countdown=self._option("retry_countdown", config), exc=exc)
 
     def _store(self) -> tuple[TaskConfig, LockBackend]:
-        config, backend = lock_store(self.app)
-        chosen = self.singleton_backend
-        if chosen is None:
-            return config, backend
-        return config, chosen if isinstance(chosen, LockBackend) else chosen(self.app)
+        runtime = Runtime.of(self.app)
+        return runtime.task_locks()[0], runtime.backend_for(self.singleton_backend)
 
     def _option(self, name: str, config: TaskConfig) -> Any:
         value = getattr(self, f"singleton_{name}")

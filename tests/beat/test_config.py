@@ -52,6 +52,14 @@ def conf(**settings: Any) -> dict[str, Any]:
         ),
         ({"singleton_beat_health_port": 70000}, r"singleton_beat_health_port = 70000 is not valid"),
         ({"singleton_beat_key_prefix": ""}, r"singleton_beat_key_prefix = '' is not valid"),
+        (
+            {"singleton_beat_store": "mongo"},
+            r"singleton_beat_store = 'mongo' is not valid: 'redis', 'database', or the dotted",
+        ),
+        (
+            {"singleton_beat_store": "no_such.Store"},
+            r"singleton_beat_store = 'no_such.Store' is not valid: .*ModuleNotFoundError",
+        ),
     ],
 )
 def test_a_bad_setting_is_refused_naming_it(settings: dict[str, Any], message: str) -> None:
