@@ -13,9 +13,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from celery_singleton_beat import defaults, validate
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks.nodes import parse_masters
-from celery_singleton_beat.schema import DEFAULT_PREFIX, Mode, StoreKind
+from celery_singleton_beat.schema import Mode, StoreKind
 from celery_singleton_beat.urls import safe_url, safe_value
 
 logger = logging.getLogger(__name__)
@@ -28,16 +29,16 @@ class Config:
     """Validated settings; build it with :meth:`from_conf`. Defaults are the documented ones."""
 
     redis_urls: tuple[str, ...]
-    mode: str = Mode.ACTIVE.value
-    store: str = StoreKind.REDIS.value
+    mode: str = defaults.MODE
+    store: str = defaults.STORE
     """Where replicas share the schedule: 'redis', 'database' or a dotted path."""
-    lease_ttl: float = 10.0
-    claim_ttl: float = 3.0
-    publish_timeout: float = 10.0
-    fence_retention: float = 86400.0
-    misfire_grace: float = 300.0
-    key_prefix: str = DEFAULT_PREFIX
-    node_timeout: float = 0.05
+    lease_ttl: float = defaults.LEASE_TTL
+    claim_ttl: float = defaults.CLAIM_TTL
+    publish_timeout: float = defaults.PUBLISH_TIMEOUT
+    fence_retention: float = defaults.SLOT_RETENTION
+    misfire_grace: float = defaults.MISFIRE_GRACE
+    key_prefix: str = defaults.KEY_PREFIX
+    node_timeout: float = defaults.NODE_TIMEOUT
     health_port: int | None = None
 
     @classmethod
@@ -86,11 +87,7 @@ class Config:
                 )
         if not isinstance(self.key_prefix, str) or not self.key_prefix:
             _refuse("key_prefix", self.key_prefix, "a non-empty string such as 'singleton-beat:'")
-        port = self.health_port
-        if port is not None and (
-            isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535
-        ):
-            _refuse("health_port", port, "a TCP port number from 0 to 65535, or None to disable")
+        validate.port("singleton_beat_health_port", self.health_port)
         if self.store not in tuple(StoreKind):
             from celery_singleton_beat.stores import store_factory  # noqa: PLC0415  (a cycle)
 
@@ -149,8 +146,7 @@ def _redis_urls(conf: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def _positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        _refuse(name, value, "a positive number of seconds")
+    validate.positive_seconds(f"singleton_beat_{name}", value)
 
 
 def _refuse(name: str, value: Any, accepted: str) -> NoReturn:
@@ -170,16 +166,16 @@ class TaskConfig:
     """
 
     redis_urls: tuple[str, ...]
-    key_prefix: str = DEFAULT_PREFIX
-    node_timeout: float = 0.05
-    fence_retention: float = 86400.0
+    key_prefix: str = defaults.KEY_PREFIX
+    node_timeout: float = defaults.NODE_TIMEOUT
+    fence_retention: float = defaults.SLOT_RETENTION
     """How long a slot's "ran" mark is kept (shared with the scheduler's done marks)."""
-    task_fence_retention: float = 30 * 86400.0
+    task_fence_retention: float = defaults.LOCK_FENCE_RETENTION
     """How long a task lock's fencing counter is kept after its last grant: longer than
     the longest gap between two runs of one key, so that fences never restart at 1."""
-    task_ttl: float = 60.0
+    task_ttl: float = defaults.TASK_TTL
     task_on_conflict: str = "skip"
-    task_retry_countdown: float = 5.0
+    task_retry_countdown: float = defaults.TASK_RETRY_COUNTDOWN
     task_on_lock_error: str = "fail_closed"
     task_release_on_retry: bool = True
     task_backend: str | None = None
@@ -250,8 +246,7 @@ class TaskConfig:
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     """Refuse ``value`` unless it is one of ``choices``."""
-    if value not in choices:
-        raise ConfigurationError(name, value, "one of " + ", ".join(repr(c) for c in choices))
+    validate.choice(name, value, choices)
 
 
 def _import(path: str) -> Any:

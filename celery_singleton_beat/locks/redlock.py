@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from celery_singleton_beat import defaults
 from celery_singleton_beat.errors import QuorumUnavailable
 from celery_singleton_beat.locks.base import Clock, Lease, LockBackend, check_ttl
 from celery_singleton_beat.locks.nodes import Masters, describe
@@ -33,8 +34,8 @@ from celery_singleton_beat.schema import DEFAULT_PREFIX, Keys
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_NODE_TIMEOUT = 0.05
-DEFAULT_FENCE_RETENTION = 30 * 86400.0
+DEFAULT_NODE_TIMEOUT = defaults.NODE_TIMEOUT
+DEFAULT_FENCE_RETENTION = defaults.LOCK_FENCE_RETENTION
 
 
 def clock_drift(ttl: float) -> float:
