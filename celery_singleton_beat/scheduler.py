@@ -269,9 +269,20 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             oldest = fresh[0] if fresh else slots[0]
             self._context[plan.name] = (plan.newest_due(now), left_out, oldest)
             work.extend((plan, slot) for slot in slots)
-        for first in range(0, len(work), CLAIM_CHUNK):
-            self._dispatch_chunk(work[first : first + CLAIM_CHUNK], now)
-        self._context.clear()
+        chunks = [work[first : first + CLAIM_CHUNK] for first in range(0, len(work), CLAIM_CHUNK)]
+        done = 0
+        try:
+            for chunk in chunks:
+                self._dispatch_chunk(chunk, now)
+                done += 1
+        except BaseException:
+            # the store stopped answering: the entries of this chunk and of those not
+            # reached yet are looked at again once it is back, not dropped
+            for plan, _slot in (item for chunk in chunks[done:] for item in chunk):
+                self._wake(plan, plan.wake)
+            raise
+        finally:
+            self._context.clear()
 
     def _dispatch_chunk(self, work: list[tuple[Plan, int]], now: int) -> None:
         """Claim a chunk of slots in one round trip, publish ours, finish them in one more.

@@ -98,8 +98,10 @@ class SlotStore(abc.ABC):
     Subclasses implement every abstract method; each is safe to call from the
     scheduler's thread and, for :meth:`extend`, from its claim keeper's thread at once.
     A method that cannot reach the store raises
-    :class:`~celery_singleton_beat.errors.StoreUnavailable` (except :meth:`claim`, which
-    reports it per slot, and the best-effort :meth:`unclaim` and :meth:`forget_replica`).
+    :class:`~celery_singleton_beat.errors.StoreUnavailable`, except those that answer per
+    slot: :meth:`claim` (status None), :meth:`extend` and :meth:`finish` (False: the
+    claim expires and another replica takes the slot over), and the best-effort
+    :meth:`unclaim` and :meth:`forget_replica`.
     """
 
     #: What the store is, for log lines and errors ("3 Redis masters", "database 'default'").
@@ -197,7 +199,7 @@ class SlotStore(abc.ABC):
     def unavailable(self, what: str, errors: dict[str, str]) -> StoreUnavailable:
         """The error for claims that came back without an answer (``Claim.status`` None)."""
         detail = "; ".join(f"{part}: {error}" for part, error in errors.items())
-        return StoreUnavailable(self.name, what, detail or "no answer")
+        return StoreUnavailable(self.name, f"answer for {what}", detail or "no answer")
 
     def describe(self) -> str:
         """One line for beat's start-up banner (no passwords)."""

@@ -290,6 +290,9 @@ class DatabaseSlotStore(SlotStore):
 
         try:
             return self._run("extend claims", step)
+        except StoreUnavailable as exc:
+            logger.warning("singleton beat: could not extend %d claim(s): %s", len(fences), exc)
+            return [False] * len(fences)
         finally:
             if threading.get_ident() != self._owner:
                 # the claim keeper's thread: its connection dies with the thread
@@ -299,8 +302,12 @@ class DatabaseSlotStore(SlotStore):
         if not outcomes:
             return []
         outcomes = [SlotOutcome(*o) for o in outcomes]
-        return self._run("mark slots done", lambda c, v: self._finish(c, v, outcomes, token,
-                                                                       retention))  # fmt: skip
+        try:
+            return self._run("mark slots done", lambda c, v: self._finish(c, v, outcomes, token,
+                                                                           retention))  # fmt: skip
+        except StoreUnavailable as exc:
+            logger.warning("singleton beat: could not mark %d slot(s) done: %s", len(outcomes), exc)
+            return [False] * len(outcomes)
 
     def _finish(
         self, cursor: Any, vendor: str, outcomes: list[SlotOutcome], token: str, retention: float
