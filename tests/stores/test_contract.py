@@ -33,7 +33,7 @@ def store(
         yield MemorySlotStore()
         return
     servers = redis_cluster(int(request.param.split("-")[1]))
-    made = RedisSlotStore(Masters.from_urls([s.url for s in servers], 0.2), "contract:")
+    made = RedisSlotStore(Masters.from_urls([s.url for s in servers], 1.0), "contract:")
     yield made
     made.close()
 
@@ -146,8 +146,10 @@ def test_replicas_claiming_the_same_slots_at_once_get_each_slot_once(store: Slot
     for thread in threads:
         thread.join()
     winners = [[t for t in sorted(claims) if claims[t][i] == CLAIMED] for i in range(len(fences))]
+    assert {s for statuses in claims.values() for s in statuses} == {CLAIMED, HELD}, (
+        "every replica got an answer"
+    )
     assert [len(w) for w in winners] == [1] * len(fences)
-    assert {s for statuses in claims.values() for s in statuses} == {CLAIMED, HELD}
 
 
 # -- finishing --------------------------------------------------------------------------
