@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Rows per statement: SQLite builds older than 3.32 take at most 999 parameters.
-ROWS = {"sqlite": 120, "postgresql": 1000, "mysql": 1000}
+ROWS = {"sqlite": 120, "postgresql": 10_000, "mysql": 1000}
 #: Tries of one transaction that lost a deadlock or a serialization race.
 TRIES = 5
 
@@ -133,13 +133,9 @@ class DatabaseSlotStore(SlotStore):
         self, cursor: Any, vendor: str, table: str, columns: str, rows: Sequence[tuple[Any, ...]]
     ) -> None:
         verb, tail = _INSERT_IGNORE[vendor]
-        width = len(rows[0]) if rows else 0
         for part in _parts(rows, ROWS[vendor]):
-            values = ", ".join(["(" + ", ".join(["%s"] * width) + ")"] * len(part))
-            cursor.execute(
-                f"{verb} {table} ({columns}) VALUES {values}{tail}",
-                [v for row in part for v in row],
-            )
+            source, params = _rows(vendor, part)
+            cursor.execute(f"{verb} {table} ({columns}) {source}{tail}", params)
 
     def _fence_rows(
         self, cursor: Any, vendor: str, fences: Sequence[Fence], lock: str = ""
@@ -161,10 +157,8 @@ class DatabaseSlotStore(SlotStore):
     def _lasts(self, cursor: Any, vendor: str, names: Iterable[str]) -> dict[str, int]:
         lasts = {}
         for part in _parts(sorted(set(names)), ROWS[vendor]):
-            marks = ", ".join(["%s"] * len(part))
-            cursor.execute(
-                f"SELECT name, last_ms FROM {self.entries} WHERE name IN ({marks})", part
-            )
+            where, params = _among(vendor, "name", part)
+            cursor.execute(f"SELECT name, last_ms FROM {self.entries} WHERE {where}", params)
             lasts.update({str(n): int(last) for n, last in cursor.fetchall()})
         return lasts
 
@@ -172,10 +166,8 @@ class DatabaseSlotStore(SlotStore):
         self, cursor: Any, vendor: str, sets: str, params: list[Any], ids: list[int]
     ) -> None:
         for part in _parts(sorted(ids), ROWS[vendor]):
-            marks = ", ".join(["%s"] * len(part))
-            cursor.execute(
-                f"UPDATE {self.fences} SET {sets} WHERE id IN ({marks})", [*params, *part]
-            )
+            where, ids_params = _among(vendor, "id", part)
+            cursor.execute(f"UPDATE {self.fences} SET {sets} WHERE {where}", [*params, *ids_params])
 
     # -- schedule state -----------------------------------------------------------------
 
@@ -191,10 +183,10 @@ class DatabaseSlotStore(SlotStore):
             )  # fmt: skip
             anchors = {}
             for part in _parts(intervals, ROWS[vendor]):
-                where = " OR ".join(["(entry = %s AND every_ms = %s)"] * len(part))
+                where, params = _pairs(vendor, part, ("entry", "every_ms"))
                 cursor.execute(
                     f"SELECT entry, every_ms, anchor_ms FROM {self.anchors} WHERE {where}",
-                    [v for pair in part for v in pair],
+                    params,
                 )
                 anchors.update({(str(n), int(e)): int(a) for n, e, a in cursor.fetchall()})
             lasts = self._lasts(cursor, vendor, names)
@@ -358,11 +350,10 @@ class DatabaseSlotStore(SlotStore):
                     f"excluded.last_ms), dispatched = {t}.dispatched + excluded.dispatched, "
                     f"skipped = {t}.skipped + excluded.skipped")  # fmt: skip
         for part in _parts(rows, ROWS[vendor]):
-            values = ", ".join(["(%s, %s, %s, %s)"] * len(part))
+            source, params = _rows(vendor, part)
             cursor.execute(
-                f"INSERT INTO {self.entries} (name, last_ms, dispatched, skipped) "
-                f"VALUES {values}{tail}",
-                [v for row in part for v in row],
+                f"INSERT INTO {self.entries} (name, last_ms, dispatched, skipped) {source}{tail}",
+                params,
             )
 
     def entry_counts(self, name: str) -> dict[str, int]:
@@ -437,14 +428,38 @@ def _parts(rows: Sequence[T], size: int) -> Iterable[list[T]]:
         yield list(rows[first : first + size])
 
 
-def _pairs(vendor: str, fences: Sequence[Fence]) -> tuple[str, list[Any]]:
-    """A condition matching any of ``fences`` by (entry, slot), and its parameters:
-    row values where the planner uses the unique index with them, ORs on MariaDB."""
-    params = [v for fence in fences for v in fence]
+def _rows(vendor: str, rows: Sequence[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+    """A row source for ``rows`` and its parameters: on PostgreSQL one array per column
+    (``unnest``), so that the statement's text is the same whatever the number of rows;
+    elsewhere a ``VALUES`` list."""
+    if vendor == "postgresql":
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        types = ["text" if isinstance(c[0], str) else "bigint" for c in columns]
+        arrays = ", ".join(f"%s::{t}[]" for t in types)
+        return f"SELECT * FROM unnest({arrays})", columns
+    width = len(rows[0])
+    values = ", ".join(["(" + ", ".join(["%s"] * width) + ")"] * len(rows))
+    return f"VALUES {values}", [v for row in rows for v in row]
+
+
+def _among(vendor: str, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+    """A condition matching ``column`` against any of ``values``, and its parameters."""
+    if vendor == "postgresql":
+        return f"{column} = ANY(%s)", [list(values)]
+    return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
+
+
+def _pairs(
+    vendor: str, pairs: Sequence[tuple[Any, Any]], columns: tuple[str, str] = ("entry", "slot_ms")
+) -> tuple[str, list[Any]]:
+    """A condition matching any of ``pairs`` on two columns, and its parameters: row values
+    where the planner uses the unique index with them, ORs on MariaDB."""
+    first, second = columns
     if vendor == "mysql":
-        return " OR ".join(["(entry = %s AND slot_ms = %s)"] * len(fences)), params
-    marks = ", ".join(["(%s, %s)"] * len(fences))
-    return f"(entry, slot_ms) IN (VALUES {marks})", params
+        params = [v for pair in pairs for v in pair]
+        return " OR ".join([f"({first} = %s AND {second} = %s)"] * len(pairs)), params
+    source, params = _rows(vendor, pairs)
+    return f"({first}, {second}) IN ({source})", params
 
 
 def _deadlock(exc: BaseException) -> bool:
