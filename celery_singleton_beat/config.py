@@ -32,6 +32,8 @@ class Config:
     mode: str = defaults.MODE
     store: str = defaults.STORE
     """Where replicas share the schedule: 'redis', 'database' or a dotted path."""
+    database: str = defaults.DATABASE
+    """The Django database alias of the 'database' store."""
     lease_ttl: float = defaults.LEASE_TTL
     claim_ttl: float = defaults.CLAIM_TTL
     publish_timeout: float = defaults.PUBLISH_TIMEOUT
@@ -88,6 +90,8 @@ class Config:
         if not isinstance(self.key_prefix, str) or not self.key_prefix:
             _refuse("key_prefix", self.key_prefix, "a non-empty string such as 'singleton-beat:'")
         validate.port("singleton_beat_health_port", self.health_port)
+        if not isinstance(self.database, str) or not self.database:
+            _refuse("database", self.database, "a Django database alias such as 'default'")
         if self.store not in tuple(StoreKind):
             from celery_singleton_beat.stores import store_factory  # noqa: PLC0415  (a cycle)
 

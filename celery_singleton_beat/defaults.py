@@ -13,6 +13,8 @@ from celery_singleton_beat.schema import DEFAULT_PREFIX, Mode, StoreKind
 KEY_PREFIX: Final = DEFAULT_PREFIX
 MODE: Final = Mode.ACTIVE.value
 STORE: Final = StoreKind.REDIS.value
+DATABASE: Final = "default"
+"""The Django database alias of the database slot store."""
 LEASE_TTL: Final = 10.0
 CLAIM_TTL: Final = 3.0
 PUBLISH_TIMEOUT: Final = 10.0

@@ -77,7 +77,7 @@ class DatabaseSlotStore(SlotStore):
     @classmethod
     def from_config(cls, app: Any, config: Any) -> DatabaseSlotStore:
         """The store on the alias of ``singleton_beat_database`` (default ``"default"``)."""
-        using = app.conf.get("singleton_beat_database") or "default"
+        using = config.database
         if using not in connections.settings:
             raise ConfigurationError(
                 "singleton_beat_database", using, "an alias of settings.DATABASES"

@@ -73,6 +73,7 @@ def test_defaults_are_the_documented_ones() -> None:
         "singleton_beat_redis_urls": URLS,
         "singleton_beat_mode": "active",
         "singleton_beat_store": "redis",
+        "singleton_beat_database": "default",
         "singleton_beat_lease_ttl": 10.0,
         "singleton_beat_claim_ttl": 3.0,
         "singleton_beat_publish_timeout": 10.0,
