@@ -155,11 +155,11 @@ def master_replica_tick(masters: list[RedisServer], replica: str) -> float:
 
 
 def test_leader_mode_fails_over_within_the_lease_ttl_and_a_paused_leader_steps_down(
-    three_masters: list[RedisServer], tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
     settings = {**FAST, "singleton_beat_mode": "leader"}
     lease_ttl = settings["singleton_beat_lease_ttl"]
-    with beat_cluster(tmp_path, three_masters, {"one": {"every": 1}}, **settings) as cluster:
+    with beat_cluster(tmp_path, store, {"one": {"every": 1}}, **settings) as cluster:
         start_cluster(cluster, "r1", "r2", "r3")
         start = time.time()
         leader = cluster.replica_of(cluster.executions()[-1]["replica"])
