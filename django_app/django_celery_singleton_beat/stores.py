@@ -216,14 +216,24 @@ class DatabaseSlotStore(SlotStore):
     ) -> list[Claim]:  # fmt: skip
         now = self._now(cursor, vendor)
         keep = now + int(retention * 1000)
-        self._insert_ignore(
-            cursor, vendor, self.fences, "entry, slot_ms, token, expires_ms, outcome, "
-            "kept_until_ms", [(e, s, "", 0, "", keep) for e, s in sorted(set(fences))],
-        )  # fmt: skip
-        lock = "" if vendor == "sqlite" else " FOR UPDATE SKIP LOCKED"
-        rows = self._fence_rows(cursor, vendor, fences, lock=lock)
-        lasts = self._lasts(cursor, vendor, (e for e, _s in fences))
+        expires_ms = now + max(1, int(ttl * 1000))
+        wanted = sorted(set(fences))
         statuses: dict[Fence, tuple[ClaimStatus, bool]] = {}
+        if vendor == "postgresql":
+            # the usual case, a slot nobody claimed yet, is settled by the insert alone
+            fresh = self._insert_returning(
+                cursor, [(e, s, token, expires_ms, "", keep) for e, s in wanted]
+            )
+            statuses.update((f, (ClaimStatus.CLAIMED, False)) for f in fresh)
+            wanted = [f for f in wanted if f not in fresh]
+        else:
+            self._insert_ignore(
+                cursor, vendor, self.fences, "entry, slot_ms, token, expires_ms, outcome, "
+                "kept_until_ms", [(e, s, "", 0, "", keep) for e, s in wanted],
+            )  # fmt: skip
+        lock = "" if vendor == "sqlite" else " FOR UPDATE SKIP LOCKED"
+        rows = self._fence_rows(cursor, vendor, wanted, lock=lock) if wanted else {}
+        lasts = self._lasts(cursor, vendor, (e for e, _s in fences))
         claimed: list[int] = []
         for fence, row in rows.items():
             holder, outcome = _live(row, now)
@@ -234,7 +244,6 @@ class DatabaseSlotStore(SlotStore):
             else:
                 statuses[fence] = (ClaimStatus.CLAIMED, bool(holder) and holder != token)
                 claimed.append(row[0])
-        expires_ms = now + max(1, int(ttl * 1000))
         self._update_ids(
             cursor, vendor, "token = %s, expires_ms = %s, outcome = '', kept_until_ms = %s",
             [token, expires_ms, keep], claimed,
@@ -301,10 +310,43 @@ class DatabaseSlotStore(SlotStore):
             logger.warning("singleton beat: could not mark %d slot(s) done: %s", len(outcomes), exc)
             return [False] * len(outcomes)
 
+    def _insert_returning(self, cursor: Any, rows: list[tuple[Any, ...]]) -> set[Fence]:
+        """PostgreSQL: insert fence rows where absent; the (entry, slot) of those inserted."""
+        inserted: set[Fence] = set()
+        for part in _parts(rows, ROWS["postgresql"]):
+            source, params = _rows("postgresql", part)
+            cursor.execute(
+                f"INSERT INTO {self.fences} (entry, slot_ms, token, expires_ms, outcome, "
+                f"kept_until_ms) {source} ON CONFLICT DO NOTHING RETURNING entry, slot_ms",
+                params,
+            )
+            inserted.update((str(e), int(s)) for e, s in cursor.fetchall())
+        return inserted
+
+    def _mark_done(
+        self, cursor: Any, decided: dict[Fence, str], token: str, now: int, keep: int
+    ) -> set[Fence]:
+        """PostgreSQL: mark done, in one statement, the fences still ours (or unclaimed, or
+        past their retention); then those absent. The (entry, slot) of those marked."""
+        rows = [(e, s, outcome) for (e, s), outcome in sorted(decided.items())]
+        source, params = _rows("postgresql", rows)
+        cursor.execute(
+            f"UPDATE {self.fences} AS f SET token = '', expires_ms = 0, outcome = v.outcome, "
+            f"kept_until_ms = %s FROM ({source}) AS v(entry, slot_ms, outcome) "
+            f"WHERE f.entry = v.entry AND f.slot_ms = v.slot_ms AND (f.kept_until_ms <= %s "
+            f"OR (f.outcome = '' AND f.token IN ('', %s))) RETURNING f.entry, f.slot_ms",
+            [keep, *params, now, token],
+        )
+        marked = {(str(e), int(s)) for e, s in cursor.fetchall()}
+        absent = [(e, s, "", 0, o, keep) for e, s, o in rows if (e, s) not in marked]
+        return marked | (self._insert_returning(cursor, absent) if absent else set())
+
     def _finish(
         self, cursor: Any, vendor: str, outcomes: list[SlotOutcome], token: str, retention: float
     ) -> list[bool]:
         now = self._now(cursor, vendor)
+        if vendor == "postgresql":
+            return self._finish_marked(cursor, vendor, outcomes, token, now, retention)
         keep = now + int(retention * 1000)
         fences = [(o.entry, o.slot) for o in outcomes]
         self._insert_ignore(
@@ -333,6 +375,29 @@ class DatabaseSlotStore(SlotStore):
                 cursor, vendor, "token = '', expires_ms = 0, outcome = %s, kept_until_ms = %s",
                 [decided, keep], ids,
             )  # fmt: skip
+        self._advance(cursor, vendor, progress)
+        return done
+
+    def _finish_marked(  # noqa: PLR0917  (the parts of one transaction)
+        self, cursor: Any, vendor: str, outcomes: list[SlotOutcome], token: str, now: int,
+        retention: float,
+    ) -> list[bool]:  # fmt: skip
+        """PostgreSQL: :meth:`finish` in two statements (three when a fence is absent)."""
+        decided: dict[Fence, str] = {}
+        for o in outcomes:
+            decided.setdefault((o.entry, o.slot), str(o.outcome))
+        marked = self._mark_done(cursor, decided, token, now, now + int(retention * 1000))
+        done: list[bool] = []
+        progress: dict[str, list[int]] = {}
+        for outcome in outcomes:
+            fence = (outcome.entry, outcome.slot)
+            ours = fence in marked
+            marked.discard(fence)  # a fence given twice is marked once
+            done.append(ours)
+            if ours:
+                last, sent, skipped = progress.setdefault(outcome.entry, [outcome.slot, 0, 0])
+                progress[outcome.entry] = [max(last, outcome.slot), sent + outcome.sent,
+                                           skipped + outcome.skipped]  # fmt: skip
         self._advance(cursor, vendor, progress)
         return done
 
