@@ -5,6 +5,7 @@ from celery_singleton_beat.errors import (
     LockError,
     QuorumUnavailable,
     SingletonBeatError,
+    StoreUnavailable,
 )
 from celery_singleton_beat.scheduler import Scheduler
 from celery_singleton_beat.task import SingletonTask, SlotAwareTask
@@ -19,5 +20,6 @@ __all__ = [
     "SingletonBeatError",
     "SingletonTask",
     "SlotAwareTask",
+    "StoreUnavailable",
     "__version__",
 ]
