@@ -5,19 +5,24 @@ schedule through four tables (entries, anchors, slot fences, heartbeats), and ex
 measured on the database's clock, so replicas with skewed clocks agree.
 
 Every operation is one short transaction with a fixed number of statements whatever the
-number of slots (up to a few hundred rows per statement), so a chunk of 500 due slots
-costs the same handful of round trips as one slot.
+number of slots, so a chunk of 500 due slots costs the same handful of round trips as
+one slot.
 
-A claim, in one transaction::
+A claim, in one transaction (on PostgreSQL each column travels as one array, and the
+first statement already claims every slot nobody had claimed, so the next two only see
+the rest)::
 
-    INSERT … (entry, slot, no token) … ON CONFLICT DO NOTHING   -- every fence exists
+    INSERT … (entry, slot, token) … ON CONFLICT DO NOTHING      -- every fence exists
     SELECT … WHERE (entry, slot) IN (…) FOR UPDATE SKIP LOCKED   -- ours to decide
     UPDATE … SET token, expiry WHERE id IN (…)                   -- the ones we claim
 
 A fence another replica is deciding at that very moment is skipped, not waited for, and
-reported HELD: no replica ever queues behind another. PostgreSQL and MariaDB/MySQL take
-row locks; SQLite, which has none, starts each transaction with a write, so that
-transactions run one at a time (one host only: SQLite on a network share is not safe).
+reported HELD: no replica ever queues behind another. Finishing marks a fence done only
+where the claim is still ours (on PostgreSQL one ``UPDATE … FROM unnest(…) RETURNING``).
+
+PostgreSQL and MariaDB/MySQL take row locks; SQLite, which has none, starts each
+transaction with a write, so that transactions run one at a time (one host only: SQLite
+on a network share is not safe).
 """
 
 from __future__ import annotations
@@ -106,6 +111,12 @@ class DatabaseSlotStore(SlotStore):
         deadlock; StoreUnavailable when the database does not answer."""
         vendor = self._vendor()
         connection = connections[self.using]
+        if connection.in_atomic_block:
+            raise StoreUnavailable(
+                self.name, what, f"called inside a transaction on alias {self.using!r}, where "
+                f"its claims would stay invisible until that transaction commits; give the "
+                f"store an alias of its own (singleton_beat_database)",
+            )  # fmt: skip
         for attempt in range(TRIES):
             try:
                 with transaction.atomic(using=self.using), connection.cursor() as cursor:

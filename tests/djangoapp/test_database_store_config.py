@@ -29,3 +29,17 @@ def test_an_unknown_database_alias_is_refused_naming_the_setting() -> None:
         match=r"singleton_beat_database = 'nope' is not valid: an alias of settings.DATABASES",
     ):
         Runtime.of(app_with(singleton_beat_database="nope")).store  # noqa: B018
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_store_refuses_to_run_inside_a_transaction_on_its_own_alias() -> None:
+    from django.db import transaction
+
+    from celery_singleton_beat.errors import StoreUnavailable
+
+    store = DatabaseSlotStore("default")
+    with (
+        transaction.atomic(using="default"),
+        pytest.raises(StoreUnavailable, match=r"called inside a transaction on alias 'default'"),
+    ):
+        store.init([("e", None)], now=1_000)
