@@ -73,6 +73,16 @@ BACKLOG = 64
 OVERLAPPED = "skipped_overlap"
 
 
+@dataclasses.dataclass(frozen=True)
+class _Pass:
+    """One entry in one pass of the loop: its newest due slot, how many older slots were
+    left out of the claim (counted by number), and the oldest slot claimed one by one."""
+
+    newest: int | None
+    left_out: int
+    oldest: int
+
+
 @dataclasses.dataclass
 class _Batch:
     """One claimed chunk: what to publish, to mark done, to give back and to look at again."""
@@ -132,7 +142,6 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self.source = load_source(app, self.config.schedule_source)
         self._watcher = SourceWatcher(self.source)
         self._wakeups: list[tuple[int, str]] = []
-        self._context: dict[str, tuple[int | None, int, int]] = {}
         self._broker_cold = True
         self._initialized = False
         self._ready: bool | None = None
@@ -385,6 +394,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
 
     def _dispatch(self, due: list[Plan], now: int) -> None:
         work: list[tuple[Plan, int]] = []
+        passes: dict[str, _Pass] = {}
         for plan in due:
             slots, left_out = plan.due(now, BACKLOG)
             if not slots:
@@ -392,15 +402,14 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 continue
             fresh = [s for s in slots if s not in plan.held]
             oldest = fresh[0] if fresh else slots[0]
-            self._context[plan.name] = (plan.newest_due(now), left_out, oldest)
+            passes[plan.name] = _Pass(plan.newest_due(now), left_out, oldest)
             work.extend((plan, slot) for slot in slots)
-        try:
-            for first in range(0, len(work), CLAIM_CHUNK):
-                self._dispatch_chunk(work[first : first + CLAIM_CHUNK], now)
-        finally:
-            self._context.clear()
+        for first in range(0, len(work), CLAIM_CHUNK):
+            self._dispatch_chunk(work[first : first + CLAIM_CHUNK], passes, now)
 
-    def _dispatch_chunk(self, work: list[tuple[Plan, int]], now: int) -> None:
+    def _dispatch_chunk(
+        self, work: list[tuple[Plan, int]], passes: dict[str, _Pass], now: int
+    ) -> None:
         """Claim a chunk of slots in one round trip, publish ours, finish them in one more.
 
         While the chunk is being published a keeper thread extends its claims, so that a
@@ -421,14 +430,16 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             raise QuorumUnavailable("slots", self.masters.quorum, len(self.masters.nodes), errors)
         batch = _Batch(token)
         for (plan, slot), claim in zip(work, claims, strict=True):
-            self._sort(batch, plan, slot, claim, now)
+            self._sort(batch, plan, slot, claim, this=passes[plan.name], now=now)
         self._hold_overlaps(batch, now)
         abort = functools.partial(broker.cut, self.producer)
         with ClaimKeeper(self.store, token, config, batch.to_publish(), abort) as keeper:
             self._publish_batch_of(batch, keeper)
         self._finish(batch)
 
-    def _sort(self, batch: _Batch, plan: Plan, slot: int, claim: Claim, now: int) -> None:
+    def _sort(
+        self, batch: _Batch, plan: Plan, slot: int, claim: Claim, *, this: _Pass, now: int
+    ) -> None:
         """File one claimed (or not) slot of the chunk under what happens to it next."""
         batch.plans[plan.name] = plan
         batch.all_slots.append((plan, slot))
@@ -439,11 +450,12 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             plan.held.add(slot)
             batch.retry[plan.name] = random.randint(50, 250)
             return
-        newest, left_out, oldest = self._context.get(plan.name, (None, 0, slot))
-        view = SlotView(slot, newest=slot == newest, resumed=claim.taken_over or slot in plan.held)
+        view = SlotView(
+            slot, newest=slot == this.newest, resumed=claim.taken_over or slot in plan.held
+        )
         plan.held.discard(slot)
         verdict = decide(view, claim.last, now, plan.policy.misfire, plan.policy.misfire_grace)
-        counted = left_out if slot == oldest and not view.resumed else 0
+        counted = this.left_out if slot == this.oldest and not view.resumed else 0
         if verdict is Verdict.FIRE and not self._may_publish():
             batch.giveback.append((plan, slot))
         elif verdict is Verdict.FIRE:
