@@ -6,9 +6,12 @@ times how long it takes until every one of those slots is published to a real Re
 broker. It counts Redis round trips per dispatched slot (ours: one round trip reaches
 all masters at once) and the cost of a tick when nothing is due, with 10 and with 10,000
 entries. Ours runs with one replica and with three (three processes racing for the same
-slots); RedBeat runs one (its design: one lock holder dispatches).
+slots); RedBeat runs one (its design: one lock holder dispatches). With --postgres, ours
+also runs on the database slot store (a database of the script's own on that server,
+dropped at the end), with one replica and with three; its trips are SQL statements.
 
     python bench/scheduler.py [--entries 10000] [--broker amqp://guest:guest@127.0.0.1:5672//]
+                              [--postgres postgresql://postgres@127.0.0.1:5432]
 
 Without --broker a redis-server started by the script is the broker. With --broker, the
 messages go to a queue of the script's own, deleted at the end.
@@ -30,8 +33,11 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -40,6 +46,7 @@ from kombu import Queue
 
 from celery_singleton_beat import scheduler as ours
 from celery_singleton_beat.locks.nodes import Masters
+from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.slots import slot_task_id
 from celery_singleton_beat.testing import redis_servers
 
@@ -82,7 +89,82 @@ class RoundTrips:
         Masters.scatter = counted  # type: ignore[method-assign]
 
 
-def our_app(broker: str, masters: list[str], entries: int, prefix: str) -> Celery:
+class Statements:
+    """Counts SQL statements on the database store's connection (its round trips)."""
+
+    def __init__(self) -> None:
+        from django.db import connections
+
+        self.count = 0
+        connections["default"].execute_wrappers.append(self)
+
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        self.count += 1
+        return execute(sql, params, many, context)
+
+
+def django_setup(database: dict[str, Any]) -> None:
+    """Django on the benchmark's database, for the database slot store (once a process)."""
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            DATABASES={"default": database},
+            INSTALLED_APPS=["django_celery_singleton_beat"],
+            USE_TZ=True,
+            SINGLETON_BEAT_RECORD=False,
+        )
+        django.setup()
+
+
+@contextmanager
+def bench_database(url: str) -> Iterator[dict[str, Any]]:
+    """A PostgreSQL database of the script's own, migrated, dropped at the end."""
+    import psycopg
+    from django.core.management import call_command
+    from django.db import connections
+
+    parts = urlsplit(url)
+    name = f"csb_bench_{os.getpid()}"
+    server = {"user": parts.username or "postgres", "host": parts.hostname or "127.0.0.1",
+              "port": parts.port or 5432, "password": parts.password or ""}  # fmt: skip
+    with psycopg.connect(dbname="postgres", autocommit=True, **server) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    database = {
+        "ENGINE": "django.db.backends.postgresql", "NAME": name, "USER": server["user"],
+        "PASSWORD": server["password"], "HOST": server["host"], "PORT": str(server["port"]),
+    }  # fmt: skip
+    try:
+        django_setup(database)
+        call_command("migrate", verbosity=0)
+        connections.close_all()
+        yield database
+    finally:
+        connections.close_all()
+        with psycopg.connect(dbname="postgres", autocommit=True, **server) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def empty_store() -> None:
+    """Forget a previous run's slots (the database store has no key prefix)."""
+    from django.db import connections
+
+    from django_celery_singleton_beat.models import (
+        ReplicaHeartbeat,
+        SlotAnchor,
+        SlotEntry,
+        SlotFence,
+    )  # fmt: skip
+
+    for model in (ReplicaHeartbeat, SlotAnchor, SlotEntry, SlotFence):
+        model.objects.all().delete()
+    connections.close_all()
+
+
+def our_app(
+    broker: str, masters: list[str], entries: int, prefix: str, database: Any = None
+) -> Celery:
     app = Celery("bench", broker=broker)
     app.conf.update(
         task_default_queue=QUEUE,
@@ -91,6 +173,9 @@ def our_app(broker: str, masters: list[str], entries: int, prefix: str) -> Celer
         singleton_beat_claim_ttl=10.0,
         beat_schedule=beat_schedule(entries),
     )
+    if database is not None:
+        django_setup(database)
+        app.conf.update(singleton_beat_store="database", singleton_beat_redis_urls=None)
     return app
 
 
@@ -101,6 +186,7 @@ def run_ours(  # noqa: PLR0917  (called positionally through Pool.starmap)
     prefix: str,
     start_at: float,
     publish: bool = True,
+    database: dict[str, Any] | None = None,
 ) -> tuple[int, float, int]:
     """Register, then at ``start_at`` jump 61 s ahead and dispatch every due slot.
 
@@ -109,14 +195,15 @@ def run_ours(  # noqa: PLR0917  (called positionally through Pool.starmap)
     """
     logging.disable(logging.WARNING)  # one "missed slots" line per entry is not the point
     offset = 0.0
-    ours.wall_clock = lambda: time.time() + offset
-    sched = ours.Scheduler(app=our_app(broker, masters, entries, prefix))
+    app = our_app(broker, masters, entries, prefix, database)
+    Runtime.of(app).clock = lambda: time.time() + offset
+    sched = ours.Scheduler(app=app)
     if not publish:
         sched._publish = lambda plan, slot: slot_task_id(plan.name, slot)
     sched.tick()  # registers every entry and its anchor
     sched.producer  # connect to the broker before the clock starts  # noqa: B018
     burst = int((start_at + 61) * 1000)
-    trips = RoundTrips()
+    trips: RoundTrips | Statements = RoundTrips() if database is None else Statements()
     published = 0
 
     def count(event: Any) -> None:
@@ -149,8 +236,9 @@ def send_task_ceiling(broker: str, count: int) -> float:
 def idle_tick_us(broker: str, masters: list[str], entries: int, prefix: str) -> float:
     """Microseconds per tick when nothing is due (median of 2,000)."""
     now = time.time()
-    ours.wall_clock = lambda: now
-    sched = ours.Scheduler(app=our_app(broker, masters, entries, prefix))
+    app = our_app(broker, masters, entries, prefix)
+    Runtime.of(app).clock = lambda: now
+    sched = ours.Scheduler(app=app)
     sched.tick()
     samples = []
     for _ in range(2000):
@@ -219,11 +307,28 @@ def capped_redbeat(
     return published, elapsed, trips, idle
 
 
+def database_rows(broker: str, n: int, lead: float, url: str) -> list[tuple[Any, ...]]:
+    """Ours on the PostgreSQL slot store: one replica, then three."""
+    rows: list[tuple[Any, ...]] = []
+    with bench_database(url) as database:
+        one = run_ours(broker, [], n, "db:", time.time() + lead, True, database)
+        rows.append(("ours, PostgreSQL", 1, one[0], one[1], one[2] / max(one[0], 1), (0, 0)))
+        empty_store()
+        start_at = time.time() + 5 + lead
+        with multiprocessing.get_context("spawn").Pool(3) as pool:
+            three = pool.starmap(run_ours, [(broker, [], n, "db:", start_at, True, database)] * 3)
+        total, seconds = sum(r[0] for r in three), max(r[1] for r in three)
+        trips = sum(r[2] for r in three)
+        rows.append(("ours, PostgreSQL", 3, total, seconds, trips / max(total, 1), (0, 0)))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=10_000)
     parser.add_argument("--broker", help="broker URL (default: a local redis-server)")
     parser.add_argument("--redbeat-cap", type=float, default=60.0, help="seconds")
+    parser.add_argument("--postgres", help="PostgreSQL server URL: also run the database store")
     args = parser.parse_args()
     n = args.entries
     rows = []
@@ -245,6 +350,7 @@ def main() -> None:
         ]
         red = capped_redbeat(broker, servers[0].url, n, args.redbeat_cap)
         red_idle_small = capped_redbeat(broker, servers[0].url, 10, args.redbeat_cap)[3]
+        on_database = database_rows(broker, n, lead, args.postgres) if args.postgres else []
         if args.broker:
             delete_queue(broker)
     total = sum(r[0] for r in three)
@@ -259,6 +365,7 @@ def main() -> None:
     rows.append(
         ("RedBeat, 1 node", 1, red[0], red[1], red[2] / max(red[0], 1), [red_idle_small, red[3]])
     )
+    rows += on_database
     kind = args.broker.split(":")[0] if args.broker else "redis"
     print(f"{n} entries (intervals 1-60 s), all due at once, published to a {kind} broker")
     print(f"{'scheduler':<18} {'replicas':>8} {'slots':>6} {'seconds':>8} {'slots/s':>8} "

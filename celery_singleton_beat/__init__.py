@@ -15,6 +15,7 @@ if TYPE_CHECKING:
         LockError,
         QuorumUnavailable,
         SingletonBeatError,
+        StoreUnavailable,
     )
     from celery_singleton_beat.scheduler import Scheduler
     from celery_singleton_beat.task import SingletonTask, SlotAwareTask
@@ -26,6 +27,7 @@ _EXPORTS = {
     "LockError": "celery_singleton_beat.errors",
     "QuorumUnavailable": "celery_singleton_beat.errors",
     "SingletonBeatError": "celery_singleton_beat.errors",
+    "StoreUnavailable": "celery_singleton_beat.errors",
     "Scheduler": "celery_singleton_beat.scheduler",
     "SingletonTask": "celery_singleton_beat.task",
     "SlotAwareTask": "celery_singleton_beat.task",
@@ -39,6 +41,7 @@ __all__ = [
     "SingletonBeatError",
     "SingletonTask",
     "SlotAwareTask",
+    "StoreUnavailable",
     "__version__",
 ]
 

@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -23,9 +24,11 @@ from celery.schedules import crontab
 from celery_singleton_beat import overview
 from celery_singleton_beat.config import Config, TaskConfig
 from celery_singleton_beat.entries import Plan
-from celery_singleton_beat.errors import ConfigurationError, LockError
+from celery_singleton_beat.errors import ConfigurationError, LockError, StoreUnavailable
 from celery_singleton_beat.lock_stores import LockStore, lock_stores
+from celery_singleton_beat.schema import LOCK_KINDS, StoreKind
 from celery_singleton_beat.slots import slot_label
+from celery_singleton_beat.stores import make_store
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +54,13 @@ def singleton_beat() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Replicas, masters and entries. Exit 0 healthy, 1 degraded, 2 no quorum."""
+    """Replicas, masters (or the database store) and entries. Exit 0 healthy, 1 degraded,
+    2 no quorum (the store does not answer)."""
     app, config = _config(ctx)
+    if config.store != StoreKind.REDIS:
+        data, code = _store_status(app, config)
+        _emit(data, as_json, _status_text(data))
+        ctx.exit(code)
     found = overview.masters(config)
     states = [s for s, _ in found]
     clients = [c for s, c in found if s.reachable]
@@ -67,13 +75,48 @@ def status(ctx: click.Context, as_json: bool) -> None:
         "problems": problems,
         "masters": [vars(s) for s in states],
         "replicas": live,
-        "entries": _entries(app, config, clients),
+        "entries": _entries(app, config, lambda n: overview.entry_counts(config, clients, n)),
     }
     _emit(data, as_json, _status_text(data))
     ctx.exit(code)
 
 
-def _entries(app: Any, config: Config, clients: list[Any]) -> list[dict[str, Any]]:
+def _store_status(app: Any, config: Config) -> tuple[dict[str, Any], int]:
+    """``status`` on a slot store other than Redis masters (the database): its replicas
+    and entry counts, read through the store."""
+    overview.load_task_modules(app)  # with Django, this starts Django (the store's models)
+    problems: list[str] = []
+    code = overview.HEALTHY
+    try:
+        store = make_store(app, config)
+    except (ConfigurationError, ImportError) as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        live = store.replicas()
+        entries = _entries(app, config, store.entry_counts)
+        if not live:
+            problems.append("no live beat replica: nothing is being scheduled")
+            code = overview.DEGRADED
+    except StoreUnavailable as exc:
+        live, entries = [], _entries(app, config, lambda _name: {})
+        problems.append(str(exc))
+        code = overview.NO_QUORUM
+    finally:
+        store.close()
+    data = {
+        "health": ["healthy", "degraded", "no quorum"][code],
+        "problems": problems,
+        "store": store.describe(),
+        "masters": [],
+        "replicas": live,
+        "entries": entries,
+    }
+    return data, code
+
+
+def _entries(
+    app: Any, config: Config, counts_of: Callable[[str], dict[str, int]]
+) -> list[dict[str, Any]]:
     rows = []
     now = int(time.time() * 1000)
     beat = app.conf.beat_schedule or {}
@@ -84,7 +127,7 @@ def _entries(app: Any, config: Config, clients: list[Any]) -> list[dict[str, Any
         except (ConfigurationError, TypeError, ValueError) as exc:
             rows.append({"name": name, "error": str(exc)})
             continue
-        counts = overview.entry_counts(config, clients, name)
+        counts = counts_of(name)
         last = counts.get("last")
         handled = counts.get("dispatched", 0) + counts.get("skipped", 0)
         following = plan.slots.next_after(max(last or 0, now))
@@ -105,13 +148,16 @@ def _entries(app: Any, config: Config, clients: list[Any]) -> list[dict[str, Any
 def _status_text(data: dict[str, Any]) -> str:
     lines = [f"cluster: {data['health']}"]
     lines += [f"  problem: {p}" for p in data["problems"]]
-    lines += ["", "masters:"]
+    if "store" in data:
+        lines += ["", f"store: {data['store']}"]
+    else:
+        lines += ["", "masters:"]
     for m in data["masters"]:
         detail = f"{m['latency_ms']} ms, Redis {m['version']}" if m["reachable"] else m["error"]
         lines.append(f"  {m['name']:<22} {'up' if m['reachable'] else 'DOWN':<5} {detail}")
     lines += ["", f"replicas ({len(data['replicas'])}):"]
     for r in data["replicas"]:
-        seen = "?" if r["seen_ago"] is None else f"{r['seen_ago']:.1f}s"
+        seen = "?" if r.get("seen_ago") is None else f"{r['seen_ago']:.1f}s"
         lines.append(
             f"  {r['host']}:{r['pid']:<8} {r['mode']:<7} {r['role']:<8} heartbeat {seen} ago"
         )
@@ -135,7 +181,7 @@ def _status_text(data: dict[str, Any]) -> str:
     "--kind",
     "kinds",
     multiple=True,
-    type=click.Choice(sorted(overview.LOCK_KINDS)),
+    type=click.Choice(sorted(LOCK_KINDS)),
     help="Only locks of this kind (repeatable).",
 )
 @click.option(
@@ -158,9 +204,9 @@ def locks(ctx: click.Context, as_json: bool, kinds: tuple[str, ...], limit: int)
             click.echo(f"{store.name}: {exc}", err=True)
             failed = True
     if kinds:
-        wanted = {overview.LOCK_KINDS[k] for k in kinds}
+        wanted = {LOCK_KINDS[k] for k in kinds}
         held = [lock for lock in held if lock["kind"] in wanted]
-    order = list(overview.LOCK_KINDS.values())
+    order = list(LOCK_KINDS.values())
     held.sort(key=lambda lock: (order.index(lock["kind"]), lock["key"], lock["store"]))
     _emit(held, as_json, _locks_table(held, limit) if held else "no locks held")
     if failed:

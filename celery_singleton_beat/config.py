@@ -15,13 +15,15 @@ import re
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from celery_singleton_beat import defaults, validate
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks.nodes import parse_masters
+from celery_singleton_beat.schema import Mode, StoreKind
 from celery_singleton_beat.urls import safe_url, safe_value
 
 logger = logging.getLogger(__name__)
 
-MODES = ("active", "leader")
+MODES = tuple(m.value for m in Mode)
 #: Valid masters standing in for bad ones while :meth:`Config.errors` checks the rest.
 _STAND_IN_URLS = ("redis://127.0.0.1:6379/0",)
 
@@ -31,14 +33,18 @@ class Config:
     """Validated settings; build it with :meth:`from_conf`. Defaults are the documented ones."""
 
     redis_urls: tuple[str, ...]
-    mode: str = "active"
-    lease_ttl: float = 10.0
-    claim_ttl: float = 3.0
-    publish_timeout: float = 10.0
-    fence_retention: float = 86400.0
-    misfire_grace: float = 300.0
-    key_prefix: str = "singleton-beat:"
-    node_timeout: float = 0.05
+    mode: str = defaults.MODE
+    store: str = defaults.STORE
+    """Where replicas share the schedule: 'redis', 'database' or a dotted path."""
+    database: str = defaults.DATABASE
+    """The Django database alias of the 'database' store."""
+    lease_ttl: float = defaults.LEASE_TTL
+    claim_ttl: float = defaults.CLAIM_TTL
+    publish_timeout: float = defaults.PUBLISH_TIMEOUT
+    fence_retention: float = defaults.SLOT_RETENTION
+    misfire_grace: float = defaults.MISFIRE_GRACE
+    key_prefix: str = defaults.KEY_PREFIX
+    node_timeout: float = defaults.NODE_TIMEOUT
     health_port: int | None = None
     health_host: str = "0.0.0.0"
     schedule_source: Any = "beat_schedule"
@@ -48,7 +54,8 @@ class Config:
     def from_conf(cls, conf: Mapping[str, Any]) -> Config:
         """Read and check every ``singleton_beat_*`` setting of a Celery ``app.conf``."""
         try:
-            config = cls(redis_urls=_redis_urls(conf), **cls._values(conf))
+            values = cls._values(conf)
+            config = cls(redis_urls=_urls_for(values["store"], conf), **values)
             config.validate()
         except ConfigurationError as exc:
             raise _as_written(conf, exc) from None
@@ -68,12 +75,12 @@ class Config:
         """Every bad setting at once (:meth:`from_conf` stops at the first): each one found
         is put back to its default and the rest checked again."""
         found: list[ConfigurationError] = []
+        values = cls._values(conf)
         try:
-            urls = _redis_urls(conf)
+            urls = _urls_for(values["store"], conf)
         except ConfigurationError as exc:
             found.append(exc)
             urls = _STAND_IN_URLS
-        values = cls._values(conf)
         defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name in values}
         for _ in range(len(values) + 2):
             try:
@@ -123,11 +130,7 @@ class Config:
                 )
         if not isinstance(self.key_prefix, str) or not self.key_prefix:
             _refuse("key_prefix", self.key_prefix, "a non-empty string such as 'singleton-beat:'")
-        port = self.health_port
-        if port is not None and (
-            isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535
-        ):
-            _refuse("health_port", port, "a TCP port number from 0 to 65535, or None to disable")
+        validate.port("singleton_beat_health_port", self.health_port)
         if not _bindable(self.health_host):
             _refuse(
                 "health_host",
@@ -144,10 +147,26 @@ class Config:
                 "'beat_schedule' (default), 'django_celery_beat', 'runtime', the dotted path "
                 "of a ScheduleSource subclass, or a list of these",
             )
+        if not isinstance(self.database, str) or not self.database:
+            _refuse("database", self.database, "a Django database alias such as 'default'")
+        if self.store not in tuple(StoreKind):
+            from celery_singleton_beat.stores import store_factory  # noqa: PLC0415  (a cycle)
+
+            store_factory(self.store)
+        if self.store != StoreKind.REDIS and not self.redis_urls:
+            return
         try:
             parse_masters(self.redis_urls, self.node_timeout)
         except ConfigurationError as exc:
             raise ConfigurationError("singleton_beat_redis_urls", exc.value, exc.accepted) from None
+
+
+def _urls_for(store: Any, conf: Mapping[str, Any]) -> tuple[str, ...]:
+    """The Redis URLs: required by the Redis store; a store other than Redis may still be
+    given some (none needed)."""
+    if store != StoreKind.REDIS and conf.get("singleton_beat_redis_urls") is None:
+        return ()
+    return _redis_urls(conf)
 
 
 def _redis_urls(conf: Mapping[str, Any]) -> tuple[str, ...]:
@@ -208,8 +227,7 @@ def _as_written(conf: Any, exc: ConfigurationError) -> ConfigurationError:
 
 
 def _positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        _refuse(name, value, "a positive number of seconds")
+    validate.positive_seconds(f"singleton_beat_{name}", value)
 
 
 def _refuse(name: str, value: Any, accepted: str) -> NoReturn:
@@ -229,16 +247,16 @@ class TaskConfig:
     """
 
     redis_urls: tuple[str, ...]
-    key_prefix: str = "singleton-beat:"
-    node_timeout: float = 0.05
-    fence_retention: float = 86400.0
+    key_prefix: str = defaults.KEY_PREFIX
+    node_timeout: float = defaults.NODE_TIMEOUT
+    fence_retention: float = defaults.SLOT_RETENTION
     """How long a slot's "ran" mark is kept (shared with the scheduler's done marks)."""
-    task_fence_retention: float = 30 * 86400.0
+    task_fence_retention: float = defaults.LOCK_FENCE_RETENTION
     """How long a task lock's fencing counter is kept after its last grant: longer than
     the longest gap between two runs of one key, so that fences never restart at 1."""
-    task_ttl: float = 60.0
+    task_ttl: float = defaults.TASK_TTL
     task_on_conflict: str = "skip"
-    task_retry_countdown: float = 5.0
+    task_retry_countdown: float = defaults.TASK_RETRY_COUNTDOWN
     task_on_lock_error: str = "fail_closed"
     task_release_on_retry: bool = True
     task_backend: str | None = None
@@ -335,8 +353,7 @@ def written_name(conf: Any, name: str) -> str:
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     """Refuse ``value`` unless it is one of ``choices``."""
-    if value not in choices:
-        raise ConfigurationError(name, value, "one of " + ", ".join(repr(c) for c in choices))
+    validate.choice(name, value, choices)
 
 
 def _import(path: str) -> Any:

@@ -17,13 +17,15 @@ from __future__ import annotations
 import dataclasses
 import enum
 
+from celery_singleton_beat.schema import Misfire, Outcome
+
 #: A slot handled within this many seconds of its time is on time.
 ON_TIME = 1.0
 
 
 class Verdict(enum.Enum):
-    FIRE = "dispatched"
-    SKIP = "skipped_misfire"
+    FIRE = Outcome.DISPATCHED.value
+    SKIP = Outcome.SKIPPED_MISFIRE.value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +44,6 @@ def decide(view: SlotView, last: int, now: int, misfire: str, grace: float) -> V
     late = (now - view.slot) / 1000
     if late <= ON_TIME:
         return Verdict.FIRE
-    if view.resumed or (view.newest and view.slot > last and misfire == "coalesce"):
+    if view.resumed or (view.newest and view.slot > last and misfire == Misfire.COALESCE):
         return Verdict.FIRE if late <= grace else Verdict.SKIP
     return Verdict.SKIP

@@ -22,18 +22,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from celery.beat import ScheduleEntry
 
 from celery_singleton_beat.errors import ConfigurationError
+from celery_singleton_beat.schema import Misfire, Overlap
 from celery_singleton_beat.slots import IntervalSlots, Slots, schedule_tz, slots_for
 
 OPTION = "singleton_beat"
-MISFIRE_POLICIES = ("coalesce", "skip")
-OVERLAP_POLICIES = ("allow", "skip", "buffer_one")
+MISFIRE_POLICIES = tuple(m.value for m in Misfire)
+OVERLAP_POLICIES = tuple(o.value for o in Overlap)
 
 
 @dataclasses.dataclass(frozen=True)
 class EntryPolicy:
     """What an entry asks for: how to treat missed slots, and in which timezone."""
 
-    misfire: str = "coalesce"
+    misfire: str = Misfire.COALESCE.value
     misfire_grace: float = 300.0
     timezone: str | None = None
     paused: bool = False

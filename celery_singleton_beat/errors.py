@@ -31,7 +31,23 @@ class LockError(SingletonBeatError):
     """A lock operation could not be carried out."""
 
 
-class QuorumUnavailable(LockError):
+class StoreUnavailable(LockError):
+    """The slot store (a majority of Redis masters, or the database) did not answer.
+
+    Beat publishes nothing while it lasts, reports not ready, and retries by itself.
+    """
+
+    def __init__(self, store: str, what: str, detail: str) -> None:
+        self.store = store
+        self.what = what
+        self.detail = detail
+        super().__init__(
+            f"{store} could not {what}: {detail}. Beat publishes nothing until it answers "
+            f"again; check that it is running and reachable from this host."
+        )
+
+
+class QuorumUnavailable(StoreUnavailable):
     """Fewer than a majority of the lock's Redis masters answered.
 
     ``errors`` maps each unreachable node (``host:port``) to the error it gave. Nothing
@@ -44,10 +60,12 @@ class QuorumUnavailable(LockError):
         self.total = total
         self.errors = dict(errors)
         detail = "; ".join(f"{node}: {error}" for node, error in self.errors.items())
-        super().__init__(
+        self.store, self.what, self.detail = "Redis masters", key, detail
+        LockError.__init__(
+            self,
             f"lock {key!r}: only {total - len(self.errors)} of {total} Redis masters "
             f"answered, {needed} are needed for a majority ({detail}). Check that the "
-            f"masters are running and reachable from this host."
+            f"masters are running and reachable from this host.",
         )
 
     @property

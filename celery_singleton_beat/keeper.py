@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from celery_singleton_beat.config import Config
-    from celery_singleton_beat.state import SlotStore
+    from celery_singleton_beat.stores.base import SlotStore
 
 logger = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from celery_singleton_beat import overview
 from celery_singleton_beat.config import Config, TaskConfig
 from celery_singleton_beat.errors import ConfigurationError, LockError
 from celery_singleton_beat.locks.base import Lease, LockBackend
+from celery_singleton_beat.schema import lock_kind
 
 
 class LockStore:
@@ -70,7 +71,7 @@ class BackendStore(LockStore):
         return [
             {
                 "key": row.key,
-                "kind": overview.lock_kind(row.key),
+                "kind": lock_kind(row.key),
                 "holder": row.token.partition("@")[2] or "?",
                 "token": row.token,
                 "remaining": row.remaining,
@@ -106,9 +107,9 @@ def lock_stores(app: Any) -> list[LockStore]:
     task = TaskConfig.from_conf(app.conf)
     if task.task_backend is not None:
         overview.load_task_modules(app)  # a Django backend needs Django set up
-        from celery_singleton_beat.task import _make_backend  # noqa: PLC0415  (layer 3)
+        from celery_singleton_beat.runtime import Runtime  # noqa: PLC0415  (layer 3)
 
-        stores.append(BackendStore(_make_backend(task.backend_factory(), app)))
+        stores.append(BackendStore(Runtime.of(app).task_locks()[1]))
     elif beat is None or set(task.redis_urls) != set(beat.redis_urls):
         stores.append(MastersStore("task masters", task))
     return stores

@@ -21,6 +21,7 @@ from prometheus_client import (
 )
 
 from celery_singleton_beat import events
+from celery_singleton_beat.schema import SkipReason
 
 PREFIX = "celery_singleton_beat"
 
@@ -69,7 +70,7 @@ class Metrics:
             self.dispatched.labels(event.entry).inc()
         elif isinstance(event, events.SlotSkipped):
             self.skipped.labels(event.entry, event.reason).inc(event.count)
-        elif isinstance(event, events.RunSkipped) and event.reason == "skipped_duplicate":
+        elif isinstance(event, events.RunSkipped) and event.reason == SkipReason.SKIPPED_DUPLICATE:
             self.duplicates.labels(event.task).inc()
         elif isinstance(event, events.LockAttempt):
             self.acquire.labels(event.backend, event.outcome).observe(event.seconds)

@@ -7,8 +7,8 @@ Per entry (``options["singleton_beat"]["overlap"]``):
 - ``buffer_one``: a slot is sent while the previous run runs, so that one waits behind it,
   but not while one is waiting already.
 
-Beat decides it when it claims the slot, from each entry's run state on the masters
-(``runstate:{entry}``, a hash of slot times, each only ever raised so that the order the
+Beat decides it when it claims the slot, from each entry's run state in the slot store
+(on Redis ``runstate:{entry}``, a hash of slot times, each only ever raised so that the order the
 writes arrive in does not matter): ``queued`` written by the replica that sent a slot,
 ``started`` and ``finished`` by the worker that ran it (:func:`install`). A slot held back
 is marked done as ``skipped_overlap`` and counted in ``overlapped``; it is not a duplicate
@@ -25,21 +25,20 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from celery import signals
 
-from celery_singleton_beat.config import Config
-from celery_singleton_beat.locks.nodes import Masters
+from celery_singleton_beat.runtime import Runtime
+from celery_singleton_beat.schema import Header, Overlap
 
 logger = logging.getLogger(__name__)
 
-POLICIES = ("allow", "skip", "buffer_one")
-FIELDS = ("queued", "started", "finished", "overlapped")
+POLICIES = tuple(o.value for o in Overlap)
 #: Beat adds this header to a slot of an entry with an overlap policy; its worker then
 #: records the run's start and end.
-TRACK_HEADER = "singleton_beat_track_run"
+TRACK_HEADER = Header.TRACK_RUN.value
 #: How long a run state is kept after its last write (s).
 RETENTION = 7 * 86400.0
 
@@ -56,52 +55,7 @@ def blocked(policy: str, state: Mapping[str, int], now: int, ttl: float) -> bool
     return queued > state.get("started", 0)
 
 
-class RunState:
-    """Each entry's run state on the masters."""
-
-    # KEYS[1] runstate hash; ARGV[1] field, ARGV[2] slot ms, ARGV[3] retention ms -> 1
-    RAISE = """
-    local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-    if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
-    redis.call('PEXPIRE', KEYS[1], ARGV[3])
-    return 1
-    """
-
-    def __init__(self, masters: Masters, prefix: str) -> None:
-        self.masters = masters
-        self.prefix = prefix
-        self._raise = masters.script(self.RAISE)
-
-    def key(self, entry: str) -> str:
-        return f"{self.prefix}runstate:{entry}"
-
-    def read(self, entries: Sequence[str]) -> dict[str, dict[str, int]]:
-        """Each entry's state: per field, the maximum over the masters that answer."""
-        replies = self.masters.broadcast([("HMGET", self.key(e), *FIELDS) for e in entries])
-        answers = [r for r in replies if not isinstance(r, Exception)]
-        states: dict[str, dict[str, int]] = {}
-        for index, entry in enumerate(entries):
-            values = [a[index] for a in answers]
-            states[entry] = {
-                field: max((int(v[i]) for v in values if v[i]), default=0)
-                for i, field in enumerate(FIELDS)
-            }
-        return states
-
-    def raise_to(self, writes: Sequence[tuple[str, str, int]]) -> None:
-        """Raise each (entry, field) to at least the slot given, on every master."""
-        retention = int(RETENTION * 1000)
-        self.masters.broadcast(
-            [("EVALSHA", self._raise, 1, self.key(e), f, s, retention) for e, f, s in writes]
-        )
-
-    def count_overlapped(self, entry: str, count: int) -> None:
-        self.masters.broadcast([("HINCRBY", self.key(entry), "overlapped", count)])
-
-
 # -- the worker side --------------------------------------------------------------------
-
-_stores: dict[int, RunState] = {}
 
 
 def install() -> None:
@@ -121,25 +75,15 @@ def _on_postrun(sender: Any = None, **_: Any) -> None:
 
 
 def _record(task: Any, field: str) -> None:
-    from celery_singleton_beat.task import ENTRY_HEADER, SLOT_HEADER  # noqa: PLC0415
-
     try:
         headers = task.request.headers or {}
         if not headers.get(TRACK_HEADER):
             return
-        slot = parse_slot(str(headers[SLOT_HEADER]))
-        _store(task.app).raise_to([(str(headers[ENTRY_HEADER]), field, slot)])
+        slot = parse_slot(str(headers[Header.SLOT]))
+        entry = str(headers[Header.ENTRY])
+        Runtime.of(task.app).store.raise_run_states([(entry, field, slot)], RETENTION)
     except Exception as exc:  # recording never fails the task
         logger.warning("singleton beat: the run state could not be written: %s", exc)
-
-
-def _store(app: Any) -> RunState:
-    store = _stores.get(id(app))
-    if store is None:
-        config = Config.from_conf(app.conf)
-        masters = Masters.from_urls(config.redis_urls, max(config.node_timeout, 0.2))
-        store = _stores[id(app)] = RunState(masters, config.key_prefix)
-    return store
 
 
 def parse_slot(label: str) -> int:

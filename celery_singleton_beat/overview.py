@@ -18,10 +18,12 @@ import redis
 from celery.beat import ScheduleEntry
 from celery.schedules import crontab
 
+from celery_singleton_beat import defaults
 from celery_singleton_beat._compat import cron_fields
 from celery_singleton_beat.config import Config, TaskConfig
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks.nodes import parse_masters
+from celery_singleton_beat.schema import Keys, lock_kind
 from celery_singleton_beat.slots import slots_for
 
 logger = logging.getLogger(__name__)
@@ -94,11 +96,12 @@ def replicas(config: Config, clients: list[redis.Redis]) -> list[dict[str, Any]]
     so neither this host's clock nor the replica's enters; None when the master has no
     score for it. A heartbeat key exists only while its TTL runs, on the master's clock.
     """
-    prefix = f"{config.key_prefix}replica:"
+    keys = Keys(config.key_prefix)
+    prefix = keys.replica_prefix
     found: dict[str, dict[str, Any]] = {}
-    for key, holders in scan(clients, f"{prefix}*").items():
+    for key, holders in scan(clients, keys.all_replicas).items():
         for client in holders:
-            info = _heartbeat(client, key, f"{config.key_prefix}replicas", key[len(prefix) :])
+            info = _heartbeat(client, key, keys.replicas, key[len(prefix) :])
             current = found.get(key)
             if info is not None and (current is None or _fresher(info, current)):
                 found[key] = info
@@ -118,7 +121,9 @@ def _heartbeat(client: redis.Redis, key: str, seen: str, replica: str) -> dict[s
         return None
     info: dict[str, Any] = json.loads(raw)
     now = seconds + micros / 1e6
-    info["seen_ago"] = None if score is None else round(max(0.0, now - float(score)), 3)
+    # the score is when the heartbeat expires; it was written ``ttl`` seconds before that
+    ttl = float(info.get("ttl", defaults.HEARTBEAT_TTL))
+    info["seen_ago"] = None if score is None else round(max(0.0, ttl - (float(score) - now)), 3)
     return info
 
 
@@ -133,7 +138,7 @@ def entry_counts(config: Config, clients: list[redis.Redis], name: str) -> dict[
     merged: dict[str, int] = {}
     for client in clients:
         try:
-            values = client.hgetall(f"{config.key_prefix}entry:{name}")
+            values = client.hgetall(Keys(config.key_prefix).entry(name))
         except redis.RedisError:
             continue
         for field, value in values.items():
@@ -145,9 +150,10 @@ def entry_counts(config: Config, clients: list[redis.Redis], name: str) -> dict[
 def held_locks(config: Config | TaskConfig, clients: list[redis.Redis]) -> list[dict[str, Any]]:
     """Every lock held on a majority of masters: key, holder, remaining TTL, fence."""
     quorum = len(clients) // 2 + 1
-    prefix = f"{config.key_prefix}lock:"
+    keys = Keys(config.key_prefix)
+    prefix = keys.lock_prefix
     found = []
-    for key, holders in sorted(scan(clients, f"{prefix}*").items()):
+    for key, holders in sorted(scan(clients, keys.all_locks).items()):
         if len(holders) < quorum:
             continue
         name = key[len(prefix) :]
@@ -161,7 +167,7 @@ def held_locks(config: Config | TaskConfig, clients: list[redis.Redis]) -> list[
                 "holder": token.partition("@")[2] or "?",
                 "token": token,
                 "remaining": round(ttl / 1000, 3) if ttl > 0 else None,
-                "fence": _fence(holders, f"{config.key_prefix}fence:{name}"),
+                "fence": _fence(holders, keys.fence(name)),
             }
         )
     return found
@@ -202,27 +208,12 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-#: ``locks --kind`` names and the kind each lock key is shown with, in listing order.
-LOCK_KINDS = {"leader": "beat leader", "task": "task", "enqueue": "enqueue", "ran": "slot ran"}
-
-
-def lock_kind(name: str) -> str:
-    """What a lock key is for: beat leader, task, enqueue or slot ran."""
-    if name == "leader":
-        return LOCK_KINDS["leader"]
-    if name.startswith("ran:"):
-        return LOCK_KINDS["ran"]
-    if name.startswith("enqueue:"):
-        return LOCK_KINDS["enqueue"]
-    return LOCK_KINDS["task"]
-
-
 def force_release(config: Config | TaskConfig, clients: list[redis.Redis], name: str) -> int:
     """Delete lock ``name`` on every reachable master; returns how many held it."""
     deleted = 0
     for client in clients:
         try:
-            deleted += int(client.delete(f"{config.key_prefix}lock:{name}"))
+            deleted += int(client.delete(Keys(config.key_prefix).lock(name)))
         except redis.RedisError:
             continue
     return deleted

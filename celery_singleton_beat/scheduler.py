@@ -1,12 +1,13 @@
 """The Celery Beat scheduler that runs on every replica and dispatches each slot once.
 
 Every replica runs ``celery beat -S singleton`` with the same schedule. For each due slot
-a replica claims the slot's fence on a majority of Redis masters, publishes the message,
-then marks the fence done and advances the entry's shared state; a replica that loses the
-claim keeps the slot in view until the winner has marked it done. A winner that dies
-between claim and done lets its claim expire; the replica that claims the slot next takes
-the expired claim over and publishes again, with the same task id, which the worker side
-drops as a duplicate::
+a replica claims the slot's fence in the slot store (a majority of Redis masters, or the
+database: :mod:`celery_singleton_beat.stores`), publishes the message, then marks the
+fence done and advances the entry's shared state; a replica that loses the claim keeps
+the slot in view until the winner has marked it done. A winner that dies between claim
+and done lets its claim expire; the replica that claims the slot next takes the expired
+claim over and publishes again, with the same task id, which the worker side drops as a
+duplicate::
 
     replica A: claim fire:report:t ok ── publish ── (SIGKILL)
     replica B: claim fire:report:t held ... held ... claim expired ── taken over ── publish
@@ -36,41 +37,51 @@ from typing import Any
 
 from celery import beat
 
-from celery_singleton_beat import beat_log, broker, events, overlap
+from celery_singleton_beat import beat_log, broker, defaults, events, overlap
 from celery_singleton_beat._compat import (
     evaluate_entry_args,
     evaluate_entry_kwargs,
     producer_batch,
 )
-from celery_singleton_beat.config import Config
 from celery_singleton_beat.decide import SlotView, Verdict, decide
 from celery_singleton_beat.entries import Entry, Plan
-from celery_singleton_beat.errors import QuorumUnavailable
+from celery_singleton_beat.errors import StoreUnavailable
 from celery_singleton_beat.health import HealthServer
 from celery_singleton_beat.keeper import ClaimKeeper
-from celery_singleton_beat.locks import Lease, Redlock, Watchdog
-from celery_singleton_beat.locks.nodes import Masters
+from celery_singleton_beat.locks import Lease, Watchdog
 from celery_singleton_beat.replan import Changes, SourceWatcher, compare
+from celery_singleton_beat.runtime import Runtime
+from celery_singleton_beat.schema import (
+    LEADER_LOCK,
+    ClaimStatus,
+    Header,
+    Misfire,
+    Mode,
+    Outcome,
+    Overlap,
+    Role,
+    SkipReason,
+)
 from celery_singleton_beat.slots import OnceSlots, slot_label, slot_task_id, to_datetime
 from celery_singleton_beat.sources import load_source
-from celery_singleton_beat.state import DONE, HELD, Claim, SlotStore
+from celery_singleton_beat.stores import Claim, SlotOutcome
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 1.0
 #: Heartbeats outlive this many missed beats before the replica drops off the list.
-HEARTBEAT_TTL = 5.0
+HEARTBEAT_TTL = defaults.HEARTBEAT_TTL
 #: Longest sleep between two ticks: the loop heartbeats and elects at least this often.
 LONGEST_SLEEP = 1.0
-SLOT_HEADER = "singleton_beat_slot"
-ENTRY_HEADER = "singleton_beat_entry"
-REPLICA_HEADER = "singleton_beat_replica"
+SLOT_HEADER = Header.SLOT.value
+ENTRY_HEADER = Header.ENTRY.value
+REPLICA_HEADER = Header.REPLICA.value
 #: Slots claimed per round trip when many are due at once.
 CLAIM_CHUNK = 500
 #: Unhandled slots of one entry claimed one by one (the newest); older ones are counted.
 BACKLOG = 64
 #: The fence outcome of a slot its entry's overlap policy held back.
-OVERLAPPED = "skipped_overlap"
+OVERLAPPED = Outcome.SKIPPED_OVERLAP.value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +103,8 @@ class _Batch:
     all_slots: list[tuple[Plan, int]] = dataclasses.field(default_factory=list)
     fire: list[tuple[Plan, int, float, int]] = dataclasses.field(default_factory=list)
     """Slots to publish, with how late they are (s) and the older slots they stand for."""
-    outcomes: list[tuple[str, int, str, int, int]] = dataclasses.field(default_factory=list)
-    """Fence outcomes: (entry, slot, outcome, published, skipped)."""
+    outcomes: list[SlotOutcome] = dataclasses.field(default_factory=list)
+    """How each decided slot went, to mark its fence done."""
     skipped: dict[str, list[tuple[int, int]]] = dataclasses.field(default_factory=dict)
     giveback: list[tuple[Plan, int]] = dataclasses.field(default_factory=list)
     retry: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -103,14 +114,6 @@ class _Batch:
 
     def to_publish(self) -> list[tuple[str, int]]:
         return [(plan.name, slot) for plan, slot, _late, _counted in self.fire]
-
-
-#: Wall clock in seconds since the epoch; slot times are compared with it. Tests replace it.
-wall_clock: Callable[[], float] = time.time
-
-
-def _now_ms() -> int:
-    return int(wall_clock() * 1000)
 
 
 @dataclasses.dataclass
@@ -130,13 +133,12 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
     Entry = Entry
 
     def __init__(self, app: Any, *args: Any, lazy: bool = False, **kwargs: Any) -> None:
-        self.config = Config.from_conf(app.conf)
+        self.runtime = Runtime.of(app)
+        self.config = self.runtime.config
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
-        self.role = "active" if self.config.mode == "active" else "standby"
-        self.masters = Masters.from_urls(self.config.redis_urls, self.config.node_timeout)
-        self.store = SlotStore(self.masters, self.config.key_prefix)
-        self.run_state = overlap.RunState(self.masters, self.config.key_prefix)
-        self.leader_lock = Redlock(self.masters, prefix=self.config.key_prefix, owner=self.replica)
+        self.role = Role.ACTIVE if self.config.mode == Mode.ACTIVE else Role.STANDBY
+        self.store = self.runtime.store
+        self.leader_lock = self.store.leader_lock(self.replica)
         self.plans: dict[str, Plan] = {}
         self._specs: dict[str, Any] = {}
         self.source = load_source(app, self.config.schedule_source)
@@ -187,13 +189,13 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self._last_tick = time.monotonic()
         try:
             delay = self._tick()
-        except QuorumUnavailable as exc:
+        except StoreUnavailable as exc:
             self._set_ready(False, str(exc))
             self._failures += 1
             backoff = min(5.0, 0.25 * 2.0 ** min(self._failures, 5))
             return backoff * random.uniform(0.75, 1.25)
         self._failures = 0
-        self._set_ready(True, "a majority of Redis masters answers")
+        self._set_ready(True, self.store.up_text)
         return delay
 
     def close(self) -> None:
@@ -205,16 +207,14 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             self.store.forget_replica(self.replica)
         finally:
             self.source.close()
-            self.masters.close()
+            self.runtime.close_store()
             super().close()
 
     @property
     def info(self) -> str:
-        masters = ", ".join(node.safe_url for node in self.masters.nodes)
         return (
             f"    . singleton beat -> mode {self.config.mode}, key prefix "
-            f"{self.config.key_prefix!r}\n    . lock masters -> {masters} "
-            f"(majority {self.masters.quorum} of {len(self.masters.nodes)})"
+            f"{self.config.key_prefix!r}\n    . {self.store.describe()}"
         )
 
     # -- probes -----------------------------------------------------------------------
@@ -243,11 +243,11 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             self._broker_cold = True
         if self._broker_cold:
             self._warm_broker()
-        now = _now_ms()
+        now = self.runtime.now_ms()
         due = self._pop_due(now)
         if due:
             self._dispatch(due, now)
-        return self._sleep_for(_now_ms())
+        return self._sleep_for(self.runtime.now_ms())
 
     def _heartbeat(self) -> None:
         info = {
@@ -255,8 +255,9 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             "pid": os.getpid(),
             "mode": self.config.mode,
             "role": self.role,
-            "last_tick": wall_clock(),
+            "last_tick": self.runtime.clock(),
             "entries": len(self.plans),
+            "ttl": HEARTBEAT_TTL,
         }
         alive = self.store.heartbeat(self.replica, info, HEARTBEAT_TTL)
         events.emit(
@@ -269,7 +270,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
     def _load_state(self) -> None:
         """Read every entry's shared progress (and interval anchors) in two round trips."""
         plans = list(self.plans.values())
-        now = _now_ms()
+        now = self.runtime.now_ms()
         loaded = self.store.init([(p.name, p.every_ms) for p in plans], now)
         gone = self.store.gone([p.name for p in plans])
         back = [
@@ -341,9 +342,9 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self.data = {name: plan.entry for name, plan in self.plans.items()}
         if self._initialized:
             try:
-                self.store.mark_gone(changes.removed, _now_ms())
+                self.store.mark_gone(changes.removed, self.runtime.now_ms())
                 self._start_fresh(changes)
-            except QuorumUnavailable:
+            except StoreUnavailable:
                 self._initialized = False  # every plan is loaded again once a majority answers
                 raise
         logger.info(
@@ -356,7 +357,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         """Added and changed plans start from their first slot after now (one with a
         single slot from that slot); resumed ones from where they stopped (their missed
         slots follow the misfire policy)."""
-        now = _now_ms()
+        now = self.runtime.now_ms()
         fresh = [plan for plan in changes.fresh if not isinstance(plan.slots, OnceSlots)]
         for plan in changes.fresh:
             if isinstance(plan.slots, OnceSlots):
@@ -404,8 +405,18 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             oldest = fresh[0] if fresh else slots[0]
             passes[plan.name] = _Pass(plan.newest_due(now), left_out, oldest)
             work.extend((plan, slot) for slot in slots)
-        for first in range(0, len(work), CLAIM_CHUNK):
-            self._dispatch_chunk(work[first : first + CLAIM_CHUNK], passes, now)
+        chunks = [work[first : first + CLAIM_CHUNK] for first in range(0, len(work), CLAIM_CHUNK)]
+        done = 0
+        try:
+            for chunk in chunks:
+                self._dispatch_chunk(chunk, passes, now)
+                done += 1
+        except BaseException:
+            # the store stopped answering: the entries of this chunk and of those not
+            # reached yet are looked at again once it is back, not dropped
+            for plan, _slot in (item for chunk in chunks[done:] for item in chunk):
+                self._wake(plan, plan.wake)
+            raise
 
     def _dispatch_chunk(
         self, work: list[tuple[Plan, int]], passes: dict[str, _Pass], now: int
@@ -427,7 +438,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             for plan, _slot in work:
                 self._wake(plan, plan.wake)
             errors = next(c.errors for c in claims if c.status is None)
-            raise QuorumUnavailable("slots", self.masters.quorum, len(self.masters.nodes), errors)
+            raise self.store.unavailable("slots", errors)
         batch = _Batch(token)
         for (plan, slot), claim in zip(work, claims, strict=True):
             self._sort(batch, plan, slot, claim, this=passes[plan.name], now=now)
@@ -443,10 +454,10 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         """File one claimed (or not) slot of the chunk under what happens to it next."""
         batch.plans[plan.name] = plan
         batch.all_slots.append((plan, slot))
-        if claim.status == DONE:
+        if claim.status == ClaimStatus.DONE:
             plan.held.discard(slot)
             return
-        if claim.status == HELD:
+        if claim.status == ClaimStatus.HELD:
             plan.held.add(slot)
             batch.retry[plan.name] = random.randint(50, 250)
             return
@@ -462,16 +473,16 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             batch.fire.append((plan, slot, max(0.0, (now - slot) / 1000), counted))
         else:
             batch.skipped.setdefault(plan.name, []).append((slot, 1 + counted))
-            batch.outcomes.append((plan.name, slot, verdict.value, 0, 1 + counted))
+            batch.outcomes.append(SlotOutcome(plan.name, slot, verdict.value, 0, 1 + counted))
 
     def _hold_overlaps(self, batch: _Batch, now: int) -> None:
         """Slots whose entry's overlap policy holds them back (see :mod:`.overlap`) are
         decided ``skipped_overlap`` instead of sent."""
-        watched = [item for item in batch.fire if item[0].policy.overlap != "allow"]
+        watched = [item for item in batch.fire if item[0].policy.overlap != Overlap.ALLOW]
         if not watched:
             return
         try:
-            states = self.run_state.read(sorted({plan.name for plan, *_rest in watched}))
+            states = self.store.run_states(sorted({plan.name for plan, *_rest in watched}))
         except Exception as exc:
             logger.warning("singleton beat: run states unreadable, sending: %s", exc)
             return
@@ -481,10 +492,10 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             if overlap.blocked(policy.overlap, states[plan.name], now, policy.overlap_ttl):
                 batch.fire.remove(item)
                 batch.overlapped.append((plan, slot))
-                batch.outcomes.append((plan.name, slot, OVERLAPPED, 0, 0))
+                batch.outcomes.append(SlotOutcome(plan.name, slot, OVERLAPPED, 0, 0))
 
     def _may_publish(self) -> bool:
-        if self.config.mode != "leader":
+        if self.config.mode != Mode.LEADER:
             return True
         return self._lease is not None and self._lease.remaining() > 0
 
@@ -504,7 +515,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                     sent.append((plan, slot, counted, events.SlotFired(
                         entry=plan.name, slot=to_datetime(slot), task_id=task_id,
                         task=plan.entry.task, replica=self.replica, late=late,
-                        coalesced=coalesced if plan.policy.misfire == "coalesce" else 0,
+                        coalesced=coalesced if plan.policy.misfire == Misfire.COALESCE else 0,
                     )))  # fmt: skip
         except Exception as exc:
             # the batch did not reach the broker, or not all of it: each slot is given
@@ -523,7 +534,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         for plan, slot, counted, fired in sent:
             self._published(plan, slot)
             events.emit(fired)
-            batch.outcomes.append((plan.name, slot, Verdict.FIRE.value, 1, counted))
+            batch.outcomes.append(SlotOutcome(plan.name, slot, Verdict.FIRE.value, 1, counted))
 
     def _finish(self, batch: _Batch) -> None:
         """Mark the decided slots done, give back the rest, count and wake the entries."""
@@ -545,7 +556,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self._track_runs(batch, marked)
         for name, skipped in batch.skipped.items():
             self._report_skipped(batch.plans[name], skipped)
-        now = _now_ms()
+        now = self.runtime.now_ms()
         for name, plan in batch.plans.items():
             after = plan.slots.next_after(max(s for p, s in batch.all_slots if p is plan))
             if plan.next_slot is not None and (after is None or after > plan.next_slot):
@@ -565,14 +576,15 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         sent = [
             (plan.name, "queued", slot)
             for plan, slot, _late, _counted in batch.fire
-            if plan.policy.overlap != "allow" and done.get((plan.name, slot)) == Verdict.FIRE.value
+            if plan.policy.overlap != Overlap.ALLOW
+            and done.get((plan.name, slot)) == Verdict.FIRE.value
         ]
         try:
             if sent:
-                self.run_state.raise_to(sent)
+                self.store.raise_run_states(sent, overlap.RETENTION)
             for plan, slot in batch.overlapped:
                 if done.get((plan.name, slot)) == OVERLAPPED:
-                    self.run_state.count_overlapped(plan.name, 1)
+                    self.store.count_overlapped(plan.name, 1)
                     self._report_overlap(plan, slot)
         except Exception as exc:
             logger.warning("singleton beat: the run state could not be written: %s", exc)
@@ -584,17 +596,15 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         )  # fmt: skip
         events.emit(
             events.SlotSkipped(
-                entry=plan.name, slot=to_datetime(slot), count=1, reason="overlap",
+                entry=plan.name, slot=to_datetime(slot), count=1, reason=SkipReason.OVERLAP.value,
                 replica=self.replica,
             )
         )  # fmt: skip
 
-    def _tell_source(
-        self, outcomes: list[tuple[str, int, str, int, int]], marked: list[bool]
-    ) -> None:
+    def _tell_source(self, outcomes: list[SlotOutcome], marked: list[bool]) -> None:
         """The source learns of each slot this replica published and marked done (once
         per slot: only one replica marks a fence done)."""
-        sent_at = wall_clock()
+        sent_at = self.runtime.clock()
         for (name, slot, outcome, _sent, _skipped), done in zip(outcomes, marked, strict=True):
             if done and outcome == Verdict.FIRE.value:
                 try:
@@ -616,7 +626,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         events.emit(
             events.SlotSkipped(
                 entry=plan.name, slot=to_datetime(newest), count=count,
-                reason="misfire", replica=self.replica,
+                reason=SkipReason.MISFIRE.value, replica=self.replica,
             )
         )  # fmt: skip
 
@@ -628,8 +638,9 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
     def _publish_failed(self, plan: Plan, slot: int, exc: BaseException) -> None:
         events.emit(
             events.SlotSkipped(
-                entry=plan.name, slot=to_datetime(slot), count=1, reason="publish_failed",
-                replica=self.replica, detail=f"{type(exc).__name__}: {exc}"[:500],
+                entry=plan.name, slot=to_datetime(slot), count=1,
+                reason=SkipReason.PUBLISH_FAILED.value, replica=self.replica,
+                detail=f"{type(exc).__name__}: {exc}"[:500],
             )
         )  # fmt: skip
 
@@ -645,7 +656,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
     def _publish(self, plan: Plan, slot: int) -> str:
         """Send one slot through Celery's ``apply_entry`` (see :mod:`.beat_log`)."""
         sending = _Sending(
-            slot, slot_task_id(plan.name, slot), track=plan.policy.overlap != "allow"
+            slot, slot_task_id(plan.name, slot), track=plan.policy.overlap != Overlap.ALLOW
         )
         self._sending = sending
         try:
@@ -676,7 +687,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         headers = dict(options.pop("headers", None) or {})
         headers.update(
             {
-                "celery_beat_task": True,
+                Header.BEAT_TASK.value: True,
                 SLOT_HEADER: slot_label(sending.slot),
                 ENTRY_HEADER: entry.name,
                 REPLICA_HEADER: self.replica,
@@ -705,7 +716,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
 
     def _lead(self, monotonic: float) -> bool:
         """Whether this replica evaluates the schedule now (always, in active mode)."""
-        if self.config.mode == "active":
+        if self.config.mode == Mode.ACTIVE:
             return True
         lease = self._lease
         if lease is not None:
@@ -715,12 +726,12 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         if monotonic < self._next_election:
             return False
         self._next_election = monotonic + min(0.5, self.config.lease_ttl / 3)
-        lease = self.leader_lock.acquire("leader", ttl=self.config.lease_ttl)
+        lease = self.leader_lock.acquire(LEADER_LOCK, ttl=self.config.lease_ttl)
         if lease is None:
             return False
         self._lease = lease
         self._watchdog = Watchdog(self.leader_lock, lease).start()
-        self.role = "leader"
+        self.role = Role.LEADER
         self._initialized = False  # a standby's view of the schedule is stale
         logger.info("singleton beat: %s is the leader now (fence %d)", self.replica, lease.fence)
         events.emit(events.LeaderChanged(replica=self.replica, leader=True, reason="elected"))
@@ -738,7 +749,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 self.leader_lock.release(lease)
             except Exception:
                 logger.warning("singleton beat: could not release the leader lease", exc_info=True)
-        self.role = "standby"
+        self.role = Role.STANDBY
         logger.warning("singleton beat: %s steps down to standby: %s", self.replica, reason)
         events.emit(events.LeaderChanged(replica=self.replica, leader=False, reason=reason))
 
@@ -752,12 +763,12 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         events.emit(events.QuorumChanged(replica=self.replica, reachable=ready, detail=detail))
         if not ready:
             logger.error(
-                "singleton beat: no majority of Redis masters reachable, publishing nothing "
-                "until it is back: %s",
+                "singleton beat: %s, publishing nothing until it is back: %s",
+                self.store.down_text,
                 detail,
             )
         elif previous is not None:
-            logger.warning("singleton beat: a majority of Redis masters answers again")
+            logger.warning("singleton beat: %s again", self.store.up_text)
 
 
 def publish_timeouts(conf: Any, timeout: float) -> dict[str, float]:

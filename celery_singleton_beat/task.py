@@ -21,7 +21,6 @@ import os
 import secrets
 import socket
 import string
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -41,25 +40,28 @@ from celery_singleton_beat.config import (
 from celery_singleton_beat.errors import ConfigurationError, LockError, LockHeld
 from celery_singleton_beat.keys import _signature, canonical_key
 from celery_singleton_beat.locks import Lease, LockBackend, Redlock
-from celery_singleton_beat.locks.redlock import MarkedLease, default_owner, marked_in_turn
+from celery_singleton_beat.locks.redlock import (
+    MarkedLease,
+    default_owner,
+    marked_in_turn,
+    take_mark,
+)
 from celery_singleton_beat.locks.watchdog import keeper
+from celery_singleton_beat.runtime import Runtime
+from celery_singleton_beat.schema import Header, enqueue_lock, ran_lock
 
 logger = logging.getLogger(__name__)
 
-SLOT_HEADER = "singleton_beat_slot"
-ENTRY_HEADER = "singleton_beat_entry"
-TOKEN_HEADER = "singleton_beat_lock_token"
-ENQUEUE_HEADER = "singleton_beat_enqueue_token"
-SLOT_PENDING_HEADER = "singleton_beat_slot_unchecked"
+SLOT_HEADER = Header.SLOT.value
+ENTRY_HEADER = Header.ENTRY.value
+TOKEN_HEADER = Header.LOCK_TOKEN.value
+ENQUEUE_HEADER = Header.ENQUEUE_TOKEN.value
+SLOT_PENDING_HEADER = Header.SLOT_UNCHECKED.value
 #: The Celery event a dropped or skipped copy sends instead of ``task-succeeded``.
 SKIPPED_EVENT = "task-singleton-skipped"
 _UNSET: Any = object()
 _Lock = tuple[LockBackend, str, float, str]  # a task's lock: backend, key, ttl, token
 
-_stores: dict[tuple[int, int], tuple[TaskConfig, LockBackend]] = {}
-_configs: dict[tuple[int, int], TaskConfig] = {}
-_stores_mutex = threading.Lock()
-_marks: dict[LockBackend, LockBackend] = {}
 _overrides: list[LockBackend] = []
 
 
@@ -68,11 +70,7 @@ def task_config(app: Any) -> TaskConfig:
 
     Needs no Redis URL: enough for tasks that bring their own lock backend.
     """
-    key = (id(app), os.getpid())
-    with _stores_mutex:
-        if key not in _configs:
-            _configs[key] = TaskConfig.from_conf(app.conf, urls_required=False)
-        return _configs[key]
+    return Runtime.of(app).task_config()
 
 
 @contextlib.contextmanager
@@ -93,46 +91,7 @@ def lock_store(app: Any) -> tuple[TaskConfig, LockBackend]:
     """The app's task settings and lock backend, made once per process (safe after fork)."""
     if _overrides:
         return task_config(app), _overrides[-1]
-    key = (id(app), os.getpid())
-    with _stores_mutex:
-        if key not in _stores:
-            config = TaskConfig.from_conf(app.conf)
-            if config.task_backend is not None:
-                _stores[key] = (config, _make_backend(config.backend_factory(), app))
-                return _stores[key]
-            backend = Redlock.from_urls(
-                config.redis_urls,
-                node_timeout=config.node_timeout,
-                prefix=config.key_prefix,
-                fence_retention=config.task_fence_retention,
-            )
-            _stores[key] = (config, backend)
-        return _stores[key]
-
-
-def _slot_marks(config: TaskConfig, backend: LockBackend) -> tuple[TaskConfig, LockBackend]:
-    """The backend for slot "ran" marks: the task's backend, but on Redlock with the fencing
-    counters kept only as long as the marks (``singleton_beat_fence_retention``), as there
-    is one key per slot."""
-    if not isinstance(backend, Redlock):
-        return config, backend
-    with _stores_mutex:
-        if backend not in _marks:
-            _marks[backend] = Redlock(
-                backend.masters, prefix=backend.prefix,
-                fence_retention=config.fence_retention, clock=backend.clock,
-            )  # fmt: skip
-        return config, _marks[backend]
-
-
-def _make_backend(factory: Any, app: Any) -> LockBackend:
-    """A backend from a ``LockBackend`` class (no arguments) or a function ``(app) -> backend``."""
-    made = factory() if isinstance(factory, type) else factory(app)
-    if not isinstance(made, LockBackend):
-        raise ConfigurationError(
-            "singleton_beat_task_backend", made, "a LockBackend, or a function returning one"
-        )
-    return made
+    return Runtime.of(app).task_locks()
 
 
 def _worker_name(task: Task) -> str:
@@ -191,7 +150,7 @@ class SlotAwareTask(Task):  # type: ignore[misc]
         config = self._store()[0]
         policy = getattr(self, "singleton_on_lock_error", _UNSET)
         entry, slot = self._slot_marker() or ("?", "?")
-        key = f"ran:{entry}:{slot}"
+        key = ran_lock(entry, slot)
         if (config.task_on_lock_error if policy is _UNSET else policy) == "fail_open":
             logger.error(
                 "task %s[%s]: lock store unreachable (%s); running slot %s of %r WITHOUT "
@@ -266,12 +225,13 @@ class SlotAwareTask(Task):  # type: ignore[misc]
         marker = self._slot_marker()
         if marker is None:
             return None
-        config, backend = _slot_marks(*self._store())
+        config, backend = Runtime.of(self.app).slot_marks(*self._store())
         entry, slot = marker
-        key = f"ran:{entry}:{slot}"
+        key = ran_lock(entry, slot)
+        holder = None
         if lock is None:
-            lease = backend.acquire(key, ttl=config.fence_retention, wait=1.0)
-            claimed = MarkedLease(lease, None, None)
+            marked, holder = take_mark(backend, key, config.fence_retention)
+            claimed = MarkedLease(marked, None, None)
         else:
             locks, lock_key, ttl, token = lock
             take = locks.acquire_marked if isinstance(locks, Redlock) else (
@@ -283,7 +243,7 @@ class SlotAwareTask(Task):  # type: ignore[misc]
         self.request.singleton_slot_checked = True
         if claimed.mark is not None:
             return claimed
-        holder = backend.holder(key)
+        holder = holder or backend.holder(key)
         logger.warning(
             "task %s[%s]: slot %s of %r already ran (%s); dropping this copy",
             self.name, self.request.id, slot, entry, holder,
@@ -372,7 +332,7 @@ class SingletonTask(SlotAwareTask):
             return super().apply_async(args, kwargs, task_id=task_id, **options)
         backend = self._store()[1]
         task_id = task_id or uuid()
-        key = f"enqueue:{self.lock_key(tuple(args or ()), dict(kwargs or {}))}"
+        key = enqueue_lock(self.lock_key(tuple(args or ()), dict(kwargs or {})))
         lease = backend.acquire(key, ttl=self.singleton_enqueue_ttl, token=f"{task_id}@enqueue")
         if lease is None:
             holder = _safe_holder(backend, key)
@@ -548,11 +508,10 @@ class SingletonTask(SlotAwareTask):
         raise self.retry(countdown=self._option("retry_countdown", config), exc=exc)
 
     def _store(self) -> tuple[TaskConfig, LockBackend]:
-        chosen = self.singleton_backend
-        if chosen is None or _overrides:
+        if self.singleton_backend is None or _overrides:
             return lock_store(self.app)
-        backend = chosen if isinstance(chosen, LockBackend) else chosen(self.app)
-        return task_config(self.app), backend
+        runtime = Runtime.of(self.app)
+        return runtime.task_config(), runtime.backend_for(self.singleton_backend)
 
     def _option(self, name: str, config: TaskConfig) -> Any:
         value = getattr(self, f"singleton_{name}")

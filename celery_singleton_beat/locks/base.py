@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from celery_singleton_beat.errors import LockError
+from celery_singleton_beat.errors import ConfigurationError, LockError
+from celery_singleton_beat.validate import positive_seconds
 
 Clock = Callable[[], float]
 
@@ -68,16 +69,14 @@ class HeldLock(NamedTuple):
 
 
 def check_ttl(ttl: float, name: str = "ttl") -> float:
-    """Refuse a TTL that is not a positive number of seconds."""
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {ttl!r}")
-    return float(ttl)
+    """Refuse a TTL that is not a positive number of seconds (ConfigurationError)."""
+    return positive_seconds(name, ttl)
 
 
 def check_wait(wait: float) -> float:
-    """Refuse a wait that is negative or not a number."""
+    """Refuse a wait that is negative or not a number (ConfigurationError)."""
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait >= 0:
-        raise ValueError(f"wait must be a number of seconds >= 0, got {wait!r}")
+        raise ConfigurationError("wait", wait, "a number of seconds >= 0")
     return float(wait)
 
 

@@ -27,15 +27,16 @@ import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+from celery_singleton_beat import defaults
 from celery_singleton_beat.errors import LockError, QuorumUnavailable
 from celery_singleton_beat.locks.base import Clock, Lease, LockBackend, check_ttl
 from celery_singleton_beat.locks.nodes import Masters, describe
+from celery_singleton_beat.schema import DEFAULT_PREFIX, Keys
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PREFIX = "singleton-beat:"
-DEFAULT_NODE_TIMEOUT = 0.05
-DEFAULT_FENCE_RETENTION = 30 * 86400.0
+DEFAULT_NODE_TIMEOUT = defaults.NODE_TIMEOUT
+DEFAULT_FENCE_RETENTION = defaults.LOCK_FENCE_RETENTION
 
 
 def clock_drift(ttl: float) -> float:
@@ -167,10 +168,10 @@ class Redlock(LockBackend):
 
     def lock_key(self, key: str) -> str:
         """The Redis key that holds ``key``'s lock token."""
-        return f"{self.prefix}lock:{key}"
+        return Keys(self.prefix).lock(key)
 
     def fence_key(self, key: str) -> str:
-        return f"{self.prefix}fence:{key}"
+        return Keys(self.prefix).fence(key)
 
     def holder(self, key: str) -> str | None:
         """The token most masters hold ``key`` with, or None when free on a majority."""
@@ -213,12 +214,13 @@ class Redlock(LockBackend):
     def acquire_marked(
         self, key: str, ttl: float, *, token: str, marks: LockBackend, mark: str, mark_ttl: float
     ) -> MarkedLease:
-        """Take the mark ``mark`` on ``marks`` (waiting up to a second), then ``key``, in
-        one round trip where both live on the same masters.
+        """Take the mark ``mark`` on ``marks``, then ``key``, in one round trip where both
+        live on the same masters. A mark held on a majority is refused at once; a split
+        vote is tried again for up to a second.
 
-        The same outcome as ``marks.acquire(mark, mark_ttl, wait=1.0)`` followed, when the
-        mark was granted, by ``self.acquire(key, ttl, token=token)``, which is what happens
-        when ``marks`` is another store. A beat slot's "ran" mark and the task's lock are
+        The same outcome as :func:`take_mark` followed, when the mark was granted, by
+        ``self.acquire(key, ttl, token=token)``, which is what happens when ``marks`` is
+        another store. A beat slot's "ran" mark and the task's lock are
         such a pair: a slot-aware message costs one round trip, not two. Each master takes
         the lock only where it grants the mark, so a copy whose mark is held on a majority
         leaves the lock untouched. When the mark is granted but the lock is not on a
@@ -237,12 +239,13 @@ class Redlock(LockBackend):
         deadline = self.clock() + 1.0
         while True:
             try:
-                marked, lease = self._try_pair(key, ttl, token, marks, mark, mark_ttl)
+                marked, lease, held = self._try_pair(key, ttl, token, marks, mark, mark_ttl)
             except LockError:
                 if self.clock() >= deadline:
                     raise
                 marked = lease = None
-            if marked is not None or self.clock() >= deadline:
+                held = False
+            if marked is not None or held or self.clock() >= deadline:
                 break
             pause = random.uniform(self.retry_delay / 4, self.retry_delay)
             time.sleep(max(0.0, min(pause, deadline - self.clock())))
@@ -255,8 +258,9 @@ class Redlock(LockBackend):
 
     def _try_pair(  # noqa: PLR0917  (private; the arguments of acquire_marked, in order)
         self, key: str, ttl: float, token: str, marks: Redlock, mark: str, mark_ttl: float
-    ) -> tuple[Lease | None, Lease | None]:
-        """One attempt of :meth:`acquire_marked`: (mark lease, lock lease), each or None."""
+    ) -> tuple[Lease | None, Lease | None, bool]:
+        """One attempt of :meth:`acquire_marked`: (mark lease, lock lease), each or None,
+        and whether the mark is held by another on a majority (no use trying again)."""
         mark_token = f"{secrets.token_hex(16)}@{marks.owner}"
         keys = (
             marks.lock_key(mark),
@@ -282,8 +286,8 @@ class Redlock(LockBackend):
                     if isinstance(r, Exception)
                 }
                 raise QuorumUnavailable(mark, self.quorum, len(self.masters.nodes), failures)
-            return None, None
-        return marked, self._granted(key, token, [p[1] for p in pairs], start, ttl)
+            return None, None, sum(1 for p in pairs if p[0] == 0) >= self.quorum
+        return marked, self._granted(key, token, [p[1] for p in pairs], start, ttl), False
 
     def _undo_pair(
         self, replies: list[list[Any] | Exception], mark: tuple[str, str], lock: tuple[str, str]
@@ -376,13 +380,27 @@ def marked_in_turn(
 ) -> MarkedLease:  # fmt: skip
     """:meth:`Redlock.acquire_marked` for any two stores: the mark, then the lock (two
     round trips)."""
-    marked = marks.acquire(mark, ttl=mark_ttl, wait=1.0)
+    marked, _holder = take_mark(marks, mark, mark_ttl)
     if marked is None:
         return MarkedLease(None, None, None)
     try:
         return MarkedLease(marked, locks.acquire(key, ttl=ttl, token=token), None)
     except LockError as exc:
         return MarkedLease(marked, None, exc)
+
+
+def take_mark(marks: LockBackend, mark: str, ttl: float) -> tuple[Lease | None, str | None]:
+    """Take a mark that is never released (a slot's "ran" mark): (the lease, None), or
+    (None, its holder) at once, without waiting, when someone holds it, since its holder
+    will not let it go. Only a mark nobody holds that still was not granted (a split vote
+    between racing copies) is tried again, for up to a second."""
+    marked = marks.acquire(mark, ttl=ttl)
+    if marked is not None:
+        return marked, None
+    holder = marks.holder(mark)
+    if holder is None:
+        marked = marks.acquire(mark, ttl=ttl, wait=1.0)
+    return marked, holder
 
 
 def _count_ones(replies: list[list[Any] | Exception]) -> int:

@@ -102,22 +102,15 @@ def _anchors(app: Any, specs: Mapping[str, Mapping[str, Any]]) -> dict[str, int]
     every = {n: p.every_ms for n, p in plans.items() if p is not None and p.every_ms}
     if not every:
         return {}
-    config = Config.from_conf(app.conf)
     store = RuntimeStore.for_app(app, 0.5)
     try:
-        keys = [f"{config.key_prefix}anchor:{n}:{ms}" for n, ms in every.items()]
-        answers = store.majority([("GET", key) for key in keys])
+        stored = store.store.anchors(list(every.items()))
     except Exception as exc:
         logger.warning("singleton beat: interval anchors cannot be read: %s", exc)
         return {}
     finally:
         store.close()
-    found = {}
-    for index, name in enumerate(every):
-        values = [int(a[index]) for a in answers if a[index]]
-        if values:
-            found[name] = min(values)
-    return found
+    return {name: anchor for name, anchor in zip(every, stored, strict=True) if anchor is not None}
 
 
 def _plan(app: Any, name: str, spec: Mapping[str, Any]) -> Plan | None:

@@ -24,6 +24,9 @@ from celery_singleton_beat import overview
 from celery_singleton_beat._compat import created_apps, current_app
 from celery_singleton_beat.config import Config
 from celery_singleton_beat.decide import ON_TIME
+from celery_singleton_beat.errors import StoreUnavailable
+from celery_singleton_beat.schema import StoreKind
+from celery_singleton_beat.stores import make_store
 
 from .models import SlotDispatch, TaskRun
 
@@ -100,6 +103,8 @@ def replicas(app: Any) -> ReplicaView:
         config = Config.from_conf(app.conf)
     except Exception as exc:
         return ReplicaView(f"{type(exc).__name__}: {exc}", [], [])
+    if config.store != StoreKind.REDIS:
+        return _store_replicas(app, config)
     found = overview.masters(config, timeout=0.3)
     try:
         rows = overview.replicas(config, [client for _, client in found])
@@ -109,6 +114,21 @@ def replicas(app: Any) -> ReplicaView:
     for row in rows:
         row["ago"] = row["seen_ago"]  # on the master's clock, not this host's
     return ReplicaView(None, rows, [state for state, _ in found])
+
+
+def _store_replicas(app: Any, config: Config) -> ReplicaView:
+    """Live beat replicas from the heartbeats in a slot store other than Redis masters."""
+    try:
+        store = make_store(app, config)
+    except Exception as exc:
+        return ReplicaView(f"{type(exc).__name__}: {exc}", [], [])
+    try:  # not closed: the database store would close this request's connection
+        rows = store.replicas()
+    except StoreUnavailable as exc:
+        return ReplicaView(str(exc), [], [])
+    for row in rows:
+        row["ago"] = row.get("seen_ago")  # on the store's clock, not this host's
+    return ReplicaView(None, rows, [])
 
 
 def expected_slots(

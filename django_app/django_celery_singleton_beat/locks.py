@@ -20,7 +20,7 @@ from typing import Any
 
 from django.db import DatabaseError, connections, transaction
 
-from celery_singleton_beat.errors import LockError
+from celery_singleton_beat.errors import ConfigurationError, LockError
 from celery_singleton_beat.locks.base import Clock, HeldLock, Lease, LockBackend
 from celery_singleton_beat.locks.redlock import clock_drift, default_owner
 
@@ -77,7 +77,9 @@ class DatabaseLock(LockBackend):
         ttl_ms = max(1, round(ttl * 1000))
         start = self.clock()
         if len(key) > 255:
-            raise ValueError(f"DatabaseLock keys are at most 255 characters, got {len(key)}")
+            raise ConfigurationError(
+                "key", key, f"at most 255 characters for DatabaseLock ({len(key)} given)"
+            )
 
         def step(cursor: Any, vendor: str, now: str) -> int | None:
             if vendor == "sqlite":

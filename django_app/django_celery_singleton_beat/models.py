@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from celery_singleton_beat import schema
+
 
 class TaskRun(models.Model):
     """One attempt of a task: run, retried, skipped, lost or revoked.
@@ -15,14 +17,17 @@ class TaskRun(models.Model):
     """
 
     class Status(models.TextChoices):
-        STARTED = "started", _("started")
-        SUCCESS = "success", _("success")
-        FAILURE = "failure", _("failure")
-        RETRY = "retry", _("retry")
-        SKIPPED_DUPLICATE = "skipped_duplicate", _("skipped (duplicate)")
-        SKIPPED_LOCK_ERROR = "skipped_lock_error", _("skipped (lock store unreachable)")
-        LOCK_LOST = "lock_lost", _("lock lost")
-        REVOKED = "revoked", _("revoked")
+        STARTED = schema.RunStatus.STARTED.value, _("started")
+        SUCCESS = schema.RunStatus.SUCCESS.value, _("success")
+        FAILURE = schema.RunStatus.FAILURE.value, _("failure")
+        RETRY = schema.RunStatus.RETRY.value, _("retry")
+        SKIPPED_DUPLICATE = schema.RunStatus.SKIPPED_DUPLICATE.value, _("skipped (duplicate)")
+        SKIPPED_LOCK_ERROR = (
+            schema.RunStatus.SKIPPED_LOCK_ERROR.value,
+            _("skipped (lock store unreachable)"),
+        )
+        LOCK_LOST = schema.RunStatus.LOCK_LOST.value, _("lock lost")
+        REVOKED = schema.RunStatus.REVOKED.value, _("revoked")
 
     SKIPPED = (Status.SKIPPED_DUPLICATE, Status.SKIPPED_LOCK_ERROR)
     #: runs that went through to the end: their runtime is the task's own
@@ -65,10 +70,10 @@ class SlotDispatch(models.Model):
     """The decision about one scheduled slot of a periodic entry (unique per entry and slot)."""
 
     class Outcome(models.TextChoices):
-        DISPATCHED = "dispatched", _("dispatched")
-        SKIPPED_MISFIRE = "skipped_misfire", _("skipped (misfire)")
-        PUBLISH_FAILED = "publish_failed", _("publish failed")
-        SKIPPED_OVERLAP = "skipped_overlap", _("skipped (previous run not done)")
+        DISPATCHED = schema.Outcome.DISPATCHED.value, _("dispatched")
+        SKIPPED_MISFIRE = schema.Outcome.SKIPPED_MISFIRE.value, _("skipped (misfire)")
+        PUBLISH_FAILED = schema.Outcome.PUBLISH_FAILED.value, _("publish failed")
+        SKIPPED_OVERLAP = schema.Outcome.SKIPPED_OVERLAP.value, _("skipped (previous run not done)")
 
     entry = models.CharField(_("periodic entry"), max_length=255)
     slot = models.DateTimeField(_("slot"))
@@ -143,3 +148,126 @@ class ScheduleAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.entry} by {self.user}"
+
+
+class SlotEntry(models.Model):
+    """An entry's shared progress for the database slot store (``singleton_beat_store =
+    "database"``): the newest slot handled and its counts."""
+
+    name = models.CharField(_("periodic entry"), max_length=255, primary_key=True)
+    last_ms = models.BigIntegerField(_("newest slot handled (ms since epoch)"))
+    dispatched = models.BigIntegerField(_("dispatched"), default=0)
+    skipped = models.BigIntegerField(_("skipped"), default=0)
+    gone_ms = models.BigIntegerField(
+        _("left the schedule (ms since epoch)"), default=0, help_text=_("0: never")
+    )
+
+    class Meta:
+        verbose_name = _("slot store entry")
+        verbose_name_plural = _("slot store entries")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SlotAnchor(models.Model):
+    """The anchor of an interval entry's slots, set once per entry and interval."""
+
+    entry = models.CharField(_("periodic entry"), max_length=255)
+    every_ms = models.BigIntegerField(_("interval (ms)"))
+    anchor_ms = models.BigIntegerField(_("anchor (ms since epoch)"))
+
+    class Meta:
+        verbose_name = _("slot anchor")
+        verbose_name_plural = _("slot anchors")
+        constraints = [
+            models.UniqueConstraint(fields=["entry", "every_ms"], name="singleton_anchor_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.entry} every {self.every_ms} ms"
+
+
+class SlotFence(models.Model):
+    """One slot's fence: claimed by ``token`` until ``expires_ms`` (database clock), then
+    decided (``outcome``); kept until ``kept_until_ms`` so an expired claim is still seen."""
+
+    entry = models.CharField(_("periodic entry"), max_length=255)
+    slot_ms = models.BigIntegerField(_("slot (ms since epoch)"))
+    token = models.CharField(_("claimed with"), max_length=255, blank=True)
+    expires_ms = models.BigIntegerField(_("claim expires (ms, database clock)"), default=0)
+    outcome = models.CharField(_("outcome"), max_length=32, blank=True)
+    kept_until_ms = models.BigIntegerField(_("kept until (ms, database clock)"), db_index=True)
+
+    class Meta:
+        verbose_name = _("slot fence")
+        verbose_name_plural = _("slot fences")
+        constraints = [
+            models.UniqueConstraint(fields=["entry", "slot_ms"], name="singleton_fence_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.entry} @ {self.slot_ms}"
+
+
+class ReplicaHeartbeat(models.Model):
+    """A beat replica's heartbeat for the database slot store."""
+
+    replica = models.CharField(_("replica"), max_length=255, primary_key=True)
+    info = models.TextField(_("info (JSON)"))
+    expires_ms = models.BigIntegerField(_("expires (ms, database clock)"), db_index=True)
+
+    class Meta:
+        verbose_name = _("replica heartbeat")
+        verbose_name_plural = _("replica heartbeats")
+
+    def __str__(self) -> str:
+        return self.replica
+
+
+class RuntimeSchedule(models.Model):
+    """The runtime schedule of the database store: one document (entries added with
+    ``celery_singleton_beat.schedule``, run-now requests, paused names) and its revision."""
+
+    revision = models.BigIntegerField(_("revision"), default=0)
+    doc = models.TextField(_("document (JSON)"), default="{}")
+
+    class Meta:
+        verbose_name = _("runtime schedule")
+        verbose_name_plural = _("runtime schedules")
+
+    def __str__(self) -> str:
+        return f"revision {self.revision}"
+
+
+class RunNowSent(models.Model):
+    """A run-now request that was sent, kept for a while (database store)."""
+
+    run_id = models.CharField(_("run id"), max_length=64, primary_key=True)
+    kept_until_ms = models.BigIntegerField(_("kept until (ms, database clock)"), db_index=True)
+
+    class Meta:
+        verbose_name = _("run now sent")
+        verbose_name_plural = _("run now sent")
+
+    def __str__(self) -> str:
+        return self.run_id
+
+
+class EntryRunState(models.Model):
+    """An entry's run state for its overlap policy (database store): the newest slot
+    queued by beat, started and finished by a worker, and the slots held back."""
+
+    entry = models.CharField(_("periodic entry"), max_length=255, primary_key=True)
+    queued = models.BigIntegerField(_("queued slot (ms)"), default=0)
+    started = models.BigIntegerField(_("started slot (ms)"), default=0)
+    finished = models.BigIntegerField(_("finished slot (ms)"), default=0)
+    overlapped = models.BigIntegerField(_("held back"), default=0)
+    kept_until_ms = models.BigIntegerField(_("kept until (ms, database clock)"))
+
+    class Meta:
+        verbose_name = _("entry run state")
+        verbose_name_plural = _("entry run states")
+
+    def __str__(self) -> str:
+        return self.entry

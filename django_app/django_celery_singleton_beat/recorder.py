@@ -32,7 +32,7 @@ from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import F, Max
 
 from celery_singleton_beat import events
-from celery_singleton_beat.task import ENTRY_HEADER, SLOT_HEADER
+from celery_singleton_beat.schema import Header, SkipReason
 
 from .conf import AppSettings
 from .models import SlotDispatch, TaskRun
@@ -177,8 +177,8 @@ class Recorder:
             "task_id": str(task_id),
             "attempt": int(request.retries or 0),
             "task_name": str(task.name),
-            "entry": str(headers.get(ENTRY_HEADER) or ""),
-            "slot": parse_slot(headers.get(SLOT_HEADER)),
+            "entry": str(headers.get(Header.ENTRY.value) or ""),
+            "slot": parse_slot(headers.get(Header.SLOT.value)),
             "status": TaskRun.Status.STARTED,
             "node": str(request.hostname or socket.gethostname()),
             "pid": os.getpid(),
@@ -231,8 +231,8 @@ class Recorder:
             "task_id": str(getattr(request, "id", "")),
             "attempt": int(info.get("retries") or 0),
             "task_name": str(getattr(request, "name", "") or getattr(sender, "name", "")),
-            "entry": str(headers.get(ENTRY_HEADER) or ""),
-            "slot": parse_slot(headers.get(SLOT_HEADER)),
+            "entry": str(headers.get(Header.ENTRY.value) or ""),
+            "slot": parse_slot(headers.get(Header.SLOT.value)),
             "status": TaskRun.Status.REVOKED,
             "node": str(getattr(request, "hostname", "") or socket.gethostname()),
             "pid": os.getpid(),
@@ -259,7 +259,7 @@ class Recorder:
             run.update(lock_key=event.key, holder=str(event.holder or "")[:512])
             if event.reason in TaskRun.SKIPPED:
                 run["status"] = event.reason
-            elif event.reason == "ran_without_lock":
+            elif event.reason == SkipReason.RAN_WITHOUT_LOCK:
                 run["note"] = "ran without its lock (lock store unreachable, fail_open)"
         elif isinstance(event, events.LockLost):
             run["status"] = TaskRun.Status.LOCK_LOST
@@ -285,10 +285,11 @@ class Recorder:
                 "slots": 1 + event.coalesced, "publishes": 1,
             }  # fmt: skip
         else:
-            outcome = {
-                "publish_failed": SlotDispatch.Outcome.PUBLISH_FAILED,
-                "overlap": SlotDispatch.Outcome.SKIPPED_OVERLAP,
-            }.get(event.reason, SlotDispatch.Outcome.SKIPPED_MISFIRE)
+            outcomes: dict[str, SlotDispatch.Outcome] = {
+                SkipReason.PUBLISH_FAILED: SlotDispatch.Outcome.PUBLISH_FAILED,
+                SkipReason.OVERLAP: SlotDispatch.Outcome.SKIPPED_OVERLAP,
+            }
+            outcome = outcomes.get(event.reason, SlotDispatch.Outcome.SKIPPED_MISFIRE)
             fields = {"outcome": outcome, "slots": event.count, "publishes": 0}
         fields.update(
             entry=event.entry, slot=event.slot, replica=event.replica, decided_at=event.at

@@ -5,7 +5,9 @@ Configured from the environment so that each test can start its own cluster:
 name -> {"every": seconds} or {"cron": "m h dom mon dow"}, plus "options"), and
 ``TEST_SETTINGS`` (JSON of extra Celery settings). ``TEST_CLOCK_SKEW`` (seconds) shifts
 this process's scheduler clock (slot times, heartbeat info) as a wrong system clock
-would; ``TEST_RECORD_REPLICAS`` logs every ReplicaSeen event to the broker Redis.
+would; ``TEST_RECORD_REPLICAS`` logs every ReplicaSeen event to the broker Redis. With
+``TEST_DATABASE`` (JSON of a Django ``DATABASES`` entry) beat runs on the database slot
+store instead, with no Redis master.
 """
 
 from __future__ import annotations
@@ -21,10 +23,29 @@ import redis
 from celery import Celery
 from celery.schedules import crontab
 
-from celery_singleton_beat import events, overlap, scheduler
+from celery_singleton_beat import events, overlap
+from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.scheduler import Scheduler
+from celery_singleton_beat.schema import Header
 from celery_singleton_beat.sources import EntrySpec, ScheduleSource
 
+
+def _django(database: str) -> dict[str, Any]:
+    """Start Django on the test's database for the database slot store."""
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        DATABASES={"default": json.loads(database)},
+        INSTALLED_APPS=["django_celery_singleton_beat"],
+        USE_TZ=True,
+        SINGLETON_BEAT_RECORD=False,
+    )
+    django.setup()
+    return {"singleton_beat_store": "database", "singleton_beat_redis_urls": None}
+
+
+DATABASE = os.environ.get("TEST_DATABASE")
 app = Celery("beat_tests", broker=os.environ.get("TEST_BROKER_URL", "memory://"))
 app.conf.update(
     beat_scheduler="celery_singleton_beat.Scheduler",
@@ -33,11 +54,13 @@ app.conf.update(
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
 )
+if DATABASE:
+    app.conf.update(_django(DATABASE))
 app.conf.update(json.loads(os.environ.get("TEST_SETTINGS", "{}")))
 
 if os.environ.get("TEST_CLOCK_SKEW"):
     _skew = float(os.environ["TEST_CLOCK_SKEW"])
-    scheduler.wall_clock = lambda: time.time() + _skew
+    Runtime.of(app).clock = lambda: time.time() + _skew
 
 
 def _replica_seen_recorder(client: redis.Redis) -> events.Subscriber:
@@ -98,9 +121,9 @@ def record(self: Any, entry: str) -> None:
     row = {
         "entry": entry,
         "task_id": self.request.id,
-        "slot": headers.get("singleton_beat_slot"),
-        "beat_entry": headers.get("singleton_beat_entry"),
-        "replica": headers.get("singleton_beat_replica"),
+        "slot": headers.get(Header.SLOT.value),
+        "beat_entry": headers.get(Header.ENTRY.value),
+        "replica": headers.get(Header.REPLICA.value),
         "at": time.time(),
         "worker": socket.gethostname(),
     }

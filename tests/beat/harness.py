@@ -32,6 +32,8 @@ class BeatCluster(CeleryCluster):
     broker: RedisServer | None = None
     schedule: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    database: dict[str, Any] | None = None
+    """A Django ``DATABASES`` entry: the replicas use the database slot store on it."""
 
     def __post_init__(self) -> None:
         assert self.broker is not None
@@ -42,6 +44,8 @@ class BeatCluster(CeleryCluster):
             "TEST_SCHEDULE": json.dumps(self.schedule),
             "TEST_SETTINGS": json.dumps(self.settings),
         }
+        if self.database is not None:
+            self.base_env["TEST_DATABASE"] = json.dumps(self.database)
 
     def settings_env(self, settings: dict[str, Any]) -> dict[str, str]:
         return {"TEST_SETTINGS": json.dumps({**self.settings, **settings})}
@@ -61,12 +65,17 @@ class BeatCluster(CeleryCluster):
 
 @contextmanager
 def beat_cluster(
-    workdir: Path, masters: list[RedisServer], schedule: dict[str, Any], **settings: Any
+    workdir: Path,
+    masters: list[RedisServer] | dict[str, Any],
+    schedule: dict[str, Any],
+    **settings: Any,
 ) -> Iterator[BeatCluster]:
+    """Replicas on Redis masters, or on a database when given a Django ``DATABASES`` entry."""
     broker = RedisServer().start()
+    database = masters if isinstance(masters, dict) else None
     cluster = BeatCluster(
-        workdir, "tests.beat.app", queue="beat-tests", masters=masters, broker=broker,
-        schedule=schedule, settings=settings,
+        workdir, "tests.beat.app", queue="beat-tests", masters=[] if database else masters,
+        broker=broker, schedule=schedule, settings=settings, database=database,
     )  # fmt: skip
     try:
         yield cluster

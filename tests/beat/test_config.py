@@ -58,6 +58,14 @@ def conf(**settings: Any) -> dict[str, Any]:
             r"server binds: '0.0.0.0' \(every IPv4 interface, the default\)",
         ),
         ({"singleton_beat_health_host": ""}, r"singleton_beat_health_host = '' is not valid"),
+        (
+            {"singleton_beat_store": "mongo"},
+            r"singleton_beat_store = 'mongo' is not valid: 'redis', 'database', or the dotted",
+        ),
+        (
+            {"singleton_beat_store": "no_such.Store"},
+            r"singleton_beat_store = 'no_such.Store' is not valid: .*ModuleNotFoundError",
+        ),
     ],
 )
 def test_a_bad_setting_is_refused_naming_it(settings: dict[str, Any], message: str) -> None:
@@ -70,6 +78,8 @@ def test_defaults_are_the_documented_ones() -> None:
     assert config.settings == {
         "singleton_beat_redis_urls": URLS,
         "singleton_beat_mode": "active",
+        "singleton_beat_store": "redis",
+        "singleton_beat_database": "default",
         "singleton_beat_lease_ttl": 10.0,
         "singleton_beat_claim_ttl": 3.0,
         "singleton_beat_publish_timeout": 10.0,

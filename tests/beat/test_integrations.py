@@ -22,7 +22,7 @@ from sentry_sdk.envelope import Envelope
 from sentry_sdk.integrations.celery import CeleryIntegration
 from sentry_sdk.transport import Transport
 
-from celery_singleton_beat import scheduler
+from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.scheduler import Scheduler
 from celery_singleton_beat.slots import slot_task_id
 from celery_singleton_beat.testing import RedisServer
@@ -58,16 +58,15 @@ def broker(redis_cluster: Callable[[int], list[RedisServer]]) -> Iterator[tuple[
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock("2026-06-01T11:59:59")
-    monkeypatch.setattr(scheduler, "wall_clock", fake)
-    return fake
+def clock() -> FakeClock:
+    return FakeClock("2026-06-01T11:59:59")
 
 
 def send_one_slot(urls: tuple[str, str], clock: FakeClock) -> list[dict[str, Any]]:
     """Run the scheduler across 12:00 with one every-minute entry: the queued messages."""
     master, broker_url = urls
     app = Celery("integrations", broker=broker_url)
+    Runtime.of(app).clock = clock
     app.conf.update(
         singleton_beat_redis_urls=[master],
         beat_schedule={"minutely": {"task": "reports.minutely", "schedule": crontab()}},
@@ -133,6 +132,7 @@ def test_a_missed_slots_warning_carries_the_entry_slot_and_task_id_fields(
 ) -> None:
     master, broker_url = broker
     app = Celery("integrations", broker=broker_url)
+    Runtime.of(app).clock = clock
     app.conf.update(
         singleton_beat_redis_urls=[master],
         beat_schedule={"minutely": {"task": "reports.minutely", "schedule": crontab()}},

@@ -11,9 +11,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from celery_singleton_beat.schema import Keys
 from celery_singleton_beat.testing import Process, RedisServer, free_port, wait_for
 from tests.beat.harness import (
     BeatCluster,
@@ -29,6 +31,50 @@ pytestmark = pytest.mark.slow
 Cluster = Callable[[int], list[RedisServer]]
 FAST = {"singleton_beat_claim_ttl": 1.0, "singleton_beat_lease_ttl": 3.0}
 TWO_ENTRIES = {"one": {"every": 1}, "two": {"every": 2}}
+Store = list[RedisServer] | dict[str, Any]
+
+
+@pytest.fixture(
+    params=[
+        "redis",
+        pytest.param(
+            "postgresql", marks=pytest.mark.django_db(transaction=True, databases=["postgres"])
+        ),
+    ]
+)
+def store(request: pytest.FixtureRequest, redis_cluster: Cluster) -> Store:
+    """Where the replicas share the schedule: three Redis masters, or PostgreSQL (the
+    test database, migrated; the replicas run with no Redis master at all)."""
+    if request.param == "redis":
+        return redis_cluster(3)
+    from django.db import connections
+
+    given = connections["postgres"].settings_dict
+    return {k: given[k] for k in ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT")}
+
+
+def entry_counts(store: Store, entry: str) -> dict[str, int]:
+    """An entry's progress as the store keeps it: last slot, dispatched, skipped."""
+    if isinstance(store, list):
+        return master_hash(store, Keys().entry(entry))
+    from django_celery_singleton_beat.stores import DatabaseSlotStore
+
+    return DatabaseSlotStore("postgres").entry_counts(entry)
+
+
+def dispatched(store: Store, entry: str) -> int:
+    """How many slots of ``entry`` the store counts as dispatched."""
+    return entry_counts(store, entry).get("dispatched", 0)
+
+
+def replica_tick(store: Store, replica: str) -> float:
+    """The wall-clock time of a replica's latest heartbeat."""
+    if isinstance(store, list):
+        return master_replica_tick(store, replica)
+    from django_celery_singleton_beat.stores import DatabaseSlotStore
+
+    rows = DatabaseSlotStore("postgres").replicas()
+    return max(float(r["last_tick"]) for r in rows if f"{r['host']}:{r['pid']}" == replica)
 
 
 def start_cluster(cluster: BeatCluster, *names: str) -> list[Process]:
@@ -48,9 +94,9 @@ def http_status(port: int, path: str) -> int:
 
 
 def test_three_active_replicas_execute_every_slot_exactly_once(
-    three_masters: list[RedisServer], tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
-    with beat_cluster(tmp_path, three_masters, TWO_ENTRIES, **FAST) as cluster:
+    with beat_cluster(tmp_path, store, TWO_ENTRIES, **FAST) as cluster:
         start_cluster(cluster, "r1", "r2", "r3")
         start = time.time()
         time.sleep(32)
@@ -59,12 +105,13 @@ def test_three_active_replicas_execute_every_slot_exactly_once(
     check_exactly_once(rows, "one", 1, start, end)
     check_exactly_once(rows, "two", 2, start, end)
     assert len({r["replica"] for r in rows}) >= 2, "active mode: more than one replica sends"
+    assert dispatched(store, "one") >= 30, "the store (not another one) counted the slots"
 
 
 def test_killing_the_replica_that_dispatched_last_loses_and_repeats_nothing(
-    three_masters: list[RedisServer], tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
-    with beat_cluster(tmp_path, three_masters, TWO_ENTRIES, **FAST) as cluster:
+    with beat_cluster(tmp_path, store, TWO_ENTRIES, **FAST) as cluster:
         start_cluster(cluster, "r1", "r2", "r3")
         start = time.time()
         kills = 0
@@ -87,9 +134,9 @@ def test_killing_the_replica_that_dispatched_last_loses_and_repeats_nothing(
 
 
 def test_a_replica_paused_past_the_claim_ttl_resumes_without_duplicates(
-    three_masters: list[RedisServer], tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
-    with beat_cluster(tmp_path, three_masters, TWO_ENTRIES, **FAST) as cluster:
+    with beat_cluster(tmp_path, store, TWO_ENTRIES, **FAST) as cluster:
         replicas = start_cluster(cluster, "r1", "r2", "r3")
         start = time.time()
         paused = replicas[0]
@@ -100,7 +147,7 @@ def test_a_replica_paused_past_the_claim_ttl_resumes_without_duplicates(
         time.sleep(6)
         end = time.time() - 1.5
         rows = cluster.executions()
-        heartbeat = master_replica_tick(three_masters, cluster.replica_id(paused))
+        heartbeat = replica_tick(store, cluster.replica_id(paused))
         assert paused.alive()
     check_exactly_once(rows, "one", 1, start, end)
     check_exactly_once(rows, "two", 2, start, end)
@@ -109,18 +156,18 @@ def test_a_replica_paused_past_the_claim_ttl_resumes_without_duplicates(
 
 def master_replica_tick(masters: list[RedisServer], replica: str) -> float:
     for master in masters:
-        raw = master.client().get(f"singleton-beat:replica:{replica}")
+        raw = master.client().get(Keys().replica(replica))
         if raw:
             return float(json.loads(raw)["last_tick"])
     return 0.0
 
 
 def test_leader_mode_fails_over_within_the_lease_ttl_and_a_paused_leader_steps_down(
-    three_masters: list[RedisServer], tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
     settings = {**FAST, "singleton_beat_mode": "leader"}
     lease_ttl = settings["singleton_beat_lease_ttl"]
-    with beat_cluster(tmp_path, three_masters, {"one": {"every": 1}}, **settings) as cluster:
+    with beat_cluster(tmp_path, store, {"one": {"every": 1}}, **settings) as cluster:
         start_cluster(cluster, "r1", "r2", "r3")
         start = time.time()
         leader = cluster.replica_of(cluster.executions()[-1]["replica"])
@@ -193,9 +240,9 @@ def test_losing_one_master_changes_nothing_and_losing_two_stops_publishing_until
 
 
 def test_a_replica_dying_between_publish_and_done_is_covered_with_the_same_task_id(
-    three_masters: list[RedisServer], tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
-    with beat_cluster(tmp_path, three_masters, {"two": {"every": 2}}, **FAST) as cluster:
+    with beat_cluster(tmp_path, store, {"two": {"every": 2}}, **FAST) as cluster:
         cluster.start_worker()
         crasher = cluster.start_replica(
             "crasher", scheduler="tests.beat.app:CrashAfterPublish", TEST_CRASH_ENTRY="two"
@@ -220,10 +267,10 @@ def test_a_replica_dying_between_publish_and_done_is_covered_with_the_same_task_
 
 @pytest.mark.parametrize(("policy", "fired_in_gap"), [("coalesce", 1), ("skip", 0)])
 def test_after_all_replicas_were_down_the_misfire_policy_decides(
-    three_masters: list[RedisServer], tmp_path: Path, policy: str, fired_in_gap: int
+    store: Store, tmp_path: Path, policy: str, fired_in_gap: int
 ) -> None:
     schedule = {"four": {"every": 4, "options": {"singleton_beat": {"misfire": policy}}}}
-    with beat_cluster(tmp_path, three_masters, schedule, **FAST) as cluster:
+    with beat_cluster(tmp_path, store, schedule, **FAST) as cluster:
         cluster.start_worker()
         replicas = [cluster.start_replica(name) for name in ("r1", "r2")]
         wait_for(lambda: len(cluster.executions()) >= 1, 30, "first execution")
@@ -238,7 +285,7 @@ def test_after_all_replicas_were_down_the_misfire_policy_decides(
         up = time.time() + 1.0  # replicas need about a second to start
         time.sleep(7)
         rows = cluster.executions()
-        skipped = master_hash(three_masters, "singleton-beat:entry:four").get("skipped", 0)
+        skipped = entry_counts(store, "four").get("skipped", 0)
     last_before = max(slot_ms(r["slot"]) for r in rows if r["at"] <= down)
     gap = list(range(last_before + 4000, int(up * 1000) + 1, 4000))
     fired = [slot_ms(r["slot"]) for r in rows if last_before < slot_ms(r["slot"]) <= up * 1000]

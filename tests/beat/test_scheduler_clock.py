@@ -11,7 +11,8 @@ from celery import Celery
 from celery.schedules import crontab
 from kombu import Producer
 
-from celery_singleton_beat import events, scheduler
+from celery_singleton_beat import events
+from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.scheduler import Scheduler
 from celery_singleton_beat.slots import slot_label
 from celery_singleton_beat.testing import RedisServer
@@ -28,10 +29,14 @@ class FakeClock:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock("2026-01-01T00:00:00")
-    monkeypatch.setattr(scheduler, "wall_clock", fake)
-    return fake
+def clock() -> FakeClock:
+    return FakeClock("2026-01-01T00:00:00")
+
+
+def on_clock(app: Celery, clock: FakeClock) -> Celery:
+    """The app, its scheduler running on ``clock``."""
+    Runtime.of(app).clock = clock
+    return app
 
 
 @pytest.fixture
@@ -46,7 +51,7 @@ def fired() -> Iterator[list[events.SlotFired]]:
 
 @pytest.fixture
 def make(
-    redis_cluster: Callable[[int], list[RedisServer]],
+    redis_cluster: Callable[[int], list[RedisServer]], clock: FakeClock
 ) -> Iterator[Callable[[dict[str, Any]], Scheduler]]:
     master = redis_cluster(1)[0]
     made: list[Scheduler] = []
@@ -54,7 +59,7 @@ def make(
     def build(schedule: dict[str, Any]) -> Scheduler:
         app = Celery("clock-tests", broker="memory://")
         app.conf.update(singleton_beat_redis_urls=[master.url], beat_schedule=schedule)
-        made.append(Scheduler(app=app))
+        made.append(Scheduler(app=on_clock(app, clock)))
         return made[-1]
 
     yield build
@@ -166,7 +171,7 @@ def test_a_batch_that_never_reaches_the_broker_is_retried_and_not_counted(
     app = Celery("batch-tests", broker=broker)
     schedule = {f"e{i}": {"task": "t", "schedule": 10.0} for i in range(3)}
     app.conf.update(singleton_beat_redis_urls=[master.url], beat_schedule=schedule)
-    sched = Scheduler(app=app)
+    sched = Scheduler(app=on_clock(app, clock))
     queue = redis.Redis.from_url(broker)
     skipped: list[events.SlotSkipped] = []
     unsubscribe = events.subscribe(

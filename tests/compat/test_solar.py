@@ -11,7 +11,8 @@ import pytest
 from celery import Celery
 from celery.schedules import solar
 
-from celery_singleton_beat import events, scheduler
+from celery_singleton_beat import events
+from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.scheduler import Scheduler
 from celery_singleton_beat.slots import SolarSlots, slot_label
 from celery_singleton_beat.testing import RedisServer
@@ -76,9 +77,9 @@ def sunrise_scheduler(
     redis_cluster: Callable[[int], list[RedisServer]], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[Scheduler, list[float]]]:
     now = [dt.datetime(2026, 6, 21, 3, 40, tzinfo=UTC).timestamp()]
-    monkeypatch.setattr(scheduler, "wall_clock", lambda: now[0])
     master = redis_cluster(1)[0]
     app = Celery("solar-tests", broker="memory://")
+    Runtime.of(app).clock = lambda: now[0]
     app.conf.update(
         singleton_beat_redis_urls=[master.url],
         beat_schedule={"dawn-job": {"task": "t", "schedule": solar("sunrise", *LONDON)}},

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks import LockBackend, MemoryLock, Redlock
 from celery_singleton_beat.testing import RedisServer
 
@@ -124,12 +125,12 @@ def test_acquire_with_wait_gives_up_after_wait(lock: LockBackend) -> None:
 
 @pytest.mark.parametrize("ttl", [0, -1, "5", None])
 def test_acquire_refuses_a_ttl_that_is_not_positive(lock: LockBackend, ttl: object) -> None:
-    with pytest.raises(ValueError, match=r"ttl must be a positive number of seconds, got"):
+    with pytest.raises(ConfigurationError, match=r"ttl = .* is not valid: a positive number of"):
         lock.acquire("k", ttl=ttl)  # type: ignore[arg-type]
 
 
 def test_acquire_refuses_a_negative_wait(lock: LockBackend) -> None:
-    with pytest.raises(ValueError, match=r"wait must be a number of seconds >= 0, got -1"):
+    with pytest.raises(ConfigurationError, match=r"wait = -1 is not valid: a number of seconds"):
         lock.acquire("k", ttl=5, wait=-1)
 
 

@@ -9,7 +9,7 @@ import pytest
 from celery import Celery
 from celery.app.trace import build_tracer
 
-from celery_singleton_beat import SingletonTask
+from celery_singleton_beat import SingletonTask, SlotAwareTask
 from celery_singleton_beat.errors import QuorumUnavailable
 from celery_singleton_beat.locks import Redlock
 from celery_singleton_beat.locks.nodes import Masters
@@ -81,6 +81,37 @@ def test_a_copy_of_a_slot_that_ran_is_dropped_without_touching_the_lock(
     assert ran == ["first"]
     assert lock.holder("task:k") == held.token
     assert lock.release(held) is True
+
+
+def test_a_copy_of_a_slot_that_ran_is_dropped_after_one_round_trip_without_waiting(
+    slot_task: tuple[Any, list[str]], trips: Trips
+) -> None:
+    run, ran = slot_task
+    run("first", "2026-01-01T00:00:00")
+    trips.count = 0
+    run("copy", "2026-01-01T00:00:00")
+    # the claim of the held mark, then the holder read for the log line and the event;
+    # no retries for a second: a "ran" mark is never let go
+    assert (ran, trips.count) == (["first"], 2)
+
+
+def test_a_plain_slot_aware_copy_is_dropped_without_retrying_its_held_mark(
+    three_masters: list[RedisServer], trips: Trips
+) -> None:
+    app = Celery("round-trips-aware", broker="memory://", set_as_current=False)
+    app.conf.update(singleton_beat_redis_urls=[s.url for s in three_masters])
+    ran: list[str] = []
+
+    @app.task(name="rt.aware", base=SlotAwareTask, bind=True)
+    def aware(self: Any) -> None:
+        ran.append(self.request.id)
+
+    trace = build_tracer(aware.name, aware, app=app, hostname="w@host")
+    headers = {"task": aware.name, ENTRY_HEADER: "e", SLOT_HEADER: "2026-01-01T00:00:00"}
+    trace("first", (), {}, {**headers, "id": "first"})
+    trips.count = 0
+    trace("copy", (), {}, {**headers, "id": "copy"})
+    assert (ran, trips.count) == (["first"], 2)
 
 
 def test_scripts_flushed_on_the_master_are_loaded_again_on_the_next_acquire(

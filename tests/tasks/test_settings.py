@@ -99,3 +99,22 @@ def test_a_backend_given_as_a_function_is_called_with_the_app(
 
     assert add.apply((2, 3)).get() == 5
     assert given and given[0] is app
+
+
+def test_a_backend_given_as_a_function_is_made_once_per_app() -> None:
+    from celery_singleton_beat.locks import MemoryLock
+
+    app = Celery("backend-once", broker="memory://")
+    app.conf.singleton_beat_redis_urls = ["redis://127.0.0.1:1/0"]  # not used: own backend
+    made: list[MemoryLock] = []
+
+    def backend(for_app: Celery) -> MemoryLock:
+        made.append(MemoryLock())
+        return made[-1]
+
+    @app.task(base=SingletonTask, singleton_backend=backend, shared=False)
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    assert [add.apply((n, 1)).get() for n in range(3)] == [1, 2, 3]
+    assert len(made) == 1, "one backend: calls of the task exclude one another"

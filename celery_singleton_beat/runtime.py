@@ -1,0 +1,159 @@
+"""What the library keeps for one Celery app in one process, in one object.
+
+As Celery keeps ``app.amqp`` and ``app.backend``, the library keeps one :class:`Runtime`
+per app: its settings (read and checked once), the slot store, the task lock backends
+and the wall clock. Nothing else holds that state, so two apps in one process never
+share a backend, and a test injects a clock by setting it on the app's runtime::
+
+    Runtime.of(app).clock = lambda: 1_767_225_600.0
+
+A forked child (a prefork worker process) gets a runtime of its own on first use: the
+parent's connections are not shared across a fork.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from celery_singleton_beat.config import Config, TaskConfig
+from celery_singleton_beat.errors import ConfigurationError
+from celery_singleton_beat.locks import LockBackend, Redlock
+from celery_singleton_beat.stores.base import SlotStore
+
+_ATTRIBUTE = "_singleton_beat_runtime"
+_made = threading.Lock()
+
+
+class Runtime:
+    """One app's settings, store, lock backends and clock (see the module docstring)."""
+
+    def __init__(self, app: Any, clock: Callable[[], float] = time.time) -> None:
+        self.app = app
+        self.clock = clock
+        """The wall clock, in seconds since the epoch: slot times are compared with it."""
+        self.pid = os.getpid()
+        self._mutex = threading.RLock()
+        self._config: Config | None = None
+        self._store: SlotStore | None = None
+        self._task_config: TaskConfig | None = None
+        self._task: tuple[TaskConfig, LockBackend] | None = None
+        self._marks: dict[int, tuple[LockBackend, LockBackend]] = {}
+        self._backends: dict[int, tuple[object, LockBackend]] = {}
+
+    @classmethod
+    def of(cls, app: Any) -> Runtime:
+        """The app's runtime in this process, made on first use."""
+        runtime: Runtime | None = getattr(app, _ATTRIBUTE, None)
+        if runtime is not None and runtime.pid == os.getpid():
+            return runtime
+        with _made:
+            runtime = getattr(app, _ATTRIBUTE, None)
+            if runtime is None or runtime.pid != os.getpid():
+                clock = runtime.clock if runtime is not None else time.time
+                runtime = cls(app, clock)
+                setattr(app, _ATTRIBUTE, runtime)
+            return runtime
+
+    def now_ms(self) -> int:
+        """The wall clock in integer milliseconds (slot times)."""
+        return int(self.clock() * 1000)
+
+    # -- beat ---------------------------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        """The scheduler's settings, read from ``app.conf`` and checked once."""
+        with self._mutex:
+            if self._config is None:
+                self._config = Config.from_conf(self.app.conf)
+            return self._config
+
+    @property
+    def store(self) -> SlotStore:
+        """The slot store ``singleton_beat_store`` names, connected once."""
+        from celery_singleton_beat.stores import make_store  # noqa: PLC0415  (a cycle)
+
+        with self._mutex:
+            if self._store is None:
+                self._store = make_store(self.app, self.config)
+            return self._store
+
+    def close_store(self) -> None:
+        with self._mutex:
+            store, self._store = self._store, None
+        if store is not None:
+            store.close()
+
+    # -- tasks --------------------------------------------------------------------------
+
+    def task_config(self) -> TaskConfig:
+        """The task settings, which need no Redis URL (enough for tasks that bring their
+        own lock backend)."""
+        with self._mutex:
+            if self._task_config is None:
+                self._task_config = TaskConfig.from_conf(self.app.conf, urls_required=False)
+            return self._task_config
+
+    def task_locks(self) -> tuple[TaskConfig, LockBackend]:
+        """The task settings and the app's task lock backend."""
+        with self._mutex:
+            if self._task is None:
+                config = TaskConfig.from_conf(self.app.conf)
+                if config.task_backend is not None:
+                    made = _backend(
+                        config.backend_factory(), self.app, "singleton_beat_task_backend"
+                    )
+                else:
+                    made = Redlock.from_urls(
+                        config.redis_urls,
+                        node_timeout=config.node_timeout,
+                        prefix=config.key_prefix,
+                        fence_retention=config.task_fence_retention,
+                    )
+                self._task = (config, made)
+            return self._task
+
+    def slot_marks(
+        self, config: TaskConfig, backend: LockBackend
+    ) -> tuple[TaskConfig, LockBackend]:
+        """The backend for slot "ran" marks next to a task's lock ``backend``: the same,
+        but on Redlock with the fencing counters kept only as long as the marks
+        (``singleton_beat_fence_retention``), as there is one key per slot."""
+        if not isinstance(backend, Redlock):
+            return config, backend
+        with self._mutex:
+            made = self._marks.get(id(backend))
+            if made is None or made[0] is not backend:
+                marks = Redlock(
+                    backend.masters, prefix=backend.prefix,
+                    fence_retention=config.fence_retention, clock=backend.clock,
+                )  # fmt: skip
+                made = self._marks[id(backend)] = (backend, marks)
+            return config, made[1]
+
+    def backend_for(self, chosen: LockBackend | Callable[[Any], LockBackend] | None) -> LockBackend:
+        """A task's own ``singleton_backend``: a backend as given, or what a function
+        ``(app) -> backend`` returns, called once per app and process (not once per call:
+        two calls would give two backends, and no exclusion between them)."""
+        if chosen is None:
+            return self.task_locks()[1]
+        if isinstance(chosen, LockBackend):
+            return chosen
+        with self._mutex:
+            made = self._backends.get(id(chosen))
+            if made is None or made[0] is not chosen:
+                made = (chosen, _backend(chosen, self.app, "singleton_backend"))
+                self._backends[id(chosen)] = made
+            return made[1]
+
+
+def _backend(factory: Any, app: Any, setting: str) -> LockBackend:
+    """A backend from a ``LockBackend`` class (no arguments) or a function ``(app) -> backend``."""
+    made = factory() if isinstance(factory, type) else factory(app)
+    if not isinstance(made, LockBackend):
+        raise ConfigurationError(setting, made, "a LockBackend, or a function returning one")
+    return made

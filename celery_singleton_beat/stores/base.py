@@ -1,0 +1,271 @@
+"""The slot-store contract: where beat replicas keep the schedule's shared state.
+
+Every replica of one deployment runs the same schedule against one store. The store holds,
+for each entry, its *progress* (the newest slot handled, counts) and, for an interval
+entry, the *anchor* its slots are counted from; for each slot, a *fence* that at most one
+replica holds at a time and that says, once decided, how the slot was decided; and each
+replica's *heartbeat*.
+
+A slot goes through its fence like this::
+
+    absent ── claim ──> claimed by T until E ── finish(T) ──> done:{outcome}
+                           │        │  extend(T): E moves on      (kept for the retention)
+                           │        └─ unclaim(T) ──> absent
+                           └─ E passed: claim by U ──> claimed by U, *taken over*
+
+A claim that expired is not forgotten: the fence keeps it (for the fence retention), so
+whoever claims the slot next learns it was *taken over* and knows the first claimant may
+have sent the message already. It sends it again with the same task id (the worker drops
+a second copy) rather than counting the slot as missed::
+
+    replica A: claim fire:e:t ── publish ── (SIGKILL before finish)
+    replica B: claim: held ... held ... (A's claim expires) ... taken over ── publish again
+
+Expiry is measured on the store's own clock (the master's, the database's), never on a
+replica's, so replicas with skewed clocks agree on who holds a slot.
+
+Every method that takes a sequence handles the whole sequence in one round trip (one
+pipeline to every master, one transaction in the database): a minute with ten thousand
+due slots costs a handful of round trips, not ten thousand.
+
+Times: slots and ``now`` in integer milliseconds since the epoch (the replica's wall
+clock, which names slots); TTLs and retentions in seconds.
+
+Implementations: :mod:`celery_singleton_beat.stores.memory` (one process, for tests),
+:mod:`celery_singleton_beat.stores.redis` (a majority of Redis masters) and
+``django_celery_singleton_beat.stores`` (the Django database). All pass the one contract
+suite in ``tests/stores/test_contract.py``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from celery_singleton_beat.errors import StoreUnavailable
+from celery_singleton_beat.locks.base import LockBackend
+from celery_singleton_beat.schema import ClaimStatus, Outcome
+
+__all__ = ["Claim", "ClaimStatus", "EntryState", "Outcome", "SlotOutcome", "SlotStore"]
+
+Fence = tuple[str, int]
+"""One slot of one entry: (entry name, slot in ms)."""
+
+
+class EntryState(NamedTuple):
+    """An entry's shared progress as :meth:`SlotStore.init` returns it."""
+
+    last: int
+    """The newest slot handled (ms); a new entry starts at the ``now`` it was first seen."""
+    anchor: int | None
+    """The anchor of an interval entry's slots (ms), None for other entries."""
+
+
+@dataclasses.dataclass
+class Claim:
+    """What the store said about one slot's fence."""
+
+    status: ClaimStatus | None
+    """CLAIMED (this replica decides the slot), HELD (another replica holds a live claim,
+    or the masters' vote was split), DONE (decided already), or None when the store could
+    not answer (no majority of masters)."""
+    last: int
+    """The entry's newest handled slot (ms), as the store knows it now."""
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Each part of the store that did not answer (``host:port``) and its error."""
+    taken_over: bool = False
+    """Claimed after another claimant's claim on it expired: the slot may have been sent."""
+
+
+class SlotOutcome(NamedTuple):
+    """How a claimed slot was decided, for :meth:`SlotStore.finish`."""
+
+    entry: str
+    slot: int
+    outcome: str
+    """An :class:`~celery_singleton_beat.schema.Outcome` value."""
+    sent: int
+    """Messages published for it (0 or 1): added to the entry's ``dispatched`` count."""
+    skipped: int
+    """Slots it stands for that did not run: added to the entry's ``skipped`` count."""
+
+
+class SlotStore(abc.ABC):
+    """Shared schedule state: entries, anchors, slot fences and replica heartbeats.
+
+    Subclasses implement every abstract method; each is safe to call from the
+    scheduler's thread and, for :meth:`extend`, from its claim keeper's thread at once.
+    A method that cannot reach the store raises
+    :class:`~celery_singleton_beat.errors.StoreUnavailable`, except those that answer per
+    slot: :meth:`claim` (status None), :meth:`extend` and :meth:`finish` (False: the
+    claim expires and another replica takes the slot over), and the best-effort
+    :meth:`unclaim` and :meth:`forget_replica`.
+    """
+
+    #: What the store is, for log lines and errors ("3 Redis masters", "database 'default'").
+    name: str = "slot store"
+    #: The log line's words when the store stops answering, and when it answers again.
+    down_text: str = "the slot store does not answer"
+    up_text: str = "the slot store answers"
+
+    # -- schedule state ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def init(self, entries: Sequence[tuple[str, int | None]], now: int) -> list[EntryState]:
+        """Register entries, given as (name, interval in ms or None), and read their state.
+
+        - An entry the store knows keeps its ``last`` slot. (Redis: the maximum over the
+          masters that know it; a master that restarted empty does not know it and gets
+          *no vote*: it must not invent a ``last`` of ``now``. It learns the agreed value
+          back.)
+        - An entry nobody knows is new: it starts at ``now`` and stays there for later
+          callers (slots before its first sighting never fire).
+        - An interval entry's anchor is proposed as ``now`` rounded down to a whole
+          interval; the first anchor stored (the smallest, on several masters) wins and
+          never changes, so replicas count the same slots.
+        """
+
+    @abc.abstractmethod
+    def claim(
+        self, fences: Sequence[Fence], token: str, ttl: float, retention: float
+    ) -> list[Claim]:
+        """Try to claim each slot for ``ttl`` seconds, in one round trip; one
+        :class:`Claim` per fence, in order.
+
+        A fence that is absent, or whose claim expired (on the store's clock), or that
+        ``token`` holds already, is claimed; an expired claim of another token is *taken
+        over* (``taken_over=True``). A live claim of another token is HELD; a decided
+        fence is DONE. The claim is kept for ``retention`` seconds so an expired claim is
+        still seen. ``last`` is the entry's newest handled slot.
+        """
+
+    @abc.abstractmethod
+    def unclaim(self, fences: Sequence[Fence], token: str) -> None:
+        """Give back the claims ``token`` holds on these fences, so that the next replica
+        need not wait for their TTL. Another token's claim, or a decided fence, is left
+        alone. Best effort: errors are not raised."""
+
+    @abc.abstractmethod
+    def extend(
+        self, fences: Sequence[Fence], token: str, ttl: float, retention: float
+    ) -> list[bool]:
+        """Move the expiry of ``token``'s claims to ``ttl`` seconds from now (store
+        clock); for each fence, True when it is still ``token``'s and was extended. A
+        fence taken over by another token, or decided, gives False."""
+
+    @abc.abstractmethod
+    def finish(self, outcomes: Sequence[SlotOutcome], token: str, retention: float) -> list[bool]:
+        """Mark decided slots done and advance their entries, *only where the claim is
+        still ``token``'s*: for each outcome, in one round trip, the fence becomes
+        ``done:{outcome}`` (kept for ``retention`` seconds), the entry's ``last`` rises to
+        the slot (never falls) and its ``dispatched``/``skipped`` counts grow by ``sent``
+        and ``skipped``. A fence done already, or claimed by another token since ours
+        expired, is left alone and gives False (that token decides it).
+
+        An absent fence (its claim was lost with a restarted store) is marked done.
+        """
+
+    @abc.abstractmethod
+    def entry_counts(self, name: str) -> dict[str, int]:
+        """An entry's progress as the CLI and the dashboard show it: ``last`` (ms),
+        ``dispatched`` and ``skipped`` (counts); empty for an entry the store does not
+        know."""
+
+    # -- schedules that change while beat runs ---------------------------------------
+
+    @abc.abstractmethod
+    def start_at(self, names: Sequence[str], slot: int) -> None:
+        """Raise each entry's ``last`` to at least ``slot`` (never lower it): an entry added
+        or changed while beat runs owes no slot before the moment it was seen."""
+
+    @abc.abstractmethod
+    def mark_gone(self, names: Sequence[str], now: int) -> None:
+        """Note that entries left the schedule at ``now`` (ms): a replica starting before
+        one comes back owes none of the slots that passed meanwhile."""
+
+    @abc.abstractmethod
+    def gone(self, names: Sequence[str]) -> list[int]:
+        """When each entry last left the schedule (ms; 0: never or unknown), in order."""
+
+    @abc.abstractmethod
+    def anchors(self, entries: Sequence[tuple[str, int]]) -> list[int | None]:
+        """The stored anchor of each (name, interval in ms), None where none is stored
+        yet; read only (the dashboard and the control page show next times with it)."""
+
+    # -- the runtime schedule ------------------------------------------------------------
+
+    @abc.abstractmethod
+    def schedule_revision(self) -> int:
+        """The runtime schedule's newest revision (0: never written): the version every
+        replica polls, so it must be cheap."""
+
+    @abc.abstractmethod
+    def read_schedule(self) -> tuple[int, dict[str, Any]]:
+        """The newest revision and its document (a JSON-ready dict; ``{}`` when none)."""
+
+    @abc.abstractmethod
+    def write_schedule(self, revision: int, doc: dict[str, Any]) -> bool:
+        """Store ``doc`` as ``revision`` unless the stored revision is that or newer
+        (True when written). Editors serialise on a lock of :meth:`leader_lock`'s backend
+        (``schedule-edit``) and write the revision they read plus one."""
+
+    @abc.abstractmethod
+    def mark_runs_sent(self, run_ids: Sequence[str], retention: float) -> None:
+        """Remember for ``retention`` seconds that these run-now requests were sent."""
+
+    @abc.abstractmethod
+    def runs_sent(self, run_ids: Sequence[str]) -> set[str]:
+        """The ids among ``run_ids`` known to have been sent."""
+
+    # -- run state (per-entry overlap policy) ----------------------------------------------
+
+    @abc.abstractmethod
+    def run_states(self, entries: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Each entry's run state: the newest slot (ms) ``queued`` by beat, ``started`` and
+        ``finished`` by a worker (0: none), and how many slots were ``overlapped``."""
+
+    @abc.abstractmethod
+    def raise_run_states(self, writes: Sequence[tuple[str, str, int]], retention: float) -> None:
+        """Raise each (entry, field, slot) to at least the slot (never lower it); an
+        entry's state is kept ``retention`` seconds after its last write."""
+
+    @abc.abstractmethod
+    def count_overlapped(self, entry: str, count: int) -> None:
+        """Add ``count`` slots held back by the entry's overlap policy."""
+
+    # -- replicas ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def heartbeat(self, replica: str, info: dict[str, Any], ttl: float) -> int:
+        """Record that ``replica`` is alive (with ``info``, a JSON-ready dict) for ``ttl``
+        seconds on the store's clock (no replica's clock decides who counts as alive).
+        Returns how many replicas have a live heartbeat, this one included."""
+
+    @abc.abstractmethod
+    def replicas(self) -> list[dict[str, Any]]:
+        """The ``info`` of every replica with a live heartbeat, sorted by host and pid."""
+
+    @abc.abstractmethod
+    def forget_replica(self, replica: str) -> None:
+        """Drop ``replica``'s heartbeat (it is shutting down). Best effort."""
+
+    # -- the rest ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def leader_lock(self, owner: str) -> LockBackend:
+        """A lock backend on the same store for the ``leader`` mode's lease and the
+        runtime schedule's edit lock, so that a deployment needs no other server."""
+
+    def unavailable(self, what: str, errors: dict[str, str]) -> StoreUnavailable:
+        """The error for claims that came back without an answer (``Claim.status`` None)."""
+        detail = "; ".join(f"{part}: {error}" for part, error in errors.items())
+        return StoreUnavailable(self.name, f"answer for {what}", detail or "no answer")
+
+    def describe(self) -> str:
+        """One line for beat's start-up banner (no passwords)."""
+        return self.name
+
+    def close(self) -> None:  # noqa: B027  (optional: nothing to close by default)
+        """Release connections. The store is not used afterwards."""
