@@ -41,7 +41,7 @@ def main() -> int:
         manage("demo_schedule")  # the rows of django-celery-beat's tables, where missing
     password = secrets.token_urlsafe(9)
     subprocess.run(
-        [python, "manage.py", "shell", "-c",
+        [python, "manage.py", "shell", "--verbosity", "0", "-c",
          "from django.contrib.auth.models import User\n"
          "u = User.objects.filter(username='admin').first() or "
          "User.objects.create_superuser('admin', 'admin@example.com', 'x')\n"
