@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV) || \
 		{ echo "error: could not create $(VENV); install the venv module (Debian: apt-get install python3-venv)" >&2; exit 1; }
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,django]"
+	@# django-celery-beat: the Django demo keeps part of its schedule in its tables
+	$(BIN)/python -m pip install --quiet -e ".[dev,django,django-celery-beat]"
 	@touch $@
 
 redis-server:

@@ -10,6 +10,7 @@ replica within two seconds (with ``"runtime"`` among ``singleton_beat_schedule_s
     schedule.pause(app, "report", by="ops")  # nothing is sent while paused (any source)
     schedule.resume(app, "report")         # missed slots follow the misfire policy
     schedule.run_now(app, "nightly")       # one extra run, once, however many clicks race
+    schedule.run_requests(app)             # the runs asked for, pending or sent
     schedule.remove(app, "report")
 
 A run now is an extra slot of its own (entry ``{name}@run-now:{id}``), one and a half
@@ -154,6 +155,31 @@ def run_now(app: Any, name: str, by: str = "", message: Mapping[str, Any] | None
 
         result: str = store.edit(change)
         return result
+
+
+def run_requests(app: Any) -> list[dict[str, Any]]:
+    """The runs asked for with :func:`run_now` in the last hour, oldest first.
+
+    Each is a dict: ``id``, ``entry``, ``by`` (who asked), ``asked`` and ``at`` (when it
+    falls due), both epoch ms, and ``state``: ``"pending"`` (not sent yet), ``"sent"`` (a
+    replica sent it) or ``"overdue"`` (not sent within :data:`RUN_NOW_PENDING_MS` of its
+    time: no replica was running then; another request makes a new run)."""
+    with _store(app) as store:
+        _rev, doc = store.read()
+        now = round(time.time() * 1000)
+        kept = {i: r for i, r in doc["runs"].items() if r["at"] > now - RUN_NOW_KEPT_MS}
+        sent = RunMarks(store, 86400.0).sent(list(kept))
+    found = []
+    for run_id, run in sorted(kept.items(), key=lambda item: (item[1]["at"], item[0])):
+        state = "sent" if run_id in sent else "pending"
+        if state == "pending" and run["at"] <= now - RUN_NOW_PENDING_MS:
+            state = "overdue"
+        found.append({
+            "id": run_id, "entry": run["entry"], "by": run.get("by", ""),
+            "asked": run.get("asked", run["at"] - RUN_NOW_DELAY_MS), "at": run["at"],
+            "state": state,
+        })  # fmt: skip
+    return found
 
 
 def _pending(store: RuntimeStore, marks: RunMarks, name: str, now: int) -> str | None:

@@ -115,6 +115,18 @@ def test_the_django_demo_serves_the_admin_and_records_runs(
             "SELECT entry, slot, count(*) FROM singleton_beat_slotdispatch GROUP BY entry, slot"
         ).fetchall()
         staff = db.execute("SELECT is_staff FROM auth_user WHERE username = 'admin'").fetchone()
+        periodic = db.execute(
+            "SELECT t.name, i.every, c.minute, c.hour, c.timezone"
+            " FROM django_celery_beat_periodictask t"
+            " LEFT JOIN django_celery_beat_intervalschedule i ON i.id = t.interval_id"
+            " LEFT JOIN django_celery_beat_crontabschedule c ON c.id = t.crontab_id ORDER BY t.name"
+        ).fetchall()
     assert runs >= 5, output
     assert len(slots) >= 5 and all(count == 1 for _, _, count in slots)
     assert staff == (1,)
+    assert periodic == [
+        ("nightly-report", None, "30", "2", "Europe/Berlin"),
+        ("send-reminders", 3, None, None, None),
+    ]
+    from_the_tables = [s for entry, s, _ in slots if entry == "send-reminders"]
+    assert len(from_the_tables) >= 3, f"a slot every 3 s from django-celery-beat's row: {slots}"

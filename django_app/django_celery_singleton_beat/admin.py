@@ -115,6 +115,7 @@ class TaskRunAdmin(ReadOnlyAdmin):
             "opts": self.model._meta,
             "runs_url": reverse("admin:singleton_beat_taskrun_changelist"),
             "slots_url": reverse("admin:singleton_beat_slotdispatch_changelist"),
+            "control_url": reverse("admin:singleton_beat_control"),
         }
         return TemplateResponse(request, "admin/singleton_beat/dashboard.html", context)
 

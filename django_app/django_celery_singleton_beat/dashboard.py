@@ -1,5 +1,7 @@
 """What the dashboard shows, computed on the server: replicas, per-entry counts, percentiles,
-the execution-window timeline (an SVG) and each crontab entry in words with its next times."""
+the execution-window timeline (an SVG) and every scheduled entry (of every schedule source)
+in words with its next times, whether it is paused (by whom, since when) and the runs
+asked for now."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
+from zoneinfo import ZoneInfo
 
 from celery.beat import ScheduleEntry
 from celery.schedules import crontab
@@ -20,14 +23,18 @@ from django.db.models import Count, Exists, Max, Min, OuterRef, Q, Sum
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_noop
 
-from celery_singleton_beat import overview
+from celery_singleton_beat import overview, schedule
 from celery_singleton_beat._compat import created_apps, current_app
 from celery_singleton_beat.config import Config
 from celery_singleton_beat.decide import ON_TIME
+from celery_singleton_beat.entries import OPTION
 from celery_singleton_beat.errors import StoreUnavailable
+from celery_singleton_beat.schedule import RUN_NOW
 from celery_singleton_beat.schema import StoreKind
+from celery_singleton_beat.slots import schedule_tz
 from celery_singleton_beat.stores import make_store
 
+from . import control
 from .models import SlotDispatch, TaskRun
 
 logger = logging.getLogger(__name__)
@@ -79,15 +86,61 @@ def celery_app(path: str | None = None) -> Any:
     return app
 
 
-def beat_entries(app: Any) -> dict[str, ScheduleEntry]:
-    """The app's ``beat_schedule`` as beat builds it (bad entries are left out, logged)."""
-    found = {}
-    for name in app.conf.beat_schedule or {}:
+@dataclasses.dataclass
+class ScheduleView:
+    """The entries the beat replicas schedule, from every source, and their controls."""
+
+    entries: dict[str, ScheduleEntry]
+    sources: dict[str, str]
+    paused: dict[str, dict[str, Any]]
+    """Paused entry name -> who paused it (``by``) and when (``at``, ms)."""
+    runs: dict[str, list[dict[str, Any]]]
+    """Entry name -> the runs asked for now (``schedule.run_requests``), oldest first."""
+    error: str | None = None
+    """Why the sources or the controls on the masters could not be read."""
+
+
+def schedule_view(app: Any) -> ScheduleView:
+    """What the replicas schedule, read through the sources the control page reads
+    (``beat_schedule``, django-celery-beat's rows, runtime entries). When they cannot be
+    read (no masters configured or reachable), ``beat_schedule`` alone, and why."""
+    error = None
+    try:
+        specs, sources = control.entry_specs(app)
+        paused = schedule.paused(app)
+        requests = schedule.run_requests(app)
+    except Exception as exc:
+        logger.warning("dashboard: the schedule sources cannot be read: %s", exc)
+        error = f"{type(exc).__name__}: {exc}"
+        specs = dict(app.conf.beat_schedule or {})
+        sources = dict.fromkeys(specs, "beat_schedule")
+        paused, requests = {}, []
+    entries = {}
+    for name, spec in specs.items():
         try:
-            found[name] = overview.beat_entry(app, name)
+            entries[name] = ScheduleEntry(**dict(spec, name=name, app=app))
         except Exception as exc:
-            logger.warning("dashboard: beat entry %r cannot be read: %s", name, exc)
-    return found
+            logger.warning("dashboard: entry %r cannot be read: %s", name, exc)
+    runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for request in requests:
+        runs[request["entry"]].append(request)
+    return ScheduleView(entries, sources, paused, dict(runs), error)
+
+
+def beat_entries(app: Any) -> dict[str, ScheduleEntry]:
+    """The entries the replicas schedule, of every source (bad entries left out, logged)."""
+    return schedule_view(app).entries
+
+
+def entry_zone(entry: ScheduleEntry, default: dt.tzinfo) -> dt.tzinfo:
+    """The zone an entry's slots are in: its ``timezone`` setting, a django-celery-beat
+    crontab's own zone, else ``default`` (the app's)."""
+    policy = (entry.options or {}).get(OPTION)
+    zone = policy.get("timezone") if isinstance(policy, dict) else None
+    try:
+        return ZoneInfo(zone) if zone else schedule_tz(entry.schedule, default)
+    except Exception:
+        return default
 
 
 @dataclasses.dataclass
@@ -152,12 +205,15 @@ def next_times(schedule: Any, name: str, tz: dt.tzinfo, count: int = 5) -> list[
 
 
 def entry_rows(
-    app: Any, since: dt.datetime, until: dt.datetime, using: str
-) -> list[dict[str, Any]]:
+    app: Any, since: dt.datetime, until: dt.datetime, using: str,
+    view: ScheduleView | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
     """Per entry: expected, dispatched, executed, missed slots, duplicates prevented, slots
     that did not run because the previous run held the lock (overlapped), and how many
-    slots were dispatched more than ON_TIME late (with the latest)."""
-    entries = beat_entries(app)
+    slots were dispatched more than ON_TIME late (with the latest). A run now's slots
+    (entry ``{name}@run-now:{id}``) count with its entry's runs now, not as an entry."""
+    view = view or schedule_view(app)
+    entries = view.entries
     tz = app.timezone
     decisions: dict[str, Mapping[str, Any]] = {
         row["entry"]: row
@@ -191,8 +247,13 @@ def entry_rows(
         )
     }
     overlapped = overlapped_slots(since, until, using)
+    extra: dict[str, dict[str, int]] = defaultdict(lambda: {"dispatched": 0, "executed": 0})
+    for name in {n for n in (*decisions, *runs) if RUN_NOW in n}:
+        parent = extra[name.partition(RUN_NOW)[0]]
+        parent["dispatched"] += decisions.get(name, {}).get("dispatched", 0)
+        parent["executed"] += runs.get(name, {}).get("executed", 0)
     rows = []
-    for name in sorted(set(entries) | set(decisions) | set(runs)):
+    for name in sorted(n for n in set(entries) | set(decisions) | set(runs) if RUN_NOW not in n):
         entry = entries.get(name)
         d, r = decisions.get(name, {}), runs.get(name, {})
         start = (
@@ -201,7 +262,7 @@ def entry_rows(
             else since
         )
         expected = (
-            expected_slots(entry.schedule, name, tz, start=start, end=until)
+            expected_slots(entry.schedule, name, entry_zone(entry, tz), start=start, end=until)
             if entry is not None
             else None
         )
@@ -221,6 +282,10 @@ def entry_rows(
             "overlapped": overlapped.get(name, (0, 0))[0],
             "late": d.get("late_slots", 0),
             "late_max": d.get("latest"),
+            "source": view.sources.get(name, ""),
+            "paused": name in view.paused,
+            "run_now_dispatched": extra[name]["dispatched"] if name in extra else 0,
+            "run_now_executed": extra[name]["executed"] if name in extra else 0,
         })  # fmt: skip
     return rows
 
@@ -291,19 +356,72 @@ def task_rows(app: Any, since: dt.datetime, using: str, warning: float) -> list[
     return result
 
 
-def schedule_rows(app: Any) -> list[dict[str, Any]]:
-    """Every beat entry in words, with its next five times in the app's timezone."""
+def schedule_rows(
+    app: Any, view: ScheduleView | None = None, using: str = "default"
+) -> list[dict[str, Any]]:
+    """Every scheduled entry in words, with its next five times (none while paused), its
+    source, who paused it and when, and the runs asked for now (newest first) with their
+    recorded slot decision and run."""
+    view = view or schedule_view(app)
+    slot_entries = [f"{r['entry']}{RUN_NOW}{r['id']}" for runs in view.runs.values() for r in runs]
+    recorded = _recorded(slot_entries, using)
     rows = []
-    for name, entry in sorted(beat_entries(app).items()):
-        schedule = entry.schedule
+    for name, entry in sorted(view.entries.items()):
+        sched = entry.schedule
+        zone = entry_zone(entry, app.timezone)
+        words = overview.in_words(sched)
+        if isinstance(sched, crontab) and zone_name(zone) != zone_name(app.timezone):
+            words = f"{words}, {zone_name(zone)}"
+        pause = view.paused.get(name)
         rows.append({
             "name": name,
             "task": entry.task,
-            "cron": overview.cron_expression(schedule) if isinstance(schedule, crontab) else "",
-            "words": overview.in_words(schedule),
-            "next": next_times(schedule, name, app.timezone),
+            "source": view.sources.get(name, ""),
+            "cron": overview.cron_expression(sched) if isinstance(sched, crontab) else "",
+            "words": words,
+            "next": [] if pause else next_times(sched, name, zone),
+            "paused": pause is not None,
+            "paused_by": (pause or {}).get("by", ""),
+            "paused_at": _moment((pause or {}).get("at")),
+            "runs_now": [_run_now(run, recorded) for run in reversed(view.runs.get(name, []))],
         })  # fmt: skip
     return rows
+
+
+def _moment(ms: int | None) -> dt.datetime | None:
+    return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
+
+
+def _recorded(slot_entries: list[str], using: str) -> dict[str, tuple[str, str]]:
+    """Per run-now slot entry: its recorded slot decision and its first attempt's status."""
+    if not slot_entries:
+        return {}
+    outcomes = dict(
+        SlotDispatch.objects.using(using).filter(entry__in=slot_entries)
+        .values_list("entry", "outcome")
+    )  # fmt: skip
+    statuses = dict(
+        TaskRun.objects.using(using).filter(entry__in=slot_entries, attempt=0)
+        .order_by("started_at").values_list("entry", "status")
+    )  # fmt: skip
+    return {e: (outcomes.get(e, ""), statuses.get(e, "")) for e in slot_entries}
+
+
+def _run_now(request: Mapping[str, Any], recorded: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
+    """A run asked for now as the page shows it: its id, state, who asked, when, and its
+    slot (entry ``{name}@run-now:{id}``) as recorded: slot decision and run status."""
+    slot_entry = f"{request['entry']}{RUN_NOW}{request['id']}"
+    outcome, status = recorded.get(slot_entry, ("", ""))
+    return {
+        "id": request["id"],
+        "state": request["state"],
+        "by": request["by"],
+        "asked": _moment(request["asked"]),
+        "due": _moment(request["at"]),
+        "slot_entry": slot_entry,
+        "outcome": outcome,
+        "status": status,
+    }
 
 
 def colours(nodes: Iterable[str]) -> dict[str, str]:
@@ -445,6 +563,7 @@ def context(window: str, using: str, warning: float, app_path: str | None = None
     zone = timezone.get_current_timezone()
     svg, legend = timeline_svg(shown, start, until, tz=zone)
     view = replicas(app)
+    scheduled = schedule_view(app)
     return {
         "zone": zone_name(zone),
         "on_time": ON_TIME,
@@ -456,9 +575,10 @@ def context(window: str, using: str, warning: float, app_path: str | None = None
         "replica_error": view.error,
         "replicas": view.replicas,
         "masters": view.masters,
-        "entries": entry_rows(app, since, until, using),
+        "entries": entry_rows(app, since, until, using, scheduled),
         "tasks": task_rows(app, since, using, warning),
-        "schedules": schedule_rows(app),
+        "schedules": schedule_rows(app, scheduled, using),
+        "schedule_error": scheduled.error,
         "timeline": svg,
         "legend": sorted(legend.items()),
         "ttl_warning": warning,

@@ -161,9 +161,13 @@ class DjangoCeleryBeatSource(ScheduleSource):
             _guarded(models.PeriodicTasks.update_changed)
 
     def close(self) -> None:
+        """Close this process's database connections, except one inside a transaction (a
+        web request's, with ``ATOMIC_REQUESTS``), which closing would break."""
         from django.db import connections  # noqa: PLC0415
 
-        connections.close_all()
+        for connection in connections.all(initialized_only=True):
+            if not connection.in_atomic_block:
+                connection.close()
 
 
 def _guarded(call: Any) -> Any:

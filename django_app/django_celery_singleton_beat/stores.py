@@ -699,7 +699,11 @@ class DatabaseSlotStore(SlotStore):
         return DatabaseLock(using=self.using)
 
     def close(self) -> None:
-        connections[self.using].close()
+        """Close this thread's connection on the alias, unless it is inside a transaction
+        (a web request's, with ``ATOMIC_REQUESTS``), which must go on."""
+        connection = connections[self.using]
+        if not connection.in_atomic_block:
+            connection.close()
 
 
 def _live(row: tuple[int, str, int, str, int], now: int) -> tuple[str, str]:

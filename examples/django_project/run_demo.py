@@ -1,13 +1,15 @@
 """``make demo-django``: the demo project with two beat replicas, a worker and the admin.
 
-Migrates the SQLite database, creates (or resets) the admin user and prints its password,
-starts two ``celery beat -S singleton`` replicas and a worker against local Redis, and
+Migrates the SQLite database, creates the demo's rows in django-celery-beat's tables (those
+missing), creates (or resets) the admin user and prints its password, starts two
+``celery beat -S singleton`` replicas and a worker against local Redis, and
 serves the admin on http://127.0.0.1:8000/. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import secrets
 import signal
@@ -33,9 +35,13 @@ def main() -> int:
         subprocess.run([python, "manage.py", *args], cwd=HERE, env=env, check=True)
 
     manage("migrate", "--verbosity", "0")
+    if importlib.util.find_spec("django_celery_beat") is None:
+        print("django-celery-beat is not installed: the schedule is the code's beat_schedule only")
+    else:
+        manage("demo_schedule")  # the rows of django-celery-beat's tables, where missing
     password = secrets.token_urlsafe(9)
     subprocess.run(
-        [python, "manage.py", "shell", "-c",
+        [python, "manage.py", "shell", "--verbosity", "0", "-c",
          "from django.contrib.auth.models import User\n"
          "u = User.objects.filter(username='admin').first() or "
          "User.objects.create_superuser('admin', 'admin@example.com', 'x')\n"
@@ -60,6 +66,8 @@ def main() -> int:
     print(
         f"\n  admin:      http://127.0.0.1:{options.port}/admin/  user admin  password {password}\n"
         f"  dashboard:  http://127.0.0.1:{options.port}/admin/singleton_beat/taskrun/dashboard/\n"
+        f"  control:    http://127.0.0.1:{options.port}/admin/singleton_beat/scheduleaction/control/\n"
+        f"  schedule:   http://127.0.0.1:{options.port}/admin/django_celery_beat/periodictask/\n"
         f"  logs:       {logs}/ (beat-1, beat-2, worker, web)\n"
         "  two beat replicas share the schedule; each slot is dispatched once.\n"
         "  Ctrl-C stops everything.\n",
