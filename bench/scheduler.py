@@ -6,12 +6,13 @@ times how long it takes until every one of those slots is published to a real Re
 broker. It counts Redis round trips per dispatched slot (ours: one round trip reaches
 all masters at once) and the cost of a tick when nothing is due, with 10 and with 10,000
 entries. Ours runs with one replica and with three (three processes racing for the same
-slots); RedBeat runs one (its design: one lock holder dispatches). With --postgres, ours
-also runs on the database slot store (a database of the script's own on that server,
-dropped at the end), with one replica and with three; its trips are SQL statements.
+slots); RedBeat runs one (its design: one lock holder dispatches). Ours also runs on the
+database slot store on PostgreSQL (--postgres, default the local server; a database of
+the script's own, dropped at the end; --no-postgres skips it), with one replica and with
+three; its trips are SQL statements.
 
     python bench/scheduler.py [--entries 10000] [--broker amqp://guest:guest@127.0.0.1:5672//]
-                              [--postgres postgresql://postgres@127.0.0.1:5432]
+                              [--postgres postgresql://postgres@127.0.0.1:5432 | --no-postgres]
 
 Without --broker a redis-server started by the script is the broker. With --broker, the
 messages go to a queue of the script's own, deleted at the end.
@@ -328,7 +329,11 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=10_000)
     parser.add_argument("--broker", help="broker URL (default: a local redis-server)")
     parser.add_argument("--redbeat-cap", type=float, default=60.0, help="seconds")
-    parser.add_argument("--postgres", help="PostgreSQL server URL: also run the database store")
+    parser.add_argument(
+        "--postgres", default="postgresql://postgres@127.0.0.1:5432",
+        help="PostgreSQL server URL for the database store's rows",
+    )  # fmt: skip
+    parser.add_argument("--no-postgres", action="store_true", help="skip the database store")
     args = parser.parse_args()
     n = args.entries
     rows = []
@@ -350,7 +355,7 @@ def main() -> None:
         ]
         red = capped_redbeat(broker, servers[0].url, n, args.redbeat_cap)
         red_idle_small = capped_redbeat(broker, servers[0].url, 10, args.redbeat_cap)[3]
-        on_database = database_rows(broker, n, lead, args.postgres) if args.postgres else []
+        on_database = [] if args.no_postgres else database_rows(broker, n, lead, args.postgres)
         if args.broker:
             delete_queue(broker)
     total = sum(r[0] for r in three)
