@@ -33,13 +33,16 @@ def cli_status(cluster: BeatCluster) -> subprocess.CompletedProcess[str]:
 
 def replica_clock_offset(masters: list[RedisServer], replica: str) -> float:
     """How far the replica's scheduler clock is from the master's (this host's): its last
-    heartbeat's own time against the master's time of that heartbeat."""
+    heartbeat's own time against the master's time of that heartbeat (its expiry score
+    less its TTL)."""
     with masters[0].client().pipeline(transaction=True) as pipe:
         pipe.get(f"singleton-beat:replica:{replica}")
         pipe.zscore("singleton-beat:replicas", replica)
         raw, score = pipe.execute()
     assert raw is not None and score is not None, f"no heartbeat from {replica}"
-    return float(json.loads(raw)["last_tick"]) - float(score)
+    info = json.loads(raw)
+    # the score is when the heartbeat expires on the master's clock, ttl after it was written
+    return float(info["last_tick"]) - (float(score) - float(info["ttl"]))
 
 
 def test_replicas_with_clocks_7s_behind_and_7s_ahead_are_counted_by_every_replica_and_the_cli(
