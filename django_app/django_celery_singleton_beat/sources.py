@@ -19,7 +19,8 @@ What each field becomes:
   sent it (an ``UPDATE`` that does not touch ``PeriodicTasks``, so it causes no re-read).
 
 Changes are seen through ``PeriodicTasks.last_update``, which django-celery-beat's models
-and admin bump on every save and delete: one single-row query per second per replica.
+and admin bump on every save and delete: one single-row query per second per replica, on
+a connection kept open (see :meth:`DjangoCeleryBeatSource.version`).
 """
 
 from __future__ import annotations
@@ -68,21 +69,47 @@ class DjangoCeleryBeatSource(ScheduleSource):
         super().__init__(app)
         import django  # noqa: PLC0415  (the core never imports Django; this module is the app's)
         from django.apps import apps  # noqa: PLC0415
+        from django.db import connections, router  # noqa: PLC0415
 
         if not apps.ready:
             django.setup()
         from django_celery_beat import models  # noqa: PLC0415
 
         self.models = models
+        tracks = models.PeriodicTasks
+        self._alias: str = router.db_for_read(tracks)
+        quote = connections[self._alias].ops.quote_name
+        self._poll_sql = (
+            f"SELECT {quote('last_update')} FROM {quote(tracks._meta.db_table)} "
+            f"WHERE {quote('ident')} = %s"
+        )
         self._one_off: dict[str, bool] = {}
         self._built: dict[Any, tuple[tuple[Any, ...], str, EntrySpec, bool]] = {}
 
     def version(self) -> Hashable:
-        from django.db import close_old_connections  # noqa: PLC0415
+        """``PeriodicTasks.last_update``, as the driver returns it, read on a connection
+        kept open between polls.
 
-        close_old_connections()
-        tracks = self.models.PeriodicTasks.objects.filter(ident=1)
-        version: Hashable = _guarded(lambda: tracks.values_list("last_update", flat=True).first())
+        With Django's default ``CONN_MAX_AGE = 0``, ``close_old_connections()`` closes
+        the connection at each call: a poll a second would then pay a new connection
+        each time (on PostgreSQL a server process, about 10 ms on loopback, against
+        0.2 ms for the query). Beat serves no requests, so the connection stays open
+        until a query fails (:func:`_guarded` drops it; the next poll reconnects); a
+        positive or unlimited ``CONN_MAX_AGE`` is honoured as Django does.
+        """
+        from django.db import connections  # noqa: PLC0415
+
+        connection = connections[self._alias]
+        if connection.settings_dict["CONN_MAX_AGE"] != 0:
+            connection.close_if_unusable_or_obsolete()
+
+        def read() -> Any:
+            with connection.cursor() as cursor:
+                cursor.execute(self._poll_sql, [1])
+                row = cursor.fetchone()
+            return None if row is None else row[0]
+
+        version: Hashable = _guarded(read)
         return version
 
     def entries(self) -> Mapping[str, EntrySpec]:

@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from celery import Celery
+from django.db import connections
+from django.db.backends.signals import connection_created
 from django_celery_beat.models import (
     ClockedSchedule,
     CrontabSchedule,
@@ -100,3 +102,27 @@ def test_a_run_writes_the_run_count_once_and_disables_a_one_off_row() -> None:
     assert (once.total_run_count, once.enabled) == (1, False)
     assert source.version() != version, "a disabled row makes the replicas re-read"
     assert "once" not in source.entries()
+
+
+def test_the_change_poll_keeps_its_connection_open_and_still_sees_each_save() -> None:
+    """With Django's default ``CONN_MAX_AGE = 0``, polling once a second does not open a
+    connection per poll (about 10 ms each on PostgreSQL), and a save still changes the version."""
+    task = PeriodicTask.objects.create(name="tick", task="t", interval=every(5))
+    source = DjangoCeleryBeatSource(APP)
+    opened: list[object] = []
+
+    def count(connection: object, **_: object) -> None:
+        opened.append(connection)
+
+    version = source.version()
+    connection_created.connect(count, weak=False)
+    try:
+        versions = [source.version() for _ in range(3)]
+        task.interval = every(7)
+        task.save()
+        changed = source.version()
+    finally:
+        connection_created.disconnect(count)
+    assert connections["default"].settings_dict["CONN_MAX_AGE"] == 0
+    assert (versions, opened) == ([version] * 3, [])
+    assert changed != version
