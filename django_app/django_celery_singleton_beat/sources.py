@@ -93,11 +93,13 @@ class DjangoCeleryBeatSource(ScheduleSource):
         With Django's default ``CONN_MAX_AGE = 0``, ``close_old_connections()`` closes
         the connection at each call: a poll a second would then pay a new connection
         each time (on PostgreSQL a server process, about 10 ms on loopback, against
-        0.2 ms for the query). Beat serves no requests, so the connection stays open
-        until a query fails (:func:`_guarded` drops it; the next poll reconnects); a
-        positive or unlimited ``CONN_MAX_AGE`` is honoured as Django does.
+        0.2 ms for the query). Beat serves no requests, so the connection stays open; a
+        positive or unlimited ``CONN_MAX_AGE`` is honoured as Django does. A kept
+        connection can be closed by the server meanwhile (a restart, an idle timeout):
+        the query is then made once more on a new connection, so that the poll answers
+        as it did with a connection per poll.
         """
-        from django.db import connections  # noqa: PLC0415
+        from django.db import DatabaseError, InterfaceError, connections  # noqa: PLC0415
 
         connection = connections[self._alias]
         if connection.settings_dict["CONN_MAX_AGE"] != 0:
@@ -109,7 +111,11 @@ class DjangoCeleryBeatSource(ScheduleSource):
                 row = cursor.fetchone()
             return None if row is None else row[0]
 
-        version: Hashable = _guarded(read)
+        try:
+            version: Hashable = read()
+        except (DatabaseError, InterfaceError):
+            connection.close()
+            version = _guarded(read)
         return version
 
     def entries(self) -> Mapping[str, EntrySpec]:
@@ -195,11 +201,11 @@ class DjangoCeleryBeatSource(ScheduleSource):
 
 def _guarded(call: Any) -> Any:
     """Run a query; on a database error drop the connection, so the next call reconnects."""
-    from django.db import DatabaseError, connections  # noqa: PLC0415
+    from django.db import DatabaseError, InterfaceError, connections  # noqa: PLC0415
 
     try:
         return call()
-    except DatabaseError:
+    except (DatabaseError, InterfaceError):
         connections.close_all()
         raise
 

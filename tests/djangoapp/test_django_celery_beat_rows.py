@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 from celery import Celery
 from django.db import connections
 from django.db.backends.signals import connection_created
+from django.test import override_settings
 from django_celery_beat.models import (
     ClockedSchedule,
     CrontabSchedule,
@@ -126,3 +129,31 @@ def test_the_change_poll_keeps_its_connection_open_and_still_sees_each_save() ->
     assert connections["default"].settings_dict["CONN_MAX_AGE"] == 0
     assert (versions, opened) == ([version] * 3, [])
     assert changed != version
+
+
+class ToPostgres:
+    """django-celery-beat's models on the test's PostgreSQL database."""
+
+    def db_for_read(self, model: Any, **hints: Any) -> str | None:
+        return "postgres" if model._meta.app_label == "django_celery_beat" else None
+
+    db_for_write = db_for_read
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_a_poll_after_the_server_closed_the_kept_connection_reads_on_a_new_one() -> None:
+    """The connection kept between polls is dropped by the server (a restart, an idle
+    timeout, ``pg_terminate_backend``): the next poll still answers, with the same value."""
+    with override_settings(DATABASE_ROUTERS=[ToPostgres()]):
+        PeriodicTask.objects.create(name="tick", task="t", interval=every(5))
+        source = DjangoCeleryBeatSource(APP)
+        version = source.version()
+        kept = connections["postgres"]
+        pid = kept.connection.info.backend_pid
+        with psycopg.connect(
+            host=kept.settings_dict["HOST"], port=kept.settings_dict["PORT"],
+            user=kept.settings_dict["USER"], dbname="postgres", autocommit=True,
+        ) as admin:  # fmt: skip
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        assert source.version() == version
+        assert kept.connection.info.backend_pid != pid
