@@ -5,8 +5,10 @@ With 10,000 ``PeriodicTask`` rows (intervals of 1-60 hours: nothing falls due du
 run), both schedulers in this process, each figure the median and p99:
 
 - *poll*: one check for changes. Ours reads ``PeriodicTasks.last_update`` (one single-row
-  query), at most once a second; DatabaseScheduler's ``schedule_changed()`` reads the same
-  row (after ``close_old_connections()`` and a commit), at each of its ticks;
+  query, on a connection kept open) and the schedule control's revision (one Redis
+  ``GET``), at most once a second; DatabaseScheduler's ``schedule_changed()`` reads the
+  same row after ``close_old_connections()`` (which, with ``CONN_MAX_AGE = 0``, means a
+  new connection each time) and a commit, at each of its ticks;
 - *idle tick*: each scheduler's loop run as ``celery beat`` runs it (tick, then sleep as
   long as the tick asks) for ``--idle`` seconds with nothing due and nothing changed:
   the time of one tick, and the ticks' time per second of idle (ours ticks once a
@@ -111,7 +113,8 @@ def idle_loop(
         wall.append(time.perf_counter() - begin)
         cpu.append(time.thread_time() - begin_cpu)
         time.sleep(max(0.0, min(delay, seconds - elapsed)))
-    return wall, cpu, sum(wall) / (time.monotonic() - start)
+    spent = time.monotonic() - start
+    return wall, cpu, sum(wall) / spent, sum(cpu) / spent
 
 
 def recorded(owner: Any, name: str, into: list[float]) -> None:
@@ -154,9 +157,14 @@ def main() -> None:
                               BENCH_MASTERS=master.url, BENCH_QUEUE=f"bench-{NAME}")  # fmt: skip
             from bench.django_celery_beat_app import app
 
+            began = time.monotonic()
             fill(options.rows)
+            filled = time.monotonic()
             lines = table(app, options)
+            measured = time.monotonic()
             lines += replicas(broker.url, options.replicas, options.window)
+            print(f"fill {filled - began:.0f} s, table {measured - filled:.0f} s, replicas "
+                  f"{time.monotonic() - measured:.0f} s", file=sys.stderr)  # fmt: skip
     except Failed as exc:
         raise SystemExit(f"{exc}; no figures") from None
     finally:
@@ -176,7 +184,9 @@ def table(app: Any, options: Any) -> list[str]:
     dcb = DatabaseScheduler(app=app, lazy=False)  # first: it saves a row of its own
     ours = Scheduler(app, lazy=False)
     ours._load_state()
-    lines = [f"{options.rows} PeriodicTask rows on PostgreSQL, Django's CONN_MAX_AGE = 0"]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines = [f"{options.rows} PeriodicTask rows on PostgreSQL, Django's CONN_MAX_AGE = 0 "
+             f"(load average {load}, {os.cpu_count()} CPUs)"]  # fmt: skip
     dcb_poll = timed(dcb.schedule_changed, options.polls)
     ours.source.version()  # DatabaseScheduler closed the connection the process shares
     table_only = next(s for s in getattr(ours.source, "sources", [ours.source])
@@ -193,10 +203,11 @@ def table(app: Any, options: Any) -> list[str]:
     recorded(dcb, "apply_entry", sent)
     recorded(ours.source, "version", polls)
     for label, tick in (("ours", ours.tick), ("DatabaseScheduler", dcb.tick)):
-        wall, cpu, busy = idle_loop(tick, options.idle, polls)
+        wall, cpu, busy, busy_cpu = idle_loop(tick, options.idle, polls)
         lines.append(f"idle tick    {label}: {percentiles(wall)} (CPU median "
                      f"{statistics.median(cpu) * 1000:.2f} ms); {len(wall)} ticks in "
-                     f"{options.idle:g} s: {busy * 1000:.2f} ms per idle second")  # fmt: skip
+                     f"{options.idle:g} s: {busy * 1000:.2f} ms per idle second (CPU "
+                     f"{busy_cpu * 1000:.2f} ms)")  # fmt: skip
         if label == "ours":
             lines[-1] += (f", of which {len(polls)} polls: {sum(polls) / options.idle * 1000:.2f}"
                           f" ms")  # fmt: skip
@@ -240,9 +251,13 @@ def replicas(broker: str, count: int, window: float) -> list[str]:
 
 
 def reset_rows() -> None:
+    """The replica runs' rows only (a plain ``DELETE``: ``QuerySet.delete()`` would send
+    django-celery-beat's change signal once per row, 10,000 queries)."""
+    from django.db import connection
     from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
 
-    PeriodicTask.objects.all().delete()
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {connection.ops.quote_name(PeriodicTask._meta.db_table)}")
     for every in EVERY:
         interval, _ = IntervalSchedule.objects.get_or_create(every=every, period="seconds")
         PeriodicTask.objects.create(name=f"every-{every}s", task=f"bench.every_{every}s",
