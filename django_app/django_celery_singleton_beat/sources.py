@@ -81,7 +81,7 @@ class DjangoCeleryBeatSource(ScheduleSource):
         quote = connections[self._alias].ops.quote_name
         self._poll_sql = (
             f"SELECT {quote('last_update')} FROM {quote(tracks._meta.db_table)} "
-            f"WHERE {quote('ident')} = %s"
+            f"WHERE {quote('ident')} = 1"
         )
         self._one_off: dict[str, bool] = {}
         self._built: dict[Any, tuple[tuple[Any, ...], str, EntrySpec, bool]] = {}
@@ -105,10 +105,15 @@ class DjangoCeleryBeatSource(ScheduleSource):
         if connection.settings_dict["CONN_MAX_AGE"] != 0:
             connection.close_if_unusable_or_obsolete()
 
-        def read() -> Any:
-            with connection.cursor() as cursor:
-                cursor.execute(self._poll_sql, [1])
-                row = cursor.fetchone()
+        def read() -> Any:  # the driver's cursor: Django's wrapper adds ~0.3 ms to an idle poll
+            connection.ensure_connection()
+            with connection.wrap_database_errors:
+                cursor = connection.connection.cursor()
+                try:
+                    cursor.execute(self._poll_sql)
+                    row = cursor.fetchone()
+                finally:
+                    cursor.close()
             return None if row is None else row[0]
 
         try:
