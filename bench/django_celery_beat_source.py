@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -131,6 +132,36 @@ def recorded(owner: Any, name: str, into: list[float]) -> None:
     setattr(owner, name, call)
 
 
+def follow(ours: Any, index: int) -> float:
+    """From a row's save, at a random moment of beat's loop, to the end of the replan that
+    follows it (the save's own time, spent in the loop's thread here, is not slept).
+    The loop runs first until no read is owed for an earlier change."""
+    replan = ours._replan
+    ended: list[float] = []
+
+    def recorded_end(specs: Any) -> None:
+        replan(specs)
+        ended.append(time.perf_counter())
+
+    watcher = ours._watcher  # settled: no read owed for an earlier change
+    while watcher._again or watcher.version != ours.source.version():
+        time.sleep(ours.tick())
+    ours._replan = recorded_end
+    delay = ours.tick()
+    wait = random.uniform(0.0, delay)
+    time.sleep(wait)
+    begin = time.perf_counter()
+    edit(index)
+    saved = time.perf_counter()
+    time.sleep(max(0.0, delay - wait - (saved - begin)))
+    while not ended:
+        delay = ours.tick()
+        if not ended:
+            time.sleep(delay)
+    ours._replan = replan
+    return ended[0] - saved
+
+
 def edit(index: int) -> None:
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
@@ -144,6 +175,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=20, help="pickup rounds")
     parser.add_argument("--polls", type=int, default=200, help="poll rounds")
+    parser.add_argument("--follow", type=int, default=10, help="save-to-replan rounds")
     parser.add_argument("--idle", type=float, default=10.0, help="idle seconds per scheduler")
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--window", type=float, default=30.0, help="seconds counted per run")
@@ -218,6 +250,10 @@ def table(app: Any, options: Any) -> list[str]:
     lines += [f"pickup       ours: {percentiles(pickup)} (+ at most 1 s until the next poll)",
               f"pickup       DatabaseScheduler: {percentiles(rebuild)} (+ at most 5 s until "
               f"its next tick)"]  # fmt: skip
+    edited = 2 * options.rounds
+    followed = [follow(ours, edited + i) for i in range(options.follow)]
+    lines.append(f"save→replan  ours: {percentiles(followed)} ({options.follow} saves at "
+                 f"random moments of the running loop; poll wait included)")  # fmt: skip
     ours.close()
     return lines
 
