@@ -19,7 +19,8 @@ What each field becomes:
   sent it (an ``UPDATE`` that does not touch ``PeriodicTasks``, so it causes no re-read).
 
 Changes are seen through ``PeriodicTasks.last_update``, which django-celery-beat's models
-and admin bump on every save and delete: one single-row query per second per replica.
+and admin bump on every save and delete: one single-row query per second per replica, on
+a connection kept open (see :meth:`DjangoCeleryBeatSource.version`).
 """
 
 from __future__ import annotations
@@ -68,21 +69,58 @@ class DjangoCeleryBeatSource(ScheduleSource):
         super().__init__(app)
         import django  # noqa: PLC0415  (the core never imports Django; this module is the app's)
         from django.apps import apps  # noqa: PLC0415
+        from django.db import connections, router  # noqa: PLC0415
 
         if not apps.ready:
             django.setup()
         from django_celery_beat import models  # noqa: PLC0415
 
         self.models = models
+        tracks = models.PeriodicTasks
+        self._alias: str = router.db_for_read(tracks)
+        quote = connections[self._alias].ops.quote_name
+        self._poll_sql = (
+            f"SELECT {quote('last_update')} FROM {quote(tracks._meta.db_table)} "
+            f"WHERE {quote('ident')} = 1"
+        )
         self._one_off: dict[str, bool] = {}
         self._built: dict[Any, tuple[tuple[Any, ...], str, EntrySpec, bool]] = {}
 
     def version(self) -> Hashable:
-        from django.db import close_old_connections  # noqa: PLC0415
+        """``PeriodicTasks.last_update``, as the driver returns it, read on a connection
+        kept open between polls.
 
-        close_old_connections()
-        tracks = self.models.PeriodicTasks.objects.filter(ident=1)
-        version: Hashable = _guarded(lambda: tracks.values_list("last_update", flat=True).first())
+        With Django's default ``CONN_MAX_AGE = 0``, ``close_old_connections()`` closes
+        the connection at each call: a poll a second would then pay a new connection
+        each time (on PostgreSQL a server process, about 10 ms on loopback, against
+        0.2 ms for the query). Beat serves no requests, so the connection stays open; a
+        positive or unlimited ``CONN_MAX_AGE`` is honoured as Django does. A kept
+        connection can be closed by the server meanwhile (a restart, an idle timeout):
+        the query is then made once more on a new connection, so that the poll answers
+        as it did with a connection per poll.
+        """
+        from django.db import DatabaseError, InterfaceError, connections  # noqa: PLC0415
+
+        connection = connections[self._alias]
+        if connection.settings_dict["CONN_MAX_AGE"] != 0:
+            connection.close_if_unusable_or_obsolete()
+
+        def read() -> Any:  # the driver's cursor: Django's wrapper adds ~0.3 ms to an idle poll
+            connection.ensure_connection()
+            with connection.wrap_database_errors:
+                cursor = connection.connection.cursor()
+                try:
+                    cursor.execute(self._poll_sql)
+                    row = cursor.fetchone()
+                finally:
+                    cursor.close()
+            return None if row is None else row[0]
+
+        try:
+            version: Hashable = read()
+        except (DatabaseError, InterfaceError):
+            connection.close()
+            version = _guarded(read)
         return version
 
     def entries(self) -> Mapping[str, EntrySpec]:
@@ -172,11 +210,11 @@ class DjangoCeleryBeatSource(ScheduleSource):
 
 def _guarded(call: Any) -> Any:
     """Run a query; on a database error drop the connection, so the next call reconnects."""
-    from django.db import DatabaseError, connections  # noqa: PLC0415
+    from django.db import DatabaseError, InterfaceError, connections  # noqa: PLC0415
 
     try:
         return call()
-    except DatabaseError:
+    except (DatabaseError, InterfaceError):
         connections.close_all()
         raise
 

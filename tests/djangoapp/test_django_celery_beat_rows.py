@@ -5,10 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 from celery import Celery
+from django.db import connections
+from django.db.backends.signals import connection_created
+from django.test import override_settings
 from django_celery_beat.models import (
     ClockedSchedule,
     CrontabSchedule,
@@ -100,3 +105,55 @@ def test_a_run_writes_the_run_count_once_and_disables_a_one_off_row() -> None:
     assert (once.total_run_count, once.enabled) == (1, False)
     assert source.version() != version, "a disabled row makes the replicas re-read"
     assert "once" not in source.entries()
+
+
+def test_the_change_poll_keeps_its_connection_open_and_still_sees_each_save() -> None:
+    """With Django's default ``CONN_MAX_AGE = 0``, polling once a second does not open a
+    connection per poll (about 10 ms each on PostgreSQL), and a save still changes the version."""
+    task = PeriodicTask.objects.create(name="tick", task="t", interval=every(5))
+    source = DjangoCeleryBeatSource(APP)
+    opened: list[object] = []
+
+    def count(connection: object, **_: object) -> None:
+        opened.append(connection)
+
+    version = source.version()
+    connection_created.connect(count, weak=False)
+    try:
+        versions = [source.version() for _ in range(3)]
+        task.interval = every(7)
+        task.save()
+        changed = source.version()
+    finally:
+        connection_created.disconnect(count)
+    assert connections["default"].settings_dict["CONN_MAX_AGE"] == 0
+    assert (versions, opened) == ([version] * 3, [])
+    assert changed != version
+
+
+class ToPostgres:
+    """django-celery-beat's models on the test's PostgreSQL database."""
+
+    def db_for_read(self, model: Any, **hints: Any) -> str | None:
+        return "postgres" if model._meta.app_label == "django_celery_beat" else None
+
+    db_for_write = db_for_read
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_a_poll_after_the_server_closed_the_kept_connection_reads_on_a_new_one() -> None:
+    """The connection kept between polls is dropped by the server (a restart, an idle
+    timeout, ``pg_terminate_backend``): the next poll still answers, with the same value."""
+    with override_settings(DATABASE_ROUTERS=[ToPostgres()]):
+        PeriodicTask.objects.create(name="tick", task="t", interval=every(5))
+        source = DjangoCeleryBeatSource(APP)
+        version = source.version()
+        kept = connections["postgres"]
+        pid = kept.connection.info.backend_pid
+        with psycopg.connect(
+            host=kept.settings_dict["HOST"], port=kept.settings_dict["PORT"],
+            user=kept.settings_dict["USER"], dbname="postgres", autocommit=True,
+        ) as admin:  # fmt: skip
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        assert source.version() == version
+        assert kept.connection.info.backend_pid != pid
