@@ -394,10 +394,13 @@ def take_mark(marks: LockBackend, mark: str, ttl: float) -> tuple[Lease | None, 
     (None, its holder) at once, without waiting, when someone holds it, since its holder
     will not let it go. Only a mark nobody holds that still was not granted (a split vote
     between racing copies) is tried again, for up to a second."""
-    marked = marks.acquire(mark, ttl=ttl)
-    if marked is not None:
-        return marked, None
-    holder = marks.holder(mark)
+    try:
+        marked = marks.acquire(mark, ttl=ttl)
+        if marked is not None:
+            return marked, None
+        holder = marks.holder(mark)
+    except LockError:  # no answer from a majority just now: try again, as for a split vote
+        holder = None
     if holder is None:
         marked = marks.acquire(mark, ttl=ttl, wait=1.0)
     return marked, holder
