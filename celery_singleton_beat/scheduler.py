@@ -269,7 +269,17 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
 
     def _load_state(self) -> None:
         """Read every entry's shared progress (and interval anchors) in two round trips."""
-        plans = list(self.plans.values())
+        self._wakeups = []
+        plans = []
+        for plan in self.plans.values():
+            if isinstance(plan.slots, OnceSlots):
+                # a single slot (run now, one-off, clocked) keeps its time even when first
+                # seen after it, as at start-up: its fence sends it once (or says it was
+                # decided already), the misfire policy decides how late
+                plan.next_slot = plan.slots.at_ms
+                self._wake(plan, plan.next_slot)
+            else:
+                plans.append(plan)
         now = self.runtime.now_ms()
         loaded = self.store.init([(p.name, p.every_ms) for p in plans], now)
         gone = self.store.gone([p.name for p in plans])
@@ -277,7 +287,6 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             p.name for p, (last, _a), left in zip(plans, loaded, gone, strict=True) if left > last
         ]
         self.store.start_at(back, now)
-        self._wakeups = []
         for plan, (last, anchor), left in zip(plans, loaded, gone, strict=True):
             if anchor is not None:
                 plan.slots.anchor_ms = anchor  # type: ignore[attr-defined]
@@ -285,7 +294,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             plan.next_slot = plan.slots.next_after(max(last, now) if left > last else last)
             self._wake(plan, plan.next_slot)
         self._initialized = True
-        logger.info("singleton beat: %d entries loaded, %s", len(plans), self.role)
+        logger.info("singleton beat: %d entries loaded, %s", len(self.plans), self.role)
 
     def _warm_broker(self) -> None:
         """Connect to the broker before claiming anything, so that no claim waits on a

@@ -18,7 +18,7 @@ import pytest
 from celery import Celery
 
 from celery_singleton_beat import schedule
-from celery_singleton_beat.testing import RedisServer, wait_for
+from celery_singleton_beat.testing import Process, RedisServer, wait_for
 from tests.beat.harness import ROOT, BeatCluster, beat_cluster, interval_slots, slot_ms
 
 pytestmark = pytest.mark.slow
@@ -59,6 +59,11 @@ def missing(counts: Counter[int], expected: set[int]) -> list[int]:
     return sorted(expected - set(counts))
 
 
+def loaded(replica: Process) -> bool:
+    """Whether a replica has loaded its schedule (it follows changes from then on)."""
+    return "entries loaded" in replica.text()
+
+
 def changes_seen(log: str) -> list[float]:
     """When a replica logged that it followed a schedule change (epoch seconds)."""
     stamps = re.findall(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/MainProcess\] "
@@ -92,7 +97,7 @@ def test_runtime_entries_are_followed_by_three_replicas_and_a_run_now_runs_once(
     with beat_cluster(tmp_path, three_masters, {}, **SETTINGS) as cluster:
         cluster.start_worker()
         replicas = [cluster.start_replica(name) for name in ("r1", "r2", "r3")]
-        time.sleep(2)
+        wait_for(lambda: all(loaded(r) for r in replicas), 30, "the replicas running")
         schedule.add(app, "a", "record", every=1, args=["a"])
         added_a = time.time()
         wait_for(lambda: len(cluster.executions()) >= 2, 30, "first executions")
@@ -149,11 +154,27 @@ def test_a_run_now_seen_after_its_time_by_every_replica_still_runs_once(
     app = api_app(three_masters)
     with beat_cluster(tmp_path, three_masters, {}, **SETTINGS) as cluster:
         cluster.start_worker()
-        for name in ("r1", "r2"):
-            cluster.start_replica(name, TEST_CLOCK_SKEW="3")
-        time.sleep(3)
+        skewed = [cluster.start_replica(name, TEST_CLOCK_SKEW="3") for name in ("r1", "r2")]
+        wait_for(lambda: all(loaded(r) for r in skewed), 30, "the replicas running")
         run_id = schedule.run_now(app, "late", message={"task": "record", "args": ["late"]})
         wait_for(cluster.executions, 15, "the run")
         time.sleep(3)
         rows = cluster.executions()
     assert [r["beat_entry"] for r in rows] == [f"late@run-now:{run_id}"]
+
+
+def test_a_run_now_asked_while_no_replica_ran_is_sent_once_by_replicas_starting_after_its_time(
+    three_masters: list[RedisServer], tmp_path: Path
+) -> None:
+    """Replicas that first see a run at start-up, its time passed, still send it, once."""
+    app = api_app(three_masters)
+    with beat_cluster(tmp_path, three_masters, {}, **SETTINGS) as cluster:
+        cluster.start_worker()
+        run_id = schedule.run_now(app, "early", message={"task": "record", "args": ["early"]})
+        time.sleep(3)  # the run's time (1.5 s after asking) passes with no replica running
+        for name in ("r1", "r2"):
+            cluster.start_replica(name)
+        wait_for(cluster.executions, 20, "the run")
+        time.sleep(3)
+        rows = cluster.executions()
+    assert [r["beat_entry"] for r in rows] == [f"early@run-now:{run_id}"]
