@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from celery_singleton_beat.config import Config
 from celery_singleton_beat.errors import LockHeld
+from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.schema import SCHEDULE_EDIT_LOCK
 from celery_singleton_beat.stores import SlotStore, make_store
 
@@ -49,9 +50,17 @@ class RuntimeStore:
             config = dataclasses.replace(config, node_timeout=timeout)
         return cls(make_store(app, config), owned=True)
 
+    @classmethod
+    def shared(cls, app: Any) -> RuntimeStore:
+        """The runtime schedule in the app's own slot store (:class:`Runtime`), the one
+        beat heartbeats through: polling its revision right after a heartbeat costs no
+        round trip of its own."""
+        return cls(Runtime.of(app).store)
+
     def revision(self) -> int:
-        """The newest revision (0: never edited)."""
-        return self.store.schedule_revision()
+        """The newest revision (0: never edited); read with this store's heartbeat when
+        one was made in the last half second."""
+        return self.store.recent_schedule_revision(0.5)
 
     def read(self) -> tuple[int, dict[str, Any]]:
         """The newest revision and its document."""

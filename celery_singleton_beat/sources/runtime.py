@@ -6,8 +6,8 @@
   :func:`~celery_singleton_beat.schedule.run_now` and the pauses set with
   :func:`~celery_singleton_beat.schedule.pause`, for an entry of any source.
 
-Both read one document on the masters; the version is its revision (one ``GET`` per
-second per replica).
+Both read one document in the app's slot store; the version is its revision, read in the
+same round trip as the replica's heartbeat.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class RuntimeSource(ScheduleSource):
 
     def __init__(self, app: Any) -> None:
         super().__init__(app)
-        self.store = RuntimeStore.for_app(app)
+        self.store = RuntimeStore.shared(app)
 
     def version(self) -> Hashable:
         return self.store.revision()
@@ -49,7 +49,7 @@ class ControlSource(ScheduleSource):
 
     def __init__(self, app: Any) -> None:
         super().__init__(app)
-        self.store = RuntimeStore.for_app(app)
+        self.store = RuntimeStore.shared(app)
         self.marks = RunMarks(self.store, 86400.0)
         self.paused: frozenset[str] = frozenset()
 

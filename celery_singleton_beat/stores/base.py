@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -106,6 +107,8 @@ class SlotStore(abc.ABC):
 
     #: What the store is, for log lines and errors ("3 Redis masters", "database 'default'").
     name: str = "slot store"
+    #: The runtime schedule's revision read with the last heartbeat: (monotonic s, revision).
+    _revision_seen: tuple[float, int] | None = None
     #: The log line's words when the store stops answering, and when it answers again.
     down_text: str = "the slot store does not answer"
     up_text: str = "the slot store answers"
@@ -201,6 +204,20 @@ class SlotStore(abc.ABC):
         """The runtime schedule's newest revision (0: never written): the version every
         replica polls, so it must be cheap."""
 
+    def recent_schedule_revision(self, within: float) -> int:
+        """The runtime schedule's revision as read along with a heartbeat of this store in
+        the last ``within`` seconds, else :meth:`schedule_revision` now: a replica that
+        heartbeats and polls every second makes one round trip for both."""
+        seen = self._revision_seen
+        if seen is not None and time.monotonic() - seen[0] <= within:
+            return seen[1]
+        return self.schedule_revision()
+
+    def saw_schedule_revision(self, revision: int) -> None:
+        """For :meth:`heartbeat` implementations that read the revision in the same round
+        trip."""
+        self._revision_seen = (time.monotonic(), revision)
+
     @abc.abstractmethod
     def read_schedule(self) -> tuple[int, dict[str, Any]]:
         """The newest revision and its document (a JSON-ready dict; ``{}`` when none)."""
@@ -241,7 +258,9 @@ class SlotStore(abc.ABC):
     def heartbeat(self, replica: str, info: dict[str, Any], ttl: float) -> int:
         """Record that ``replica`` is alive (with ``info``, a JSON-ready dict) for ``ttl``
         seconds on the store's clock (no replica's clock decides who counts as alive).
-        Returns how many replicas have a live heartbeat, this one included."""
+        Returns how many replicas have a live heartbeat, this one included. A store that
+        can read the runtime schedule's revision in the same round trip passes it to
+        :meth:`saw_schedule_revision`."""
 
     @abc.abstractmethod
     def replicas(self) -> list[dict[str, Any]]:

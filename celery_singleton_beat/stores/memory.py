@@ -224,6 +224,7 @@ class MemorySlotStore(SlotStore):
         with self._mutex:
             clock = self.clock()
             self._replicas[replica] = (clock + int(ttl * 1000), dict(info))
+            self.saw_schedule_revision(self._schedule[0])
             return len(self._live(clock))
 
     def _live(self, clock: int) -> list[dict[str, Any]]:

@@ -324,8 +324,10 @@ class RedisSlotStore(SlotStore):
         quorum = self.masters.quorum
         return [sum(r[i] for r in answered) >= quorum for i in range(len(outcomes))]
 
-    # KEYS[1] replica key, KEYS[2] ``replicas`` (sorted set: replica id -> heartbeat expiry)
-    # ARGV[1] heartbeat JSON, ARGV[2] ttl in ms, ARGV[3] replica id -> live replicas
+    # KEYS[1] replica key, KEYS[2] ``replicas`` (sorted set: replica id -> heartbeat expiry),
+    # KEYS[3] the runtime schedule's revision
+    # ARGV[1] heartbeat JSON, ARGV[2] ttl in ms, ARGV[3] replica id
+    # -> {live replicas, the schedule's revision or false}
     # Scores are seconds on the master's own clock (TIME), never a replica's: a replica
     # whose clock is behind would be trimmed at once, one ahead would push the others
     # out. Each score is when that heartbeat expires, so replicas with different TTLs are
@@ -340,7 +342,7 @@ class RedisSlotStore(SlotStore):
     redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
     redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]) / 1000, ARGV[3])
     redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-    return redis.call('ZCARD', KEYS[2])
+    return {redis.call('ZCARD', KEYS[2]), redis.call('GET', KEYS[3])}
     """
 
     def heartbeat(self, replica: str, info: dict[str, Any], ttl: float) -> int:
@@ -356,12 +358,13 @@ class RedisSlotStore(SlotStore):
             "heartbeat",
             [
                 (
-                    "EVALSHA", script, 2, self.replica_key(replica), self.keys.replicas,
-                    payload, max(1, int(ttl * 1000)), replica,
+                    "EVALSHA", script, 3, self.replica_key(replica), self.keys.replicas,
+                    self.keys.schedule_rev, payload, max(1, int(ttl * 1000)), replica,
                 )
             ],
         )  # fmt: skip
-        return max(int(a[0]) for a in answers)
+        self.saw_schedule_revision(max(int(a[0][1] or 0) for a in answers))
+        return max(int(a[0][0]) for a in answers)
 
     def forget_replica(self, replica: str) -> None:
         self.masters.broadcast(

@@ -659,11 +659,15 @@ class DatabaseSlotStore(SlotStore):
                 f"INSERT INTO {t} (replica, info, expires_ms) VALUES (%s, %s, %s)",
                 [replica, payload, clock + int(ttl * 1000)],
             )
-            cursor.execute(f"SELECT COUNT(*) FROM {t}")
-            alive = int(cursor.fetchone()[0])
+            cursor.execute(
+                f"SELECT (SELECT COUNT(*) FROM {t}), "
+                f"(SELECT revision FROM {self.schedule_table} WHERE id = 1)"
+            )
+            alive, revision = cursor.fetchone()
             # fences past their retention go with the heartbeats (an index on it)
             cursor.execute(f"DELETE FROM {self.fences} WHERE kept_until_ms <= %s", [clock])
-            return alive
+            self.saw_schedule_revision(int(revision or 0))
+            return int(alive)
 
         return self._run("record a heartbeat", step)
 

@@ -301,3 +301,14 @@ def test_a_run_state_past_its_retention_counts_as_none(store: SlotStore) -> None
     store.raise_run_states([("e", "queued", 2_000)], retention=0.3)
     time.sleep(0.5)
     assert store.run_states(["e"])["e"]["queued"] == 0
+
+
+def test_a_heartbeat_reads_the_runtime_schedule_revision_in_the_same_round_trip(
+    store: SlotStore,
+) -> None:
+    store.write_schedule(3, {"entries": {}})
+    store.heartbeat("h1:1", info("h1", 1), ttl=5)
+    store.write_schedule(4, {"entries": {}})  # after the heartbeat
+    assert store.recent_schedule_revision(within=60) == 3  # the heartbeat's reading
+    assert store.recent_schedule_revision(within=0) == 4  # too old: read now
+    assert store.schedule_revision() == 4
