@@ -32,8 +32,10 @@ from celery_singleton_beat.sources.base import EntrySpec, ScheduleSource
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between two reads of a source's version.
-POLL_EVERY = 1.0
+#: Seconds between two reads of a source's version: a change is followed within this plus
+#: the time to read the source (a version must be cheap: one single-row query, or read
+#: along with the heartbeat).
+POLL_EVERY = 0.5
 
 
 class SourceWatcher:
@@ -45,6 +47,11 @@ class SourceWatcher:
         self._next_poll = 0.0
         self._again = False
         self._failing = False
+
+    @property
+    def next_poll(self) -> float:
+        """When (monotonic seconds) the version is to be read next."""
+        return self._next_poll
 
     def first(self) -> Mapping[str, EntrySpec]:
         """The entries at start; errors propagate (a bad source stops beat at start)."""

@@ -58,9 +58,9 @@ class RuntimeStore:
         return cls(Runtime.of(app).store)
 
     def revision(self) -> int:
-        """The newest revision (0: never edited); read with this store's heartbeat when
-        one was made in the last half second."""
-        return self.store.recent_schedule_revision(0.5)
+        """The newest revision (0: never edited); as read with this store's heartbeat when
+        one was made within the last second (beat heartbeats every second)."""
+        return self.store.recent_schedule_revision(1.0)
 
     def read(self) -> tuple[int, dict[str, Any]]:
         """The newest revision and its document."""

@@ -247,7 +247,8 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         due = self._pop_due(now)
         if due:
             self._dispatch(due, now)
-        return self._sleep_for(self.runtime.now_ms())
+        until_poll = max(0.0, self._watcher.next_poll - time.monotonic())
+        return min(self._sleep_for(self.runtime.now_ms()), until_poll)
 
     def _heartbeat(self) -> None:
         info = {
