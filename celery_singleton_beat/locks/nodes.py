@@ -245,15 +245,23 @@ class Masters:
             batch = batches[index]
             if batch is not last:  # a broadcast packs its batch once
                 data, last = pack(batch), batch
-            preamble = self._preamble(connection) if connection.scripts_loaded != scripts else None
-            fresh = connection.raw is None
+            sock = connection.raw
+            fresh = sock is None
             try:
-                _send(connection, preamble, data)
+                if fresh or connection.scripts_loaded != scripts:
+                    _send(connection, self._preamble(connection), data)
+                else:  # _send's common case, without its call
+                    try:
+                        done = sock.send(data)
+                    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        done = 0
+                    if done < len(data):
+                        _send(connection, None, data[done:])
             except (RedisError, OSError) as exc:
                 if not fresh:
                     poller.unregister(connection.fd)
                 _discard(connection)
-                results[index] = _as_error(exc)
+                results[index] = exc if isinstance(exc, RedisError) else _write_error(exc)
                 continue
             if fresh:  # the others are registered by the hang-up check
                 poller.register(connection.fd, _WATCHED)
@@ -354,12 +362,17 @@ def _send(connection: Any, preamble: list[bytes] | None, data: bytes) -> None:
                 sock.sendall(data[done:])
             finally:
                 sock.setblocking(False)
-    except TimeoutError:
-        raise RedisTimeoutError("Timeout writing to socket") from None
     except OSError as exc:
-        raise RedisConnectionError(
-            f"Error {exc.errno} while writing to socket. {exc.strerror or exc}."
-        ) from None
+        raise _write_error(exc) from None
+
+
+def _write_error(exc: OSError) -> RedisError:
+    """redis-py's error for a failed write."""
+    if isinstance(exc, TimeoutError):
+        return RedisTimeoutError("Timeout writing to socket")
+    return RedisConnectionError(
+        f"Error {exc.errno} while writing to socket. {exc.strerror or exc}."
+    )
 
 
 def _receive(connection: Any) -> bool:
