@@ -520,16 +520,21 @@ def _read_replies(node: Node, connection: Any, count: int) -> list[Any] | Except
         if (
             count == 1
             and connection.plain
-            and not (connection.unread or connection.pending_preamble)
+            and not connection.pending_preamble
             and not (connection.inbox or connection.arrays)
-        ):  # one reply, and nothing read before it: a lock script's integer, most likely
+        ):  # one reply, after those of posted commands: integers, most likely
             try:
                 data = connection.raw.recv(65536)
             except BlockingIOError:
                 return None
-            if data[:1] == b":" and data.find(b"\r\n") == len(data) - 2:
+            unread = connection.unread
+            if not unread and data[:1] == b":" and data.find(b"\r\n") == len(data) - 2:
                 node._idle.append(connection)
                 return [int(data[1:-2])]
+            if unread and _integers(data, unread + 1):
+                connection.unread = 0
+                node._idle.append(connection)
+                return [int(data[data.rfind(b":") + 1 : -2])]
             if not data:
                 raise RedisConnectionError("Connection closed by server.")
             connection.inbox += data
@@ -554,6 +559,16 @@ def _read_replies(node: Node, connection: Any, count: int) -> list[Any] | Except
     else:
         node._idle.append(connection)
     return failure if failure is not None else replies
+
+
+def _integers(data: bytes, count: int) -> bool:
+    """Whether ``data`` is exactly ``count`` integer replies (``:<digits>\\r\\n`` each)."""
+    return (
+        data[:1] == b":"
+        and data[-2:] == b"\r\n"
+        and data.count(b"\r\n") == count
+        and data.count(b"\r\n:") == count - 1
+    )
 
 
 def _parse_waiting(connection: Any) -> None:
