@@ -98,7 +98,7 @@ class Node:
         dropped here rather than failing this round trip. Replies left unread by a
         :meth:`Masters.post` are read with the next round trip's.
         """
-        return _checkout([self], select.poll())[0]
+        return _checkout([self], _Watch())[0]
 
     def _take(self) -> Any:
         """An idle connection (not checked yet), else a new one."""
@@ -166,6 +166,7 @@ class Masters:
         self.timeout = timeout
         self.quorum = len(self.nodes) // 2 + 1
         self._scripts: list[bytes] = []
+        self._watches: list[_Watch] = []  # kept between round trips (see _Watch)
 
     def script(self, body: str) -> str:
         """Register a Lua script; returns the SHA1 to call it by with ``EVALSHA``.
@@ -204,7 +205,7 @@ class Masters:
         data = pack(commands)
         count = len(commands)
         scripts = len(self._scripts)
-        connections = _checkout(self.nodes, select.poll())
+        connections = _checkout(self.nodes, _Watch())
         for node, connection in zip(self.nodes, connections):  # noqa: B905  (see scatter)
             preamble = self._preamble(connection) if connection.scripts_loaded != scripts else None
             try:
@@ -223,16 +224,16 @@ class Masters:
         hang-up, then waits for the replies.
         """
         nodes = self.nodes
-        poller = select.poll()
+        watch = self._watch()
         results: list[Any]
         used: Sequence[int]
         if all(batches):
             used, results = range(len(nodes)), [None] * len(nodes)
-            checked = _checkout(nodes, poller)
+            checked = _checkout(nodes, watch)
         else:
             used = [index for index, batch in enumerate(batches) if batch]
             results = [[] for _ in nodes]
-            checked = _checkout([nodes[index] for index in used], poller)
+            checked = _checkout([nodes[index] for index in used], watch)
         waiting: dict[int, tuple[int, Any, int]] = {}  # fd -> node index, connection, replies
         deadlines: dict[int, float] = {}  # fd -> when its master has been silent too long
         # a master's timeout counts from a moment at or before its command was written:
@@ -259,18 +260,26 @@ class Masters:
                         _send(connection, None, data[done:])
             except (RedisError, OSError) as exc:
                 if not fresh:
-                    poller.unregister(connection.fd)
+                    watch.drop(connection.fd)
                 _discard(connection)
                 results[index] = exc if isinstance(exc, RedisError) else _write_error(exc)
                 continue
             if fresh:  # the others are registered by the hang-up check
-                poller.register(connection.fd, _WATCHED)
+                watch.add(connection.fd)
                 now = time.monotonic()
             waiting[connection.fd] = (index, connection, len(batch))
             deadlines[connection.fd] = now + self.timeout
         if waiting:
-            _wait(nodes, poller, waiting, deadlines, results, self.timeout)
+            _wait(nodes, watch, waiting, deadlines, results, self.timeout)
+        self._watches.append(watch)
         return results
+
+    def _watch(self) -> _Watch:
+        """A kept ``poll()`` object (``list.pop`` is atomic), else a new one."""
+        try:
+            return self._watches.pop()
+        except IndexError:
+            return _Watch()
 
     def _preamble(self, connection: Any) -> list[bytes]:
         """``SCRIPT LOAD`` for the scripts this connection has not loaded yet."""
@@ -427,48 +436,80 @@ _HUNG_UP = _RDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL
 _WATCHED = select.POLLIN | _RDHUP
 
 
-def _checkout(nodes: Sequence[Node], poller: Any) -> list[Any]:
+class _Watch:
+    """A ``poll()`` object and the descriptors registered with it, kept for the next round
+    trip: the connections a thread checks in come back to it, already registered.
+
+    A descriptor left from an earlier round trip (its connection closed, or taken by
+    another thread) is forgotten when it reports an event that is not this round trip's.
+    """
+
+    __slots__ = ("fds", "poller")
+
+    def __init__(self) -> None:
+        self.poller = select.poll()
+        self.fds: set[int] = set()
+
+    def add(self, fd: int) -> None:
+        self.poller.register(fd, _WATCHED)
+        self.fds.add(fd)
+
+    def drop(self, fd: int) -> None:
+        """Stop watching a descriptor of this round trip (its connection is closing)."""
+        if fd in self.fds:
+            self.poller.unregister(fd)
+            self.fds.discard(fd)
+
+    def forget(self, fd: int) -> None:
+        """Stop watching a descriptor that is not this round trip's."""
+        self.drop(fd)
+
+
+def _checkout(nodes: Sequence[Node], watch: _Watch) -> list[Any]:
     """A connection per node for one round trip: idle ones that are still open (checked
     together, with one ``poll()`` where the system reports a peer's hang-up), else new.
 
-    The connected ones stay registered with ``poller``, for the replies."""
+    The connected ones stay registered with ``watch``, for the replies."""
     chosen = list(map(Node._take, nodes))
-    closed = _closed(chosen, poller)
+    closed = _closed(chosen, watch)
     while closed:
         for index in closed:
             _discard(chosen[index])
             chosen[index] = nodes[index]._take()
-        closed = _closed(chosen, poller)
+        closed = _closed(chosen, watch)
     return chosen
 
 
-def _closed(connections: list[Any], poller: Any) -> list[int]:
+def _closed(connections: list[Any], watch: _Watch) -> list[int]:
     """The indexes of the connections that cannot take a command (see :func:`_still_open`)."""
     closed = []
     polled: dict[int, int] = {}
+    watched = watch.fds
     for index, connection in enumerate(connections):
         if connection.raw is None:
             continue  # never connected: it connects on first use
-        poller.register(connection.fd, _WATCHED)
+        if connection.fd not in watched:
+            watch.add(connection.fd)
         if _RDHUP and connection.plain and not (connection.inbox or connection.arrays):
             polled[connection.fd] = index
         elif not _still_open(connection):
             closed.append(index)
     if polled:
-        for fd, flags in poller.poll(0):
+        for fd, flags in watch.poller.poll(0):
             index = polled.get(fd, -1)
             if index < 0:
+                watch.forget(fd)
                 continue
             connection = connections[index]
             if flags & _HUNG_UP or (not connection.unread and not _still_open(connection)):
                 closed.append(index)  # hung up, or bytes nobody asked for
     for index in closed:
-        poller.unregister(connections[index].fd)
+        watch.drop(connections[index].fd)
     return closed
 
 
 def _wait(  # noqa: PLR0917  (Masters.scatter's state, handed to its second half)
-    nodes: Sequence[Node], poller: Any, waiting: dict[int, tuple[int, Any, int]],
+    nodes: Sequence[Node], watch: _Watch, waiting: dict[int, tuple[int, Any, int]],
     deadlines: dict[int, float], results: list[Any], timeout: float,
 ) -> None:  # fmt: skip
     """Read the replies of the masters ``waiting`` into ``results``, until each answered
@@ -477,6 +518,7 @@ def _wait(  # noqa: PLR0917  (Masters.scatter's state, handed to its second half
     A master that sent bytes has ``timeout`` again from them, and the time spent reading
     the others' replies is no master's silence.
     """
+    poller = watch.poller
     now = time.monotonic()
     while waiting:
         left = min(deadlines.values()) - now
@@ -485,8 +527,8 @@ def _wait(  # noqa: PLR0917  (Masters.scatter's state, handed to its second half
         progressed = []
         for fd, _ in events:
             entry = waiting.get(fd)
-            if entry is None:  # a master that answered already, then hung up
-                poller.unregister(fd)
+            if entry is None:  # not this round trip's, or answered already and then hung up
+                watch.forget(fd)
                 continue
             replies = _read_replies(nodes[entry[0]], entry[1], entry[2])
             if replies is None:  # more to come
@@ -495,7 +537,7 @@ def _wait(  # noqa: PLR0917  (Masters.scatter's state, handed to its second half
             results[entry[0]] = replies
             del waiting[fd], deadlines[fd]
             if type(replies) is not list:  # its connection is closed
-                poller.unregister(fd)
+                watch.drop(fd)
         if not waiting:
             return
         now = time.monotonic()
@@ -505,7 +547,7 @@ def _wait(  # noqa: PLR0917  (Masters.scatter's state, handed to its second half
             elif deadlines[fd] <= polled:
                 index, connection, _ = waiting.pop(fd)
                 del deadlines[fd]
-                poller.unregister(fd)
+                watch.drop(fd)
                 _discard(connection)
                 results[index] = RedisTimeoutError(f"no reply within {timeout}s")
             else:  # time spent reading the others is not this master's
