@@ -205,17 +205,20 @@ class Masters:
         data = pack(commands)
         count = len(commands)
         scripts = len(self._scripts)
-        connections = _checkout(self.nodes, _Watch())
+        watch = self._watch()
+        connections = _checkout(self.nodes, watch)
         for node, connection in zip(self.nodes, connections):  # noqa: B905  (see scatter)
             preamble = self._preamble(connection) if connection.scripts_loaded != scripts else None
             try:
                 _send(connection, preamble, data)
             except (RedisError, OSError):
+                watch.drop(connection.fd)
                 _discard(connection)
                 continue
             connection.unread += connection.pending_preamble + count
             connection.pending_preamble = 0
             node._idle.append(connection)
+        self._watches.append(watch)
 
     def scatter(self, batches: Sequence[Sequence[Command]]) -> list[list[Any] | Exception]:
         """Like :meth:`broadcast` with one batch per node; an empty batch skips its node.
