@@ -576,10 +576,13 @@ def _read_replies(node: Node, connection: Any, count: int) -> list[Any] | Except
             if not unread and data[:1] == b":" and data.find(b"\r\n") == len(data) - 2:
                 node._idle.append(connection)
                 return [int(data[1:-2])]
-            if unread and _integers(data, unread + 1):
-                connection.unread = 0
-                node._idle.append(connection)
-                return [int(data[data.rfind(b":") + 1 : -2])]
+            if unread:
+                unread -= len(connection.parsed)  # those parsed already are not in data
+                if unread >= 0 and _integers(data, unread + 1):
+                    connection.parsed = []
+                    connection.unread = 0
+                    node._idle.append(connection)
+                    return [int(data[data.rfind(b":") + 1 : -2])]
             if not data:
                 raise RedisConnectionError("Connection closed by server.")
             connection.inbox += data
