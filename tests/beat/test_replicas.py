@@ -3,6 +3,7 @@ real Redis masters. Each slot in the observed window is executed exactly once.""
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import re
@@ -75,6 +76,40 @@ def replica_tick(store: Store, replica: str) -> float:
 
     rows = DatabaseSlotStore("postgres").replicas()
     return max(float(r["last_tick"]) for r in rows if f"{r['host']}:{r['pid']}" == replica)
+
+
+LOADED = re.compile(
+    r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/MainProcess\] singleton beat: "
+    r"\d+ entries loaded",
+    re.MULTILINE,
+)
+
+
+SENT = re.compile(
+    r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/MainProcess\] Scheduler: "
+    r"Sending due task \S+ \(\S+\) for slot (\S+)$",
+    re.MULTILINE,
+)
+
+
+def _epoch(stamp: str) -> float:
+    return dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp()
+
+
+def sent(replica: Process) -> list[tuple[float, int]]:
+    """(when, slot ms) of each slot the replica's processes logged sending."""
+    return [(_epoch(stamp), slot_ms(label)) for stamp, label in SENT.findall(replica.text())]
+
+
+def loads(replica: Process) -> int:
+    """How many times a replica's process (its log is kept across restarts) loaded the
+    schedule: once per start, when it begins to tick."""
+    return len(LOADED.findall(replica.text()))
+
+
+def loaded_at(replica: Process) -> float:
+    """When (epoch seconds) the replica's latest start loaded the schedule."""
+    return _epoch(LOADED.findall(replica.text())[-1])
 
 
 def start_cluster(cluster: BeatCluster, *names: str) -> list[Process]:
@@ -280,13 +315,14 @@ def test_after_all_replicas_were_down_the_misfire_policy_decides(
         time.sleep(10)
         while time.time() % 4 < 2 or time.time() % 4 > 2.3:  # restart 2 s after a slot
             time.sleep(0.02)
-        for replica in replicas:
-            cluster.restart(replica)
-        up = time.time() + 1.0  # replicas need about a second to start
-        time.sleep(7)
+        restarted = [cluster.restart(replica) for replica in replicas]
+        wait_for(lambda: all(loads(r) == 2 for r in restarted), 30, "the replicas back")
+        up = max(loaded_at(r) for r in restarted)  # slots up to here passed with none running
+        time.sleep(max(0.0, up + 7 - time.time()))
         rows = cluster.executions()
         skipped = entry_counts(store, "four").get("skipped", 0)
-    last_before = max(slot_ms(r["slot"]) for r in rows if r["at"] <= down)
+    # the newest slot sent before the kill (its run may end after it)
+    last_before = max(slot for r in restarted for at, slot in sent(r) if at <= down)
     gap = list(range(last_before + 4000, int(up * 1000) + 1, 4000))
     fired = [slot_ms(r["slot"]) for r in rows if last_before < slot_ms(r["slot"]) <= up * 1000]
     assert len(fired) == fired_in_gap
