@@ -247,7 +247,10 @@ def table(app: Any, options: Any) -> list[str]:
         raise Failed(f"{len(sent)} dispatches or re-reads in the idle loops, which assume none")
     pickup = timed(lambda: ours._replan(ours.source.entries()), options.rounds, before=edit)
     rebuild = timed(dcb.all_as_schedule, options.rounds, before=lambda i: edit(i + options.rounds))
-    lines += [f"pickup       ours: {percentiles(pickup)} (+ at most 1 s until the next poll)",
+    from celery_singleton_beat.replan import POLL_EVERY
+
+    lines += [f"pickup       ours: {percentiles(pickup)} (+ at most {POLL_EVERY:g} s until "
+              f"the next poll)",
               f"pickup       DatabaseScheduler: {percentiles(rebuild)} (+ at most 5 s until "
               f"its next tick)"]  # fmt: skip
     edited = 2 * options.rounds
