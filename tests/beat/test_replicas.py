@@ -91,6 +91,8 @@ SENT = re.compile(
     re.MULTILINE,
 )
 
+MISSED = re.compile(r"singleton beat: entry '\w+' missed (\d+) slot\(s\)")
+
 
 def _epoch(stamp: str) -> float:
     return dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp()
@@ -107,9 +109,9 @@ def loads(replica: Process) -> int:
     return len(LOADED.findall(replica.text()))
 
 
-def loaded_at(replica: Process) -> float:
-    """When (epoch seconds) the replica's latest start loaded the schedule."""
-    return _epoch(LOADED.findall(replica.text())[-1])
+def missed(replica: Process) -> int:
+    """How many slots the replica's processes logged as missed under their misfire policy."""
+    return sum(int(n) for n in MISSED.findall(replica.text()))
 
 
 def start_cluster(cluster: BeatCluster, *names: str) -> list[Process]:
@@ -300,33 +302,46 @@ def test_a_replica_dying_between_publish_and_done_is_covered_with_the_same_task_
     assert again[1]["replica"] != crashed
 
 
-@pytest.mark.parametrize(("policy", "fired_in_gap"), [("coalesce", 1), ("skip", 0)])
+@pytest.mark.parametrize("policy", ["coalesce", "skip"])
 def test_after_all_replicas_were_down_the_misfire_policy_decides(
-    store: Store, tmp_path: Path, policy: str, fired_in_gap: int
+    store: Store, tmp_path: Path, policy: str
 ) -> None:
     schedule = {"four": {"every": 4, "options": {"singleton_beat": {"misfire": policy}}}}
     with beat_cluster(tmp_path, store, schedule, **FAST) as cluster:
         cluster.start_worker()
         replicas = [cluster.start_replica(name) for name in ("r1", "r2")]
         wait_for(lambda: len(cluster.executions()) >= 1, 30, "first execution")
+        wait_for(lambda: all(loads(r) == 1 for r in replicas), 30, "both replicas running")
         for replica in replicas:
             cluster.kill(replica)
         down = time.time()
         time.sleep(10)
         while time.time() % 4 < 2 or time.time() % 4 > 2.3:  # restart 2 s after a slot
             time.sleep(0.02)
+        restarting = time.time()  # slots up to here passed with no replica running
         restarted = [cluster.restart(replica) for replica in replicas]
         wait_for(lambda: all(loads(r) == 2 for r in restarted), 30, "the replicas back")
-        up = max(loaded_at(r) for r in restarted)  # slots up to here passed with none running
-        time.sleep(max(0.0, up + 7 - time.time()))
+        time.sleep(9)
         rows = cluster.executions()
         skipped = entry_counts(store, "four").get("skipped", 0)
+    sends: dict[int, float] = {}
+    for at, slot in sorted(at_slot for r in restarted for at_slot in sent(r)):
+        sends.setdefault(slot, at)
     # the newest slot sent before the kill (its run may end after it)
-    last_before = max(slot for r in restarted for at, slot in sent(r) if at <= down)
-    gap = list(range(last_before + 4000, int(up * 1000) + 1, 4000))
-    fired = [slot_ms(r["slot"]) for r in rows if last_before < slot_ms(r["slot"]) <= up * 1000]
-    assert len(fired) == fired_in_gap
-    if fired:
-        assert fired == [max(gap)], "coalesce fires the newest missed slot"
-    assert skipped == len(gap) - fired_in_gap
-    assert any(slot_ms(r["slot"]) > up * 1000 for r in rows), "on-time slots fire after"
+    last_before = max(slot for slot, at in sends.items() if at <= down)
+    dead = list(range(last_before + 4000, int(restarting * 1000) + 1, 4000))
+    after = sorted(slot_ms(r["slot"]) for r in rows if slot_ms(r["slot"]) > last_before)
+    assert len(dead) >= 2 and after, (dead, after)
+    # every slot since the kill is counted once: run, or skipped by the policy
+    first = after[0]
+    assert after == list(range(first, after[-1] + 1, 4000)), "no slot lost or run twice"
+    assert skipped == (first - last_before) // 4000 - 1
+    assert skipped >= len(dead) - 1
+    assert skipped == sum(missed(r) for r in restarted), "each skip is logged"
+    late = sends[first] - first / 1000
+    if policy == "coalesce":
+        assert first >= max(dead), "coalesce fires the newest missed slot"
+        assert late > 1.0, "the fired slot was a missed one, sent late"
+    else:
+        assert first > restarting * 1000, "skip sends no slot that passed while all were down"
+        assert skipped >= len(dead)
