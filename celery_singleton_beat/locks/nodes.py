@@ -240,7 +240,8 @@ class Masters:
         waiting: dict[int, tuple[int, Any, int]] = {}  # fd -> node index, connection, replies
         deadlines: dict[int, float] = {}  # fd -> when its master has been silent too long
         # a master's timeout counts from a moment at or before its command was written:
-        # the clock is read again only after a write that had to connect first
+        # the clock is read again only after a write that had to connect first or to wait
+        # for room in the socket buffer
         now = time.monotonic()
         scripts = len(self._scripts)
         last: Sequence[Command] | None = None
@@ -254,6 +255,7 @@ class Masters:
             try:
                 if fresh or connection.scripts_loaded != scripts:
                     _send(connection, self._preamble(connection), data)
+                    now = time.monotonic()
                 else:  # _send's common case, without its call
                     try:
                         done = sock.send(data)
@@ -261,6 +263,7 @@ class Masters:
                         done = 0
                     if done < len(data):
                         _send(connection, None, data[done:])
+                        now = time.monotonic()
             except (RedisError, OSError) as exc:
                 if not fresh:
                     watch.drop(connection.fd)
@@ -269,7 +272,6 @@ class Masters:
                 continue
             if fresh:  # the others are registered by the hang-up check
                 watch.add(connection.fd)
-                now = time.monotonic()
             waiting[connection.fd] = (index, connection, len(batch))
             deadlines[connection.fd] = now + self.timeout
         if waiting:
