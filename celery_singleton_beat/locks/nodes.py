@@ -240,9 +240,9 @@ class Masters:
         waiting: dict[int, tuple[int, Any, int]] = {}  # fd -> node index, connection, replies
         deadlines: dict[int, float] = {}  # fd -> when its master has been silent too long
         # a master's timeout counts from a moment at or before its command was written:
-        # the clock is read again only after a write that had to connect first or to wait
-        # for room in the socket buffer
-        now = time.monotonic()
+        # the clock is read after each batch is encoded, and again after a write that had
+        # to connect first or to wait for room in the socket buffer
+        now = 0.0
         scripts = len(self._scripts)
         last: Sequence[Command] | None = None
         data = b""
@@ -250,6 +250,7 @@ class Masters:
             batch = batches[index]
             if batch is not last:  # a broadcast packs its batch once
                 data, last = pack(batch), batch
+                now = time.monotonic()  # encoding thousands of commands takes a while
             sock = connection.raw
             fresh = sock is None
             try:

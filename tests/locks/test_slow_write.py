@@ -1,11 +1,16 @@
-"""A master's reply timeout counts from when its batch was written, not from before a slow
-write to another master (a batch too large for the socket buffer, a master busy reading)."""
+"""A master's reply timeout counts from when its batch was written: not from before a slow
+write to another master (a batch too large for the socket buffer, a master busy reading),
+nor from before the batch was encoded."""
 
 from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
+import pytest
+
+from celery_singleton_beat.locks import nodes
 from celery_singleton_beat.locks.nodes import Masters, pack
 from celery_singleton_beat.testing import RedisServer
 
@@ -40,5 +45,22 @@ def test_a_slow_write_to_one_master_does_not_eat_into_the_next_masters_timeout(
         assert 1.1 < took < 1.6, took
         for sock in spinning:
             sock.close()
+    finally:
+        masters.close()
+
+
+def test_the_time_spent_encoding_a_batch_is_no_masters_silence(
+    three_masters: list[RedisServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    masters = Masters.from_urls([s.url for s in three_masters], 0.05)
+    try:
+        assert masters.broadcast([("PING",)]) == [[b"PONG"]] * 3  # connections warm
+
+        def slow_pack(commands: Any) -> bytes:  # as 10,000 commands take on a slow machine
+            time.sleep(0.2)
+            return pack(commands)
+
+        monkeypatch.setattr(nodes, "pack", slow_pack)
+        assert masters.broadcast([("PING",)]) == [[b"PONG"]] * 3
     finally:
         masters.close()
