@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import select
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -88,8 +87,9 @@ class Node:
             "retry": Retry(NoBackoff(), 0),
             "health_check_interval": 0,
         }
+        #: Idle connections. ``list.append`` and ``list.pop`` are atomic (the GIL, or the
+        #: list's own lock on a free-threaded build): no mutex on the hot path.
         self._idle: list[Any] = []
-        self._mutex = threading.Lock()
 
     def checkout(self) -> Any:
         """A connection for one round trip: an idle one still open, else a new one.
@@ -98,15 +98,20 @@ class Node:
         dropped here rather than failing this round trip. Replies left unread by a
         :meth:`Masters.post` are read with the next round trip's.
         """
-        return _checkout([self])[0]
+        return _checkout([self], _Watch())[0]
 
-    def _take_idle(self) -> Any:
-        with self._mutex:
-            return self._idle.pop() if self._idle else None
+    def _take(self) -> Any:
+        """An idle connection (not checked yet), else a new one."""
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self._new()
 
     def _new(self) -> Any:
         connection = self._connection_class(**self._options)
         connection.raw = None  # the socket, once connected (see _send)
+        connection.fd = -1
+        connection.plain = True  # not TLS: a single recv() empties the socket
         connection.scripts_loaded = 0
         connection.pending_preamble = 0
         connection.unread = 0
@@ -117,12 +122,10 @@ class Node:
 
     def checkin(self, connection: Any) -> None:
         """Return a connection whose replies were all read (or will be, see ``unread``)."""
-        with self._mutex:
-            self._idle.append(connection)
+        self._idle.append(connection)
 
     def close(self) -> None:
-        with self._mutex:
-            idle, self._idle = self._idle, []
+        idle, self._idle = self._idle, []
         for connection in idle:
             connection.disconnect()
 
@@ -163,6 +166,7 @@ class Masters:
         self.timeout = timeout
         self.quorum = len(self.nodes) // 2 + 1
         self._scripts: list[bytes] = []
+        self._watches: list[_Watch] = []  # kept between round trips (see _Watch)
 
     def script(self, body: str) -> str:
         """Register a Lua script; returns the SHA1 to call it by with ``EVALSHA``.
@@ -199,58 +203,89 @@ class Masters:
         connection's next round trip; a master that cannot be written to is skipped.
         """
         data = pack(commands)
-        for node, connection in zip(self.nodes, _checkout(self.nodes), strict=True):
+        count = len(commands)
+        scripts = len(self._scripts)
+        watch = self._watch()
+        connections = _checkout(self.nodes, watch)
+        for node, connection in zip(self.nodes, connections):  # noqa: B905  (see scatter)
+            preamble = self._preamble(connection) if connection.scripts_loaded != scripts else None
             try:
-                _send(connection, self._preamble(connection), data)
+                _send(connection, preamble, data)
             except (RedisError, OSError):
+                watch.drop(connection.fd)
                 _discard(connection)
                 continue
-            connection.unread += connection.pending_preamble + len(commands)
+            connection.unread += connection.pending_preamble + count
             connection.pending_preamble = 0
-            node.checkin(connection)
+            node._idle.append(connection)
+        self._watches.append(watch)
 
     def scatter(self, batches: Sequence[Sequence[Command]]) -> list[list[Any] | Exception]:
-        """Like :meth:`broadcast` with one batch per node; an empty batch skips its node."""
-        packed: dict[int, bytes] = {}
-        for batch in batches:
-            if batch and id(batch) not in packed:
-                packed[id(batch)] = pack(batch)
-        sent: dict[int, Any] = {}
-        deadlines: dict[int, float] = {}
-        results: list[list[Any] | Exception] = [[] for _ in self.nodes]
-        used = [index for index, batch in enumerate(batches) if batch]
-        connections = _checkout([self.nodes[index] for index in used])
-        for index, connection in zip(used, connections, strict=True):
+        """Like :meth:`broadcast` with one batch per node; an empty batch skips its node.
+
+        One ``poll()`` object serves the round trip: it checks the idle connections for a
+        hang-up, then waits for the replies.
+        """
+        nodes = self.nodes
+        watch = self._watch()
+        results: list[Any]
+        used: Sequence[int]
+        if all(batches):
+            used, results = range(len(nodes)), [None] * len(nodes)
+            checked = _checkout(nodes, watch)
+        else:
+            used = [index for index, batch in enumerate(batches) if batch]
+            results = [[] for _ in nodes]
+            checked = _checkout([nodes[index] for index in used], watch)
+        waiting: dict[int, tuple[int, Any, int]] = {}  # fd -> node index, connection, replies
+        deadlines: dict[int, float] = {}  # fd -> when its master has been silent too long
+        # a master's timeout counts from a moment at or before its command was written:
+        # the clock is read after each batch is encoded, and again after a write that had
+        # to connect first or to wait for room in the socket buffer
+        now = 0.0
+        scripts = len(self._scripts)
+        last: Sequence[Command] | None = None
+        data = b""
+        for index, connection in zip(used, checked):  # noqa: B905  (same length; zip(strict=) costs a keyword call)
+            batch = batches[index]
+            if batch is not last:  # a broadcast packs its batch once
+                data, last = pack(batch), batch
+                now = time.monotonic()  # encoding thousands of commands takes a while
+            sock = connection.raw
+            fresh = sock is None
             try:
-                _send(connection, self._preamble(connection), packed[id(batches[index])])
+                if fresh or connection.scripts_loaded != scripts:
+                    _send(connection, self._preamble(connection), data)
+                    now = time.monotonic()
+                else:  # _send's common case, without its call
+                    try:
+                        done = sock.send(data)
+                    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        done = 0
+                    if done < len(data):
+                        _send(connection, None, data[done:])
+                        now = time.monotonic()
             except (RedisError, OSError) as exc:
+                if not fresh:
+                    watch.drop(connection.fd)
                 _discard(connection)
-                results[index] = _as_error(exc)
+                results[index] = exc if isinstance(exc, RedisError) else _write_error(exc)
                 continue
-            sent[index] = connection
-            deadlines[index] = time.monotonic() + self.timeout
-        while sent:
-            ready = _readable(sent, min(deadlines.values()) - time.monotonic())
-            polled = time.monotonic()
-            progressed = []
-            for index in ready:
-                replies = _read_replies(self.nodes[index], sent[index], len(batches[index]))
-                if replies is None:  # more to come
-                    progressed.append(index)
-                else:
-                    results[index] = replies
-                    del sent[index], deadlines[index]
-            done = time.monotonic()
-            for index in list(sent):
-                if index in progressed:  # the timeout counts from the last bytes
-                    deadlines[index] = done + self.timeout
-                elif deadlines[index] <= polled:
-                    _discard(sent[index])
-                    results[index] = RedisTimeoutError(f"no reply within {self.timeout}s")
-                    del sent[index], deadlines[index]
-                else:  # time spent reading the others is not this master's
-                    deadlines[index] += done - polled
+            if fresh:  # the others are registered by the hang-up check
+                watch.add(connection.fd)
+            waiting[connection.fd] = (index, connection, len(batch))
+            deadlines[connection.fd] = now + self.timeout
+        if waiting:
+            _wait(nodes, watch, waiting, deadlines, results, self.timeout)
+        self._watches.append(watch)
         return results
+
+    def _watch(self) -> _Watch:
+        """A kept ``poll()`` object (``list.pop`` is atomic), else a new one."""
+        try:
+            return self._watches.pop()
+        except IndexError:
+            return _Watch()
 
     def _preamble(self, connection: Any) -> list[bytes]:
         """``SCRIPT LOAD`` for the scripts this connection has not loaded yet."""
@@ -277,10 +312,17 @@ def _encode(arg: Any) -> bytes:
 
 
 def pack(commands: Sequence[Command]) -> bytes:
-    """RESP encoding of a pipeline of commands, made once and sent to every master."""
+    """RESP encoding of a pipeline of commands, made once and sent to every master.
+
+    A command is a sequence of arguments, or ``bytes`` already in RESP form (see
+    :func:`evalsha_head`).
+    """
     out: list[bytes] = []
     append = out.append
     for command in commands:
+        if type(command) is bytes:
+            append(command)
+            continue
         append(b"*%d\r\n" % len(command))
         for arg in command:
             kind = type(arg)
@@ -289,7 +331,23 @@ def pack(commands: Sequence[Command]) -> bytes:
     return b"".join(out)
 
 
-def _send(connection: Any, preamble: list[bytes], data: bytes) -> None:
+def evalsha_head(sha: str, keys: int, args: int) -> bytes:
+    """The start of an ``EVALSHA`` of a script with ``keys`` keys and ``args`` arguments,
+    in RESP; the keys and arguments follow as :func:`bulk` strings.
+
+    Once the masters answer in tens of microseconds, encoding a lock's command argument
+    by argument costs as much as the round trip's system calls: the parts that repeat
+    are encoded once and joined (a command in ``bytes`` goes to :func:`pack` as it is).
+    """
+    return b"*%d\r\n%s" % (3 + keys + args, pack([("EVALSHA", sha, keys)])[len(b"*3\r\n") :])
+
+
+def bulk(data: bytes) -> bytes:
+    """``data`` as a RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def _send(connection: Any, preamble: list[bytes] | None, data: bytes) -> None:
     """Write ``preamble`` and ``data`` to ``connection``, connecting it first if needed.
 
     The socket is non-blocking once connected: a write that fits the socket buffer (every
@@ -304,6 +362,8 @@ def _send(connection: Any, preamble: list[bytes], data: bytes) -> None:
             raise RedisConnectionError("not connected")
         sock.setblocking(False)
         connection.raw = sock
+        connection.fd = sock.fileno()
+        connection.plain = not isinstance(sock, ssl.SSLSocket)
     if preamble:
         data = b"".join([*preamble, data])
     try:
@@ -317,12 +377,17 @@ def _send(connection: Any, preamble: list[bytes], data: bytes) -> None:
                 sock.sendall(data[done:])
             finally:
                 sock.setblocking(False)
-    except TimeoutError:
-        raise RedisTimeoutError("Timeout writing to socket") from None
     except OSError as exc:
-        raise RedisConnectionError(
-            f"Error {exc.errno} while writing to socket. {exc.strerror or exc}."
-        ) from None
+        raise _write_error(exc) from None
+
+
+def _write_error(exc: OSError) -> RedisError:
+    """redis-py's error for a failed write."""
+    if isinstance(exc, TimeoutError):
+        return RedisTimeoutError("Timeout writing to socket")
+    return RedisConnectionError(
+        f"Error {exc.errno} while writing to socket. {exc.strerror or exc}."
+    )
 
 
 def _receive(connection: Any) -> bool:
@@ -332,7 +397,7 @@ def _receive(connection: Any) -> bool:
         return False
     try:
         data = sock.recv(65536)
-        while isinstance(sock, ssl.SSLSocket) and sock.pending():
+        while not connection.plain and sock.pending():
             data += sock.recv(sock.pending())
     except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
         return True
@@ -366,20 +431,6 @@ def _still_open(connection: Any) -> bool:
     )
 
 
-def _readable(sent: dict[int, Any], timeout: float) -> list[int]:
-    """The indexes in ``sent`` whose connection has bytes (or end-of-file) waiting, after
-    at most ``timeout`` s: one ``poll()`` for all of them."""
-    poller = select.poll()
-    by_fd: dict[int, int] = {}
-    for index, connection in sent.items():
-        sock = connection.raw
-        if sock is None:  # a socket closed under us reads as "ready": it fails fast
-            return [index]
-        by_fd[sock.fileno()] = index
-        poller.register(sock, select.POLLIN)
-    return [by_fd[fd] for fd, _ in poller.poll(max(0.0, timeout) * 1000)]
-
-
 #: poll() flags of a connection its master closed or reset. POLLRDHUP (Linux only) is
 #: raised even while replies are still waiting ahead of the end-of-file; without it each
 #: idle connection is checked by reading (see _still_open).
@@ -387,54 +438,126 @@ _RDHUP: int = getattr(select, "POLLRDHUP", 0)
 _HUNG_UP = _RDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
-def _checkout(nodes: Sequence[Node]) -> list[Any]:
+#: poll() flags a round trip watches: replies, and a hang-up (see _closed).
+_WATCHED = select.POLLIN | _RDHUP
+
+
+class _Watch:
+    """A ``poll()`` object and the descriptors registered with it, kept for the next round
+    trip: the connections a thread checks in come back to it, already registered.
+
+    A descriptor left from an earlier round trip (its connection closed, or taken by
+    another thread) is forgotten when it reports an event that is not this round trip's.
+    """
+
+    __slots__ = ("fds", "poller")
+
+    def __init__(self) -> None:
+        self.poller = select.poll()
+        self.fds: set[int] = set()
+
+    def add(self, fd: int) -> None:
+        self.poller.register(fd, _WATCHED)
+        self.fds.add(fd)
+
+    def drop(self, fd: int) -> None:
+        """Stop watching a descriptor of this round trip (its connection is closing)."""
+        if fd in self.fds:
+            self.poller.unregister(fd)
+            self.fds.discard(fd)
+
+    def forget(self, fd: int) -> None:
+        """Stop watching a descriptor that is not this round trip's."""
+        self.drop(fd)
+
+
+def _checkout(nodes: Sequence[Node], watch: _Watch) -> list[Any]:
     """A connection per node for one round trip: idle ones that are still open (checked
-    together, with one ``poll()`` where the system reports a peer's hang-up), else new."""
-    chosen: list[Any] = [None] * len(nodes)
-    pending = list(range(len(nodes)))
-    while pending:
-        idle = {}
-        for index in pending:
-            connection = nodes[index]._take_idle()
-            if connection is None:
-                chosen[index] = nodes[index]._new()
-            else:
-                idle[index] = connection
-        pending = []
-        for index, is_open in _are_open(idle).items():
-            if is_open:
-                chosen[index] = idle[index]
-            else:
-                idle[index].disconnect()
-                pending.append(index)
+    together, with one ``poll()`` where the system reports a peer's hang-up), else new.
+
+    The connected ones stay registered with ``watch``, for the replies."""
+    chosen = list(map(Node._take, nodes))
+    closed = _closed(chosen, watch)
+    while closed:
+        for index in closed:
+            _discard(chosen[index])
+            chosen[index] = nodes[index]._take()
+        closed = _closed(chosen, watch)
     return chosen
 
 
-def _are_open(idle: dict[int, Any]) -> dict[int, bool]:
-    """Which idle connections can take a command (see :func:`_still_open`)."""
-    verdicts = {}
+def _closed(connections: list[Any], watch: _Watch) -> list[int]:
+    """The indexes of the connections that cannot take a command (see :func:`_still_open`)."""
+    closed = []
     polled: dict[int, int] = {}
-    poller = select.poll()
-    for index, connection in idle.items():
-        sock = connection.raw
-        if sock is None:
-            verdicts[index] = True  # never connected: it connects on first use
-        elif not _RDHUP or isinstance(sock, ssl.SSLSocket) or connection.inbox or connection.arrays:
-            verdicts[index] = _still_open(connection)
-        else:
-            polled[sock.fileno()] = index
-            poller.register(sock, select.POLLIN | _RDHUP)
+    watched = watch.fds
+    for index, connection in enumerate(connections):
+        if connection.raw is None:
+            continue  # never connected: it connects on first use
+        if connection.fd not in watched:
+            watch.add(connection.fd)
+        if _RDHUP and connection.plain and not (connection.inbox or connection.arrays):
+            polled[connection.fd] = index
+        elif not _still_open(connection):
+            closed.append(index)
     if polled:
-        events = dict(poller.poll(0))
-        for fd, index in polled.items():
-            flags = events.get(fd, 0)
-            if flags & _HUNG_UP:
-                verdicts[index] = False
-            elif flags and not idle[index].unread:  # bytes nobody asked for
-                verdicts[index] = _still_open(idle[index])
-            else:
-                verdicts[index] = True
-    return verdicts
+        for fd, flags in watch.poller.poll(0):
+            index = polled.get(fd, -1)
+            if index < 0:
+                watch.forget(fd)
+                continue
+            connection = connections[index]
+            if flags & _HUNG_UP or (not connection.unread and not _still_open(connection)):
+                closed.append(index)  # hung up, or bytes nobody asked for
+    for index in closed:
+        watch.drop(connections[index].fd)
+    return closed
+
+
+def _wait(  # noqa: PLR0917  (Masters.scatter's state, handed to its second half)
+    nodes: Sequence[Node], watch: _Watch, waiting: dict[int, tuple[int, Any, int]],
+    deadlines: dict[int, float], results: list[Any], timeout: float,
+) -> None:  # fmt: skip
+    """Read the replies of the masters ``waiting`` into ``results``, until each answered
+    or was silent past its deadline.
+
+    A master that sent bytes has ``timeout`` again from them, and the time spent reading
+    the others' replies is no master's silence.
+    """
+    poller = watch.poller
+    now = time.monotonic()
+    while waiting:
+        left = min(deadlines.values()) - now
+        events = poller.poll(left * 1000 if left > 0 else 0)
+        polled = time.monotonic()
+        progressed = []
+        for fd, _ in events:
+            entry = waiting.get(fd)
+            if entry is None:  # not this round trip's, or answered already and then hung up
+                watch.forget(fd)
+                continue
+            replies = _read_replies(nodes[entry[0]], entry[1], entry[2])
+            if replies is None:  # more to come
+                progressed.append(fd)
+                continue
+            results[entry[0]] = replies
+            del waiting[fd], deadlines[fd]
+            if type(replies) is not list:  # its connection is closed
+                watch.drop(fd)
+        if not waiting:
+            return
+        now = time.monotonic()
+        for fd in list(waiting):
+            if fd in progressed:  # the timeout counts from the last bytes
+                deadlines[fd] = now + timeout
+            elif deadlines[fd] <= polled:
+                index, connection, _ = waiting.pop(fd)
+                del deadlines[fd]
+                watch.drop(fd)
+                _discard(connection)
+                results[index] = RedisTimeoutError(f"no reply within {timeout}s")
+            else:  # time spent reading the others is not this master's
+                deadlines[fd] += now - polled
 
 
 def _read_replies(node: Node, connection: Any, count: int) -> list[Any] | Exception | None:
@@ -442,7 +565,31 @@ def _read_replies(node: Node, connection: Any, count: int) -> list[Any] | Except
     before that); the replies of earlier posted commands and of ``SCRIPT LOAD`` come first
     and are dropped."""
     try:
-        if not _receive(connection):
+        if (
+            count == 1
+            and connection.plain
+            and not connection.pending_preamble
+            and not (connection.inbox or connection.arrays)
+        ):  # one reply, after those of posted commands: integers, most likely
+            try:
+                data = connection.raw.recv(65536)
+            except BlockingIOError:
+                return None
+            unread = connection.unread
+            if not unread and data[:1] == b":" and data.find(b"\r\n") == len(data) - 2:
+                node._idle.append(connection)
+                return [int(data[1:-2])]
+            if unread:
+                unread -= len(connection.parsed)  # those parsed already are not in data
+                if unread >= 0 and _integers(data, unread + 1):
+                    connection.parsed = []
+                    connection.unread = 0
+                    node._idle.append(connection)
+                    return [int(data[data.rfind(b":") + 1 : -2])]
+            if not data:
+                raise RedisConnectionError("Connection closed by server.")
+            connection.inbox += data
+        elif not _receive(connection):
             raise RedisConnectionError("Connection closed by server.")
         _parse_waiting(connection)
     except (RedisError, OSError) as exc:
@@ -461,8 +608,18 @@ def _read_replies(node: Node, connection: Any, count: int) -> list[Any] | Except
     elif isinstance(failure, NoScriptError):
         _discard(connection)  # the scripts were flushed: a new connection loads them again
     else:
-        node.checkin(connection)
+        node._idle.append(connection)
     return failure if failure is not None else replies
+
+
+def _integers(data: bytes, count: int) -> bool:
+    """Whether ``data`` is exactly ``count`` integer replies (``:<digits>\\r\\n`` each)."""
+    return (
+        data[:1] == b":"
+        and data[-2:] == b"\r\n"
+        and data.count(b"\r\n") == count
+        and data.count(b"\r\n:") == count - 1
+    )
 
 
 def _parse_waiting(connection: Any) -> None:

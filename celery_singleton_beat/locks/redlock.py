@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import secrets
 import socket
 import time
 from collections.abc import Iterable
@@ -30,13 +29,16 @@ from typing import Any, NamedTuple
 from celery_singleton_beat import defaults
 from celery_singleton_beat.errors import LockError, QuorumUnavailable
 from celery_singleton_beat.locks.base import Clock, Lease, LockBackend, check_ttl
-from celery_singleton_beat.locks.nodes import Masters, describe
+from celery_singleton_beat.locks.nodes import Masters, bulk, describe, evalsha_head
 from celery_singleton_beat.schema import DEFAULT_PREFIX, Keys
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_NODE_TIMEOUT = defaults.NODE_TIMEOUT
 DEFAULT_FENCE_RETENTION = defaults.LOCK_FENCE_RETENTION
+
+#: Keys (and TTLs) whose RESP encoding a Redlock keeps; past that many it starts over.
+ENCODINGS_KEPT = 512
 
 
 def clock_drift(ttl: float) -> float:
@@ -127,12 +129,20 @@ class Redlock(LockBackend):
             fence_retention = check_ttl(fence_retention, "fence_retention")
         retention = fence_retention or 0.0
         self._retention_ms = int(retention * 1000)
+        self._retention_arg = bulk(b"%d" % self._retention_ms)
         self.owner = owner or default_owner()
         self._acquire = masters.script(self.ACQUIRE)
         self._raise = masters.script(self.RAISE_FENCE)
         self._extend = masters.script(self.EXTEND)
         self._release = masters.script(self.RELEASE)
         self._acquire_pair = masters.script(self.ACQUIRE_PAIR)
+        # the hot calls in RESP form: their start, and the keys and TTLs in use, encoded once
+        self._acquire_head = evalsha_head(self._acquire, 2, 3)
+        self._pair_head = evalsha_head(self._acquire_pair, 4, 6)
+        self._extend_head = evalsha_head(self._extend, 1, 2)
+        self._release_head = evalsha_head(self._release, 1, 1)
+        self._keys: dict[str, tuple[bytes, bytes]] = {}
+        self._ttls: dict[float, bytes] = {}
 
     @classmethod
     def from_urls(
@@ -183,19 +193,21 @@ class Redlock(LockBackend):
         return top.decode() if isinstance(top, bytes) else str(top)
 
     def do_acquire(self, key: str, ttl: float, token: str | None = None) -> Lease | None:
-        token = token or f"{secrets.token_hex(16)}@{self.owner}"
-        ttl_ms = max(1, int(ttl * 1000))
-        keys = (self.lock_key(key), self.fence_key(key))
+        token = token or self._new_token()
+        lock, fence = self._encoded_key(key)
+        command = b"".join(
+            (self._acquire_head, lock, fence, bulk(token.encode()), self._encoded_ttl(ttl),
+             self._retention_arg)
+        )  # fmt: skip
         start = self.clock()
-        replies = self.masters.broadcast(
-            [("EVALSHA", self._acquire, 2, *keys, token, ttl_ms, self._retention_ms)]
-        )
-        fences = [r[0] for r in replies if not isinstance(r, Exception) and r[0] > 0]
-        errors = {
-            node.name: describe(r)
-            for node, r in zip(self.masters.nodes, replies, strict=True)
-            if isinstance(r, Exception)
-        }
+        replies = self.masters.broadcast([command])
+        fences = []
+        errors = {}
+        for node, reply in zip(self.masters.nodes, replies):  # noqa: B905  (see Masters.scatter)
+            if isinstance(reply, Exception):
+                errors[node.name] = describe(reply)
+            elif reply[0] > 0:
+                fences.append(reply[0])
         valid_until = start + ttl - clock_drift(ttl)
         if len(fences) >= self.quorum and self.clock() < valid_until:
             fence = max(fences)
@@ -261,20 +273,20 @@ class Redlock(LockBackend):
     ) -> tuple[Lease | None, Lease | None, bool]:
         """One attempt of :meth:`acquire_marked`: (mark lease, lock lease), each or None,
         and whether the mark is held by another on a majority (no use trying again)."""
-        mark_token = f"{secrets.token_hex(16)}@{marks.owner}"
+        mark_token = marks._new_token()
         keys = (
             marks.lock_key(mark),
             marks.fence_key(mark),
             self.lock_key(key),
             self.fence_key(key),
         )
-        start = self.clock()
-        replies = self.masters.broadcast(
-            [
-                ("EVALSHA", self._acquire_pair, 4, *keys, mark_token, max(1, int(mark_ttl * 1000)),
-                 marks._retention_ms, token, max(1, int(ttl * 1000)), self._retention_ms)
-            ]
+        command = b"".join(
+            (self._pair_head, *marks._encoded_key(mark), *self._encoded_key(key),
+             bulk(mark_token.encode()), marks._encoded_ttl(mark_ttl), marks._retention_arg,
+             bulk(token.encode()), self._encoded_ttl(ttl), self._retention_arg)
         )  # fmt: skip
+        start = self.clock()
+        replies = self.masters.broadcast([command])
         pairs = [r[0] for r in replies if not isinstance(r, Exception)]
         marked = marks._granted(mark, mark_token, [p[0] for p in pairs], start, mark_ttl)
         if marked is None:
@@ -324,24 +336,42 @@ class Redlock(LockBackend):
         )
         return sum(not isinstance(r, Exception) for r in replies) >= self.quorum
 
+    def _new_token(self) -> str:
+        """128 random bits (as ``secrets.token_hex``), ``@``, the owner."""
+        return f"{os.urandom(16).hex()}@{self.owner}"
+
+    def _encoded_key(self, key: str) -> tuple[bytes, bytes]:
+        """``key``'s lock key and fence counter as RESP bulk strings."""
+        encoded = self._keys.get(key)
+        if encoded is None:
+            if len(self._keys) >= ENCODINGS_KEPT:
+                self._keys.clear()
+            encoded = (bulk(self.lock_key(key).encode()), bulk(self.fence_key(key).encode()))
+            self._keys[key] = encoded
+        return encoded
+
+    def _encoded_ttl(self, ttl: float) -> bytes:
+        """``ttl`` in milliseconds (at least 1) as a RESP bulk string."""
+        encoded = self._ttls.get(ttl)
+        if encoded is None:
+            if len(self._ttls) >= ENCODINGS_KEPT:
+                self._ttls.clear()
+            encoded = self._ttls[ttl] = bulk(b"%d" % max(1, int(ttl * 1000)))
+        return encoded
+
+    def _release_command(self, key: str, token: str) -> bytes:
+        return b"".join((self._release_head, self._encoded_key(key)[0], bulk(token.encode())))
+
     def _release_everywhere(self, key: str, token: str) -> int:
-        replies = self.masters.broadcast([("EVALSHA", self._release, 1, self.lock_key(key), token)])
-        return _count_ones(replies)
+        return _count_ones(self.masters.broadcast([self._release_command(key, token)]))
 
     def do_extend(self, lease: Lease, ttl: float) -> bool:
+        command = b"".join(
+            (self._extend_head, self._encoded_key(lease.key)[0], bulk(lease.token.encode()),
+             self._encoded_ttl(ttl))
+        )  # fmt: skip
         start = self.clock()
-        replies = self.masters.broadcast(
-            [
-                (
-                    "EVALSHA",
-                    self._extend,
-                    1,
-                    self.lock_key(lease.key),
-                    lease.token,
-                    max(1, int(ttl * 1000)),
-                )
-            ]
-        )
+        replies = self.masters.broadcast([command])
         if _count_ones(replies) < self.quorum or self.clock() >= lease.valid_until:
             return False
         lease.valid_until = start + ttl - clock_drift(ttl)
@@ -352,7 +382,7 @@ class Redlock(LockBackend):
         if lease.released:
             return
         lease.released = True
-        self.masters.post([("EVALSHA", self._release, 1, self.lock_key(lease.key), lease.token)])
+        self.masters.post([self._release_command(lease.key, lease.token)])
 
     def do_release(self, lease: Lease) -> bool:
         return self._release_everywhere(lease.key, lease.token) >= self.quorum
@@ -407,4 +437,4 @@ def take_mark(marks: LockBackend, mark: str, ttl: float) -> tuple[Lease | None, 
 
 
 def _count_ones(replies: list[list[Any] | Exception]) -> int:
-    return sum(1 for r in replies if not isinstance(r, Exception) and r[0] == 1)
+    return [r[0] if type(r) is list else 0 for r in replies].count(1)
