@@ -100,7 +100,8 @@ class _Batch:
 
     token: str
     plans: dict[str, Plan] = dataclasses.field(default_factory=dict)
-    all_slots: list[tuple[Plan, int]] = dataclasses.field(default_factory=list)
+    newest: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Each entry's newest slot in the chunk."""
     fire: list[tuple[Plan, int, float, int]] = dataclasses.field(default_factory=list)
     """Slots to publish, with how late they are (s) and the older slots they stand for."""
     outcomes: list[SlotOutcome] = dataclasses.field(default_factory=list)
@@ -463,7 +464,8 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
     ) -> None:
         """File one claimed (or not) slot of the chunk under what happens to it next."""
         batch.plans[plan.name] = plan
-        batch.all_slots.append((plan, slot))
+        if slot > batch.newest.get(plan.name, -1):
+            batch.newest[plan.name] = slot
         if claim.status == ClaimStatus.DONE:
             plan.held.discard(slot)
             return
@@ -568,7 +570,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             self._report_skipped(batch.plans[name], skipped)
         now = self.runtime.now_ms()
         for name, plan in batch.plans.items():
-            after = plan.slots.next_after(max(s for p, s in batch.all_slots if p is plan))
+            after = plan.slots.next_after(batch.newest[name])
             if plan.next_slot is not None and (after is None or after > plan.next_slot):
                 plan.next_slot = after
             wake = plan.next_slot
