@@ -40,16 +40,6 @@ def on_clock(app: Celery, clock: FakeClock) -> Celery:
 
 
 @pytest.fixture
-def fired() -> Iterator[list[events.SlotFired]]:
-    seen: list[events.SlotFired] = []
-    unsubscribe = events.subscribe(
-        lambda e: seen.append(e) if isinstance(e, events.SlotFired) else None
-    )
-    yield seen
-    unsubscribe()
-
-
-@pytest.fixture
 def make(
     redis_cluster: Callable[[int], list[RedisServer]], clock: FakeClock
 ) -> Iterator[Callable[[dict[str, Any]], Scheduler]]:

@@ -4,7 +4,7 @@ real server cannot fail one round trip of a dispatch on cue)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 from celery import Celery
@@ -32,16 +32,6 @@ class OutageOnSecondClaim(MemorySlotStore):
         if self.claims == 2:
             return [Claim(None, 0, {"memory": "ConnectionError: down"}) for _ in fences]
         return super().claim(fences, token, ttl, retention)
-
-
-@pytest.fixture
-def fired() -> Iterator[list[events.SlotFired]]:
-    seen: list[events.SlotFired] = []
-    unsubscribe = events.subscribe(
-        lambda e: seen.append(e) if isinstance(e, events.SlotFired) else None
-    )
-    yield seen
-    unsubscribe()
 
 
 def test_entries_of_chunks_not_yet_claimed_when_the_store_failed_fire_after_it_is_back(
