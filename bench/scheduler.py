@@ -9,7 +9,8 @@ entries. Ours runs with one replica and with three (three processes racing for t
 slots); RedBeat runs one (its design: one lock holder dispatches). Ours also runs on the
 database slot store on PostgreSQL (--postgres, default the local server; a database of
 the script's own, dropped at the end; --no-postgres skips it), with one replica and with
-three; its trips are SQL statements.
+three, and with one replica that does not publish ("no pub": the store and the scheduler
+without the broker); its trips are SQL statements.
 
     python bench/scheduler.py [--entries 10000] [--broker amqp://guest:guest@127.0.0.1:5672//]
                               [--postgres postgresql://postgres@127.0.0.1:5432 | --no-postgres]
@@ -315,6 +316,9 @@ def database_rows(broker: str, n: int, lead: float, url: str) -> list[tuple[Any,
         one = run_ours(broker, [], n, "db:", time.time() + lead, True, database)
         rows.append(("ours, PostgreSQL", 1, one[0], one[1], one[2] / max(one[0], 1), (0, 0)))
         empty_store()
+        bare = run_ours(broker, [], n, "db:", time.time() + lead, False, database)
+        rows.append(("PostgreSQL, no pub", 1, bare[0], bare[1], bare[2] / max(bare[0], 1), (0, 0)))
+        empty_store()
         start_at = time.time() + 5 + lead
         with multiprocessing.get_context("spawn").Pool(3) as pool:
             three = pool.starmap(run_ours, [(broker, [], n, "db:", start_at, True, database)] * 3)
@@ -370,6 +374,9 @@ def main() -> None:
     rows.append(
         ("RedBeat, 1 node", 1, red[0], red[1], red[2] / max(red[0], 1), [red_idle_small, red[3]])
     )
+    for name, replicas, published, *_ in on_database:
+        if published != n:
+            raise SystemExit(f"{name} ({replicas}): {published} of {n} slots published; no figures")
     rows += on_database
     kind = args.broker.split(":")[0] if args.broker else "redis"
     print(f"{n} entries (intervals 1-60 s), all due at once, published to a {kind} broker")
