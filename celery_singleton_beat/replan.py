@@ -53,6 +53,10 @@ class SourceWatcher:
         """When (monotonic seconds) the version is to be read next."""
         return self._next_poll
 
+    def defer(self, until: float) -> None:
+        """Read the version no earlier than ``until`` (monotonic seconds)."""
+        self._next_poll = max(self._next_poll, until)
+
     def first(self) -> Mapping[str, EntrySpec]:
         """The entries at start; errors propagate (a bad source stops beat at start)."""
         self.version = self.source.version()

@@ -49,7 +49,7 @@ from celery_singleton_beat.errors import StoreUnavailable
 from celery_singleton_beat.health import HealthServer
 from celery_singleton_beat.keeper import ClaimKeeper
 from celery_singleton_beat.locks import Lease, Watchdog
-from celery_singleton_beat.replan import Changes, SourceWatcher, compare
+from celery_singleton_beat.replan import POLL_EVERY, Changes, SourceWatcher, compare
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.schema import (
     LEADER_LOCK,
@@ -234,6 +234,9 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         if monotonic >= self._next_heartbeat:
             self._heartbeat()
             self._next_heartbeat = monotonic + HEARTBEAT_EVERY
+            # one round trip per idle tick: a poll due now waits a quarter second, which
+            # puts the polls halfway between heartbeats from then on
+            self._watcher.defer(monotonic + POLL_EVERY / 2)
         if not self._lead(monotonic):
             return min(LONGEST_SLEEP, self._next_election - monotonic)
         specs = self._watcher.poll(monotonic)
