@@ -11,9 +11,9 @@ run), both schedulers in this process, each figure the median and p99:
   new connection each time) and a commit, at each of its ticks;
 - *idle tick*: each scheduler's loop run as ``celery beat`` runs it (tick, then sleep as
   long as the tick asks) for ``--idle`` seconds with nothing due and nothing changed:
-  the time of one tick, and the ticks' time per second of idle (ours ticks once a
-  second, heartbeat and poll included; DatabaseScheduler every 5 s, its
-  ``beat_max_loop_interval``);
+  the time of one tick, and the ticks' time per second of idle (ours ticks three times
+  a second: a heartbeat once, a poll twice, halfway between heartbeats; DatabaseScheduler
+  every 5 s, its ``beat_max_loop_interval``);
 - *pickup*: after one row is edited through the ORM, the time until the new schedule is
   ready in the scheduler: ours reads every enabled row and sorts the new plans against the
   running ones (``_replan``); DatabaseScheduler rebuilds its ``schedule`` dict
