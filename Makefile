@@ -71,7 +71,7 @@ docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir $(VENV)/site
 
 test: lint typecheck docs redis-server chromium
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=25
 	@echo "== the Django app's records, admin and dashboard again, with PostgreSQL as the default database"
 	$(BIN)/pytest -p no:cacheprovider --ds=tests.djangoapp.settings_postgres tests/djangoapp/test_admin_and_records.py
 	$(MAKE) nox
