@@ -217,7 +217,7 @@ def run_ours(  # noqa: PLR0917  (called positionally through Pool.starmap)
         if isinstance(event, ours.events.SlotFired):
             published.append((event.entry, round(event.slot.timestamp() * 1000)))
 
-    ours.events.subscribe(count)
+    unsubscribe = ours.events.subscribe(count)
     time.sleep(max(0.0, start_at - time.time()))
     offset = 61.0
     started = time.perf_counter()
@@ -225,6 +225,7 @@ def run_ours(  # noqa: PLR0917  (called positionally through Pool.starmap)
         sched.tick()
     elapsed = time.perf_counter() - started
     sched.close()
+    unsubscribe()
     return len(published), elapsed, trips.count, published
 
 
