@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery_singleton_beat.errors import QuorumUnavailable, StoreUnavailable
 from celery_singleton_beat.locks.base import LockBackend
-from celery_singleton_beat.locks.nodes import Masters, describe
+from celery_singleton_beat.locks.nodes import Masters, bulk, describe, evalsha_head
 from celery_singleton_beat.locks.redlock import Redlock
 from celery_singleton_beat.schema import RUN_STATE_FIELDS, ClaimStatus, Keys
 from celery_singleton_beat.stores.base import Claim, EntryState, Fence, SlotOutcome, SlotStore
@@ -250,13 +250,15 @@ class RedisSlotStore(SlotStore):
         """Try to claim each (entry, slot) fence on a majority, in one round trip."""
         ttl_ms = max(1, int(ttl * 1000))
         retention_ms = int(retention * 1000)
+        # a chunk holds hundreds of slots: what repeats is encoded once (see evalsha_head)
+        head = evalsha_head(self._claim, 2, 3)
+        tail = b"".join([bulk(token.encode()), bulk(b"%d" % ttl_ms), bulk(b"%d" % retention_ms)])
         commands = [
-            (
-                "EVALSHA", self._claim, 2, self.fence_key(n, s), self.entry_key(n),
-                token, ttl_ms, retention_ms,
+            b"".join(
+                [head, bulk(self.fence_key(n, s).encode()), bulk(self.entry_key(n).encode()), tail]
             )
             for n, s in fences
-        ]  # fmt: skip
+        ]
         replies = self.masters.broadcast(commands) if commands else []
         errors = _errors(self.masters, replies)
         quorum, total = self.masters.quorum, len(self.masters.nodes)
@@ -311,12 +313,15 @@ class RedisSlotStore(SlotStore):
         """
         if not outcomes:
             return []
-        retention_ms = int(retention * 1000)
+        head = evalsha_head(self._finish, 2, 6)
+        retention_arg = bulk(b"%d" % int(retention * 1000))
+        token_arg = bulk(token.encode())
         commands = [
-            (
-                "EVALSHA", self._finish, 2, self.fence_key(name, slot), self.entry_key(name),
-                outcome, retention_ms, slot, sent, skipped, token,
-            )
+            b"".join([
+                head, bulk(self.fence_key(name, slot).encode()),
+                bulk(self.entry_key(name).encode()), bulk(outcome.encode()), retention_arg,
+                bulk(b"%d" % slot), bulk(b"%d" % sent), bulk(b"%d" % skipped), token_arg,
+            ])
             for name, slot, outcome, sent, skipped in outcomes
         ]  # fmt: skip
         replies = self.masters.broadcast(commands)
