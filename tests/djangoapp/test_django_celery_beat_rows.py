@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 from celery import Celery
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.db.backends.signals import connection_created
 from django.test import override_settings
 from django_celery_beat.models import (
@@ -157,3 +157,27 @@ def test_a_poll_after_the_server_closed_the_kept_connection_reads_on_a_new_one()
             admin.execute("SELECT pg_terminate_backend(%s)", [pid])
         assert source.version() == version
         assert kept.connection.info.backend_pid != pid
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_the_poll_on_postgresql_sees_each_save_on_its_kept_connection_and_fails_clearly() -> None:
+    """On PostgreSQL (psycopg 3) the poll goes straight through libpq: it keeps its value
+    until a save, changes with each save, opens no connection, and a statement that
+    fails there raises Django's error (as the cursor would) rather than a value."""
+    with override_settings(DATABASE_ROUTERS=[ToPostgres()]):
+        task = PeriodicTask.objects.create(name="tick", task="t", interval=every(5))
+        source = DjangoCeleryBeatSource(APP)
+        first = source.version()
+        pid = connections["postgres"].connection.info.backend_pid
+        assert [source.version() for _ in range(3)] == [first] * 3
+        task.interval = every(7)
+        task.save()
+        second = source.version()
+        task.interval = every(9)
+        task.save()
+        third = source.version()
+        assert len({first, second, third}) == 3
+        assert connections["postgres"].connection.info.backend_pid == pid
+        source._poll_bytes = b"SELECT 1 / 0"
+        with pytest.raises(DatabaseError, match="division by zero"):
+            source.version()
