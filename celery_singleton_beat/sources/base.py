@@ -49,7 +49,7 @@ class ScheduleSource(abc.ABC):
     def version(self) -> Hashable:
         """A value that changes whenever :meth:`entries` would return something else.
 
-        Called at most once per second on every replica: it must be cheap (one small
+        Called at most twice a second on every replica: it must be cheap (one small
         query, one key read, a constant for a source that never changes).
         """
 

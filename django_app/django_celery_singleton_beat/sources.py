@@ -19,8 +19,8 @@ What each field becomes:
   sent it (an ``UPDATE`` that does not touch ``PeriodicTasks``, so it causes no re-read).
 
 Changes are seen through ``PeriodicTasks.last_update``, which django-celery-beat's models
-and admin bump on every save and delete: one single-row query per second per replica, on
-a connection kept open (see :meth:`DjangoCeleryBeatSource.version`).
+and admin bump on every save and delete: one single-row query every half second per
+replica, on a connection kept open (see :meth:`DjangoCeleryBeatSource.version`).
 """
 
 from __future__ import annotations
