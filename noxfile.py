@@ -57,9 +57,9 @@ TEST_DEPS = [
     "django-celery-results>=2.5",  # tests/djangoapp/settings.py installs its app
 ]
 
-# the lock contract on real masters, beat replicas (one SIGKILLed, one dying between
-# publish and done), tasks on real workers, the Django records and admin, slot times,
-# and the compatibility tests of the private APIs
+# the lock contract on real masters, beat replicas (see Cell.replicas), tasks on real
+# workers, the Django records and admin, slot times, and the compatibility tests of the
+# private APIs
 SUBSET = [
     "tests/locks/test_contract.py",
     "tests/beat/test_replicas.py",
@@ -68,6 +68,8 @@ SUBSET = [
     "tests/beat/test_slots.py",
     "tests/compat",
 ]
+#: The beat replica tests (tests/beat/test_replicas.py) a cell may run, by name: the full
+#: suite runs all of them on both slot stores; a cell runs the ones it names.
 REPLICAS = (
     "three_active_replicas or killing_the_replica or dying_between_publish_and_done "
     "or leader_mode_fails_over"
@@ -79,16 +81,27 @@ class Cell:
     python: str
     pins: list[str]
     deselect: list[str] = field(default_factory=list)
-    database_store: bool = False
-    """Whether the beat replica tests also run on the PostgreSQL slot store (besides the
-    Redis store): in one cell, the floors, where the oldest Django and driver meet it."""
+    replicas: str = "three_active_replicas"
+    """The replica tests run on the Redis slot store (a ``-k`` expression): three
+    replicas end to end in every cell; failover and crashes where they differ most
+    from the full suite's versions, the floors."""
+    database_store: str = ""
+    """The replica tests also run on the PostgreSQL slot store: in one cell, the floors,
+    where the oldest Django and driver meet it."""
+
+    def chosen(self) -> str:
+        """The cell's ``-k`` expression over the subset."""
+        redis = f"({self.replicas}) and not postgresql"
+        postgresql = f"({self.database_store}) and postgresql" if self.database_store else ""
+        return f"not test_replicas or ({redis})" + (f" or ({postgresql})" if postgresql else "")
 
 
 CELLS = {
     "floors": Cell(
         "3.10",
         ["celery==5.3.*", "kombu==5.3.*", "redis==5.0.*", "django==4.2.*"],
-        database_store=True,
+        replicas=REPLICAS,
+        database_store="three_active_replicas or killing_the_replica",
     ),
     "middle": Cell(
         "3.12",
@@ -150,9 +163,7 @@ def run_cell(session: nox.Session, cell: Cell) -> None:
     session.run("python", "-c", VERSIONS)
     paths = [p for p in SUBSET if (suite / p).exists()]
     deselect = [arg for test in cell.deselect for arg in ("--deselect", test)]
-    chosen = f"not test_replicas or {REPLICAS}"
-    if not cell.database_store:
-        chosen = f"({chosen}) and not postgresql"
+    chosen = cell.chosen()
     session.run(
         "pytest", "-p", "no:cacheprovider", "-q", "-o", "addopts=", *paths,
         "-k", chosen, *deselect, *session.posargs,
