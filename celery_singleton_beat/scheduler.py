@@ -557,6 +557,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         for plan, slot in batch.giveback:
             plan.held.add(slot)
             batch.retry.setdefault(plan.name, 0)
+        self._tell_source(batch.outcomes)
         marked = self.store.finish(batch.outcomes, batch.token, self.config.fence_retention)
         lost = [o for o, ok in zip(batch.outcomes, marked, strict=True) if not ok]
         if lost:
@@ -567,7 +568,6 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 len(lost), lost[0][0], slot_label(lost[0][1]),
                 extra=self._log_fields(batch.plans.get(lost[0][0]), lost[0][1]),
             )  # fmt: skip
-        self._tell_source(batch.outcomes, marked)
         self._track_runs(batch, marked)
         for name, skipped in batch.skipped.items():
             self._report_skipped(batch.plans[name], skipped)
@@ -616,19 +616,23 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             )
         )  # fmt: skip
 
-    def _tell_source(self, outcomes: list[SlotOutcome], marked: list[bool]) -> None:
-        """The source learns of each slot this replica published and marked done (once
-        per slot: only one replica marks a fence done)."""
-        sent_at = self.runtime.clock()
-        for (name, slot, outcome, _sent, _skipped), done in zip(outcomes, marked, strict=True):
-            if done and outcome == Verdict.FIRE.value:
-                try:
-                    self.source.published(name, slot, sent_at)
-                except Exception as exc:
-                    logger.error(
-                        "singleton beat: the schedule source did not take the run of %r at "
-                        "%s: %s: %s", name, slot_label(slot), type(exc).__name__, exc,
-                    )  # fmt: skip
+    def _tell_source(self, outcomes: list[SlotOutcome]) -> None:
+        """The source learns of each slot this replica published, before its fence is
+        marked done: a replica that dies in between leaves the slot to be sent again
+        (same task id) and told again, and the source counts each slot once, so that
+        no run goes uncounted (told after the mark, such a death would lose the count)."""
+        fire = Verdict.FIRE.value
+        runs = [(name, slot) for name, slot, outcome, _s, _k in outcomes if outcome == fire]
+        if not runs:
+            return
+        try:
+            self.source.published_many(runs, self.runtime.clock())
+        except Exception as exc:
+            logger.error(
+                "singleton beat: the schedule source did not take the runs of %d slot(s), "
+                "e.g. %r at %s: %s: %s", len(runs), runs[0][0], slot_label(runs[0][1]),
+                type(exc).__name__, exc,
+            )  # fmt: skip
 
     def _report_skipped(self, plan: Plan, skipped: list[tuple[int, int]]) -> None:
         count = sum(n for _slot, n in skipped)

@@ -100,9 +100,17 @@ class MergedSource(ScheduleSource):
         return None if source is None else source.name
 
     def published(self, name: str, slot: int, sent_at: float) -> None:
-        source = self._owner.get(name)
-        if source is not None:
-            source.published(name, slot, sent_at)
+        self.published_many([(name, slot)], sent_at)
+
+    def published_many(self, runs: Sequence[tuple[str, int]], sent_at: float) -> None:
+        owned: dict[int, list[tuple[str, int]]] = {}
+        for name, slot in runs:
+            source = self._owner.get(name)
+            if source is not None:
+                owned.setdefault(id(source), []).append((name, slot))
+        for source in self.sources:
+            if id(source) in owned:
+                source.published_many(owned[id(source)], sent_at)
 
     def close(self) -> None:
         for source in self.sources:

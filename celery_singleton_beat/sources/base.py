@@ -29,7 +29,7 @@ Rules a source follows:
 from __future__ import annotations
 
 import abc
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 #: An entry as in ``beat_schedule``: ``{"task": ..., "schedule": ..., "options": {...}}``.
@@ -62,10 +62,20 @@ class ScheduleSource(abc.ABC):
         """
 
     def published(self, name: str, slot: int, sent_at: float) -> None:
-        """Called once per slot (``slot`` in ms since the epoch, ``sent_at`` in seconds),
-        by the replica that published it, after its fence was marked done; a source that
-        keeps run counts writes them here. Errors are logged and ignored."""
+        """A slot of ``name`` was published (``slot`` in ms since the epoch, ``sent_at``
+        in seconds); see :meth:`published_many`."""
         return
+
+    def published_many(self, runs: Sequence[tuple[str, int]], sent_at: float) -> None:
+        """The slots ``runs`` (entry name, slot in ms) were published at ``sent_at``.
+
+        Called by the replica that published them, before their fences are marked done:
+        a slot can be told twice (its replica died before marking it, and another sent
+        it again with the same task id), so a source that keeps run counts counts each
+        slot once. Errors are logged and ignored. By default, :meth:`published` per slot.
+        """
+        for name, slot in runs:
+            self.published(name, slot, sent_at)
 
     def close(self) -> None:
         """Release what the source holds (connections); called when beat stops."""

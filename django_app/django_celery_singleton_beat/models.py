@@ -271,3 +271,22 @@ class EntryRunState(models.Model):
 
     def __str__(self) -> str:
         return self.entry
+
+
+class CountedSlot(models.Model):
+    """A slot of a django-celery-beat ``PeriodicTask`` whose run is counted in its row
+    (``total_run_count``, ``last_run_at``): a slot sent again, by a replica taking over
+    from one that died before marking it done, is not counted twice. Kept for a day."""
+
+    entry = models.CharField(_("periodic task"), max_length=200)
+    slot = models.BigIntegerField(_("slot (ms)"), db_index=True)
+
+    class Meta:
+        verbose_name = _("counted slot")
+        verbose_name_plural = _("counted slots")
+        constraints = [
+            models.UniqueConstraint(fields=["entry", "slot"], name="singleton_beat_counted_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.entry} @ {self.slot}"

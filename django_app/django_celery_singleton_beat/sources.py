@@ -16,7 +16,9 @@ What each field becomes:
   ``headers`` (JSON): the message, as django-celery-beat sends it (with its
   ``periodic_task_name``, which django-celery-results records);
 - ``last_run_at`` and ``total_run_count``: written once per slot, by the replica that
-  sent it (an ``UPDATE`` that does not touch ``PeriodicTasks``, so it causes no re-read).
+  sent it (an ``UPDATE`` that does not touch ``PeriodicTasks``, so it causes no re-read),
+  before the slot is marked done; a slot sent again after a replica died in between is
+  not counted twice (see :class:`~django_celery_singleton_beat.models.CountedSlot`).
 
 Changes are seen through ``PeriodicTasks.last_update``, which django-celery-beat's models
 and admin bump on every save and delete: one single-row query every half second per
@@ -28,7 +30,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Hashable, Mapping
+import time
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from celery_singleton_beat.slots import (
@@ -46,6 +49,10 @@ logger = logging.getLogger(__name__)
 UTC = dt.timezone.utc
 #: How long after a one-off row is saved its single slot falls, at the earliest (ms).
 ONE_OFF_DELAY = 2000
+#: How long a counted slot is remembered (ms): far longer than a slot can be sent again.
+COUNTED_KEPT_MS = 24 * 3600 * 1000
+#: Seconds between two clean-ups of the counted slots, per replica.
+FORGET_EVERY = 600.0
 #: Up to this many changed rows are read by primary key; more, all enabled rows are read.
 FEW = 500
 #: The fields an entry is built from (the primary key first): a row whose values are
@@ -84,6 +91,8 @@ class DjangoCeleryBeatSource(ScheduleSource):
             f"WHERE {quote('ident')} = 1"
         )
         self._poll_bytes = self._poll_sql.encode()
+        self._write_alias: str = router.db_for_write(models.PeriodicTask)
+        self._next_forget = 0.0
         self._one_off: dict[str, bool] = {}
         self._built: dict[Any, tuple[tuple[Any, ...], str, EntrySpec, bool]] = {}
 
@@ -187,20 +196,62 @@ class DjangoCeleryBeatSource(ScheduleSource):
         return SlotSchedule(bounded, app=self.app)
 
     def published(self, name: str, slot: int, sent_at: float) -> None:
-        """``last_run_at`` and ``total_run_count`` of the row; a one-off row is disabled."""
-        from django.db.models import F  # noqa: PLC0415
+        self.published_many([(name, slot)], sent_at)
 
-        models = self.models
-        changes: dict[str, Any] = {
-            "last_run_at": _aware_or_naive(sent_at),
-            "total_run_count": F("total_run_count") + 1,
-        }
-        one_off = self._one_off.get(name, False)
+    def published_many(self, runs: Sequence[tuple[str, int]], sent_at: float) -> None:
+        """Each row's ``last_run_at`` and ``total_run_count``, each slot counted once (a
+        :class:`~django_celery_singleton_beat.models.CountedSlot` per slot, written in the
+        same transaction as the counts); a one-off row is disabled."""
+        from django.db import IntegrityError  # noqa: PLC0415
+
+        try:
+            _guarded(lambda: self._count(runs, sent_at))
+        except IntegrityError:
+            # another replica counted one of these slots meanwhile: read again, once
+            _guarded(lambda: self._count(runs, sent_at))
+
+    def _count(self, runs: Sequence[tuple[str, int]], sent_at: float) -> None:
+        from django.db import transaction  # noqa: PLC0415
+        from django.db.models import F, Q  # noqa: PLC0415
+
+        from django_celery_singleton_beat.models import CountedSlot  # noqa: PLC0415
+
+        alias = self._write_alias
+        counted = CountedSlot.objects.using(alias)
+        self._forget_old(counted)
+        wanted = set(runs)
+        one_off = False
+        with transaction.atomic(using=alias):
+            either = Q()
+            for name in {name for name, _slot in wanted}:
+                either |= Q(entry=name, slot__in=[s for n, s in wanted if n == name])
+            seen = set(counted.filter(either).values_list("entry", "slot"))
+            new = sorted(wanted - seen)
+            counted.bulk_create([CountedSlot(entry=name, slot=slot) for name, slot in new])
+            per_entry: dict[str, int] = {}
+            for name, _slot in new:
+                per_entry[name] = per_entry.get(name, 0) + 1
+            tasks = self.models.PeriodicTask.objects.using(alias)
+            for name, count in per_entry.items():
+                changes: dict[str, Any] = {
+                    "last_run_at": _aware_or_naive(sent_at),
+                    "total_run_count": F("total_run_count") + count,
+                }
+                if self._one_off.get(name, False):
+                    changes["enabled"] = False
+                    one_off = True
+                tasks.filter(name=name).update(**changes)
         if one_off:
-            changes["enabled"] = False
-        _guarded(lambda: models.PeriodicTask.objects.filter(name=name).update(**changes))
-        if one_off:
-            _guarded(models.PeriodicTasks.update_changed)
+            self.models.PeriodicTasks.update_changed()
+
+    def _forget_old(self, counted: Any) -> None:
+        """Drop the counted slots older than :data:`COUNTED_KEPT_MS`, at most every
+        :data:`FORGET_EVERY` seconds."""
+        now = time.monotonic()
+        if now < self._next_forget:
+            return
+        self._next_forget = now + FORGET_EVERY
+        counted.filter(slot__lt=round(time.time() * 1000) - COUNTED_KEPT_MS).delete()
 
     def close(self) -> None:
         """Close this process's database connections, except one inside a transaction (a

@@ -24,6 +24,7 @@ from celery import Celery
 from celery.schedules import crontab
 
 from celery_singleton_beat import events, overlap
+from celery_singleton_beat.decide import Verdict
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.scheduler import Scheduler
 from celery_singleton_beat.schema import Header
@@ -151,6 +152,27 @@ class CrashAfterPublish(Scheduler):
     def _published(self, plan: Any, slot: int) -> None:
         if plan.name == os.environ.get("TEST_CRASH_ENTRY"):
             os._exit(17)
+
+
+class CrashAfterMark(Scheduler):
+    """Dies right after marking a published slot of ``TEST_CRASH_ENTRY`` done."""
+
+    def _finish(self, batch: Any) -> None:
+        store = self.store
+        mark = store.finish
+
+        def finish(outcomes: Any, *args: Any, **kwargs: Any) -> Any:
+            marked = mark(outcomes, *args, **kwargs)
+            crash = os.environ.get("TEST_CRASH_ENTRY")
+            if any(o[0] == crash and o[2] == Verdict.FIRE.value for o in outcomes):
+                os._exit(17)
+            return marked
+
+        store.finish = finish
+        try:
+            super()._finish(batch)
+        finally:
+            del store.finish
 
 
 class CrashAfterClaim(Scheduler):

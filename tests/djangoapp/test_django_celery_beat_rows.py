@@ -107,6 +107,22 @@ def test_a_run_writes_the_run_count_once_and_disables_a_one_off_row() -> None:
     assert "once" not in source.entries()
 
 
+def test_a_slot_told_again_by_any_replica_is_counted_once_and_slots_in_any_order_each_once() -> None:
+    """A slot is told before it is marked done, so a replica taking over from one that
+    died in between tells it again: the count stays exact, whichever replica tells it."""
+    PeriodicTask.objects.create(name="tick", task="t", interval=every(1))
+    PeriodicTask.objects.create(name="other", task="t", interval=every(1))
+    first, second = DjangoCeleryBeatSource(APP), DjangoCeleryBeatSource(APP)
+    first.entries()
+    second.entries()
+    now = round(time.time()) * 1000
+    first.published_many([("tick", now), ("other", now)], time.time())
+    second.published_many([("tick", now)], time.time())  # sent again after a death
+    first.published_many([("tick", now), ("tick", now - 2000), ("tick", now - 1000)], time.time())
+    counts = dict(PeriodicTask.objects.values_list("name", "total_run_count"))
+    assert counts == {"tick": 3, "other": 1}
+
+
 def test_the_change_poll_keeps_its_connection_open_and_still_sees_each_save() -> None:
     """With Django's default ``CONN_MAX_AGE = 0``, polling once a second does not open a
     connection per poll (about 10 ms each on PostgreSQL), and a save still changes the version."""
@@ -181,3 +197,15 @@ def test_the_poll_on_postgresql_sees_each_save_on_its_kept_connection_and_fails_
         source._poll_bytes = b"SELECT 1 / 0"
         with pytest.raises(DatabaseError, match="division by zero"):
             source.version()
+
+
+def test_counted_slots_older_than_a_day_are_dropped_as_runs_are_counted() -> None:
+    from django_celery_singleton_beat.models import CountedSlot
+
+    PeriodicTask.objects.create(name="tick", task="t", interval=every(1))
+    now = round(time.time()) * 1000
+    CountedSlot.objects.create(entry="tick", slot=now - 25 * 3600 * 1000)
+    CountedSlot.objects.create(entry="tick", slot=now - 23 * 3600 * 1000)
+    DjangoCeleryBeatSource(APP).published_many([("tick", now)], time.time())
+    kept = sorted(CountedSlot.objects.values_list("slot", flat=True))
+    assert kept == [now - 23 * 3600 * 1000, now]

@@ -175,3 +175,27 @@ def test_a_django_celery_beat_schedule_edited_while_three_replicas_run_is_follow
         newest = max(counts[name]) / 1000
         assert row.last_run_at is not None
         assert 0 <= row.last_run_at.timestamp() - newest < 1.5, name
+
+
+def test_a_replica_dying_right_after_marking_a_slot_done_leaves_its_run_counted(
+    cluster: BeatCluster,
+) -> None:
+    """A replica SIGKILLed (``os._exit``) just after marking a slot it published done: the
+    row's ``total_run_count`` still counts that run, and every other, once."""
+    task("beat", interval=every(1))
+    cluster.start_worker()
+    cluster.start_replica("steady")
+    crasher = cluster.start_replica(
+        "crasher", scheduler="tests.beat.app:CrashAfterMark", TEST_CRASH_ENTRY="beat"
+    )
+    wait_for(lambda: not crasher.alive(), 60, f"the crash hook\n{crasher.text()}")
+    time.sleep(3)  # the steady replica sends the crasher's next slots
+    row = PeriodicTask.objects.get(name="beat")
+    row.enabled = False
+    row.save(update_fields=["enabled"])  # as the admin would, without its stale counts
+    time.sleep(PICKUP + 2)  # followed, and what was sent has run
+    counts = slots(cluster.executions(), "beat")
+    assert crasher.popen.returncode == 17
+    assert [s for s, k in counts.items() if k > 1] == [], "no slot executed twice"
+    row = PeriodicTask.objects.get(name="beat")
+    assert row.total_run_count == len(counts), "each run counted once, the crasher's too"
