@@ -107,7 +107,7 @@ def test_a_run_writes_the_run_count_once_and_disables_a_one_off_row() -> None:
     assert "once" not in source.entries()
 
 
-def test_a_slot_told_again_by_any_replica_is_counted_once_and_slots_in_any_order_each_once() -> None:
+def test_a_slot_told_again_by_any_replica_counts_once_and_slots_in_any_order_each_once() -> None:
     """A slot is told before it is marked done, so a replica taking over from one that
     died in between tells it again: the count stays exact, whichever replica tells it."""
     PeriodicTask.objects.create(name="tick", task="t", interval=every(1))
