@@ -17,7 +17,8 @@ from django.conf import settings
 
 settings.configure(
     USE_TZ=True, TIME_ZONE="UTC", SECRET_KEY="bench",
-    INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "django_celery_beat"],
+    INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "django_celery_beat",
+                    "django_celery_singleton_beat"],  # as the migration guide asks
     DATABASES={"default": {"ENGINE": "django.db.backends.postgresql",
                            "NAME": os.environ["BENCH_DB_NAME"], "USER": "postgres",
                            "HOST": "127.0.0.1", "PORT": "5432"}},

@@ -11,14 +11,17 @@ run), both schedulers in this process, each figure the median and p99:
   new connection each time) and a commit, at each of its ticks;
 - *idle tick*: each scheduler's loop run as ``celery beat`` runs it (tick, then sleep as
   long as the tick asks) for ``--idle`` seconds with nothing due and nothing changed:
-  the time of one tick, and the ticks' time per second of idle (ours ticks three times
-  a second: a heartbeat once, a poll twice, halfway between heartbeats; DatabaseScheduler
-  every 5 s, its ``beat_max_loop_interval``);
+  the time of one tick, and the ticks' time per second of idle (ours ticks twice a
+  second: a heartbeat, and a poll halfway between heartbeats; DatabaseScheduler every
+  5 s, its ``beat_max_loop_interval``);
 - *pickup*: after one row is edited through the ORM, the time until the new schedule is
   ready in the scheduler: ours reads every enabled row and sorts the new plans against the
   running ones (``_replan``); DatabaseScheduler rebuilds its ``schedule`` dict
   (``all_as_schedule``). Neither includes the wait until the next poll (ours: at most 1 s;
-  DatabaseScheduler: its next tick, at most 5 s).
+  DatabaseScheduler: its next tick, at most 5 s);
+- *save→replan*: ours only, from a save at a random moment of the running loop to the
+  end of the replan, waits included: the save's change notice (this app's signal
+  handlers, ``NOTIFY``) makes the next tick read the rows, at most half a second later.
 
 Then, on a few rows only (every 1, 2, 3, 5 and 6 s), ``--replicas`` real ``celery beat``
 processes of each scheduler in turn (``-S django_celery_beat.schedulers:DatabaseScheduler``,
@@ -203,7 +206,7 @@ def main() -> None:
         from django.db import connections
 
         connections.close_all()
-        admin(f'DROP DATABASE "{NAME}"')
+        admin(f'DROP DATABASE "{NAME}" WITH (FORCE)')  # the recorder's thread may hold one
     print("\n".join(lines))
 
 

@@ -34,8 +34,9 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two reads of a source's version: a change is followed within this plus
 #: the time to read the source (a version must be cheap: one single-row query, or read
-#: along with the heartbeat).
-POLL_EVERY = 0.5
+#: along with the heartbeat), or at the next tick when the source was told of it
+#: (:meth:`~celery_singleton_beat.sources.base.ScheduleSource.hinted`).
+POLL_EVERY = 1.0
 
 
 class SourceWatcher:
@@ -65,7 +66,7 @@ class SourceWatcher:
 
     def poll(self, monotonic: float) -> Mapping[str, EntrySpec] | None:
         """The entries, when they may have changed since the last read; else None."""
-        if monotonic < self._next_poll:
+        if monotonic < self._next_poll and not self.source.hinted():
             return None
         self._next_poll = monotonic + POLL_EVERY
         try:

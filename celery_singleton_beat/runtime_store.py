@@ -62,6 +62,10 @@ class RuntimeStore:
         one was made within the last second (beat heartbeats every second)."""
         return self.store.recent_schedule_revision(1.0)
 
+    def seen(self) -> int | None:
+        """The revision read along with the last heartbeat, if any (no round trip)."""
+        return self.store.seen_schedule_revision()
+
     def read(self) -> tuple[int, dict[str, Any]]:
         """The newest revision and its document."""
         rev, doc = self.store.read_schedule()

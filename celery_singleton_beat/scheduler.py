@@ -251,8 +251,9 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         due = self._pop_due(now)
         if due:
             self._dispatch(due, now)
-        until_poll = max(0.0, self._watcher.next_poll - time.monotonic())
-        return min(self._sleep_for(self.runtime.now_ms()), until_poll)
+        monotonic = time.monotonic()
+        until = min(self._watcher.next_poll, self._next_heartbeat) - monotonic
+        return min(self._sleep_for(self.runtime.now_ms()), max(0.0, until))
 
     def _heartbeat(self) -> None:
         info = {

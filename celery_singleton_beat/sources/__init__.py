@@ -55,6 +55,10 @@ class MergedSource(ScheduleSource):
     def version(self) -> Hashable:
         return tuple(self._read(s, s.version, ("unreadable", s.name)) for s in self.sources)
 
+    def hinted(self) -> bool:
+        hinted = [s.hinted() for s in self.sources]  # every source's notice taken now
+        return any(hinted)
+
     def entries(self) -> Mapping[str, EntrySpec]:
         merged: dict[str, EntrySpec] = {}
         owner: dict[str, ScheduleSource] = {}

@@ -49,9 +49,16 @@ class ScheduleSource(abc.ABC):
     def version(self) -> Hashable:
         """A value that changes whenever :meth:`entries` would return something else.
 
-        Called at most twice a second on every replica: it must be cheap (one small
-        query, one key read, a constant for a source that never changes).
+        Called about once a second on every replica (sooner after :meth:`hinted`): it
+        must be cheap (one small query, one key read, a constant for a source that never
+        changes).
         """
+
+    def hinted(self) -> bool:
+        """Whether the source was told of a change since the last call, without asking
+        anyone (a notice already received): then :meth:`version` is read at once rather
+        than at the next poll. Called at every tick of the scheduler; False by default."""
+        return False
 
     @abc.abstractmethod
     def entries(self) -> Mapping[str, EntrySpec]:

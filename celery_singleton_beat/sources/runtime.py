@@ -22,17 +22,31 @@ from celery_singleton_beat.slots import OnceSlots, SlotSchedule
 from celery_singleton_beat.sources.base import EntrySpec, ScheduleSource
 
 
-class RuntimeSource(ScheduleSource):
-    """Entries added with :func:`celery_singleton_beat.schedule.add`."""
-
-    name = "runtime"
+class _Revisioned(ScheduleSource):
+    """A source whose version is the runtime schedule's revision: a heartbeat that read
+    a newer one hints at the change, so that it is read in the same tick."""
 
     def __init__(self, app: Any) -> None:
         super().__init__(app)
         self.store = RuntimeStore.shared(app)
+        self._known: int | None = None
 
     def version(self) -> Hashable:
-        return self.store.revision()
+        self._known = self.store.revision()
+        return self._known
+
+    def hinted(self) -> bool:
+        seen = self.store.seen()
+        if seen is None or seen == self._known:
+            return False
+        self._known = seen
+        return True
+
+
+class RuntimeSource(_Revisioned):
+    """Entries added with :func:`celery_singleton_beat.schedule.add`."""
+
+    name = "runtime"
 
     def entries(self) -> Mapping[str, EntrySpec]:
         _rev, doc = self.store.read()
@@ -42,19 +56,15 @@ class RuntimeSource(ScheduleSource):
         self.store.close()
 
 
-class ControlSource(ScheduleSource):
+class ControlSource(_Revisioned):
     """Runs asked for now (an entry ``{name}@run-now:{id}`` each) and paused names."""
 
     name = "control"
 
     def __init__(self, app: Any) -> None:
         super().__init__(app)
-        self.store = RuntimeStore.shared(app)
         self.marks = RunMarks(self.store, 86400.0)
         self.paused: frozenset[str] = frozenset()
-
-    def version(self) -> Hashable:
-        return self.store.revision()
 
     def entries(self) -> Mapping[str, EntrySpec]:
         _rev, doc = self.store.read()

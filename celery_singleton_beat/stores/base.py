@@ -213,6 +213,10 @@ class SlotStore(abc.ABC):
             return seen[1]
         return self.schedule_revision()
 
+    def seen_schedule_revision(self) -> int | None:
+        """The revision read along with this store's last heartbeat (no round trip)."""
+        return None if self._revision_seen is None else self._revision_seen[1]
+
     def saw_schedule_revision(self, revision: int) -> None:
         """For :meth:`heartbeat` implementations that read the revision in the same round
         trip."""

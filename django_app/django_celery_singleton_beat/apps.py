@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 from django.utils.translation import gettext_lazy as _
 
 PRUNE_ENTRY = "singleton_beat.prune"
@@ -29,6 +29,10 @@ class SingletonBeatConfig(AppConfig):
         settings = conf.load()  # a bad setting fails here, at start-up
         overview.RUNTIME_SOURCES.append(recorder.longest_runtime)
         overlap.install()  # workers record when beat-sent runs start and end
+        if apps.is_installed("django_celery_beat"):
+            from .sources import announce_changes  # noqa: PLC0415
+
+            announce_changes()  # replicas on its tables follow a save at their next tick
         if settings.record:
             self.recorder = recorder.Recorder(settings)
             self.recorder.connect()

@@ -21,8 +21,10 @@ What each field becomes:
   not counted twice (see :class:`~django_celery_singleton_beat.models.CountedSlot`).
 
 Changes are seen through ``PeriodicTasks.last_update``, which django-celery-beat's models
-and admin bump on every save and delete: one single-row query every half second per
-replica, on a connection kept open (see :meth:`DjangoCeleryBeatSource.version`).
+and admin bump on every save and delete: one single-row query a second per replica, on a
+connection kept open (see :meth:`DjangoCeleryBeatSource.version`); on PostgreSQL, saves
+made through Django are also announced, and followed at the next tick (see
+:meth:`DjangoCeleryBeatSource.hinted`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ logger = logging.getLogger(__name__)
 UTC = dt.timezone.utc
 #: How long after a one-off row is saved its single slot falls, at the earliest (ms).
 ONE_OFF_DELAY = 2000
+#: The PostgreSQL channel on which saves of django-celery-beat's rows are announced.
+CHANNEL = "celery_singleton_beat_schedule"
+LISTEN = f'LISTEN "{CHANNEL}"'.encode()
 #: How long a counted slot is remembered (ms): far longer than a slot can be sent again.
 COUNTED_KEPT_MS = 24 * 3600 * 1000
 #: Seconds between two clean-ups of the counted slots, per replica.
@@ -92,6 +97,8 @@ class DjangoCeleryBeatSource(ScheduleSource):
         )
         self._poll_bytes = self._poll_sql.encode()
         self._write_alias: str = router.db_for_write(models.PeriodicTask)
+        self._listener: Any = None
+        self._notified = False
         self._next_forget = 0.0
         self._one_off: dict[str, bool] = {}
         self._built: dict[Any, tuple[tuple[Any, ...], str, EntrySpec, bool]] = {}
@@ -120,6 +127,8 @@ class DjangoCeleryBeatSource(ScheduleSource):
             with connection.wrap_database_errors:
                 raw = connection.connection
                 if _idle_psycopg(raw):
+                    if self._listener is not raw:
+                        self._listen(raw)
                     return _libpq_value(raw, self._poll_bytes)
                 cursor = raw.cursor()
                 try:
@@ -135,6 +144,44 @@ class DjangoCeleryBeatSource(ScheduleSource):
             connection.close()
             version = _guarded(read)
         return version
+
+    def hinted(self) -> bool:
+        """Whether a change notice (:data:`CHANNEL`) arrived on the poll's connection
+        since the last call: read from what the server already sent, no round trip.
+
+        On PostgreSQL with psycopg 3 the poll's connection listens on :data:`CHANNEL`, on
+        which this app's signal handlers announce every save and delete of
+        django-celery-beat's rows (:func:`announce_changes`, delivered when the saving
+        transaction commits): a change saved through Django is then read at the
+        replica's next tick, not at its next poll.
+        """
+        raw = self._listener
+        if raw is None:
+            return False
+        try:
+            with raw.lock:
+                raw.pgconn.consume_input()
+                while raw.pgconn.notifies() is not None:
+                    self._notified = True
+        except Exception:
+            self._listener = None  # the next poll reconnects and listens again
+            return True
+        notified, self._notified = self._notified, False
+        return notified
+
+    def _listen(self, raw: Any) -> None:
+        """Listen on :data:`CHANNEL` on ``raw``, before reading the version on it, so
+        that no change falls between the two."""
+        from psycopg import pq  # noqa: PLC0415
+
+        with raw.lock:
+            _checked(raw.pgconn, raw.pgconn.exec_(LISTEN), pq.ExecStatus.COMMAND_OK)
+        # notices received while psycopg runs a query on this connection reach here
+        raw.add_notify_handler(self._on_notice)
+        self._listener = raw
+
+    def _on_notice(self, _notice: Any) -> None:
+        self._notified = True
 
     def entries(self) -> Mapping[str, EntrySpec]:
         """Every enabled row; a row whose fields (its schedule's included) are those of the
@@ -261,6 +308,32 @@ class DjangoCeleryBeatSource(ScheduleSource):
         for connection in connections.all(initialized_only=True):
             if not connection.in_atomic_block:
                 connection.close()
+
+
+def announce_changes() -> None:
+    """Announce each save and delete of django-celery-beat's rows on :data:`CHANNEL`
+    (PostgreSQL only), for the replicas' :meth:`DjangoCeleryBeatSource.hinted`; connected
+    by this app when django-celery-beat is installed. Rows written without Django's
+    signals (``QuerySet.update()``, SQL) are seen at the next poll, as before."""
+    from django.db.models import signals  # noqa: PLC0415
+    from django_celery_beat import models  # noqa: PLC0415
+
+    senders = (
+        models.PeriodicTask, models.PeriodicTasks, models.IntervalSchedule,
+        models.CrontabSchedule, models.SolarSchedule, models.ClockedSchedule,
+    )  # fmt: skip
+    for sender in senders:
+        for signal in (signals.post_save, signals.post_delete):
+            signal.connect(_announce, sender=sender, dispatch_uid=f"{CHANNEL}:{sender.__name__}")
+
+
+def _announce(sender: Any, using: str | None = None, **_: Any) -> None:
+    from django.db import connections, router  # noqa: PLC0415
+
+    connection = connections[using or router.db_for_write(sender)]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, '')", [CHANNEL])
 
 
 def _guarded(call: Any) -> Any:

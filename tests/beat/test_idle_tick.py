@@ -50,5 +50,5 @@ def test_an_idle_tick_makes_the_heartbeat_or_the_source_poll_never_both(
     finally:
         sched.close()
     assert all(len(done) <= 1 for done in ticks), ticks
-    assert ticks.count(["heartbeat"]) >= 3, ticks  # once a second
-    assert ticks.count(["poll"]) >= 6, ticks  # twice a second
+    assert ticks.count(["heartbeat"]) >= 4, ticks  # once a second, none late
+    assert ticks.count(["poll"]) >= 4, ticks  # once a second, between heartbeats

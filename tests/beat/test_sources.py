@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -17,6 +17,7 @@ from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.scheduler import Scheduler
 from celery_singleton_beat.sources import EntrySpec, MergedSource, ScheduleSource
 from celery_singleton_beat.sources.beat_schedule import BeatScheduleSource
+from celery_singleton_beat.testing import RedisServer
 
 UTC = dt.timezone.utc
 
@@ -113,3 +114,58 @@ def test_a_source_that_cannot_be_read_keeps_its_entries_and_holds_up_no_other(
     ]
     flaky.down = False
     assert merged.version() == (0, 1)
+
+
+class HintingSource(ScheduleSource):
+    """A source whose version never changes by itself and that is told of changes."""
+
+    name = "hinting"
+
+    def __init__(self, app: Celery) -> None:
+        super().__init__(app)
+        self.told = False
+        self.reads = 0
+        self.rev = 0
+
+    def version(self) -> Hashable:
+        return self.rev
+
+    def hinted(self) -> bool:
+        told, self.told = self.told, False
+        return told
+
+    def entries(self) -> Mapping[str, EntrySpec]:
+        self.reads += 1
+        return {}
+
+
+def test_a_source_told_of_a_change_is_read_at_the_next_tick_not_at_the_next_poll() -> None:
+    from celery_singleton_beat.replan import POLL_EVERY, SourceWatcher
+
+    source = HintingSource(Celery("hint", set_as_current=False))
+    watcher = SourceWatcher(source)
+    watcher.first()
+    now = watcher.next_poll - POLL_EVERY / 2  # between two polls
+    assert watcher.poll(now) is None
+    source.rev, source.told = 1, True
+    assert watcher.poll(now) == {} and source.reads == 2
+    assert watcher.poll(now) is None, "one notice, one read (then again at the poll)"
+
+
+def test_a_heartbeat_that_read_a_newer_runtime_revision_hints_at_it_once(
+    redis_cluster: Callable[[int], list[RedisServer]],
+) -> None:
+    from celery_singleton_beat.runtime import Runtime
+    from celery_singleton_beat.sources.runtime import RuntimeSource
+
+    app = Celery("hint-runtime", broker="memory://", set_as_current=False)
+    app.conf.singleton_beat_redis_urls = [redis_cluster(1)[0].url]
+    source = RuntimeSource(app)
+    try:
+        version = source.version()
+        assert source.hinted() is False
+        Runtime.of(app).store.saw_schedule_revision(int(version) + 1)  # as a heartbeat does
+        assert (source.hinted(), source.hinted()) == (True, False)
+    finally:
+        source.close()
+        Runtime.of(app).close_store()

@@ -209,3 +209,29 @@ def test_counted_slots_older_than_a_day_are_dropped_as_runs_are_counted() -> Non
     DjangoCeleryBeatSource(APP).published_many([("tick", now)], time.time())
     kept = sorted(CountedSlot.objects.values_list("slot", flat=True))
     assert kept == [now - 23 * 3600 * 1000, now]
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_a_save_through_django_on_postgresql_hints_the_replicas_without_a_query() -> None:
+    """The poll's connection listens for the app's change notices: a row saved through
+    Django (in this process or another) is hinted at, once; nothing else is."""
+    with override_settings(DATABASE_ROUTERS=[ToPostgres()]):
+        task = PeriodicTask.objects.create(name="tick", task="t", interval=every(5))
+        source = DjangoCeleryBeatSource(APP)
+        source.version()
+        assert source.hinted() is False
+        task.interval = every(7)
+        task.save()
+        assert (source.hinted(), source.hinted()) == (True, False)
+        settings = connections["postgres"].settings_dict
+        with psycopg.connect(
+            host=settings["HOST"], port=settings["PORT"], user=settings["USER"],
+            dbname=settings["NAME"], autocommit=True,
+        ) as other:  # fmt: skip
+            other.execute("SELECT pg_notify('celery_singleton_beat_schedule', '')")
+        deadline = time.monotonic() + 2
+        while not source.hinted():
+            assert time.monotonic() < deadline, "another connection's notice never arrived"
+            time.sleep(0.01)
+        PeriodicTask.objects.filter(name="tick").update(description="bulk")
+        assert source.hinted() is False, "an update without signals is left to the poll"
