@@ -36,6 +36,7 @@ import time
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.slots import (
     BoundedSlots,
     OnceSlots,
@@ -85,6 +86,12 @@ class DjangoCeleryBeatSource(ScheduleSource):
 
         if not apps.ready:
             django.setup()
+        if not apps.is_installed("django_celery_singleton_beat"):
+            raise ConfigurationError(
+                "singleton_beat_schedule_source", self.name,
+                "reading django-celery-beat's tables needs 'django_celery_singleton_beat' in "
+                "INSTALLED_APPS, migrated (its table counts each slot's run once)",
+            )  # fmt: skip
         from django_celery_beat import models  # noqa: PLC0415
 
         self.models = models

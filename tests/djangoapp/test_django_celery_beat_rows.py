@@ -235,3 +235,17 @@ def test_a_save_through_django_on_postgresql_hints_the_replicas_without_a_query(
             time.sleep(0.01)
         PeriodicTask.objects.filter(name="tick").update(description="bulk")
         assert source.hinted() is False, "an update without signals is left to the poll"
+
+
+def test_the_source_without_the_app_installed_is_refused_at_start_naming_what_to_add() -> None:
+    from celery_singleton_beat.errors import ConfigurationError
+
+    installed = ["django.contrib.contenttypes", "django.contrib.auth", "django_celery_beat"]
+    with (
+        override_settings(INSTALLED_APPS=installed),
+        pytest.raises(
+            ConfigurationError,
+            match=r"singleton_beat_schedule_source.*'django_celery_singleton_beat'",
+        ),
+    ):
+        DjangoCeleryBeatSource(APP)
