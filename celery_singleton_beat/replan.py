@@ -13,11 +13,12 @@ new plans against the running ones:
   options and policy (a pause or a resume);
 - *removed* plans stop.
 
-A version is read again one poll after it changed: django-celery-beat bumps its version
-before the row itself is written, so a read right between the two would miss the row::
+A version is read again shortly (:data:`AGAIN_AFTER`) after it changed: django-celery-beat
+bumps its version before the row itself is written, so a read right between the two would
+miss the row::
 
     editor:    bump version ─────── save row
-    replica:            version? new ── read rows (old) ── (next poll) read rows (new)
+    replica:            version? new ── read rows (old) ── (a moment later) read rows (new)
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 #: along with the heartbeat), or at the next tick when the source was told of it
 #: (:meth:`~celery_singleton_beat.sources.base.ScheduleSource.hinted`).
 POLL_EVERY = 1.0
+#: Seconds from a read that found a new version to the read made once more after it.
+AGAIN_AFTER = 0.25
 
 
 class SourceWatcher:
@@ -86,6 +89,8 @@ class SourceWatcher:
             logger.warning("singleton beat: the schedule source %r answers again", self.source.name)
         self._failing = False
         self._again = version != self.version
+        if self._again:  # the row a new version announces may be written only just after
+            self._next_poll = monotonic + AGAIN_AFTER
         self.version = version
         return specs
 

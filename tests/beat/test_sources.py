@@ -169,3 +169,17 @@ def test_a_heartbeat_that_read_a_newer_runtime_revision_hints_at_it_once(
     finally:
         source.close()
         Runtime.of(app).close_store()
+
+
+def test_a_new_version_is_read_once_more_shortly_after_for_a_row_written_just_after_it() -> None:
+    from celery_singleton_beat.replan import AGAIN_AFTER, POLL_EVERY, SourceWatcher
+
+    source = HintingSource(Celery("again", set_as_current=False))
+    watcher = SourceWatcher(source)
+    watcher.first()
+    source.rev = 1
+    now = watcher.next_poll
+    assert watcher.poll(now) == {} and source.reads == 2
+    assert watcher.poll(now + AGAIN_AFTER) == {} and source.reads == 3, "read once more"
+    assert watcher.poll(now + 2 * AGAIN_AFTER) is None
+    assert watcher.next_poll == now + AGAIN_AFTER + POLL_EVERY
