@@ -128,6 +128,8 @@ def http_status(port: int, path: str) -> int:
             return int(response.status)
     except urllib.error.HTTPError as error:
         return int(error.code)
+    except urllib.error.URLError:
+        return 0  # nothing listens yet (a replica still starting): waits try again
 
 
 def test_three_active_replicas_execute_every_slot_exactly_once(
