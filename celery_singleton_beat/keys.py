@@ -25,17 +25,64 @@ from typing import Any
 def canonical_key(name: str, func: Callable[..., Any], args: Any, kwargs: Any) -> str:
     """``name:sha256`` of the call's arguments, bound to ``func``'s signature."""
     try:
-        bound = _signature(func).bind(*args, **kwargs)
+        arguments = _binder(func)(args, kwargs)
     except TypeError as exc:
         raise TypeError(f"{name}: the arguments do not fit the task's signature: {exc}") from None
-    bound.apply_defaults()
-    text = json.dumps(bound.arguments, sort_keys=True, separators=(",", ":"), default=_plain)
+    text = _ENCODER.encode(arguments)
     return f"{name}:{hashlib.sha256(text.encode()).hexdigest()}"
+
+
+def bound_arguments(func: Callable[..., Any], args: Any, kwargs: Any) -> dict[str, Any]:
+    """Every parameter of ``func`` by name, as ``Signature.bind`` and ``apply_defaults``
+    give them for this call; raises ``TypeError`` when the call does not fit."""
+    return _binder(func)(args, kwargs)
 
 
 @functools.lru_cache(maxsize=1024)
 def _signature(func: Callable[..., Any]) -> inspect.Signature:
     return inspect.signature(func)
+
+
+_Binder = Callable[[Any, Any], dict[str, Any]]
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+@functools.lru_cache(maxsize=1024)
+def _binder(func: Callable[..., Any]) -> _Binder:
+    """What ``Signature.bind`` and ``apply_defaults`` give, for one function.
+
+    A signature of named parameters only (no ``*args``, ``**kwargs`` or positional-only
+    ones), as most tasks have, binds with a few dict operations; a call that does not fit
+    it (a missing, unknown or repeated argument) and every other signature go through
+    ``Signature.bind``, which also words the error.
+    """
+    signature = _signature(func)
+    parameters = signature.parameters.values()
+
+    def bind(args: Any, kwargs: Any) -> dict[str, Any]:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    if any(parameter.kind not in _NAMED for parameter in parameters):
+        return bind
+    positional = tuple(
+        p.name for p in parameters if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    )
+    defaults = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+    names = frozenset(signature.parameters)
+    count = len(names)
+
+    def named(args: Any, kwargs: Any) -> dict[str, Any]:
+        given = len(args)
+        if given > len(positional) or not names.issuperset(kwargs):
+            return bind(args, kwargs)  # too many, or unknown names: bind words the error
+        if kwargs and given and not kwargs.keys().isdisjoint(positional[:given]):
+            return bind(args, kwargs)  # one argument given twice
+        arguments = {**defaults, **dict(zip(positional, args, strict=False)), **kwargs}
+        return arguments if len(arguments) == count else bind(args, kwargs)  # one missing
+
+    return named
 
 
 def _plain(value: Any) -> Any:
@@ -58,3 +105,8 @@ def _plain(value: Any) -> Any:
         f"cannot build a singleton key from a {type(value).__qualname__} argument; "
         f"give the task a singleton_key template or callable"
     )
+
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_plain)
+"""What ``json.dumps(..., sort_keys=True, separators=(",", ":"), default=_plain)`` uses,
+made once rather than per call."""

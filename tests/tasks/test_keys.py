@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import decimal
+import inspect
 import uuid
 from typing import Any
 
@@ -13,7 +14,7 @@ from celery import Celery
 
 from celery_singleton_beat import SingletonTask
 from celery_singleton_beat.errors import ConfigurationError
-from celery_singleton_beat.keys import canonical_key
+from celery_singleton_beat.keys import bound_arguments, canonical_key
 
 
 def charge(account: int, amount: float = 1.0, *, currency: str = "EUR", **extra: Any) -> None:
@@ -64,6 +65,55 @@ def test_an_argument_without_a_fixed_form_asks_for_a_key_of_ones_own() -> None:
 def test_arguments_that_do_not_fit_the_signature_are_named() -> None:
     with pytest.raises(TypeError, match=r"billing.charge: the arguments do not fit"):
         key()
+
+
+def test_keys_stay_the_same_across_versions() -> None:
+    """Workers of two versions side by side (a rolling deploy) must lock the same call
+    on the same key: these are the keys every earlier version wrote."""
+    assert key(7) == (
+        "billing.charge:dc2ed03d6fbbe5f3b253b9bdc4016c86a4f2c27cc7a5df4bd341bba9b6993cf1"
+    )
+    assert key(7, 2.5, currency="USD") == (
+        "billing.charge:6f92eb6fc1d4a73d0993d0c73cd1f8fa4f8716f955e84d4326f92eb9d84bcb6c"
+    )
+    assert canonical_key("billing.charge", named, (7,), {}) == (
+        "billing.charge:dd65c10368f1809d7f23e4c6a5a673ab04cf53f05e12183662a9c5eb1d08b7f3"
+    )
+    assert canonical_key("billing.charge", named, ([dt.date(2026, 11, 29), {1, 2}],), {}) == (
+        "billing.charge:6731d584fece72167a392bb66229af796928d303b1dc413b01b929458c6fffaf"
+    )
+
+
+def named(account: int, amount: float = 1.0, *, currency: str = "EUR") -> None:
+    """A task body with named parameters only (bound without ``Signature.bind``)."""
+
+
+def required(a: int, b: int, *, c: int, d: int = 4) -> None:
+    """Named parameters, some of them required keywords."""
+
+
+CALLS = [
+    ((), {}), ((1,), {}), ((1, 2), {}), ((1, 2, 3), {}), ((1, 2), {"c": 3}),
+    ((1,), {"b": 2, "c": 3}), ((), {"a": 1, "b": 2, "c": 3, "d": 5}), ((1, 2), {"a": 1, "c": 3}),
+    ((1, 2), {"c": 3, "e": 5}), ((1,), {"c": 3}), ((1, 2), {"c": 3, "d": None}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("func", [named, required, charge])
+@pytest.mark.parametrize(("args", "kwargs"), CALLS)
+def test_arguments_bind_as_the_signature_binds_them(
+    func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """Named-only signatures bind without ``Signature.bind``: same arguments, same errors."""
+    try:
+        bound = inspect.signature(func).bind(*args, **kwargs)
+    except TypeError as exc:
+        with pytest.raises(TypeError) as raised:
+            bound_arguments(func, args, kwargs)
+        assert str(raised.value) == str(exc)
+        return
+    bound.apply_defaults()
+    assert bound_arguments(func, args, kwargs) == dict(bound.arguments)
 
 
 @pytest.fixture
