@@ -13,12 +13,12 @@ parent's connections are not shared across a fork.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from celery_singleton_beat import process
 from celery_singleton_beat.config import Config, TaskConfig
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks import LockBackend, Redlock
@@ -35,7 +35,7 @@ class Runtime:
         self.app = app
         self.clock = clock
         """The wall clock, in seconds since the epoch: slot times are compared with it."""
-        self.pid = os.getpid()
+        self.pid = process.pid()
         self._mutex = threading.RLock()
         self._config: Config | None = None
         self._store: SlotStore | None = None
@@ -48,11 +48,11 @@ class Runtime:
     def of(cls, app: Any) -> Runtime:
         """The app's runtime in this process, made on first use."""
         runtime: Runtime | None = getattr(app, _ATTRIBUTE, None)
-        if runtime is not None and runtime.pid == os.getpid():
+        if runtime is not None and runtime.pid == process.pid():
             return runtime
         with _made:
             runtime = getattr(app, _ATTRIBUTE, None)
-            if runtime is None or runtime.pid != os.getpid():
+            if runtime is None or runtime.pid != process.pid():
                 clock = runtime.clock if runtime is not None else time.time
                 runtime = cls(app, clock)
                 setattr(app, _ATTRIBUTE, runtime)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+
 from celery import Celery
 
+from celery_singleton_beat import process
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.stores import MemorySlotStore
 
@@ -33,3 +38,28 @@ def test_a_store_named_by_its_class_path_is_made_without_redis() -> None:
     runtime = Runtime.of(app_on_memory("memory"))
     assert isinstance(runtime.store, MemorySlotStore)
     assert runtime.config.redis_urls == ()
+
+
+def test_a_forked_child_has_a_runtime_and_an_owner_of_its_own() -> None:
+    """A prefork worker's child must not share its parent's connections: it gets its own
+    runtime on first use, and lock tokens name the child, not the parent."""
+    app = app_on_memory("forked")
+    parent = Runtime.of(app)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover  (the child reports through the pipe)
+        try:
+            mine = Runtime.of(app)
+            report = [mine is not parent, mine.pid, process.pid(), process.owner()]
+            os.write(write, json.dumps(report).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        own_runtime, runtime_pid, pid, owner = json.loads(pipe.read())
+    os.waitpid(child, 0)
+    assert own_runtime
+    assert runtime_pid == pid == child
+    assert owner == f"{socket.gethostname()}/{child}"
+    assert process.pid() == os.getpid() != child
+    assert Runtime.of(app) is parent

@@ -21,12 +21,11 @@ from __future__ import annotations
 import logging
 import os
 import random
-import socket
 import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from celery_singleton_beat import defaults
+from celery_singleton_beat import defaults, process
 from celery_singleton_beat.errors import LockError, QuorumUnavailable
 from celery_singleton_beat.locks.base import Clock, Lease, LockBackend, check_ttl
 from celery_singleton_beat.locks.nodes import Masters, bulk, describe, evalsha_head
@@ -48,7 +47,7 @@ def clock_drift(ttl: float) -> float:
 
 def default_owner() -> str:
     """``host/pid`` of this process; a lock token is 128 random bits, ``@``, the owner."""
-    return f"{socket.gethostname()}/{os.getpid()}"
+    return process.owner()
 
 
 class Redlock(LockBackend):

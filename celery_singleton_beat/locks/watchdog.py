@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import heapq
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 
+from celery_singleton_beat import process
 from celery_singleton_beat.errors import LockError
 from celery_singleton_beat.locks.base import Lease, LockBackend
 
@@ -113,8 +113,8 @@ class LeaseKeeper:
         return due
 
     def _ensure_thread(self) -> None:
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
+        if self._pid != process.pid():
+            self._pid = process.pid()
             self._heap = []
             self._wakes_at = float("inf")
             thread = threading.Thread(target=self._run, name="singleton-beat-keeper", daemon=True)
