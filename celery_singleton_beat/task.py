@@ -18,7 +18,6 @@ import inspect
 import json
 import logging
 import os
-import secrets
 import socket
 import string
 import time
@@ -38,7 +37,7 @@ from celery_singleton_beat.config import (
     check_choice,
 )
 from celery_singleton_beat.errors import ConfigurationError, LockError, LockHeld
-from celery_singleton_beat.keys import _signature, canonical_key
+from celery_singleton_beat.keys import bound_arguments, canonical_key
 from celery_singleton_beat.locks import Lease, LockBackend, Redlock
 from celery_singleton_beat.locks.redlock import (
     MarkedLease,
@@ -94,8 +93,9 @@ def lock_store(app: Any) -> tuple[TaskConfig, LockBackend]:
     return Runtime.of(app).task_locks()
 
 
-def _worker_name(task: Task) -> str:
-    return str(task.request.hostname or f"{socket.gethostname()}/{os.getpid()}")
+def _worker_name(task: Task, request: Any = None) -> str:
+    request = task.request if request is None else request
+    return str(request.hostname or f"{socket.gethostname()}/{os.getpid()}")
 
 
 class SlotAwareTask(Task):  # type: ignore[misc]
@@ -135,8 +135,8 @@ class SlotAwareTask(Task):  # type: ignore[misc]
         """
         super().push_request(*args, **{**vars(self.request), **kwargs})
 
-    def _slot_marker(self) -> tuple[str, str] | None:
-        request = self.request
+    def _slot_marker(self, request: Any = None) -> tuple[str, str] | None:
+        request = self.request if request is None else request
         headers = request.headers or {}
         entry, slot = headers.get(ENTRY_HEADER), headers.get(SLOT_HEADER)
         if request.called_directly or not entry or not slot:
@@ -217,12 +217,12 @@ class SlotAwareTask(Task):  # type: ignore[misc]
         claimed = self._claim_slot()
         return claimed is not None and claimed.mark is None
 
-    def _claim_slot(self, lock: _Lock | None = None) -> MarkedLease | None:
+    def _claim_slot(self, lock: _Lock | None = None, request: Any = None) -> MarkedLease | None:
         """Claim the slot for this run (None: not a slot message); a slot another run had
         is logged and recorded (``mark`` None). With ``lock`` (the task's own), the lock is
         taken after the claim, in the same round trip where both live on the same masters.
         """
-        marker = self._slot_marker()
+        marker = self._slot_marker(request)
         if marker is None:
             return None
         config, backend = Runtime.of(self.app).slot_marks(*self._store())
@@ -294,6 +294,9 @@ class SingletonTask(SlotAwareTask):
     singleton_enqueue: bool = False
     singleton_enqueue_ttl: float = 3600.0
     singleton_backend: LockBackend | Callable[[Any], LockBackend] | None = None
+    _singleton_kept: tuple[Any, Any, tuple[TaskConfig, LockBackend] | None] = (None, None, None)
+    """What :meth:`_store` found last: the runtime (one per app and process), the backend
+    option it was for, and the settings and backend."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -315,9 +318,7 @@ class SingletonTask(SlotAwareTask):
         if callable(key):
             return f"task:{key(args, kwargs)}"
         if isinstance(key, str):
-            bound = _signature(self.run).bind(*args, **kwargs)
-            bound.apply_defaults()
-            return f"task:{key.format(**bound.arguments)}"
+            return f"task:{key.format(**bound_arguments(self.run, args, kwargs))}"
         return f"task:{canonical_key(self.name, self.run, args, kwargs)}"
 
     def apply_async(
@@ -348,24 +349,25 @@ class SingletonTask(SlotAwareTask):
             raise
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.request.called_directly:
+        request = self.request  # read once: each read walks Celery's request stack
+        if request.called_directly:
             return self.run(*args, **kwargs)
         try:
-            return self._locked_call(args, kwargs)
+            return self._locked_call(request, args, kwargs)
         finally:
-            if not getattr(self.request, "singleton_retrying", False):
-                release_enqueue_lock(self, self.request.headers)
+            if not getattr(request, "singleton_retrying", False):
+                release_enqueue_lock(self, request.headers)
 
-    def _locked_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _locked_call(self, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         config, backend = self._store()
         key = self.lock_key(args, kwargs)
         started = time.monotonic()
         try:
-            token = (self.request.headers or {}).get(TOKEN_HEADER) or (
-                f"{secrets.token_hex(16)}@{default_owner()}/{self.request.id}"
+            token = (request.headers or {}).get(TOKEN_HEADER) or (
+                f"{os.urandom(16).hex()}@{default_owner()}/{request.id}"
             )
             ttl = self._option("ttl", config)
-            claimed = self._claim_slot((backend, key, ttl, token))
+            claimed = self._claim_slot((backend, key, ttl, token), request)
             if claimed is None:
                 lease = backend.acquire(key, ttl=ttl, token=token)
             elif claimed.mark is None:  # the slot already ran: this copy stores nothing
@@ -380,7 +382,7 @@ class SingletonTask(SlotAwareTask):
         self._attempted(key, backend, "held" if lease is None else "acquired", started)
         if lease is None:
             return self._on_conflict(key, backend, config)
-        return self._run_holding(backend, lease, time.monotonic() - started, args, kwargs)
+        return self._run_holding(request, backend, lease, time.monotonic() - started, args, kwargs)
 
     def _attempted(self, key: str, backend: LockBackend, outcome: str, started: float) -> None:
         if events.wanted():
@@ -391,16 +393,16 @@ class SingletonTask(SlotAwareTask):
                 )
             )  # fmt: skip
 
-    def _run_holding(
+    def _run_holding(  # noqa: PLR0917  (_locked_call's state, handed to its second half)
         self,
+        request: Any,
         backend: LockBackend,
         lease: Lease,
         lock_wait: float,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        request = self.request
-        worker = _worker_name(self)
+        worker = _worker_name(self, request)
         request.singleton_lease = lease
         if events.wanted():
             events.emit(
@@ -508,10 +510,18 @@ class SingletonTask(SlotAwareTask):
         raise self.retry(countdown=self._option("retry_countdown", config), exc=exc)
 
     def _store(self) -> tuple[TaskConfig, LockBackend]:
-        if self.singleton_backend is None or _overrides:
+        if _overrides:
             return lock_store(self.app)
-        runtime = Runtime.of(self.app)
-        return runtime.task_config(), runtime.backend_for(self.singleton_backend)
+        runtime, chosen = Runtime.of(self.app), self.singleton_backend
+        kept_runtime, kept_chosen, kept = self._singleton_kept
+        if kept is not None and kept_runtime is runtime and kept_chosen is chosen:
+            return kept
+        if chosen is None:
+            store = runtime.task_locks()
+        else:
+            store = runtime.task_config(), runtime.backend_for(chosen)
+        self._singleton_kept = (runtime, chosen, store)  # one tuple: safe across threads
+        return store
 
     def _option(self, name: str, config: TaskConfig) -> Any:
         value = getattr(self, f"singleton_{name}")

@@ -114,6 +114,8 @@ class LockBackend(abc.ABC):
         known successor, such as the retry of a task that kept its lock.
         """
         ttl = check_ttl(ttl)
+        if wait == 0 and type(wait) in (float, int):  # one attempt: a task's lock, a slot
+            return self.do_acquire(key, ttl, token)
         deadline = self.clock() + check_wait(wait)
         while True:
             try:
