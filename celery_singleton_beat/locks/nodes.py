@@ -423,6 +423,36 @@ def _still_open(connection: Any) -> bool:
         _parse_waiting(connection)
     except (RedisError, OSError):
         return False
+    return _drop_posted(connection)
+
+
+def _read_posted(connection: Any) -> bool:
+    """Read and drop the replies of posted commands that have arrived, as :func:`_still_open`
+    does, for a connection ``poll()`` found readable and not hung up: the round trip about
+    to use it then waits for its own reply alone, not first for those."""
+    try:
+        data = connection.raw.recv(65536)
+    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        return True
+    except OSError:
+        return False
+    if not data:
+        return False
+    if not (connection.parsed or connection.inbox or connection.arrays) and _integers(
+        data, connection.unread
+    ):  # every posted command answered, each with one integer (a release)
+        connection.unread = 0
+        return True
+    connection.inbox += data
+    try:
+        _parse_waiting(connection)
+    except RedisError:
+        return False
+    return _drop_posted(connection)
+
+
+def _drop_posted(connection: Any) -> bool:
+    """Drop the parsed replies of posted commands; whether nothing else was waiting."""
     dropped = min(connection.unread, len(connection.parsed))
     del connection.parsed[:dropped]
     connection.unread -= dropped
@@ -507,7 +537,8 @@ def _closed(connections: list[Any], watch: _Watch) -> list[int]:
                 watch.forget(fd)
                 continue
             connection = connections[index]
-            if flags & _HUNG_UP or (not connection.unread and not _still_open(connection)):
+            readable = _read_posted if connection.unread else _still_open
+            if flags & _HUNG_UP or not readable(connection):
                 closed.append(index)  # hung up, or bytes nobody asked for
     for index in closed:
         watch.drop(connections[index].fd)

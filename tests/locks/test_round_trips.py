@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import select
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +13,7 @@ from celery.app.trace import build_tracer
 
 from celery_singleton_beat import SingletonTask, SlotAwareTask
 from celery_singleton_beat.errors import QuorumUnavailable
-from celery_singleton_beat.locks import Redlock
+from celery_singleton_beat.locks import Redlock, nodes
 from celery_singleton_beat.locks.nodes import Masters
 from celery_singleton_beat.task import ENTRY_HEADER, SLOT_HEADER
 from celery_singleton_beat.testing import RedisServer
@@ -139,3 +141,45 @@ def test_a_reply_of_forty_thousand_values_is_read_whole_within_the_node_timeout(
     replies = masters.broadcast([("LRANGE", "list", 0, -1), ("PING",)])
     assert replies == [[[v.encode() for v in values], b"PONG"]] * 3
     masters.close()
+
+
+_POLL = select.poll
+
+
+class CountedPoll:
+    """A ``select.poll`` object that counts the calls that may wait (a timeout above 0)."""
+
+    waits = 0
+
+    def __init__(self) -> None:
+        self._poll = _POLL()
+        self.register, self.unregister = self._poll.register, self._poll.unregister
+
+    def poll(self, timeout: float | None = None) -> list[tuple[int, int]]:
+        if timeout is None or timeout > 0:
+            CountedPoll.waits += 1
+        return self._poll.poll(timeout)
+
+
+def test_an_acquire_after_a_posted_release_waits_for_its_own_reply_alone(
+    redis_cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reply of a release posted earlier, arrived meanwhile, is read when the
+    connection is checked out: the acquire then waits once, for its own reply."""
+    (server,) = redis_cluster(1)
+    lock = Redlock.from_urls([server.url])
+    lease = lock.acquire("warm", ttl=5)
+    assert lease is not None
+    lock.release_nowait(lease)
+    monkeypatch.setattr(nodes.select, "poll", CountedPoll)
+    lock.masters._watches.clear()
+    for run in range(5):
+        time.sleep(0.05)  # the posted release's replies arrive
+        CountedPoll.waits = 0
+        lease = lock.acquire(f"run-{run}", ttl=5)
+        assert lease is not None
+        assert CountedPoll.waits == 1
+        lock.release_nowait(lease)
+    time.sleep(0.05)
+    assert lock.holder("run-4") is None
+    assert all(not node._idle[0].unread for node in lock.masters.nodes)
