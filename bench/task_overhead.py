@@ -41,9 +41,10 @@ sys.path.insert(0, str(HERE.parent))
 from celery_singleton_beat.task import ENTRY_HEADER, SLOT_HEADER  # noqa: E402
 from celery_singleton_beat.testing import CeleryCluster, redis_servers, wait_for  # noqa: E402
 
-VARIANTS = ["plain", "ours_1", "ours_3", "slot_3", "celery_singleton"]
+VARIANTS = ["plain", "floor_1", "ours_1", "ours_3", "slot_3", "celery_singleton"]
 LABELS = {
     "plain": "plain Celery task",
+    "floor_1": "floor: raw socket, 1 master",
     "ours_1": "SingletonTask, 1 master",
     "ours_3": "SingletonTask, 3 masters",
     "slot_3": "  + slot headers, 3 masters",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
+import socket
 import time
 from typing import Any
 
@@ -15,6 +17,7 @@ from celery_singleton import Singleton
 
 from celery_singleton_beat import SingletonTask
 from celery_singleton_beat.locks import Redlock
+from celery_singleton_beat.locks.nodes import pack
 
 MASTERS = os.environ.get("BENCH_MASTERS", "redis://127.0.0.1:1/0").split(",")
 app = Celery("overhead", broker=os.environ.get("BENCH_BROKER", "memory://"))
@@ -50,6 +53,49 @@ def ours_3(i: int) -> None:
 @app.task(name="slot_3", base=SingletonTask, singleton_backend=lambda app: masters(3))
 def slot_3(i: int) -> None:
     """As ours_3; its messages carry a beat slot's headers (sent by the benchmark)."""
+
+
+class _Floor:
+    """One master's lock scripts on a raw socket, without the library: the acquire's round
+    trip, and a release sent without waiting (its reply is read with the next acquire's)."""
+
+    ACQUIRE = hashlib.sha1(Redlock.ACQUIRE.encode()).hexdigest()
+    RELEASE = hashlib.sha1(Redlock.RELEASE.encode()).hexdigest()
+
+    def __init__(self) -> None:
+        host, port = MASTERS[0].split("//")[1].split("/")[0].rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.sendall(pack([("SCRIPT", "LOAD", Redlock.ACQUIRE),
+                                ("SCRIPT", "LOAD", Redlock.RELEASE)]))  # fmt: skip
+        self.unread, self.inbox = 2, b""
+
+    def lock(self, key: str, token: str) -> None:
+        self.sock.sendall(
+            pack([("EVALSHA", self.ACQUIRE, 2, key, f"{key}:fence", token, 60000, 0)])
+        )
+        self.read(self.unread + 1)
+        if not self.inbox.split(b"\r\n")[-2].startswith(b":"):
+            raise RuntimeError(f"floor: unexpected reply {self.inbox!r}")
+        self.inbox, self.unread = b"", 0
+        self.sock.sendall(pack([("EVALSHA", self.RELEASE, 1, key, token)]))
+        self.unread = 1
+
+    def read(self, replies: int) -> None:
+        while self.inbox.count(b"\r\n") < replies + (self.inbox.count(b"$") or 0):
+            self.inbox += self.sock.recv(65536)
+
+
+@functools.cache
+def _floor(pid: int) -> _Floor:
+    return _Floor()
+
+
+@app.task(name="floor_1")
+def floor_1(i: int) -> None:
+    """A plain task taking and releasing a lock on one master as the library does (one round
+    trip and a posted release), on a raw socket: the floor of a singleton run."""
+    _floor(os.getpid()).lock(f"floor:{i}", f"{i}@bench")
 
 
 @app.task(name="celery_singleton", base=Singleton)
