@@ -362,12 +362,15 @@ class SingletonTask(SlotAwareTask):
         config, backend = self._store()
         key = self.lock_key(args, kwargs)
         started = time.monotonic()
+        headers = request.headers or {}
         try:
-            token = (request.headers or {}).get(TOKEN_HEADER) or (
+            token = headers.get(TOKEN_HEADER) or (
                 f"{os.urandom(16).hex()}@{default_owner()}/{request.id}"
             )
-            ttl = self._option("ttl", config)
-            claimed = self._claim_slot((backend, key, ttl, token), request)
+            ttl = config.task_ttl if self.singleton_ttl is _UNSET else self.singleton_ttl
+            claimed = None
+            if headers.get(SLOT_HEADER):  # a beat slot's message: its mark and the lock at once
+                claimed = self._claim_slot((backend, key, ttl, token), request)
             if claimed is None:
                 lease = backend.acquire(key, ttl=ttl, token=token)
             elif claimed.mark is None:  # the slot already ran: this copy stores nothing
@@ -377,21 +380,22 @@ class SingletonTask(SlotAwareTask):
             else:
                 lease = claimed.lease
         except LockError as exc:
-            self._attempted(key, backend, "error", started)
+            if events.wanted():
+                self._attempted(key, backend, "error", started)
             return self._on_lock_error(key, exc, config, args, kwargs)
-        self._attempted(key, backend, "held" if lease is None else "acquired", started)
+        if events.wanted():
+            self._attempted(key, backend, "held" if lease is None else "acquired", started)
         if lease is None:
             return self._on_conflict(key, backend, config)
         return self._run_holding(request, backend, lease, time.monotonic() - started, args, kwargs)
 
     def _attempted(self, key: str, backend: LockBackend, outcome: str, started: float) -> None:
-        if events.wanted():
-            events.emit(
-                events.LockAttempt(
-                    task=self.name, key=key, backend=type(backend).__name__, outcome=outcome,
-                    seconds=time.monotonic() - started,
-                )
-            )  # fmt: skip
+        events.emit(
+            events.LockAttempt(
+                task=self.name, key=key, backend=type(backend).__name__, outcome=outcome,
+                seconds=time.monotonic() - started,
+            )
+        )  # fmt: skip
 
     def _run_holding(  # noqa: PLR0917  (_locked_call's state, handed to its second half)
         self,
@@ -402,14 +406,13 @@ class SingletonTask(SlotAwareTask):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        worker = _worker_name(self, request)
         request.singleton_lease = lease
         if events.wanted():
             events.emit(
                 events.RunStarted(
                     task=self.name, task_id=str(request.id), key=lease.key, fence=lease.fence,
-                    lock_wait=lock_wait, worker=worker, retries=request.retries,
-                    entry=(request.headers or {}).get(ENTRY_HEADER),
+                    lock_wait=lock_wait, worker=_worker_name(self, request),
+                    retries=request.retries, entry=(request.headers or {}).get(ENTRY_HEADER),
                     slot=(request.headers or {}).get(SLOT_HEADER),
                 )
             )  # fmt: skip
@@ -438,8 +441,9 @@ class SingletonTask(SlotAwareTask):
                 events.emit(
                     events.RunFinished(
                         task=self.name, task_id=str(request.id), key=lease.key, status=status,
-                        runtime=time.monotonic() - started, lock_wait=lock_wait, worker=worker,
-                        retries=request.retries, error=error,
+                        runtime=time.monotonic() - started, lock_wait=lock_wait,
+                        worker=_worker_name(self, request), retries=request.retries,
+                        error=error,
                     )
                 )  # fmt: skip
 

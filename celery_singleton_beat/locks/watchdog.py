@@ -80,7 +80,8 @@ class LeaseKeeper:
     """
 
     def __init__(self) -> None:
-        self._mutex = threading.Condition()
+        self._lock = threading.Lock()
+        self._mutex = threading.Condition(self._lock)
         self._heap: list[tuple[float, int, _Kept]] = []
         self._serial = 0
         self._pid = 0
@@ -96,12 +97,15 @@ class LeaseKeeper:
         the front of the queue here rather than held until their turn.
         """
         kept = _Kept(lock, lease, on_lost)
-        with self._mutex:
-            self._ensure_thread()
+        due = lease.clock_now() + lease.ttl / 3
+        with self._lock:  # the condition's own lock, taken without its Python wrapper
+            if self._pid != process.pid():
+                self._start_thread()
             heap = self._heap
             while heap and heap[0][2].stopped:
                 heapq.heappop(heap)
-            due = self._push(kept)
+            self._serial += 1
+            heapq.heappush(heap, (due, self._serial, kept))
             if due < self._wakes_at:
                 self._mutex.notify()
         return kept
@@ -112,13 +116,13 @@ class LeaseKeeper:
         heapq.heappush(self._heap, (due, self._serial, kept))
         return due
 
-    def _ensure_thread(self) -> None:
-        if self._pid != process.pid():
-            self._pid = process.pid()
-            self._heap = []
-            self._wakes_at = float("inf")
-            thread = threading.Thread(target=self._run, name="singleton-beat-keeper", daemon=True)
-            thread.start()
+    def _start_thread(self) -> None:
+        """Start the thread, in this process: a forked child has none of its parent's."""
+        self._pid = process.pid()
+        self._heap = []
+        self._wakes_at = float("inf")
+        thread = threading.Thread(target=self._run, name="singleton-beat-keeper", daemon=True)
+        thread.start()
 
     def _run(self) -> None:
         while True:
@@ -138,6 +142,8 @@ class LeaseKeeper:
 
 class _Kept:
     """A lease being kept alive, by a :class:`Watchdog` or a :class:`LeaseKeeper`."""
+
+    __slots__ = ("lease", "lock", "on_lost", "stopped", "ttl")
 
     def __init__(
         self,
