@@ -113,7 +113,8 @@ class LockBackend(abc.ABC):
         token the key is held with now gets the key again: this hands a lock over to a
         known successor, such as the retry of a task that kept its lock.
         """
-        ttl = check_ttl(ttl)
+        if type(ttl) is not float or not ttl > 0:  # a float above 0 needs no other check
+            ttl = check_ttl(ttl)
         if wait == 0 and type(wait) in (float, int):  # one attempt: a task's lock, a slot
             return self.do_acquire(key, ttl, token)
         deadline = self.clock() + check_wait(wait)

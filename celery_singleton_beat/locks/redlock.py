@@ -124,6 +124,7 @@ class Redlock(LockBackend):
         super().__init__(retry_delay=retry_delay, clock=clock)
         self.masters = masters
         self.prefix = prefix
+        self._schema = Keys(prefix)
         if fence_retention is not None:
             fence_retention = check_ttl(fence_retention, "fence_retention")
         retention = fence_retention or 0.0
@@ -177,10 +178,10 @@ class Redlock(LockBackend):
 
     def lock_key(self, key: str) -> str:
         """The Redis key that holds ``key``'s lock token."""
-        return Keys(self.prefix).lock(key)
+        return self._schema.lock(key)
 
     def fence_key(self, key: str) -> str:
-        return Keys(self.prefix).fence(key)
+        return self._schema.fence(key)
 
     def holder(self, key: str) -> str | None:
         """The token most masters hold ``key`` with, or None when free on a majority."""
@@ -193,27 +194,28 @@ class Redlock(LockBackend):
 
     def do_acquire(self, key: str, ttl: float, token: str | None = None) -> Lease | None:
         token = token or self._new_token()
-        lock, fence = self._encoded_key(key)
+        lock, fence = self._keys.get(key) or self._encoded_key(key)
+        encoded = token.encode()
         command = b"".join(
-            (self._acquire_head, lock, fence, bulk(token.encode()), self._encoded_ttl(ttl),
-             self._retention_arg)
+            (self._acquire_head, lock, fence, b"$%d\r\n%s\r\n" % (len(encoded), encoded),
+             self._ttls.get(ttl) or self._encoded_ttl(ttl), self._retention_arg)
         )  # fmt: skip
-        start = self.clock()
-        replies = self.masters.broadcast([command])
+        clock, masters = self.clock, self.masters
+        start = clock()
+        replies = masters.broadcast([command])
         fences = []
         errors = {}
-        for node, reply in zip(self.masters.nodes, replies):  # noqa: B905  (see Masters.scatter)
-            if isinstance(reply, Exception):
+        for node, reply in zip(masters.nodes, replies):  # noqa: B905  (see Masters.scatter)
+            if isinstance(reply, list):
+                if reply[0] > 0:
+                    fences.append(reply[0])
+            else:
                 errors[node.name] = describe(reply)
-            elif reply[0] > 0:
-                fences.append(reply[0])
         valid_until = start + ttl - clock_drift(ttl)
-        if len(fences) >= self.quorum and self.clock() < valid_until:
+        if len(fences) >= masters.quorum and clock() < valid_until:
             fence = max(fences)
             if min(fences) == fence or self._raise_fence(key, fence):
-                return Lease(
-                    key, token, fence=fence, ttl=ttl, valid_until=valid_until, clock=self.clock
-                )
+                return Lease(key, token, fence=fence, ttl=ttl, valid_until=valid_until, clock=clock)
         if fences or errors:
             self._release_everywhere(key, token)
         if len(self.masters.nodes) - len(errors) < self.quorum:
