@@ -202,8 +202,8 @@ class Masters:
         a task): it saves the wait of a round trip. The replies are read with each
         connection's next round trip; a master that cannot be written to is skipped.
         """
-        data = pack(commands)
         count = len(commands)
+        data = commands[0] if count == 1 and type(commands[0]) is bytes else pack(commands)
         scripts = len(self._scripts)
         watch = self._watch()
         connections = _checkout(self.nodes, watch)

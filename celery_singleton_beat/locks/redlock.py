@@ -361,7 +361,9 @@ class Redlock(LockBackend):
         return encoded
 
     def _release_command(self, key: str, token: str) -> bytes:
-        return b"".join((self._release_head, self._encoded_key(key)[0], bulk(token.encode())))
+        lock = (self._keys.get(key) or self._encoded_key(key))[0]
+        encoded = token.encode()
+        return b"".join((self._release_head, lock, b"$%d\r\n%s\r\n" % (len(encoded), encoded)))
 
     def _release_everywhere(self, key: str, token: str) -> int:
         return _count_ones(self.masters.broadcast([self._release_command(key, token)]))
