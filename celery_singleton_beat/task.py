@@ -29,7 +29,7 @@ from celery.exceptions import Ignore, Retry
 from celery.signals import task_revoked
 from kombu.utils.uuid import uuid
 
-from celery_singleton_beat import events
+from celery_singleton_beat import events, process
 from celery_singleton_beat.config import (
     CONFLICT_POLICIES,
     LOCK_ERROR_POLICIES,
@@ -294,9 +294,9 @@ class SingletonTask(SlotAwareTask):
     singleton_enqueue: bool = False
     singleton_enqueue_ttl: float = 3600.0
     singleton_backend: LockBackend | Callable[[Any], LockBackend] | None = None
-    _singleton_kept: tuple[Any, Any, tuple[TaskConfig, LockBackend] | None] = (None, None, None)
-    """What :meth:`_store` found last: the runtime (one per app and process), the backend
-    option it was for, and the settings and backend."""
+    _singleton_kept: tuple[int, Any, tuple[TaskConfig, LockBackend] | None] = (0, None, None)
+    """What :meth:`_store` found last: in which process (an app has one runtime per
+    process), for which backend option, and the settings and backend."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -516,15 +516,16 @@ class SingletonTask(SlotAwareTask):
     def _store(self) -> tuple[TaskConfig, LockBackend]:
         if _overrides:
             return lock_store(self.app)
-        runtime, chosen = Runtime.of(self.app), self.singleton_backend
-        kept_runtime, kept_chosen, kept = self._singleton_kept
-        if kept is not None and kept_runtime is runtime and kept_chosen is chosen:
+        chosen = self.singleton_backend
+        kept_pid, kept_chosen, kept = self._singleton_kept
+        if kept is not None and kept_pid == process.pid() and kept_chosen is chosen:
             return kept
+        runtime = Runtime.of(self.app)
         if chosen is None:
             store = runtime.task_locks()
         else:
             store = runtime.task_config(), runtime.backend_for(chosen)
-        self._singleton_kept = (runtime, chosen, store)  # one tuple: safe across threads
+        self._singleton_kept = (runtime.pid, chosen, store)  # one tuple: safe across threads
         return store
 
     def _option(self, name: str, config: TaskConfig) -> Any:

@@ -506,7 +506,12 @@ def _checkout(nodes: Sequence[Node], watch: _Watch) -> list[Any]:
     together, with one ``poll()`` where the system reports a peer's hang-up), else new.
 
     The connected ones stay registered with ``watch``, for the replies."""
-    chosen = list(map(Node._take, nodes))
+    chosen = []
+    for node in nodes:  # Node._take, without a call per node
+        try:
+            chosen.append(node._idle.pop())
+        except IndexError:
+            chosen.append(node._new())
     closed = _closed(chosen, watch)
     while closed:
         for index in closed:
