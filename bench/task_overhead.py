@@ -3,7 +3,9 @@
 Starts three redis-server masters and a Redis broker on free ports and one worker
 (prefork pool, one child process) of bench/task_overhead_app.py. Sends the same number of
 no-op messages of each variant, in interleaved rounds, each message with its own
-argument (so no variant deduplicates): a plain task, SingletonTask over one and over
+argument (so no variant deduplicates): a plain task, the floor (a plain task taking and
+releasing a lock on one master as SingletonTask does, one round trip and a posted
+release, on a raw socket, with no library code), SingletonTask over one and over
 three masters, the same over three masters with a beat slot's headers (slot-aware: it
 also claims the slot), and celery-singleton's Singleton on one node (it locks when
 sending).
@@ -142,6 +144,8 @@ def report(results: dict[str, dict[str, Any]], messages: int) -> None:
         verdict = "met" if added[name] <= goal else "NOT met"
         print(f"{LABELS[name].strip()}: adds {added[name]:.0f} µs = {added[name] / goal:.2f} x "
               f"the goal of {goal:.0f} µs ({verdict})")  # fmt: skip
+    print(f"SingletonTask, 1 master: {added['ours_1'] - added['floor_1']:.0f} µs over the floor "
+          f"(the floor adds {added['floor_1']:.0f} µs)")  # fmt: skip
     extra = added["slot_3"] - added["ours_3"]
     print(f"slot headers add {extra:.0f} µs over the same task without them "
           f"(goal: no extra round trip, about 0)")  # fmt: skip

@@ -6,9 +6,13 @@ free ports, without a broker: what is left is the cost of the task call itself, 
 ``task_prerun`` to ``task_postrun``, lock, body, release and events included. Variants
 are interleaved in rounds so that machine noise falls on each alike.
 
-    python bench/task_path.py [--calls 2000] [--rounds 5]
+    python bench/task_path.py [--calls 2000] [--rounds 5] [--gap 0.001]
     python bench/task_path.py --only ours_3 --calls 500       # for a profiler
     valgrind --tool=callgrind python bench/task_path.py --only ours_3 --calls 200
+
+``--gap`` sleeps that many seconds before each call, as a worker's pool process waits for
+its next message: after a wait, the same code runs several times slower (caches and the
+idle core have to warm up again), which is how it runs in a worker.
 
 Variants: ``plain`` (a plain task), ``ours_1``/``ours_3`` (``SingletonTask`` over one and
 three masters), ``slot_3`` (the same with beat's slot headers, as a re-publishable slot
@@ -95,6 +99,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000, help="per variant")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", choices=VARIANTS, help="run one variant (for a profiler)")
+    parser.add_argument("--gap", type=float, default=0.0, help="seconds idle before each call")
     args = parser.parse_args()
     names = [args.only] if args.only else VARIANTS
     with redis_servers(3) as servers:
@@ -111,17 +116,21 @@ def main() -> None:
                 taken = []
                 for _ in range(per_round):
                     sequence += 1
+                    if args.gap:
+                        time.sleep(args.gap)
                     started = time.perf_counter()
                     calls[name](sequence)
                     taken.append(time.perf_counter() - started)
                 samples[name] += taken
                 rounds[name].append(statistics.median(taken))
-    report(samples, rounds)
+    report(samples, rounds, args.gap)
 
 
-def report(samples: dict[str, list[float]], rounds: dict[str, list[float]]) -> None:
+def report(samples: dict[str, list[float]], rounds: dict[str, list[float]], gap: float) -> None:
     count = len(next(iter(rounds.values())))
-    print(f"task call in one process (Celery's tracer, no broker), {count} interleaved rounds")
+    idle = f", {gap * 1000:g} ms idle before each call" if gap else ""
+    print(f"task call in one process (Celery's tracer, no broker), {count} interleaved rounds"
+          f"{idle}")  # fmt: skip
     print(f"{'variant':<10} {'calls':>6} {'median µs':>10} {'rounds min-max':>15} {'added µs':>9}")
     base = statistics.median(samples["plain"]) if "plain" in samples else 0.0
     for name, values in samples.items():
