@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 
-from celery_singleton_beat import process
 from celery_singleton_beat.errors import LockError
 from celery_singleton_beat.locks.base import Lease, LockBackend
 
@@ -84,8 +84,9 @@ class LeaseKeeper:
         self._mutex = threading.Condition(self._lock)
         self._heap: list[tuple[float, int, _Kept]] = []
         self._serial = 0
-        self._pid = 0
+        self._started = False  # the thread, in this process (a forked child has none)
         self._wakes_at = float("inf")  # when the thread wakes next by itself
+        os.register_at_fork(after_in_child=self._forked)
 
     def keep(
         self, lock: LockBackend, lease: Lease, on_lost: Callable[[Lease], object] | None = None
@@ -99,7 +100,7 @@ class LeaseKeeper:
         kept = _Kept(lock, lease, on_lost)
         due = lease.clock_now() + lease.ttl / 3
         with self._lock:  # the condition's own lock, taken without its Python wrapper
-            if self._pid != process.pid():
+            if not self._started:
                 self._start_thread()
             heap = self._heap
             while heap and heap[0][2].stopped:
@@ -117,12 +118,17 @@ class LeaseKeeper:
         return due
 
     def _start_thread(self) -> None:
-        """Start the thread, in this process: a forked child has none of its parent's."""
-        self._pid = process.pid()
-        self._heap = []
-        self._wakes_at = float("inf")
+        self._started = True
         thread = threading.Thread(target=self._run, name="singleton-beat-keeper", daemon=True)
         thread.start()
+
+    def _forked(self) -> None:
+        """In a forked child: no thread yet, and none of the parent's leases to keep."""
+        self._lock = threading.Lock()
+        self._mutex = threading.Condition(self._lock)
+        self._heap = []
+        self._started = False
+        self._wakes_at = float("inf")
 
     def _run(self) -> None:
         while True:
