@@ -41,7 +41,6 @@ from celery_singleton_beat.keys import bound_arguments, canonical_key
 from celery_singleton_beat.locks import Lease, LockBackend, Redlock
 from celery_singleton_beat.locks.redlock import (
     MarkedLease,
-    default_owner,
     marked_in_turn,
     take_mark,
 )
@@ -355,8 +354,13 @@ class SingletonTask(SlotAwareTask):
         try:
             return self._locked_call(request, args, kwargs)
         finally:
-            if not getattr(request, "singleton_retrying", False):
-                release_enqueue_lock(self, request.headers)
+            headers = request.headers  # most messages carry no enqueue lock: no call then
+            if (
+                headers
+                and ENQUEUE_HEADER in headers
+                and not getattr(request, "singleton_retrying", False)
+            ):
+                release_enqueue_lock(self, headers)
 
     def _locked_call(self, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         config, backend = self._store()
@@ -365,7 +369,7 @@ class SingletonTask(SlotAwareTask):
         headers = request.headers or {}
         try:
             token = headers.get(TOKEN_HEADER) or (
-                f"{os.urandom(16).hex()}@{default_owner()}/{request.id}"
+                f"{os.urandom(16).hex()}@{process.owner()}/{request.id}"
             )
             ttl = config.task_ttl if self.singleton_ttl is _UNSET else self.singleton_ttl
             claimed = None
@@ -436,7 +440,11 @@ class SingletonTask(SlotAwareTask):
             if lease.lost:
                 status = "lock_lost"
             if release:
-                self._release(backend, lease)
+                try:
+                    backend.release_nowait(lease)
+                except LockError as exc:
+                    logger.warning("task %s: could not release %r (%s); it expires by its TTL",
+                                   self.name, lease.key, exc)  # fmt: skip
             if events.wanted():
                 events.emit(
                     events.RunFinished(
@@ -462,13 +470,6 @@ class SingletonTask(SlotAwareTask):
             headers[TOKEN_HEADER] = lease.token
             kwargs["headers"] = headers
         return super().retry(*args, **kwargs)
-
-    def _release(self, backend: LockBackend, lease: Lease) -> None:
-        try:
-            backend.release_nowait(lease)
-        except LockError as exc:
-            logger.warning("task %s: could not release %r (%s); it expires by its TTL",
-                           self.name, lease.key, exc)  # fmt: skip
 
     def _on_lost(self, lease: Lease) -> None:
         logger.error(

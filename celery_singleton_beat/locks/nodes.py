@@ -205,7 +205,10 @@ class Masters:
         count = len(commands)
         data = commands[0] if count == 1 and type(commands[0]) is bytes else pack(commands)
         scripts = len(self._scripts)
-        watch = self._watch()
+        try:  # self._watch(), without its call
+            watch = self._watches.pop()
+        except IndexError:
+            watch = _Watch()
         connections = _checkout(self.nodes, watch)
         for node, connection in zip(self.nodes, connections):  # noqa: B905  (see scatter)
             preamble = self._preamble(connection) if connection.scripts_loaded != scripts else None
