@@ -51,4 +51,6 @@ def test_an_idle_tick_makes_the_heartbeat_or_the_source_poll_never_both(
         sched.close()
     assert all(len(done) <= 1 for done in ticks), ticks
     assert ticks.count(["heartbeat"]) >= 4, ticks  # once a second, none late
-    assert ticks.count(["poll"]) >= 4, ticks  # once a second, between heartbeats
+    # once a second, between heartbeats; a tick woken so late that a heartbeat is due
+    # too (a loaded machine) makes the heartbeat and moves that poll on by half a second
+    assert ticks.count(["poll"]) >= 3, ticks
