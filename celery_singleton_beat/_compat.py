@@ -93,7 +93,7 @@ def redis_error(text: str) -> Exception:
     """The exception redis-py makes of an error reply (``NOSCRIPT ...`` -> ``NoScriptError``).
 
     Its parsers keep the table of error prefixes in the private ``BaseParser``; the masters'
-    replies are read without redis-py's parser (see :mod:`celery_singleton_beat.locks.nodes`)
+    replies are read without redis-py's parser (see :mod:`celery_singleton_beat.connections.resp`)
     and must still fail with the same exception classes and texts.
     """
     try:

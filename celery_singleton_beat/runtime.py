@@ -13,16 +13,18 @@ parent's connections are not shared across a fork.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from celery_singleton_beat import process
-from celery_singleton_beat.config import Config, TaskConfig
+from celery_singleton_beat.core import process
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks import LockBackend, Redlock
+from celery_singleton_beat.settings.config import Config, TaskConfig
 from celery_singleton_beat.stores.base import SlotStore
+from celery_singleton_beat.stores.registry import make_store
 
 _ATTRIBUTE = "_singleton_beat_runtime"
 _made = threading.Lock()
@@ -75,12 +77,19 @@ class Runtime:
     @property
     def store(self) -> SlotStore:
         """The slot store ``singleton_beat_store`` names, connected once."""
-        from celery_singleton_beat.stores import make_store  # noqa: PLC0415  (a cycle)
-
         with self._mutex:
             if self._store is None:
                 self._store = make_store(self.app, self.config)
             return self._store
+
+    def open_store(self, node_timeout: float | None = None) -> SlotStore:
+        """Another connection to the slot store, for the caller alone (which closes it):
+        an operator's command or page, with ``node_timeout`` per Redis master (default:
+        ``singleton_beat_node_timeout``)."""
+        config = Config.from_conf(self.app.conf)
+        if node_timeout is not None:
+            config = dataclasses.replace(config, node_timeout=node_timeout)
+        return make_store(self.app, config)
 
     def close_store(self) -> None:
         with self._mutex:

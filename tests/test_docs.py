@@ -9,8 +9,8 @@ from typing import Any
 from celery import Celery
 
 from celery_singleton_beat import SingletonTask
-from celery_singleton_beat.config import Config, TaskConfig
 from celery_singleton_beat.locks import Lease
+from celery_singleton_beat.settings.config import Config, TaskConfig
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

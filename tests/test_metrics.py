@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from celery_singleton_beat import SingletonTask, events
 from celery_singleton_beat.locks import Redlock
-from celery_singleton_beat.metrics import Metrics
+from celery_singleton_beat.observe.metrics import Metrics
 from celery_singleton_beat.testing import RedisServer, free_port, wait_for
 from tests.beat.harness import beat_cluster
 

@@ -25,11 +25,13 @@ import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from celery_singleton_beat import defaults, process
+from celery_singleton_beat.connections.masters import Masters, describe
+from celery_singleton_beat.connections.resp import bulk, evalsha_head
+from celery_singleton_beat.core import process
+from celery_singleton_beat.core.schema import DEFAULT_PREFIX, Keys
 from celery_singleton_beat.errors import LockError, QuorumUnavailable
 from celery_singleton_beat.locks.base import Clock, Lease, LockBackend, check_ttl
-from celery_singleton_beat.locks.nodes import Masters, bulk, describe, evalsha_head
-from celery_singleton_beat.schema import DEFAULT_PREFIX, Keys
+from celery_singleton_beat.settings import defaults
 
 logger = logging.getLogger(__name__)
 

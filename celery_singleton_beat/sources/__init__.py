@@ -2,7 +2,7 @@
 
 Built in: ``"beat_schedule"`` (the default, Celery's setting), ``"django_celery_beat"``
 (django-celery-beat's tables, from the Django app) and ``"runtime"`` (entries kept on the
-Redis masters by :mod:`celery_singleton_beat.schedule`). Any other value is the dotted path of
+Redis masters by :mod:`celery_singleton_beat.schedule.api`). Any other value is the dotted path of
 a :class:`~celery_singleton_beat.sources.base.ScheduleSource` subclass, made with the
 Celery app as its only argument.
 """
@@ -14,7 +14,7 @@ import logging
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-from celery_singleton_beat.entries import OPTION
+from celery_singleton_beat.core.entries import OPTION
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.sources.base import EntrySpec, ScheduleSource
 
@@ -22,7 +22,7 @@ SETTING = "singleton_beat_schedule_source"
 BUILT_IN = {
     "beat_schedule": "celery_singleton_beat.sources.beat_schedule.BeatScheduleSource",
     "django_celery_beat": "django_celery_singleton_beat.sources.DjangoCeleryBeatSource",
-    "runtime": "celery_singleton_beat.sources.runtime.RuntimeSource",
+    "runtime": "celery_singleton_beat.sources.document.RuntimeSource",
 }
 ACCEPTED = (
     "'beat_schedule' (default), 'django_celery_beat', 'runtime', the dotted path of a "
@@ -129,7 +129,7 @@ def _paused(spec: EntrySpec) -> EntrySpec:
 
 def load_source(app: Any, value: Any = None) -> ScheduleSource:
     """The sources ``value`` (default: the app's ``singleton_beat_schedule_source``) names,
-    merged, with the run-now and pause controls of :mod:`celery_singleton_beat.schedule`."""
+    merged, with the run-now and pause controls of :mod:`celery_singleton_beat.schedule.api`."""
     if value is None:
         value = app.conf.get(SETTING) or "beat_schedule"
     if isinstance(value, str):
@@ -141,7 +141,7 @@ def load_source(app: Any, value: Any = None) -> ScheduleSource:
         raise ConfigurationError(SETTING, value, f"{ACCEPTED}, each listed once")
     value = value[0] if len(value) == 1 else value
     sources = [_one(app, name, value) for name in names]
-    from celery_singleton_beat.sources.runtime import ControlSource  # noqa: PLC0415
+    from celery_singleton_beat.sources.document import ControlSource  # noqa: PLC0415
 
     return MergedSource(app, sources, control=ControlSource(app))
 

@@ -45,9 +45,9 @@ import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from celery_singleton_beat.core.schema import ClaimStatus, Outcome
 from celery_singleton_beat.errors import StoreUnavailable
 from celery_singleton_beat.locks.base import LockBackend
-from celery_singleton_beat.schema import ClaimStatus, Outcome
 
 __all__ = ["Claim", "ClaimStatus", "EntryState", "Outcome", "SlotOutcome", "SlotStore"]
 
@@ -86,7 +86,7 @@ class SlotOutcome(NamedTuple):
     entry: str
     slot: int
     outcome: str
-    """An :class:`~celery_singleton_beat.schema.Outcome` value."""
+    """An :class:`~celery_singleton_beat.core.schema.Outcome` value."""
     sent: int
     """Messages published for it (0 or 1): added to the entry's ``dispatched`` count."""
     skipped: int

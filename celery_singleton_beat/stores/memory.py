@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from celery_singleton_beat.core.schema import RUN_STATE_FIELDS, ClaimStatus
 from celery_singleton_beat.locks.base import LockBackend
 from celery_singleton_beat.locks.memory import MemoryLock
-from celery_singleton_beat.schema import RUN_STATE_FIELDS, ClaimStatus
 from celery_singleton_beat.stores.base import Claim, EntryState, Fence, SlotOutcome, SlotStore
 
 

@@ -1,6 +1,6 @@
 """The slot store on a majority of Redis masters: today's default, and the fastest.
 
-Keys (under the configured prefix, see :mod:`celery_singleton_beat.schema`):
+Keys (under the configured prefix, see :mod:`celery_singleton_beat.core.schema`):
 
 - ``entry:{name}`` — hash: ``last`` (the newest slot handled, ms), ``dispatched`` and
   ``skipped`` counts. Written to every reachable master as "set if greater"; read as the
@@ -29,15 +29,16 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from celery_singleton_beat.connections.masters import Masters, describe
+from celery_singleton_beat.connections.resp import bulk, evalsha_head
+from celery_singleton_beat.core.schema import RUN_STATE_FIELDS, ClaimStatus, Keys
 from celery_singleton_beat.errors import QuorumUnavailable, StoreUnavailable
 from celery_singleton_beat.locks.base import LockBackend
-from celery_singleton_beat.locks.nodes import Masters, bulk, describe, evalsha_head
 from celery_singleton_beat.locks.redlock import Redlock
-from celery_singleton_beat.schema import RUN_STATE_FIELDS, ClaimStatus, Keys
 from celery_singleton_beat.stores.base import Claim, EntryState, Fence, SlotOutcome, SlotStore
 
 if TYPE_CHECKING:
-    from celery_singleton_beat.config import Config
+    from celery_singleton_beat.settings.config import Config
 
 # what the CLAIM script answers for one fence on one master (in the low two bits)
 TAKEN_OVER = 3

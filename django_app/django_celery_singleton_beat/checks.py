@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.core import checks
 
-from celery_singleton_beat.config import setting_names
+from celery_singleton_beat.settings.config import setting_names
 
 from .conf import AppSettings
 

@@ -2,7 +2,7 @@
 
 The page lists the entries the beat replicas schedule (``beat_schedule``,
 django-celery-beat's rows, runtime entries), each with its source, whether it is paused
-and its next times. The actions go through :mod:`celery_singleton_beat.schedule`, so
+and its next times. The actions go through :mod:`celery_singleton_beat.schedule.api`, so
 every replica follows them within two seconds, and each is recorded as a
 :class:`~django_celery_singleton_beat.models.ScheduleAction` with the user who asked.
 """
@@ -16,11 +16,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from celery_singleton_beat import schedule
-from celery_singleton_beat.config import Config
-from celery_singleton_beat.entries import OPTION, Entry, Plan
-from celery_singleton_beat.runtime_store import RuntimeStore
-from celery_singleton_beat.schedule import RUN_NOW
-from celery_singleton_beat.slots import IntervalSlots, to_datetime
+from celery_singleton_beat.core.entries import OPTION, Entry, Plan
+from celery_singleton_beat.core.slots import IntervalSlots, to_datetime
+from celery_singleton_beat.schedule.api import RUN_NOW
+from celery_singleton_beat.schedule.document import ScheduleDocument
+from celery_singleton_beat.settings.config import Config
 from celery_singleton_beat.sources import MergedSource, load_source
 
 from .models import ScheduleAction
@@ -102,7 +102,7 @@ def _anchors(app: Any, specs: Mapping[str, Mapping[str, Any]]) -> dict[str, int]
     every = {n: p.every_ms for n, p in plans.items() if p is not None and p.every_ms}
     if not every:
         return {}
-    store = RuntimeStore.for_app(app, 0.5)
+    store = ScheduleDocument.for_app(app, 0.5)
     try:
         stored = store.store.anchors(list(every.items()))
     except Exception as exc:

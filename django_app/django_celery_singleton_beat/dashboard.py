@@ -23,16 +23,17 @@ from django.db.models import Count, Exists, Max, Min, OuterRef, Q, Sum
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_noop
 
-from celery_singleton_beat import overview, schedule
+from celery_singleton_beat import schedule
 from celery_singleton_beat._compat import created_apps, current_app
-from celery_singleton_beat.config import Config
-from celery_singleton_beat.decide import ON_TIME
-from celery_singleton_beat.entries import OPTION
+from celery_singleton_beat.core.decide import ON_TIME
+from celery_singleton_beat.core.entries import OPTION
+from celery_singleton_beat.core.schema import StoreKind
+from celery_singleton_beat.core.slots import schedule_tz
 from celery_singleton_beat.errors import StoreUnavailable
-from celery_singleton_beat.schedule import RUN_NOW
-from celery_singleton_beat.schema import StoreKind
-from celery_singleton_beat.slots import schedule_tz
-from celery_singleton_beat.stores import make_store
+from celery_singleton_beat.ops import cluster as overview
+from celery_singleton_beat.runtime import Runtime
+from celery_singleton_beat.schedule.api import RUN_NOW
+from celery_singleton_beat.settings.config import Config
 
 from . import control
 from .models import SlotDispatch, TaskRun
@@ -172,7 +173,7 @@ def replicas(app: Any) -> ReplicaView:
 def _store_replicas(app: Any, config: Config) -> ReplicaView:
     """Live beat replicas from the heartbeats in a slot store other than Redis masters."""
     try:
-        store = make_store(app, config)
+        store = Runtime.of(app).open_store()
     except Exception as exc:
         return ReplicaView(f"{type(exc).__name__}: {exc}", [], [])
     try:  # not closed: the database store would close this request's connection

@@ -23,12 +23,13 @@ import redis
 from celery import Celery
 from celery.schedules import crontab
 
-from celery_singleton_beat import events, overlap
-from celery_singleton_beat.decide import Verdict
+from celery_singleton_beat.beat.scheduler import Scheduler
+from celery_singleton_beat.core.decide import Verdict
+from celery_singleton_beat.core.schema import Header
+from celery_singleton_beat.observe import events
 from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.scheduler import Scheduler
-from celery_singleton_beat.schema import Header
 from celery_singleton_beat.sources import EntrySpec, ScheduleSource
+from celery_singleton_beat.tasks import overlap
 
 
 def _django(database: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from celery_singleton_beat import events
+from celery_singleton_beat.observe import events
 
 
 @pytest.fixture

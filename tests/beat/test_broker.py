@@ -9,8 +9,9 @@ from collections.abc import Callable
 import pytest
 from celery import Celery
 
-from celery_singleton_beat import _compat, broker
-from celery_singleton_beat.scheduler import Scheduler
+from celery_singleton_beat import _compat
+from celery_singleton_beat.beat import broker
+from celery_singleton_beat.beat.scheduler import Scheduler
 from celery_singleton_beat.testing import RedisServer
 from tests.chaos.broker_proxy import BrokerProxy
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from celery_singleton_beat.scheduler import Scheduler
+from celery_singleton_beat.beat.scheduler import Scheduler
 from celery_singleton_beat.testing import RedisServer
 
 

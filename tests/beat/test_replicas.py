@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from celery_singleton_beat.schema import Keys
+from celery_singleton_beat.core.schema import Keys
 from celery_singleton_beat.testing import Process, RedisServer, free_port, wait_for
 from tests.beat.harness import (
     BeatCluster,

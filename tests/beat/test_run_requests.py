@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from celery_singleton_beat import schedule
-from celery_singleton_beat.sources.runtime import ControlSource
+from celery_singleton_beat.schedule import api as schedule
+from celery_singleton_beat.sources.document import ControlSource
 from celery_singleton_beat.testing import RedisServer
 
 

@@ -11,10 +11,10 @@ from celery import Celery
 from celery.schedules import crontab
 from kombu import Producer
 
-from celery_singleton_beat import events
+from celery_singleton_beat.beat.scheduler import Scheduler
+from celery_singleton_beat.core.slots import slot_label
+from celery_singleton_beat.observe import events
 from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.scheduler import Scheduler
-from celery_singleton_beat.slots import slot_label
 from celery_singleton_beat.testing import RedisServer
 
 BERLIN = {"singleton_beat": {"timezone": "Europe/Berlin"}}

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 import pytest
 from celery import Celery
 
-from celery_singleton_beat import events, scheduler
+from celery_singleton_beat.beat import scheduler
+from celery_singleton_beat.beat.scheduler import Scheduler
+from celery_singleton_beat.observe import events
 from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.scheduler import Scheduler
 from celery_singleton_beat.stores import MemorySlotStore
 from celery_singleton_beat.stores.base import Claim, Fence
 

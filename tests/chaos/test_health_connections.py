@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from celery_singleton_beat.health import MAX_CONNECTIONS, REQUEST_TIMEOUT
+from celery_singleton_beat.beat.health import MAX_CONNECTIONS, REQUEST_TIMEOUT
 from celery_singleton_beat.testing import Process, RedisServer, free_port, wait_for
 from tests.beat.harness import beat_cluster
 

@@ -15,7 +15,7 @@ from celery import Celery
 
 from celery_singleton_beat import SingletonTask
 from celery_singleton_beat.locks import Redlock
-from celery_singleton_beat.task import lock_store
+from celery_singleton_beat.tasks.singleton import lock_store
 from celery_singleton_beat.testing import CeleryCluster, RedisServer, wait_for
 from tests.tasks.test_workers import APP, ROOT, TaskCluster
 

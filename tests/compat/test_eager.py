@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from celery_singleton_beat import events
-from celery_singleton_beat.task import ENTRY_HEADER, SLOT_HEADER
+from celery_singleton_beat.observe import events
+from celery_singleton_beat.tasks.singleton import ENTRY_HEADER, SLOT_HEADER
 from tests.compat.tasks import Tasks, make_app
 
 

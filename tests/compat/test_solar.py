@@ -11,10 +11,10 @@ import pytest
 from celery import Celery
 from celery.schedules import solar
 
-from celery_singleton_beat import events
+from celery_singleton_beat.beat.scheduler import Scheduler
+from celery_singleton_beat.core.slots import SolarSlots, slot_label
+from celery_singleton_beat.observe import events
 from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.scheduler import Scheduler
-from celery_singleton_beat.slots import SolarSlots, slot_label
 from celery_singleton_beat.testing import RedisServer
 
 UTC = dt.timezone.utc

@@ -12,8 +12,8 @@ from django.db import connections, transaction
 
 from celery_singleton_beat import SingletonTask
 from celery_singleton_beat.errors import ConfigurationError, LockError
-from celery_singleton_beat.lock_stores import lock_stores
-from celery_singleton_beat.task import lock_store
+from celery_singleton_beat.ops.lock_stores import lock_stores
+from celery_singleton_beat.tasks.singleton import lock_store
 from django_celery_singleton_beat.locks import DatabaseLock
 from django_celery_singleton_beat.models import Lock
 

@@ -19,7 +19,7 @@ import pytest
 from celery import Celery
 from django.db import connections
 
-from celery_singleton_beat.slots import slot_task_id
+from celery_singleton_beat.core.slots import slot_task_id
 from celery_singleton_beat.testing import CeleryCluster, RedisServer, wait_for
 from django_celery_singleton_beat.models import SlotDispatch, TaskRun
 from tests.djangoapp.project import demo_env

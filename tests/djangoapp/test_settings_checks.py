@@ -9,8 +9,8 @@ import pytest
 from celery import Celery
 from django.core import checks
 
-from celery_singleton_beat.config import Config, TaskConfig
 from celery_singleton_beat.errors import ConfigurationError
+from celery_singleton_beat.settings.config import Config, TaskConfig
 
 
 def warnings() -> list[tuple[str, str]]:

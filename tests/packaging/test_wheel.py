@@ -206,7 +206,7 @@ def test_the_wheel_holds_templates_migrations_and_py_typed_of_both_packages(
         f"celery_singleton_beat-{VERSION}.dist-info/entry_points.txt"
     )
     assert b"singleton = celery_singleton_beat:Scheduler" in entry_points
-    assert b"singleton-beat = celery_singleton_beat.cli:singleton_beat" in entry_points
+    assert b"singleton-beat = celery_singleton_beat.ops.cli:singleton_beat" in entry_points
 
 
 @pytest.mark.parametrize("kind", ["wheel", "sdist"])
@@ -234,7 +234,7 @@ def test_installed_from_the_distribution_beat_cli_migrate_and_dashboard_work(
         "module": smoke["module"],
         "version": VERSION,
         "metadata_version": VERSION,
-        "scheduler": "celery_singleton_beat.scheduler.Scheduler",
+        "scheduler": "celery_singleton_beat.beat.scheduler.Scheduler",
         "dashboard_url": "/admin/singleton_beat/taskrun/dashboard/",
         "dashboard_status": 200,
         "dashboard_title": True,

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from django.db import connections
 
-from celery_singleton_beat.locks.nodes import Masters
-from celery_singleton_beat.schema import ClaimStatus, Outcome
+from celery_singleton_beat.connections.masters import Masters
+from celery_singleton_beat.core.schema import ClaimStatus, Outcome
 from celery_singleton_beat.stores import MemorySlotStore, SlotOutcome, SlotStore
 from celery_singleton_beat.stores.redis import RedisSlotStore
 from celery_singleton_beat.testing import RedisServer

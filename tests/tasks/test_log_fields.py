@@ -28,12 +28,14 @@ def test_a_skipped_and_a_dropped_run_log_their_fields(
     held = holder.acquire("task:sync", ttl=30)
     assert held is not None
     slot = {"singleton_beat_entry": "sync", "singleton_beat_slot": "2026-03-01T12:00:00.000Z"}
-    with caplog.at_level(logging.INFO, logger="celery_singleton_beat.task"):
+    with caplog.at_level(logging.INFO, logger="celery_singleton_beat.tasks.singleton"):
         sync.apply(task_id="skipped-id")
         holder.release(held)
         sync.apply(task_id="slot-id", headers=slot)
         sync.apply(task_id="slot-id", headers=slot)
-    skipped, dropped = [r for r in caplog.records if r.name == "celery_singleton_beat.task"]
+    skipped, dropped = [
+        r for r in caplog.records if r.name == "celery_singleton_beat.tasks.singleton"
+    ]
     assert (skipped.task_id, skipped.key, skipped.holder) == (  # type: ignore[attr-defined]
         "skipped-id", "task:sync", held.token
     )  # fmt: skip

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery_singleton_beat import overview
-from celery_singleton_beat.config import Config, TaskConfig
+from celery_singleton_beat.core.schema import lock_kind
 from celery_singleton_beat.errors import ConfigurationError, LockError
 from celery_singleton_beat.locks.base import Lease, LockBackend
-from celery_singleton_beat.schema import lock_kind
+from celery_singleton_beat.ops import cluster as overview
+from celery_singleton_beat.settings.config import Config, TaskConfig
 
 
 class LockStore:

@@ -1,6 +1,6 @@
 """``celery -A proj singleton-beat schedule …``: runtime entries from the command line.
 
-The same operations as :mod:`celery_singleton_beat.schedule`; every replica reading the
+The same operations as :mod:`celery_singleton_beat.schedule.api`; every replica reading the
 ``"runtime"`` source follows a change within two seconds.
 """
 

@@ -18,13 +18,13 @@ import redis
 from celery.beat import ScheduleEntry
 from celery.schedules import crontab
 
-from celery_singleton_beat import defaults
 from celery_singleton_beat._compat import cron_fields
-from celery_singleton_beat.config import Config, TaskConfig
+from celery_singleton_beat.core.schema import Keys, lock_kind
+from celery_singleton_beat.core.slots import slots_for
 from celery_singleton_beat.errors import ConfigurationError
-from celery_singleton_beat.locks.nodes import parse_masters
-from celery_singleton_beat.schema import Keys, lock_kind
-from celery_singleton_beat.slots import slots_for
+from celery_singleton_beat.settings import defaults
+from celery_singleton_beat.settings.config import Config, TaskConfig
+from celery_singleton_beat.settings.urls import master_urls
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def masters(
 ) -> list[tuple[MasterState, redis.Redis]]:
     """Each master with its reachability, PING latency and Redis version."""
     found = []
-    for node in parse_masters(config.redis_urls, config.node_timeout):
+    for node in master_urls(config.redis_urls):
         client = _client(node.url, timeout)
         state = MasterState(node.name, node.safe_url, reachable=False)
         try:

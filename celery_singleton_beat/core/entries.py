@@ -21,9 +21,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from celery.beat import ScheduleEntry
 
+from celery_singleton_beat.core.schema import Misfire, Overlap
+from celery_singleton_beat.core.slots import IntervalSlots, Slots, schedule_tz, slots_for
 from celery_singleton_beat.errors import ConfigurationError
-from celery_singleton_beat.schema import Misfire, Overlap
-from celery_singleton_beat.slots import IntervalSlots, Slots, schedule_tz, slots_for
 
 OPTION = "singleton_beat"
 MISFIRE_POLICIES = tuple(m.value for m in Misfire)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from celery_singleton_beat.schema import DEFAULT_PREFIX, Mode, StoreKind
+from celery_singleton_beat.core.schema import DEFAULT_PREFIX, Mode, StoreKind
 
 KEY_PREFIX: Final = DEFAULT_PREFIX
 MODE: Final = Mode.ACTIVE.value

@@ -30,9 +30,9 @@ from typing import Any
 
 from celery.schedules import crontab
 
-from celery_singleton_beat.entries import OPTION, Entry, Plan
+from celery_singleton_beat.core.entries import OPTION, Entry, Plan
 from celery_singleton_beat.errors import ConfigurationError
-from celery_singleton_beat.runtime_store import RunMarks, RuntimeStore
+from celery_singleton_beat.schedule.document import RunMarks, ScheduleDocument
 
 #: A run now falls due this long after it was asked for (ms).
 RUN_NOW_DELAY_MS = 1500
@@ -46,8 +46,8 @@ API_TIMEOUT = 0.5
 
 
 @contextmanager
-def _store(app: Any) -> Iterator[RuntimeStore]:
-    store = RuntimeStore.for_app(app, API_TIMEOUT)
+def _store(app: Any) -> Iterator[ScheduleDocument]:
+    store = ScheduleDocument.for_app(app, API_TIMEOUT)
     try:
         yield store
     finally:
@@ -182,7 +182,7 @@ def run_requests(app: Any) -> list[dict[str, Any]]:
     return found
 
 
-def _pending(store: RuntimeStore, marks: RunMarks, name: str, now: int) -> str | None:
+def _pending(store: ScheduleDocument, marks: RunMarks, name: str, now: int) -> str | None:
     _rev, doc = store.read()
     return _pending_in(doc, marks, name, now)
 

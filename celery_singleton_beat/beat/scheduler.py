@@ -37,21 +37,20 @@ from typing import Any
 
 from celery import beat
 
-from celery_singleton_beat import beat_log, broker, defaults, events, overlap
 from celery_singleton_beat._compat import (
     evaluate_entry_args,
     evaluate_entry_kwargs,
     producer_batch,
 )
-from celery_singleton_beat.decide import SlotView, Verdict, decide
-from celery_singleton_beat.entries import Entry, Plan
-from celery_singleton_beat.errors import StoreUnavailable
-from celery_singleton_beat.health import HealthServer
-from celery_singleton_beat.keeper import ClaimKeeper
-from celery_singleton_beat.locks import Lease, Watchdog
-from celery_singleton_beat.replan import POLL_EVERY, Changes, SourceWatcher, compare
-from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.schema import (
+from celery_singleton_beat.beat import broker
+from celery_singleton_beat.beat import log as beat_log
+from celery_singleton_beat.beat.claims import ClaimKeeper
+from celery_singleton_beat.beat.health import HealthServer
+from celery_singleton_beat.core import overlap
+from celery_singleton_beat.core.decide import SlotView, Verdict, decide
+from celery_singleton_beat.core.entries import Entry, Plan
+from celery_singleton_beat.core.replan import Changes, compare
+from celery_singleton_beat.core.schema import (
     LEADER_LOCK,
     ClaimStatus,
     Header,
@@ -62,8 +61,14 @@ from celery_singleton_beat.schema import (
     Role,
     SkipReason,
 )
-from celery_singleton_beat.slots import OnceSlots, slot_label, slot_task_id, to_datetime
+from celery_singleton_beat.core.slots import OnceSlots, slot_label, slot_task_id, to_datetime
+from celery_singleton_beat.errors import StoreUnavailable
+from celery_singleton_beat.locks import Lease, Watchdog
+from celery_singleton_beat.observe import events
+from celery_singleton_beat.runtime import Runtime
+from celery_singleton_beat.settings import defaults
 from celery_singleton_beat.sources import load_source
+from celery_singleton_beat.sources.watcher import POLL_EVERY, SourceWatcher
 from celery_singleton_beat.stores import Claim, SlotOutcome
 
 logger = logging.getLogger(__name__)
@@ -333,7 +338,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
     # -- schedule changes -------------------------------------------------------------
 
     def _replan(self, specs: Any) -> None:
-        """Follow a schedule source's new entries (see :mod:`celery_singleton_beat.replan`)."""
+        """Follow a schedule source's new entries (see :mod:`celery_singleton_beat.core.replan`)."""
         built: dict[str, Plan] = {}
         previous, self._specs = self._specs, dict(specs)
         for name, spec in specs.items():
@@ -810,7 +815,7 @@ def publish_timeouts(conf: Any, timeout: float) -> dict[str, float]:
 def _metrics_renderer() -> Callable[[], tuple[bytes, str]] | None:
     """``/metrics`` when prometheus-client is installed (the ``[prometheus]`` extra)."""
     try:
-        from celery_singleton_beat import metrics  # noqa: PLC0415  (optional extra)
+        from celery_singleton_beat.observe import metrics  # noqa: PLC0415  (optional extra)
     except ImportError:
         logger.info("singleton beat: prometheus-client is not installed; no /metrics")
         return None

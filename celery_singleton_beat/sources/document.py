@@ -1,10 +1,10 @@
-"""Runtime entries and controls (:mod:`celery_singleton_beat.schedule`) as sources.
+"""Runtime entries and controls (:mod:`celery_singleton_beat.schedule.api`) as sources.
 
 - :class:`RuntimeSource` (``"runtime"`` in ``singleton_beat_schedule_source``): the entries
-  added with :func:`~celery_singleton_beat.schedule.add`;
+  added with :func:`~celery_singleton_beat.schedule.api.add`;
 - :class:`ControlSource` (always on): the runs asked for with
-  :func:`~celery_singleton_beat.schedule.run_now` and the pauses set with
-  :func:`~celery_singleton_beat.schedule.pause`, for an entry of any source.
+  :func:`~celery_singleton_beat.schedule.api.run_now` and the pauses set with
+  :func:`~celery_singleton_beat.schedule.api.pause`, for an entry of any source.
 
 Both read one document in the app's slot store; the version is its revision, read in the
 same round trip as the replica's heartbeat.
@@ -16,9 +16,9 @@ import time
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-from celery_singleton_beat.runtime_store import RunMarks, RuntimeStore
-from celery_singleton_beat.schedule import RUN_NOW, RUN_NOW_KEPT_MS, to_beat
-from celery_singleton_beat.slots import OnceSlots, SlotSchedule
+from celery_singleton_beat.core.slots import OnceSlots, SlotSchedule
+from celery_singleton_beat.schedule.api import RUN_NOW, RUN_NOW_KEPT_MS, to_beat
+from celery_singleton_beat.schedule.document import RunMarks, ScheduleDocument
 from celery_singleton_beat.sources.base import EntrySpec, ScheduleSource
 
 
@@ -28,7 +28,7 @@ class _Revisioned(ScheduleSource):
 
     def __init__(self, app: Any) -> None:
         super().__init__(app)
-        self.store = RuntimeStore.shared(app)
+        self.store = ScheduleDocument.shared(app)
         self._known: int | None = None
 
     def version(self) -> Hashable:
@@ -44,7 +44,7 @@ class _Revisioned(ScheduleSource):
 
 
 class RuntimeSource(_Revisioned):
-    """Entries added with :func:`celery_singleton_beat.schedule.add`."""
+    """Entries added with :func:`celery_singleton_beat.schedule.api.add`."""
 
     name = "runtime"
 

@@ -4,7 +4,7 @@ The document is ``{"entries": {name: spec}, "runs": {run id: run}, "paused": {na
 when}}``, with a revision that replicas poll (see :meth:`SlotStore.schedule_revision`); on
 Redis masters it lives under ``schedule:doc`` and ``schedule:rev``, in the database in the
 Django app's ``RuntimeSchedule`` table. Every storage call of the runtime schedule goes
-through :class:`RuntimeStore`.
+through :class:`ScheduleDocument`.
 
 An edit takes the ``schedule-edit`` lock of the store, reads the newest revision, changes
 it and writes revision + 1 ("set if newer"): two editors never lose each other's change,
@@ -17,15 +17,13 @@ brought up to date by the next edit::
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from celery_singleton_beat.config import Config
+from celery_singleton_beat.core.schema import SCHEDULE_EDIT_LOCK
 from celery_singleton_beat.errors import LockHeld
 from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.schema import SCHEDULE_EDIT_LOCK
-from celery_singleton_beat.stores import SlotStore, make_store
+from celery_singleton_beat.stores.base import SlotStore
 
 T = TypeVar("T")
 #: How long an edit may hold the edit lock, and wait for it (s).
@@ -33,7 +31,7 @@ EDIT_TTL = 5.0
 EDIT_WAIT = 5.0
 
 
-class RuntimeStore:
+class ScheduleDocument:
     """The runtime schedule document in a slot store."""
 
     def __init__(self, store: SlotStore, owned: bool = False) -> None:
@@ -42,16 +40,13 @@ class RuntimeStore:
         """Whether :meth:`close` closes the slot store (made for this object alone)."""
 
     @classmethod
-    def for_app(cls, app: Any, timeout: float | None = None) -> RuntimeStore:
+    def for_app(cls, app: Any, timeout: float | None = None) -> ScheduleDocument:
         """The runtime schedule in the slot store ``app``'s settings name, connected for
         this object; ``timeout`` per Redis master (default: ``singleton_beat_node_timeout``)."""
-        config = Config.from_conf(app.conf)
-        if timeout is not None:
-            config = dataclasses.replace(config, node_timeout=timeout)
-        return cls(make_store(app, config), owned=True)
+        return cls(Runtime.of(app).open_store(timeout), owned=True)
 
     @classmethod
-    def shared(cls, app: Any) -> RuntimeStore:
+    def shared(cls, app: Any) -> ScheduleDocument:
         """The runtime schedule in the app's own slot store (:class:`Runtime`), the one
         beat heartbeats through: polling its revision right after a heartbeat costs no
         round trip of its own."""
@@ -98,7 +93,7 @@ class RunMarks:
     """Which run-now requests were sent, written by the replica that sent the run (no edit
     lock in the beat loop)."""
 
-    def __init__(self, store: RuntimeStore, retention: float) -> None:
+    def __init__(self, store: ScheduleDocument, retention: float) -> None:
         self.store = store
         self.retention = retention
 

@@ -13,49 +13,20 @@ import hashlib
 import select
 import ssl
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from redis.backoff import NoBackoff
 from redis.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from celery_singleton_beat._compat import (
-    connection_socket,
-    parse_redis_url,
-    quiet_handshake,
-    redis_error,
-)
+from celery_singleton_beat._compat import connection_socket, quiet_handshake
+from celery_singleton_beat.connections.resp import Command, only_integers, pack, parse_replies
 from celery_singleton_beat.errors import ConfigurationError
-from celery_singleton_beat.urls import safe_url, safe_value
-
-Command = Sequence[Any]
-
-_URL_FORM = (
-    "a redis:// or rediss:// URL such as redis://[user:password@]host:6379/0, with a "
-    "password holding / # ? @ or % percent-encoded (urllib.parse.quote(password, safe=''))"
-)
-
-
-def _parse(url: str) -> dict[str, Any] | None:
-    """redis-py's reading of ``url``, or None when it cannot be read as written.
-
-    A password with an unencoded ``/``, ``#`` or ``?`` ends the host part early: the URL
-    would point at another host (or fail with an error quoting the password), so it is
-    refused here, before anything echoes it.
-    """
-    try:
-        parts = urlsplit(url)
-        if "@" in url[len(parts.scheme) + 3 + len(parts.netloc) :]:
-            return None
-        return parse_redis_url(url)
-    except (ValueError, TypeError):
-        return None
-
+from celery_singleton_beat.settings.urls import MasterURL, master_urls
 
 _HANDSHAKE = quiet_handshake()
 
@@ -68,16 +39,11 @@ class Node:
     instead of being retried for seconds.
     """
 
-    def __init__(self, url: str, timeout: float) -> None:
-        options = _parse(url)
-        if options is None:
-            raise ConfigurationError("redis URL", safe_url(url), _URL_FORM)
-        if "path" in options:
-            self.name = options["path"]
-        else:
-            self.name = f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
-        self.url = url
-        self.safe_url = safe_url(url)
+    def __init__(self, master: MasterURL, timeout: float) -> None:
+        options = dict(master.options)
+        self.name = master.name
+        self.url = master.url
+        self.safe_url = master.safe_url
         self._connection_class = options.pop("connection_class", Connection)
         self._options = {
             **options,
@@ -134,28 +100,9 @@ class Node:
 
 
 def parse_masters(urls: Iterable[str] | str, timeout: float) -> list[Node]:
-    """Build the nodes for ``urls``, refusing an empty list, bad URLs and duplicates."""
-    if isinstance(urls, str):
-        urls = [u.strip() for u in urls.split(",") if u.strip()]
-    urls = list(urls)
-    if not urls:
-        raise ConfigurationError("urls", urls, f"give at least one master, as {_URL_FORM}")
-    nodes = []
-    for url in urls:
-        if not isinstance(url, str) or url.partition("://")[0] not in ("redis", "rediss", "unix"):
-            raise ConfigurationError("redis URL", safe_value(url), _URL_FORM)
-        nodes.append(Node(url, timeout))
-    seen: dict[str, str] = {}
-    for node in nodes:
-        if node.name in seen:
-            raise ConfigurationError(
-                "urls",
-                [n.safe_url for n in nodes],
-                f"each master must be a distinct host:port, and {node.name} is given twice; "
-                f"Redlock needs independent masters, so a repeated one would count twice",
-            )
-        seen[node.name] = node.safe_url
-    return nodes
+    """Build the nodes for ``urls``, refusing an empty list, bad URLs and duplicates (see
+    :func:`~celery_singleton_beat.settings.urls.master_urls`)."""
+    return [Node(master, timeout) for master in master_urls(urls)]
 
 
 class Masters:
@@ -304,52 +251,6 @@ class Masters:
             node.close()
 
 
-def _encode(arg: Any) -> bytes:
-    if isinstance(arg, bytes):
-        return arg
-    if isinstance(arg, str):
-        return arg.encode()
-    if isinstance(arg, (int, float)) and not isinstance(arg, bool):
-        return repr(arg).encode()
-    raise TypeError(f"cannot send {type(arg).__name__} to Redis: {arg!r}")
-
-
-def pack(commands: Sequence[Command]) -> bytes:
-    """RESP encoding of a pipeline of commands, made once and sent to every master.
-
-    A command is a sequence of arguments, or ``bytes`` already in RESP form (see
-    :func:`evalsha_head`).
-    """
-    out: list[bytes] = []
-    append = out.append
-    for command in commands:
-        if type(command) is bytes:
-            append(command)
-            continue
-        append(b"*%d\r\n" % len(command))
-        for arg in command:
-            kind = type(arg)
-            data = arg.encode() if kind is str else b"%d" % arg if kind is int else _encode(arg)
-            append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
-
-
-def evalsha_head(sha: str, keys: int, args: int) -> bytes:
-    """The start of an ``EVALSHA`` of a script with ``keys`` keys and ``args`` arguments,
-    in RESP; the keys and arguments follow as :func:`bulk` strings.
-
-    Once the masters answer in tens of microseconds, encoding a lock's command argument
-    by argument costs as much as the round trip's system calls: the parts that repeat
-    are encoded once and joined (a command in ``bytes`` goes to :func:`pack` as it is).
-    """
-    return b"*%d\r\n%s" % (3 + keys + args, pack([("EVALSHA", sha, keys)])[len(b"*3\r\n") :])
-
-
-def bulk(data: bytes) -> bytes:
-    """``data`` as a RESP bulk string."""
-    return b"$%d\r\n%s\r\n" % (len(data), data)
-
-
 def _send(connection: Any, preamble: list[bytes] | None, data: bytes) -> None:
     """Write ``preamble`` and ``data`` to ``connection``, connecting it first if needed.
 
@@ -423,7 +324,7 @@ def _still_open(connection: Any) -> bool:
             return False
         if connection.inbox and not _receive(connection):  # data, then end-of-file
             return False
-        _parse_waiting(connection)
+        parse_replies(connection)
     except (RedisError, OSError):
         return False
     return _drop_posted(connection)
@@ -441,14 +342,14 @@ def _read_posted(connection: Any) -> bool:
         return False
     if not data:
         return False
-    if not (connection.parsed or connection.inbox or connection.arrays) and _integers(
+    if not (connection.parsed or connection.inbox or connection.arrays) and only_integers(
         data, connection.unread
     ):  # every posted command answered, each with one integer (a release)
         connection.unread = 0
         return True
     connection.inbox += data
     try:
-        _parse_waiting(connection)
+        parse_replies(connection)
     except RedisError:
         return False
     return _drop_posted(connection)
@@ -620,7 +521,7 @@ def _read_replies(node: Node, connection: Any, count: int) -> list[Any] | Except
                 return [int(data[1:-2])]
             if unread:
                 unread -= len(connection.parsed)  # those parsed already are not in data
-                if unread >= 0 and _integers(data, unread + 1):
+                if unread >= 0 and only_integers(data, unread + 1):
                     connection.parsed = []
                     connection.unread = 0
                     node._idle.append(connection)
@@ -630,7 +531,7 @@ def _read_replies(node: Node, connection: Any, count: int) -> list[Any] | Except
             connection.inbox += data
         elif not _receive(connection):
             raise RedisConnectionError("Connection closed by server.")
-        _parse_waiting(connection)
+        parse_replies(connection)
     except (RedisError, OSError) as exc:
         _discard(connection)
         return _as_error(exc)
@@ -649,83 +550,6 @@ def _read_replies(node: Node, connection: Any, count: int) -> list[Any] | Except
     else:
         node._idle.append(connection)
     return failure if failure is not None else replies
-
-
-def _integers(data: bytes, count: int) -> bool:
-    """Whether ``data`` is exactly ``count`` integer replies (``:<digits>\\r\\n`` each)."""
-    return (
-        data[:1] == b":"
-        and data[-2:] == b"\r\n"
-        and data.count(b"\r\n") == count
-        and data.count(b"\r\n:") == count - 1
-    )
-
-
-def _parse_waiting(connection: Any) -> None:
-    """Parse every complete reply in the connection's inbox onto its ``parsed`` list.
-
-    RESP2, as the connections are made (see ``quiet_handshake``); values as redis-py's own
-    parser gives them: ``bytes`` (``str`` with ``decode_responses``), ``int``, ``None``,
-    lists, and error replies as the exception redis-py makes of them (not raised). The
-    parse resumes where it stopped: an array arriving in many pieces (a batch of
-    thousands of replies) is read once, not again from its start with each piece.
-    """
-    inbox, parsed, stack = connection.inbox, connection.parsed, connection.arrays
-    encoder = connection.encoder
-    decode = encoder.decode if encoder.decode_responses else None
-    position, size = 0, len(inbox)
-    while position < size:
-        end = inbox.find(b"\r\n", position)
-        if end < 0:
-            break
-        if inbox[position] == 42:  # "*" array
-            length = int(inbox[position + 1 : end])
-            position = end + 2
-            if length > 0:
-                stack.append(([], length))
-                continue
-            value: Any = None if length < 0 else []
-        else:
-            scalar = _scalar(inbox, position, end, decode)
-            if scalar is None:
-                break
-            value, position = scalar
-        while stack:  # a value completes the arrays it ends
-            items, length = stack[-1]
-            items.append(value)
-            if len(items) < length:
-                break
-            value = stack.pop()[0]
-        else:
-            if isinstance(value, RedisConnectionError):  # e.g. "max number of clients"
-                raise value
-            parsed.append(value)
-    del inbox[:position]
-
-
-def _scalar(
-    inbox: bytearray, position: int, end: int, decode: Callable[[bytes], Any] | None
-) -> tuple[Any, int] | None:
-    """The reply (not an array) at ``position``, whose first line ends at ``end``, and the
-    position after it; None when a bulk string has not fully arrived."""
-    kind = inbox[position]
-    if kind == 58:  # ":" integer
-        return int(inbox[position + 1 : end]), end + 2
-    if kind == 36:  # "$" bulk string
-        length = int(inbox[position + 1 : end])
-        if length < 0:
-            return None, end + 2
-        stop = end + 2 + length
-        if len(inbox) < stop + 2:
-            return None
-        value = bytes(inbox[end + 2 : stop])
-        return (decode(value) if decode else value), stop + 2
-    if kind == 43:  # "+" simple string
-        value = bytes(inbox[position + 1 : end])
-        return (decode(value) if decode else value), end + 2
-    if kind == 45:  # "-" error
-        return redis_error(inbox[position + 1 : end].decode("utf-8", errors="replace")), end + 2
-    raise InvalidResponse(f"Protocol Error: {bytes(inbox[position : end + 2])!r}")
 
 
 def _discard(connection: Any) -> None:

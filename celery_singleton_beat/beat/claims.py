@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from celery_singleton_beat.config import Config
+    from celery_singleton_beat.settings.config import Config
     from celery_singleton_beat.stores.base import SlotStore
 
 logger = logging.getLogger(__name__)

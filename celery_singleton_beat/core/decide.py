@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from celery_singleton_beat.schema import Misfire, Outcome
+from celery_singleton_beat.core.schema import Misfire, Outcome
 
 #: A slot handled within this many seconds of its time is on time.
 ON_TIME = 1.0

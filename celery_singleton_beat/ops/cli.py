@@ -21,14 +21,14 @@ import click
 import redis
 from celery.schedules import crontab
 
-from celery_singleton_beat import overview
-from celery_singleton_beat.config import Config, TaskConfig
-from celery_singleton_beat.entries import Plan
+from celery_singleton_beat.core.entries import Plan
+from celery_singleton_beat.core.schema import LOCK_KINDS, StoreKind
+from celery_singleton_beat.core.slots import slot_label
 from celery_singleton_beat.errors import ConfigurationError, LockError, StoreUnavailable
-from celery_singleton_beat.lock_stores import LockStore, lock_stores
-from celery_singleton_beat.schema import LOCK_KINDS, StoreKind
-from celery_singleton_beat.slots import slot_label
-from celery_singleton_beat.stores import make_store
+from celery_singleton_beat.ops import cluster as overview
+from celery_singleton_beat.ops.lock_stores import LockStore, lock_stores
+from celery_singleton_beat.runtime import Runtime
+from celery_singleton_beat.settings.config import Config, TaskConfig
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def _store_status(app: Any, config: Config) -> tuple[dict[str, Any], int]:
     problems: list[str] = []
     code = overview.HEALTHY
     try:
-        store = make_store(app, config)
+        store = Runtime.of(app).open_store()
     except (ConfigurationError, ImportError) as exc:
         raise click.ClickException(str(exc)) from None
     try:
@@ -392,7 +392,7 @@ def _check_scheduler_setting(app: Any) -> list[tuple[str, str]]:
     """``beat_scheduler`` names this library's scheduler (or a subclass)."""
     from celery.utils.imports import symbol_by_name  # noqa: PLC0415
 
-    from celery_singleton_beat.scheduler import Scheduler  # noqa: PLC0415  (layer 2)
+    from celery_singleton_beat.beat.scheduler import Scheduler  # noqa: PLC0415  (layer 2)
 
     chosen = app.conf.beat_scheduler
     try:
@@ -500,7 +500,7 @@ def _check_entries(app: Any, config: Config | None) -> list[tuple[str, str]]:
 
 
 def _add_schedule_commands() -> None:
-    from celery_singleton_beat.cli_schedule import schedule  # noqa: PLC0415
+    from celery_singleton_beat.ops.schedule_cli import schedule  # noqa: PLC0415
 
     singleton_beat.add_command(schedule)
 

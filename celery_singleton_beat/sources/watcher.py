@@ -1,17 +1,8 @@
-"""Following a schedule source while beat runs: when to read it, and what a change means.
+"""When a replica reads its schedule source again while beat runs.
 
 The scheduler asks :class:`SourceWatcher` at most once per :data:`POLL_EVERY` whether the
-source's version moved, and hands the entries it read to :func:`compare`, which sorts the
-new plans against the running ones:
-
-- *added* (a name not scheduled before, or scheduled again after being disabled) and
-  *changed* (its slots differ: another schedule, timezone or bounds) plans start from
-  their first slot after the moment the change is seen; the slots an entry dispatched
-  keep their fences (``fire:{name}:{slot}``), so a slot both schedules share is not sent
-  twice;
-- *kept* plans (same slots) keep their progress and take the new task, arguments,
-  options and policy (a pause or a resume);
-- *removed* plans stop.
+source's version moved, and hands the entries it read to
+:func:`~celery_singleton_beat.core.replan.compare`.
 
 A version is read again shortly (:data:`AGAIN_AFTER`) after it changed: django-celery-beat
 bumps its version before the row itself is written, so a read right between the two would
@@ -23,12 +14,10 @@ miss the row::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 
-from celery_singleton_beat.entries import Plan
 from celery_singleton_beat.sources.base import EntrySpec, ScheduleSource
 
 logger = logging.getLogger(__name__)
@@ -45,8 +34,12 @@ AGAIN_AFTER = 0.25
 class SourceWatcher:
     """Reads a source's entries when its version changed (and once more after that)."""
 
-    def __init__(self, source: ScheduleSource) -> None:
+    def __init__(
+        self, source: ScheduleSource, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self.source = source
+        self.monotonic = monotonic
+        """The clock :meth:`poll` is given times of (seconds)."""
         self.version: Hashable = None
         self._next_poll = 0.0
         self._again = False
@@ -64,7 +57,7 @@ class SourceWatcher:
     def first(self) -> Mapping[str, EntrySpec]:
         """The entries at start; errors propagate (a bad source stops beat at start)."""
         self.version = self.source.version()
-        self._next_poll = time.monotonic() + POLL_EVERY
+        self._next_poll = self.monotonic() + POLL_EVERY
         return self.source.entries()
 
     def poll(self, monotonic: float) -> Mapping[str, EntrySpec] | None:
@@ -93,62 +86,3 @@ class SourceWatcher:
             self._next_poll = monotonic + AGAIN_AFTER
         self.version = version
         return specs
-
-
-@dataclasses.dataclass
-class Changes:
-    """How a newly read schedule differs from the running plans."""
-
-    plans: dict[str, Plan]
-    added: list[Plan] = dataclasses.field(default_factory=list)
-    changed: list[Plan] = dataclasses.field(default_factory=list)
-    resumed: list[Plan] = dataclasses.field(default_factory=list)
-    removed: list[str] = dataclasses.field(default_factory=list)
-    updated: int = 0
-
-    @property
-    def fresh(self) -> list[Plan]:
-        """Plans that start from their next slot after now."""
-        return self.added + self.changed
-
-    def __bool__(self) -> bool:
-        return bool(self.added or self.changed or self.resumed or self.removed or self.updated)
-
-
-def compare(running: Mapping[str, Plan], built: Mapping[str, Plan]) -> Changes:
-    """Sort ``built`` (plans from a new read) against the ``running`` ones."""
-    changes = Changes(plans={})
-    for name, plan in built.items():
-        old = running.get(name)
-        if old is None:
-            changes.added.append(plan)
-        elif _slots_of(old) != _slots_of(plan):
-            changes.changed.append(plan)
-        else:
-            changes.plans[name] = _keep(changes, old, plan)
-            continue
-        changes.plans[name] = plan
-    changes.removed = sorted(set(running) - set(built))
-    return changes
-
-
-def _keep(changes: Changes, old: Plan, new: Plan) -> Plan:
-    """The running plan, with the new entry's task, arguments, options and policy."""
-    if old.policy.paused and not new.policy.paused:
-        changes.resumed.append(old)
-    if old.entry is not new.entry:
-        changes.updated += _differs(old, new)
-    old.entry, old.policy = new.entry, new.policy
-    return old
-
-
-def _slots_of(plan: Plan) -> str:
-    return plan.slots.fingerprint()
-
-
-def _differs(old: Plan, new: Plan) -> int:
-    a, b = old.entry, new.entry
-    same = (a.task, a.args, a.kwargs, a.options, old.policy) == (
-        b.task, b.args, b.kwargs, b.options, new.policy,
-    )  # fmt: skip
-    return 0 if same else 1

@@ -15,11 +15,10 @@ import re
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from celery_singleton_beat import defaults, validate
+from celery_singleton_beat.core.schema import Mode, StoreKind
 from celery_singleton_beat.errors import ConfigurationError
-from celery_singleton_beat.locks.nodes import parse_masters
-from celery_singleton_beat.schema import Mode, StoreKind
-from celery_singleton_beat.urls import safe_url, safe_value
+from celery_singleton_beat.settings import defaults, validate
+from celery_singleton_beat.settings.urls import master_urls, safe_url, safe_value
 
 logger = logging.getLogger(__name__)
 
@@ -150,13 +149,11 @@ class Config:
         if not isinstance(self.database, str) or not self.database:
             _refuse("database", self.database, "a Django database alias such as 'default'")
         if self.store not in tuple(StoreKind):
-            from celery_singleton_beat.stores import store_factory  # noqa: PLC0415  (a cycle)
-
-            store_factory(self.store)
+            dotted("singleton_beat_store", self.store, STORE_ACCEPTED)
         if self.store != StoreKind.REDIS and not self.redis_urls:
             return
         try:
-            parse_masters(self.redis_urls, self.node_timeout)
+            master_urls(self.redis_urls)
         except ConfigurationError as exc:
             raise ConfigurationError("singleton_beat_redis_urls", exc.value, exc.accepted) from None
 
@@ -181,7 +178,7 @@ def _redis_urls(conf: Mapping[str, Any]) -> tuple[str, ...]:
                 safe_url(broker),
             )
             try:
-                parse_masters([broker], 1.0)
+                master_urls([broker])
             except ConfigurationError as exc:
                 raise ConfigurationError(
                     "broker_url (the lock master while singleton_beat_redis_urls is unset)",
@@ -328,7 +325,7 @@ class TaskConfig:
         if not self.redis_urls and (self.task_backend is not None or not urls_required):
             return
         try:
-            parse_masters(self.redis_urls, self.node_timeout)
+            master_urls(self.redis_urls)
         except ConfigurationError as exc:
             raise ConfigurationError(
                 "singleton_beat_task_redis_urls", exc.value, exc.accepted
@@ -359,3 +356,28 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 def _import(path: str) -> Any:
     module, _, name = path.rpartition(".")
     return getattr(importlib.import_module(module), name)
+
+
+#: What ``singleton_beat_store`` accepts.
+STORE_ACCEPTED = (
+    "'redis', 'database', or the dotted path of a SlotStore subclass or of a function "
+    "(app, config) -> SlotStore"
+)
+
+
+def dotted(setting: str, path: Any, accepted: str, *, written: Any = None) -> Any:
+    """The class or function the dotted ``path`` names (something callable): else
+    ConfigurationError naming ``setting``, its value as ``written`` (default: ``path``)
+    and the ``accepted`` form."""
+    value = path if written is None else written
+    if not isinstance(path, str) or "." not in path:
+        raise ConfigurationError(setting, value, accepted)
+    try:
+        found = _import(path)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(
+            setting, value, f"{accepted} ({type(exc).__name__}: {exc})"
+        ) from None
+    if not callable(found):
+        raise ConfigurationError(setting, value, accepted)
+    return found
