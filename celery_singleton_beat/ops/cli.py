@@ -392,7 +392,7 @@ def _check_scheduler_setting(app: Any) -> list[tuple[str, str]]:
     """``beat_scheduler`` names this library's scheduler (or a subclass)."""
     from celery.utils.imports import symbol_by_name  # noqa: PLC0415
 
-    from celery_singleton_beat.beat.scheduler import Scheduler  # noqa: PLC0415  (layer 2)
+    from celery_singleton_beat.beat.scheduler import Scheduler  # noqa: PLC0415  (check alone)
 
     chosen = app.conf.beat_scheduler
     try:

@@ -14,6 +14,7 @@ from celery_singleton_beat.core.schema import lock_kind
 from celery_singleton_beat.errors import ConfigurationError, LockError
 from celery_singleton_beat.locks.base import Lease, LockBackend
 from celery_singleton_beat.ops import cluster as overview
+from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.settings.config import Config, TaskConfig
 
 
@@ -107,8 +108,6 @@ def lock_stores(app: Any) -> list[LockStore]:
     task = TaskConfig.from_conf(app.conf)
     if task.task_backend is not None:
         overview.load_task_modules(app)  # a Django backend needs Django set up
-        from celery_singleton_beat.runtime import Runtime  # noqa: PLC0415  (layer 3)
-
         stores.append(BackendStore(Runtime.of(app).task_locks()[1]))
     elif beat is None or set(task.redis_urls) != set(beat.redis_urls):
         stores.append(MastersStore("task masters", task))
