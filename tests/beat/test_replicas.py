@@ -8,8 +8,6 @@ import itertools
 import json
 import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,11 +16,13 @@ import pytest
 
 from celery_singleton_beat.core.schema import Keys
 from celery_singleton_beat.testing import Process, RedisServer, free_port, wait_for
-from tests.beat.harness import (
+from tests.support.clusters import (
+    FAST,
     BeatCluster,
     beat_cluster,
     check_exactly_once,
     executed_slots,
+    http_status,
     master_hash,
     slot_ms,
 )
@@ -30,7 +30,6 @@ from tests.beat.harness import (
 pytestmark = pytest.mark.slow
 
 Cluster = Callable[[int], list[RedisServer]]
-FAST = {"singleton_beat_claim_ttl": 1.0, "singleton_beat_lease_ttl": 3.0}
 TWO_ENTRIES = {"one": {"every": 1}, "two": {"every": 2}}
 Store = list[RedisServer] | dict[str, Any]
 
@@ -120,16 +119,6 @@ def start_cluster(cluster: BeatCluster, *names: str) -> list[Process]:
     replicas = [cluster.start_replica(name) for name in names]
     wait_for(lambda: len(cluster.executions()) >= 2, 30, "first executions")
     return replicas
-
-
-def http_status(port: int, path: str) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
-    except urllib.error.URLError:
-        return 0  # nothing listens yet (a replica still starting): waits try again
 
 
 def test_three_active_replicas_execute_every_slot_exactly_once(

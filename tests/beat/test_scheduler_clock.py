@@ -15,17 +15,10 @@ from celery_singleton_beat.beat.scheduler import Scheduler
 from celery_singleton_beat.core.slots import slot_label
 from celery_singleton_beat.observe import events
 from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.testing import RedisServer
+from celery_singleton_beat.testing import FakeClock, RedisServer
+from tests.support.events import EventLog
 
 BERLIN = {"singleton_beat": {"timezone": "Europe/Berlin"}}
-
-
-class FakeClock:
-    def __init__(self, start: str) -> None:
-        self.now = dt.datetime.fromisoformat(start).replace(tzinfo=dt.timezone.utc).timestamp()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -150,7 +143,10 @@ KOMBU_HAS_BATCH = hasattr(Producer, "batch")
 
 @pytest.mark.skipif(not KOMBU_HAS_BATCH, reason="kombu < 5.7 publishes each message at once")
 def test_a_batch_that_never_reaches_the_broker_is_retried_and_not_counted(
-    redis_cluster: Callable[[int], list[RedisServer]], clock: FakeClock, fired: list[Any]
+    redis_cluster: Callable[[int], list[RedisServer]],
+    clock: FakeClock,
+    fired: list[Any],
+    event_log: EventLog,
 ) -> None:
     import contextlib
 
@@ -163,10 +159,7 @@ def test_a_batch_that_never_reaches_the_broker_is_retried_and_not_counted(
     app.conf.update(singleton_beat_redis_urls=[master.url], beat_schedule=schedule)
     sched = Scheduler(app=on_clock(app, clock))
     queue = redis.Redis.from_url(broker)
-    skipped: list[events.SlotSkipped] = []
-    unsubscribe = events.subscribe(
-        lambda e: skipped.append(e) if isinstance(e, events.SlotSkipped) else None
-    )
+    skipped = event_log.of(events.SlotSkipped)
     real = sched._publish_batch
 
     @contextlib.contextmanager
@@ -196,14 +189,16 @@ def test_a_batch_that_never_reaches_the_broker_is_retried_and_not_counted(
         assert {e.slot for e in fired} == {e.slot for e in skipped}, "the same slots, retried"
         assert queue.llen("celery") == 3, "each message reached the broker once"
     finally:
-        unsubscribe()
         queue.close()
         sched.close()
 
 
 @pytest.mark.skipif(KOMBU_HAS_BATCH, reason="kombu >= 5.7 publishes a chunk as one batch")
 def test_without_batches_a_message_that_fails_to_publish_is_retried_alone(
-    redis_cluster: Callable[[int], list[RedisServer]], clock: FakeClock, fired: list[Any]
+    redis_cluster: Callable[[int], list[RedisServer]],
+    clock: FakeClock,
+    fired: list[Any],
+    event_log: EventLog,
 ) -> None:
     """Older kombu publishes message by message: the ones sent count, the failed one is
     retried on its own, with the same slot."""
@@ -216,10 +211,7 @@ def test_without_batches_a_message_that_fails_to_publish_is_retried_alone(
     app.conf.update(singleton_beat_redis_urls=[master.url], beat_schedule=schedule)
     sched = Scheduler(app=app)
     queue = redis.Redis.from_url(broker)
-    skipped: list[events.SlotSkipped] = []
-    unsubscribe = events.subscribe(
-        lambda e: skipped.append(e) if isinstance(e, events.SlotSkipped) else None
-    )
+    skipped = event_log.of(events.SlotSkipped)
     real = sched._publish
 
     def broker_refuses_e1(plan: Any, slot: int) -> str:
@@ -246,6 +238,5 @@ def test_without_batches_a_message_that_fails_to_publish_is_retried_alone(
         assert fired[-1].slot == skipped[0].slot, "the same slot, retried"
         assert queue.llen("celery") - before == 3, "each message reached the broker once"
     finally:
-        unsubscribe()
         queue.close()
         sched.close()

@@ -15,7 +15,7 @@ import pytest
 
 from celery_singleton_beat.beat.health import MAX_CONNECTIONS, REQUEST_TIMEOUT
 from celery_singleton_beat.testing import Process, RedisServer, free_port, wait_for
-from tests.beat.harness import beat_cluster
+from tests.support.clusters import beat_cluster
 
 pytestmark = pytest.mark.slow
 

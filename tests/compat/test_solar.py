@@ -90,20 +90,13 @@ def sunrise_scheduler(
 
 
 def test_beat_fires_a_solar_entry_at_sunrise(
-    sunrise_scheduler: tuple[Scheduler, list[float]],
+    sunrise_scheduler: tuple[Scheduler, list[float]], fired: list[events.SlotFired]
 ) -> None:
     sched, now = sunrise_scheduler
-    fired: list[events.SlotFired] = []
-    unsubscribe = events.subscribe(
-        lambda e: fired.append(e) if isinstance(e, events.SlotFired) else None
-    )
-    try:
-        sched.tick()
-        assert fired == [], "before sunrise nothing is due"
-        now[0] = dt.datetime(2026, 6, 21, 3, 43, 10, tzinfo=UTC).timestamp()
-        sched.tick()
-    finally:
-        unsubscribe()
+    sched.tick()
+    assert fired == [], "before sunrise nothing is due"
+    now[0] = dt.datetime(2026, 6, 21, 3, 43, 10, tzinfo=UTC).timestamp()
+    sched.tick()
     assert [(e.entry, e.slot) for e in fired] == [
         ("dawn-job", dt.datetime(2026, 6, 21, 3, 43, 9, tzinfo=UTC))
     ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from django.db import connections
+
 from celery_singleton_beat.testing import RedisServer
 
 PROJECT = Path(__file__).resolve().parents[2] / "examples" / "django_project"
@@ -21,3 +23,17 @@ def demo_env(redis: RedisServer, **settings: str) -> dict[str, str]:
         "DEMO_EVERY": "1",
         **settings,
     }
+
+
+def project_env(redis: RedisServer, db_port: str | None = None, **extra: str) -> dict[str, str]:
+    """The demo project on this test's PostgreSQL database (through ``db_port`` if given)."""
+    db = connections["postgres"].settings_dict
+    return demo_env(
+        redis,
+        DEMO_DB_ENGINE="postgresql",
+        DEMO_DB_NAME=db["NAME"],
+        DEMO_DB_USER=db["USER"],
+        DEMO_DB_HOST=db["HOST"],
+        DEMO_DB_PORT=db_port or str(db["PORT"]),
+        **extra,
+    )

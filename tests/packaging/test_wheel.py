@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from celery_singleton_beat.testing import RedisServer, wait_for
+from tests.support.project import noxfile
 
 pytestmark = pytest.mark.slow
 
@@ -34,21 +35,6 @@ VERSION = next(
     if isinstance(node, ast.Assign)
     and [getattr(t, "id", None) for t in node.targets] == ["__version__"]
     and isinstance(node.value, ast.Constant)
-)
-BUILD_LEFTOVERS = (
-    ".git",
-    ".venv",
-    ".nox",
-    "*.egg-info",
-    "build",
-    "dist",
-    "site",
-    "__pycache__",
-    ".*_cache",
-    "node_modules",
-    "*.sqlite3*",
-    "logs",
-    "test-artifacts",
 )
 APP = "django_celery_singleton_beat"
 PACKAGE_DATA = {
@@ -162,7 +148,7 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     setuptools would take that stale file list into the sdist, as a fresh clone would not.
     """
     source = tmp_path_factory.mktemp("source") / "src"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS))
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*noxfile().BUILD_LEFTOVERS))
     out = tmp_path_factory.mktemp("dist")
     run([sys.executable, "-m", "build", "--outdir", out, source], cwd=out)
     (wheel,) = out.glob("*.whl")

@@ -1,6 +1,5 @@
 """The slot-store contract, run against every store: memory, Redis over 1, 3 and 5 real
-masters here, and the database store on SQLite, PostgreSQL and MariaDB in
-``tests/djangoapp/test_store_contract.py`` (which collects these tests again).
+masters, and the Django app's database store on SQLite, PostgreSQL and MariaDB.
 
 Expiry is real time on the store's own clock, with TTLs of a few tenths of a second.
 """
@@ -19,21 +18,27 @@ from celery_singleton_beat.core.schema import ClaimStatus, Outcome
 from celery_singleton_beat.stores import MemorySlotStore, SlotOutcome, SlotStore
 from celery_singleton_beat.stores.redis import RedisSlotStore
 from celery_singleton_beat.testing import RedisServer
+from tests.support.databases import database_alias, with_databases
 
 CLAIMED, HELD, DONE = ClaimStatus.CLAIMED, ClaimStatus.HELD, ClaimStatus.DONE
 SENT = Outcome.DISPATCHED.value
 MISSED = Outcome.SKIPPED_MISFIRE.value
 
 
-@pytest.fixture(params=["memory", "redis-1", "redis-3", "redis-5"])
+@pytest.fixture(params=with_databases("memory", "redis-1", "redis-3", "redis-5"))
 def store(
     request: pytest.FixtureRequest, redis_cluster: Callable[[int], list[RedisServer]]
 ) -> Iterator[SlotStore]:
-    if request.param == "memory":
-        yield MemorySlotStore()
-        return
-    servers = redis_cluster(int(request.param.split("-")[1]))
-    made = RedisSlotStore(Masters.from_urls([s.url for s in servers], 1.0), "contract:")
+    kind, _, detail = request.param.partition("-")
+    if kind == "memory":
+        made: SlotStore = MemorySlotStore()
+    elif kind == "redis":
+        servers = redis_cluster(int(detail))
+        made = RedisSlotStore(Masters.from_urls([s.url for s in servers], 1.0), "contract:")
+    else:
+        from django_celery_singleton_beat.stores import DatabaseSlotStore
+
+        made = DatabaseSlotStore(using=database_alias(request.param))
     yield made
     made.close()
 
