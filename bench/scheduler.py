@@ -206,7 +206,7 @@ def run_ours(  # noqa: PLR0917  (called positionally through Pool.starmap)
     Runtime.of(app).clock = lambda: time.time() + offset
     sched = ours.Scheduler(app=app)
     if not publish:
-        sched._publish = lambda plan, slot: slot_task_id(plan.name, slot)
+        sched.publish_slot = lambda plan, slot: slot_task_id(plan.name, slot)
     sched.tick()  # registers every entry and its anchor
     sched.producer  # connect to the broker before the clock starts  # noqa: B018
     burst = int((start_at + 61) * 1000)

@@ -1,11 +1,13 @@
 """What the library keeps for one Celery app in one process, in one object.
 
 As Celery keeps ``app.amqp`` and ``app.backend``, the library keeps one :class:`Runtime`
-per app: its settings (read and checked once), the slot store, the task lock backends
-and the wall clock. Nothing else holds that state, so two apps in one process never
-share a backend, and a test injects a clock by setting it on the app's runtime::
+per app: its settings (read and checked once), the slot store (made here alone, by
+:mod:`celery_singleton_beat.stores.registry`), the task lock backends and the clocks.
+Nothing else holds that state, so two apps in one process never share a backend, and a
+test injects clocks by setting them on the app's runtime::
 
     Runtime.of(app).clock = lambda: 1_767_225_600.0
+    Runtime.of(app).monotonic = fake.monotonic  # see celery_singleton_beat.testing.clock
 
 A forked child (a prefork worker process) gets a runtime of its own on first use: the
 parent's connections are not shared across a fork.
@@ -31,12 +33,19 @@ _made = threading.Lock()
 
 
 class Runtime:
-    """One app's settings, store, lock backends and clock (see the module docstring)."""
+    """One app's settings, store, lock backends and clocks (see the module docstring)."""
 
-    def __init__(self, app: Any, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        app: Any,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.app = app
         self.clock = clock
         """The wall clock, in seconds since the epoch: slot times are compared with it."""
+        self.monotonic = monotonic
+        """The monotonic clock, in seconds: when the scheduler heartbeats, polls and elects."""
         self.pid = process.pid()
         self._mutex = threading.RLock()
         self._config: Config | None = None
@@ -55,8 +64,10 @@ class Runtime:
         with _made:
             runtime = getattr(app, _ATTRIBUTE, None)
             if runtime is None or runtime.pid != process.pid():
-                clock = runtime.clock if runtime is not None else time.time
-                runtime = cls(app, clock)
+                if runtime is None:
+                    runtime = cls(app)
+                else:
+                    runtime = cls(app, runtime.clock, runtime.monotonic)
                 setattr(app, _ATTRIBUTE, runtime)
             return runtime
 

@@ -1,4 +1,4 @@
-"""Beat's broker connection: made before the first claim, and cut when a publish hangs.
+"""Beat's broker connection: bounded, made before the first claim, cut when a publish hangs.
 
 Before claiming anything, beat connects and declares the queues its entries are routed
 to (kombu declares a queue at its first publish on a connection: on Redis, two more round
@@ -60,3 +60,19 @@ def _sockets(producer: Any) -> Iterator[socket.socket]:
     sock = getattr(getattr(amqp, "transport", None), "sock", None)
     if isinstance(sock, socket.socket):
         yield sock
+
+
+def publish_timeouts(conf: Any, timeout: float) -> dict[str, float]:
+    """Transport options that bound one broker operation to ``timeout`` seconds, for the
+    transports that block on sockets (Redis, AMQP); what ``broker_transport_options``
+    sets already is kept."""
+    url = str(conf.broker_write_url or conf.broker_url or "")
+    scheme = (conf.broker_transport or url.partition("://")[0]).lower()
+    if scheme in ("redis", "rediss", "sentinel"):
+        wanted = {"socket_timeout": timeout}
+    elif scheme in ("amqp", "amqps", "pyamqp"):
+        wanted = {"read_timeout": timeout, "write_timeout": timeout}
+    else:
+        return {}
+    given = conf.broker_transport_options or {}
+    return {key: value for key, value in wanted.items() if given.get(key) is None}

@@ -160,7 +160,7 @@ def test_a_batch_that_never_reaches_the_broker_is_retried_and_not_counted(
     sched = Scheduler(app=on_clock(app, clock))
     queue = redis.Redis.from_url(broker)
     skipped = event_log.of(events.SlotSkipped)
-    real = sched._publish_batch
+    real = sched.publish_batch
 
     @contextlib.contextmanager
     def lost_on_flush() -> Iterator[None]:
@@ -174,7 +174,7 @@ def test_a_batch_that_never_reaches_the_broker_is_retried_and_not_counted(
     try:
         sched.tick()
         clock.now += 10
-        sched._publish_batch = lost_on_flush  # type: ignore[method-assign]
+        sched.publish_batch = lost_on_flush  # type: ignore[method-assign]
         sched.tick()
         assert fired == []
         assert sorted(e.entry for e in skipped) == ["e0", "e1", "e2"]
@@ -182,7 +182,7 @@ def test_a_batch_that_never_reaches_the_broker_is_retried_and_not_counted(
         assert "broker gone" in skipped[0].detail
         assert queue.llen("celery") == 0
 
-        sched._publish_batch = real  # type: ignore[method-assign]
+        sched.publish_batch = real  # type: ignore[method-assign]
         clock.now += 1.5
         sched.tick()
         assert sorted(e.entry for e in fired) == ["e0", "e1", "e2"]
@@ -212,7 +212,7 @@ def test_without_batches_a_message_that_fails_to_publish_is_retried_alone(
     sched = Scheduler(app=app)
     queue = redis.Redis.from_url(broker)
     skipped = event_log.of(events.SlotSkipped)
-    real = sched._publish
+    real = sched.publish_slot
 
     def broker_refuses_e1(plan: Any, slot: int) -> str:
         if plan.name == "e1":
@@ -224,14 +224,14 @@ def test_without_batches_a_message_that_fails_to_publish_is_retried_alone(
         clock.now += 10
         fired.clear()
         before = queue.llen("celery")
-        sched._publish = broker_refuses_e1  # type: ignore[method-assign]
+        sched.publish_slot = broker_refuses_e1  # type: ignore[method-assign]
         sched.tick()
         assert sorted(e.entry for e in fired) == ["e0", "e2"]
         assert [(e.entry, e.reason) for e in skipped] == [("e1", "publish_failed")]
         assert "broker gone" in skipped[0].detail
         assert queue.llen("celery") - before == 2
 
-        sched._publish = real  # type: ignore[method-assign]
+        sched.publish_slot = real  # type: ignore[method-assign]
         clock.now += 1.5
         sched.tick()
         assert sorted(e.entry for e in fired) == ["e0", "e1", "e2"]
