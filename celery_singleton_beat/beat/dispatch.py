@@ -25,7 +25,7 @@ import logging
 import random
 import secrets
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from celery_singleton_beat.beat.claims import ClaimKeeper
 from celery_singleton_beat.beat.wakeups import Wakeups
@@ -69,6 +69,31 @@ class Sender(Protocol):
         """Shut the broker connection's sockets down (from the claim keeper's thread)."""
 
 
+class PlanSlot(NamedTuple):
+    """One slot of one entry's plan."""
+
+    plan: Plan
+    slot: int
+
+
+class Firing(NamedTuple):
+    """A claimed slot to publish."""
+
+    plan: Plan
+    slot: int
+    late: float
+    """Seconds past the slot's time."""
+    counted: int
+    """Older slots of the entry it stands for (left out of the claim, counted by number)."""
+
+
+class Missed(NamedTuple):
+    """A claimed slot that passed unsent, and how many slots it stands for."""
+
+    slot: int
+    number: int
+
+
 @dataclasses.dataclass(frozen=True)
 class _Pass:
     """One entry in one pass of the loop: its newest due slot, how many older slots were
@@ -87,15 +112,15 @@ class _Batch:
     plans: dict[str, Plan] = dataclasses.field(default_factory=dict)
     newest: dict[str, int] = dataclasses.field(default_factory=dict)
     """Each entry's newest slot in the chunk."""
-    fire: list[tuple[Plan, int, float, int]] = dataclasses.field(default_factory=list)
+    fire: list[Firing] = dataclasses.field(default_factory=list)
     """Slots to publish, with how late they are (s) and the older slots they stand for."""
     outcomes: list[SlotOutcome] = dataclasses.field(default_factory=list)
     """How each decided slot went, to mark its fence done."""
-    skipped: dict[str, list[tuple[int, int]]] = dataclasses.field(default_factory=dict)
-    giveback: list[tuple[Plan, int]] = dataclasses.field(default_factory=list)
+    skipped: dict[str, list[Missed]] = dataclasses.field(default_factory=dict)
+    giveback: list[PlanSlot] = dataclasses.field(default_factory=list)
     retry: dict[str, int] = dataclasses.field(default_factory=dict)
     """Entries with held slots, and in how many ms to look at them again."""
-    overlapped: list[tuple[Plan, int]] = dataclasses.field(default_factory=list)
+    overlapped: list[PlanSlot] = dataclasses.field(default_factory=list)
     """Slots held back by their entry's overlap policy."""
 
     def to_publish(self) -> list[tuple[str, int]]:
@@ -128,7 +153,7 @@ class Dispatcher:
 
     def dispatch(self, due: list[Plan], now: int) -> None:
         """Claim, decide, publish and finish the due slots of ``due``, a chunk at a time."""
-        work: list[tuple[Plan, int]] = []
+        work: list[PlanSlot] = []
         passes: dict[str, _Pass] = {}
         for plan in due:
             slots, left_out = plan.due(now, BACKLOG)
@@ -138,7 +163,7 @@ class Dispatcher:
             fresh = [s for s in slots if s not in plan.held]
             oldest = fresh[0] if fresh else slots[0]
             passes[plan.name] = _Pass(plan.newest_due(now), left_out, oldest)
-            work.extend((plan, slot) for slot in slots)
+            work.extend(PlanSlot(plan, slot) for slot in slots)
         chunks = [work[first : first + CLAIM_CHUNK] for first in range(0, len(work), CLAIM_CHUNK)]
         done = 0
         try:
@@ -152,9 +177,7 @@ class Dispatcher:
                 self.wakeups.wake(plan, plan.wake)
             raise
 
-    def _dispatch_chunk(
-        self, work: list[tuple[Plan, int]], passes: dict[str, _Pass], now: int
-    ) -> None:
+    def _dispatch_chunk(self, work: list[PlanSlot], passes: dict[str, _Pass], now: int) -> None:
         """Claim a chunk of slots in one round trip, publish ours, finish them in one more.
 
         While the chunk is being published a keeper thread extends its claims, so that a
@@ -204,11 +227,11 @@ class Dispatcher:
         verdict = decide(view, claim.last, now, plan.policy.misfire, plan.policy.misfire_grace)
         counted = this.left_out if slot == this.oldest and not view.resumed else 0
         if verdict is Verdict.FIRE and not self.may_publish():
-            batch.giveback.append((plan, slot))
+            batch.giveback.append(PlanSlot(plan, slot))
         elif verdict is Verdict.FIRE:
-            batch.fire.append((plan, slot, max(0.0, (now - slot) / 1000), counted))
+            batch.fire.append(Firing(plan, slot, max(0.0, (now - slot) / 1000), counted))
         else:
-            batch.skipped.setdefault(plan.name, []).append((slot, 1 + counted))
+            batch.skipped.setdefault(plan.name, []).append(Missed(slot, 1 + counted))
             batch.outcomes.append(SlotOutcome(plan.name, slot, verdict.value, 0, 1 + counted))
 
     def _hold_overlaps(self, batch: _Batch, now: int) -> None:
@@ -227,7 +250,7 @@ class Dispatcher:
             policy = plan.policy
             if overlap.blocked(policy.overlap, states[plan.name], now, policy.overlap_ttl):
                 batch.fire.remove(item)
-                batch.overlapped.append((plan, slot))
+                batch.overlapped.append(PlanSlot(plan, slot))
                 batch.outcomes.append(SlotOutcome(plan.name, slot, OVERLAPPED, 0, 0))
 
     def _publish_batch_of(self, batch: _Batch, keeper: ClaimKeeper) -> None:
@@ -238,7 +261,7 @@ class Dispatcher:
             with self.sender.publish_batch():
                 for plan, slot, late, counted in batch.fire:
                     if keeper.expired():
-                        batch.giveback.append((plan, slot))
+                        batch.giveback.append(PlanSlot(plan, slot))
                         continue
                     skipped = batch.skipped.get(plan.name, [])
                     coalesced = counted + sum(n for s, n in skipped if s < slot)
@@ -259,7 +282,7 @@ class Dispatcher:
             self.sender.broker_failed()
             for plan, slot, _counted, _fired in sent:
                 self._publish_failed(plan, slot, exc)
-                batch.giveback.append((plan, slot))
+                batch.giveback.append(PlanSlot(plan, slot))
                 batch.retry[plan.name] = 1000
             return
         for plan, slot, counted, fired in sent:
@@ -350,7 +373,7 @@ class Dispatcher:
                 type(exc).__name__, exc,
             )  # fmt: skip
 
-    def _report_skipped(self, plan: Plan, skipped: list[tuple[int, int]]) -> None:
+    def _report_skipped(self, plan: Plan, skipped: list[Missed]) -> None:
         count = sum(n for _slot, n in skipped)
         newest = max(slot for slot, _n in skipped)
         logger.warning(

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
-from celery import beat
+from celery import Celery, beat
 
 from celery_singleton_beat._compat import (
     evaluate_entry_args,
@@ -37,7 +37,7 @@ from celery_singleton_beat._compat import (
 from celery_singleton_beat.beat import broker
 from celery_singleton_beat.beat import log as beat_log
 from celery_singleton_beat.beat.dispatch import CLAIM_CHUNK, Dispatcher, log_fields
-from celery_singleton_beat.beat.health import HealthServer
+from celery_singleton_beat.beat.health import HealthServer, Probed
 from celery_singleton_beat.beat.leadership import Leadership
 from celery_singleton_beat.beat.wakeups import LONGEST_SLEEP, Wakeups
 from celery_singleton_beat.core import overlap
@@ -78,7 +78,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
 
     Entry = Entry
 
-    def __init__(self, app: Any, *args: Any, lazy: bool = False, **kwargs: Any) -> None:
+    def __init__(self, app: Celery, *args: Any, lazy: bool = False, **kwargs: Any) -> None:
         self.runtime = Runtime.of(app)
         self.config = self.runtime.config
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
@@ -181,12 +181,12 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
 
     # -- probes -----------------------------------------------------------------------
 
-    def alive(self) -> tuple[bool, str]:
+    def alive(self) -> Probed:
         age = self.runtime.monotonic() - self._last_tick
-        return age < 10 * LONGEST_SLEEP, f"last tick {age:.1f}s ago"
+        return Probed(age < 10 * LONGEST_SLEEP, f"last tick {age:.1f}s ago")
 
-    def ready(self) -> tuple[bool, str]:
-        return bool(self._ready), self._ready_detail
+    def ready(self) -> Probed:
+        return Probed(bool(self._ready), self._ready_detail)
 
     # -- the loop ---------------------------------------------------------------------
 

@@ -18,12 +18,15 @@ brought up to date by the next edit::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery_singleton_beat.core.schema import SCHEDULE_EDIT_LOCK
 from celery_singleton_beat.errors import LockHeld
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.stores.base import SlotStore
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 T = TypeVar("T")
 #: How long an edit may hold the edit lock, and wait for it (s).
@@ -40,13 +43,13 @@ class ScheduleDocument:
         """Whether :meth:`close` closes the slot store (made for this object alone)."""
 
     @classmethod
-    def for_app(cls, app: Any, timeout: float | None = None) -> ScheduleDocument:
+    def for_app(cls, app: Celery, timeout: float | None = None) -> ScheduleDocument:
         """The runtime schedule in the slot store ``app``'s settings name, connected for
         this object; ``timeout`` per Redis master (default: ``singleton_beat_node_timeout``)."""
         return cls(Runtime.of(app).open_store(timeout), owned=True)
 
     @classmethod
-    def shared(cls, app: Any) -> ScheduleDocument:
+    def shared(cls, app: Celery) -> ScheduleDocument:
         """The runtime schedule in the app's own slot store (:class:`Runtime`), the one
         beat heartbeats through: polling its revision right after a heartbeat costs no
         round trip of its own."""

@@ -38,6 +38,8 @@ from celery_singleton_beat.locks.redlock import Redlock
 from celery_singleton_beat.stores.base import Claim, EntryState, Fence, SlotOutcome, SlotStore
 
 if TYPE_CHECKING:
+    from celery import Celery
+
     from celery_singleton_beat.settings.config import Config
 
 # what the CLAIM script answers for one fence on one master (in the low two bits)
@@ -171,7 +173,7 @@ class RedisSlotStore(SlotStore):
         self._lower = masters.script(self.LOWER_ANCHOR)
 
     @classmethod
-    def from_config(cls, app: Any, config: Config) -> RedisSlotStore:
+    def from_config(cls, app: Celery, config: Config) -> RedisSlotStore:
         """The store on the masters of ``singleton_beat_redis_urls``."""
         return cls(Masters.from_urls(config.redis_urls, config.node_timeout), config.key_prefix)
 
