@@ -38,7 +38,7 @@ from celery_singleton_beat.observe import events
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.settings.config import Config
 from celery_singleton_beat.sources.base import ScheduleSource
-from celery_singleton_beat.stores.base import Claim, SlotOutcome, SlotStore
+from celery_singleton_beat.stores.base import Claim, Fences, RunStates, SlotOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,8 @@ class Dispatcher:
     def __init__(
         self,
         runtime: Runtime,
-        store: SlotStore,
+        fences: Fences,
+        run_states: RunStates,
         source: ScheduleSource,
         wakeups: Wakeups,
         *,
@@ -143,7 +144,8 @@ class Dispatcher:
     ) -> None:
         self.runtime = runtime
         self.config: Config = runtime.config
-        self.store = store
+        self.fences = fences
+        self.run_states = run_states
         self.source = source
         self.wakeups = wakeups
         self.sender = sender
@@ -189,19 +191,19 @@ class Dispatcher:
         token = f"{secrets.token_hex(8)}@{self.replica}"
         config = self.config
         fences = [(p.name, s) for p, s in work]
-        claims = self.store.claim(fences, token, config.claim_ttl, config.fence_retention)
+        claims = self.fences.claim(fences, token, config.claim_ttl, config.fence_retention)
         if any(c.status is None for c in claims):
-            self.store.unclaim(fences, token)
+            self.fences.unclaim(fences, token)
             for plan, _slot in work:
                 self.wakeups.wake(plan, plan.wake)
             errors = next(c.errors for c in claims if c.status is None)
-            raise self.store.unavailable("slots", errors)
+            raise self.fences.unavailable("slots", errors)
         batch = _Batch(token)
         for (plan, slot), claim in zip(work, claims, strict=True):
             self._sort(batch, plan, slot, claim, this=passes[plan.name], now=now)
         self._hold_overlaps(batch, now)
         with ClaimKeeper(
-            self.store, token, config, batch.to_publish(), self.sender.cut_broker
+            self.fences, token, config, batch.to_publish(), self.sender.cut_broker
         ) as keeper:
             self._publish_batch_of(batch, keeper)
         self._finish(batch)
@@ -241,7 +243,7 @@ class Dispatcher:
         if not watched:
             return
         try:
-            states = self.store.run_states(sorted({plan.name for plan, *_rest in watched}))
+            states = self.run_states.run_states(sorted({plan.name for plan, *_rest in watched}))
         except Exception as exc:
             logger.warning("singleton beat: run states unreadable, sending: %s", exc)
             return
@@ -292,12 +294,12 @@ class Dispatcher:
 
     def _finish(self, batch: _Batch) -> None:
         """Mark the decided slots done, give back the rest, count and wake the entries."""
-        self.store.unclaim([(p.name, s) for p, s in batch.giveback], batch.token)
+        self.fences.unclaim([(p.name, s) for p, s in batch.giveback], batch.token)
         for plan, slot in batch.giveback:
             plan.held.add(slot)
             batch.retry.setdefault(plan.name, 0)
         self._tell_source(batch.outcomes)
-        marked = self.store.finish(batch.outcomes, batch.token, self.config.fence_retention)
+        marked = self.fences.finish(batch.outcomes, batch.token, self.config.fence_retention)
         lost = [o for o, ok in zip(batch.outcomes, marked, strict=True) if not ok]
         if lost:
             logger.warning(
@@ -335,10 +337,10 @@ class Dispatcher:
         ]
         try:
             if sent:
-                self.store.raise_run_states(sent, overlap.RETENTION)
+                self.run_states.raise_run_states(sent, overlap.RETENTION)
             for plan, slot in batch.overlapped:
                 if done.get((plan.name, slot)) == OVERLAPPED:
-                    self.store.count_overlapped(plan.name, 1)
+                    self.run_states.count_overlapped(plan.name, 1)
                     self._report_overlap(plan, slot)
         except Exception as exc:
             logger.warning("singleton beat: the run state could not be written: %s", exc)

@@ -92,7 +92,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             self.config, self.store.leader_lock(self.replica), self.replica, self._stale
         )
         self.dispatcher = Dispatcher(
-            self.runtime, self.store, self.source, self.wakeups, sender=self,
+            self.runtime, self.store, self.store, self.source, self.wakeups, sender=self,
             may_publish=self.leadership.may_publish, replica=self.replica,
         )  # fmt: skip
         self._broker_cold = True
