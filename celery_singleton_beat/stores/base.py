@@ -289,7 +289,10 @@ class ReplicaRegistry(abc.ABC):
 
     @abc.abstractmethod
     def replicas(self) -> list[dict[str, Any]]:
-        """The ``info`` of every replica with a live heartbeat, sorted by host and pid."""
+        """The ``info`` of every replica with a live heartbeat, sorted by host and pid, each
+        with ``seen_ago``: the seconds since its last heartbeat, on the store's clock (no
+        replica's clock, nor the reader's), or None when the store cannot tell (a heartbeat
+        whose ``info`` names no ``ttl``; beat's always do)."""
 
     @abc.abstractmethod
     def forget_replica(self, replica: str) -> None:
