@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import pytest
 from celery import Celery
-from celery.schedules import crontab
+from celery.schedules import crontab, solar
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
@@ -27,9 +27,16 @@ from django.urls import reverse
 from celery_singleton_beat import events, schedule
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.scheduler import Scheduler
-from celery_singleton_beat.slots import IntervalSlots
+from celery_singleton_beat.slots import (
+    BoundedSlots,
+    CronSlots,
+    IntervalSlots,
+    OnceSlots,
+    Slots,
+    SolarSlots,
+)
 from celery_singleton_beat.sources import ScheduleSource
-from django_celery_singleton_beat import models
+from django_celery_singleton_beat import history, models
 from django_celery_singleton_beat.conf import AppSettings
 from django_celery_singleton_beat.dashboard import entry_rows, schedule_view, timeline_svg
 from django_celery_singleton_beat.models import SlotDispatch, TaskRun
@@ -521,3 +528,29 @@ def test_a_schedule_version_every_replica_reports_is_recorded_once() -> None:
         (BASE + dt.timedelta(seconds=30), '{"anchor_ms": 0, "every_ms": 12000}', "a:1"),
         (BASE + dt.timedelta(seconds=95), "", "c:3"),
     ]
+
+
+@pytest.mark.parametrize(
+    "slots",
+    [
+        IntervalSlots(12_000, 1_767_225_600_000),
+        CronSlots(crontab("*/15", "9-17", "mon-fri"), zoneinfo.ZoneInfo("Europe/Berlin")),
+        CronSlots(crontab("0", "3"), UTC),
+        SolarSlots(solar("sunrise", 52.52, 13.40)),
+        OnceSlots(1_767_225_600_000),
+        BoundedSlots(IntervalSlots(60_000), 1_767_225_600_000, 1_767_312_000_000),
+    ],
+    ids=["interval", "cron-berlin", "cron-utc", "solar", "once", "bounded"],
+)
+def test_a_schedule_version_keeps_slots_the_dashboard_counts_as_beat_did(slots: Slots) -> None:
+    kept = history.decode(history.encode(slots))
+    assert kept is not None and kept.fingerprint() == slots.fingerprint()
+    assert first_slots(kept) == first_slots(slots)
+
+
+def first_slots(slots: Slots, count: int = 5) -> list[int]:
+    found: list[int] = []
+    t: int | None = 1_767_225_600_000 - 1
+    while len(found) < count and t is not None and (t := slots.next_after(t)) is not None:
+        found.append(t)
+    return found
