@@ -17,6 +17,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,9 +207,11 @@ class CeleryCluster:
     base_env: dict[str, str] = field(default_factory=dict)
     processes: list[Process] = field(default_factory=list)
     queue: str = "celery"
+    unset: tuple[str, ...] = ()
+    """Variables of this process's environment the processes do not get."""
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k not in self.unset}
         env.update(self.base_env, PYTHONUNBUFFERED="1")
         env.update(extra)
         return env
@@ -225,6 +229,10 @@ class CeleryCluster:
         process = Process(name, popen, log, group=group)
         self.processes.append(process)
         return process
+
+    def start(self, name: str, args: list[str], **env: str) -> Process:
+        """Any long-running ``celery -A app`` command (``args`` after ``-A app``), as it is."""
+        return self._spawn(name, args, env)
 
     def start_worker(
         self,
@@ -310,6 +318,18 @@ class CeleryCluster:
                 process.popen.wait()
             if process.group:  # an embedded beat outliving its worker goes with it
                 process.signal(signal.SIGKILL)
+
+
+def http_status(port: int, path: str) -> int:
+    """The status of ``GET path`` on 127.0.0.1:``port`` (a health endpoint); 0 while
+    nothing listens (a replica still starting), so that waits try again."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except urllib.error.URLError:
+        return 0
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
