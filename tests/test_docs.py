@@ -123,6 +123,20 @@ class Blocks:
         assert self.left == [], f"{self.where}: blocks no test runs: {self.left}"
 
 
+#: The sections whose snippets the tests below run, page by page.
+RUN = {
+    "getting-started.md": {"Plain Celery", "Django"},
+    "migrating-from-django-celery-beat.md": {"Steps"},
+}
+
+
+def test_every_snippet_of_the_pages_run_as_written_is_in_a_section_a_test_runs() -> None:
+    for page, run in RUN.items():
+        intro, *parts = re.split(r"^## ", (DOCS / page).read_text(), flags=re.MULTILINE)
+        with_snippets = {p.partition("\n")[0] for p in parts if FENCE.search(p)}
+        assert (with_snippets, FENCE.search(intro)) == (run, None), page
+
+
 def check_pip(block: str) -> None:
     """``pip install`` of this distribution, with extras (in the command or its comment)
     that it declares: what the line would install is what this checkout is."""
