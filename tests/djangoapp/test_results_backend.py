@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_celery_results.models import TaskResult
 
 from celery_singleton_beat.testing import CeleryCluster, RedisServer, wait_for
@@ -92,10 +91,11 @@ def test_a_run_sent_for_a_django_celery_beat_row_stores_the_row_name_with_its_re
     cluster: tuple[CeleryCluster, Celery],
 ) -> None:
     running, _sender = cluster
-    every = IntervalSchedule.objects.using("postgres").create(
-        every=1, period=IntervalSchedule.SECONDS
+    models = pytest.importorskip("django_celery_beat.models")
+    every = models.IntervalSchedule.objects.using("postgres").create(
+        every=1, period=models.IntervalSchedule.SECONDS
     )
-    PeriodicTask.objects.using("postgres").create(
+    models.PeriodicTask.objects.using("postgres").create(
         name="remind-weekly",
         task="billing.send_reminders",
         interval=every,
