@@ -13,7 +13,7 @@ from typing import Any
 from celery_singleton_beat import overview
 from celery_singleton_beat.config import Config, TaskConfig
 from celery_singleton_beat.errors import ConfigurationError, LockError
-from celery_singleton_beat.locks.base import Lease, LockBackend
+from celery_singleton_beat.locks.base import Lease, LockBackend, holder_name
 from celery_singleton_beat.schema import lock_kind
 
 
@@ -72,7 +72,7 @@ class BackendStore(LockStore):
             {
                 "key": row.key,
                 "kind": lock_kind(row.key),
-                "holder": row.token.partition("@")[2] or "?",
+                "holder": holder_name(row.token),
                 "token": row.token,
                 "remaining": row.remaining,
                 "fence": row.fence,

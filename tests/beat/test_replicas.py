@@ -8,8 +8,6 @@ import itertools
 import json
 import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from typing import Any
 import pytest
 
 from celery_singleton_beat.schema import Keys
-from celery_singleton_beat.testing import Process, RedisServer, free_port, wait_for
+from celery_singleton_beat.testing import Process, RedisServer, free_port, http_status, wait_for
 from tests.beat.harness import (
     BeatCluster,
     beat_cluster,
@@ -120,16 +118,6 @@ def start_cluster(cluster: BeatCluster, *names: str) -> list[Process]:
     replicas = [cluster.start_replica(name) for name in names]
     wait_for(lambda: len(cluster.executions()) >= 2, 30, "first executions")
     return replicas
-
-
-def http_status(port: int, path: str) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
-    except urllib.error.URLError:
-        return 0  # nothing listens yet (a replica still starting): waits try again
 
 
 def test_three_active_replicas_execute_every_slot_exactly_once(
