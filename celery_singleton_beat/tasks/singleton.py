@@ -1,4 +1,5 @@
-"""``SingletonTask``: one execution at a time per key, released on every path.
+"""``SingletonTask`` (one execution at a time per key, released on every path) and
+``SlotAwareTask`` (a beat slot run at most once).
 
 The lock is taken around the *execution*, on the worker, so it catches every way a second
 copy can arrive: broker redelivery, a beat slot published again, a manual re-send::
