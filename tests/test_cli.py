@@ -266,6 +266,26 @@ def test_check_reports_every_problem_at_once_and_exits_1(idle: BeatCluster) -> N
     assert "Traceback" not in result.stderr
 
 
+def test_check_refuses_a_misspelt_setting_and_warns_of_the_broker_once(idle: BeatCluster) -> None:
+    assert idle.broker is not None
+    settings = {
+        "singleton_beat_redis_urls": None,  # beat would take the Redis broker for its master
+        "singleton_beat_redis_url": [m.url for m in idle.masters],
+        "singleton_beat_misfire_grase": 60,
+    }
+    result = run_cli(idle, "check", TEST_BROKER_URL=idle.broker.url, **idle.settings_env(settings))
+    assert result.returncode == 1, result.stdout
+    errors = [line for line in result.stdout.splitlines() if line.startswith("ERROR")]
+    assert errors == [
+        "ERROR singleton_beat_misfire_grase is not a celery-singleton-beat setting (nothing "
+        "reads it): did you mean 'singleton_beat_misfire_grace'?",
+        "ERROR singleton_beat_redis_url is not a celery-singleton-beat setting (nothing reads "
+        "it): did you mean 'singleton_beat_redis_urls'?",
+    ]
+    assert "settings valid" not in result.stdout
+    assert result.stderr.count("singleton_beat_redis_urls is not set: using the broker") <= 1
+
+
 def test_check_warns_that_two_masters_survive_no_failure(idle: BeatCluster) -> None:
     urls = ",".join(m.url for m in idle.masters[:2])
     result = run_cli(idle, "check", TEST_MASTERS=urls)
