@@ -379,7 +379,12 @@ def _lock_ttl_and_runtime(app: Any, name: str, task_name: str) -> None:
         click.echo(f"lock TTL {ttl:g}s" if ttl is not None else "lock TTL unknown (bad settings)")
     longest = overview.longest_runtime(name)
     if longest is None:
-        click.echo("longest recorded runtime: unknown (the Django app records runs)")
+        recorded = (
+            "none recorded yet"
+            if overview.RUNTIME_SOURCES
+            else "unknown (the Django app records runs)"
+        )
+        click.echo(f"longest recorded runtime: {recorded}")
         return
     click.echo(f"longest recorded runtime {longest:.3f}s")
     if ttl is not None and longest >= 0.8 * ttl:

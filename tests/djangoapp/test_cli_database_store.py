@@ -164,6 +164,7 @@ def test_status_and_describe_read_every_source_through_the_database_store(
         "every 3 seconds",
     ]
     assert "lock TTL 30s" in runtime
+    assert "longest recorded runtime: none recorded yet" in runtime  # no worker ran it
 
 
 def test_locks_and_unlock_list_and_release_the_database_locks(project: CeleryCluster) -> None:
