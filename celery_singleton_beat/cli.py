@@ -46,8 +46,17 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
 
 
 @click.group(name="singleton-beat")
-def singleton_beat() -> None:
+@click.pass_context
+def singleton_beat(ctx: click.Context) -> None:
     """Inspect and operate celery-singleton-beat: replicas, masters, entries, locks."""
+    prepare(ctx.obj.app)
+
+
+def prepare(app: Any) -> None:
+    """The app as beat and workers see it, before any command runs: its task modules
+    imported, which sets Django up in a Django project (the database store,
+    django-celery-beat's rows and the Django app's records are read through its models)."""
+    overview.load_task_modules(app)
 
 
 @singleton_beat.command()
@@ -57,10 +66,15 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Replicas, masters (or the database store) and entries. Exit 0 healthy, 1 degraded,
     2 no quorum (the store does not answer)."""
     app, config = _config(ctx)
-    if config.store != StoreKind.REDIS:
-        data, code = _store_status(app, config)
-        _emit(data, as_json, _status_text(data))
-        ctx.exit(code)
+    status_of = _masters_status if config.store == StoreKind.REDIS else _store_status
+    data, code = status_of(app, config)
+    _emit(data, as_json, _status_text(data))
+    ctx.exit(code)
+
+
+def _masters_status(app: Any, config: Config) -> tuple[dict[str, Any], int]:
+    """``status`` on Redis masters: each master, the replicas' heartbeats and the entries'
+    counts, read from every master that answers."""
     found = overview.masters(config)
     states = [s for s, _ in found]
     clients = [c for s, c in found if s.reachable]
@@ -77,14 +91,12 @@ def status(ctx: click.Context, as_json: bool) -> None:
         "replicas": live,
         "entries": _entries(app, config, lambda n: overview.entry_counts(config, clients, n)),
     }
-    _emit(data, as_json, _status_text(data))
-    ctx.exit(code)
+    return data, code
 
 
 def _store_status(app: Any, config: Config) -> tuple[dict[str, Any], int]:
     """``status`` on a slot store other than Redis masters (the database): its replicas
     and entry counts, read through the store."""
-    overview.load_task_modules(app)  # with Django, this starts Django (the store's models)
     problems: list[str] = []
     code = overview.HEALTHY
     try:
@@ -114,28 +126,38 @@ def _store_status(app: Any, config: Config) -> tuple[dict[str, Any], int]:
     return data, code
 
 
+def _scheduled(app: Any, config: Config) -> tuple[dict[str, Any], dict[str, str]]:
+    """The entries of every schedule source, and the source of each."""
+    try:
+        return overview.entry_specs(app, config)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _entries(
     app: Any, config: Config, counts_of: Callable[[str], dict[str, int]]
 ) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     now = int(time.time() * 1000)
-    beat = app.conf.beat_schedule or {}
-    for name in sorted(beat):
+    specs, sources = _scheduled(app, config)
+    for name, spec in sorted(specs.items()):
         try:
-            entry = overview.beat_entry(app, name)
-            plan = Plan.build(entry, app.timezone, config.misfire_grace)
+            plan = overview.plan_of(app, name, spec, config.misfire_grace)
         except (ConfigurationError, TypeError, ValueError) as exc:
-            rows.append({"name": name, "error": str(exc)})
+            rows.append({"name": name, "source": sources[name], "error": str(exc)})
             continue
         counts = counts_of(name)
         last = counts.get("last")
         handled = counts.get("dispatched", 0) + counts.get("skipped", 0)
-        following = plan.slots.next_after(max(last or 0, now))
+        paused = plan.policy.paused
+        following = None if paused else plan.slots.next_after(max(last or 0, now))
         rows.append(
             {
                 "name": name,
-                "task": entry.task,
-                "schedule": overview.in_words(entry.schedule),
+                "source": sources[name],
+                "task": plan.entry.task,
+                "schedule": overview.plan_in_words(plan, app.timezone),
+                "paused": paused,
                 "last_slot": slot_label(last) if last and handled else None,
                 "next_slot": slot_label(following) if following else None,
                 "dispatched": counts.get("dispatched", 0),
@@ -164,13 +186,14 @@ def _status_text(data: dict[str, Any]) -> str:
     lines += ["", "entries:"]
     for e in data["entries"]:
         if "error" in e:
-            lines.append(f"  {e['name']}: INVALID {e['error']}")
+            lines.append(f"  {e['name']}: INVALID {e['error']} ({e['source']})")
             continue
         last = e["last_slot"] or "none yet"
         following = e["next_slot"] or "none"
+        paused = "; paused" if e["paused"] else ""
         lines.append(
-            f"  {e['name']}: {e['schedule']}; last {last}, next {following}; "
-            f"dispatched {e['dispatched']}, skipped {e['skipped']}"
+            f"  {e['name']}: {e['schedule']}{paused}; last {last}, next {following}; "
+            f"dispatched {e['dispatched']}, skipped {e['skipped']} ({e['source']})"
         )
     return "\n".join(lines)
 
@@ -284,7 +307,8 @@ def unlock(ctx: click.Context, key: str, yes: bool) -> None:
 @click.option("--tz", "zone", default=None, help="Timezone for the times (default: the app's).")
 @click.pass_context
 def describe(ctx: click.Context, expr_or_entry: str, count: int, zone: str | None) -> None:
-    """A crontab expression or an entry in plain words, with its next COUNT times."""
+    """A crontab expression or an entry (of any schedule source) in plain words, with its
+    next COUNT times."""
     app = ctx.obj.app
     try:
         tz = ZoneInfo(zone) if zone else app.timezone
@@ -292,35 +316,51 @@ def describe(ctx: click.Context, expr_or_entry: str, count: int, zone: str | Non
         raise click.ClickException(
             f"--tz {zone!r} is not an IANA zone name such as 'Europe/Berlin'"
         ) from None
-    beat = app.conf.beat_schedule or {}
-    if expr_or_entry in beat:
-        schedule, task = _entry_schedule(app, expr_or_entry)
-        click.echo(f"entry {expr_or_entry!r} runs task {task}")
-    else:
-        schedule = _parse_cron(expr_or_entry, beat)
-    click.echo(overview.in_words(schedule))
     now = dt.datetime.now(dt.timezone.utc)
-    for moment in itertools.islice(overview.slot_times(schedule, expr_or_entry, tz, now), count):
-        click.echo(f"  {moment.isoformat()}")
-    if expr_or_entry in beat:
-        _config_ttls(ctx)
-        _lock_ttl_and_runtime(app, expr_or_entry, task)
+    if len(expr_or_entry.split()) == CRON_FIELDS:
+        schedule = _parse_cron(expr_or_entry)
+        click.echo(overview.in_words(schedule))
+        for moment in itertools.islice(overview.slot_times(schedule, "", tz, now), count):
+            click.echo(f"  {moment.isoformat()}")
+        return
+    _app, config = _config(ctx)
+    plan, source = _entry_plan(app, config, expr_or_entry)
+    paused = ", paused" if plan.policy.paused else ""
+    click.echo(f"entry {plan.name!r} runs task {plan.entry.task} (source {source}{paused})")
+    click.echo(overview.plan_in_words(plan, app.timezone))
+    slot: int | None = int(now.timestamp() * 1000)
+    for _ in range(count):
+        slot = plan.slots.next_after(slot) if slot is not None else None
+        if slot is None:
+            break
+        click.echo(f"  {dt.datetime.fromtimestamp(slot / 1000, tz).isoformat()}")
+    click.echo(f"claim TTL {config.claim_ttl}s, leader lease TTL {config.lease_ttl}s")
+    _lock_ttl_and_runtime(app, plan.name, plan.entry.task)
 
 
-def _entry_schedule(app: Any, name: str) -> tuple[Any, str]:
-    entry = overview.beat_entry(app, name)
-    return entry.schedule, entry.task
+CRON_FIELDS = 5
 
 
-def _parse_cron(text: str, beat: dict[str, Any]) -> crontab:
-    fields = text.split()
-    if len(fields) != 5:
-        known = ", ".join(sorted(beat)) or "none"
+def _entry_plan(app: Any, config: Config, name: str) -> tuple[Plan, str]:
+    """Entry ``name`` of any schedule source as beat plans it, and its source's name."""
+    specs, sources = _scheduled(app, config)
+    if name not in specs:
+        known = sorted(specs)
+        listed = ", ".join(known[:10]) + (
+            f", ... {len(known) - 10} more" if len(known) > 10 else ""
+        )
         raise click.ClickException(
-            f"{text!r} is neither an entry of beat_schedule ({known}) nor a crontab "
+            f"{name!r} is neither a scheduled entry ({listed or 'none'}) nor a crontab "
             f"expression of five fields, such as '*/15 9-17 * * mon-fri'"
         )
-    minute, hour, day_of_month, month, day_of_week = fields
+    try:
+        return overview.plan_of(app, name, specs[name], config.misfire_grace), sources[name]
+    except (ConfigurationError, TypeError, ValueError) as exc:
+        raise click.ClickException(f"entry {name!r} ({sources[name]}): {exc}") from None
+
+
+def _parse_cron(text: str) -> crontab:
+    minute, hour, day_of_month, month, day_of_week = text.split()
     try:
         return crontab(minute, hour, day_of_week, day_of_month, month)
     except ValueError as exc:
@@ -329,7 +369,6 @@ def _parse_cron(text: str, beat: dict[str, Any]) -> crontab:
 
 def _lock_ttl_and_runtime(app: Any, name: str, task_name: str) -> None:
     """The task's lock TTL beside the longest runtime recorded for the entry, when known."""
-    overview.load_task_modules(app)  # lets the Django app start and register its records
     task = app.tasks.get(task_name)
     ttl = overview.lock_ttl(app, task)
     if task is None:
@@ -340,7 +379,12 @@ def _lock_ttl_and_runtime(app: Any, name: str, task_name: str) -> None:
         click.echo(f"lock TTL {ttl:g}s" if ttl is not None else "lock TTL unknown (bad settings)")
     longest = overview.longest_runtime(name)
     if longest is None:
-        click.echo("longest recorded runtime: unknown (the Django app records runs)")
+        recorded = (
+            "none recorded yet"
+            if overview.RUNTIME_SOURCES
+            else "unknown (the Django app records runs)"
+        )
+        click.echo(f"longest recorded runtime: {recorded}")
         return
     click.echo(f"longest recorded runtime {longest:.3f}s")
     if ttl is not None and longest >= 0.8 * ttl:
@@ -348,11 +392,6 @@ def _lock_ttl_and_runtime(app: Any, name: str, task_name: str) -> None:
             f"warning: runs reach {longest / ttl:.0%} of the lock TTL; raise singleton_ttl",
             err=True,
         )
-
-
-def _config_ttls(ctx: click.Context) -> None:
-    _app, config = _config(ctx)
-    click.echo(f"claim TTL {config.claim_ttl}s, leader lease TTL {config.lease_ttl}s")
 
 
 @singleton_beat.command()
@@ -368,11 +407,8 @@ def check(ctx: click.Context) -> None:
     findings += _check_scheduler_setting(app)
     config = None if errors else Config.from_conf(app.conf)
     if config is not None:
-        findings.append(
-            ("OK", f"settings valid ({len(config.redis_urls)} masters, mode {config.mode})")
-        )
-        findings += _check_master_count(len(config.redis_urls))
-        findings += _check_masters(config)
+        findings += _check_store(app, config)
+        findings += _check_sources(app, config)
     findings += _check_entries(app, config)
     for level, text in findings:
         click.echo(f"{level:<5} {text}")
@@ -406,6 +442,44 @@ def _check_scheduler_setting(app: Any) -> list[tuple[str, str]]:
                  f"fences, on every replica (each slot sent once per replica) unless started "
                  f"with `-S singleton`; set beat_scheduler = 'celery_singleton_beat.Scheduler'")
     ]  # fmt: skip
+
+
+def _check_store(app: Any, config: Config) -> list[tuple[str, str]]:
+    """Where beat keeps its state: each Redis master, or what the slot store says of
+    itself (the database store: it answers, its tables are migrated)."""
+    if config.store == StoreKind.REDIS:
+        count = len(config.redis_urls)
+        return [
+            (
+                "OK",
+                f"settings valid ({count} master{'s' if count != 1 else ''}, mode {config.mode})",
+            ),
+            *_check_master_count(count),
+            *_check_masters(config),
+        ]
+    try:
+        store = make_store(app, config)
+    except (ConfigurationError, ImportError) as exc:
+        return [("ERROR", str(exc))]
+    try:
+        return [
+            ("OK", f"settings valid (slot store {config.store!r}, mode {config.mode})"),
+            *store.check(),
+        ]
+    finally:
+        store.close()
+
+
+def _check_sources(app: Any, config: Config) -> list[tuple[str, str]]:
+    """The schedule sources ``singleton_beat_schedule_source`` names can be read."""
+    try:
+        specs, sources = overview.entry_specs(app, config)
+    except ConfigurationError as exc:
+        return [("ERROR", str(exc))]
+    except Exception as exc:  # a source that cannot start (its tables missing …)
+        return [("ERROR", f"the schedule sources cannot be read: {type(exc).__name__}: {exc}")]
+    names = ", ".join(dict.fromkeys(sorted(sources.values()))) or "none"
+    return [("OK", f"schedule sources read: {len(specs)} entries (from {names})")]
 
 
 def _check_master_count(count: int) -> list[tuple[str, str]]:
@@ -479,7 +553,6 @@ def _check_master(config: Config, name: str, client: Any) -> list[tuple[str, str
 
 def _check_entries(app: Any, config: Config | None) -> list[tuple[str, str]]:
     findings = []
-    overview.load_task_modules(app)
     grace = config.misfire_grace if config is not None else Config.misfire_grace
     for name in sorted(app.conf.beat_schedule or {}):
         try:

@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import redis
@@ -21,10 +21,13 @@ from celery.schedules import crontab
 from celery_singleton_beat import defaults
 from celery_singleton_beat._compat import cron_fields
 from celery_singleton_beat.config import Config, TaskConfig
+from celery_singleton_beat.entries import Entry, Plan
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks.nodes import parse_masters
+from celery_singleton_beat.schedule import RUN_NOW
 from celery_singleton_beat.schema import Keys, lock_kind
-from celery_singleton_beat.slots import slots_for
+from celery_singleton_beat.slots import CronSlots, slots_for
+from celery_singleton_beat.sources import MergedSource, load_source
 
 logger = logging.getLogger(__name__)
 
@@ -262,6 +265,45 @@ def longest_runtime(entry: str) -> float | None:
 def beat_entry(app: Any, name: str) -> ScheduleEntry:
     """The ``beat_schedule`` entry ``name`` as beat builds it."""
     return ScheduleEntry(**dict(app.conf.beat_schedule[name], name=name, app=app))
+
+
+def entry_specs(
+    app: Any, config: Config | None = None
+) -> tuple[dict[str, Mapping[str, Any]], dict[str, str]]:
+    """The entries the replicas schedule now, read through the schedule sources they read
+    (``beat_schedule``, django-celery-beat's rows, runtime entries; paused ones marked as
+    beat sees them, runs asked for now left out), and the name of each one's source."""
+    config = config or Config.from_conf(app.conf)
+    source = load_source(app, config.schedule_source)
+    try:
+        specs = {n: s for n, s in source.entries().items() if RUN_NOW not in n}
+        owners = {
+            name: (source.source_of(name) if isinstance(source, MergedSource) else None)
+            or source.name
+            for name in specs
+        }
+    finally:
+        source.close()
+    return specs, owners
+
+
+def plan_of(app: Any, name: str, spec: Mapping[str, Any], grace: float) -> Plan:
+    """Entry ``name`` as beat plans it: its slots (in its own zone) and its policy."""
+    return Plan.build(Entry(**dict(spec, name=name, app=app)), app.timezone, grace)
+
+
+def plan_in_words(plan: Plan, app_tz: dt.tzinfo) -> str:
+    """An entry's schedule in plain words, followed by its zone when that is not the app's
+    (a django-celery-beat crontab's own, or the entry's ``timezone`` setting)."""
+    words = in_words(plan.entry.schedule)
+    zone = getattr(plan.slots, "tz", None)
+    if isinstance(plan.slots, CronSlots) and _zone_name(zone) != _zone_name(app_tz):
+        words = f"{words}, {_zone_name(zone)}"
+    return words
+
+
+def _zone_name(zone: Any) -> str:
+    return str(getattr(zone, "key", None) or zone)
 
 
 def slot_times(

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery_singleton_beat import process
-from celery_singleton_beat.config import Config, TaskConfig
+from celery_singleton_beat.config import Config, TaskConfig, as_written
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks import LockBackend, Redlock
 from celery_singleton_beat.stores.base import SlotStore
@@ -155,5 +155,8 @@ def _backend(factory: Any, app: Any, setting: str) -> LockBackend:
     """A backend from a ``LockBackend`` class (no arguments) or a function ``(app) -> backend``."""
     made = factory() if isinstance(factory, type) else factory(app)
     if not isinstance(made, LockBackend):
-        raise ConfigurationError(setting, made, "a LockBackend, or a function returning one")
+        raise as_written(
+            app.conf,
+            ConfigurationError(setting, made, "a LockBackend, or a function returning one"),
+        )
     return made

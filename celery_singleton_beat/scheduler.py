@@ -43,9 +43,10 @@ from celery_singleton_beat._compat import (
     evaluate_entry_kwargs,
     producer_batch,
 )
+from celery_singleton_beat.config import as_written
 from celery_singleton_beat.decide import SlotView, Verdict, decide
 from celery_singleton_beat.entries import Entry, Plan
-from celery_singleton_beat.errors import StoreUnavailable
+from celery_singleton_beat.errors import ConfigurationError, StoreUnavailable
 from celery_singleton_beat.health import HealthServer
 from celery_singleton_beat.keeper import ClaimKeeper
 from celery_singleton_beat.locks import Lease, Watchdog
@@ -160,10 +161,13 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         beat_log.install()
         super().__init__(app, *args, lazy=lazy, **kwargs)
         if not lazy and self.config.health_port is not None:
-            self._health = HealthServer(
-                self.config.health_port, self.alive, self.ready, _metrics_renderer(),
-                host=self.config.health_host,
-            ).start()  # fmt: skip
+            try:
+                self._health = HealthServer(
+                    self.config.health_port, self.alive, self.ready, _metrics_renderer(),
+                    host=self.config.health_host,
+                ).start()  # fmt: skip
+            except ConfigurationError as exc:
+                raise as_written(app.conf, exc) from None
 
     # -- Celery's Scheduler interface -------------------------------------------------
 

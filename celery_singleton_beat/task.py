@@ -29,7 +29,7 @@ from celery.exceptions import Ignore, Retry
 from celery.signals import task_revoked
 from kombu.utils.uuid import uuid
 
-from celery_singleton_beat import events, process
+from celery_singleton_beat import events, process, startup
 from celery_singleton_beat.config import (
     CONFLICT_POLICIES,
     LOCK_ERROR_POLICIES,
@@ -108,6 +108,11 @@ class SlotAwareTask(Task):  # type: ignore[misc]
     cannot say, the task's ``on_lock_error`` policy decides (``fail_closed``: retried and
     recorded; ``fail_open``: run, logged as an error and recorded).
     """
+
+    @classmethod
+    def on_bound(cls, app: Any) -> None:
+        super().on_bound(app)
+        startup.check_at_worker_start(app)  # a bad setting stops the worker at start
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -141,7 +142,10 @@ def test_describe_puts_a_crontab_in_words_with_its_next_times(cluster: BeatClust
     assert "claim TTL 3.0s" in entry.stdout
     unknown = cli(cluster, "describe", "nightly")
     assert unknown.returncode != 0
-    assert "'nightly' is neither an entry of beat_schedule" in unknown.stderr
+    assert (
+        "'nightly' is neither a scheduled entry (every-second, quarterly) nor a crontab "
+        "expression of five fields"
+    ) in unknown.stderr
     assert "Traceback" not in unknown.stderr
 
 
@@ -178,6 +182,34 @@ def test_status_without_a_live_replica_is_degraded_exits_1_and_prints_no_none(
         "degraded",
         ["no live beat replica: nothing is being scheduled"],
     )
+
+
+def test_status_and_describe_know_runtime_entries(idle: BeatCluster) -> None:
+    sources = idle.settings_env({"singleton_beat_schedule_source": ["beat_schedule", "runtime"]})
+    added = run_cli(idle, "schedule", "add", "rt-every3", "record", "--every", "3",
+                    "--args", '["rt-every3"]', **sources)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+
+    status = run_cli(idle, "status", "--json", **sources)
+    assert status.returncode == 1, status.stderr  # no live replica
+    entries = {e["name"]: e for e in json.loads(status.stdout)["entries"]}
+    assert sorted(entries) == ["every-second", "quarterly", "rt-every3"]
+    runtime = entries["rt-every3"]
+    assert (runtime["source"], runtime["task"], runtime["schedule"], runtime["paused"]) == (
+        "runtime",
+        "record",
+        "every 3 seconds",
+        False,
+    )
+    assert runtime["next_slot"].endswith(".000Z")
+    assert entries["quarterly"]["source"] == "beat_schedule"
+
+    described = run_cli(idle, "describe", "rt-every3", "--count", "2", **sources)
+    assert described.returncode == 0, described.stderr
+    lines = described.stdout.splitlines()
+    assert lines[:2] == ["entry 'rt-every3' runs task record (source runtime)", "every 3 seconds"]
+    first, second = (dt.datetime.fromisoformat(line.strip()) for line in lines[2:4])
+    assert (second - first).total_seconds() == 3
 
 
 def test_unlock_of_a_key_nobody_holds_says_so_and_exits_1(idle: BeatCluster) -> None:
@@ -232,6 +264,26 @@ def test_check_reports_every_problem_at_once_and_exits_1(idle: BeatCluster) -> N
         "'raise'.",
     ]
     assert "Traceback" not in result.stderr
+
+
+def test_check_refuses_a_misspelt_setting_and_warns_of_the_broker_once(idle: BeatCluster) -> None:
+    assert idle.broker is not None
+    settings = {
+        "singleton_beat_redis_urls": None,  # beat would take the Redis broker for its master
+        "singleton_beat_redis_url": [m.url for m in idle.masters],
+        "singleton_beat_misfire_grase": 60,
+    }
+    result = run_cli(idle, "check", TEST_BROKER_URL=idle.broker.url, **idle.settings_env(settings))
+    assert result.returncode == 1, result.stdout
+    errors = [line for line in result.stdout.splitlines() if line.startswith("ERROR")]
+    assert errors == [
+        "ERROR singleton_beat_misfire_grase is not a celery-singleton-beat setting (nothing "
+        "reads it): did you mean 'singleton_beat_misfire_grace'?",
+        "ERROR singleton_beat_redis_url is not a celery-singleton-beat setting (nothing reads "
+        "it): did you mean 'singleton_beat_redis_urls'?",
+    ]
+    assert "settings valid" not in result.stdout
+    assert result.stderr.count("singleton_beat_redis_urls is not set: using the broker") <= 1
 
 
 def test_check_warns_that_two_masters_survive_no_failure(idle: BeatCluster) -> None:

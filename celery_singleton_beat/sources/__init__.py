@@ -14,6 +14,7 @@ import logging
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+from celery_singleton_beat.config import as_written
 from celery_singleton_beat.entries import OPTION
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.sources.base import EntrySpec, ScheduleSource
@@ -129,7 +130,15 @@ def _paused(spec: EntrySpec) -> EntrySpec:
 
 def load_source(app: Any, value: Any = None) -> ScheduleSource:
     """The sources ``value`` (default: the app's ``singleton_beat_schedule_source``) names,
-    merged, with the run-now and pause controls of :mod:`celery_singleton_beat.schedule`."""
+    merged, with the run-now and pause controls of :mod:`celery_singleton_beat.schedule`;
+    a setting refused is named as the user wrote it."""
+    try:
+        return _load(app, value)
+    except ConfigurationError as exc:
+        raise as_written(app.conf, exc) from None
+
+
+def _load(app: Any, value: Any) -> ScheduleSource:
     if value is None:
         value = app.conf.get(SETTING) or "beat_schedule"
     if isinstance(value, str):

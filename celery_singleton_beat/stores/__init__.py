@@ -9,15 +9,13 @@ function ``(app, config) -> SlotStore``.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from celery_singleton_beat.config import Config, as_written
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.schema import StoreKind
 from celery_singleton_beat.stores.base import Claim, EntryState, SlotOutcome, SlotStore
 from celery_singleton_beat.stores.memory import MemorySlotStore
-
-if TYPE_CHECKING:
-    from celery_singleton_beat.config import Config
 
 __all__ = ["Claim", "EntryState", "MemorySlotStore", "SlotOutcome", "SlotStore", "make_store"]
 
@@ -54,10 +52,15 @@ def store_factory(name: str) -> Any:
 
 
 def make_store(app: Any, config: Config) -> SlotStore:
-    """The slot store the app's settings name, connected."""
-    store = store_factory(config.store)(app, config)
-    if not isinstance(store, SlotStore):
-        raise ConfigurationError(
-            "singleton_beat_store", config.store, f"{ACCEPTED}; it made a {type(store).__name__}"
-        )
+    """The slot store the app's settings name, connected; a setting it refuses is named
+    as the user wrote it."""
+    try:
+        store = store_factory(config.store)(app, config)
+        if not isinstance(store, SlotStore):
+            made = type(store).__name__
+            raise ConfigurationError(
+                "singleton_beat_store", config.store, f"{ACCEPTED}; it made a {made}"
+            )
+    except ConfigurationError as exc:
+        raise as_written(app.conf, exc) from None
     return store

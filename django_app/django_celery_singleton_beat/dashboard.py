@@ -34,7 +34,7 @@ from celery_singleton_beat.schema import StoreKind
 from celery_singleton_beat.slots import schedule_tz
 from celery_singleton_beat.stores import SlotStore, make_store
 
-from . import control, history
+from . import history
 from .models import SlotDispatch, TaskRun
 
 logger = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def schedule_view(app: Any) -> ScheduleView:
     read (no masters configured or reachable), ``beat_schedule`` alone, and why."""
     error = None
     try:
-        specs, sources = control.entry_specs(app)
+        specs, sources = overview.entry_specs(app)
         paused = schedule.paused(app)
         requests = schedule.run_requests(app)
     except Exception as exc:

@@ -23,24 +23,10 @@ from django.db import connections
 from celery_singleton_beat.slots import slot_task_id
 from celery_singleton_beat.testing import CeleryCluster, RedisServer, wait_for
 from django_celery_singleton_beat.models import SlotDispatch, TaskRun
-from tests.djangoapp.project import demo_env
+from tests.djangoapp.project import project_env
 from tests.djangoapp.proxy import Proxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, databases=["postgres"])]
-
-
-def project_env(redis: RedisServer, db_port: str | None = None, **extra: str) -> dict[str, str]:
-    """The demo project on this test's PostgreSQL database (through ``db_port`` if given)."""
-    db = connections["postgres"].settings_dict
-    return demo_env(
-        redis,
-        DEMO_DB_ENGINE="postgresql",
-        DEMO_DB_NAME=db["NAME"],
-        DEMO_DB_USER=db["USER"],
-        DEMO_DB_HOST=db["HOST"],
-        DEMO_DB_PORT=db_port or str(db["PORT"]),
-        **extra,
-    )
 
 
 @pytest.fixture

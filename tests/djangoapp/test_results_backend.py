@@ -18,7 +18,7 @@ from django_celery_results.models import TaskResult
 
 from celery_singleton_beat.testing import CeleryCluster, RedisServer, wait_for
 from django_celery_singleton_beat.models import TaskRun
-from tests.djangoapp.test_end_to_end import project_env
+from tests.djangoapp.project import project_env
 
 pytestmark = [
     pytest.mark.slow,
