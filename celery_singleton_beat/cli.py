@@ -374,6 +374,7 @@ def check(ctx: click.Context) -> None:
         findings += _check_master_count(len(config.redis_urls))
         findings += _check_masters(config)
     findings += _check_entries(app, config)
+    findings += _check_source_conflicts(app, config)
     for level, text in findings:
         click.echo(f"{level:<5} {text}")
     ctx.exit(1 if any(level == "ERROR" for level, _ in findings) else 0)
@@ -497,6 +498,20 @@ def _check_entries(app: Any, config: Config | None) -> list[tuple[str, str]]:
         else:
             findings.append(("OK", f"entry {name!r}: {overview.in_words(entry.schedule)}"))
     return findings
+
+
+def _check_source_conflicts(app: Any, config: Config | None) -> list[tuple[str, str]]:
+    """Entry names two schedule sources give (beat leaves the later copy out)."""
+    from celery_singleton_beat.errors import SingletonBeatError  # noqa: PLC0415
+    from celery_singleton_beat.sources import given_by  # noqa: PLC0415  (layer 2)
+
+    if config is None:
+        return []
+    try:
+        _owners, conflicts = given_by(app, config.schedule_source)
+    except SingletonBeatError as exc:
+        return [("ERROR", str(exc))]
+    return [("ERROR", str(conflict)) for conflict in conflicts]
 
 
 def _add_schedule_commands() -> None:

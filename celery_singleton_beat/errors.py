@@ -27,6 +27,19 @@ class ConfigurationError(SingletonBeatError, ValueError):
         super().__init__(f"{name} = {value!r} is not valid: {accepted}.")
 
 
+class SourceUnavailable(SingletonBeatError):
+    """A schedule source (django-celery-beat's tables, the runtime schedule) did not answer
+    a command or API call that must read it."""
+
+    def __init__(self, source: str, detail: str) -> None:
+        self.source = source
+        self.detail = detail
+        super().__init__(
+            f"the schedule source {source!r} cannot be read ({detail}). Check that it is "
+            f"reachable from this host, then try again."
+        )
+
+
 class LockError(SingletonBeatError):
     """A lock operation could not be carried out."""
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from celery_singleton_beat.locks import Redlock
 from celery_singleton_beat.testing import RedisServer, wait_for
@@ -295,3 +296,91 @@ def test_check_without_the_config_command_warns_instead_of_a_traceback(
     line = next(x for x in result.stdout.splitlines() if x.startswith(f"WARN  {managed.name}"))
     assert line.startswith(f"WARN  {managed.name}: CONFIG is not available (unknown command")
     assert line.endswith("make sure with your provider that maxmemory-policy is noeviction")
+
+
+RUNTIME = {"singleton_beat_schedule_source": ["beat_schedule", "runtime"]}
+
+
+def test_schedule_add_of_a_name_another_source_gives_is_refused_and_writes_nothing(
+    idle: BeatCluster,
+) -> None:
+    env = idle.settings_env(RUNTIME)
+    taken = run_cli(idle, "schedule", "add", "every-second", "record", "--every", "5", **env)
+    assert taken.returncode == 1
+    assert taken.stderr == (
+        "Error: name = 'every-second' is not valid: a name no other schedule source gives "
+        "('every-second' is an entry of 'beat_schedule': change it there, or choose another "
+        "name).\n"
+    )
+    listed = run_cli(idle, "schedule", "list", "--json", **env)
+    assert json.loads(listed.stdout) == {"entries": {}, "paused": {}}
+
+
+def test_schedule_add_of_a_task_this_app_does_not_register_is_refused_and_writes_nothing(
+    idle: BeatCluster,
+) -> None:
+    env = idle.settings_env(RUNTIME)
+    unknown = run_cli(idle, "schedule", "add", "ok1", "app.nope", "--every", "5", **env)
+    assert unknown.returncode == 1
+    assert unknown.stderr == (
+        "Error: task = 'app.nope' is not valid: the name of a task registered in this app "
+        "(check the name, and that its module is imported: imports, include or "
+        "autodiscover_tasks).\n"
+    )
+    typo = run_cli(idle, "schedule", "add", "ok1", "reocrd", "--every", "5", **env)
+    assert typo.stderr == (
+        "Error: task = 'reocrd' is not valid: the name of a task registered in this app (did "
+        "you mean 'record'?).\n"
+    )
+    listed = run_cli(idle, "schedule", "list", "--json", **env)
+    assert json.loads(listed.stdout) == {"entries": {}, "paused": {}}
+    added = run_cli(idle, "schedule", "add", "ok1", "record", "--every", "5", **env)
+    assert (added.returncode, added.stdout) == (0, "added 'ok1'\n"), added.stderr
+
+
+def test_schedule_pause_and_resume_of_a_name_no_source_gives_fail_naming_the_known_entries(
+    idle: BeatCluster,
+) -> None:
+    env = idle.settings_env(RUNTIME)
+    assert run_cli(idle, "schedule", "add", "rt", "record", "--every", "5", **env).returncode == 0
+    for command in ("pause", "resume"):
+        unknown = run_cli(idle, "schedule", command, "nosuch", **env)
+        assert unknown.returncode == 1
+        assert unknown.stderr == (
+            "Error: name = 'nosuch' is not valid: the name of an entry of a schedule source, "
+            "one of 'every-second', 'quarterly', 'rt'.\n"
+        )
+    listed = run_cli(idle, "schedule", "list", "--json", **env)
+    assert json.loads(listed.stdout)["paused"] == {}
+
+
+def test_schedule_pause_takes_an_entry_of_every_source_and_resume_one_its_source_dropped(
+    idle: BeatCluster,
+) -> None:
+    env = idle.settings_env(RUNTIME)
+    assert run_cli(idle, "schedule", "add", "rt", "record", "--every", "5", **env).returncode == 0
+    for name in ("every-second", "rt"):
+        paused = run_cli(idle, "schedule", "pause", name, **env)
+        assert (paused.returncode, paused.stdout) == (0, f"paused {name!r}\n"), paused.stderr
+    # a deploy removed every-second from beat_schedule while it was paused
+    dropped = json.dumps({"quarterly": {"cron": "*/15 * * * *"}})
+    resumed = run_cli(idle, "schedule", "resume", "every-second", TEST_SCHEDULE=dropped, **env)
+    assert (resumed.returncode, resumed.stdout) == (0, "resumed 'every-second'\n"), resumed.stderr
+    listed = run_cli(idle, "schedule", "list", "--json", **env)
+    assert sorted(json.loads(listed.stdout)["paused"]) == ["rt"]
+
+
+def test_check_reports_an_entry_two_sources_give_naming_both_and_exits_1(
+    idle: BeatCluster,
+) -> None:
+    assert idle.broker is not None
+    redis.Redis.from_url(idle.broker.url).set("schedule", json.dumps({"quarterly": {"every": 5}}))
+    sources = {"singleton_beat_schedule_source": ["beat_schedule", "tests.beat.app.RedisSource"]}
+    result = run_cli(idle, "check", **idle.settings_env(sources))
+    assert result.returncode == 1, result.stdout
+    errors = [line for line in result.stdout.splitlines() if line.startswith("ERROR")]
+    assert errors == [
+        "ERROR entry 'quarterly' is given by both 'beat_schedule' and 'test-redis' "
+        "(singleton_beat_schedule_source): beat leaves the copy of 'test-redis' out, "
+        "'beat_schedule' is listed first; rename or remove one of them"
+    ]
