@@ -49,7 +49,13 @@ from celery_singleton_beat.errors import StoreUnavailable
 from celery_singleton_beat.health import HealthServer
 from celery_singleton_beat.keeper import ClaimKeeper
 from celery_singleton_beat.locks import Lease, Watchdog
-from celery_singleton_beat.replan import POLL_EVERY, Changes, SourceWatcher, compare
+from celery_singleton_beat.replan import (
+    POLL_EVERY,
+    Changes,
+    SourceWatcher,
+    UnknownTasks,
+    compare,
+)
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.schema import (
     LEADER_LOCK,
@@ -134,6 +140,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
     Entry = Entry
 
     def __init__(self, app: Any, *args: Any, lazy: bool = False, **kwargs: Any) -> None:
+        beat_log.install()  # first: an error from here on is logged as one line
         self.runtime = Runtime.of(app)
         self.config = self.runtime.config
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
@@ -144,6 +151,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self._specs: dict[str, Any] = {}
         self.source = load_source(app, self.config.schedule_source)
         self._watcher = SourceWatcher(self.source)
+        self._unknown_tasks = UnknownTasks(app)
         self._wakeups: list[tuple[int, str]] = []
         self._broker_cold = True
         self._initialized = False
@@ -157,7 +165,6 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self._watchdog: Watchdog | None = None
         self._health: HealthServer | None = None
         self._sending: _Sending | None = None
-        beat_log.install()
         port = None if lazy else self.config.health_port
         metrics = _metrics_renderer() if port is not None else None  # before the first read
         super().__init__(app, *args, lazy=lazy, **kwargs)
@@ -179,6 +186,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self._specs = dict(self._watcher.first())
         self.plans = self._build(self._specs, {}, starting=True)
         self.data = {name: plan.entry for name, plan in self.plans.items()}
+        self._unknown_tasks.warn(self.plans.values())
         self._initialized = False
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
@@ -342,6 +350,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         changes = compare(self.plans, self._build(specs, previous))
         if not changes:
             return
+        self._unknown_tasks.warn(changes.plans.values())
         self.plans = changes.plans
         self.data = {name: plan.entry for name, plan in self.plans.items()}
         if self._initialized:
