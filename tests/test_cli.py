@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -301,6 +302,13 @@ def test_check_without_the_config_command_warns_instead_of_a_traceback(
 RUNTIME = {"singleton_beat_schedule_source": ["beat_schedule", "runtime"]}
 
 
+def runtime_schedule(cluster: BeatCluster) -> dict[str, Any]:
+    """``schedule list --json``: the runtime entries and the paused names."""
+    listed = run_cli(cluster, "schedule", "list", "--json", **cluster.settings_env(RUNTIME))
+    found: dict[str, Any] = json.loads(listed.stdout)
+    return found
+
+
 def test_schedule_add_of_a_name_another_source_gives_is_refused_and_writes_nothing(
     idle: BeatCluster,
 ) -> None:
@@ -312,8 +320,7 @@ def test_schedule_add_of_a_name_another_source_gives_is_refused_and_writes_nothi
         "('every-second' is an entry of 'beat_schedule': change it there, or choose another "
         "name).\n"
     )
-    listed = run_cli(idle, "schedule", "list", "--json", **env)
-    assert json.loads(listed.stdout) == {"entries": {}, "paused": {}}
+    assert runtime_schedule(idle) == {"entries": {}, "paused": {}}
 
 
 def test_schedule_add_of_a_task_this_app_does_not_register_is_refused_and_writes_nothing(
@@ -332,8 +339,7 @@ def test_schedule_add_of_a_task_this_app_does_not_register_is_refused_and_writes
         "Error: task = 'reocrd' is not valid: the name of a task registered in this app (did "
         "you mean 'record'?).\n"
     )
-    listed = run_cli(idle, "schedule", "list", "--json", **env)
-    assert json.loads(listed.stdout) == {"entries": {}, "paused": {}}
+    assert runtime_schedule(idle) == {"entries": {}, "paused": {}}
     added = run_cli(idle, "schedule", "add", "ok1", "record", "--every", "5", **env)
     assert (added.returncode, added.stdout) == (0, "added 'ok1'\n"), added.stderr
 
@@ -350,8 +356,7 @@ def test_schedule_pause_and_resume_of_a_name_no_source_gives_fail_naming_the_kno
             "Error: name = 'nosuch' is not valid: the name of an entry of a schedule source, "
             "one of 'every-second', 'quarterly', 'rt'.\n"
         )
-    listed = run_cli(idle, "schedule", "list", "--json", **env)
-    assert json.loads(listed.stdout)["paused"] == {}
+    assert runtime_schedule(idle)["paused"] == {}
 
 
 def test_schedule_pause_takes_an_entry_of_every_source_and_resume_one_its_source_dropped(
@@ -366,8 +371,7 @@ def test_schedule_pause_takes_an_entry_of_every_source_and_resume_one_its_source
     dropped = json.dumps({"quarterly": {"cron": "*/15 * * * *"}})
     resumed = run_cli(idle, "schedule", "resume", "every-second", TEST_SCHEDULE=dropped, **env)
     assert (resumed.returncode, resumed.stdout) == (0, "resumed 'every-second'\n"), resumed.stderr
-    listed = run_cli(idle, "schedule", "list", "--json", **env)
-    assert sorted(json.loads(listed.stdout)["paused"]) == ["rt"]
+    assert sorted(runtime_schedule(idle)["paused"]) == ["rt"]
 
 
 def test_check_reports_an_entry_two_sources_give_naming_both_and_exits_1(
