@@ -61,14 +61,14 @@ def add(app: Any, name: str, task: str, *, paused: bool = False, **fields: Any) 
     dow", or a ``crontab``), and optionally ``args``, ``kwargs``, ``options``,
     ``timezone``, ``misfire``; ``paused`` adds it paused. Refuses a name that is
     scheduled already (here, or by another source of ``singleton_beat_schedule_source``)
-    and a task this app does not register."""
-    spec = spec_for(app, name, {"task": task, **fields})
+    and a task this app does not register, or arguments it does not take."""
     owner = _other_sources(app).get(name)
     if owner is not None:
         raise ConfigurationError(
             "name", name, f"a name no other schedule source gives ({name!r} is an entry of "
             f"{owner!r}: change it there, or choose another name)",
         )  # fmt: skip
+    spec = spec_for(app, name, {"task": task, **fields})
 
     def change(doc: dict[str, Any]) -> None:
         if name in doc["entries"]:
@@ -304,15 +304,24 @@ def spec_for(app: Any, name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     spec.setdefault("options", {})
     spec = dict(json.loads(json.dumps(spec)))  # what is stored is what beat will read
     Plan.build(Entry(name=name, app=app, **to_beat(spec)), app.timezone, 300.0)
-    _registered(app, spec["task"])
+    _registered(app, spec["task"], spec["args"], spec["kwargs"])
     return spec
 
 
-def _registered(app: Any, task: Any) -> None:
+def _registered(app: Any, task: Any, args: Any, kwargs: Any) -> None:
     """Refuse a task this app does not register once its task modules are imported (beat
-    would send it; workers that do not register it either would discard it)."""
+    would send it; workers that do not register it either would discard it), and
+    arguments it does not take (Celery would refuse to send them, at every slot)."""
     overview.load_task_modules(app)
     if task in app.tasks:
+        found = app.tasks[task]
+        try:
+            if found.typing:  # as Task.apply_async checks them
+                found.__header__(*args, **kwargs)
+        except TypeError as exc:
+            raise ConfigurationError(
+                "args/kwargs", (args, kwargs), f"arguments task {task!r} takes ({exc})"
+            ) from None
         return
     ours = [n for n in app.tasks if not n.startswith("celery.")]
     close = difflib.get_close_matches(str(task), ours, n=1) if isinstance(task, str) else []

@@ -340,15 +340,41 @@ def test_schedule_add_of_a_task_this_app_does_not_register_is_refused_and_writes
         "you mean 'record'?).\n"
     )
     assert runtime_schedule(idle) == {"entries": {}, "paused": {}}
-    added = run_cli(idle, "schedule", "add", "ok1", "record", "--every", "5", **env)
+    added = run_cli(
+        idle, "schedule", "add", "ok1", "record", "--every", "5", "--args", "[1]", **env
+    )
     assert (added.returncode, added.stdout) == (0, "added 'ok1'\n"), added.stderr
+
+
+def test_schedule_add_with_arguments_the_task_does_not_take_is_refused_and_writes_nothing(
+    idle: BeatCluster,
+) -> None:
+    env = idle.settings_env(RUNTIME)
+    bare = run_cli(idle, "schedule", "add", "ok1", "record", "--every", "5", **env)
+    assert bare.returncode == 1
+    assert bare.stderr == (
+        "Error: args/kwargs = ([], {}) is not valid: arguments task 'record' takes (record() "
+        "missing 1 required positional argument: 'entry').\n"
+    )
+    extra = run_cli(idle, "schedule", "add", "ok1", "record", "--every", "5", "--kwargs",
+                    '{"entry": "ok1", "colour": "red"}', **env)  # fmt: skip
+    assert extra.stderr == (
+        "Error: args/kwargs = ([], {'entry': 'ok1', 'colour': 'red'}) is not valid: arguments "
+        "task 'record' takes (record() got an unexpected keyword argument 'colour').\n"
+    )
+    assert runtime_schedule(idle) == {"entries": {}, "paused": {}}
 
 
 def test_schedule_pause_and_resume_of_a_name_no_source_gives_fail_naming_the_known_entries(
     idle: BeatCluster,
 ) -> None:
     env = idle.settings_env(RUNTIME)
-    assert run_cli(idle, "schedule", "add", "rt", "record", "--every", "5", **env).returncode == 0
+    assert (
+        run_cli(
+            idle, "schedule", "add", "rt", "record", "--every", "5", "--args", "[1]", **env
+        ).returncode
+        == 0
+    )
     for command in ("pause", "resume"):
         unknown = run_cli(idle, "schedule", command, "nosuch", **env)
         assert unknown.returncode == 1
@@ -363,7 +389,12 @@ def test_schedule_pause_takes_an_entry_of_every_source_and_resume_one_its_source
     idle: BeatCluster,
 ) -> None:
     env = idle.settings_env(RUNTIME)
-    assert run_cli(idle, "schedule", "add", "rt", "record", "--every", "5", **env).returncode == 0
+    assert (
+        run_cli(
+            idle, "schedule", "add", "rt", "record", "--every", "5", "--args", "[1]", **env
+        ).returncode
+        == 0
+    )
     for name in ("every-second", "rt"):
         paused = run_cli(idle, "schedule", "pause", name, **env)
         assert (paused.returncode, paused.stdout) == (0, f"paused {name!r}\n"), paused.stderr
