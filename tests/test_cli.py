@@ -365,16 +365,19 @@ def test_schedule_add_with_arguments_the_task_does_not_take_is_refused_and_write
     assert runtime_schedule(idle) == {"entries": {}, "paused": {}}
 
 
-def test_schedule_pause_and_resume_of_a_name_no_source_gives_fail_naming_the_known_entries(
-    idle: BeatCluster,
-) -> None:
+@pytest.fixture
+def with_runtime_entry(idle: BeatCluster) -> dict[str, str]:
+    """A runtime entry ``rt`` added beside ``beat_schedule``'s; the environment of both."""
     env = idle.settings_env(RUNTIME)
-    assert (
-        run_cli(
-            idle, "schedule", "add", "rt", "record", "--every", "5", "--args", "[1]", **env
-        ).returncode
-        == 0
-    )
+    added = run_cli(idle, "schedule", "add", "rt", "record", "--every", "5", "--args", "[1]", **env)
+    assert added.returncode == 0, added.stderr
+    return env
+
+
+def test_schedule_pause_and_resume_of_a_name_no_source_gives_fail_naming_the_known_entries(
+    idle: BeatCluster, with_runtime_entry: dict[str, str]
+) -> None:
+    env = with_runtime_entry
     for command in ("pause", "resume"):
         unknown = run_cli(idle, "schedule", command, "nosuch", **env)
         assert unknown.returncode == 1
@@ -386,15 +389,9 @@ def test_schedule_pause_and_resume_of_a_name_no_source_gives_fail_naming_the_kno
 
 
 def test_schedule_pause_takes_an_entry_of_every_source_and_resume_one_its_source_dropped(
-    idle: BeatCluster,
+    idle: BeatCluster, with_runtime_entry: dict[str, str]
 ) -> None:
-    env = idle.settings_env(RUNTIME)
-    assert (
-        run_cli(
-            idle, "schedule", "add", "rt", "record", "--every", "5", "--args", "[1]", **env
-        ).returncode
-        == 0
-    )
+    env = with_runtime_entry
     for name in ("every-second", "rt"):
         paused = run_cli(idle, "schedule", "pause", name, **env)
         assert (paused.returncode, paused.stdout) == (0, f"paused {name!r}\n"), paused.stderr
