@@ -26,6 +26,7 @@ from celery_singleton_beat.config import Config, TaskConfig
 from celery_singleton_beat.entries import Plan
 from celery_singleton_beat.errors import ConfigurationError, LockError, StoreUnavailable
 from celery_singleton_beat.lock_stores import LockStore, lock_stores
+from celery_singleton_beat.runtime import load_task_modules
 from celery_singleton_beat.schema import LOCK_KINDS, StoreKind
 from celery_singleton_beat.slots import slot_label
 from celery_singleton_beat.stores import make_store
@@ -56,7 +57,7 @@ def prepare(app: Any) -> None:
     """The app as beat and workers see it, before any command runs: its task modules
     imported, which sets Django up in a Django project (the database store,
     django-celery-beat's rows and the Django app's records are read through its models)."""
-    overview.load_task_modules(app)
+    load_task_modules(app)
 
 
 @singleton_beat.command()
@@ -410,6 +411,7 @@ def check(ctx: click.Context) -> None:
         findings += _check_store(app, config)
         findings += _check_sources(app, config)
     findings += _check_entries(app, config)
+    findings += _check_source_conflicts(app, config)
     for level, text in findings:
         click.echo(f"{level:<5} {text}")
     ctx.exit(1 if any(level == "ERROR" for level, _ in findings) else 0)
@@ -570,6 +572,20 @@ def _check_entries(app: Any, config: Config | None) -> list[tuple[str, str]]:
         else:
             findings.append(("OK", f"entry {name!r}: {overview.in_words(entry.schedule)}"))
     return findings
+
+
+def _check_source_conflicts(app: Any, config: Config | None) -> list[tuple[str, str]]:
+    """Entry names two schedule sources give (beat leaves the later copy out)."""
+    from celery_singleton_beat.errors import SingletonBeatError  # noqa: PLC0415
+    from celery_singleton_beat.sources import given_by  # noqa: PLC0415  (layer 2)
+
+    if config is None:
+        return []
+    try:
+        _owners, conflicts = given_by(app, config.schedule_source)
+    except SingletonBeatError as exc:
+        return [("ERROR", str(exc))]
+    return [("ERROR", str(conflict)) for conflict in conflicts]
 
 
 def _add_schedule_commands() -> None:

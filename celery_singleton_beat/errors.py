@@ -46,6 +46,19 @@ class UnknownSetting(ConfigurationError):
         self.args = (f"{name} is not a celery-singleton-beat setting (nothing reads it): {hint}",)
 
 
+class SourceUnavailable(SingletonBeatError):
+    """A schedule source (django-celery-beat's tables, the runtime schedule) did not answer
+    a command or API call that must read it."""
+
+    def __init__(self, source: str, detail: str) -> None:
+        self.source = source
+        self.detail = detail
+        super().__init__(
+            f"the schedule source {source!r} cannot be read ({detail}). Check that it is "
+            f"reachable from this host, then try again."
+        )
+
+
 class LockError(SingletonBeatError):
     """A lock operation could not be carried out."""
 

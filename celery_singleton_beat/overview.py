@@ -317,18 +317,6 @@ def slot_times(
         yield dt.datetime.fromtimestamp(t / 1000, tz)
 
 
-def load_task_modules(app: Any) -> None:
-    """Import the app's task modules once (with Django, this also starts Django), so that
-    its tasks, their options and the recorders' hooks are known outside a worker."""
-    if getattr(app, "_singleton_beat_modules_loaded", False):
-        return
-    app._singleton_beat_modules_loaded = True
-    try:
-        app.loader.import_default_modules()
-    except Exception as exc:
-        logger.warning("the Celery app's task modules cannot be imported: %s", exc)
-
-
 def lock_ttl(app: Any, task: Any) -> float | None:
     """The lock TTL a singleton task runs with (its own, else singleton_beat_task_ttl);
     None for a task that takes no lock or when the settings are invalid."""

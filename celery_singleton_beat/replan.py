@@ -26,9 +26,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any
 
 from celery_singleton_beat.entries import Plan
+from celery_singleton_beat.schedule import RUN_NOW
 from celery_singleton_beat.sources.base import EntrySpec, ScheduleSource
 
 logger = logging.getLogger(__name__)
@@ -152,3 +154,31 @@ def _differs(old: Plan, new: Plan) -> int:
         b.task, b.args, b.kwargs, b.options, new.policy,
     )  # fmt: skip
     return 0 if same else 1
+
+
+class UnknownTasks:
+    """Warns of entries whose task this process does not register, once per entry and
+    task: at start, and when an entry appears or changes its task.
+
+    A warning, not a refusal: a task may be registered on the workers alone (beat sends
+    it by name). Where no worker registers it either, each of its messages is discarded.
+    A run asked for now counts as its entry.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._warned: set[tuple[str, str]] = set()
+
+    def warn(self, plans: Iterable[Plan]) -> None:
+        for plan in plans:
+            task = plan.entry.task
+            key = (plan.name.partition(RUN_NOW)[0], task)
+            if key in self._warned or task in self.app.tasks:
+                continue
+            self._warned.add(key)
+            logger.warning(
+                "singleton beat: entry %r sends task %r, which is not registered in this app: "
+                "workers that do not register it either discard its messages (check the name, "
+                "and that its module is imported: imports, include or autodiscover_tasks)",
+                key[0], task,
+            )  # fmt: skip

@@ -13,6 +13,7 @@ parent's connections are not shared across a fork.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from celery_singleton_beat.config import Config, TaskConfig, as_written
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks import LockBackend, Redlock
 from celery_singleton_beat.stores.base import SlotStore
+
+logger = logging.getLogger(__name__)
 
 _ATTRIBUTE = "_singleton_beat_runtime"
 _made = threading.Lock()
@@ -160,3 +163,15 @@ def _backend(factory: Any, app: Any, setting: str) -> LockBackend:
             ConfigurationError(setting, made, "a LockBackend, or a function returning one"),
         )
     return made
+
+
+def load_task_modules(app: Any) -> None:
+    """Import the app's task modules once (with Django, this also starts Django), so that
+    its tasks, their options and the recorders' hooks are known outside a worker."""
+    if getattr(app, "_singleton_beat_modules_loaded", False):
+        return
+    app._singleton_beat_modules_loaded = True
+    try:
+        app.loader.import_default_modules()
+    except Exception as exc:
+        logger.warning("the Celery app's task modules cannot be imported: %s", exc)

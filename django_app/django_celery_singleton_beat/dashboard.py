@@ -29,6 +29,7 @@ from celery_singleton_beat.config import Config
 from celery_singleton_beat.decide import ON_TIME
 from celery_singleton_beat.entries import OPTION
 from celery_singleton_beat.errors import StoreUnavailable
+from celery_singleton_beat.runtime import load_task_modules
 from celery_singleton_beat.schedule import RUN_NOW
 from celery_singleton_beat.schema import StoreKind
 from celery_singleton_beat.slots import schedule_tz
@@ -82,7 +83,7 @@ def celery_app(path: str | None = None) -> Any:
     else:
         made = [a for a in created_apps() if a.main != "default"]
         app = made[0] if len(made) == 1 else current_app()
-    overview.load_task_modules(app)  # the task modules give each task's lock TTL
+    load_task_modules(app)  # the task modules give each task's lock TTL
     return app
 
 
