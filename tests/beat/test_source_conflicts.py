@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -40,8 +41,15 @@ def cli(cluster: BeatCluster, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def get(port: int, path: str) -> tuple[int, str]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
-        return answer.status, answer.read().decode()
+    """The status and body of ``GET path`` (a 503 is an answer, not an error; 0 while
+    nothing listens yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except urllib.error.URLError:
+        return 0, ""
 
 
 def lines(replica: Process, level: str, text: str) -> list[str]:
