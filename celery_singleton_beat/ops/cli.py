@@ -14,7 +14,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
@@ -29,6 +29,9 @@ from celery_singleton_beat.ops import cluster as overview
 from celery_singleton_beat.ops.lock_stores import LockStore, lock_stores
 from celery_singleton_beat.runtime import Runtime, load_task_modules
 from celery_singleton_beat.settings.config import Config, TaskConfig
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ def singleton_beat(ctx: click.Context) -> None:
     prepare(ctx.obj.app)
 
 
-def prepare(app: Any) -> None:
+def prepare(app: Celery) -> None:
     """The app as beat and workers see it, before any command runs: its task modules
     imported, which sets Django up in a Django project (the database store,
     django-celery-beat's rows and the Django app's records are read through its models)."""
@@ -75,7 +78,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 STATUS_TIMEOUT = 0.5
 
 
-def _status(app: Any, config: Config) -> tuple[dict[str, Any], int]:
+def _status(app: Celery, config: Config) -> tuple[dict[str, Any], int]:
     """``status`` on any slot store: the replicas and the entries' counts read through the
     store, and each Redis server it runs on probed (none for the database store)."""
     try:
@@ -108,7 +111,7 @@ def _status(app: Any, config: Config) -> tuple[dict[str, Any], int]:
     return data, code
 
 
-def _scheduled(app: Any, config: Config) -> tuple[dict[str, Any], dict[str, str]]:
+def _scheduled(app: Celery, config: Config) -> tuple[dict[str, Any], dict[str, str]]:
     """The entries of every schedule source, and the source of each."""
     try:
         return overview.entry_specs(app, config)
@@ -117,7 +120,7 @@ def _scheduled(app: Any, config: Config) -> tuple[dict[str, Any], dict[str, str]
 
 
 def _entries(
-    app: Any, config: Config, counts_of: Callable[[str], dict[str, int]]
+    app: Celery, config: Config, counts_of: Callable[[str], dict[str, int]]
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     now = int(time.time() * 1000)
@@ -322,7 +325,7 @@ def describe(ctx: click.Context, expr_or_entry: str, count: int, zone: str | Non
 CRON_FIELDS = 5
 
 
-def _entry_plan(app: Any, config: Config, name: str) -> tuple[Plan, str]:
+def _entry_plan(app: Celery, config: Config, name: str) -> tuple[Plan, str]:
     """Entry ``name`` of any schedule source as beat plans it, and its source's name."""
     specs, sources = _scheduled(app, config)
     if name not in specs:
@@ -348,7 +351,7 @@ def _parse_cron(text: str) -> crontab:
         raise click.ClickException(f"{text!r} is not a valid crontab expression: {exc}") from None
 
 
-def _lock_ttl_and_runtime(app: Any, name: str, task_name: str) -> None:
+def _lock_ttl_and_runtime(app: Celery, name: str, task_name: str) -> None:
     """The task's lock TTL beside the longest runtime recorded for the entry, when known."""
     task = app.tasks.get(task_name)
     ttl = overview.lock_ttl(app, task)
@@ -397,7 +400,7 @@ def check(ctx: click.Context) -> None:
     ctx.exit(1 if any(level == "ERROR" for level, _ in findings) else 0)
 
 
-def _check_task_settings(app: Any, reported: set[str]) -> list[tuple[str, str]]:
+def _check_task_settings(app: Celery, reported: set[str]) -> list[tuple[str, str]]:
     """The singleton task settings (``singleton_beat_task_*``), checked as workers will."""
     try:
         TaskConfig.from_conf(app.conf)
@@ -406,7 +409,7 @@ def _check_task_settings(app: Any, reported: set[str]) -> list[tuple[str, str]]:
     return []
 
 
-def _check_scheduler_setting(app: Any) -> list[tuple[str, str]]:
+def _check_scheduler_setting(app: Celery) -> list[tuple[str, str]]:
     """``beat_scheduler`` names this library's scheduler (or a subclass)."""
     from celery.utils.imports import symbol_by_name  # noqa: PLC0415
 
@@ -426,7 +429,7 @@ def _check_scheduler_setting(app: Any) -> list[tuple[str, str]]:
     ]  # fmt: skip
 
 
-def _check_store(app: Any, config: Config) -> list[tuple[str, str]]:
+def _check_store(app: Celery, config: Config) -> list[tuple[str, str]]:
     """Where beat keeps its state: what the slot store says of itself (the database store:
     it answers, its tables are migrated), and each Redis server it runs on."""
     try:
@@ -450,7 +453,7 @@ def _check_store(app: Any, config: Config) -> list[tuple[str, str]]:
     ]
 
 
-def _check_sources(app: Any, config: Config) -> list[tuple[str, str]]:
+def _check_sources(app: Celery, config: Config) -> list[tuple[str, str]]:
     """The schedule sources ``singleton_beat_schedule_source`` names can be read."""
     try:
         specs, sources = overview.entry_specs(app, config)
@@ -531,7 +534,7 @@ def _check_master(config: Config, name: str, client: Any) -> list[tuple[str, str
     return findings
 
 
-def _check_entries(app: Any, config: Config | None) -> list[tuple[str, str]]:
+def _check_entries(app: Celery, config: Config | None) -> list[tuple[str, str]]:
     findings = []
     grace = config.misfire_grace if config is not None else Config.misfire_grace
     for name in sorted(app.conf.beat_schedule or {}):
@@ -552,7 +555,7 @@ def _check_entries(app: Any, config: Config | None) -> list[tuple[str, str]]:
     return findings
 
 
-def _check_source_conflicts(app: Any, config: Config | None) -> list[tuple[str, str]]:
+def _check_source_conflicts(app: Celery, config: Config | None) -> list[tuple[str, str]]:
     """Entry names two schedule sources give (beat leaves the later copy out)."""
     from celery_singleton_beat.errors import SingletonBeatError  # noqa: PLC0415
     from celery_singleton_beat.sources import given_by  # noqa: PLC0415  (layer 2)

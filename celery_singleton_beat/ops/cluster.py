@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery.beat import ScheduleEntry
@@ -29,6 +29,9 @@ from celery_singleton_beat.schedule.document import RUN_NOW
 from celery_singleton_beat.settings.config import Config, TaskConfig
 from celery_singleton_beat.settings.urls import master_urls
 from celery_singleton_beat.sources import MergedSource, load_source
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 logger = logging.getLogger(__name__)
 
@@ -218,13 +221,13 @@ def longest_runtime(entry: str) -> float | None:
     return max(found, default=None)
 
 
-def beat_entry(app: Any, name: str) -> ScheduleEntry:
+def beat_entry(app: Celery, name: str) -> ScheduleEntry:
     """The ``beat_schedule`` entry ``name`` as beat builds it."""
     return ScheduleEntry(**dict(app.conf.beat_schedule[name], name=name, app=app))
 
 
 def entry_specs(
-    app: Any, config: Config | None = None
+    app: Celery, config: Config | None = None
 ) -> tuple[dict[str, Mapping[str, Any]], dict[str, str]]:
     """The entries the replicas schedule now, read through the schedule sources they read
     (``beat_schedule``, django-celery-beat's rows, runtime entries; paused ones marked as
@@ -243,7 +246,7 @@ def entry_specs(
     return specs, owners
 
 
-def plan_of(app: Any, name: str, spec: Mapping[str, Any], grace: float) -> Plan:
+def plan_of(app: Celery, name: str, spec: Mapping[str, Any], grace: float) -> Plan:
     """Entry ``name`` as beat plans it: its slots (in its own zone) and its policy."""
     return Plan.build(Entry(**dict(spec, name=name, app=app)), app.timezone, grace)
 
@@ -273,7 +276,7 @@ def slot_times(
         yield dt.datetime.fromtimestamp(t / 1000, tz)
 
 
-def lock_ttl(app: Any, task: Any) -> float | None:
+def lock_ttl(app: Celery, task: Any) -> float | None:
     """The lock TTL a singleton task runs with (its own, else singleton_beat_task_ttl);
     None for a task that takes no lock or when the settings are invalid."""
     ttl = getattr(task, "singleton_ttl", None)

@@ -13,7 +13,7 @@ are listed once.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery_singleton_beat.core.schema import lock_kind
 from celery_singleton_beat.errors import ConfigurationError, LockError
@@ -21,6 +21,9 @@ from celery_singleton_beat.locks.base import Lease, LockBackend, holder_name
 from celery_singleton_beat.ops import cluster as overview
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.settings.config import Config, TaskConfig
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 
 class LockStore:
@@ -97,7 +100,7 @@ class BackendStore(LockStore):
         return released, f"released {key!r}" if released else f"{key!r} was released meanwhile"
 
 
-def lock_stores(app: Any) -> list[LockStore]:
+def lock_stores(app: Celery) -> list[LockStore]:
     """Beat's lock store, then the tasks' when it is another one.
 
     Raises :class:`ConfigurationError` when neither is configured validly.
@@ -134,7 +137,7 @@ def lock_stores(app: Any) -> list[LockStore]:
 
 
 def _task_config(
-    app: Any, beat: Config | None, on_masters: Callable[[], bool]
+    app: Celery, beat: Config | None, on_masters: Callable[[], bool]
 ) -> TaskConfig | None:
     """The task settings as workers read them; None when no task lock store is configured
     beside a slot store other than Redis masters (each task then names its

@@ -27,7 +27,7 @@ import secrets
 import time
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery.schedules import crontab
 
@@ -42,6 +42,9 @@ from celery_singleton_beat.schedule.document import (
     to_beat,
 )
 
+if TYPE_CHECKING:
+    from celery import Celery
+
 #: A run now falls due this long after it was asked for (ms).
 RUN_NOW_DELAY_MS = 1500
 #: A run now not known sent this long after its time is not pending any more (ms).
@@ -51,7 +54,7 @@ API_TIMEOUT = 0.5
 
 
 @contextmanager
-def _store(app: Any) -> Iterator[ScheduleDocument]:
+def _store(app: Celery) -> Iterator[ScheduleDocument]:
     store = ScheduleDocument.for_app(app, API_TIMEOUT)
     try:
         yield store
@@ -59,7 +62,7 @@ def _store(app: Any) -> Iterator[ScheduleDocument]:
         store.close()
 
 
-def add(app: Any, name: str, task: str, *, paused: bool = False, **fields: Any) -> None:
+def add(app: Celery, name: str, task: str, *, paused: bool = False, **fields: Any) -> None:
     """Schedule ``task`` as entry ``name``: ``every`` (seconds) or ``cron`` ("m h dom mon
     dow", or a ``crontab``), and optionally ``args``, ``kwargs``, ``options``,
     ``timezone``, ``misfire``; ``paused`` adds it paused. Refuses a name that is
@@ -84,7 +87,7 @@ def add(app: Any, name: str, task: str, *, paused: bool = False, **fields: Any) 
         store.edit(change)
 
 
-def update(app: Any, name: str, **fields: Any) -> None:
+def update(app: Celery, name: str, **fields: Any) -> None:
     """Change some fields of entry ``name`` (those of :func:`add`)."""
 
     def change(doc: dict[str, Any]) -> None:
@@ -100,7 +103,7 @@ def update(app: Any, name: str, **fields: Any) -> None:
         store.edit(change)
 
 
-def remove(app: Any, name: str) -> None:
+def remove(app: Celery, name: str) -> None:
     """Stop scheduling entry ``name``."""
 
     def change(doc: dict[str, Any]) -> None:
@@ -112,7 +115,7 @@ def remove(app: Any, name: str) -> None:
         store.edit(change)
 
 
-def pause(app: Any, name: str, by: str = "") -> None:
+def pause(app: Celery, name: str, by: str = "") -> None:
     """Send nothing for entry ``name`` (of any source) until it is resumed; ``by`` says
     who paused it. Refuses a name no source gives."""
     if not isinstance(name, str) or not name:
@@ -127,7 +130,7 @@ def pause(app: Any, name: str, by: str = "") -> None:
         store.edit(change)
 
 
-def resume(app: Any, name: str) -> None:
+def resume(app: Celery, name: str) -> None:
     """Send entry ``name`` again; the slots missed while paused follow its misfire policy.
     A paused name is resumed even if its source no longer gives it; any other name must be
     an entry of a source."""
@@ -141,7 +144,7 @@ def resume(app: Any, name: str) -> None:
         store.edit(change)
 
 
-def _other_sources(app: Any) -> dict[str, str]:
+def _other_sources(app: Celery) -> dict[str, str]:
     """The entries the app's schedule sources other than the runtime schedule give now,
     with the name of their source."""
     load_task_modules(app)  # with Django, this starts Django (its sources' models)
@@ -167,14 +170,14 @@ def _one_of(name: str, known: Collection[str], shown: int = 20) -> str:
     return f"one of {len(known)} entries (schedule list, status){hint}"
 
 
-def paused(app: Any) -> dict[str, dict[str, Any]]:
+def paused(app: Celery) -> dict[str, dict[str, Any]]:
     """The paused entry names, with who paused them (``by``) and when (``at``, ms)."""
     with _store(app) as store:
         _rev, doc = store.read()
     return dict(doc["paused"])
 
 
-def run_now(app: Any, name: str, by: str = "", message: Mapping[str, Any] | None = None) -> str:
+def run_now(app: Celery, name: str, by: str = "", message: Mapping[str, Any] | None = None) -> str:
     """One extra run of entry ``name``, sent once within two seconds; returns its id. While
     one is pending, returns that one's id.
 
@@ -205,7 +208,7 @@ def run_now(app: Any, name: str, by: str = "", message: Mapping[str, Any] | None
         return result
 
 
-def run_requests(app: Any) -> list[dict[str, Any]]:
+def run_requests(app: Celery) -> list[dict[str, Any]]:
     """The runs asked for with :func:`run_now` in the last hour, oldest first.
 
     Each is a dict: ``id``, ``entry``, ``by`` (who asked), ``asked`` and ``at`` (when it
@@ -245,7 +248,7 @@ def _pending_in(doc: dict[str, Any], marks: RunMarks, name: str, now: int) -> st
     return next((run_id for run_id in recent if run_id not in sent), None)
 
 
-def entries(app: Any) -> dict[str, dict[str, Any]]:
+def entries(app: Celery) -> dict[str, dict[str, Any]]:
     """The runtime entries by name, as stored (``every`` or ``cron``, ``paused`` ...)."""
     with _store(app) as store:
         _rev, doc = store.read()
@@ -262,7 +265,7 @@ def _existing(doc: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _message(
-    app: Any, doc: dict[str, Any], name: str, given: Mapping[str, Any] | None
+    app: Celery, doc: dict[str, Any], name: str, given: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     """What a run now of ``name`` sends: its task, arguments and options."""
     spec = given if given is not None else doc["entries"].get(name)
@@ -286,7 +289,7 @@ def _message(
     return message
 
 
-def spec_for(app: Any, name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+def spec_for(app: Celery, name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     """A stored entry from :func:`add`'s arguments, checked as beat would check it."""
     known = {"task", "every", "cron", "args", "kwargs", "options", "timezone", "misfire"}
     unknown = sorted(set(fields) - known)
@@ -311,7 +314,7 @@ def spec_for(app: Any, name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def _registered(app: Any, task: Any, args: Any, kwargs: Any) -> None:
+def _registered(app: Celery, task: Any, args: Any, kwargs: Any) -> None:
     """Refuse a task this app does not register once its task modules are imported (beat
     would send it; workers that do not register it either would discard it), and
     arguments it does not take (Celery would refuse to send them, at every slot)."""

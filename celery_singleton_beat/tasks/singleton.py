@@ -122,7 +122,7 @@ class SlotAwareTask(Task):  # type: ignore[misc]
     """
 
     @classmethod
-    def on_bound(cls, app: Any) -> None:
+    def on_bound(cls, app: Celery) -> None:
         super().on_bound(app)
         startup.check_at_worker_start(app)  # a bad setting stops the worker at start
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import bootsteps
+from celery import Celery, bootsteps
 
 from celery_singleton_beat.runtime import Runtime
 
@@ -26,6 +26,6 @@ class SettingsCheck(bootsteps.Step):  # type: ignore[misc]
         Runtime.of(worker.app).task_config()
 
 
-def check_at_worker_start(app: Any) -> None:
+def check_at_worker_start(app: Celery) -> None:
     """Have ``app``'s workers check the settings when they start."""
     app.steps["worker"].add(SettingsCheck)
