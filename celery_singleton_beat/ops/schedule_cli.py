@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from celery_singleton_beat import schedule as runtime
 from celery_singleton_beat.errors import SingletonBeatError
+from celery_singleton_beat.schedule import api
 
 
 def _app(ctx: click.Context) -> Any:
@@ -58,7 +58,7 @@ def add(ctx: click.Context, /, name: str, task: str, **given: Any) -> None:
     """Schedule TASK as entry NAME."""
     queue = given.pop("queue")
     _run(
-        runtime.add, _app(ctx), name, task, every=given["every"], cron=given["cron"],
+        api.add, _app(ctx), name, task, every=given["every"], cron=given["cron"],
         timezone=given["timezone"], args=_json(given["args_json"], "--args"),
         kwargs=_json(given["kwargs_json"], "--kwargs"),
         options={"queue": queue} if queue else None, misfire=given["misfire"],
@@ -72,7 +72,7 @@ def add(ctx: click.Context, /, name: str, task: str, **given: Any) -> None:
 @click.pass_context
 def pause(ctx: click.Context, name: str) -> None:
     """Send nothing for NAME (an entry of any source) until it is resumed."""
-    _run(runtime.pause, _app(ctx), name, by=f"cli:{getpass.getuser()}")
+    _run(api.pause, _app(ctx), name, by=f"cli:{getpass.getuser()}")
     click.echo(f"paused {name!r}")
 
 
@@ -81,7 +81,7 @@ def pause(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def resume(ctx: click.Context, name: str) -> None:
     """Send NAME again (missed slots follow its misfire policy)."""
-    _run(runtime.resume, _app(ctx), name)
+    _run(api.resume, _app(ctx), name)
     click.echo(f"resumed {name!r}")
 
 
@@ -90,7 +90,7 @@ def resume(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def run_now(ctx: click.Context, name: str) -> None:
     """One extra run of NAME, sent once within two seconds."""
-    run_id = _run(runtime.run_now, _app(ctx), name, by=f"cli:{getpass.getuser()}")
+    run_id = _run(api.run_now, _app(ctx), name, by=f"cli:{getpass.getuser()}")
     click.echo(f"run now of {name!r}: {run_id}")
 
 
@@ -99,7 +99,7 @@ def run_now(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def remove(ctx: click.Context, name: str) -> None:
     """Stop scheduling NAME."""
-    _run(runtime.remove, _app(ctx), name)
+    _run(api.remove, _app(ctx), name)
     click.echo(f"removed {name!r}")
 
 
@@ -108,8 +108,8 @@ def remove(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def list_entries(ctx: click.Context, as_json: bool) -> None:
     """The runtime entries, and the paused names of any source."""
-    found = _run(runtime.entries, _app(ctx))
-    paused = _run(runtime.paused, _app(ctx))
+    found = _run(api.entries, _app(ctx))
+    paused = _run(api.paused, _app(ctx))
     if as_json:
         click.echo(json.dumps({"entries": found, "paused": paused}, indent=2, sort_keys=True))
         return
