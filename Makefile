@@ -59,6 +59,8 @@ demo-locks: $(STAMP) redis-server
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@# the layers of docs/architecture.md: imports go down, never up ([tool.importlinter])
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict celery_singleton_beat

@@ -26,6 +26,8 @@ nox.options.reuse_existing_virtualenvs = False
 
 ROOT = Path(__file__).resolve().parent
 DIST = ROOT / ".nox" / "_dist"
+#: What an editable install, a build or a test run leaves in the tree; neither the wheel
+#: built here nor the one tests/packaging/test_wheel.py builds takes it in.
 BUILD_LEFTOVERS = (
     ".git",
     ".venv",
@@ -36,6 +38,7 @@ BUILD_LEFTOVERS = (
     "site",
     "__pycache__",
     ".*_cache",
+    "node_modules",
     "*.sqlite3*",
     "logs",
     "test-artifacts",

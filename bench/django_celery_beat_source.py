@@ -214,7 +214,7 @@ def table(app: Any, options: Any) -> list[str]:
     """Poll, idle tick and pickup, ours beside DatabaseScheduler, on the 10,000 rows."""
     from django_celery_beat.schedulers import DatabaseScheduler
 
-    from celery_singleton_beat.scheduler import Scheduler
+    from celery_singleton_beat.beat.scheduler import Scheduler
 
     dcb = DatabaseScheduler(app=app, lazy=False)  # first: it saves a row of its own
     ours = Scheduler(app, lazy=False)
@@ -250,7 +250,7 @@ def table(app: Any, options: Any) -> list[str]:
         raise Failed(f"{len(sent)} dispatches or re-reads in the idle loops, which assume none")
     pickup = timed(lambda: ours._replan(ours.source.entries()), options.rounds, before=edit)
     rebuild = timed(dcb.all_as_schedule, options.rounds, before=lambda i: edit(i + options.rounds))
-    from celery_singleton_beat.replan import POLL_EVERY
+    from celery_singleton_beat.sources.watcher import POLL_EVERY
 
     lines += [f"pickup       ours: {percentiles(pickup)} (+ at most {POLL_EVERY:g} s until "
               f"the next poll)",

@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis
 
+from celery_singleton_beat.connections.resp import pack
 from celery_singleton_beat.locks import Redlock
-from celery_singleton_beat.locks.nodes import pack
 from celery_singleton_beat.testing import redis_servers
 
 Cycle = Callable[[], None]

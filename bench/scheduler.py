@@ -46,10 +46,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from celery import Celery
 from kombu import Queue
 
-from celery_singleton_beat import scheduler as ours
-from celery_singleton_beat.locks.nodes import Masters
+from celery_singleton_beat.beat import scheduler as ours
+from celery_singleton_beat.connections.masters import Masters
+from celery_singleton_beat.core.slots import slot_task_id
 from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.slots import slot_task_id
 from celery_singleton_beat.testing import redis_servers
 
 #: The queue every message goes to; inherited by the benchmark's own processes.
@@ -206,7 +206,7 @@ def run_ours(  # noqa: PLR0917  (called positionally through Pool.starmap)
     Runtime.of(app).clock = lambda: time.time() + offset
     sched = ours.Scheduler(app=app)
     if not publish:
-        sched._publish = lambda plan, slot: slot_task_id(plan.name, slot)
+        sched.publish_slot = lambda plan, slot: slot_task_id(plan.name, slot)
     sched.tick()  # registers every entry and its anchor
     sched.producer  # connect to the broker before the clock starts  # noqa: B018
     burst = int((start_at + 61) * 1000)

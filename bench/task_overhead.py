@@ -40,7 +40,7 @@ import redis
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from celery_singleton_beat.task import ENTRY_HEADER, SLOT_HEADER  # noqa: E402
+from celery_singleton_beat.tasks.singleton import ENTRY_HEADER, SLOT_HEADER  # noqa: E402
 from celery_singleton_beat.testing import CeleryCluster, redis_servers, wait_for  # noqa: E402
 
 VARIANTS = ["plain", "floor_1", "ours_1", "ours_3", "slot_3", "celery_singleton"]

@@ -16,8 +16,8 @@ from celery.signals import task_postrun, task_prerun
 from celery_singleton import Singleton
 
 from celery_singleton_beat import SingletonTask
+from celery_singleton_beat.connections.resp import pack
 from celery_singleton_beat.locks import Redlock
-from celery_singleton_beat.locks.nodes import pack
 
 MASTERS = os.environ.get("BENCH_MASTERS", "redis://127.0.0.1:1/0").split(",")
 app = Celery("overhead", broker=os.environ.get("BENCH_BROKER", "memory://"))

@@ -38,7 +38,7 @@ from celery.app.trace import build_tracer
 
 from celery_singleton_beat import SingletonTask, events
 from celery_singleton_beat.locks import Redlock
-from celery_singleton_beat.task import ENTRY_HEADER, SLOT_HEADER
+from celery_singleton_beat.tasks.singleton import ENTRY_HEADER, SLOT_HEADER
 from celery_singleton_beat.testing import redis_servers
 
 VARIANTS = ["plain", "ours_1", "ours_3", "slot_3", "events_3"]

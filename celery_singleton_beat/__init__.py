@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from celery_singleton_beat.beat.scheduler import Scheduler
     from celery_singleton_beat.errors import (
         ConfigurationError,
         LockError,
@@ -17,8 +18,7 @@ if TYPE_CHECKING:
         SingletonBeatError,
         StoreUnavailable,
     )
-    from celery_singleton_beat.scheduler import Scheduler
-    from celery_singleton_beat.task import SingletonTask, SlotAwareTask
+    from celery_singleton_beat.tasks.singleton import SingletonTask, SlotAwareTask
 
 __version__ = "0.1.0"
 
@@ -28,9 +28,9 @@ _EXPORTS = {
     "QuorumUnavailable": "celery_singleton_beat.errors",
     "SingletonBeatError": "celery_singleton_beat.errors",
     "StoreUnavailable": "celery_singleton_beat.errors",
-    "Scheduler": "celery_singleton_beat.scheduler",
-    "SingletonTask": "celery_singleton_beat.task",
-    "SlotAwareTask": "celery_singleton_beat.task",
+    "Scheduler": "celery_singleton_beat.beat.scheduler",
+    "SingletonTask": "celery_singleton_beat.tasks.singleton",
+    "SlotAwareTask": "celery_singleton_beat.tasks.singleton",
 }
 
 __all__ = [

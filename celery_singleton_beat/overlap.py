@@ -1,92 +1,14 @@
-"""The overlap policy: whether beat sends an entry's slot while an earlier run is not done.
+"""The overlap policy moved to :mod:`celery_singleton_beat.core.overlap` (the rule) and
+:mod:`celery_singleton_beat.tasks.overlap` (the worker's ``install``); this path keeps
+working."""
 
-Per entry (``options["singleton_beat"]["overlap"]``):
+from celery_singleton_beat.core.overlap import (
+    POLICIES,
+    RETENTION,
+    TRACK_HEADER,
+    blocked,
+    parse_slot,
+)
+from celery_singleton_beat.tasks.overlap import install
 
-- ``allow`` (default): every slot is sent;
-- ``skip``: no slot is sent while the entry's previous run waits or runs;
-- ``buffer_one``: a slot is sent while the previous run runs, so that one waits behind it,
-  but not while one is waiting already.
-
-Beat decides it when it claims the slot, from each entry's run state in the slot store
-(on Redis ``runstate:{entry}``, a hash of slot times, each only ever raised so that the order the
-writes arrive in does not matter): ``queued`` written by the replica that sent a slot,
-``started`` and ``finished`` by the worker that ran it (:func:`install`). A slot held back
-is marked done as ``skipped_overlap`` and counted in ``overlapped``; it is not a duplicate
-and not a missed slot::
-
-    beat:   send 10:00 (queued 10:00) ── 10:01: queued > finished → skipped_overlap
-    worker:    start 10:00 (started 10:00) ──────── finish (finished 10:00)
-    beat:                                     10:02: queued = finished → send 10:02
-
-A run state older than ``overlap_ttl`` (a lost message, a killed worker) blocks nothing.
-"""
-
-from __future__ import annotations
-
-import datetime as dt
-import logging
-from collections.abc import Mapping
-from typing import Any
-
-from celery import signals
-
-from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.schema import Header, Overlap
-
-logger = logging.getLogger(__name__)
-
-POLICIES = tuple(o.value for o in Overlap)
-#: Beat adds this header to a slot of an entry with an overlap policy; its worker then
-#: records the run's start and end.
-TRACK_HEADER = Header.TRACK_RUN.value
-#: How long a run state is kept after its last write (s).
-RETENTION = 7 * 86400.0
-
-
-def blocked(policy: str, state: Mapping[str, int], now: int, ttl: float) -> bool:
-    """Whether ``policy`` holds back a slot claimed at ``now`` (ms), given the entry's run
-    state (slot times in ms); a state whose newest sent slot is older than ``ttl`` (s)
-    holds back nothing."""
-    queued = state.get("queued", 0)
-    if policy == "allow" or not queued or now - queued > ttl * 1000:
-        return False
-    if policy == "skip":
-        return queued > state.get("finished", 0)
-    return queued > state.get("started", 0)
-
-
-# -- the worker side --------------------------------------------------------------------
-
-
-def install() -> None:
-    """Record when each beat-sent run of an entry with an overlap policy starts and ends
-    (the worker must call this once, e.g. in the module that makes the Celery app; the
-    Django app's ``ready()`` does)."""
-    signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid="singleton_beat_overlap")
-    signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid="singleton_beat_overlap")
-
-
-def _on_prerun(sender: Any = None, **_: Any) -> None:
-    _record(sender, "started")
-
-
-def _on_postrun(sender: Any = None, **_: Any) -> None:
-    _record(sender, "finished")
-
-
-def _record(task: Any, field: str) -> None:
-    try:
-        headers = task.request.headers or {}
-        if not headers.get(TRACK_HEADER):
-            return
-        slot = parse_slot(str(headers[Header.SLOT]))
-        entry = str(headers[Header.ENTRY])
-        Runtime.of(task.app).store.raise_run_states([(entry, field, slot)], RETENTION)
-    except Exception as exc:  # recording never fails the task
-        logger.warning("singleton beat: the run state could not be written: %s", exc)
-
-
-def parse_slot(label: str) -> int:
-    """A slot header (``2026-11-24T23:00:00.000Z``) back to ms since the epoch."""
-    moment = dt.datetime.strptime(label, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
-    return round(moment.timestamp() * 1000)
+__all__ = ["POLICIES", "RETENTION", "TRACK_HEADER", "blocked", "install", "parse_slot"]

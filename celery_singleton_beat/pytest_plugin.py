@@ -1,73 +1,17 @@
-"""pytest fixtures for testing code that uses celery-singleton-beat.
+"""The pytest plugin moved to :mod:`celery_singleton_beat.testing.pytest_plugin` (the
+``pytest11`` entry point names it); this path keeps working, for
+``pytest_plugins = ["celery_singleton_beat.pytest_plugin"]``."""
 
-Installed with the package (entry point ``pytest11``), so the fixtures are there in every
-pytest run; nothing is imported until a test asks for one of them, so runs that do not
-use them pay nothing.
+from celery_singleton_beat.testing.pytest_plugin import (
+    singleton_beat_memory_lock,
+    singleton_beat_redis_masters,
+    singleton_beat_redis_masters_count,
+    singleton_beat_redis_urls,
+)
 
-- ``singleton_beat_memory_lock``: every ``SingletonTask`` and ``SlotAwareTask`` of every
-  Celery app in the test process locks on one in-memory backend (a
-  :class:`~celery_singleton_beat.locks.MemoryLock`), returned to the test, for the
-  test's duration: no Redis needed, under ``task_always_eager``, in Celery's in-process
-  test worker (``celery.contrib.testing.worker.start_worker``, the ``celery_worker``
-  fixture) and with pytest-celery's ``celery_app``;
-- ``singleton_beat_redis_masters``: real ``redis-server`` masters on free ports
-  (``singleton_beat_redis_masters_count`` of them, 3 unless overridden), stopped after
-  the test; ``singleton_beat_redis_urls``: their URLs, for ``singleton_beat_redis_urls``.
-
-See ``docs/testing.md``.
-"""
-
-from __future__ import annotations
-
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
-
-import pytest
-
-if TYPE_CHECKING:
-    from celery_singleton_beat.locks import MemoryLock
-    from celery_singleton_beat.testing import RedisServer
-
-
-@pytest.fixture
-def singleton_beat_memory_lock() -> Iterator[MemoryLock]:
-    """An in-memory lock backend that every singleton and slot-aware task uses meanwhile.
-
-    It replaces the configured backend (Redis masters, a database) and any task's own
-    ``singleton_backend``, in every thread of the test process, so that no Redis URL is
-    needed. The test can inspect or take locks on it (``holder(key)``, ``acquire``).
-    """
-    from celery_singleton_beat.locks import MemoryLock  # noqa: PLC0415
-    from celery_singleton_beat.task import override_lock_backend  # noqa: PLC0415
-
-    backend = MemoryLock()
-    with override_lock_backend(backend):
-        yield backend
-
-
-@pytest.fixture
-def singleton_beat_redis_masters_count() -> int:
-    """How many masters ``singleton_beat_redis_masters`` starts; override to change it."""
-    return 3
-
-
-@pytest.fixture
-def singleton_beat_redis_masters(
-    singleton_beat_redis_masters_count: int,
-) -> Iterator[list[RedisServer]]:
-    """Independent ``redis-server`` processes on free ports, stopped after the test.
-
-    Each is a :class:`~celery_singleton_beat.testing.RedisServer` the test may ``kill()``,
-    ``pause()``, ``resume()`` or ``restart()``. Needs ``redis-server`` on ``PATH`` (or
-    the ``REDIS_SERVER`` environment variable naming it).
-    """
-    from celery_singleton_beat.testing import redis_servers  # noqa: PLC0415
-
-    with redis_servers(singleton_beat_redis_masters_count) as servers:
-        yield servers
-
-
-@pytest.fixture
-def singleton_beat_redis_urls(singleton_beat_redis_masters: list[RedisServer]) -> list[str]:
-    """The URLs of ``singleton_beat_redis_masters``, as ``singleton_beat_redis_urls`` takes them."""
-    return [server.url for server in singleton_beat_redis_masters]
+__all__ = [
+    "singleton_beat_memory_lock",
+    "singleton_beat_redis_masters",
+    "singleton_beat_redis_masters_count",
+    "singleton_beat_redis_urls",
+]

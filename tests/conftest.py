@@ -1,11 +1,18 @@
+"""The fixtures every test directory shares: Redis masters, the task cluster, and the
+library's events as they are emitted."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 
+from celery_singleton_beat.observe import events
 from celery_singleton_beat.testing import RedisServer, redis_servers
+from tests.support.clusters import TaskCluster, task_cluster
+from tests.support.events import EventLog
 
 pytest_plugins: list[str] = []
 
@@ -20,3 +27,25 @@ def redis_cluster() -> Iterator[Callable[[int], list[RedisServer]]]:
 @pytest.fixture
 def three_masters(redis_cluster: Callable[[int], list[RedisServer]]) -> list[RedisServer]:
     return redis_cluster(3)
+
+
+@pytest.fixture
+def cluster(three_masters: list[RedisServer], tmp_path: Path) -> Iterator[TaskCluster]:
+    """Workers of ``tests.tasks.app`` on three masters and a broker of their own (started
+    by the test: ``cluster.start_worker()``)."""
+    with task_cluster(tmp_path, three_masters) as tasks:
+        yield tasks
+
+
+@pytest.fixture
+def event_log() -> Iterator[EventLog]:
+    log = EventLog()
+    unsubscribe = events.subscribe(log)
+    yield log
+    unsubscribe()
+
+
+@pytest.fixture
+def fired(event_log: EventLog) -> list[events.SlotFired]:
+    """Every ``SlotFired`` event emitted in this process while the test runs."""
+    return event_log.of(events.SlotFired)

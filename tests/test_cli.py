@@ -15,7 +15,7 @@ import redis
 
 from celery_singleton_beat.locks import Redlock
 from celery_singleton_beat.testing import RedisServer, wait_for
-from tests.beat.harness import BeatCluster, beat_cluster
+from tests.support.clusters import BeatCluster, beat_cluster
 
 pytestmark = pytest.mark.slow
 

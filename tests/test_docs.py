@@ -25,9 +25,9 @@ from celery import Celery
 from packaging.requirements import Requirement
 
 from celery_singleton_beat import SingletonTask
-from celery_singleton_beat.config import Config, TaskConfig
+from celery_singleton_beat.core.slots import slot_task_id
 from celery_singleton_beat.locks import Lease
-from celery_singleton_beat.slots import slot_task_id
+from celery_singleton_beat.settings.config import Config, TaskConfig
 from celery_singleton_beat.testing import (
     CeleryCluster,
     Process,
@@ -36,7 +36,7 @@ from celery_singleton_beat.testing import (
     http_status,
     wait_for,
 )
-from tests.beat.harness import slot_ms
+from tests.support.clusters import slot_ms
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry
 
 from celery_singleton_beat import SingletonTask, events
 from celery_singleton_beat.locks import Redlock
-from celery_singleton_beat.metrics import Metrics
+from celery_singleton_beat.observe.metrics import Metrics
 from celery_singleton_beat.testing import RedisServer, free_port, wait_for
-from tests.beat.harness import beat_cluster
+from tests.support.clusters import beat_cluster
 
 NAMES = [
     "lock_acquire_seconds", "lock_contention_total", "slots_dispatched_total",

@@ -8,7 +8,7 @@ import socket
 
 from celery import Celery
 
-from celery_singleton_beat import process
+from celery_singleton_beat.core import process
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.stores import MemorySlotStore
 

@@ -1,4 +1,4 @@
-"""Shared names are spelled once, in ``celery_singleton_beat/schema.py``."""
+"""Shared names are spelled once, in ``celery_singleton_beat/core/schema.py``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from celery_singleton_beat.schema import (
+from celery_singleton_beat.core.schema import (
     ClaimStatus,
     Header,
     Keys,
@@ -25,7 +25,7 @@ from celery_singleton_beat.schema import (
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = [ROOT / "celery_singleton_beat", ROOT / "django_app" / "django_celery_singleton_beat"]
-SCHEMA = ROOT / "celery_singleton_beat" / "schema.py"
+SCHEMA = ROOT / "celery_singleton_beat" / "core" / "schema.py"
 KEY_STARTS = ("lock:", "fence:", "entry:", "anchor:", "fire:", "replica:", "ran:", "enqueue:")
 KEY_STARTS += ("runstate:", "schedule:")
 KEY_STARTS += ("singleton-beat:",)

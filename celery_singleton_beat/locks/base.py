@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import NamedTuple, overload
 
 from celery_singleton_beat.errors import ConfigurationError, LockError
-from celery_singleton_beat.validate import positive_seconds
+from celery_singleton_beat.settings.validate import positive_seconds
 
 Clock = Callable[[], float]
 

@@ -19,13 +19,16 @@ import dataclasses
 import importlib
 import logging
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from celery_singleton_beat import events
-from celery_singleton_beat.config import as_written
-from celery_singleton_beat.entries import OPTION
+from celery_singleton_beat.core.entries import OPTION
 from celery_singleton_beat.errors import ConfigurationError, SourceUnavailable
+from celery_singleton_beat.observe import events
+from celery_singleton_beat.settings.config import as_written
 from celery_singleton_beat.sources.base import EntrySpec, ScheduleSource
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 SETTING = "singleton_beat_schedule_source"
 #: The names of the built-in sources, as in the setting.
@@ -33,7 +36,7 @@ BEAT_SCHEDULE, DJANGO_CELERY_BEAT, RUNTIME = "beat_schedule", "django_celery_bea
 BUILT_IN = {
     BEAT_SCHEDULE: "celery_singleton_beat.sources.beat_schedule.BeatScheduleSource",
     DJANGO_CELERY_BEAT: "django_celery_singleton_beat.sources.DjangoCeleryBeatSource",
-    RUNTIME: "celery_singleton_beat.sources.runtime.RuntimeSource",
+    RUNTIME: "celery_singleton_beat.sources.document.RuntimeSource",
 }
 ACCEPTED = (
     "'beat_schedule' (default), 'django_celery_beat', 'runtime', the dotted path of a "
@@ -76,7 +79,7 @@ class MergedSource(ScheduleSource):
 
     name = "merged"
 
-    def __init__(self, app: Any, sources: Sequence[ScheduleSource], control: Any = None) -> None:
+    def __init__(self, app: Celery, sources: Sequence[ScheduleSource], control: Any = None) -> None:
         super().__init__(app)
         self.control = control
         self.sources = [*sources, *([control] if control is not None else [])]
@@ -182,7 +185,7 @@ def _merge(
 
 
 def given_by(
-    app: Any, value: Any = None, *, besides: str | None = None
+    app: Celery, value: Any = None, *, besides: str | None = None
 ) -> tuple[dict[str, str], list[Conflict]]:
     """Every entry name the sources ``value`` names (default: the app's setting) give now,
     with the name of the source it is taken from, and the conflicts; ``besides`` leaves
@@ -215,16 +218,16 @@ def _paused(spec: EntrySpec) -> EntrySpec:
     return {**spec, "options": options}
 
 
-def load_source(app: Any, value: Any = None) -> MergedSource:
+def load_source(app: Celery, value: Any = None) -> MergedSource:
     """The sources ``value`` (default: the app's ``singleton_beat_schedule_source``) names,
     merged, with the run-now and pause controls of :mod:`celery_singleton_beat.schedule`."""
     sources = _sources(app, value)
-    from celery_singleton_beat.sources.runtime import ControlSource  # noqa: PLC0415
+    from celery_singleton_beat.sources.document import ControlSource  # noqa: PLC0415
 
     return MergedSource(app, sources, control=ControlSource(app))
 
 
-def _sources(app: Any, value: Any, besides: str | None = None) -> list[ScheduleSource]:
+def _sources(app: Celery, value: Any, besides: str | None = None) -> list[ScheduleSource]:
     """The sources ``value`` names, in its order (``besides`` left out); a setting refused
     is named as the user wrote it."""
     try:
@@ -233,7 +236,7 @@ def _sources(app: Any, value: Any, besides: str | None = None) -> list[ScheduleS
         raise as_written(app.conf, exc) from None
 
 
-def _named(app: Any, value: Any, besides: str | None) -> list[ScheduleSource]:
+def _named(app: Celery, value: Any, besides: str | None) -> list[ScheduleSource]:
     if value is None:
         value = app.conf.get(SETTING) or "beat_schedule"
     if isinstance(value, str):
@@ -253,7 +256,7 @@ def _check_name(value: Any, item: Any) -> str:
     return item
 
 
-def _one(app: Any, name: str, value: Any) -> ScheduleSource:
+def _one(app: Celery, name: str, value: Any) -> ScheduleSource:
     path = BUILT_IN.get(name, name)
     module, _, attribute = path.rpartition(".")
     try:

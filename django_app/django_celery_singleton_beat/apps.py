@@ -20,7 +20,8 @@ class SingletonBeatConfig(AppConfig):
         from celery import signals  # noqa: PLC0415
         from django.core import checks  # noqa: PLC0415
 
-        from celery_singleton_beat import overlap, overview  # noqa: PLC0415
+        from celery_singleton_beat.ops import cluster as overview  # noqa: PLC0415
+        from celery_singleton_beat.tasks import overlap  # noqa: PLC0415
 
         from . import checks as app_checks  # noqa: PLC0415
         from . import conf, recorder  # noqa: PLC0415

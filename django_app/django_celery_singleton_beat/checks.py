@@ -5,7 +5,7 @@ This app reads ``SINGLETON_BEAT_*`` from Django's settings; the library reads Ce
 with ``app.config_from_object("django.conf:settings", namespace="CELERY")``. A name in the
 wrong family (``CELERY_SINGLETON_BEAT_RETENTION``) or misspelt (``SINGLETON_BEAT_RETENTON``)
 is reported here, with the name meant (the same guess as beat's own refusal:
-:func:`celery_singleton_beat.config.closest`), at ``manage.py check``, ``runserver`` and
+:func:`celery_singleton_beat.settings.config.closest`), at ``manage.py check``, ``runserver`` and
 ``migrate``, before any beat replica refuses to start over it.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.core import checks
 
-from celery_singleton_beat.config import closest, setting_names
+from celery_singleton_beat.settings.config import closest, setting_names
 
 from .conf import AppSettings
 

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from celery_singleton_beat import schedule
-from celery_singleton_beat.entries import OPTION, Entry, Plan
-from celery_singleton_beat.overview import entry_specs
-from celery_singleton_beat.runtime_store import RuntimeStore
-from celery_singleton_beat.slots import IntervalSlots, to_datetime
+from celery_singleton_beat.core.entries import OPTION, Entry, Plan
+from celery_singleton_beat.core.slots import IntervalSlots, to_datetime
+from celery_singleton_beat.ops.cluster import entry_specs
+from celery_singleton_beat.runtime import Runtime
 
 from .models import ScheduleAction
 
@@ -85,9 +85,9 @@ def _anchors(app: Any, specs: Mapping[str, Mapping[str, Any]]) -> dict[str, int]
     every = {n: p.every_ms for n, p in plans.items() if p is not None and p.every_ms}
     if not every:
         return {}
-    store = RuntimeStore.for_app(app, 0.5)
+    store = Runtime.of(app).open_store(0.5)
     try:
-        stored = store.store.anchors(list(every.items()))
+        stored = store.anchors(list(every.items()))
     except Exception as exc:
         logger.warning("singleton beat: interval anchors cannot be read: %s", exc)
         return {}

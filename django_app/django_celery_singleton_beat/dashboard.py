@@ -23,17 +23,15 @@ from django.db.models import Count, Exists, Max, Min, OuterRef, Q, Sum
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_noop
 
-from celery_singleton_beat import overview, schedule
+from celery_singleton_beat import schedule
 from celery_singleton_beat._compat import created_apps, current_app
-from celery_singleton_beat.config import Config
-from celery_singleton_beat.decide import ON_TIME
-from celery_singleton_beat.entries import OPTION
+from celery_singleton_beat.core.decide import ON_TIME
+from celery_singleton_beat.core.entries import OPTION
+from celery_singleton_beat.core.slots import schedule_tz
 from celery_singleton_beat.errors import StoreUnavailable
-from celery_singleton_beat.runtime import load_task_modules
+from celery_singleton_beat.ops import cluster as overview
+from celery_singleton_beat.runtime import Runtime, load_task_modules
 from celery_singleton_beat.schedule import RUN_NOW
-from celery_singleton_beat.schema import StoreKind
-from celery_singleton_beat.slots import schedule_tz
-from celery_singleton_beat.stores import SlotStore, make_store
 
 from . import history
 from .models import SlotDispatch, TaskRun
@@ -155,37 +153,20 @@ class ReplicaView:
 
 
 def replicas(app: Any) -> ReplicaView:
-    """Live beat replicas, from their heartbeats in the slot store (on the Redis masters,
-    with each master's state)."""
+    """Live beat replicas, from their heartbeats in the app's slot store (their age on the
+    store's clock), and the state of each Redis master the store runs on."""
     try:
-        config = Config.from_conf(app.conf)
-        store = make_store(app, config)
+        store = Runtime.of(app).store
     except Exception as exc:
         return ReplicaView(f"{type(exc).__name__}: {exc}", [], [])
-    if config.store != StoreKind.REDIS:
-        return _store_replicas(store)
-    described = store.describe()
-    store.close()  # the masters' states and heartbeats are read with short timeouts below
-    found = overview.masters(config, timeout=0.3)
+    masters = overview.master_states(store.servers(), timeout=0.3)
     try:
-        rows = overview.replicas(config, [client for _, client in found])
-    finally:
-        for _, client in found:
-            client.close()
-    for row in rows:
-        row["ago"] = row["seen_ago"]  # on the master's clock, not this host's
-    return ReplicaView(None, rows, [state for state, _ in found], described)
-
-
-def _store_replicas(store: SlotStore) -> ReplicaView:
-    """Live beat replicas from the heartbeats in a slot store other than Redis masters."""
-    try:  # not closed: the database store would close this request's connection
         rows = store.replicas()
     except StoreUnavailable as exc:
-        return ReplicaView(str(exc), [], [], store.describe())
+        return ReplicaView(str(exc), [], masters, store.describe())
     for row in rows:
         row["ago"] = row.get("seen_ago")  # on the store's clock, not this host's
-    return ReplicaView(None, rows, [], store.describe())
+    return ReplicaView(None, rows, masters, store.describe())
 
 
 def expected_slots(

@@ -1,7 +1,7 @@
 """The schedule each periodic entry had over time, and the slots it owed in a window.
 
 A beat replica tells which slots an entry owes from when on
-(:class:`~celery_singleton_beat.events.EntryScheduled`: at start, on every change of the
+(:class:`~celery_singleton_beat.observe.events.EntryScheduled`: at start, on every change of the
 entry's schedule, when it leaves the schedule); the recorder keeps each version once as a
 :class:`~.models.ScheduleVersion`, its slots as JSON:
 
@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 
 from celery.schedules import crontab, solar
 
-from celery_singleton_beat.slots import (
+from celery_singleton_beat.core.slots import (
     BoundedSlots,
     CronSlots,
     IntervalSlots,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from celery_singleton_beat import schema
+from celery_singleton_beat.core import schema
 
 
 class TaskRun(models.Model):
@@ -254,7 +254,7 @@ class ReplicaHeartbeat(models.Model):
 
 class RuntimeSchedule(models.Model):
     """The runtime schedule of the database store: one document (entries added with
-    ``celery_singleton_beat.schedule``, run-now requests, paused names) and its revision."""
+    ``celery_singleton_beat.schedule.api``, run-now requests, paused names) and its revision."""
 
     revision = models.BigIntegerField(_("revision"), default=0)
     doc = models.TextField(_("document (JSON)"), default="{}")

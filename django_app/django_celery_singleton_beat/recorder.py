@@ -32,9 +32,9 @@ from celery import signals, states
 from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import F, Max
 
-from celery_singleton_beat import events
+from celery_singleton_beat.core.schema import Header, SkipReason
+from celery_singleton_beat.observe import events
 from celery_singleton_beat.schedule import RUN_NOW
-from celery_singleton_beat.schema import Header, SkipReason
 
 from . import history
 from .conf import AppSettings

@@ -36,8 +36,7 @@ import time
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-from celery_singleton_beat.errors import ConfigurationError
-from celery_singleton_beat.slots import (
+from celery_singleton_beat.core.slots import (
     BoundedSlots,
     OnceSlots,
     Slots,
@@ -45,6 +44,7 @@ from celery_singleton_beat.slots import (
     schedule_tz,
     slots_for,
 )
+from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.sources.base import EntrySpec, ScheduleSource
 
 logger = logging.getLogger(__name__)

@@ -37,9 +37,9 @@ from typing import Any, TypeVar
 from django.db import DatabaseError, OperationalError, connections, transaction
 from django.db.migrations.executor import MigrationExecutor
 
+from celery_singleton_beat.core.schema import RUN_STATE_FIELDS, ClaimStatus
 from celery_singleton_beat.errors import ConfigurationError, StoreUnavailable
 from celery_singleton_beat.locks.base import LockBackend
-from celery_singleton_beat.schema import RUN_STATE_FIELDS, ClaimStatus
 from celery_singleton_beat.stores.base import Claim, EntryState, Fence, SlotOutcome, SlotStore
 
 from .locks import NOW_MS, DatabaseLock

@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parent.parent))
 
 from celery.schedules import crontab  # noqa: E402
 
-from celery_singleton_beat.slots import CronSlots, IntervalSlots, slot_label  # noqa: E402
+from celery_singleton_beat.core.slots import CronSlots, IntervalSlots, slot_label  # noqa: E402
 from celery_singleton_beat.testing import CeleryCluster, redis_servers, wait_for  # noqa: E402
 
 ENTRIES = {

@@ -23,12 +23,13 @@ import redis
 from celery import Celery
 from celery.schedules import crontab
 
-from celery_singleton_beat import events, overlap
-from celery_singleton_beat.decide import Verdict
+from celery_singleton_beat.beat.scheduler import Scheduler
+from celery_singleton_beat.core.decide import Verdict
+from celery_singleton_beat.core.schema import Header
+from celery_singleton_beat.observe import events
 from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.scheduler import Scheduler
-from celery_singleton_beat.schema import Header
 from celery_singleton_beat.sources import EntrySpec, ScheduleSource
+from celery_singleton_beat.tasks import overlap
 
 
 def _django(database: str) -> dict[str, Any]:
@@ -149,7 +150,7 @@ def slow(self: Any, entry: str, seconds: float) -> None:
 class CrashAfterPublish(Scheduler):
     """Dies after publishing a slot of ``TEST_CRASH_ENTRY``, before marking it done."""
 
-    def _published(self, plan: Any, slot: int) -> None:
+    def slot_published(self, plan: Any, slot: int) -> None:
         if plan.name == os.environ.get("TEST_CRASH_ENTRY"):
             os._exit(17)
 
@@ -157,9 +158,9 @@ class CrashAfterPublish(Scheduler):
 class CrashAfterMark(Scheduler):
     """Dies right after marking a published slot of ``TEST_CRASH_ENTRY`` done."""
 
-    def _finish(self, batch: Any) -> None:
-        store = self.store
-        mark = store.finish
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        mark = self.store.finish
 
         def finish(outcomes: Any, *args: Any, **kwargs: Any) -> Any:
             marked = mark(outcomes, *args, **kwargs)
@@ -168,17 +169,13 @@ class CrashAfterMark(Scheduler):
                 os._exit(17)
             return marked
 
-        store.finish = finish
-        try:
-            super()._finish(batch)
-        finally:
-            del store.finish
+        self.store.finish = finish  # type: ignore[method-assign]
 
 
 class CrashAfterClaim(Scheduler):
     """Dies after claiming a slot of ``TEST_CRASH_ENTRY``, before publishing it."""
 
-    def _publish(self, plan: Any, slot: int) -> str:
+    def publish_slot(self, plan: Any, slot: int) -> str:
         if plan.name == os.environ.get("TEST_CRASH_ENTRY"):
             os._exit(17)
-        return super()._publish(plan, slot)
+        return super().publish_slot(plan, slot)

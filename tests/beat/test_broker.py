@@ -9,16 +9,16 @@ from collections.abc import Callable
 import pytest
 from celery import Celery
 
-from celery_singleton_beat import _compat, broker
-from celery_singleton_beat.scheduler import Scheduler
-from celery_singleton_beat.testing import RedisServer
-from tests.chaos.broker_proxy import BrokerProxy
+from celery_singleton_beat import _compat
+from celery_singleton_beat.beat import broker
+from celery_singleton_beat.beat.scheduler import Scheduler
+from celery_singleton_beat.testing import RedisServer, TcpProxy
 
 
 @pytest.fixture
-def proxied(redis_cluster: Callable[[int], list[RedisServer]]) -> tuple[Scheduler, BrokerProxy]:
+def proxied(redis_cluster: Callable[[int], list[RedisServer]]) -> tuple[Scheduler, TcpProxy]:
     master, queue = redis_cluster(2)
-    proxy = BrokerProxy(queue.port)
+    proxy = TcpProxy(queue.port)
     app = Celery("broker-tests", broker=proxy.url)
     app.conf.update(
         singleton_beat_redis_urls=[master.url],
@@ -31,7 +31,7 @@ def proxied(redis_cluster: Callable[[int], list[RedisServer]]) -> tuple[Schedule
 
 
 def test_a_warmed_connection_publishes_in_one_round_trip_and_retries_nothing(
-    proxied: tuple[Scheduler, BrokerProxy],
+    proxied: tuple[Scheduler, TcpProxy],
 ) -> None:
     sched, proxy = proxied
     broker.warm(sched.producer, sched._queues())
@@ -46,7 +46,7 @@ def test_a_warmed_connection_publishes_in_one_round_trip_and_retries_nothing(
 
 
 def test_cutting_the_connection_fails_a_hanging_publish_at_once(
-    proxied: tuple[Scheduler, BrokerProxy],
+    proxied: tuple[Scheduler, TcpProxy],
 ) -> None:
     sched, proxy = proxied
     broker.warm(sched.producer, sched._queues())

@@ -14,9 +14,9 @@ import pytest
 from celery import Celery
 from celery.schedules import schedule
 
-from celery_singleton_beat.config import Config, TaskConfig
+from celery_singleton_beat.beat.scheduler import Scheduler
 from celery_singleton_beat.errors import ConfigurationError, UnknownSetting
-from celery_singleton_beat.scheduler import Scheduler
+from celery_singleton_beat.settings.config import Config, TaskConfig
 
 URLS = ["redis://127.0.0.1:7001/0", "redis://127.0.0.1:7002/0", "redis://127.0.0.1:7003/0"]
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,10 +9,8 @@ from typing import Any
 
 import pytest
 
-from celery_singleton_beat.testing import free_port, wait_for
-from tests.beat.harness import beat_cluster, executed_slots
-from tests.beat.test_replicas import FAST, http_status
-from tests.djangoapp.proxy import Proxy
+from celery_singleton_beat.testing import TcpProxy, free_port, http_status, wait_for
+from tests.support.clusters import FAST, beat_cluster, executed_slots
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, databases=["postgres"])]
 
@@ -22,7 +20,7 @@ SCHEDULE = {
 }
 
 
-def database_behind(proxy: Proxy) -> dict[str, Any]:
+def database_behind(proxy: TcpProxy) -> dict[str, Any]:
     from django.db import connections
 
     given = connections["postgres"].settings_dict
@@ -41,7 +39,7 @@ def test_the_database_down_for_10_s_stops_publishing_and_beat_recovers_by_itself
 ) -> None:
     from django.db import connections
 
-    proxy = Proxy(int(connections["postgres"].settings_dict["PORT"] or 5432))
+    proxy = TcpProxy(int(connections["postgres"].settings_dict["PORT"] or 5432))
     ports = [free_port(), free_port()]
     try:
         with beat_cluster(tmp_path, database_behind(proxy), SCHEDULE, **FAST) as cluster:
@@ -91,7 +89,7 @@ def test_status_reads_replicas_and_entries_through_the_database_store(tmp_path: 
 
     from django.db import connections
 
-    proxy = Proxy(int(connections["postgres"].settings_dict["PORT"] or 5432))
+    proxy = TcpProxy(int(connections["postgres"].settings_dict["PORT"] or 5432))
 
     def status(cluster: Any) -> tuple[int, dict[str, Any]]:
         done = subprocess.run(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from celery_singleton_beat.decide import SlotView, Verdict, decide
+from celery_singleton_beat.core.decide import SlotView, Verdict, decide
 
 SLOT = 1_000_000
 GRACE = 300.0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from celery_singleton_beat.testing import Process, RedisServer, wait_for
-from tests.beat.harness import beat_cluster
+from tests.support.clusters import beat_cluster
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 from celery import Celery
 
+from celery_singleton_beat.beat.scheduler import Scheduler
 from celery_singleton_beat.errors import ConfigurationError
-from celery_singleton_beat.scheduler import Scheduler
 from celery_singleton_beat.testing import RedisServer
 
 

@@ -22,11 +22,10 @@ from sentry_sdk.envelope import Envelope
 from sentry_sdk.integrations.celery import CeleryIntegration
 from sentry_sdk.transport import Transport
 
+from celery_singleton_beat.beat.scheduler import Scheduler
+from celery_singleton_beat.core.slots import slot_task_id
 from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.scheduler import Scheduler
-from celery_singleton_beat.slots import slot_task_id
-from celery_singleton_beat.testing import RedisServer
-from tests.beat.test_scheduler_clock import FakeClock
+from celery_singleton_beat.testing import FakeClock, RedisServer
 
 SLOT = "2026-06-01T12:00:00.000Z"
 SLOT_MS = 1_780_315_200_000

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from celery_singleton_beat.testing import RedisServer, wait_for
-from tests.beat.harness import BeatCluster, beat_cluster, interval_slots, master_hash, slot_ms
+from tests.support.clusters import BeatCluster, beat_cluster, interval_slots, master_hash, slot_ms
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,8 @@ import datetime as dt
 from celery import Celery
 from celery.schedules import crontab
 
-from celery_singleton_beat.entries import Entry, Plan
-from celery_singleton_beat.replan import compare
+from celery_singleton_beat.core.entries import Entry, Plan
+from celery_singleton_beat.core.replan import compare
 
 APP = Celery("replan", broker="memory://", set_as_current=False)
 UTC = dt.timezone.utc

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from celery_singleton_beat.schema import Keys
+from celery_singleton_beat.core.schema import Keys
 from celery_singleton_beat.testing import Process, RedisServer, free_port, http_status, wait_for
-from tests.beat.harness import (
+from tests.support.clusters import (
+    FAST,
     BeatCluster,
     beat_cluster,
     check_exactly_once,
@@ -28,7 +29,6 @@ from tests.beat.harness import (
 pytestmark = pytest.mark.slow
 
 Cluster = Callable[[int], list[RedisServer]]
-FAST = {"singleton_beat_claim_ttl": 1.0, "singleton_beat_lease_ttl": 3.0}
 TWO_ENTRIES = {"one": {"every": 1}, "two": {"every": 2}}
 Store = list[RedisServer] | dict[str, Any]
 

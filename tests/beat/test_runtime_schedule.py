@@ -19,7 +19,7 @@ from celery import Celery
 
 from celery_singleton_beat import schedule
 from celery_singleton_beat.testing import Process, RedisServer, wait_for
-from tests.beat.harness import ROOT, BeatCluster, beat_cluster, interval_slots, slot_ms
+from tests.support.clusters import ROOT, BeatCluster, beat_cluster, interval_slots, slot_ms
 
 pytestmark = pytest.mark.slow
 

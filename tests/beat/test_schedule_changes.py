@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from celery_singleton_beat.testing import RedisServer, wait_for
-from tests.beat.harness import beat_cluster, interval_slots, master_hash, slot_ms
+from tests.support.clusters import beat_cluster, interval_slots, master_hash, slot_ms
 
 pytestmark = pytest.mark.slow
 

@@ -11,21 +11,14 @@ from celery import Celery
 from celery.schedules import crontab
 from kombu import Producer
 
-from celery_singleton_beat import events
+from celery_singleton_beat.beat.scheduler import Scheduler
+from celery_singleton_beat.core.slots import slot_label
+from celery_singleton_beat.observe import events
 from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.scheduler import Scheduler
-from celery_singleton_beat.slots import slot_label
-from celery_singleton_beat.testing import RedisServer
+from celery_singleton_beat.testing import FakeClock, RedisServer
+from tests.support.events import EventLog
 
 BERLIN = {"singleton_beat": {"timezone": "Europe/Berlin"}}
-
-
-class FakeClock:
-    def __init__(self, start: str) -> None:
-        self.now = dt.datetime.fromisoformat(start).replace(tzinfo=dt.timezone.utc).timestamp()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -150,7 +143,10 @@ KOMBU_HAS_BATCH = hasattr(Producer, "batch")
 
 @pytest.mark.skipif(not KOMBU_HAS_BATCH, reason="kombu < 5.7 publishes each message at once")
 def test_a_batch_that_never_reaches_the_broker_is_retried_and_not_counted(
-    redis_cluster: Callable[[int], list[RedisServer]], clock: FakeClock, fired: list[Any]
+    redis_cluster: Callable[[int], list[RedisServer]],
+    clock: FakeClock,
+    fired: list[Any],
+    event_log: EventLog,
 ) -> None:
     import contextlib
 
@@ -163,11 +159,8 @@ def test_a_batch_that_never_reaches_the_broker_is_retried_and_not_counted(
     app.conf.update(singleton_beat_redis_urls=[master.url], beat_schedule=schedule)
     sched = Scheduler(app=on_clock(app, clock))
     queue = redis.Redis.from_url(broker)
-    skipped: list[events.SlotSkipped] = []
-    unsubscribe = events.subscribe(
-        lambda e: skipped.append(e) if isinstance(e, events.SlotSkipped) else None
-    )
-    real = sched._publish_batch
+    skipped = event_log.of(events.SlotSkipped)
+    real = sched.publish_batch
 
     @contextlib.contextmanager
     def lost_on_flush() -> Iterator[None]:
@@ -181,7 +174,7 @@ def test_a_batch_that_never_reaches_the_broker_is_retried_and_not_counted(
     try:
         sched.tick()
         clock.now += 10
-        sched._publish_batch = lost_on_flush  # type: ignore[method-assign]
+        sched.publish_batch = lost_on_flush  # type: ignore[method-assign]
         sched.tick()
         assert fired == []
         assert sorted(e.entry for e in skipped) == ["e0", "e1", "e2"]
@@ -189,21 +182,23 @@ def test_a_batch_that_never_reaches_the_broker_is_retried_and_not_counted(
         assert "broker gone" in skipped[0].detail
         assert queue.llen("celery") == 0
 
-        sched._publish_batch = real  # type: ignore[method-assign]
+        sched.publish_batch = real  # type: ignore[method-assign]
         clock.now += 1.5
         sched.tick()
         assert sorted(e.entry for e in fired) == ["e0", "e1", "e2"]
         assert {e.slot for e in fired} == {e.slot for e in skipped}, "the same slots, retried"
         assert queue.llen("celery") == 3, "each message reached the broker once"
     finally:
-        unsubscribe()
         queue.close()
         sched.close()
 
 
 @pytest.mark.skipif(KOMBU_HAS_BATCH, reason="kombu >= 5.7 publishes a chunk as one batch")
 def test_without_batches_a_message_that_fails_to_publish_is_retried_alone(
-    redis_cluster: Callable[[int], list[RedisServer]], clock: FakeClock, fired: list[Any]
+    redis_cluster: Callable[[int], list[RedisServer]],
+    clock: FakeClock,
+    fired: list[Any],
+    event_log: EventLog,
 ) -> None:
     """Older kombu publishes message by message: the ones sent count, the failed one is
     retried on its own, with the same slot."""
@@ -216,11 +211,8 @@ def test_without_batches_a_message_that_fails_to_publish_is_retried_alone(
     app.conf.update(singleton_beat_redis_urls=[master.url], beat_schedule=schedule)
     sched = Scheduler(app=app)
     queue = redis.Redis.from_url(broker)
-    skipped: list[events.SlotSkipped] = []
-    unsubscribe = events.subscribe(
-        lambda e: skipped.append(e) if isinstance(e, events.SlotSkipped) else None
-    )
-    real = sched._publish
+    skipped = event_log.of(events.SlotSkipped)
+    real = sched.publish_slot
 
     def broker_refuses_e1(plan: Any, slot: int) -> str:
         if plan.name == "e1":
@@ -232,20 +224,19 @@ def test_without_batches_a_message_that_fails_to_publish_is_retried_alone(
         clock.now += 10
         fired.clear()
         before = queue.llen("celery")
-        sched._publish = broker_refuses_e1  # type: ignore[method-assign]
+        sched.publish_slot = broker_refuses_e1  # type: ignore[method-assign]
         sched.tick()
         assert sorted(e.entry for e in fired) == ["e0", "e2"]
         assert [(e.entry, e.reason) for e in skipped] == [("e1", "publish_failed")]
         assert "broker gone" in skipped[0].detail
         assert queue.llen("celery") - before == 2
 
-        sched._publish = real  # type: ignore[method-assign]
+        sched.publish_slot = real  # type: ignore[method-assign]
         clock.now += 1.5
         sched.tick()
         assert sorted(e.entry for e in fired) == ["e0", "e1", "e2"]
         assert fired[-1].slot == skipped[0].slot, "the same slot, retried"
         assert queue.llen("celery") - before == 3, "each message reached the broker once"
     finally:
-        unsubscribe()
         queue.close()
         sched.close()

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 from celery.schedules import crontab, solar
 
-from celery_singleton_beat.slots import CronSlots, IntervalSlots, SolarSlots, slot_label
+from celery_singleton_beat.core.slots import CronSlots, IntervalSlots, SolarSlots, slot_label
 
 BERLIN = ZoneInfo("Europe/Berlin")
 LOS_ANGELES = ZoneInfo("America/Los_Angeles")
@@ -180,7 +180,7 @@ def test_solar_slots_are_the_same_whatever_the_start_before_the_event() -> None:
 def test_a_plan_finds_the_slot_before_another_for_intervals_and_crontab() -> None:
     from celery import Celery
 
-    from celery_singleton_beat.entries import Entry, Plan
+    from celery_singleton_beat.core.entries import Entry, Plan
 
     app = Celery("plans", broker="memory://")
     hourly = Entry(name="hourly", task="t", schedule=crontab(minute=0), app=app)

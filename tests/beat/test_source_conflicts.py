@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from celery_singleton_beat.testing import Process, RedisServer, free_port, wait_for
-from tests.beat.harness import ROOT, BeatCluster, beat_cluster, executed_slots, interval_slots
+from tests.support.clusters import ROOT, BeatCluster, beat_cluster, executed_slots, interval_slots
 
 pytestmark = pytest.mark.slow
 

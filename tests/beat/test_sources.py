@@ -12,9 +12,9 @@ from celery import Celery
 from celery.schedules import crontab
 from django_celery_beat.tzcrontab import TzAwareCrontab
 
-from celery_singleton_beat.entries import Entry, Plan
+from celery_singleton_beat.beat.scheduler import Scheduler
+from celery_singleton_beat.core.entries import Entry, Plan
 from celery_singleton_beat.errors import ConfigurationError
-from celery_singleton_beat.scheduler import Scheduler
 from celery_singleton_beat.sources import EntrySpec, MergedSource, ScheduleSource
 from celery_singleton_beat.sources.beat_schedule import BeatScheduleSource
 from celery_singleton_beat.testing import RedisServer
@@ -165,7 +165,7 @@ class HintingSource(ScheduleSource):
 
 
 def test_a_source_told_of_a_change_is_read_at_the_next_tick_not_at_the_next_poll() -> None:
-    from celery_singleton_beat.replan import POLL_EVERY, SourceWatcher
+    from celery_singleton_beat.sources.watcher import POLL_EVERY, SourceWatcher
 
     source = HintingSource(Celery("hint", set_as_current=False))
     watcher = SourceWatcher(source)
@@ -181,7 +181,7 @@ def test_a_heartbeat_that_read_a_newer_runtime_revision_hints_at_it_once(
     redis_cluster: Callable[[int], list[RedisServer]],
 ) -> None:
     from celery_singleton_beat.runtime import Runtime
-    from celery_singleton_beat.sources.runtime import RuntimeSource
+    from celery_singleton_beat.sources.document import RuntimeSource
 
     app = Celery("hint-runtime", broker="memory://", set_as_current=False)
     app.conf.singleton_beat_redis_urls = [redis_cluster(1)[0].url]
@@ -197,7 +197,7 @@ def test_a_heartbeat_that_read_a_newer_runtime_revision_hints_at_it_once(
 
 
 def test_a_new_version_is_read_once_more_shortly_after_for_a_row_written_just_after_it() -> None:
-    from celery_singleton_beat.replan import AGAIN_AFTER, POLL_EVERY, SourceWatcher
+    from celery_singleton_beat.sources.watcher import AGAIN_AFTER, POLL_EVERY, SourceWatcher
 
     source = HintingSource(Celery("again", set_as_current=False))
     watcher = SourceWatcher(source)

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 import pytest
 from celery import Celery
 
-from celery_singleton_beat import events, scheduler
+from celery_singleton_beat.beat import dispatch
+from celery_singleton_beat.beat.scheduler import Scheduler
+from celery_singleton_beat.observe import events
 from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.scheduler import Scheduler
 from celery_singleton_beat.stores import MemorySlotStore
 from celery_singleton_beat.stores.base import Claim, Fence
 
@@ -37,7 +38,7 @@ class OutageOnSecondClaim(MemorySlotStore):
 def test_entries_of_chunks_not_yet_claimed_when_the_store_failed_fire_after_it_is_back(
     monkeypatch: pytest.MonkeyPatch, fired: list[events.SlotFired]
 ) -> None:
-    monkeypatch.setattr(scheduler, "CLAIM_CHUNK", 2)
+    monkeypatch.setattr(dispatch, "CLAIM_CHUNK", 2)
     app = Celery("outage", broker="memory://")
     app.conf.update(
         singleton_beat_store=f"{__name__}.OutageOnSecondClaim",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from celery_singleton_beat.testing import RedisServer, wait_for
-from tests.beat.harness import beat_cluster, check_exactly_once
+from tests.support.clusters import beat_cluster, check_exactly_once
 
 pytestmark = pytest.mark.slow
 

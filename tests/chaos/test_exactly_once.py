@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from celery_singleton_beat.testing import RedisServer, wait_for
-from tests.beat.harness import BeatCluster, beat_cluster, interval_slots, master_hash, slot_ms
-from tests.chaos.broker_proxy import BrokerProxy
+from celery_singleton_beat.testing import RedisServer, TcpProxy, wait_for
+from tests.support.clusters import BeatCluster, beat_cluster, interval_slots, master_hash, slot_ms
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +62,7 @@ def test_a_slot_missed_while_a_master_was_emptied_is_coalesced_and_counted(
 
 
 def run_through(
-    cluster: BeatCluster, proxy: BrokerProxy, seconds: float, heal_after: float | None
+    cluster: BeatCluster, proxy: TcpProxy, seconds: float, heal_after: float | None
 ) -> tuple[float, float]:
     """Three replicas on the proxied broker for ``seconds``; returns the observed window."""
     cluster.start_worker()
@@ -78,7 +77,7 @@ def run_through(
         time.sleep(5)
         proxy.black_hole()
         time.sleep(heal_after)
-        proxy.heal()
+        proxy.restore()
         time.sleep(seconds - heal_after - 5)
     end = time.time()
     proxy.delay(0)
@@ -120,7 +119,7 @@ def test_a_slow_broker_sends_no_slot_twice_and_every_skip_is_counted_truthfully(
     """Broker answering 4 s per chunk, claim TTL 3 s, three replicas for 60 s."""
     with beat_cluster(tmp_path, three_masters, SCHEDULE, singleton_beat_claim_ttl=3.0) as c:
         assert c.broker is not None
-        proxy = BrokerProxy(c.broker.port)
+        proxy = TcpProxy(c.broker.port)
         try:
             window = run_through(c, proxy, 60, heal_after=None)
             check_every_slot_accounted(c, three_masters, SCHEDULE, window)
@@ -135,7 +134,7 @@ def test_a_black_holed_broker_sends_no_slot_twice_and_every_skip_is_counted_trut
     settings = {"singleton_beat_claim_ttl": 3.0, "singleton_beat_publish_timeout": 5.0}
     with beat_cluster(tmp_path, three_masters, SCHEDULE, **settings) as c:
         assert c.broker is not None
-        proxy = BrokerProxy(c.broker.port)
+        proxy = TcpProxy(c.broker.port)
         try:
             window = run_through(c, proxy, 60, heal_after=20)
             check_every_slot_accounted(c, three_masters, SCHEDULE, window)

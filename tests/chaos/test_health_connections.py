@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from celery_singleton_beat.health import MAX_CONNECTIONS, REQUEST_TIMEOUT
+from celery_singleton_beat.beat.health import MAX_CONNECTIONS, REQUEST_TIMEOUT
 from celery_singleton_beat.testing import Process, RedisServer, free_port, wait_for
-from tests.beat.harness import beat_cluster
+from tests.support.clusters import beat_cluster
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from celery_singleton_beat.testing import RedisServer, wait_for
-from tests.beat.harness import BeatCluster, beat_cluster
+from tests.support.clusters import BeatCluster, beat_cluster
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from celery_singleton_beat.config import Config, TaskConfig
 from celery_singleton_beat.errors import ConfigurationError
+from celery_singleton_beat.settings.config import Config, TaskConfig
 from celery_singleton_beat.testing import CeleryCluster, RedisServer, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,31 +6,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from celery import Celery
 
 from celery_singleton_beat import SingletonTask
 from celery_singleton_beat.locks import Redlock
-from celery_singleton_beat.task import lock_store
+from celery_singleton_beat.tasks.singleton import task_locks
 from celery_singleton_beat.testing import CeleryCluster, RedisServer, wait_for
-from tests.tasks.test_workers import APP, ROOT, TaskCluster
+from tests.support.clusters import ROOT, TaskCluster
+from tests.support.clusters import TASK_APP as APP
 
 DAY_MS = 86400 * 1000
-
-
-@pytest.fixture
-def cluster(three_masters: list[RedisServer], tmp_path: Path) -> Iterator[TaskCluster]:
-    broker = RedisServer().start()
-    tasks = TaskCluster(tmp_path, APP, queue="task-tests", masters=three_masters, broker=broker)
-    try:
-        yield tasks
-    finally:
-        tasks.stop()
-        broker.stop()
 
 
 def by_label_sender(cluster: TaskCluster) -> Any:
@@ -75,7 +64,7 @@ def test_a_task_lock_fence_counter_is_kept_30_days_so_a_weekly_task_keeps_rising
 ) -> None:
     app = Celery("fences", broker="memory://")
     app.conf.singleton_beat_redis_urls = [m.url for m in three_masters]
-    _config, backend = lock_store(app)
+    _config, backend = task_locks(app)
     fences = []
     for _ in range(2):
         lease = backend.acquire("task:weekly-report", ttl=5)

@@ -15,7 +15,7 @@ from celery.schedules import crontab
 from redis.connection import Connection
 
 from celery_singleton_beat import _compat
-from celery_singleton_beat.overview import cron_expression
+from celery_singleton_beat.ops.cluster import cron_expression
 from celery_singleton_beat.testing import RedisServer
 
 KOMBU_HAS_BATCH = tuple(int(p) for p in kombu.__version__.split(".")[:2]) >= (5, 7)
@@ -100,7 +100,7 @@ def test_the_quiet_handshake_options_connect_with_resp2(server: RedisServer) -> 
 def test_solar_slots_need_no_private_celery_api() -> None:
     from celery.schedules import solar
 
-    from celery_singleton_beat.slots import SolarSlots
+    from celery_singleton_beat.core.slots import SolarSlots
 
     start = round(dt.datetime(2026, 3, 20, tzinfo=dt.timezone.utc).timestamp() * 1000)
     noon = SolarSlots(solar("solar_noon", 0.0, 0.0)).next_after(start)

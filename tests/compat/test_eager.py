@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from celery_singleton_beat import events
-from celery_singleton_beat.task import ENTRY_HEADER, SLOT_HEADER
+from celery_singleton_beat.observe import events
+from celery_singleton_beat.tasks.singleton import ENTRY_HEADER, SLOT_HEADER
 from tests.compat.tasks import Tasks, make_app
+from tests.support.events import EventLog
 
 
 @pytest.fixture
@@ -19,13 +20,8 @@ def eager() -> Tasks:
 
 
 @pytest.fixture
-def skipped() -> Any:
-    seen: list[events.RunSkipped] = []
-    unsubscribe = events.subscribe(
-        lambda e: seen.append(e) if isinstance(e, events.RunSkipped) else None
-    )
-    yield seen
-    unsubscribe()
+def skipped(event_log: EventLog) -> list[events.RunSkipped]:
+    return event_log.of(events.RunSkipped)
 
 
 def test_an_eager_singleton_task_sees_its_task_id_and_a_fenced_lease(eager: Tasks) -> None:

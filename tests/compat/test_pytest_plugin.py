@@ -63,7 +63,7 @@ def test_a_run_that_uses_no_fixture_of_the_plugin_imports_neither_celery_nor_red
     (tmp_path / "test_plain.py").write_text(
         "import sys\n\n"
         "def test_nothing_heavy_was_imported():\n"
-        "    assert 'celery_singleton_beat.pytest_plugin' in sys.modules\n"
+        "    assert 'celery_singleton_beat.testing.pytest_plugin' in sys.modules\n"
         "    heavy = {m.split('.')[0] for m in sys.modules} & {'celery', 'kombu', 'redis'}\n"
         "    assert heavy == set()\n"
     )

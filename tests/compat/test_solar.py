@@ -11,10 +11,10 @@ import pytest
 from celery import Celery
 from celery.schedules import solar
 
-from celery_singleton_beat import events
+from celery_singleton_beat.beat.scheduler import Scheduler
+from celery_singleton_beat.core.slots import SolarSlots, slot_label
+from celery_singleton_beat.observe import events
 from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.scheduler import Scheduler
-from celery_singleton_beat.slots import SolarSlots, slot_label
 from celery_singleton_beat.testing import RedisServer
 
 UTC = dt.timezone.utc
@@ -90,20 +90,13 @@ def sunrise_scheduler(
 
 
 def test_beat_fires_a_solar_entry_at_sunrise(
-    sunrise_scheduler: tuple[Scheduler, list[float]],
+    sunrise_scheduler: tuple[Scheduler, list[float]], fired: list[events.SlotFired]
 ) -> None:
     sched, now = sunrise_scheduler
-    fired: list[events.SlotFired] = []
-    unsubscribe = events.subscribe(
-        lambda e: fired.append(e) if isinstance(e, events.SlotFired) else None
-    )
-    try:
-        sched.tick()
-        assert fired == [], "before sunrise nothing is due"
-        now[0] = dt.datetime(2026, 6, 21, 3, 43, 10, tzinfo=UTC).timestamp()
-        sched.tick()
-    finally:
-        unsubscribe()
+    sched.tick()
+    assert fired == [], "before sunrise nothing is due"
+    now[0] = dt.datetime(2026, 6, 21, 3, 43, 10, tzinfo=UTC).timestamp()
+    sched.tick()
     assert [(e.entry, e.slot) for e in fired] == [
         ("dawn-job", dt.datetime(2026, 6, 21, 3, 43, 9, tzinfo=UTC))
     ]

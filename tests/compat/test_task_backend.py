@@ -45,7 +45,7 @@ def test_overriding_the_lock_backend_with_something_else_is_refused_by_name() ->
     import pytest
 
     from celery_singleton_beat import ConfigurationError
-    from celery_singleton_beat.task import override_lock_backend
+    from celery_singleton_beat.tasks.singleton import override_lock_backend
 
     with pytest.raises(ConfigurationError) as refused:
         override_lock_backend("redis://127.0.0.1:6379/0").__enter__()  # type: ignore[arg-type]

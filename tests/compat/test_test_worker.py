@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from celery.contrib.testing.worker import start_worker
 
-from celery_singleton_beat import events
-from celery_singleton_beat.task import ENTRY_HEADER, SLOT_HEADER
+from celery_singleton_beat.observe import events
+from celery_singleton_beat.tasks.singleton import ENTRY_HEADER, SLOT_HEADER
 from tests.compat.tasks import Tasks, make_app
+from tests.support.events import EventLog
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +35,8 @@ def worker(running: Tasks) -> Iterator[Tasks]:
 
 
 @pytest.fixture
-def skipped() -> Iterator[list[events.RunSkipped]]:
-    seen: list[events.RunSkipped] = []
-    unsubscribe = events.subscribe(
-        lambda e: seen.append(e) if isinstance(e, events.RunSkipped) else None
-    )
-    yield seen
-    unsubscribe()
+def skipped(event_log: EventLog) -> list[events.RunSkipped]:
+    return event_log.of(events.RunSkipped)
 
 
 def test_a_worker_run_sees_its_task_id_and_a_fenced_lease(worker: Tasks) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import shared_task
 
-from celery_singleton_beat.schema import Header
+from celery_singleton_beat.core.schema import Header
 
 
 @shared_task(bind=True, name="journal.append")

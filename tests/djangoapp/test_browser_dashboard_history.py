@@ -30,9 +30,9 @@ from django.db import connections
 
 from celery_singleton_beat.testing import CeleryCluster, Process, RedisServer, wait_for
 from django_celery_singleton_beat.models import SlotDispatch
-from tests.beat.harness import slot_ms
 from tests.djangoapp.browser import ARTIFACTS, chromium_page, log_in
 from tests.djangoapp.project import PROJECT, demo_env
+from tests.support.clusters import slot_ms
 
 models = pytest.importorskip("django_celery_beat.models")
 

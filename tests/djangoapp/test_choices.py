@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from celery_singleton_beat.schema import Outcome, RunStatus
+from celery_singleton_beat.core.schema import Outcome, RunStatus
 from django_celery_singleton_beat.models import SlotDispatch, TaskRun
 
 

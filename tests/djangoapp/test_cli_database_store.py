@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from django.db import connections
 
-from celery_singleton_beat import process
+from celery_singleton_beat.core import process
 from celery_singleton_beat.testing import CeleryCluster, RedisServer, free_port, wait_for
 from django_celery_singleton_beat.locks import DatabaseLock
 from django_celery_singleton_beat.stores import DatabaseSlotStore

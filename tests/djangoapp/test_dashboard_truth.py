@@ -25,10 +25,9 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from celery_singleton_beat import events, schedule
-from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.scheduler import Scheduler
-from celery_singleton_beat.slots import (
+from celery_singleton_beat import schedule
+from celery_singleton_beat.beat.scheduler import Scheduler
+from celery_singleton_beat.core.slots import (
     BoundedSlots,
     CronSlots,
     IntervalSlots,
@@ -36,6 +35,8 @@ from celery_singleton_beat.slots import (
     Slots,
     SolarSlots,
 )
+from celery_singleton_beat.observe import events
+from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.sources import ScheduleSource
 from django_celery_singleton_beat import history, models
 from django_celery_singleton_beat.conf import AppSettings

@@ -23,10 +23,10 @@ import redis
 from django.db import connections
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from celery_singleton_beat.schema import Header
-from celery_singleton_beat.slots import slot_task_id
+from celery_singleton_beat.core.schema import Header
+from celery_singleton_beat.core.slots import slot_task_id
 from celery_singleton_beat.testing import RedisServer, wait_for
-from tests.beat.harness import BeatCluster, slot_ms
+from tests.support.clusters import BeatCluster, slot_ms
 
 pytestmark = [
     pytest.mark.slow,

@@ -22,8 +22,8 @@ from django_celery_beat.models import (
     SolarSchedule,
 )
 
-from celery_singleton_beat.entries import Entry, Plan
-from celery_singleton_beat.slots import CronSlots, SlotSchedule, SolarSlots
+from celery_singleton_beat.core.entries import Entry, Plan
+from celery_singleton_beat.core.slots import CronSlots, SlotSchedule, SolarSlots
 from django_celery_singleton_beat.sources import DjangoCeleryBeatSource
 
 pytestmark = pytest.mark.django_db(transaction=True)  # beat reads in autocommit, as here

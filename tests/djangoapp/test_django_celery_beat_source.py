@@ -30,7 +30,7 @@ from django_celery_beat.models import (
 )
 
 from celery_singleton_beat.testing import RedisServer, wait_for
-from tests.beat.harness import BeatCluster, interval_slots, slot_ms
+from tests.support.clusters import BeatCluster, interval_slots, slot_ms
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, databases=["postgres"])]
 

@@ -20,11 +20,10 @@ import pytest
 from celery import Celery
 from django.db import connections
 
-from celery_singleton_beat.slots import slot_task_id
-from celery_singleton_beat.testing import CeleryCluster, RedisServer, wait_for
+from celery_singleton_beat.core.slots import slot_task_id
+from celery_singleton_beat.testing import CeleryCluster, RedisServer, TcpProxy, wait_for
 from django_celery_singleton_beat.models import SlotDispatch, TaskRun
 from tests.djangoapp.project import project_env
-from tests.djangoapp.proxy import Proxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, databases=["postgres"])]
 
@@ -120,7 +119,7 @@ def test_tasks_keep_running_while_the_database_is_away_and_rows_resume(
     tmp_path: Path, redis: RedisServer
 ) -> None:
     db_port = int(connections["postgres"].settings_dict["PORT"])
-    proxy = Proxy(db_port)
+    proxy = TcpProxy(db_port)
     cluster = CeleryCluster(tmp_path, "demo_site", project_env(redis, str(proxy.port)))
     try:
         worker = cluster.start_worker(pool="prefork", concurrency=1)

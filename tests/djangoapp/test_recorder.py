@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from celery_singleton_beat import events
+from celery_singleton_beat.observe import events
 from django_celery_singleton_beat.conf import AppSettings
 from django_celery_singleton_beat.models import SlotDispatch, TaskRun
 from django_celery_singleton_beat.recorder import Recorder

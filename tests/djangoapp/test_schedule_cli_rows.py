@@ -14,7 +14,7 @@ from django.db import connections
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from celery_singleton_beat.testing import RedisServer
-from tests.beat.harness import ROOT
+from tests.support.clusters import ROOT
 
 pytestmark = [
     pytest.mark.slow,

@@ -16,7 +16,7 @@ from django.test import Client
 from django.urls import reverse
 
 from celery_singleton_beat import schedule
-from celery_singleton_beat.runtime_store import RuntimeStore
+from celery_singleton_beat.schedule.document import ScheduleDocument
 from celery_singleton_beat.testing import RedisServer
 from django_celery_singleton_beat.models import ScheduleAction
 
@@ -60,7 +60,7 @@ def post(client: Client, action: str, entry: str, csrf: bool = True) -> Any:
 
 
 def runs() -> dict[str, Any]:
-    store = RuntimeStore.for_app(APP, 0.5)
+    store = ScheduleDocument.for_app(APP, 0.5)
     try:
         return dict(store.read()[1]["runs"])
     finally:

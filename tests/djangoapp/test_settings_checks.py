@@ -13,8 +13,8 @@ import pytest
 from celery import Celery
 from django.core import checks
 
-from celery_singleton_beat.config import Config, TaskConfig
 from celery_singleton_beat.errors import ConfigurationError, UnknownSetting
+from celery_singleton_beat.settings.config import Config, TaskConfig
 from tests.djangoapp.project import demo_env, with_settings
 
 

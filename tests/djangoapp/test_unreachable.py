@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from django.db import connections
 
-from celery_singleton_beat import events
 from celery_singleton_beat.errors import LockError
+from celery_singleton_beat.observe import events
 from django_celery_singleton_beat.conf import AppSettings
 from django_celery_singleton_beat.locks import DatabaseLock
 from django_celery_singleton_beat.recorder import Recorder

@@ -1,4 +1,5 @@
-"""The lock contract, run against every backend: MemoryLock and Redlock over 1, 3 and 5 masters."""
+"""The lock contract, run against every backend: MemoryLock, Redlock over 1, 3 and 5
+masters, and the Django app's DatabaseLock on SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
@@ -11,19 +12,22 @@ import pytest
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks import LockBackend, MemoryLock, Redlock
 from celery_singleton_beat.testing import RedisServer
+from tests.support.databases import database_alias, with_databases
 
-BACKENDS = ["memory", "redlock-1", "redlock-3", "redlock-5"]
 
-
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=with_databases("memory", "redlock-1", "redlock-3", "redlock-5"))
 def lock(
     request: pytest.FixtureRequest, redis_cluster: Callable[[int], list[RedisServer]]
 ) -> Iterator[LockBackend]:
-    if request.param == "memory":
+    kind, _, detail = request.param.partition("-")
+    if kind == "memory":
         backend: LockBackend = MemoryLock()
+    elif kind == "redlock":
+        backend = Redlock.from_urls([s.url for s in redis_cluster(int(detail))], node_timeout=0.2)
     else:
-        count = int(request.param.split("-")[1])
-        backend = Redlock.from_urls([s.url for s in redis_cluster(count)], node_timeout=0.2)
+        from django_celery_singleton_beat.locks import DatabaseLock
+
+        backend = DatabaseLock(using=database_alias(request.param))
     yield backend
     backend.close()
 

@@ -12,10 +12,11 @@ from celery import Celery
 from celery.app.trace import build_tracer
 
 from celery_singleton_beat import SingletonTask, SlotAwareTask
+from celery_singleton_beat.connections import masters as wire
+from celery_singleton_beat.connections.masters import Masters
 from celery_singleton_beat.errors import QuorumUnavailable
-from celery_singleton_beat.locks import Redlock, nodes
-from celery_singleton_beat.locks.nodes import Masters
-from celery_singleton_beat.task import ENTRY_HEADER, SLOT_HEADER
+from celery_singleton_beat.locks import Redlock
+from celery_singleton_beat.tasks.singleton import ENTRY_HEADER, SLOT_HEADER
 from celery_singleton_beat.testing import RedisServer
 
 
@@ -171,7 +172,7 @@ def test_an_acquire_after_a_posted_release_waits_for_its_own_reply_alone(
     lease = lock.acquire("warm", ttl=5)
     assert lease is not None
     lock.release_nowait(lease)
-    monkeypatch.setattr(nodes.select, "poll", CountedPoll)
+    monkeypatch.setattr(wire.select, "poll", CountedPoll)
     lock.masters._watches.clear()
     for run in range(5):
         time.sleep(0.05)  # the posted release's replies arrive

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from celery_singleton_beat.locks import nodes
-from celery_singleton_beat.locks.nodes import Masters, pack
+from celery_singleton_beat.connections import masters as wire
+from celery_singleton_beat.connections.masters import Masters
+from celery_singleton_beat.connections.resp import pack
 from celery_singleton_beat.testing import RedisServer
 
 BUSY = (
@@ -60,7 +61,7 @@ def test_the_time_spent_encoding_a_batch_is_no_masters_silence(
             time.sleep(0.2)
             return pack(commands)
 
-        monkeypatch.setattr(nodes, "pack", slow_pack)
+        monkeypatch.setattr(wire, "pack", slow_pack)
         assert masters.broadcast([("PING",)]) == [[b"PONG"]] * 3
     finally:
         masters.close()

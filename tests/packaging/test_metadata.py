@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import tomllib
+
+from tests.support.project import noxfile
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 # the interpreter `make test` runs the whole suite on (the Makefile's PYTHON)
 DEFAULT_PYTHON = re.search(r"command -v python(3\.\d+)", (ROOT / "Makefile").read_text())
-
-
-@functools.cache
-def noxfile() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("noxfile", ROOT / "noxfile.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["noxfile"] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_python_classifiers_are_exactly_the_pythons_ci_runs() -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from celery_singleton_beat.testing import RedisServer, wait_for
+from tests.support.project import noxfile
 
 pytestmark = pytest.mark.slow
 
@@ -35,22 +36,29 @@ VERSION = next(
     and [getattr(t, "id", None) for t in node.targets] == ["__version__"]
     and isinstance(node.value, ast.Constant)
 )
-BUILD_LEFTOVERS = (
-    ".git",
-    ".venv",
-    ".nox",
-    "*.egg-info",
-    "build",
-    "dist",
-    "site",
-    "__pycache__",
-    ".*_cache",
-    "node_modules",
-    "*.sqlite3*",
-    "logs",
-    "test-artifacts",
-)
 APP = "django_celery_singleton_beat"
+#: Every path the docs and examples name, as ``module:attribute``: each imports from the
+#: installed distribution, the paths that modules had before the package's folders too
+#: (the pytest plugin needs pytest: its entry point is checked in the wheel instead).
+DOCUMENTED = [
+    "celery_singleton_beat:Scheduler",
+    "celery_singleton_beat:SingletonTask",
+    "celery_singleton_beat:SlotAwareTask",
+    "celery_singleton_beat.task:SlotAwareTask",
+    "celery_singleton_beat.schedule:add",
+    "celery_singleton_beat.schedule:run_now",
+    "celery_singleton_beat.events:subscribe",
+    "celery_singleton_beat.overlap:install",
+    "celery_singleton_beat.slots:CronSlots",
+    "celery_singleton_beat.testing:redis_servers",
+    "celery_singleton_beat.locks:Redlock",
+    "celery_singleton_beat.locks.base:LockBackend",
+    "celery_singleton_beat.stores:MemorySlotStore",
+    "celery_singleton_beat.stores.base:SlotStore",
+    "celery_singleton_beat.sources.base:ScheduleSource",
+    "celery_singleton_beat.errors:QuorumUnavailable",
+    f"{APP}.locks:DatabaseLock",
+]
 PACKAGE_DATA = {
     "celery_singleton_beat/py.typed",
     f"{APP}/py.typed",
@@ -122,6 +130,7 @@ PROJECT = {
         django.setup()
         import celery_singleton_beat
         from celery.beat import Service
+        from celery.utils.imports import symbol_by_name
         from django.contrib.auth.models import User
         from django.test import Client
         from django.urls import reverse
@@ -140,6 +149,8 @@ PROJECT = {
             "dashboard_url": reverse("admin:singleton_beat_dashboard"),
             "dashboard_status": page.status_code,
             "dashboard_title": "<h1>Singleton beat dashboard</h1>" in page.content.decode(),
+            "documented": sorted(p for p in json.loads(os.environ["SMOKE_DOCUMENTED"])
+                                 if symbol_by_name(p) is not None),
         }))
     """,
 }
@@ -162,7 +173,7 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     setuptools would take that stale file list into the sdist, as a fresh clone would not.
     """
     source = tmp_path_factory.mktemp("source") / "src"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS))
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*noxfile().BUILD_LEFTOVERS))
     out = tmp_path_factory.mktemp("dist")
     run([sys.executable, "-m", "build", "--outdir", out, source], cwd=out)
     (wheel,) = out.glob("*.whl")
@@ -206,7 +217,8 @@ def test_the_wheel_holds_templates_migrations_and_py_typed_of_both_packages(
         f"celery_singleton_beat-{VERSION}.dist-info/entry_points.txt"
     )
     assert b"singleton = celery_singleton_beat:Scheduler" in entry_points
-    assert b"singleton-beat = celery_singleton_beat.cli:singleton_beat" in entry_points
+    assert b"singleton-beat = celery_singleton_beat.ops.cli:singleton_beat" in entry_points
+    assert b"singleton_beat = celery_singleton_beat.testing.pytest_plugin" in entry_points
 
 
 @pytest.mark.parametrize("kind", ["wheel", "sdist"])
@@ -223,7 +235,7 @@ def test_installed_from_the_distribution_beat_cli_migrate_and_dashboard_work(
     for name, text in PROJECT.items():
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         (project / name).write_text(textwrap.dedent(text))
-    env = clean_env(SMOKE_REDIS_URL=redis_url)
+    env = clean_env(SMOKE_REDIS_URL=redis_url, SMOKE_DOCUMENTED=json.dumps(DOCUMENTED))
 
     out = run([bin_ / "python", "manage.py", "migrate", "--no-input"], project, env)
     assert "Applying singleton_beat.0001_initial... OK" in out
@@ -234,10 +246,11 @@ def test_installed_from_the_distribution_beat_cli_migrate_and_dashboard_work(
         "module": smoke["module"],
         "version": VERSION,
         "metadata_version": VERSION,
-        "scheduler": "celery_singleton_beat.scheduler.Scheduler",
+        "scheduler": "celery_singleton_beat.beat.scheduler.Scheduler",
         "dashboard_url": "/admin/singleton_beat/taskrun/dashboard/",
         "dashboard_status": 200,
         "dashboard_title": True,
+        "documented": sorted(DOCUMENTED),
     }
 
     out = run([bin_ / "celery", "-A", "proj", "singleton-beat", "--help"], project, env)

@@ -1,6 +1,5 @@
 """The slot-store contract, run against every store: memory, Redis over 1, 3 and 5 real
-masters here, and the database store on SQLite, PostgreSQL and MariaDB in
-``tests/djangoapp/test_store_contract.py`` (which collects these tests again).
+masters, and the Django app's database store on SQLite, PostgreSQL and MariaDB.
 
 Expiry is real time on the store's own clock, with TTLs of a few tenths of a second.
 """
@@ -14,26 +13,32 @@ from collections.abc import Callable, Iterator
 import pytest
 from django.db import connections
 
-from celery_singleton_beat.locks.nodes import Masters
-from celery_singleton_beat.schema import ClaimStatus, Outcome
+from celery_singleton_beat.connections.masters import Masters
+from celery_singleton_beat.core.schema import ClaimStatus, Outcome
 from celery_singleton_beat.stores import MemorySlotStore, SlotOutcome, SlotStore
 from celery_singleton_beat.stores.redis import RedisSlotStore
 from celery_singleton_beat.testing import RedisServer
+from tests.support.databases import database_alias, with_databases
 
 CLAIMED, HELD, DONE = ClaimStatus.CLAIMED, ClaimStatus.HELD, ClaimStatus.DONE
 SENT = Outcome.DISPATCHED.value
 MISSED = Outcome.SKIPPED_MISFIRE.value
 
 
-@pytest.fixture(params=["memory", "redis-1", "redis-3", "redis-5"])
+@pytest.fixture(params=with_databases("memory", "redis-1", "redis-3", "redis-5"))
 def store(
     request: pytest.FixtureRequest, redis_cluster: Callable[[int], list[RedisServer]]
 ) -> Iterator[SlotStore]:
-    if request.param == "memory":
-        yield MemorySlotStore()
-        return
-    servers = redis_cluster(int(request.param.split("-")[1]))
-    made = RedisSlotStore(Masters.from_urls([s.url for s in servers], 1.0), "contract:")
+    kind, _, detail = request.param.partition("-")
+    if kind == "memory":
+        made: SlotStore = MemorySlotStore()
+    elif kind == "redis":
+        servers = redis_cluster(int(detail))
+        made = RedisSlotStore(Masters.from_urls([s.url for s in servers], 1.0), "contract:")
+    else:
+        from django_celery_singleton_beat.stores import DatabaseSlotStore
+
+        made = DatabaseSlotStore(using=database_alias(request.param))
     yield made
     made.close()
 
@@ -217,6 +222,19 @@ def test_a_replica_without_a_heartbeat_drops_off_after_its_ttl(store: SlotStore)
     time.sleep(0.4)
     assert store.heartbeat("here:2", info("here", 2), ttl=5) == 1
     assert listed(store) == [info("here", 2)]
+
+
+def test_a_replica_is_listed_with_the_seconds_since_its_heartbeat_on_the_stores_clock(
+    store: SlotStore,
+) -> None:
+    store.heartbeat("h1:1", {**info("h1", 1), "ttl": 5}, ttl=5)
+    (fresh,) = store.replicas()
+    assert 0 <= fresh["seen_ago"] < 0.25
+    time.sleep(0.5)
+    (later,) = store.replicas()
+    assert 0.5 <= later["seen_ago"] < 1.5
+    store.heartbeat("h1:1", {**info("h1", 1), "ttl": 5}, ttl=5)
+    assert store.replicas()[0]["seen_ago"] < 0.25
 
 
 # -- the leader's lock ------------------------------------------------------------------

@@ -13,8 +13,8 @@ import pytest
 from celery import Celery
 
 from celery_singleton_beat import SingletonTask
+from celery_singleton_beat.core.task_keys import bound_arguments, canonical_key
 from celery_singleton_beat.errors import ConfigurationError
-from celery_singleton_beat.keys import bound_arguments, canonical_key
 
 
 def charge(account: int, amount: float = 1.0, *, currency: str = "EUR", **extra: Any) -> None:

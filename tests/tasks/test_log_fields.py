@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from celery_singleton_beat import SingletonTask, process
+from celery_singleton_beat import SingletonTask
+from celery_singleton_beat.core import process
 from celery_singleton_beat.locks import Redlock
 from celery_singleton_beat.testing import RedisServer
 
@@ -29,12 +30,14 @@ def test_a_skipped_and_a_dropped_run_log_their_fields(
     held = holder.acquire("task:sync", ttl=30)
     assert held is not None
     slot = {"singleton_beat_entry": "sync", "singleton_beat_slot": "2026-03-01T12:00:00.000Z"}
-    with caplog.at_level(logging.INFO, logger="celery_singleton_beat.task"):
+    with caplog.at_level(logging.INFO, logger="celery_singleton_beat.tasks.singleton"):
         sync.apply(task_id="skipped-id")
         holder.release(held)
         sync.apply(task_id="slot-id", headers=slot)
         sync.apply(task_id="slot-id", headers=slot)
-    skipped, dropped = [r for r in caplog.records if r.name == "celery_singleton_beat.task"]
+    skipped, dropped = [
+        r for r in caplog.records if r.name == "celery_singleton_beat.tasks.singleton"
+    ]
     assert (skipped.task_id, skipped.key, skipped.holder) == (  # type: ignore[attr-defined]
         "skipped-id", "task:sync", "other-host/7"
     )  # fmt: skip

@@ -9,31 +9,19 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from celery import Celery
 from celery.events.state import State
 
-from celery_singleton_beat.testing import RedisServer, wait_for
-from tests.tasks.test_workers import APP, TaskCluster
+from celery_singleton_beat.testing import wait_for
+from tests.support.clusters import TASK_APP as APP
+from tests.support.clusters import TaskCluster
 
 pytestmark = pytest.mark.slow
 
 SLOT = {"singleton_beat_entry": "nightly", "singleton_beat_slot": "2026-11-24T02:30:00.000Z"}
-
-
-@pytest.fixture
-def cluster(three_masters: list[RedisServer], tmp_path: Path) -> Iterator[TaskCluster]:
-    broker = RedisServer().start()
-    tasks = TaskCluster(tmp_path, APP, queue="task-tests", masters=three_masters, broker=broker)
-    try:
-        yield tasks
-    finally:
-        tasks.stop()
-        broker.stop()
 
 
 def backend_url(cluster: TaskCluster) -> str:

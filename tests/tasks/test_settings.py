@@ -9,8 +9,8 @@ import pytest
 from celery import Celery
 
 from celery_singleton_beat import SingletonTask, events
-from celery_singleton_beat.config import TaskConfig
 from celery_singleton_beat.errors import ConfigurationError
+from celery_singleton_beat.settings.config import TaskConfig
 from celery_singleton_beat.testing import RedisServer
 
 URLS = ["redis://127.0.0.1:7001/0", "redis://127.0.0.1:7002/0", "redis://127.0.0.1:7003/0"]

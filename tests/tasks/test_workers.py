@@ -6,71 +6,18 @@ import itertools
 import json
 import socket
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from celery import Celery
 
 from celery_singleton_beat import SingletonTask
 from celery_singleton_beat.locks import Redlock
-from celery_singleton_beat.testing import CeleryCluster, RedisServer, wait_for
+from celery_singleton_beat.testing import wait_for
+from tests.support.clusters import TASK_APP as APP
+from tests.support.clusters import TaskCluster
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[2]
-APP = "tests.tasks.app"
-
-
-@dataclass
-class TaskCluster(CeleryCluster):
-    masters: list[RedisServer] = field(default_factory=list)
-    broker: RedisServer | None = None
-
-    def __post_init__(self) -> None:
-        assert self.broker is not None
-        self.base_env = {
-            "PYTHONPATH": str(ROOT),
-            "TEST_BROKER_URL": self.broker.url,
-            "TEST_MASTERS": ",".join(m.url for m in self.masters),
-        }
-        self.client = Celery("sender", broker=self.broker.url)
-
-    def send(self, task: str, *args: Any, **options: Any) -> str:
-        result = self.client.send_task(f"{APP}.{task}", args, queue="task-tests", **options)
-        return str(result.id)
-
-    def _list(self, name: str) -> list[dict[str, Any]]:
-        assert self.broker is not None
-        client = redis.Redis.from_url(self.broker.url)
-        return [json.loads(row) for row in client.lrange(name, 0, -1)]
-
-    def runs(self, task: str | None = None) -> list[dict[str, Any]]:
-        return [r for r in self._list("runs") if task is None or r["task"] == f"{APP}.{task}"]
-
-    def events(self, kind: str, task: str | None = None) -> list[dict[str, Any]]:
-        return [
-            e
-            for e in self._list("events")
-            if e["type"] == kind and (task is None or e.get("task") == f"{APP}.{task}")
-        ]
-
-    def lock(self) -> Redlock:
-        return Redlock.from_urls([m.url for m in self.masters], node_timeout=0.1)
-
-
-@pytest.fixture
-def cluster(three_masters: list[RedisServer], tmp_path: Path) -> Iterator[TaskCluster]:
-    broker = RedisServer().start()
-    tasks = TaskCluster(tmp_path, APP, queue="task-tests", masters=three_masters, broker=broker)
-    try:
-        yield tasks
-    finally:
-        tasks.stop()
-        broker.stop()
 
 
 def lock_key(cluster: TaskCluster, task: str) -> str:

@@ -1,0 +1,410 @@
+"""Dispatching the due slots of one pass: claim, decide, publish ours, mark them done.
+
+For each due slot a replica claims the slot's fence in the slot store (a majority of
+Redis masters, or the database: :mod:`celery_singleton_beat.stores`), publishes the
+message, then marks the fence done and advances the entry's shared state; a replica that
+loses the claim keeps the slot in view until the winner has marked it done. A winner that
+dies between claim and done lets its claim expire; the replica that claims the slot next
+takes the expired claim over and publishes again, with the same task id, which the worker
+side drops as a duplicate::
+
+    replica A: claim fire:report:t ok ── publish ── (SIGKILL)
+    replica B: claim fire:report:t held ... held ... claim expired ── taken over ── publish
+               (same task id uuid5(report, t): the worker runs it once)
+
+What to do with a claimed slot (fire, or count it as missed) is decided by the pure
+function in :mod:`celery_singleton_beat.core.decide`; how a slot is sent is the
+scheduler's (:class:`Sender`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import random
+import secrets
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+from celery_singleton_beat.beat.claims import ClaimKeeper
+from celery_singleton_beat.beat.wakeups import Wakeups
+from celery_singleton_beat.core import overlap
+from celery_singleton_beat.core.decide import SlotView, Verdict, decide
+from celery_singleton_beat.core.entries import Plan
+from celery_singleton_beat.core.schema import ClaimStatus, Misfire, Outcome, Overlap, SkipReason
+from celery_singleton_beat.core.slots import slot_label, slot_task_id, to_datetime
+from celery_singleton_beat.observe import events
+from celery_singleton_beat.runtime import Runtime
+from celery_singleton_beat.settings.config import Config
+from celery_singleton_beat.sources.base import ScheduleSource
+from celery_singleton_beat.stores.base import Claim, Fences, RunStates, SlotOutcome
+
+logger = logging.getLogger(__name__)
+
+#: Slots claimed per round trip when many are due at once.
+CLAIM_CHUNK = 500
+#: Unhandled slots of one entry claimed one by one (the newest); older ones are counted.
+BACKLOG = 64
+#: The fence outcome of a slot its entry's overlap policy held back.
+OVERLAPPED = Outcome.SKIPPED_OVERLAP.value
+
+
+class Sender(Protocol):
+    """How slots reach the broker: the scheduler's side of dispatching."""
+
+    def publish_slot(self, plan: Plan, slot: int) -> str:
+        """Send one slot (through Celery's ``apply_entry``); its task id."""
+
+    def publish_batch(self) -> contextlib.AbstractContextManager[object]:
+        """Messages published inside reach the broker together at its end."""
+
+    def slot_published(self, plan: Plan, slot: int) -> None:
+        """Called between publishing a slot and marking it done."""
+
+    def broker_failed(self) -> None:
+        """A publish failed: connect again before the next claim."""
+
+    def cut_broker(self) -> object:
+        """Shut the broker connection's sockets down (from the claim keeper's thread)."""
+
+
+class PlanSlot(NamedTuple):
+    """One slot of one entry's plan."""
+
+    plan: Plan
+    slot: int
+
+
+class Firing(NamedTuple):
+    """A claimed slot to publish."""
+
+    plan: Plan
+    slot: int
+    late: float
+    """Seconds past the slot's time."""
+    counted: int
+    """Older slots of the entry it stands for (left out of the claim, counted by number)."""
+
+
+class Missed(NamedTuple):
+    """A claimed slot that passed unsent, and how many slots it stands for."""
+
+    slot: int
+    number: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pass:
+    """One entry in one pass of the loop: its newest due slot, how many older slots were
+    left out of the claim (counted by number), and the oldest slot claimed one by one."""
+
+    newest: int | None
+    left_out: int
+    oldest: int
+
+
+@dataclasses.dataclass
+class _Batch:
+    """One claimed chunk: what to publish, to mark done, to give back and to look at again."""
+
+    token: str
+    plans: dict[str, Plan] = dataclasses.field(default_factory=dict)
+    newest: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Each entry's newest slot in the chunk."""
+    fire: list[Firing] = dataclasses.field(default_factory=list)
+    """Slots to publish, with how late they are (s) and the older slots they stand for."""
+    outcomes: list[SlotOutcome] = dataclasses.field(default_factory=list)
+    """How each decided slot went, to mark its fence done."""
+    skipped: dict[str, list[Missed]] = dataclasses.field(default_factory=dict)
+    giveback: list[PlanSlot] = dataclasses.field(default_factory=list)
+    retry: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Entries with held slots, and in how many ms to look at them again."""
+    overlapped: list[PlanSlot] = dataclasses.field(default_factory=list)
+    """Slots held back by their entry's overlap policy."""
+
+    def to_publish(self) -> list[tuple[str, int]]:
+        return [(plan.name, slot) for plan, slot, _late, _counted in self.fire]
+
+
+class Dispatcher:
+    """Dispatches the due slots of each pass, for one replica (see the module docstring)."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        fences: Fences,
+        run_states: RunStates,
+        source: ScheduleSource,
+        wakeups: Wakeups,
+        *,
+        sender: Sender,
+        may_publish: Callable[[], bool],
+        replica: str,
+    ) -> None:
+        self.runtime = runtime
+        self.config: Config = runtime.config
+        self.fences = fences
+        self.run_states = run_states
+        self.source = source
+        self.wakeups = wakeups
+        self.sender = sender
+        self.may_publish = may_publish
+        """Whether this replica may publish now (in leader mode: while its lease holds)."""
+        self.replica = replica
+
+    def dispatch(self, due: list[Plan], now: int) -> None:
+        """Claim, decide, publish and finish the due slots of ``due``, a chunk at a time."""
+        work: list[PlanSlot] = []
+        passes: dict[str, _Pass] = {}
+        for plan in due:
+            slots, left_out = plan.due(now, BACKLOG)
+            if not slots:
+                self.wakeups.wake(plan, plan.next_slot)
+                continue
+            fresh = [s for s in slots if s not in plan.held]
+            oldest = fresh[0] if fresh else slots[0]
+            passes[plan.name] = _Pass(plan.newest_due(now), left_out, oldest)
+            work.extend(PlanSlot(plan, slot) for slot in slots)
+        chunks = [work[first : first + CLAIM_CHUNK] for first in range(0, len(work), CLAIM_CHUNK)]
+        done = 0
+        try:
+            for chunk in chunks:
+                self._dispatch_chunk(chunk, passes, now)
+                done += 1
+        except BaseException:
+            # the store stopped answering: the entries of this chunk and of those not
+            # reached yet are looked at again once it is back, not dropped
+            for plan, _slot in (item for chunk in chunks[done:] for item in chunk):
+                self.wakeups.wake(plan, plan.wake)
+            raise
+
+    def _dispatch_chunk(self, work: list[PlanSlot], passes: dict[str, _Pass], now: int) -> None:
+        """Claim a chunk of slots in one round trip, publish ours, finish them in one more.
+
+        While the chunk is being published a keeper thread extends its claims, so that a
+        slow broker cannot let a claim expire under a message in flight (which would let
+        another replica send the slot again). At the publish timeout the keeper cuts the
+        broker connection: the publish fails, and the slots are given back and sent
+        again, with the same task ids.
+        """
+        token = f"{secrets.token_hex(8)}@{self.replica}"
+        config = self.config
+        fences = [(p.name, s) for p, s in work]
+        claims = self.fences.claim(fences, token, config.claim_ttl, config.fence_retention)
+        if any(c.status is None for c in claims):
+            self.fences.unclaim(fences, token)
+            for plan, _slot in work:
+                self.wakeups.wake(plan, plan.wake)
+            errors = next(c.errors for c in claims if c.status is None)
+            raise self.fences.unavailable("slots", errors)
+        batch = _Batch(token)
+        for (plan, slot), claim in zip(work, claims, strict=True):
+            self._sort(batch, plan, slot, claim, this=passes[plan.name], now=now)
+        self._hold_overlaps(batch, now)
+        with ClaimKeeper(
+            self.fences, token, config, batch.to_publish(), self.sender.cut_broker
+        ) as keeper:
+            self._publish_batch_of(batch, keeper)
+        self._finish(batch)
+
+    def _sort(
+        self, batch: _Batch, plan: Plan, slot: int, claim: Claim, *, this: _Pass, now: int
+    ) -> None:
+        """File one claimed (or not) slot of the chunk under what happens to it next."""
+        batch.plans[plan.name] = plan
+        if slot > batch.newest.get(plan.name, -1):
+            batch.newest[plan.name] = slot
+        if claim.status == ClaimStatus.DONE:
+            plan.held.discard(slot)
+            return
+        if claim.status == ClaimStatus.HELD:
+            plan.held.add(slot)
+            batch.retry[plan.name] = random.randint(50, 250)
+            return
+        view = SlotView(
+            slot, newest=slot == this.newest, resumed=claim.taken_over or slot in plan.held
+        )
+        plan.held.discard(slot)
+        verdict = decide(view, claim.last, now, plan.policy.misfire, plan.policy.misfire_grace)
+        counted = this.left_out if slot == this.oldest and not view.resumed else 0
+        if verdict is Verdict.FIRE and not self.may_publish():
+            batch.giveback.append(PlanSlot(plan, slot))
+        elif verdict is Verdict.FIRE:
+            batch.fire.append(Firing(plan, slot, max(0.0, (now - slot) / 1000), counted))
+        else:
+            batch.skipped.setdefault(plan.name, []).append(Missed(slot, 1 + counted))
+            batch.outcomes.append(SlotOutcome(plan.name, slot, verdict.value, 0, 1 + counted))
+
+    def _hold_overlaps(self, batch: _Batch, now: int) -> None:
+        """Slots whose entry's overlap policy holds them back (see :mod:`.overlap`) are
+        decided ``skipped_overlap`` instead of sent."""
+        watched = [item for item in batch.fire if item[0].policy.overlap != Overlap.ALLOW]
+        if not watched:
+            return
+        try:
+            states = self.run_states.run_states(sorted({plan.name for plan, *_rest in watched}))
+        except Exception as exc:
+            logger.warning("singleton beat: run states unreadable, sending: %s", exc)
+            return
+        for item in watched:
+            plan, slot = item[0], item[1]
+            policy = plan.policy
+            if overlap.blocked(policy.overlap, states[plan.name], now, policy.overlap_ttl):
+                batch.fire.remove(item)
+                batch.overlapped.append(PlanSlot(plan, slot))
+                batch.outcomes.append(SlotOutcome(plan.name, slot, OVERLAPPED, 0, 0))
+
+    def _publish_batch_of(self, batch: _Batch, keeper: ClaimKeeper) -> None:
+        """Publish the slots to fire in one broker batch; a slot counts as sent once the
+        batch reached the broker. Those not sent are kept claimed and looked at again."""
+        sent: list[tuple[Plan, int, int, events.SlotFired]] = []
+        try:
+            with self.sender.publish_batch():
+                for plan, slot, late, counted in batch.fire:
+                    if keeper.expired():
+                        batch.giveback.append(PlanSlot(plan, slot))
+                        continue
+                    skipped = batch.skipped.get(plan.name, [])
+                    coalesced = counted + sum(n for s, n in skipped if s < slot)
+                    task_id = self.sender.publish_slot(plan, slot)
+                    sent.append((plan, slot, counted, events.SlotFired(
+                        entry=plan.name, slot=to_datetime(slot), task_id=task_id,
+                        task=plan.entry.task, replica=self.replica, late=late,
+                        coalesced=coalesced if plan.policy.misfire == Misfire.COALESCE else 0,
+                    )))  # fmt: skip
+        except Exception as exc:
+            # the batch did not reach the broker, or not all of it: each slot is given
+            # back and sent again (same task id) by the next replica to look at it
+            logger.error(
+                "singleton beat: publishing %d message(s) failed, sending them again: %s: %s",
+                len(sent), type(exc).__name__, exc,
+                extra=log_fields(self.replica, *(sent[0][:2] if sent else (None, None))),
+            )  # fmt: skip
+            self.sender.broker_failed()
+            for plan, slot, _counted, _fired in sent:
+                self._publish_failed(plan, slot, exc)
+                batch.giveback.append(PlanSlot(plan, slot))
+                batch.retry[plan.name] = 1000
+            return
+        for plan, slot, counted, fired in sent:
+            self.sender.slot_published(plan, slot)
+            events.emit(fired)
+            batch.outcomes.append(SlotOutcome(plan.name, slot, Verdict.FIRE.value, 1, counted))
+
+    def _finish(self, batch: _Batch) -> None:
+        """Mark the decided slots done, give back the rest, count and wake the entries."""
+        self.fences.unclaim([(p.name, s) for p, s in batch.giveback], batch.token)
+        for plan, slot in batch.giveback:
+            plan.held.add(slot)
+            batch.retry.setdefault(plan.name, 0)
+        self._tell_source(batch.outcomes)
+        marked = self.fences.finish(batch.outcomes, batch.token, self.config.fence_retention)
+        lost = [o for o, ok in zip(batch.outcomes, marked, strict=True) if not ok]
+        if lost:
+            logger.warning(
+                "singleton beat: %d slot(s) decided but not marked done on a majority (the "
+                "claim expired or the masters did not answer), e.g. %r at %s; another replica "
+                "may send them again with the same task id",
+                len(lost), lost[0][0], slot_label(lost[0][1]),
+                extra=log_fields(self.replica, batch.plans.get(lost[0][0]), lost[0][1]),
+            )  # fmt: skip
+        self._track_runs(batch, marked)
+        for name, skipped in batch.skipped.items():
+            self._report_skipped(batch.plans[name], skipped)
+        now = self.runtime.now_ms()
+        for name, plan in batch.plans.items():
+            after = plan.slots.next_after(batch.newest[name])
+            if plan.next_slot is not None and (after is None or after > plan.next_slot):
+                plan.next_slot = after
+            wake = plan.next_slot
+            if plan.held and name in batch.retry:
+                retry = now + batch.retry[name]
+                wake = retry if wake is None else min(wake, retry)
+            elif plan.held:
+                wake = now + 1000 if wake is None else min(wake, now + 1000)
+            self.wakeups.wake(plan, wake)
+
+    def _track_runs(self, batch: _Batch, marked: list[bool]) -> None:
+        """The run state of entries with an overlap policy: the slots sent, those held back."""
+        outcomes = zip(batch.outcomes, marked, strict=True)
+        done = {(n, s): o for (n, s, o, _p, _k), ok in outcomes if ok}
+        sent = [
+            (plan.name, "queued", slot)
+            for plan, slot, _late, _counted in batch.fire
+            if plan.policy.overlap != Overlap.ALLOW
+            and done.get((plan.name, slot)) == Verdict.FIRE.value
+        ]
+        try:
+            if sent:
+                self.run_states.raise_run_states(sent, overlap.RETENTION)
+            for plan, slot in batch.overlapped:
+                if done.get((plan.name, slot)) == OVERLAPPED:
+                    self.run_states.count_overlapped(plan.name, 1)
+                    self._report_overlap(plan, slot)
+        except Exception as exc:
+            logger.warning("singleton beat: the run state could not be written: %s", exc)
+
+    def _report_overlap(self, plan: Plan, slot: int) -> None:
+        logger.info(
+            "singleton beat: entry %r slot %s held back, its previous run is not done "
+            "(overlap policy %s)", plan.name, slot_label(slot), plan.policy.overlap,
+        )  # fmt: skip
+        events.emit(
+            events.SlotSkipped(
+                entry=plan.name, slot=to_datetime(slot), count=1, reason=SkipReason.OVERLAP.value,
+                replica=self.replica,
+            )
+        )  # fmt: skip
+
+    def _tell_source(self, outcomes: list[SlotOutcome]) -> None:
+        """The source learns of each slot this replica published, before its fence is
+        marked done: a replica that dies in between leaves the slot to be sent again
+        (same task id) and told again, and the source counts each slot once, so that
+        no run goes uncounted (told after the mark, such a death would lose the count)."""
+        fire = Verdict.FIRE.value
+        runs = [(name, slot) for name, slot, outcome, _s, _k in outcomes if outcome == fire]
+        if not runs:
+            return
+        try:
+            self.source.published_many(runs, self.runtime.clock())
+        except Exception as exc:
+            logger.error(
+                "singleton beat: the schedule source did not take the runs of %d slot(s), "
+                "e.g. %r at %s: %s: %s", len(runs), runs[0][0], slot_label(runs[0][1]),
+                type(exc).__name__, exc,
+            )  # fmt: skip
+
+    def _report_skipped(self, plan: Plan, skipped: list[Missed]) -> None:
+        count = sum(n for _slot, n in skipped)
+        newest = max(slot for slot, _n in skipped)
+        logger.warning(
+            "singleton beat: entry %r missed %d slot(s) up to %s (misfire policy %s)",
+            plan.name, count, slot_label(newest), plan.policy.misfire,
+            extra=log_fields(self.replica, plan, newest),
+        )  # fmt: skip
+        events.emit(
+            events.SlotSkipped(
+                entry=plan.name, slot=to_datetime(newest), count=count,
+                reason=SkipReason.MISFIRE.value, replica=self.replica,
+            )
+        )  # fmt: skip
+
+    def _publish_failed(self, plan: Plan, slot: int, exc: BaseException) -> None:
+        events.emit(
+            events.SlotSkipped(
+                entry=plan.name, slot=to_datetime(slot), count=1,
+                reason=SkipReason.PUBLISH_FAILED.value, replica=self.replica,
+                detail=f"{type(exc).__name__}: {exc}"[:500],
+            )
+        )  # fmt: skip
+
+
+def log_fields(replica: str, plan: Plan | None, slot: int | None) -> dict[str, Any]:
+    """``extra=`` fields of a log line about one slot, for structured logs."""
+    return {
+        "replica": replica,
+        "entry": plan.name if plan is not None else None,
+        "slot": slot_label(slot) if slot is not None else None,
+        "task_id": slot_task_id(plan.name, slot) if plan and slot is not None else None,
+    }

@@ -1,0 +1,495 @@
+"""The Celery Beat scheduler that runs on every replica and dispatches each slot once.
+
+Every replica runs ``celery beat -S singleton`` with the same schedule. :class:`Scheduler`
+plugs into Celery's ``beat.Scheduler`` through its override points (``setup_schedule``,
+``tick``, ``apply_async``, ``close``, ``info``), as Celery's own ``PersistentScheduler``
+and django-celery-beat's ``DatabaseScheduler`` do, and hands the work to its parts:
+
+- :mod:`.dispatch`: claims each due slot's fence in the slot store, publishes the slots it
+  won, marks them done;
+- :mod:`.leadership`: in ``leader`` mode, whether this replica evaluates the schedule;
+- :mod:`.wakeups`: when each entry is looked at next;
+- :class:`~celery_singleton_beat.sources.watcher.SourceWatcher`: when the schedule source
+  is read again.
+
+Both clocks come from the app's runtime (``Runtime.of(app).clock`` and ``.monotonic``), so
+a test drives the loop tick by tick on a fake clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+import socket
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from typing import Any
+
+from celery import Celery, beat
+
+from celery_singleton_beat._compat import (
+    evaluate_entry_args,
+    evaluate_entry_kwargs,
+    producer_batch,
+)
+from celery_singleton_beat.beat import broker
+from celery_singleton_beat.beat import log as beat_log
+from celery_singleton_beat.beat.dispatch import CLAIM_CHUNK, Dispatcher, log_fields
+from celery_singleton_beat.beat.health import HealthServer, Probed
+from celery_singleton_beat.beat.leadership import Leadership
+from celery_singleton_beat.beat.unknown_tasks import UnknownTasks
+from celery_singleton_beat.beat.wakeups import LONGEST_SLEEP, Wakeups
+from celery_singleton_beat.core import overlap
+from celery_singleton_beat.core.entries import Entry, Plan
+from celery_singleton_beat.core.replan import Changes, compare
+from celery_singleton_beat.core.schema import Header, Overlap
+from celery_singleton_beat.core.slots import (
+    OnceSlots,
+    Slots,
+    slot_label,
+    slot_task_id,
+    to_datetime,
+)
+from celery_singleton_beat.errors import ConfigurationError, StoreUnavailable
+from celery_singleton_beat.observe import events
+from celery_singleton_beat.runtime import Runtime
+from celery_singleton_beat.settings import defaults
+from celery_singleton_beat.settings.config import as_written
+from celery_singleton_beat.sources import BEAT_SCHEDULE, load_source
+from celery_singleton_beat.sources.watcher import POLL_EVERY, SourceWatcher
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY = 1.0
+#: Heartbeats outlive this many missed beats before the replica drops off the list.
+HEARTBEAT_TTL = defaults.HEARTBEAT_TTL
+SLOT_HEADER = Header.SLOT.value
+ENTRY_HEADER = Header.ENTRY.value
+REPLICA_HEADER = Header.REPLICA.value
+
+
+@dataclasses.dataclass
+class _Sending:
+    """The slot being sent through ``apply_entry``, and how its publish ended."""
+
+    slot: int
+    task_id: str
+    track: bool = False
+    """Whether workers report the run's state (the entry's overlap policy needs it)."""
+    error: Exception | None = None
+
+
+class Scheduler(beat.Scheduler):  # type: ignore[misc]
+    """Highly available beat scheduler: ``beat_scheduler = "celery_singleton_beat.Scheduler"``."""
+
+    Entry = Entry
+
+    def __init__(self, app: Celery, *args: Any, lazy: bool = False, **kwargs: Any) -> None:
+        beat_log.install()  # first: an error from here on is logged as one line
+        self.runtime = Runtime.of(app)
+        self.config = self.runtime.config
+        self.replica = f"{socket.gethostname()}:{os.getpid()}"
+        self.store = self.runtime.store
+        self.plans: dict[str, Plan] = {}
+        self._specs: dict[str, Any] = {}
+        self.source = load_source(app, self.config.schedule_source)
+        self._watcher = SourceWatcher(self.source, self.runtime.monotonic)
+        self._unknown_tasks = UnknownTasks(app)
+        self.wakeups = Wakeups()
+        self.leadership = Leadership(
+            self.config, self.store.leader_lock(self.replica), self.replica, self._stale
+        )
+        self.dispatcher = Dispatcher(
+            self.runtime, self.store, self.store, self.source, self.wakeups, sender=self,
+            may_publish=self.leadership.may_publish, replica=self.replica,
+        )  # fmt: skip
+        self._broker_cold = True
+        self._initialized = False
+        self._ready: bool | None = None
+        self._ready_detail = "starting"
+        self._failures = 0
+        self._last_tick = self.runtime.monotonic()
+        self._next_heartbeat = 0.0
+        self._health: HealthServer | None = None
+        self._sending: _Sending | None = None
+        port = None if lazy else self.config.health_port
+        metrics = _metrics_renderer() if port is not None else None  # before the first read
+        super().__init__(app, *args, lazy=lazy, **kwargs)
+        if port is not None:
+            try:
+                self._health = HealthServer(
+                    port, self.alive, self.ready, metrics, host=self.config.health_host
+                ).start()
+            except ConfigurationError as exc:
+                raise as_written(app.conf, exc) from None
+
+    # -- Celery's Scheduler interface -------------------------------------------------
+
+    @cached_property
+    def connection(self) -> Any:
+        """Beat's broker connection, with socket timeouts so that a publish is bounded."""
+        return self.app.connection_for_write(
+            transport_options=broker.publish_timeouts(self.app.conf, self.config.publish_timeout)
+        )
+
+    def setup_schedule(self) -> None:
+        self._specs = dict(self._watcher.first())
+        self.plans = self._build(self._specs, {}, starting=True)
+        self.data = {name: plan.entry for name, plan in self.plans.items()}
+        self._unknown_tasks.warn(self.plans.values())
+        self._initialized = False
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        """One pass of the loop; returns how long to sleep before the next."""
+        self._last_tick = self.runtime.monotonic()
+        try:
+            delay = self._tick()
+        except StoreUnavailable as exc:
+            self._set_ready(False, str(exc))
+            self._failures += 1
+            backoff = min(5.0, 0.25 * 2.0 ** min(self._failures, 5))
+            return backoff * random.uniform(0.75, 1.25)
+        self._failures = 0
+        self._set_ready(True, self.store.up_text)
+        return delay
+
+    def apply_async(
+        self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any
+    ) -> Any:
+        """Publish the slot being sent, with its task id and slot headers; called by
+        Celery's ``apply_entry``, after integrations wrapping it changed ``entry.options``."""
+        sending = self._sending
+        if sending is None:
+            return super().apply_async(entry, producer, advance, **kwargs)
+        try:
+            return self._send_slot(entry, sending, producer)
+        except Exception as exc:  # Celery's apply_entry would log and drop it
+            sending.error = exc
+            return None
+
+    def close(self) -> None:
+        if self._health is not None:
+            self._health.stop()
+            self._health = None
+        self.leadership.step_down("shutting down", release=True)
+        try:
+            self.store.forget_replica(self.replica)
+        finally:
+            self.source.close()
+            self.runtime.close_store()
+            super().close()
+
+    @property
+    def info(self) -> str:
+        return (
+            f"    . singleton beat -> mode {self.config.mode}, key prefix "
+            f"{self.config.key_prefix!r}\n    . {self.store.describe()}"
+        )
+
+    # -- probes -----------------------------------------------------------------------
+
+    def alive(self) -> Probed:
+        age = self.runtime.monotonic() - self._last_tick
+        return Probed(age < 10 * LONGEST_SLEEP, f"last tick {age:.1f}s ago")
+
+    def ready(self) -> Probed:
+        """Ready while the slot store answers. Entries left out because two sources give
+        their name are told in the detail: the replica still schedules every other entry,
+        and a rolling restart must not wait on an edit of the schedule."""
+        conflicts = self.source.conflicts
+        if not conflicts:
+            return Probed(bool(self._ready), self._ready_detail)
+        left_out = "; ".join(str(c) for c in conflicts)
+        count = f"{len(conflicts)} entr{'y' if len(conflicts) == 1 else 'ies'}"
+        return Probed(bool(self._ready), f"{self._ready_detail}; {count} left out: {left_out}")
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def _tick(self) -> float:
+        monotonic = self.runtime.monotonic()
+        if monotonic >= self._next_heartbeat:
+            self._heartbeat()
+            self._next_heartbeat = monotonic + HEARTBEAT_EVERY
+            # one round trip per idle tick: a poll due now waits a quarter second, which
+            # puts the polls halfway between heartbeats from then on
+            self._watcher.defer(monotonic + POLL_EVERY / 2)
+        if not self.leadership.lead(monotonic):
+            return min(LONGEST_SLEEP, self.leadership.next_election - monotonic)
+        specs = self._watcher.poll(monotonic)
+        if specs is not None:
+            self._replan(specs)
+        if not self._initialized:
+            self._load_state()
+            self._broker_cold = True
+        if self._broker_cold:
+            self._warm_broker()
+        now = self.runtime.now_ms()
+        due = self.wakeups.pop_due(self.plans, now)
+        if due:
+            self.dispatcher.dispatch(due, now)
+        monotonic = self.runtime.monotonic()
+        until = min(self._watcher.next_poll, self._next_heartbeat) - monotonic
+        return min(self.wakeups.sleep_for(self.runtime.now_ms()), max(0.0, until))
+
+    def _heartbeat(self) -> None:
+        info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "mode": self.config.mode,
+            "role": self.leadership.role,
+            "last_tick": self.runtime.clock(),
+            "entries": len(self.plans),
+            "ttl": HEARTBEAT_TTL,
+        }
+        alive = self.store.heartbeat(self.replica, info, HEARTBEAT_TTL)
+        events.emit(
+            events.ReplicaSeen(
+                host=str(info["host"]), pid=os.getpid(), mode=self.config.mode,
+                role=self.leadership.role, ready=bool(self._ready), replicas=alive,
+            )
+        )  # fmt: skip
+
+    def _load_state(self) -> None:
+        """Read every entry's shared progress (and interval anchors) in two round trips."""
+        self.wakeups.clear()
+        plans, once = [], []
+        for plan in self.plans.values():
+            if isinstance(plan.slots, OnceSlots):
+                # a single slot (run now, one-off, clocked) keeps its time even when first
+                # seen after it, as at start-up: its fence sends it once (or says it was
+                # decided already), the misfire policy decides how late
+                plan.next_slot = plan.slots.at_ms
+                self.wakeups.wake(plan, plan.next_slot)
+                once.append(plan)
+            else:
+                plans.append(plan)
+        now = self.runtime.now_ms()
+        loaded = self.store.init([(p.name, p.every_ms) for p in plans], now)
+        gone = self.store.gone([p.name for p in plans])
+        back = [
+            p.name for p, (last, _a), left in zip(plans, loaded, gone, strict=True) if left > last
+        ]
+        self.store.start_at(back, now)
+        owed = [(p.name, now, p.slots) for p in once]
+        for plan, (last, anchor), left in zip(plans, loaded, gone, strict=True):
+            if anchor is not None:
+                plan.slots.anchor_ms = anchor  # type: ignore[attr-defined]
+            # an entry back in the schedule since it left owes nothing from its absence
+            since = max(last, now) if left > last else last
+            plan.next_slot = plan.slots.next_after(since)
+            self.wakeups.wake(plan, plan.next_slot)
+            owed.append((plan.name, since, plan.slots))
+        self._report_scheduled(owed)
+        self._initialized = True
+        logger.info("singleton beat: %d entries loaded, %s", len(self.plans), self.leadership.role)
+
+    def _stale(self) -> None:
+        """Every entry's progress is read again before the next dispatch (a standby that
+        became the leader: its view of the schedule is stale)."""
+        self._initialized = False
+
+    def _warm_broker(self) -> None:
+        """Connect to the broker before claiming anything, so that no claim waits on a
+        connection's handshake (on a slow broker, several round trips)."""
+        self._broker_cold = False
+        try:
+            broker.warm(self.producer, self._queues())
+        except Exception as exc:
+            logger.warning("singleton beat: the broker does not answer yet: %s", exc)
+
+    def _queues(self) -> list[Any]:
+        """The queues the entries' messages are routed to."""
+        queues: dict[str, Any] = {}
+        router = self.app.amqp.router
+        for plan in self.plans.values():
+            entry = plan.entry
+            try:
+                queue = router.route(entry.publish_options(), entry.task, (), {})["queue"]
+            except Exception:
+                continue
+            if queue is not None:
+                queues.setdefault(queue.name, queue)
+        return list(queues.values())
+
+    # -- schedule changes -------------------------------------------------------------
+
+    def _replan(self, specs: Any) -> None:
+        """Follow a schedule source's new entries (see :mod:`celery_singleton_beat.core.replan`)."""
+        previous, self._specs = self._specs, dict(specs)
+        changes = compare(self.plans, self._build(specs, previous))
+        if not changes:
+            return
+        self._unknown_tasks.warn(changes.plans.values())
+        self.plans = changes.plans
+        self.data = {name: plan.entry for name, plan in self.plans.items()}
+        self._report_scheduled([(name, self.runtime.now_ms(), None) for name in changes.removed])
+        if self._initialized:
+            try:
+                self.store.mark_gone(changes.removed, self.runtime.now_ms())
+                self._start_fresh(changes)
+            except StoreUnavailable:
+                self._initialized = False  # every plan is loaded again once a majority answers
+                raise
+        logger.info(
+            "singleton beat: schedule changed: %d added, %d changed, %d resumed, %d removed, "
+            "%d updated", len(changes.added), len(changes.changed), len(changes.resumed),
+            len(changes.removed), changes.updated,
+        )  # fmt: skip
+
+    def _build(
+        self, specs: Any, previous: dict[str, Any], starting: bool = False
+    ) -> dict[str, Plan]:
+        """A plan per entry; one the source gave before (the very same object) keeps its
+        plan. An entry that cannot be built is logged and left out, or keeps its previous
+        form: it is data, and stops no replica. At start, one of ``beat_schedule`` stops
+        beat instead: it is code, and a deploy must not go on without it."""
+        built: dict[str, Plan] = {}
+        for name, spec in specs.items():
+            if previous.get(name) is spec and name in self.plans:
+                built[name] = self.plans[name]
+                continue
+            try:
+                entry = self.Entry(**dict(spec, name=name, app=self.app))
+                built[name] = Plan.build(entry, self.app.timezone, self.config.misfire_grace)
+            except Exception as exc:
+                if starting and self.source.source_of(name) == BEAT_SCHEDULE:
+                    raise
+                logger.error(
+                    "singleton beat: entry %r of the schedule source %r is refused, %s: %s",
+                    name, self.source.source_of(name),
+                    "keeping its previous form" if name in self.plans else "left out", exc,
+                )  # fmt: skip
+                if name in self.plans:
+                    built[name] = self.plans[name]
+        return built
+
+    def _start_fresh(self, changes: Changes) -> None:
+        """Added and changed plans start from their first slot after now (one with a
+        single slot from that slot); resumed ones from where they stopped (their missed
+        slots follow the misfire policy)."""
+        now = self.runtime.now_ms()
+        fresh = [plan for plan in changes.fresh if not isinstance(plan.slots, OnceSlots)]
+        owed: list[tuple[str, int, Slots | None]] = []
+        for plan in changes.fresh:
+            if isinstance(plan.slots, OnceSlots):
+                # a single slot (run now, one-off, clocked) keeps its time even when seen
+                # late: its fence sends it once, the misfire policy decides how late
+                plan.next_slot = plan.slots.at_ms
+                self.wakeups.wake(plan, plan.next_slot)
+                owed.append((plan.name, now, plan.slots))
+        if fresh:
+            loaded = self.store.init([(p.name, p.every_ms) for p in fresh], now)
+            self.store.start_at([p.name for p in fresh], now)
+            for plan, (last, anchor) in zip(fresh, loaded, strict=True):
+                if anchor is not None:
+                    plan.slots.anchor_ms = anchor  # type: ignore[attr-defined]
+                plan.next_slot = plan.slots.next_after(max(last, now))
+                self.wakeups.wake(plan, plan.next_slot)
+                owed.append((plan.name, max(last, now), plan.slots))
+            self._broker_cold = True
+        self._report_scheduled(owed)
+        for plan in changes.resumed:
+            self.wakeups.wake(plan, min(plan.next_slot or now, now))
+
+    def _report_scheduled(self, owed: Sequence[tuple[str, int, Slots | None]]) -> None:
+        """Tell recorders which slots each entry owes from when on (``None``: none, it
+        left the schedule): an :class:`~celery_singleton_beat.observe.events.EntryScheduled`
+        each. A single slot (run now, one-off, clocked) is owed whenever it falls; it is
+        told from the moment it is seen."""
+        if not events.wanted():
+            return
+        for name, since, slots in owed:
+            events.emit(
+                events.EntryScheduled(
+                    entry=name, since=to_datetime(since), slots=slots, replica=self.replica
+                )
+            )
+
+    # -- sending slots (the dispatcher's Sender) ----------------------------------------
+
+    def publish_slot(self, plan: Plan, slot: int) -> str:
+        """Send one slot through Celery's ``apply_entry`` (see :mod:`.log`)."""
+        sending = _Sending(
+            slot, slot_task_id(plan.name, slot), track=plan.policy.overlap != Overlap.ALLOW
+        )
+        self._sending = sending
+        try:
+            with beat_log.sending(**log_fields(self.replica, plan, slot)):
+                self.apply_entry(plan.entry, producer=self.producer)
+        finally:
+            self._sending = None
+        if sending.error is not None:
+            raise sending.error
+        return sending.task_id
+
+    def publish_batch(self) -> Any:
+        """Messages published inside go to the broker together at its end (one pipeline on
+        Redis, with kombu >= 5.7); brokers without batches publish each message at once."""
+        return producer_batch(self.producer, max_size=2 * CLAIM_CHUNK + 16)
+
+    def slot_published(self, plan: Plan, slot: int) -> None:
+        """Called between publishing a slot and marking it done (a seam for failure tests)."""
+
+    def broker_failed(self) -> None:
+        """A publish failed: connect and declare the queues again before the next claim."""
+        self._broker_cold = True
+
+    def cut_broker(self) -> int:
+        """Shut the broker connection down from the claim keeper's thread (publish timeout)."""
+        return broker.cut(self.producer)
+
+    def _send_slot(self, entry: Any, sending: _Sending, producer: Any) -> Any:
+        options = entry.publish_options()
+        headers = dict(options.pop("headers", None) or {})
+        headers.update(
+            {
+                Header.BEAT_TASK.value: True,
+                SLOT_HEADER: slot_label(sending.slot),
+                ENTRY_HEADER: entry.name,
+                REPLICA_HEADER: self.replica,
+            }
+        )
+        if sending.track:
+            headers[overlap.TRACK_HEADER] = 1
+        args = evaluate_entry_args(entry.args)
+        kwargs = evaluate_entry_kwargs(entry.kwargs)
+        task = self.app.tasks.get(entry.task)
+        send = task.apply_async if task is not None else self._send_task(entry.task)
+        # no retry inside kombu: a publish that failed is given back and sent again under
+        # the slot's fence, never re-sent by kombu on a connection whose claim has expired
+        options["retry"] = False
+        return send(
+            args, kwargs, producer=producer, task_id=sending.task_id, headers=headers, **options
+        )
+
+    def _send_task(self, name: str) -> Any:
+        return lambda args, kwargs, **options: self.app.send_task(name, args, kwargs, **options)
+
+    # -- readiness --------------------------------------------------------------------
+
+    def _set_ready(self, ready: bool, detail: str) -> None:
+        self._ready_detail = detail
+        if ready == self._ready:
+            return
+        previous, self._ready = self._ready, ready
+        events.emit(events.QuorumChanged(replica=self.replica, reachable=ready, detail=detail))
+        if not ready:
+            logger.error(
+                "singleton beat: %s, publishing nothing until it is back: %s",
+                self.store.down_text,
+                detail,
+            )
+        elif previous is not None:
+            logger.warning("singleton beat: %s again", self.store.up_text)
+
+
+def _metrics_renderer() -> Callable[[], tuple[bytes, str]] | None:
+    """``/metrics`` when prometheus-client is installed (the ``[prometheus]`` extra)."""
+    try:
+        from celery_singleton_beat.observe import metrics  # noqa: PLC0415  (optional extra)
+    except ImportError:
+        logger.info("singleton beat: prometheus-client is not installed; no /metrics")
+        return None
+    return metrics.install().render

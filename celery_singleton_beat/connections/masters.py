@@ -1,0 +1,568 @@
+"""Independent Redis masters, spoken to in one round trip.
+
+:class:`Masters` writes a batch of commands to every master's socket first and only then
+reads the replies, all against one deadline. A round trip over N masters therefore costs
+about as much as a round trip to the slowest answering one, never N of them, and a master
+that does not answer costs at most the per-node timeout (counted from the moment its
+command was written).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import select
+import ssl
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from redis.backoff import NoBackoff
+from redis.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from celery_singleton_beat._compat import connection_socket, quiet_handshake
+from celery_singleton_beat.connections.resp import Command, only_integers, pack, parse_replies
+from celery_singleton_beat.errors import ConfigurationError
+from celery_singleton_beat.settings.urls import MasterURL, master_urls
+
+_HANDSHAKE = quiet_handshake()
+
+
+class Node:
+    """One Redis master: its address and a small pool of dedicated connections.
+
+    Connections are made with redis-py's retries switched off and the socket timeouts set
+    to the per-node timeout: a failure is reported at once so that the majority decides,
+    instead of being retried for seconds.
+    """
+
+    def __init__(self, master: MasterURL, timeout: float) -> None:
+        options = dict(master.options)
+        self.name = master.name
+        self.url = master.url
+        self.safe_url = master.safe_url
+        self._connection_class = options.pop("connection_class", Connection)
+        self._options = {
+            **options,
+            **_HANDSHAKE,
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": 0,
+        }
+        #: Idle connections. ``list.append`` and ``list.pop`` are atomic (the GIL, or the
+        #: list's own lock on a free-threaded build): no mutex on the hot path.
+        self._idle: list[Any] = []
+
+    def checkout(self) -> Any:
+        """A connection for one round trip: an idle one still open, else a new one.
+
+        An idle connection whose master restarted has its end-of-file waiting; it is
+        dropped here rather than failing this round trip. Replies left unread by a
+        :meth:`Masters.post` are read with the next round trip's.
+        """
+        return _checkout([self], _Watch())[0]
+
+    def _take(self) -> Any:
+        """An idle connection (not checked yet), else a new one."""
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self._new()
+
+    def _new(self) -> Any:
+        connection = self._connection_class(**self._options)
+        connection.raw = None  # the socket, once connected (see _send)
+        connection.fd = -1
+        connection.plain = True  # not TLS: a single recv() empties the socket
+        connection.scripts_loaded = 0
+        connection.pending_preamble = 0
+        connection.unread = 0
+        connection.inbox = bytearray()
+        connection.parsed = []
+        connection.arrays = []  # arrays being parsed: (items so far, length)
+        return connection
+
+    def checkin(self, connection: Any) -> None:
+        """Return a connection whose replies were all read (or will be, see ``unread``)."""
+        self._idle.append(connection)
+
+    def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.disconnect()
+
+    def __repr__(self) -> str:
+        return f"<Node {self.safe_url}>"
+
+
+def parse_masters(urls: Iterable[str] | str, timeout: float) -> list[Node]:
+    """Build the nodes for ``urls``, refusing an empty list, bad URLs and duplicates (see
+    :func:`~celery_singleton_beat.settings.urls.master_urls`)."""
+    return [Node(master, timeout) for master in master_urls(urls)]
+
+
+class Masters:
+    """A fixed set of independent Redis masters and their majority."""
+
+    def __init__(self, nodes: Sequence[Node], timeout: float) -> None:
+        self.nodes = list(nodes)
+        self.timeout = timeout
+        self.quorum = len(self.nodes) // 2 + 1
+        self._scripts: list[bytes] = []
+        self._watches: list[_Watch] = []  # kept between round trips (see _Watch)
+
+    def script(self, body: str) -> str:
+        """Register a Lua script; returns the SHA1 to call it by with ``EVALSHA``.
+
+        Each connection loads the registered scripts with its first command (pipelined,
+        no extra round trip), so ``EVALSHA`` works on masters that restarted empty.
+        """
+        data = body.encode()
+        if data not in self._scripts:
+            self._scripts.append(data)
+        return hashlib.sha1(data).hexdigest()
+
+    @classmethod
+    def from_urls(cls, urls: Iterable[str] | str, timeout: float) -> Masters:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ConfigurationError(
+                "node_timeout", timeout, "a positive number of seconds, such as 0.05"
+            )
+        return cls(parse_masters(urls, float(timeout)), float(timeout))
+
+    def broadcast(self, commands: Sequence[Command]) -> list[list[Any] | Exception]:
+        """Send the same ``commands`` (pipelined) to every master in one round trip.
+
+        Returns one entry per node, in order: the list of replies, or the exception that
+        node gave (connection refused, timeout, a ``ResponseError`` from a script).
+        """
+        return self.scatter([commands] * len(self.nodes))
+
+    def post(self, commands: Sequence[Command]) -> None:
+        """Send ``commands`` to every master without waiting for the replies.
+
+        For writes whose outcome the caller does not need (releasing a lock at the end of
+        a task): it saves the wait of a round trip. The replies are read with each
+        connection's next round trip; a master that cannot be written to is skipped.
+        """
+        count = len(commands)
+        data = commands[0] if count == 1 and type(commands[0]) is bytes else pack(commands)
+        scripts = len(self._scripts)
+        try:  # self._watch(), without its call
+            watch = self._watches.pop()
+        except IndexError:
+            watch = _Watch()
+        connections = _checkout(self.nodes, watch)
+        for node, connection in zip(self.nodes, connections):  # noqa: B905  (see scatter)
+            preamble = self._preamble(connection) if connection.scripts_loaded != scripts else None
+            try:
+                _send(connection, preamble, data)
+            except (RedisError, OSError):
+                watch.drop(connection.fd)
+                _discard(connection)
+                continue
+            connection.unread += connection.pending_preamble + count
+            connection.pending_preamble = 0
+            node._idle.append(connection)
+        self._watches.append(watch)
+
+    def scatter(self, batches: Sequence[Sequence[Command]]) -> list[list[Any] | Exception]:
+        """Like :meth:`broadcast` with one batch per node; an empty batch skips its node.
+
+        One ``poll()`` object serves the round trip: it checks the idle connections for a
+        hang-up, then waits for the replies.
+        """
+        nodes = self.nodes
+        watch = self._watch()
+        results: list[Any]
+        used: Sequence[int]
+        if all(batches):
+            used, results = range(len(nodes)), [None] * len(nodes)
+            checked = _checkout(nodes, watch)
+        else:
+            used = [index for index, batch in enumerate(batches) if batch]
+            results = [[] for _ in nodes]
+            checked = _checkout([nodes[index] for index in used], watch)
+        waiting: dict[int, tuple[int, Any, int]] = {}  # fd -> node index, connection, replies
+        deadlines: dict[int, float] = {}  # fd -> when its master has been silent too long
+        # a master's timeout counts from a moment at or before its command was written:
+        # the clock is read after each batch is encoded, and again after a write that had
+        # to connect first or to wait for room in the socket buffer
+        now = 0.0
+        scripts = len(self._scripts)
+        last: Sequence[Command] | None = None
+        data = b""
+        for index, connection in zip(used, checked):  # noqa: B905  (same length; zip(strict=) costs a keyword call)
+            batch = batches[index]
+            if batch is not last:  # a broadcast packs its batch once
+                data, last = pack(batch), batch
+                now = time.monotonic()  # encoding thousands of commands takes a while
+            sock = connection.raw
+            fresh = sock is None
+            try:
+                if fresh or connection.scripts_loaded != scripts:
+                    _send(connection, self._preamble(connection), data)
+                    now = time.monotonic()
+                else:  # _send's common case, without its call
+                    try:
+                        done = sock.send(data)
+                    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        done = 0
+                    if done < len(data):
+                        _send(connection, None, data[done:])
+                        now = time.monotonic()
+            except (RedisError, OSError) as exc:
+                if not fresh:
+                    watch.drop(connection.fd)
+                _discard(connection)
+                results[index] = exc if isinstance(exc, RedisError) else _write_error(exc)
+                continue
+            if fresh:  # the others are registered by the hang-up check
+                watch.add(connection.fd)
+            waiting[connection.fd] = (index, connection, len(batch))
+            deadlines[connection.fd] = now + self.timeout
+        if waiting:
+            _wait(nodes, watch, waiting, deadlines, results, self.timeout)
+        self._watches.append(watch)
+        return results
+
+    def _watch(self) -> _Watch:
+        """A kept ``poll()`` object (``list.pop`` is atomic), else a new one."""
+        try:
+            return self._watches.pop()
+        except IndexError:
+            return _Watch()
+
+    def _preamble(self, connection: Any) -> list[bytes]:
+        """``SCRIPT LOAD`` for the scripts this connection has not loaded yet."""
+        loaded = connection.scripts_loaded
+        if loaded == len(self._scripts):
+            return []
+        connection.scripts_loaded = len(self._scripts)
+        connection.pending_preamble = len(self._scripts) - loaded
+        return [pack([("SCRIPT", "LOAD", body) for body in self._scripts[loaded:]])]
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
+def _send(connection: Any, preamble: list[bytes] | None, data: bytes) -> None:
+    """Write ``preamble`` and ``data`` to ``connection``, connecting it first if needed.
+
+    The socket is non-blocking once connected: a write that fits the socket buffer (every
+    lock command does) is one system call, where a socket with a timeout polls before
+    each send and each receive.
+    """
+    sock = connection.raw
+    if sock is None:
+        connection.connect()  # redis-py's connect and handshake, with their errors
+        sock = connection_socket(connection)
+        if sock is None:  # pragma: no cover  (connect either sets a socket or raises)
+            raise RedisConnectionError("not connected")
+        sock.setblocking(False)
+        connection.raw = sock
+        connection.fd = sock.fileno()
+        connection.plain = not isinstance(sock, ssl.SSLSocket)
+    if preamble:
+        data = b"".join([*preamble, data])
+    try:
+        try:
+            done = sock.send(data)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            done = 0
+        if done < len(data):  # a full socket buffer: finish with the node timeout
+            sock.settimeout(connection.socket_timeout)
+            try:
+                sock.sendall(data[done:])
+            finally:
+                sock.setblocking(False)
+    except OSError as exc:
+        raise _write_error(exc) from None
+
+
+def _write_error(exc: OSError) -> RedisError:
+    """redis-py's error for a failed write."""
+    if isinstance(exc, TimeoutError):
+        return RedisTimeoutError("Timeout writing to socket")
+    return RedisConnectionError(
+        f"Error {exc.errno} while writing to socket. {exc.strerror or exc}."
+    )
+
+
+def _receive(connection: Any) -> bool:
+    """Move the bytes waiting on ``connection`` into its inbox; False at end-of-file."""
+    sock = connection.raw
+    if sock is None:
+        return False
+    try:
+        data = sock.recv(65536)
+        while not connection.plain and sock.pending():
+            data += sock.recv(sock.pending())
+    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        return True
+    if not data:
+        return False
+    connection.inbox += data
+    return True
+
+
+def _still_open(connection: Any) -> bool:
+    """Whether an idle connection can take a command: no end-of-file or garbage waiting.
+
+    The replies of posted commands that already arrived are read and dropped; those still
+    on their way are left for the next round trip to read first.
+    """
+    if connection.raw is None:
+        return True  # never connected: it connects on first use
+    try:
+        if not _receive(connection):
+            return False
+        if connection.inbox and not _receive(connection):  # data, then end-of-file
+            return False
+        parse_replies(connection)
+    except (RedisError, OSError):
+        return False
+    return _drop_posted(connection)
+
+
+def _read_posted(connection: Any) -> bool:
+    """Read and drop the replies of posted commands that have arrived, as :func:`_still_open`
+    does, for a connection ``poll()`` found readable and not hung up: the round trip about
+    to use it then waits for its own reply alone, not first for those."""
+    try:
+        data = connection.raw.recv(65536)
+    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        return True
+    except OSError:
+        return False
+    if not data:
+        return False
+    if not (connection.parsed or connection.inbox or connection.arrays) and only_integers(
+        data, connection.unread
+    ):  # every posted command answered, each with one integer (a release)
+        connection.unread = 0
+        return True
+    connection.inbox += data
+    try:
+        parse_replies(connection)
+    except RedisError:
+        return False
+    return _drop_posted(connection)
+
+
+def _drop_posted(connection: Any) -> bool:
+    """Drop the parsed replies of posted commands; whether nothing else was waiting."""
+    dropped = min(connection.unread, len(connection.parsed))
+    del connection.parsed[:dropped]
+    connection.unread -= dropped
+    return not connection.parsed and (
+        connection.unread > 0 or not (connection.inbox or connection.arrays)
+    )
+
+
+#: poll() flags of a connection its master closed or reset. POLLRDHUP (Linux only) is
+#: raised even while replies are still waiting ahead of the end-of-file; without it each
+#: idle connection is checked by reading (see _still_open).
+_RDHUP: int = getattr(select, "POLLRDHUP", 0)
+_HUNG_UP = _RDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
+#: poll() flags a round trip watches: replies, and a hang-up (see _closed).
+_WATCHED = select.POLLIN | _RDHUP
+
+
+class _Watch:
+    """A ``poll()`` object and the descriptors registered with it, kept for the next round
+    trip: the connections a thread checks in come back to it, already registered.
+
+    A descriptor left from an earlier round trip (its connection closed, or taken by
+    another thread) is forgotten when it reports an event that is not this round trip's.
+    """
+
+    __slots__ = ("fds", "poller")
+
+    def __init__(self) -> None:
+        self.poller = select.poll()
+        self.fds: set[int] = set()
+
+    def add(self, fd: int) -> None:
+        self.poller.register(fd, _WATCHED)
+        self.fds.add(fd)
+
+    def drop(self, fd: int) -> None:
+        """Stop watching a descriptor of this round trip (its connection is closing)."""
+        if fd in self.fds:
+            self.poller.unregister(fd)
+            self.fds.discard(fd)
+
+    def forget(self, fd: int) -> None:
+        """Stop watching a descriptor that is not this round trip's."""
+        self.drop(fd)
+
+
+def _checkout(nodes: Sequence[Node], watch: _Watch) -> list[Any]:
+    """A connection per node for one round trip: idle ones that are still open (checked
+    together, with one ``poll()`` where the system reports a peer's hang-up), else new.
+
+    The connected ones stay registered with ``watch``, for the replies."""
+    chosen = []
+    for node in nodes:  # Node._take, without a call per node
+        try:
+            chosen.append(node._idle.pop())
+        except IndexError:
+            chosen.append(node._new())
+    closed = _closed(chosen, watch)
+    while closed:
+        for index in closed:
+            _discard(chosen[index])
+            chosen[index] = nodes[index]._take()
+        closed = _closed(chosen, watch)
+    return chosen
+
+
+def _closed(connections: list[Any], watch: _Watch) -> list[int]:
+    """The indexes of the connections that cannot take a command (see :func:`_still_open`)."""
+    closed = []
+    polled: dict[int, int] = {}
+    watched = watch.fds
+    for index, connection in enumerate(connections):
+        if connection.raw is None:
+            continue  # never connected: it connects on first use
+        if connection.fd not in watched:
+            watch.add(connection.fd)
+        if _RDHUP and connection.plain and not (connection.inbox or connection.arrays):
+            polled[connection.fd] = index
+        elif not _still_open(connection):
+            closed.append(index)
+    if polled:
+        for fd, flags in watch.poller.poll(0):
+            index = polled.get(fd, -1)
+            if index < 0:
+                watch.forget(fd)
+                continue
+            connection = connections[index]
+            readable = _read_posted if connection.unread else _still_open
+            if flags & _HUNG_UP or not readable(connection):
+                closed.append(index)  # hung up, or bytes nobody asked for
+    for index in closed:
+        watch.drop(connections[index].fd)
+    return closed
+
+
+def _wait(  # noqa: PLR0917  (Masters.scatter's state, handed to its second half)
+    nodes: Sequence[Node], watch: _Watch, waiting: dict[int, tuple[int, Any, int]],
+    deadlines: dict[int, float], results: list[Any], timeout: float,
+) -> None:  # fmt: skip
+    """Read the replies of the masters ``waiting`` into ``results``, until each answered
+    or was silent past its deadline.
+
+    A master that sent bytes has ``timeout`` again from them, and the time spent reading
+    the others' replies is no master's silence.
+    """
+    poller = watch.poller
+    now = time.monotonic()
+    while waiting:
+        left = min(deadlines.values()) - now
+        events = poller.poll(left * 1000 if left > 0 else 0)
+        polled = time.monotonic()
+        progressed = []
+        for fd, _ in events:
+            entry = waiting.get(fd)
+            if entry is None:  # not this round trip's, or answered already and then hung up
+                watch.forget(fd)
+                continue
+            replies = _read_replies(nodes[entry[0]], entry[1], entry[2])
+            if replies is None:  # more to come
+                progressed.append(fd)
+                continue
+            results[entry[0]] = replies
+            del waiting[fd], deadlines[fd]
+            if type(replies) is not list:  # its connection is closed
+                watch.drop(fd)
+        if not waiting:
+            return
+        now = time.monotonic()
+        for fd in list(waiting):
+            if fd in progressed:  # the timeout counts from the last bytes
+                deadlines[fd] = now + timeout
+            elif deadlines[fd] <= polled:
+                index, connection, _ = waiting.pop(fd)
+                del deadlines[fd]
+                watch.drop(fd)
+                _discard(connection)
+                results[index] = RedisTimeoutError(f"no reply within {timeout}s")
+            else:  # time spent reading the others is not this master's
+                deadlines[fd] += now - polled
+
+
+def _read_replies(node: Node, connection: Any, count: int) -> list[Any] | Exception | None:
+    """The ``count`` replies of the last batch, once the connection has them all (None
+    before that); the replies of earlier posted commands and of ``SCRIPT LOAD`` come first
+    and are dropped."""
+    try:
+        if (
+            count == 1
+            and connection.plain
+            and not connection.pending_preamble
+            and not (connection.inbox or connection.arrays)
+        ):  # one reply, after those of posted commands: integers, most likely
+            try:
+                data = connection.raw.recv(65536)
+            except BlockingIOError:
+                return None
+            unread = connection.unread
+            if not unread and data[:1] == b":" and data.find(b"\r\n") == len(data) - 2:
+                node._idle.append(connection)
+                return [int(data[1:-2])]
+            if unread:
+                unread -= len(connection.parsed)  # those parsed already are not in data
+                if unread >= 0 and only_integers(data, unread + 1):
+                    connection.parsed = []
+                    connection.unread = 0
+                    node._idle.append(connection)
+                    return [int(data[data.rfind(b":") + 1 : -2])]
+            if not data:
+                raise RedisConnectionError("Connection closed by server.")
+            connection.inbox += data
+        elif not _receive(connection):
+            raise RedisConnectionError("Connection closed by server.")
+        parse_replies(connection)
+    except (RedisError, OSError) as exc:
+        _discard(connection)
+        return _as_error(exc)
+    skip = connection.unread + connection.pending_preamble
+    if len(connection.parsed) < skip + count:
+        return None
+    replies = connection.parsed[skip : skip + count]
+    mine = connection.parsed[connection.unread : skip + count]
+    failure = next((r for r in mine if isinstance(r, ResponseError)), None)
+    connection.parsed = connection.parsed[skip + count :]
+    connection.unread = connection.pending_preamble = 0
+    if connection.parsed or connection.inbox or connection.arrays:  # out of step
+        _discard(connection)
+    elif isinstance(failure, NoScriptError):
+        _discard(connection)  # the scripts were flushed: a new connection loads them again
+    else:
+        node._idle.append(connection)
+    return failure if failure is not None else replies
+
+
+def _discard(connection: Any) -> None:
+    if connection is not None:
+        connection.raw = None
+        connection.disconnect()
+
+
+def _as_error(exc: BaseException) -> Exception:
+    return exc if isinstance(exc, Exception) else RedisError(str(exc))
+
+
+def describe(error: Exception) -> str:
+    """A short, password-free description of a node's error."""
+    text = str(error) or type(error).__name__
+    return f"{type(error).__name__}: {text}"

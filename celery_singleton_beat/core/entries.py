@@ -1,0 +1,174 @@
+"""Per-entry settings and the plan the scheduler keeps for each entry.
+
+Per-entry settings live in the entry's ``options`` under ``"singleton_beat"``, so the same
+``beat_schedule`` still runs under Celery's default scheduler::
+
+    "nightly-report": {
+        "task": "reports.nightly",
+        "schedule": crontab(hour=2, minute=30),
+        "options": {"singleton_beat": {"misfire": "skip", "timezone": "Europe/Berlin"}},
+    }
+
+They are removed from the options before the message is published.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from celery.beat import ScheduleEntry
+
+from celery_singleton_beat.core.schema import Misfire, Overlap
+from celery_singleton_beat.core.slots import IntervalSlots, Slots, schedule_tz, slots_for
+from celery_singleton_beat.errors import ConfigurationError
+
+OPTION = "singleton_beat"
+MISFIRE_POLICIES = tuple(m.value for m in Misfire)
+OVERLAP_POLICIES = tuple(o.value for o in Overlap)
+
+
+@dataclasses.dataclass(frozen=True)
+class EntryPolicy:
+    """What an entry asks for: how to treat missed slots, and in which timezone."""
+
+    misfire: str = Misfire.COALESCE.value
+    misfire_grace: float = 300.0
+    timezone: str | None = None
+    paused: bool = False
+    """Publish nothing; the slots that pass follow the misfire policy on resume."""
+    overlap: str = "allow"
+    """Send a slot while the previous run waits or runs: allow, skip, buffer_one."""
+    overlap_ttl: float = 3600.0
+    """A run state older than this (s) holds back nothing (a lost message, a dead worker)."""
+
+    @classmethod
+    def from_options(cls, name: str, options: dict[str, Any], grace: float) -> EntryPolicy:
+        raw = options.get(OPTION) or {}
+        where = f"beat_schedule[{name!r}]['options'][{OPTION!r}]"
+        if not isinstance(raw, dict):
+            raise ConfigurationError(where, raw, "a dict of per-entry settings")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"{where}[{unknown[0]!r}]", raw[unknown[0]], f"one of {sorted(known)}"
+            )
+        policy = cls(**{"misfire_grace": grace, **raw})
+        policy._validate(where)
+        return policy
+
+    def _validate(self, where: str) -> None:
+        if self.misfire not in MISFIRE_POLICIES:
+            raise ConfigurationError(
+                f"{where}['misfire']", self.misfire, "'coalesce' (default) or 'skip'"
+            )
+        grace = self.misfire_grace
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace <= 0:
+            raise ConfigurationError(
+                f"{where}['misfire_grace']", grace, "a positive number of seconds"
+            )
+        if self.overlap not in OVERLAP_POLICIES:
+            raise ConfigurationError(
+                f"{where}['overlap']", self.overlap, "'allow' (default), 'skip' or 'buffer_one'"
+            )
+        ttl = self.overlap_ttl
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
+            raise ConfigurationError(f"{where}['overlap_ttl']", ttl, "a positive number of seconds")
+        if not isinstance(self.paused, bool):
+            raise ConfigurationError(f"{where}['paused']", self.paused, "True or False")
+        if self.timezone is not None:
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError, TypeError):
+                raise ConfigurationError(
+                    f"{where}['timezone']",
+                    self.timezone,
+                    "an IANA zone name such as 'Europe/Berlin'",
+                ) from None
+
+
+class Entry(ScheduleEntry):  # type: ignore[misc]
+    """A beat schedule entry whose ``options`` may carry ``"singleton_beat"`` settings."""
+
+    def publish_options(self) -> dict[str, Any]:
+        """The entry's options as Celery should see them (ours taken out)."""
+        return {k: v for k, v in self.options.items() if k != OPTION}
+
+
+@dataclasses.dataclass
+class Plan:
+    """The scheduler's view of one entry: its slots and the next slot not known handled."""
+
+    name: str
+    entry: Entry
+    slots: Slots
+    policy: EntryPolicy
+    next_slot: int | None = None
+    wake: int | None = None
+    """When the scheduler looks at this entry next (ms)."""
+    held: set[int] = dataclasses.field(default_factory=set)
+    """Slots another replica had claimed when this one looked: looked at again until done,
+    so that a claimant that dies costs a delay, never the slot."""
+
+    @classmethod
+    def build(cls, entry: Entry, app_tz: dt.tzinfo, grace: float) -> Plan:
+        policy = EntryPolicy.from_options(entry.name, entry.options or {}, grace)
+        tz = ZoneInfo(policy.timezone) if policy.timezone else schedule_tz(entry.schedule, app_tz)
+        return cls(entry.name, entry, slots_for(entry.name, entry.schedule, tz), policy)
+
+    @property
+    def every_ms(self) -> int | None:
+        return self.slots.every_ms if isinstance(self.slots, IntervalSlots) else None
+
+    def newest_due(self, now: int) -> int | None:
+        """The newest slot at or before ``now`` from ``next_slot`` on, or None if none is due."""
+        slot = self.next_slot
+        if slot is None or slot > now:
+            return None
+        if isinstance(self.slots, IntervalSlots):
+            return self.slots.next_after(now) - self.slots.every_ms
+        while True:
+            following = self.slots.next_after(slot)
+            if following is None or following > now:
+                return slot
+            slot = following
+
+    def due(self, now: int, limit: int) -> tuple[list[int], int]:
+        """The slots to claim now, oldest first: the held ones and every slot from
+        ``next_slot`` up to ``now``, at most ``limit`` of the latter (the newest); with
+        the number of older ones left out."""
+        slot, left_out = self.next_slot, 0
+        if isinstance(self.slots, IntervalSlots) and slot is not None and slot <= now:
+            newest = self.slots.next_after(now) - self.slots.every_ms
+            start = max(slot, newest - (limit - 1) * self.slots.every_ms)
+            left_out = self.missed_between(slot - 1, start)
+            slot = start
+        fresh: list[int] = []
+        while slot is not None and slot <= now:
+            fresh.append(slot)
+            slot = self.slots.next_after(slot)
+        left_out += max(0, len(fresh) - limit)
+        return sorted(self.held.union(fresh[-limit:])), left_out
+
+    def slot_before(self, slot: int, after: int) -> int:
+        """The last slot before ``slot`` and after ``after`` (``slot`` itself if none)."""
+        if isinstance(self.slots, IntervalSlots):
+            previous = slot - self.slots.every_ms
+            return previous if previous > after else slot
+        found, candidate = slot, self.slots.next_after(after)
+        while candidate is not None and candidate < slot:
+            found, candidate = candidate, self.slots.next_after(candidate)
+        return found
+
+    def missed_between(self, after: int, before: int, limit: int = 100_000) -> int:
+        """How many slots lie strictly between ``after`` and ``before``."""
+        if isinstance(self.slots, IntervalSlots):
+            return self.slots.count_between(after, before - 1)
+        count, slot = 0, self.slots.next_after(after)
+        while slot is not None and slot < before and count < limit:
+            count += 1
+            slot = self.slots.next_after(slot)
+        return count

@@ -1,0 +1,578 @@
+"""``celery -A proj singleton-beat …``: the cluster's state in one command, for operators.
+
+Registered in Celery's ``celery.commands`` entry point group. Expected failures (a bad
+setting, no majority of masters, an unknown entry) end with a one-line error and a
+non-zero exit code, never a traceback; passwords are never printed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import click
+import redis
+from celery.schedules import crontab
+
+from celery_singleton_beat.core.entries import Plan
+from celery_singleton_beat.core.schema import LOCK_KINDS
+from celery_singleton_beat.core.slots import slot_label
+from celery_singleton_beat.errors import ConfigurationError, LockError, StoreUnavailable
+from celery_singleton_beat.ops import cluster as overview
+from celery_singleton_beat.ops.lock_stores import LockStore, lock_stores
+from celery_singleton_beat.runtime import Runtime, load_task_modules
+from celery_singleton_beat.settings.config import Config, TaskConfig
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+logger = logging.getLogger(__name__)
+
+
+def _config(ctx: click.Context) -> tuple[Any, Config]:
+    app = ctx.obj.app
+    try:
+        return app, Config.from_conf(app.conf)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _emit(data: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+@click.group(name="singleton-beat")
+@click.pass_context
+def singleton_beat(ctx: click.Context) -> None:
+    """Inspect and operate celery-singleton-beat: replicas, masters, entries, locks."""
+    prepare(ctx.obj.app)
+
+
+def prepare(app: Celery) -> None:
+    """The app as beat and workers see it, before any command runs: its task modules
+    imported, which sets Django up in a Django project (the database store,
+    django-celery-beat's rows and the Django app's records are read through its models)."""
+    load_task_modules(app)
+
+
+@singleton_beat.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Replicas, masters (or the database store) and entries. Exit 0 healthy, 1 degraded,
+    2 no quorum (the store does not answer)."""
+    app, config = _config(ctx)
+    data, code = _status(app, config)
+    _emit(data, as_json, _status_text(data))
+    ctx.exit(code)
+
+
+#: Seconds one server may take to answer a status command.
+STATUS_TIMEOUT = 0.5
+
+
+def _status(app: Celery, config: Config) -> tuple[dict[str, Any], int]:
+    """``status`` on any slot store: the replicas and the entries' counts read through the
+    store, and each Redis server it runs on probed (none for the database store)."""
+    try:
+        store = Runtime.of(app).open_store(STATUS_TIMEOUT)
+    except (ConfigurationError, ImportError) as exc:
+        raise click.ClickException(str(exc)) from None
+    masters = overview.master_states(store.servers(), STATUS_TIMEOUT)
+    code = overview.health(masters)
+    problems = [f"{m.name} is unreachable ({m.error})" for m in masters if not m.reachable]
+    try:
+        live = store.replicas()
+        entries = _entries(app, config, store.entry_counts)
+    except StoreUnavailable as exc:
+        live, entries = [], _entries(app, config, lambda _name: {})
+        problems.append(str(exc))
+        code = overview.NO_QUORUM
+    finally:
+        store.close()
+    if code != overview.NO_QUORUM and not live:
+        problems.append("no live beat replica: nothing is being scheduled")
+        code = max(code, overview.DEGRADED)
+    data = {
+        "health": ["healthy", "degraded", "no quorum"][code],
+        "problems": problems,
+        "store": store.describe(),
+        "masters": [vars(m) for m in masters],
+        "replicas": live,
+        "entries": entries,
+    }
+    return data, code
+
+
+def _scheduled(app: Celery, config: Config) -> tuple[dict[str, Any], dict[str, str]]:
+    """The entries of every schedule source, and the source of each."""
+    try:
+        return overview.entry_specs(app, config)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _entries(
+    app: Celery, config: Config, counts_of: Callable[[str], dict[str, int]]
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    now = int(time.time() * 1000)
+    specs, sources = _scheduled(app, config)
+    for name, spec in sorted(specs.items()):
+        try:
+            plan = overview.plan_of(app, name, spec, config.misfire_grace)
+        except (ConfigurationError, TypeError, ValueError) as exc:
+            rows.append({"name": name, "source": sources[name], "error": str(exc)})
+            continue
+        counts = counts_of(name)
+        last = counts.get("last")
+        handled = counts.get("dispatched", 0) + counts.get("skipped", 0)
+        paused = plan.policy.paused
+        following = None if paused else plan.slots.next_after(max(last or 0, now))
+        rows.append(
+            {
+                "name": name,
+                "source": sources[name],
+                "task": plan.entry.task,
+                "schedule": overview.plan_in_words(plan, app.timezone),
+                "paused": paused,
+                "last_slot": slot_label(last) if last and handled else None,
+                "next_slot": slot_label(following) if following else None,
+                "dispatched": counts.get("dispatched", 0),
+                "skipped": counts.get("skipped", 0),
+            }
+        )
+    return rows
+
+
+def _status_text(data: dict[str, Any]) -> str:
+    lines = [f"cluster: {data['health']}"]
+    lines += [f"  problem: {p}" for p in data["problems"]]
+    lines += ["", f"store: {data['store']}"]
+    if data["masters"]:
+        lines += ["", "masters:"]
+    for m in data["masters"]:
+        detail = f"{m['latency_ms']} ms, Redis {m['version']}" if m["reachable"] else m["error"]
+        lines.append(f"  {m['name']:<22} {'up' if m['reachable'] else 'DOWN':<5} {detail}")
+    lines += ["", f"replicas ({len(data['replicas'])}):"]
+    for r in data["replicas"]:
+        seen = "?" if r.get("seen_ago") is None else f"{r['seen_ago']:.1f}s"
+        lines.append(
+            f"  {r['host']}:{r['pid']:<8} {r['mode']:<7} {r['role']:<8} heartbeat {seen} ago"
+        )
+    lines += ["", "entries:"]
+    for e in data["entries"]:
+        if "error" in e:
+            lines.append(f"  {e['name']}: INVALID {e['error']} ({e['source']})")
+            continue
+        last = e["last_slot"] or "none yet"
+        following = e["next_slot"] or "none"
+        paused = "; paused" if e["paused"] else ""
+        lines.append(
+            f"  {e['name']}: {e['schedule']}{paused}; last {last}, next {following}; "
+            f"dispatched {e['dispatched']}, skipped {e['skipped']} ({e['source']})"
+        )
+    return "\n".join(lines)
+
+
+@singleton_beat.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    type=click.Choice(sorted(LOCK_KINDS)),
+    help="Only locks of this kind (repeatable).",
+)
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Show at most this many rows, then how many more (0: all). JSON lists all.",
+)
+@click.pass_context
+def locks(ctx: click.Context, as_json: bool, kinds: tuple[str, ...], limit: int) -> None:
+    """Locks held on every store (beat masters, task masters or backend): key, kind,
+    holder, remaining TTL, fencing token, store; beat leader first, slot marks last."""
+    held: list[dict[str, Any]] = []
+    failed = False
+    for store in _stores(ctx):
+        try:
+            held += store.held()
+        except LockError as exc:
+            click.echo(f"{store.name}: {exc}", err=True)
+            failed = True
+    if kinds:
+        wanted = {LOCK_KINDS[k] for k in kinds}
+        held = [lock for lock in held if lock["kind"] in wanted]
+    order = list(LOCK_KINDS.values())
+    held.sort(key=lambda lock: (order.index(lock["kind"]), lock["key"], lock["store"]))
+    _emit(held, as_json, _locks_table(held, limit) if held else "no locks held")
+    if failed:
+        ctx.exit(2)
+
+
+def _lock_row(lock: dict[str, Any]) -> tuple[str, ...]:
+    remaining, fence = lock["remaining"], lock["fence"]
+    return (
+        str(lock["key"]), str(lock["kind"]), str(lock["holder"]),
+        "-" if remaining is None else f"{remaining:.3f}",
+        "-" if fence is None else str(fence), str(lock["store"]),
+    )  # fmt: skip
+
+
+def _locks_table(held: list[dict[str, Any]], limit: int) -> str:
+    shown = held[:limit] if limit else held
+    header = ("key", "kind", "holder", "ttl s", "fence", "store")
+    rows = [_lock_row(lock) for lock in shown]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    right = {3, 4}
+    lines = [
+        "  ".join(
+            (cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]))
+            for i, cell in enumerate(row)
+        ).rstrip()
+        for row in [header, *rows]
+    ]
+    if len(held) > len(shown):
+        lines.append(f"... {len(held) - len(shown)} more (--limit 0 shows all; --kind filters)")
+    return "\n".join(lines)
+
+
+def _stores(ctx: click.Context) -> list[LockStore]:
+    try:
+        return lock_stores(ctx.obj.app)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@singleton_beat.command()
+@click.argument("key")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
+@click.pass_context
+def unlock(ctx: click.Context, key: str, yes: bool) -> None:
+    """Force-release lock KEY (as listed by ``locks``) on every store that holds it.
+
+    Exit 0 when it was released somewhere, 1 when no store held it, 2 when a store
+    could not be reached."""
+    stores = _stores(ctx)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.ClickException(
+                f"refusing to force-release {key!r} without --yes in a non-interactive run"
+            )
+        click.confirm(f"Force-release {key!r}? Its holder will not know", abort=True)
+    released, failed = False, False
+    for store in stores:
+        try:
+            done, text = store.force_release(key)
+        except LockError as exc:
+            click.echo(f"{store.name}: {exc}", err=True)
+            failed = True
+            continue
+        if done:
+            logger.warning("singleton-beat unlock: force-released %r on the %s", key, store.name)
+        released = released or done
+        click.echo(f"{store.name}: {text}")
+    ctx.exit(2 if failed else 0 if released else 1)
+
+
+@singleton_beat.command()
+@click.argument("expr_or_entry")
+@click.option("--count", default=5, show_default=True, help="How many next times to show.")
+@click.option("--tz", "zone", default=None, help="Timezone for the times (default: the app's).")
+@click.pass_context
+def describe(ctx: click.Context, expr_or_entry: str, count: int, zone: str | None) -> None:
+    """A crontab expression or an entry (of any schedule source) in plain words, with its
+    next COUNT times."""
+    app = ctx.obj.app
+    try:
+        tz = ZoneInfo(zone) if zone else app.timezone
+    except (ZoneInfoNotFoundError, ValueError):
+        raise click.ClickException(
+            f"--tz {zone!r} is not an IANA zone name such as 'Europe/Berlin'"
+        ) from None
+    now = dt.datetime.now(dt.timezone.utc)
+    if len(expr_or_entry.split()) == CRON_FIELDS:
+        schedule = _parse_cron(expr_or_entry)
+        click.echo(overview.in_words(schedule))
+        for moment in itertools.islice(overview.slot_times(schedule, "", tz, now), count):
+            click.echo(f"  {moment.isoformat()}")
+        return
+    _app, config = _config(ctx)
+    plan, source = _entry_plan(app, config, expr_or_entry)
+    paused = ", paused" if plan.policy.paused else ""
+    click.echo(f"entry {plan.name!r} runs task {plan.entry.task} (source {source}{paused})")
+    click.echo(overview.plan_in_words(plan, app.timezone))
+    slot: int | None = int(now.timestamp() * 1000)
+    for _ in range(count):
+        slot = plan.slots.next_after(slot) if slot is not None else None
+        if slot is None:
+            break
+        click.echo(f"  {dt.datetime.fromtimestamp(slot / 1000, tz).isoformat()}")
+    click.echo(f"claim TTL {config.claim_ttl}s, leader lease TTL {config.lease_ttl}s")
+    _lock_ttl_and_runtime(app, plan.name, plan.entry.task)
+
+
+CRON_FIELDS = 5
+
+
+def _entry_plan(app: Celery, config: Config, name: str) -> tuple[Plan, str]:
+    """Entry ``name`` of any schedule source as beat plans it, and its source's name."""
+    specs, sources = _scheduled(app, config)
+    if name not in specs:
+        known = sorted(specs)
+        listed = ", ".join(known[:10]) + (
+            f", ... {len(known) - 10} more" if len(known) > 10 else ""
+        )
+        raise click.ClickException(
+            f"{name!r} is neither a scheduled entry ({listed or 'none'}) nor a crontab "
+            f"expression of five fields, such as '*/15 9-17 * * mon-fri'"
+        )
+    try:
+        return overview.plan_of(app, name, specs[name], config.misfire_grace), sources[name]
+    except (ConfigurationError, TypeError, ValueError) as exc:
+        raise click.ClickException(f"entry {name!r} ({sources[name]}): {exc}") from None
+
+
+def _parse_cron(text: str) -> crontab:
+    minute, hour, day_of_month, month, day_of_week = text.split()
+    try:
+        return crontab(minute, hour, day_of_week, day_of_month, month)
+    except ValueError as exc:
+        raise click.ClickException(f"{text!r} is not a valid crontab expression: {exc}") from None
+
+
+def _lock_ttl_and_runtime(app: Celery, name: str, task_name: str) -> None:
+    """The task's lock TTL beside the longest runtime recorded for the entry, when known."""
+    task = app.tasks.get(task_name)
+    ttl = overview.lock_ttl(app, task)
+    if task is None:
+        click.echo(f"task {task_name} is not registered here: its lock TTL is unknown")
+    elif not hasattr(task, "singleton_ttl"):
+        click.echo(f"task {task_name} takes no lock (not a SingletonTask)")
+    else:
+        click.echo(f"lock TTL {ttl:g}s" if ttl is not None else "lock TTL unknown (bad settings)")
+    longest = overview.longest_runtime(name)
+    if longest is None:
+        recorded = (
+            "none recorded yet"
+            if overview.RUNTIME_SOURCES
+            else "unknown (the Django app records runs)"
+        )
+        click.echo(f"longest recorded runtime: {recorded}")
+        return
+    click.echo(f"longest recorded runtime {longest:.3f}s")
+    if ttl is not None and longest >= 0.8 * ttl:
+        click.echo(
+            f"warning: runs reach {longest / ttl:.0%} of the lock TTL; raise singleton_ttl",
+            err=True,
+        )
+
+
+@singleton_beat.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Audit settings, masters and entries, reporting every problem at once: exit 1 when
+    anything would break the guarantees (ERROR lines), 0 otherwise (WARN lines included)."""
+    app = ctx.obj.app
+    findings: list[tuple[str, str]] = []
+    errors = Config.errors(app.conf)
+    findings += [("ERROR", str(exc)) for exc in errors]
+    findings += _check_task_settings(app, {str(exc) for exc in errors})
+    findings += _check_scheduler_setting(app)
+    config = None if errors else Config.from_conf(app.conf)
+    if config is not None:
+        findings += _check_store(app, config)
+        findings += _check_sources(app, config)
+    findings += _check_entries(app, config)
+    findings += _check_source_conflicts(app, config)
+    for level, text in findings:
+        click.echo(f"{level:<5} {text}")
+    ctx.exit(1 if any(level == "ERROR" for level, _ in findings) else 0)
+
+
+def _check_task_settings(app: Celery, reported: set[str]) -> list[tuple[str, str]]:
+    """The singleton task settings (``singleton_beat_task_*``), checked as workers will."""
+    try:
+        TaskConfig.from_conf(app.conf)
+    except ConfigurationError as exc:
+        return [] if str(exc) in reported else [("ERROR", str(exc))]
+    return []
+
+
+def _check_scheduler_setting(app: Celery) -> list[tuple[str, str]]:
+    """``beat_scheduler`` names this library's scheduler (or a subclass)."""
+    from celery.utils.imports import symbol_by_name  # noqa: PLC0415
+
+    from celery_singleton_beat.beat.scheduler import Scheduler  # noqa: PLC0415  (check alone)
+
+    chosen = app.conf.beat_scheduler
+    try:
+        found = Scheduler if chosen == "singleton" else symbol_by_name(chosen)
+    except Exception as exc:  # whatever importing it raises (Django not set up …)
+        return [("ERROR", f"beat_scheduler = {chosen!r} cannot be imported ({exc})")]
+    if isinstance(found, type) and issubclass(found, Scheduler):
+        return [("OK", f"beat_scheduler = {chosen!r}")]
+    return [
+        ("WARN", f"beat_scheduler = {chosen!r}: `celery beat` runs that scheduler, with no "
+                 f"fences, on every replica (each slot sent once per replica) unless started "
+                 f"with `-S singleton`; set beat_scheduler = 'celery_singleton_beat.Scheduler'")
+    ]  # fmt: skip
+
+
+def _check_store(app: Celery, config: Config) -> list[tuple[str, str]]:
+    """Where beat keeps its state: what the slot store says of itself (the database store:
+    it answers, its tables are migrated), and each Redis server it runs on."""
+    try:
+        store = Runtime.of(app).open_store()
+    except (ConfigurationError, ImportError) as exc:
+        return [("ERROR", str(exc))]
+    try:
+        servers = store.servers()
+        if not servers:
+            return [
+                ("OK", f"settings valid (slot store {config.store!r}, mode {config.mode})"),
+                *store.check(),
+            ]
+    finally:
+        store.close()
+    count = len(servers)
+    return [
+        ("OK", f"settings valid ({count} master{'s' if count != 1 else ''}, mode {config.mode})"),
+        *_check_master_count(count),
+        *_check_masters(config),
+    ]
+
+
+def _check_sources(app: Celery, config: Config) -> list[tuple[str, str]]:
+    """The schedule sources ``singleton_beat_schedule_source`` names can be read."""
+    try:
+        specs, sources = overview.entry_specs(app, config)
+    except ConfigurationError as exc:
+        return [("ERROR", str(exc))]
+    except Exception as exc:  # a source that cannot start (its tables missing …)
+        return [("ERROR", f"the schedule sources cannot be read: {type(exc).__name__}: {exc}")]
+    names = ", ".join(dict.fromkeys(sorted(sources.values()))) or "none"
+    return [("OK", f"schedule sources read: {len(specs)} entries (from {names})")]
+
+
+def _check_master_count(count: int) -> list[tuple[str, str]]:
+    if count == 1:
+        return [("WARN", "one master: losing it stops beat; list three independent masters")]
+    if count % 2 == 0:
+        survives = (count - 1) // 2
+        return [
+            ("WARN", f"{count} masters: a majority is {count // 2 + 1}, so they survive "
+                     f"{survives} failure{'s' if survives != 1 else ''}, no more than "
+                     f"{count - 1} would; use an odd number (3 or 5)")
+        ]  # fmt: skip
+    return []
+
+
+def _check_masters(config: Config) -> list[tuple[str, str]]:
+    findings = []
+    found = overview.masters(config)
+    servers: dict[str, list[str]] = {}
+    for state, client in found:
+        if not state.reachable:
+            findings.append(("ERROR", f"{state.name}: unreachable ({state.error})"))
+            continue
+        servers.setdefault(state.run_id or state.name, []).append(state.name)
+        try:
+            findings += _check_master(config, state.name, client)
+        except redis.RedisError as exc:
+            findings.append(("ERROR", f"{state.name}: {type(exc).__name__}: {exc}"))
+    for run_id, names in servers.items():
+        if len(names) > 1:
+            findings.append(
+                ("ERROR", f"{' and '.join(names)} are one Redis server (run_id {run_id}): "
+                          f"it would cast {len(names)} votes; list each master once")
+            )  # fmt: skip
+    if overview.health([s for s, _ in found]) == overview.NO_QUORUM:
+        findings.append(("ERROR", "no majority of masters answers: nothing will be published"))
+    findings.append(("OK", "lock connections use no redis-py retries (the majority decides)"))
+    return findings
+
+
+def _check_master(config: Config, name: str, client: Any) -> list[tuple[str, str]]:
+    findings = []
+    try:
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "?")
+        appendonly = client.config_get("appendonly").get("appendonly")
+    except redis.ResponseError as exc:
+        findings.append(
+            ("WARN", f"{name}: CONFIG is not available ({exc}; renamed or disabled, as on "
+                     f"managed Redis): maxmemory-policy and persistence cannot be checked; "
+                     f"make sure with your provider that maxmemory-policy is noeviction")
+        )  # fmt: skip
+        policy = appendonly = None
+    if policy == "noeviction":
+        findings.append(("OK", f"{name}: maxmemory-policy noeviction"))
+    elif policy is not None:
+        findings.append(
+            ("ERROR", f"{name}: maxmemory-policy {policy} can evict lock and fence keys; "
+                      f"set maxmemory-policy noeviction")
+        )  # fmt: skip
+    if policy is not None and appendonly != "yes":
+        findings.append(
+            ("WARN", f"{name}: no AOF persistence; after it restarts empty, keep it out for "
+                     f"the longest lock TTL in use (delayed restart), see docs/locks.md")
+        )  # fmt: skip
+    seconds, micros = client.time()
+    offset = seconds + micros / 1e6 - time.time()
+    level = "OK" if abs(offset) < 0.5 else "ERROR" if abs(offset) >= config.claim_ttl else "WARN"
+    findings.append((level, f"{name}: clock offset from this host {offset * 1000:+.0f} ms"))
+    return findings
+
+
+def _check_entries(app: Celery, config: Config | None) -> list[tuple[str, str]]:
+    findings = []
+    grace = config.misfire_grace if config is not None else Config.misfire_grace
+    for name in sorted(app.conf.beat_schedule or {}):
+        try:
+            entry = overview.beat_entry(app, name)
+            Plan.build(entry, app.timezone, grace)
+        except (ConfigurationError, TypeError, ValueError) as exc:
+            findings.append(("ERROR", f"entry {name!r}: {exc}"))
+            continue
+        if entry.task not in app.tasks:
+            findings.append(
+                ("ERROR", f"entry {name!r}: task {entry.task!r} is not registered in this "
+                          f"app; workers would discard its messages (check the name, and that "
+                          f"its module is imported: imports, include or autodiscover_tasks)")
+            )  # fmt: skip
+        else:
+            findings.append(("OK", f"entry {name!r}: {overview.in_words(entry.schedule)}"))
+    return findings
+
+
+def _check_source_conflicts(app: Celery, config: Config | None) -> list[tuple[str, str]]:
+    """Entry names two schedule sources give (beat leaves the later copy out)."""
+    from celery_singleton_beat.errors import SingletonBeatError  # noqa: PLC0415
+    from celery_singleton_beat.sources import given_by  # noqa: PLC0415  (layer 2)
+
+    if config is None:
+        return []
+    try:
+        _owners, conflicts = given_by(app, config.schedule_source)
+    except SingletonBeatError as exc:
+        return [("ERROR", str(exc))]
+    return [("ERROR", str(conflict)) for conflict in conflicts]
+
+
+def _add_schedule_commands() -> None:
+    from celery_singleton_beat.ops.schedule_cli import schedule  # noqa: PLC0415
+
+    singleton_beat.add_command(schedule)
+
+
+_add_schedule_commands()

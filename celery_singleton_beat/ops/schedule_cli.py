@@ -1,0 +1,121 @@
+"""``celery -A proj singleton-beat schedule …``: runtime entries from the command line.
+
+The same operations as :mod:`celery_singleton_beat.schedule.api`; every replica reading the
+``"runtime"`` source follows a change within two seconds.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from typing import Any
+
+import click
+
+from celery_singleton_beat.errors import SingletonBeatError
+from celery_singleton_beat.schedule import api
+
+
+def _app(ctx: click.Context) -> Any:
+    return ctx.obj.app
+
+
+def _run(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call the API; an expected failure ends with one line, never a traceback."""
+    try:
+        return call(*args, **kwargs)
+    except SingletonBeatError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _json(value: str | None, what: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{what} must be JSON: {exc}") from None
+
+
+@click.group(name="schedule")
+def schedule() -> None:
+    """Add, remove and list runtime entries; pause, resume and run now any entry."""
+
+
+@schedule.command()
+@click.argument("name")
+@click.argument("task")
+@click.option("--every", type=float, help="Seconds between two runs.")
+@click.option("--cron", help="A crontab: 'm h dom mon dow'.")
+@click.option("--timezone", help="IANA zone of the crontab (default: the app's).")
+@click.option("--args", "args_json", help="Positional arguments as a JSON list.")
+@click.option("--kwargs", "kwargs_json", help="Keyword arguments as a JSON object.")
+@click.option("--queue", help="The queue to send to.")
+@click.option("--misfire", type=click.Choice(["coalesce", "skip"]), help="Missed slots.")
+@click.option("--paused", is_flag=True, help="Add it paused.")
+@click.pass_context
+def add(ctx: click.Context, /, name: str, task: str, **given: Any) -> None:
+    """Schedule TASK as entry NAME."""
+    queue = given.pop("queue")
+    _run(
+        api.add, _app(ctx), name, task, every=given["every"], cron=given["cron"],
+        timezone=given["timezone"], args=_json(given["args_json"], "--args"),
+        kwargs=_json(given["kwargs_json"], "--kwargs"),
+        options={"queue": queue} if queue else None, misfire=given["misfire"],
+        paused=given["paused"],
+    )  # fmt: skip
+    click.echo(f"added {name!r}")
+
+
+@schedule.command()
+@click.argument("name")
+@click.pass_context
+def pause(ctx: click.Context, name: str) -> None:
+    """Send nothing for NAME (an entry of any source) until it is resumed."""
+    _run(api.pause, _app(ctx), name, by=f"cli:{getpass.getuser()}")
+    click.echo(f"paused {name!r}")
+
+
+@schedule.command()
+@click.argument("name")
+@click.pass_context
+def resume(ctx: click.Context, name: str) -> None:
+    """Send NAME again (missed slots follow its misfire policy)."""
+    _run(api.resume, _app(ctx), name)
+    click.echo(f"resumed {name!r}")
+
+
+@schedule.command(name="run-now")
+@click.argument("name")
+@click.pass_context
+def run_now(ctx: click.Context, name: str) -> None:
+    """One extra run of NAME, sent once within two seconds."""
+    run_id = _run(api.run_now, _app(ctx), name, by=f"cli:{getpass.getuser()}")
+    click.echo(f"run now of {name!r}: {run_id}")
+
+
+@schedule.command()
+@click.argument("name")
+@click.pass_context
+def remove(ctx: click.Context, name: str) -> None:
+    """Stop scheduling NAME."""
+    _run(api.remove, _app(ctx), name)
+    click.echo(f"removed {name!r}")
+
+
+@schedule.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@click.pass_context
+def list_entries(ctx: click.Context, as_json: bool) -> None:
+    """The runtime entries, and the paused names of any source."""
+    found = _run(api.entries, _app(ctx))
+    paused = _run(api.paused, _app(ctx))
+    if as_json:
+        click.echo(json.dumps({"entries": found, "paused": paused}, indent=2, sort_keys=True))
+        return
+    for name, spec in sorted(found.items()):
+        when = f"every {spec['every']}s" if "every" in spec else f"cron {spec['cron']!r}"
+        state = " (paused)" if name in paused else ""
+        click.echo(f"{name}: {spec['task']} {when}{state}")
+    for name in sorted(set(paused) - set(found)):
+        click.echo(f"{name}: (paused, by {paused[name].get('by') or 'unknown'})")

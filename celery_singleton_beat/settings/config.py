@@ -1,0 +1,478 @@
+"""The library's settings, read once from ``app.conf`` into one frozen, validated object.
+
+Every setting is a lowercase Celery key starting with ``singleton_beat_`` (with Django and
+``config_from_object(..., namespace="CELERY")``: ``CELERY_SINGLETON_BEAT_*``). A bad value
+fails here, at start-up, with the setting's name, the value and the accepted form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import importlib
+import ipaddress
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, NoReturn
+
+from celery.app.defaults import DEFAULTS as CELERY_SETTINGS
+
+from celery_singleton_beat.core.schema import Mode, StoreKind
+from celery_singleton_beat.errors import ConfigurationError, UnknownSetting
+from celery_singleton_beat.settings import defaults, validate
+from celery_singleton_beat.settings.urls import master_urls, safe_url, safe_value
+
+logger = logging.getLogger(__name__)
+
+MODES = tuple(m.value for m in Mode)
+#: Valid masters standing in for bad ones while :meth:`Config.errors` checks the rest.
+_STAND_IN_URLS = ("redis://127.0.0.1:6379/0",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Validated settings; build it with :meth:`from_conf`. Defaults are the documented ones."""
+
+    redis_urls: tuple[str, ...]
+    mode: str = defaults.MODE
+    store: str = defaults.STORE
+    """Where replicas share the schedule: 'redis', 'database' or a dotted path."""
+    database: str = defaults.DATABASE
+    """The Django database alias of the 'database' store."""
+    lease_ttl: float = defaults.LEASE_TTL
+    claim_ttl: float = defaults.CLAIM_TTL
+    publish_timeout: float = defaults.PUBLISH_TIMEOUT
+    fence_retention: float = defaults.SLOT_RETENTION
+    misfire_grace: float = defaults.MISFIRE_GRACE
+    key_prefix: str = defaults.KEY_PREFIX
+    node_timeout: float = defaults.NODE_TIMEOUT
+    health_port: int | None = None
+    health_host: str = "0.0.0.0"
+    schedule_source: Any = "beat_schedule"
+    """A source name or dotted path, or a list of them (see celery_singleton_beat.sources)."""
+
+    @classmethod
+    def from_conf(cls, conf: Mapping[str, Any]) -> Config:
+        """Read and check every ``singleton_beat_*`` setting of a Celery ``app.conf``."""
+        refuse_unknown(conf)
+        try:
+            values = cls._values(conf)
+            config = cls(redis_urls=_urls_for(values["store"], conf), **values)
+            config.validate()
+        except ConfigurationError as exc:
+            raise as_written(conf, exc) from None
+        return config
+
+    @classmethod
+    def _values(cls, conf: Mapping[str, Any]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name != "redis_urls":
+                value = conf.get(f"singleton_beat_{f.name}")
+                values[f.name] = f.default if value is None else value
+        return values
+
+    @classmethod
+    def errors(cls, conf: Mapping[str, Any]) -> list[ConfigurationError]:
+        """Every bad setting at once (:meth:`from_conf` stops at the first): each one found
+        is put back to its default and the rest checked again."""
+        found: list[ConfigurationError] = list(unknown_settings(conf))
+        values = cls._values(conf)
+        try:
+            urls = _urls_for(values["store"], conf)
+        except ConfigurationError as exc:
+            found.append(exc)
+            urls = _STAND_IN_URLS
+        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name in values}
+        for _ in range(len(values) + 2):
+            try:
+                cls(redis_urls=urls, **values).validate()
+            except ConfigurationError as exc:
+                found.append(exc)
+                name = exc.name.removeprefix("singleton_beat_")
+                if name == "redis_urls" and urls != _STAND_IN_URLS:
+                    urls = _STAND_IN_URLS
+                elif values.get(name, defaults.get(name)) != defaults.get(name):
+                    values[name] = defaults[name]
+                else:
+                    break
+            else:
+                break
+        return [as_written(conf, exc) for exc in found]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Each setting's full name and value (URLs with passwords hidden)."""
+        values = dataclasses.asdict(self)
+        values["redis_urls"] = [safe_url(u) for u in self.redis_urls]
+        return {f"singleton_beat_{k}": v for k, v in values.items()}
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            _refuse("mode", self.mode, "'active' (every replica evaluates) or 'leader'")
+        for name in (
+            "lease_ttl", "claim_ttl", "publish_timeout", "fence_retention", "misfire_grace",
+            "node_timeout",
+        ):  # fmt: skip
+            _positive(name, getattr(self, name))
+        if self.claim_ttl >= self.fence_retention:
+            _refuse(
+                "claim_ttl",
+                self.claim_ttl,
+                f"a number of seconds below singleton_beat_fence_retention "
+                f"({self.fence_retention}): a fence must outlive its claim",
+            )
+        for name in ("claim_ttl", "lease_ttl"):
+            if self.node_timeout * 4 > getattr(self, name):
+                _refuse(
+                    "node_timeout",
+                    self.node_timeout,
+                    f"a number of seconds at most a quarter of singleton_beat_{name} "
+                    f"({getattr(self, name)})",
+                )
+        if not isinstance(self.key_prefix, str) or not self.key_prefix:
+            _refuse("key_prefix", self.key_prefix, "a non-empty string such as 'singleton-beat:'")
+        validate.port("singleton_beat_health_port", self.health_port)
+        if not _bindable(self.health_host):
+            _refuse(
+                "health_host",
+                self.health_host,
+                "the address the health server binds: '0.0.0.0' (every IPv4 interface, the "
+                "default), '::' (every interface), '127.0.0.1', or this host's IP or name",
+            )
+        source = self.schedule_source
+        names = source if isinstance(source, (list, tuple)) else [source]
+        if not names or not all(isinstance(n, str) and n for n in names):
+            _refuse(
+                "schedule_source",
+                source,
+                "'beat_schedule' (default), 'django_celery_beat', 'runtime', the dotted path "
+                "of a ScheduleSource subclass, or a list of these",
+            )
+        if not isinstance(self.database, str) or not self.database:
+            _refuse("database", self.database, "a Django database alias such as 'default'")
+        if self.store not in tuple(StoreKind):
+            dotted("singleton_beat_store", self.store, STORE_ACCEPTED)
+        if self.store != StoreKind.REDIS and not self.redis_urls:
+            return
+        try:
+            master_urls(self.redis_urls)
+        except ConfigurationError as exc:
+            raise ConfigurationError("singleton_beat_redis_urls", exc.value, exc.accepted) from None
+
+
+def _urls_for(store: Any, conf: Mapping[str, Any]) -> tuple[str, ...]:
+    """The Redis URLs: required by the Redis store; a store other than Redis may still be
+    given some (none needed)."""
+    if store != StoreKind.REDIS and conf.get("singleton_beat_redis_urls") is None:
+        return ()
+    return _redis_urls(conf)
+
+
+def _redis_urls(conf: Mapping[str, Any]) -> tuple[str, ...]:
+    urls = conf.get("singleton_beat_redis_urls")
+    if urls is None:
+        broker = conf.get("broker_url") or ""
+        if isinstance(broker, str) and broker.startswith(("redis://", "rediss://")):
+            _warn_broker_master(conf, broker)
+            try:
+                master_urls([broker])
+            except ConfigurationError as exc:
+                raise ConfigurationError(
+                    "broker_url (the lock master while singleton_beat_redis_urls is unset)",
+                    exc.value,
+                    exc.accepted,
+                ) from None
+            return (broker,)
+        _refuse(
+            "redis_urls",
+            None,
+            "a list of redis:// URLs of independent masters (or one comma-separated "
+            "string); it may be left unset only when broker_url is a Redis URL",
+        )
+    if isinstance(urls, str):
+        return tuple(u.strip() for u in urls.split(",") if u.strip())
+    if not isinstance(urls, (list, tuple)):
+        _refuse(
+            "redis_urls",
+            safe_value(urls),
+            "a list of redis:// URLs or one comma-separated string (not a set, which has "
+            "no order: every replica must list the masters alike)",
+        )
+    return tuple(urls)
+
+
+def _bindable(host: Any) -> bool:
+    if not isinstance(host, str) or not host:
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return _HOSTNAME.fullmatch(host) is not None
+    return True
+
+
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")  # fmt: skip
+
+
+_warned_brokers: set[str] = set()
+
+
+def _warn_broker_master(conf: Any, broker: str) -> None:
+    """Say once per process that the broker stands in for the lock masters (the settings
+    are read by beat, by workers and by each CLI check: one line is enough)."""
+    if broker in _warned_brokers:
+        return
+    _warned_brokers.add(broker)
+    setting = written_name(conf, "singleton_beat_redis_urls")
+    logger.warning(
+        "%s is not set: using the broker %s as the only lock master. One master gives no "
+        "Redis fault tolerance; list three independent masters in %s.",
+        setting, safe_url(broker), setting,
+    )  # fmt: skip
+
+
+def _positive(name: str, value: Any) -> None:
+    validate.positive_seconds(f"singleton_beat_{name}", value)
+
+
+def _refuse(name: str, value: Any, accepted: str) -> NoReturn:
+    raise ConfigurationError(f"singleton_beat_{name}", value, accepted)
+
+
+CONFLICT_POLICIES = ("skip", "retry", "raise")
+LOCK_ERROR_POLICIES = ("fail_closed", "fail_open")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """App-wide defaults for singleton tasks (``singleton_beat_task_*``) and their masters.
+
+    Locks use the scheduler's masters (``singleton_beat_redis_urls``) unless
+    ``singleton_beat_task_redis_urls`` names others.
+    """
+
+    redis_urls: tuple[str, ...]
+    key_prefix: str = defaults.KEY_PREFIX
+    node_timeout: float = defaults.NODE_TIMEOUT
+    fence_retention: float = defaults.SLOT_RETENTION
+    """How long a slot's "ran" mark is kept (shared with the scheduler's done marks)."""
+    task_fence_retention: float = defaults.LOCK_FENCE_RETENTION
+    """How long a task lock's fencing counter is kept after its last grant: longer than
+    the longest gap between two runs of one key, so that fences never restart at 1."""
+    task_ttl: float = defaults.TASK_TTL
+    task_on_conflict: str = "skip"
+    task_retry_countdown: float = defaults.TASK_RETRY_COUNTDOWN
+    task_on_lock_error: str = "fail_closed"
+    task_release_on_retry: bool = True
+    task_backend: str | None = None
+    """Dotted path to another lock backend for every singleton task: a ``LockBackend``
+    class made with no arguments, or a function ``(app) -> backend``. With it set, no
+    Redis URL is needed for tasks."""
+
+    @classmethod
+    def from_conf(cls, conf: Mapping[str, Any], *, urls_required: bool = True) -> TaskConfig:
+        """The settings from ``conf``; with ``urls_required=False`` (a task that brings its
+        own lock backend) a missing ``singleton_beat_redis_urls`` is no error."""
+        refuse_unknown(conf)
+        try:
+            return cls._from_conf(conf, urls_required)
+        except ConfigurationError as exc:
+            raise as_written(conf, exc) from None
+
+    @classmethod
+    def _from_conf(cls, conf: Mapping[str, Any], urls_required: bool) -> TaskConfig:
+        urls = conf.get("singleton_beat_task_redis_urls")
+        own_backend = conf.get("singleton_beat_task_backend") or not urls_required
+        if urls:
+            redis_urls = _redis_urls({"singleton_beat_redis_urls": urls})
+        elif own_backend and not conf.get("singleton_beat_redis_urls"):
+            redis_urls = ()
+        else:
+            redis_urls = _redis_urls(conf)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "redis_urls":
+                continue
+            value = conf.get(f"singleton_beat_{f.name}")
+            values[f.name] = f.default if value is None else value
+        config = cls(redis_urls=redis_urls, **values)
+        try:
+            config.validate(urls_required=urls_required)
+        except ConfigurationError as exc:
+            if exc.name != "singleton_beat_task_redis_urls" or urls:
+                raise
+            raise ConfigurationError("singleton_beat_redis_urls", exc.value, exc.accepted) from None
+        return config
+
+    def backend_factory(self) -> Any:
+        """What ``singleton_beat_task_backend`` names: a backend class or ``(app) -> backend``."""
+        accepted = "a dotted path such as 'django_celery_singleton_beat.locks.DatabaseLock'"
+        if not isinstance(self.task_backend, str) or "." not in self.task_backend:
+            _refuse("task_backend", self.task_backend, accepted)
+        try:
+            found = _import(self.task_backend)
+        except (ImportError, AttributeError) as exc:
+            _refuse("task_backend", self.task_backend, f"{accepted} ({type(exc).__name__}: {exc})")
+        if not callable(found):
+            _refuse("task_backend", self.task_backend, f"{accepted} naming a class or function")
+        return found
+
+    def validate(self, *, urls_required: bool = True) -> None:
+        for name in (
+            "node_timeout", "fence_retention", "task_fence_retention", "task_ttl",
+            "task_retry_countdown",
+        ):  # fmt: skip
+            _positive(name, getattr(self, name))
+        check_choice("singleton_beat_task_on_conflict", self.task_on_conflict, CONFLICT_POLICIES)
+        check_choice(
+            "singleton_beat_task_on_lock_error", self.task_on_lock_error, LOCK_ERROR_POLICIES
+        )
+        if not isinstance(self.task_release_on_retry, bool):
+            _refuse("task_release_on_retry", self.task_release_on_retry, "True or False")
+        if self.task_backend is not None:
+            self.backend_factory()
+        if not self.redis_urls and (self.task_backend is not None or not urls_required):
+            return
+        try:
+            master_urls(self.redis_urls)
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                "singleton_beat_task_redis_urls", exc.value, exc.accepted
+            ) from None
+
+
+@functools.cache
+def setting_names() -> frozenset[str]:
+    """Every Celery setting the library reads (``singleton_beat_*``)."""
+    fields = [f.name for cls in (Config, TaskConfig) for f in dataclasses.fields(cls)]
+    return frozenset(f"singleton_beat_{name}" for name in [*fields, "task_redis_urls"])
+
+
+def written_name(conf: Any, name: str) -> str:
+    """A setting's name as the user wrote it: ``CELERY_SINGLETON_BEAT_REDIS_URLS`` when the
+    app reads a namespace (Django's ``config_from_object(..., namespace="CELERY")``), and
+    so for Celery's own settings (``broker_url``, ``beat_schedule['report']``)."""
+    prefix = getattr(conf, "prefix", None)
+    key = _LEADING_KEY.match(name)
+    if not prefix or key is None or not _is_setting(key[0]):
+        return name
+    return f"{prefix}{key[0].upper()}{name[key.end() :]}"
+
+
+_LEADING_KEY = re.compile(r"[a-z][a-z0-9_]*")
+_OUR_NAME = re.compile(r"\bsingleton_beat_[a-z_]+")
+
+
+def _is_setting(key: str) -> bool:
+    return key in setting_names() or key in CELERY_SETTINGS
+
+
+def as_written(conf: Any, exc: ConfigurationError) -> ConfigurationError:
+    """``exc`` with every setting it names as the user wrote it (see :func:`written_name`):
+    in its name and in the accepted form. Every error about a setting that reaches the
+    user goes through here, wherever it was raised."""
+    if not getattr(conf, "prefix", None) or isinstance(exc, UnknownSetting):
+        return exc
+
+    def ours(match: re.Match[str]) -> str:
+        return written_name(conf, match[0]) if match[0] in setting_names() else match[0]
+
+    name = _OUR_NAME.sub(ours, written_name(conf, exc.name))
+    accepted = _OUR_NAME.sub(ours, exc.accepted)
+    if (name, accepted) == (exc.name, exc.accepted):
+        return exc
+    return ConfigurationError(name, exc.value, accepted)
+
+
+def unknown_settings(conf: Any) -> Iterable[UnknownSetting]:
+    """An error for each key of ``conf`` named like a setting of the library
+    (``singleton_beat_*``, or ``CELERY_SINGLETON_BEAT_*`` in the app's namespace) that
+    nothing reads, with the setting it probably means. Keys of other families (Celery's,
+    the Django app's ``SINGLETON_BEAT_*``) are not looked at."""
+    keys = sorted(k for k in conf if isinstance(k, str))
+    prefix = getattr(conf, "prefix", None)  # known once the keys were read (Celery loads lazily)
+    spaced = f"{prefix}SINGLETON_BEAT_" if prefix else None
+    known = setting_names()
+    for key in keys:
+        if key.startswith("singleton_beat_"):
+            name, names = key, known
+        elif spaced is not None and key.startswith(spaced):
+            name = f"singleton_beat_{key[len(spaced) :].lower()}"
+            names = frozenset(written_name(conf, n) for n in known)
+        else:
+            continue
+        if name not in known:
+            yield UnknownSetting(key, safe_value(conf.get(key)), closest(key, names))
+
+
+def refuse_unknown(conf: Any) -> None:
+    """Raise the first of :func:`unknown_settings`, if any."""
+    for exc in unknown_settings(conf):
+        raise exc
+
+
+def closest(name: str, names: Iterable[str]) -> str | None:
+    """The one of ``names`` that ``name`` most probably misspells, if any is close.
+
+    Names are compared on what follows their family's prefix (``singleton_beat_``,
+    ``CELERY_SINGLETON_BEAT_``, ``SINGLETON_BEAT_``), case aside: the long prefix they
+    share would make any two of them look alike (``singleton_beat_colour`` is not
+    ``singleton_beat_store``). Of two with the same rest, the one of ``name``'s family.
+    """
+    family = _family(name)
+    by_rest: dict[str, str] = {}
+    for candidate in sorted(names, key=lambda n: (_family(n) != family, n)):
+        by_rest.setdefault(_rest(candidate), candidate)
+    found = difflib.get_close_matches(_rest(name), list(by_rest), n=1, cutoff=0.7)
+    return by_rest[found[0]] if found else None
+
+
+_FAMILY = re.compile(r"^(.*?singleton_beat_)", re.IGNORECASE)
+
+
+def _family(name: str) -> str:
+    found = _FAMILY.match(name)
+    return found[1] if found else ""
+
+
+def _rest(name: str) -> str:
+    return name[len(_family(name)) :].lower()
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    """Refuse ``value`` unless it is one of ``choices``."""
+    validate.choice(name, value, choices)
+
+
+def _import(path: str) -> Any:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+#: What ``singleton_beat_store`` accepts.
+STORE_ACCEPTED = (
+    "'redis', 'database', or the dotted path of a SlotStore subclass or of a function "
+    "(app, config) -> SlotStore"
+)
+
+
+def dotted(setting: str, path: Any, accepted: str, *, written: Any = None) -> Any:
+    """The class or function the dotted ``path`` names (something callable): else
+    ConfigurationError naming ``setting``, its value as ``written`` (default: ``path``)
+    and the ``accepted`` form."""
+    value = path if written is None else written
+    if not isinstance(path, str) or "." not in path:
+        raise ConfigurationError(setting, value, accepted)
+    try:
+        found = _import(path)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(
+            setting, value, f"{accepted} ({type(exc).__name__}: {exc})"
+        ) from None
+    if not callable(found):
+        raise ConfigurationError(setting, value, accepted)
+    return found

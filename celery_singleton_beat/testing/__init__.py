@@ -1,0 +1,65 @@
+"""What users test with too: real Redis servers (:mod:`.servers`), real Celery processes
+(:mod:`.cluster`), a TCP proxy that delays, black-holes or cuts (:mod:`.proxy`), a fake
+clock (:mod:`.clock`) and the pytest plugin (:mod:`.pytest_plugin`).
+
+The names below are imported on first use: the pytest plugin, loaded in every pytest run,
+imports nothing it does not need.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from celery_singleton_beat.testing.clock import FakeClock
+    from celery_singleton_beat.testing.cluster import CeleryCluster, Process, http_status, wait_for
+    from celery_singleton_beat.testing.proxy import TcpProxy
+    from celery_singleton_beat.testing.servers import (
+        RedisServer,
+        SilentServer,
+        free_port,
+        redis_server_binary,
+        redis_servers,
+    )
+
+_EXPORTS = {
+    "FakeClock": "clock",
+    "CeleryCluster": "cluster",
+    "Process": "cluster",
+    "wait_for": "cluster",
+    "http_status": "cluster",
+    "TcpProxy": "proxy",
+    "RedisServer": "servers",
+    "SilentServer": "servers",
+    "free_port": "servers",
+    "redis_server_binary": "servers",
+    "redis_servers": "servers",
+}
+
+__all__ = [
+    "CeleryCluster",
+    "FakeClock",
+    "Process",
+    "RedisServer",
+    "SilentServer",
+    "TcpProxy",
+    "free_port",
+    "http_status",
+    "redis_server_binary",
+    "redis_servers",
+    "wait_for",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
