@@ -109,8 +109,25 @@ class TaskCluster(AppCluster):
             if e["type"] == kind and (task is None or e.get("task") == f"{TASK_APP}.{task}")
         ]
 
+    def accepted(self) -> list[dict[str, Any]]:
+        """Messages a pool process accepted, as tasks with their own request class note them."""
+        return self._rows("accepted")
+
     def lock(self) -> Redlock:
         return Redlock.from_urls([m.url for m in self.masters], node_timeout=0.1)
+
+    @property
+    def results_url(self) -> str:
+        """A result backend for workers that store results: the broker's database 1."""
+        assert self.broker is not None
+        return f"redis://127.0.0.1:{self.broker.port}/1"
+
+    def result(self, task_id: str) -> Any:
+        """The ``AsyncResult`` of ``task_id`` as a client reads it from ``results_url``."""
+        assert self.broker is not None
+        return Celery("results", broker=self.broker.url, backend=self.results_url).AsyncResult(
+            task_id
+        )
 
 
 C = TypeVar("C", bound=AppCluster)
