@@ -49,8 +49,10 @@ from celery.utils.imports import symbol_by_name
 from celery.worker.request import Request
 from celery.worker.state import task_ready
 
+from celery_singleton_beat._compat import request_context
 from celery_singleton_beat.core.schema import ran_lock
 from celery_singleton_beat.errors import ConfigurationError, LockError
+from celery_singleton_beat.locks import holder_name
 from celery_singleton_beat.locks.redlock import take_mark
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.settings.config import names_this_library
@@ -58,12 +60,12 @@ from celery_singleton_beat.tasks.singleton import (
     SlotAwareTask,
     UncheckedSlot,
     _safe_holder,
-    lock_store,
     option,
     record_dropped_copy,
     send_skipped_event,
     slot_to_check,
     task_config,
+    task_locks,
 )
 
 logger = logging.getLogger(__name__)
@@ -92,7 +94,7 @@ def install(app: Any) -> bool:
             "task id runs again, except for SingletonTask and SlotAwareTask", SWITCH,
         )  # fmt: skip
         return False
-    _check_store(app)
+    _check_task_locks(app)
     for task in app.tasks.values():
         if not isinstance(task, SlotAwareTask):
             task.Request = checking(symbol_by_name(task.Request))
@@ -103,9 +105,9 @@ def install(app: Any) -> bool:
     return True
 
 
-def _check_store(app: Any) -> None:
+def _check_task_locks(app: Any) -> None:
     try:
-        lock_store(app)
+        task_locks(app)
     except ConfigurationError as exc:
         raise ConfigurationError(
             exc.name,
@@ -185,7 +187,7 @@ class SlotCopyChecks:
         if request.revoked():
             return
         task = request.task
-        config, backend = Runtime.of(task.app).slot_marks(*lock_store(task.app))
+        config, backend = Runtime.of(task.app).slot_marks(*task_locks(task.app))
         key = ran_lock(entry, slot)
         try:
             marked, holder = take_mark(backend, key, config.fence_retention)
@@ -197,7 +199,7 @@ class SlotCopyChecks:
             return
         if marked is not None:
             return
-        holder = holder or _safe_holder(backend, key)
+        holder = holder_name(holder or _safe_holder(backend, key))
         record_dropped_copy(task.name, request.id, entry, slot, key, holder, request.hostname)
         send_skipped_event(request.send_event, task.name, request.id, key,
                            "skipped_duplicate", holder, entry, slot)  # fmt: skip
@@ -211,9 +213,8 @@ class SlotCopyChecks:
         request: Any = self
         task = request.task
         try:
-            # the request's context, as Celery's own retry() builds the message from it
             again = task.signature_from_request(
-                request._context, request.args, request.kwargs, countdown=countdown
+                request_context(request), request.args, request.kwargs, countdown=countdown
             )
             again.apply_async()
         except Exception as error:
