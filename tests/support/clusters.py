@@ -83,6 +83,10 @@ class BeatCluster(AppCluster):
         """ReplicaSeen events of replicas started with ``TEST_RECORD_REPLICAS=1``."""
         return self._rows("replica_seen")
 
+    def skipped(self) -> list[dict[str, Any]]:
+        """The ``RunSkipped`` events of the worker: copies it did not run."""
+        return self._rows("skipped")
+
 
 @dataclass
 class TaskCluster(AppCluster):
