@@ -14,6 +14,12 @@ Each variant has its own queue. A round queues a variant's messages while the wo
 does not consume that queue, then lets the worker drain it alone: the worker never
 shares the two cores with the benchmark's own sending.
 
+What a worker adds to every task to drop a second copy of a beat slot
+(``singleton_beat_drop_slot_copies``) happens in its main process, before the pool, so it
+is outside the task call: it is measured as the worker's time per message while draining
+(a plain task on the worker with the drop on, and on a second worker started with it off,
+each with and without a slot's headers; every slot distinct, so every message runs).
+
 Prints, per variant: the cost of sending one message, the median time the worker spends
 in the task call (``task_prerun`` to ``task_postrun``: lock, body, release) with the
 lowest and highest per-round median, what that adds over the plain task, and the
@@ -43,7 +49,15 @@ sys.path.insert(0, str(HERE.parent))
 from celery_singleton_beat.tasks.singleton import ENTRY_HEADER, SLOT_HEADER  # noqa: E402
 from celery_singleton_beat.testing import CeleryCluster, redis_servers, wait_for  # noqa: E402
 
-VARIANTS = ["plain", "floor_1", "ours_1", "ours_3", "slot_3", "celery_singleton"]
+VARIANTS = [
+    "floor_1", "ours_1", "ours_3", "slot_3", "celery_singleton",
+    "plain_off", "plain", "plain_off_slot", "plain_slot",
+]  # fmt: skip
+"""In each round, in this order; the plain task's four next to each other."""
+OFF = {"plain_off", "plain_off_slot"}
+"""Variants drained by the worker with ``singleton_beat_drop_slot_copies = False``."""
+SLOTTED = {"slot_3", "plain_slot", "plain_off_slot"}
+"""Variants whose messages carry a beat slot's headers."""
 LABELS = {
     "plain": "plain Celery task",
     "floor_1": "floor: raw socket, 1 master",
@@ -51,6 +65,9 @@ LABELS = {
     "ours_3": "SingletonTask, 3 masters",
     "slot_3": "  + slot headers, 3 masters",
     "celery_singleton": "celery-singleton, 1 node",
+    "plain_off": "plain task, drop off",
+    "plain_off_slot": "  + slot headers, drop off",
+    "plain_slot": "plain task + slot headers",
 }
 GOALS = {"ours_1": 250.0, "ours_3": 500.0}  # µs added per execution, at most
 
@@ -75,6 +92,7 @@ def main() -> None:
         cluster = CeleryCluster(Path(workdir), "task_overhead_app", env, queue="overhead")
         try:
             cluster.start_worker(pool="prefork", concurrency=1)
+            cluster.start_worker("worker-off", pool="prefork", concurrency=1, BENCH_DROP_COPIES="0")
             results = run(bench_app, broker.url, per_round, args.rounds)
         finally:
             cluster.stop()
@@ -84,15 +102,18 @@ def main() -> None:
 def run(bench_app: Any, broker: str, per_round: int, rounds: int) -> dict[str, dict[str, Any]]:
     client = redis.Redis.from_url(broker)
     control = bench_app.app.control
-    worker = [f"worker@{socket.gethostname()}"]
+    host = socket.gethostname()
+    workers = {True: [f"worker@{host}"], False: [f"worker-off@{host}"]}  # drop on, off
     send = dict.fromkeys(VARIANTS, 0.0)
     wall = dict.fromkeys(VARIANTS, 0.0)
     medians: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    drained: dict[str, list[float]] = {name: [] for name in VARIANTS}  # per round, seconds
     sequence = 0
     for _ in range(rounds):
         for name in VARIANTS:
             task, queue = getattr(bench_app, name), f"overhead-{name}"
-            headers = {ENTRY_HEADER: "bench"} if name == "slot_3" else {}
+            headers = {ENTRY_HEADER: "bench"} if name in SLOTTED else {}
+            worker = workers[name not in OFF]
             done_before = client.llen(f"took:{name}")
             started = time.perf_counter()
             for _ in range(per_round):
@@ -104,7 +125,8 @@ def run(bench_app: Any, broker: str, per_round: int, rounds: int) -> dict[str, d
             control.add_consumer(queue, destination=worker, reply=True)
             target = done_before + per_round
             wait_for(lambda n=name, t=target: client.llen(f"took:{n}") >= t, 120, f"{name} drained")
-            wall[name] += time.perf_counter() - started
+            drained[name].append(time.perf_counter() - started)
+            wall[name] += drained[name][-1]
             control.cancel_consumer(queue, destination=worker, reply=True)
             took = [json.loads(x) for x in client.lrange(f"took:{name}", done_before, -1)]
             if None in took or len(took) != per_round:
@@ -119,6 +141,7 @@ def run(bench_app: Any, broker: str, per_round: int, rounds: int) -> dict[str, d
             "wall": wall[name],
             "median": statistics.median(took),
             "rounds": medians[name],
+            "drained": [seconds / per_round for seconds in drained[name]],
         }
     return results
 
@@ -131,12 +154,13 @@ def report(results: dict[str, dict[str, Any]], messages: int) -> None:
     print(f"{'variant':<29} {'send µs':>8} {'task µs':>8} {'rounds min-max':>15} "
           f"{'added µs':>9} {'tasks/s':>8}")  # fmt: skip
     added = {}
-    for name, row in results.items():
+    for name, label in LABELS.items():  # the plain task first
+        row = results[name]
         task_us = row["median"] * 1e6
         low, high = min(row["rounds"]) * 1e6, max(row["rounds"]) * 1e6
         added[name] = task_us - base
         send_us, rate = row["send"] / messages * 1e6, messages / row["wall"]
-        print(f"{LABELS[name]:<29} {send_us:>8.0f} {task_us:>8.0f} "
+        print(f"{label:<29} {send_us:>8.0f} {task_us:>8.0f} "
               f"{low:>7.0f}-{high:<7.0f} {added[name]:>9.0f} {rate:>8.0f}")  # fmt: skip
     print("added µs: the task call's median minus the plain task's (celery-singleton also locks "
           "when sending)")  # fmt: skip
@@ -149,6 +173,25 @@ def report(results: dict[str, dict[str, Any]], messages: int) -> None:
     extra = added["slot_3"] - added["ours_3"]
     print(f"slot headers add {extra:.0f} µs over the same task without them "
           f"(goal: no extra round trip, about 0)")  # fmt: skip
+    report_drop(results)
+
+
+def report_drop(results: dict[str, dict[str, Any]]) -> None:
+    """What dropping a slot's second copy adds per message, in the worker's main process:
+    the median over the rounds of the worker's time per message while draining."""
+    names = ("plain_off", "plain", "plain_off_slot", "plain_slot")  # off, on; off, on
+    per = {name: statistics.median(results[name]["drained"]) * 1e6 for name in names}
+    print("\nsingleton_beat_drop_slot_copies: the worker's time per message while draining a "
+          "plain task's queue (median of the rounds; the check runs before the pool, outside "
+          "the task call)")  # fmt: skip
+    print(f"{'variant':<31} {'µs/message':>10} {'rounds min-max':>15} {'tasks/s':>8}")
+    for name in names:
+        low, high = min(results[name]["drained"]) * 1e6, max(results[name]["drained"]) * 1e6
+        print(f"{LABELS[name]:<31} {per[name]:>10.0f} {low:>7.0f}-{high:<7.0f} "
+              f"{1e6 / per[name]:>8.0f}")  # fmt: skip
+    print(f"drop on adds {per['plain'] - per['plain_off']:.0f} µs per message without slot "
+          f"headers, {per['plain_slot'] - per['plain_off_slot']:.0f} µs per message of a slot "
+          f"(its mark taken on 3 masters)")  # fmt: skip
 
 
 if __name__ == "__main__":
