@@ -16,9 +16,12 @@ shares the two cores with the benchmark's own sending.
 
 What a worker adds to every task to drop a second copy of a beat slot
 (``singleton_beat_drop_slot_copies``) happens in its main process, before the pool, so it
-is outside the task call: it is measured as the worker's time per message while draining
-(a plain task on the worker with the drop on, and on a second worker started with it off,
-each with and without a slot's headers; every slot distinct, so every message runs).
+is outside the task call. It is measured twice, each time with the drop on and off, with
+and without a slot's headers (every slot distinct, so every message runs): as the
+worker's time per message while draining a plain task's queue (a second worker, started
+with the drop off, drains the "off" queues), and, after the workers stopped, in this
+process as the worker's main process does it: each message's request made as Celery's
+strategy makes it for the plain task and handed to a pool with a free process.
 
 Prints, per variant: the cost of sending one message, the median time the worker spends
 in the task call (``task_prerun`` to ``task_postrun``: lock, body, release) with the
@@ -42,10 +45,13 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from celery.worker.request import Request, create_request_cls
+from kombu import Message
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from celery_singleton_beat.tasks import copies  # noqa: E402
 from celery_singleton_beat.tasks.singleton import ENTRY_HEADER, SLOT_HEADER  # noqa: E402
 from celery_singleton_beat.testing import CeleryCluster, redis_servers, wait_for  # noqa: E402
 
@@ -96,7 +102,9 @@ def main() -> None:
             results = run(bench_app, broker.url, per_round, args.rounds)
         finally:
             cluster.stop()
+        handed = handoff(bench_app, per_round, args.rounds)
     report(results, per_round * args.rounds)
+    report_handoff(handed, per_round * args.rounds)
 
 
 def run(bench_app: Any, broker: str, per_round: int, rounds: int) -> dict[str, dict[str, Any]]:
@@ -144,6 +152,88 @@ def run(bench_app: Any, broker: str, per_round: int, rounds: int) -> dict[str, d
             "drained": [seconds / per_round for seconds in drained[name]],
         }
     return results
+
+
+HANDOFF = {
+    "off": (False, False),
+    "on": (True, False),
+    "off_slot": (False, True),
+    "on_slot": (True, True),
+}
+"""The worker's main process: (drop on, slot headers), in this order in each round."""
+HANDOFF_LABELS = {
+    "off": "Celery's request",
+    "on": "drop on",
+    "off_slot": "Celery's request, slot headers",
+    "on_slot": "drop on, slot headers",
+}
+
+
+class _FreePool:
+    """A pool with a process free for every message: it takes the message and does nothing
+    with it (the real pool's work is the same with the drop on or off)."""
+
+    def apply_async(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def handoff(bench_app: Any, messages: int, rounds: int) -> dict[str, list[float]]:
+    """Seconds per message the worker's main process spends between a message and the pool:
+    the request made (as Celery's strategy makes it for the plain task) and handed over,
+    with Celery's request class and with the one that drops a slot's second copy (every
+    slot distinct: each takes its mark on the three masters)."""
+    app, task, pool = bench_app.app, bench_app.plain, _FreePool()
+    classes = {
+        on: create_request_cls(copies.checking(Request) if on else Request, task, pool,
+                               "bench@host", None, app=app)
+        for on in (False, True)
+    }  # fmt: skip
+    took: dict[str, list[float]] = {name: [] for name in HANDOFF}
+    sequence = 0
+    for _ in range(rounds):
+        for name, (on, slotted) in HANDOFF.items():
+            batch = []
+            for _ in range(messages):
+                sequence += 1
+                batch.append(_received(app, sequence, slotted))
+            made = classes[on]
+            started = time.perf_counter()
+            for message, headers, body in batch:
+                made(message, app=app, task=task, hostname="bench@host", headers=headers,
+                     body=body, decoded=True).execute_using_pool(pool)  # fmt: skip
+            took[name].append((time.perf_counter() - started) / messages)
+    return took
+
+
+def _received(app: Any, sequence: int, slotted: bool) -> tuple[Message, dict[str, Any], Any]:
+    """A message of the plain task as a worker receives it: the message, its headers and
+    its decoded body."""
+    sent = app.amqp.as_task_v2(f"handoff-{sequence}", "plain", args=(sequence,), kwargs={})
+    slot = {ENTRY_HEADER: "bench", SLOT_HEADER: f"handoff-{sequence}"} if slotted else {}
+    headers = {**sent.headers, **slot}
+    message = Message(body=b"", headers=headers, properties=dict(sent.properties),
+                      delivery_info={"exchange": "", "routing_key": "overhead"})  # fmt: skip
+    return message, headers, sent.body
+
+
+def report_handoff(took: dict[str, list[float]], messages: int) -> None:
+    rounds = len(took["off"])
+    median = {name: statistics.median(values) * 1e6 for name, values in took.items()}
+    least = {name: min(values) * 1e6 for name, values in took.items()}
+    print(f"\nthe worker's main process, per message: the request made and handed to a free "
+          f"pool process ({messages} messages of the plain task per variant, {rounds} "
+          f"interleaved rounds)")  # fmt: skip
+    print(f"{'variant':<31} {'median µs':>10} {'min µs':>8} {'max µs':>8}")
+    for name, label in HANDOFF_LABELS.items():
+        print(f"{label:<31} {median[name]:>10.1f} {least[name]:>8.1f} "
+              f"{max(took[name]) * 1e6:>8.1f}")  # fmt: skip
+    for name, what in (
+        ("", "without slot headers"),
+        ("_slot", "of a slot (its mark on 3 masters)"),
+    ):
+        print(f"drop on adds {median['on' + name] - median['off' + name]:.1f} µs (median; "
+              f"{least['on' + name] - least['off' + name]:.1f} µs between the minima) per "
+              f"message {what}")  # fmt: skip
 
 
 def report(results: dict[str, dict[str, Any]], messages: int) -> None:

@@ -57,6 +57,7 @@ from celery_singleton_beat.locks.redlock import take_mark
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.settings.config import names_this_library
 from celery_singleton_beat.tasks.singleton import (
+    SLOT_HEADER,
     SlotAwareTask,
     UncheckedSlot,
     _safe_holder,
@@ -157,9 +158,10 @@ def _checked(execute: _Execute) -> _Execute:
     @functools.wraps(execute)
     def execute_using_pool(self: SlotCopyChecks, pool: Any, **kwargs: Any) -> Any:
         headers = self.request_dict
-        marker = slot_to_check(headers, headers.get("retries"))
-        if marker is not None:
-            self.drop_if_ran(*marker)
+        if SLOT_HEADER in headers:  # the one look-up a message of no slot pays
+            marker = slot_to_check(headers, headers.get("retries"))
+            if marker is not None:
+                self.drop_if_ran(*marker)
         return execute(self, pool, **kwargs)
 
     setattr(execute_using_pool, _CHECKED, True)
