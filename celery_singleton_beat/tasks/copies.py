@@ -87,22 +87,12 @@ def install(app: Any) -> bool:
     drops a second copy of a beat slot (``True``); nothing when the app's settings do not
     name the library or turn the drop off (``False``). A setting that cannot work raises
     :class:`~celery_singleton_beat.errors.ConfigurationError`."""
-    if not names_this_library(app.conf):
-        return False
-    if not task_config(app).drop_slot_copies:
-        logger.warning(
-            "celery-singleton-beat: %s is False: a beat slot sent again with the same "
-            "task id runs again, except for SingletonTask and SlotAwareTask", SWITCH,
-        )  # fmt: skip
+    if not names_this_library(app.conf) or not task_config(app).drop_slot_copies:
         return False
     _check_task_locks(app)
     for task in app.tasks.values():
         if not isinstance(task, SlotAwareTask):
             task.Request = checking(symbol_by_name(task.Request))
-    logger.info(
-        "celery-singleton-beat: this worker drops a second copy of a beat slot, for every "
-        "task (%s)", SWITCH,
-    )  # fmt: skip
     return True
 
 
@@ -133,9 +123,28 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
         raise SystemExit(f"celery-singleton-beat: {exc}") from None
 
 
+def _announce(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    """Celery's ``celeryd_after_setup`` (``celery worker``, its logging set up): one line
+    saying whether this worker drops a slot's second copy."""
+    app = getattr(instance, "app", None)
+    if app is None or not names_this_library(app.conf):
+        return
+    if task_config(app).drop_slot_copies:
+        logger.info(
+            "celery-singleton-beat: this worker drops a second copy of a beat slot, for every "
+            "task (%s)", SWITCH,
+        )  # fmt: skip
+    else:
+        logger.warning(
+            "celery-singleton-beat: %s is False: a beat slot sent again with the same "
+            "task id runs again, except for SingletonTask and SlotAwareTask", SWITCH,
+        )  # fmt: skip
+
+
 def connect() -> None:
-    """Connect the worker start-up hook (done on import; connecting again does nothing)."""
+    """Connect the worker start-up hooks (done on import; connecting again does nothing)."""
     signals.worker_init.connect(_on_worker_init, weak=False, dispatch_uid=SWITCH)
+    signals.celeryd_after_setup.connect(_announce, weak=False, dispatch_uid=SWITCH)
 
 
 @functools.cache
