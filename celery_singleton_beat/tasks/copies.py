@@ -117,9 +117,8 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
     try:
         install(app)
     except ConfigurationError as exc:
-        logger.error("celery-singleton-beat: %s", exc)
         # Celery logs and forgets an exception raised by a signal handler; a worker that
-        # cannot keep its promise does not start
+        # cannot keep its promise does not start (the message goes to stderr, exit code 1)
         raise SystemExit(f"celery-singleton-beat: {exc}") from None
 
 

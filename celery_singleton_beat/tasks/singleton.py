@@ -114,8 +114,10 @@ class SlotAwareTask(Task):  # type: ignore[misc]
     """Runs a beat slot at most once: drops a message whose slot already ran.
 
     Beat publishes a slot again, with the same task id, when the replica that published it
-    died before marking it done. To protect tasks that are not singleton tasks, make it
-    the app's task base: ``Celery(..., task_cls="celery_singleton_beat:SlotAwareTask")``.
+    died before marking it done. A worker drops such a copy for every task already
+    (:mod:`celery_singleton_beat.tasks.copies`); as the app's task base
+    (``Celery(..., task_cls="celery_singleton_beat:SlotAwareTask")``) this also drops it in
+    eager calls, and with ``singleton_beat_drop_slot_copies = False``.
     Retries of a run (``request.retries > 0``) are never dropped, except a retry made
     because the lock store could not check the slot: that one checks it. When the store
     cannot say, the task's ``on_lock_error`` policy decides (``fail_closed``: retried and
