@@ -60,7 +60,7 @@ from celery_singleton_beat.tasks.singleton import (
     SLOT_HEADER,
     SlotAwareTask,
     UncheckedSlot,
-    _safe_holder,
+    holder_of,
     option,
     record_dropped_copy,
     send_skipped_event,
@@ -209,7 +209,7 @@ class SlotCopyChecks:
             return
         if marked is not None:
             return
-        holder = holder_name(holder or _safe_holder(backend, key))
+        holder = holder_name(holder or holder_of(backend, key))
         record_dropped_copy(task.name, request.id, entry, slot, key, holder, request.hostname)
         send_skipped_event(request.send_event, task.name, request.id, key,
                            "skipped_duplicate", holder, entry, slot)  # fmt: skip

@@ -239,7 +239,7 @@ class SlotAwareTask(Task):  # type: ignore[misc]
         self.request.singleton_slot_checked = True
         if claimed.mark is not None:
             return claimed
-        holder = holder_name(holder or _safe_holder(backend, key))
+        holder = holder_name(holder or holder_of(backend, key))
         record_dropped_copy(self.name, str(self.request.id), entry, slot, key, holder,
                             _worker_name(self))  # fmt: skip
         self._send_skipped_event(key, "skipped_duplicate", holder)
@@ -321,7 +321,7 @@ class SingletonTask(SlotAwareTask):
         key = enqueue_lock(self.lock_key(tuple(args or ()), dict(kwargs or {})))
         lease = backend.acquire(key, ttl=self.singleton_enqueue_ttl, token=f"{task_id}@enqueue")
         if lease is None:
-            holder = _safe_holder(backend, key)
+            holder = holder_of(backend, key)
             if holder is not None:
                 return self.AsyncResult(holder.split("@", 1)[0])
             return super().apply_async(args, kwargs, task_id=task_id, **options)
@@ -475,7 +475,7 @@ class SingletonTask(SlotAwareTask):
             raise self.retry(countdown=self._option("retry_countdown", config))
         if policy == "raise":
             raise LockHeld(key)
-        holder = holder_name(_safe_holder(backend, key))
+        holder = holder_name(holder_of(backend, key))
         logger.info(
             "task %s[%s]: %r is held by %s; skipped", self.name, self.request.id, key, holder,
             extra={"task_id": str(self.request.id), "key": key, "holder": holder},
@@ -562,7 +562,8 @@ def _release_on_revoke(sender: Any = None, request: Any = None, **_: Any) -> Non
 task_revoked.connect(_release_on_revoke, weak=False)
 
 
-def _safe_holder(backend: LockBackend, key: str) -> str | None:
+def holder_of(backend: LockBackend, key: str) -> str | None:
+    """The token ``key`` is held with; None when nobody holds it or the store cannot say."""
     try:
         return backend.holder(key)
     except LockError:
