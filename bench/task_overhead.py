@@ -255,7 +255,7 @@ def report_handoff(took: dict[str, list[float]], messages: int, alone: dict[bool
               f"message {what}")  # fmt: skip
     print(f"one hand-over without slot headers, best of 7 x 20,000: {alone[False] * 1e6:.2f} "
           f"µs with Celery's request, {alone[True] * 1e6:.2f} µs with the drop on "
-          f"(+{(alone[True] - alone[False]) * 1e6:.2f} µs)")  # fmt: skip
+          f"({(alone[True] - alone[False]) * 1e6:+.2f} µs)")  # fmt: skip
 
 
 def report(results: dict[str, dict[str, Any]], messages: int) -> None:
