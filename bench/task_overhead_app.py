@@ -24,6 +24,8 @@ app = Celery("overhead", broker=os.environ.get("BENCH_BROKER", "memory://"))
 app.conf.update(
     singleton_beat_redis_urls=MASTERS,
     singleton_backend_url=MASTERS[0],
+    # the worker started with BENCH_DROP_COPIES=0 runs every copy of a slot
+    singleton_beat_drop_slot_copies=os.environ.get("BENCH_DROP_COPIES", "1") == "1",
     task_default_queue="overhead",
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
@@ -38,6 +40,21 @@ def masters(count: int) -> Redlock:
 @app.task(name="plain")
 def plain(i: int) -> None:
     """No work: the baseline."""
+
+
+@app.task(name="plain_slot")
+def plain_slot(i: int) -> None:
+    """As plain; its messages carry a beat slot's headers (the worker marks each slot)."""
+
+
+@app.task(name="plain_off")
+def plain_off(i: int) -> None:
+    """As plain, on the worker that does not drop slot copies."""
+
+
+@app.task(name="plain_off_slot")
+def plain_off_slot(i: int) -> None:
+    """As plain_slot, on the worker that does not drop slot copies."""
 
 
 @app.task(name="ours_1", base=SingletonTask, singleton_backend=lambda app: masters(1))

@@ -72,6 +72,13 @@ def current_app() -> Celery:
     return cast(Celery, _state.get_current_app())
 
 
+def request_context(request: Any) -> Any:
+    """A worker request's task context (``celery.app.task.Context``, with the message's
+    callbacks and chain), from which Celery's own ``retry()`` builds the message it sends
+    again. The worker's ``Request`` keeps it in the private ``_context`` (since Celery 4)."""
+    return request._context
+
+
 def producer_batch(producer: Any, max_size: int) -> contextlib.AbstractContextManager[Any]:
     """``producer.batch(max_size)`` where kombu has it (>= 5.7), else a no-op context.
 

@@ -29,11 +29,17 @@ from celery_singleton_beat.ops import cluster as overview
 from celery_singleton_beat.ops.lock_stores import LockStore, lock_stores
 from celery_singleton_beat.runtime import Runtime, load_task_modules
 from celery_singleton_beat.settings.config import Config, TaskConfig
+from celery_singleton_beat.tasks import copies
 
 if TYPE_CHECKING:
     from celery import Celery
 
 logger = logging.getLogger(__name__)
+
+# Every `celery` command loads this module (the package's celery.commands entry point):
+# a `celery worker` of an app that uses the library drops second copies of beat slots,
+# whatever its tasks import
+copies.connect()
 
 
 def _config(ctx: click.Context) -> tuple[Any, Config]:

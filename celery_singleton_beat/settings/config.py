@@ -27,6 +27,7 @@ from celery_singleton_beat.settings.urls import master_urls, safe_url, safe_valu
 logger = logging.getLogger(__name__)
 
 MODES = tuple(m.value for m in Mode)
+_PACKAGE = __name__.partition(".")[0]
 #: Valid masters standing in for bad ones while :meth:`Config.errors` checks the rest.
 _STAND_IN_URLS = ("redis://127.0.0.1:6379/0",)
 
@@ -249,7 +250,8 @@ LOCK_ERROR_POLICIES = ("fail_closed", "fail_open")
 
 @dataclasses.dataclass(frozen=True)
 class TaskConfig:
-    """App-wide defaults for singleton tasks (``singleton_beat_task_*``) and their masters.
+    """What workers read: app-wide defaults for singleton tasks (``singleton_beat_task_*``),
+    their masters, and whether every task drops a second copy of a beat slot.
 
     Locks use the scheduler's masters (``singleton_beat_redis_urls``) unless
     ``singleton_beat_task_redis_urls`` names others.
@@ -272,6 +274,9 @@ class TaskConfig:
     """Dotted path to another lock backend for every singleton task: a ``LockBackend``
     class made with no arguments, or a function ``(app) -> backend``. With it set, no
     Redis URL is needed for tasks."""
+    drop_slot_copies: bool = True
+    """A worker drops a second copy of a beat slot (same entry and slot headers) of every
+    task before it runs, not only of singleton and slot-aware tasks."""
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any], *, urls_required: bool = True) -> TaskConfig:
@@ -331,8 +336,9 @@ class TaskConfig:
         check_choice(
             "singleton_beat_task_on_lock_error", self.task_on_lock_error, LOCK_ERROR_POLICIES
         )
-        if not isinstance(self.task_release_on_retry, bool):
-            _refuse("task_release_on_retry", self.task_release_on_retry, "True or False")
+        for name in ("task_release_on_retry", "drop_slot_copies"):
+            if not isinstance(getattr(self, name), bool):
+                _refuse(name, getattr(self, name), "True or False")
         if self.task_backend is not None:
             self.backend_factory()
         if not self.redis_urls and (self.task_backend is not None or not urls_required):
@@ -350,6 +356,20 @@ def setting_names() -> frozenset[str]:
     """Every Celery setting the library reads (``singleton_beat_*``)."""
     fields = [f.name for cls in (Config, TaskConfig) for f in dataclasses.fields(cls)]
     return frozenset(f"singleton_beat_{name}" for name in [*fields, "task_redis_urls"])
+
+
+def names_this_library(conf: Mapping[str, Any]) -> bool:
+    """Whether an app's settings say it uses the library: ``beat_scheduler`` names its
+    scheduler (``"singleton"``, a path into the package, the class or a subclass), or a
+    ``singleton_beat_*`` setting is set. Imports nothing."""
+    scheduler = conf.get("beat_scheduler")
+    if isinstance(scheduler, str):
+        module = scheduler.partition(":")[0].partition(".")[0]
+        named = scheduler == "singleton" or module == _PACKAGE
+    else:
+        classes = getattr(scheduler, "__mro__", ())
+        named = any(c.__module__.partition(".")[0] == _PACKAGE for c in classes)
+    return named or any(conf.get(name) is not None for name in setting_names())
 
 
 def written_name(conf: Any, name: str) -> str:

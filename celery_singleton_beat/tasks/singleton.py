@@ -14,6 +14,7 @@ the body as ``self.singleton`` (key, fencing token, ``remaining()``, ``lost``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import json
@@ -22,7 +23,7 @@ import os
 import socket
 import string
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from celery import Celery, Task
@@ -31,7 +32,7 @@ from celery.signals import task_revoked
 from kombu.utils.uuid import uuid
 
 from celery_singleton_beat.core import process
-from celery_singleton_beat.core.schema import Header, enqueue_lock, ran_lock
+from celery_singleton_beat.core.schema import Header, SkipReason, enqueue_lock, ran_lock
 from celery_singleton_beat.core.task_keys import bound_arguments, canonical_key
 from celery_singleton_beat.errors import ConfigurationError, LockError, LockHeld
 from celery_singleton_beat.locks import Lease, LockBackend, Redlock, holder_name
@@ -113,8 +114,10 @@ class SlotAwareTask(Task):  # type: ignore[misc]
     """Runs a beat slot at most once: drops a message whose slot already ran.
 
     Beat publishes a slot again, with the same task id, when the replica that published it
-    died before marking it done. To protect tasks that are not singleton tasks, make it
-    the app's task base: ``Celery(..., task_cls="celery_singleton_beat:SlotAwareTask")``.
+    died before marking it done. A worker drops such a copy for every task already
+    (:mod:`celery_singleton_beat.tasks.copies`); as the app's task base
+    (``Celery(..., task_cls="celery_singleton_beat:SlotAwareTask")``) this also drops it in
+    eager calls, and with ``singleton_beat_drop_slot_copies = False``.
     Retries of a run (``request.retries > 0``) are never dropped, except a retry made
     because the lock store could not check the slot: that one checks it. When the store
     cannot say, the task's ``on_lock_error`` policy decides (``fail_closed``: retried and
@@ -153,37 +156,19 @@ class SlotAwareTask(Task):  # type: ignore[misc]
 
     def _slot_marker(self, request: Any = None) -> tuple[str, str] | None:
         request = self.request if request is None else request
-        headers = request.headers or {}
-        entry, slot = headers.get(ENTRY_HEADER), headers.get(SLOT_HEADER)
-        if request.called_directly or not entry or not slot:
+        if request.called_directly:
             return None
-        if request.retries and not headers.get(SLOT_PENDING_HEADER):
-            return None
-        return str(entry), str(slot)
+        return slot_to_check(request.headers or {}, request.retries)
 
     def _slot_lock_error(self, exc: LockError, args: Any, kwargs: Any) -> Any:
         """The lock store cannot say whether the slot ran: follow ``on_lock_error``."""
         config = self._task_locks()[0]
-        policy = getattr(self, "singleton_on_lock_error", _UNSET)
         entry, slot = self._slot_marker() or ("?", "?")
-        key = ran_lock(entry, slot)
-        if (config.task_on_lock_error if policy is _UNSET else policy) == "fail_open":
-            logger.error(
-                "task %s[%s]: lock store unreachable (%s); running slot %s of %r WITHOUT "
-                "checking that it did not run already (on_lock_error = 'fail_open')",
-                self.name, self.request.id, exc, slot, entry,
-            )  # fmt: skip
-            self._skipped(key, "ran_without_lock", None)
+        request = self.request
+        unchecked = UncheckedSlot(self.name, str(request.id), entry, slot, _worker_name(self))
+        if unchecked.runs(self, config, exc, request.retries):
             return super().__call__(*args, **kwargs)
-        logger.warning(
-            "task %s[%s]: lock store unreachable (%s); slot %s of %r not run, retrying later",
-            self.name, self.request.id, exc, slot, entry,
-        )  # fmt: skip
-        self._skipped(key, "skipped_lock_error", None)
-        countdown = getattr(self, "singleton_retry_countdown", _UNSET)
-        raise self.retry(
-            countdown=config.task_retry_countdown if countdown is _UNSET else countdown, exc=exc
-        )
+        raise self.retry(countdown=option(self, "retry_countdown", config), exc=exc)
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
         """Like Celery's ``retry``; a retry before the slot could be checked checks it (and
@@ -208,14 +193,10 @@ class SlotAwareTask(Task):  # type: ignore[misc]
         if getattr(request, "is_eager", False) or not request.hostname:
             return
         headers = request.headers or {}
-        try:
-            self.send_event(
-                SKIPPED_EVENT, retry=False, reason=reason, key=key, holder=holder,
-                task=self.name, entry=headers.get(ENTRY_HEADER), slot=headers.get(SLOT_HEADER),
-            )  # fmt: skip
-        except Exception as exc:  # an event is never worth failing the task for
-            logger.warning("task %s[%s]: could not send %s (%s)",
-                           self.name, request.id, SKIPPED_EVENT, exc)  # fmt: skip
+        send_skipped_event(
+            functools.partial(self.send_event, retry=False), self.name, str(request.id), key,
+            reason, holder, headers.get(ENTRY_HEADER), headers.get(SLOT_HEADER),
+        )  # fmt: skip
 
     def _skipped(self, key: str, reason: str, holder: str | None) -> None:
         headers = self.request.headers or {}
@@ -258,20 +239,9 @@ class SlotAwareTask(Task):  # type: ignore[misc]
         self.request.singleton_slot_checked = True
         if claimed.mark is not None:
             return claimed
-        holder = holder_name(holder or backend.holder(key))
-        logger.warning(
-            "task %s[%s]: slot %s of %r already ran (%s); dropping this copy",
-            self.name, self.request.id, slot, entry, holder,
-            extra={"task_id": str(self.request.id), "entry": entry, "slot": slot, "key": key,
-                   "holder": holder},
-        )  # fmt: skip
-        events.emit(
-            events.RunSkipped(
-                task=self.name, task_id=str(self.request.id), key=key,
-                reason="skipped_duplicate", holder=holder, worker=_worker_name(self),
-                entry=entry, slot=slot,
-            )
-        )  # fmt: skip
+        holder = holder_name(holder or holder_of(backend, key))
+        record_dropped_copy(self.name, str(self.request.id), entry, slot, key, holder,
+                            _worker_name(self))  # fmt: skip
         self._send_skipped_event(key, "skipped_duplicate", holder)
         return claimed
 
@@ -351,7 +321,7 @@ class SingletonTask(SlotAwareTask):
         key = enqueue_lock(self.lock_key(tuple(args or ()), dict(kwargs or {})))
         lease = backend.acquire(key, ttl=self.singleton_enqueue_ttl, token=f"{task_id}@enqueue")
         if lease is None:
-            holder = _safe_holder(backend, key)
+            holder = holder_of(backend, key)
             if holder is not None:
                 return self.AsyncResult(holder.split("@", 1)[0])
             return super().apply_async(args, kwargs, task_id=task_id, **options)
@@ -505,7 +475,7 @@ class SingletonTask(SlotAwareTask):
             raise self.retry(countdown=self._option("retry_countdown", config))
         if policy == "raise":
             raise LockHeld(key)
-        holder = holder_name(_safe_holder(backend, key))
+        holder = holder_name(holder_of(backend, key))
         logger.info(
             "task %s[%s]: %r is held by %s; skipped", self.name, self.request.id, key, holder,
             extra={"task_id": str(self.request.id), "key": key, "holder": holder},
@@ -546,8 +516,7 @@ class SingletonTask(SlotAwareTask):
         return store
 
     def _option(self, name: str, config: TaskConfig) -> Any:
-        value = getattr(self, f"singleton_{name}")
-        return getattr(config, f"task_{name}") if value is _UNSET else value
+        return option(self, name, config)
 
 
 def release_enqueue_lock(task: Any, headers: dict[str, Any] | None) -> None:
@@ -593,11 +562,100 @@ def _release_on_revoke(sender: Any = None, request: Any = None, **_: Any) -> Non
 task_revoked.connect(_release_on_revoke, weak=False)
 
 
-def _safe_holder(backend: LockBackend, key: str) -> str | None:
+def holder_of(backend: LockBackend, key: str) -> str | None:
+    """The token ``key`` is held with; None when nobody holds it or the store cannot say."""
     try:
         return backend.holder(key)
     except LockError:
         return None
+
+
+def option(task: Any, name: str, config: TaskConfig) -> Any:
+    """A task's ``singleton_<name>`` option where it sets one (any task may: Celery makes
+    ``@app.task`` arguments attributes), else the app's ``singleton_beat_task_<name>``."""
+    value = getattr(task, f"singleton_{name}", _UNSET)
+    return getattr(config, f"task_{name}") if value is _UNSET else value
+
+
+def slot_to_check(headers: Mapping[str, Any], retries: int | None) -> tuple[str, str] | None:
+    """The (entry, slot) of a message beat sent for a slot, if it must be checked before it
+    runs: not a retry of a run (``retries > 0``), unless that retry was made because the
+    slot could not be checked."""
+    entry, slot = headers.get(ENTRY_HEADER), headers.get(SLOT_HEADER)
+    if not entry or not slot:
+        return None
+    if retries and not headers.get(SLOT_PENDING_HEADER):
+        return None
+    return str(entry), str(slot)
+
+
+def record_dropped_copy(  # noqa: PLR0917  (the fields of the record, in its order)
+    task: str, task_id: str, entry: str, slot: str, key: str, holder: str | None, worker: str
+) -> None:
+    """Log and emit that a copy of a slot that already ran is dropped, unrun."""
+    logger.warning(
+        "task %s[%s]: slot %s of %r already ran (%s); dropping this copy",
+        task, task_id, slot, entry, holder,
+        extra={"task_id": task_id, "entry": entry, "slot": slot, "key": key, "holder": holder},
+    )  # fmt: skip
+    events.emit(
+        events.RunSkipped(
+            task=task, task_id=task_id, key=key, reason=SkipReason.SKIPPED_DUPLICATE.value,
+            holder=holder, worker=worker, entry=entry, slot=slot,
+        )
+    )  # fmt: skip
+
+
+def send_skipped_event(  # noqa: PLR0917  (the fields of the event, in its order)
+    send: Callable[..., Any], task: str, task_id: str, key: str, reason: str,
+    holder: str | None, entry: str | None, slot: str | None,
+) -> None:  # fmt: skip
+    """Send Celery's ``task-singleton-skipped`` event through ``send`` (a task's or a worker
+    request's ``send_event``); an event is never worth failing a task for."""
+    try:
+        send(SKIPPED_EVENT, reason=reason, key=key, holder=holder, task=task, entry=entry,
+             slot=slot)  # fmt: skip
+    except Exception as exc:
+        logger.warning("task %s[%s]: could not send %s (%s)", task, task_id, SKIPPED_EVENT, exc)
+
+
+@dataclasses.dataclass(frozen=True)
+class UncheckedSlot:
+    """A slot's message whose "ran" mark the lock store could not read or take."""
+
+    task: str
+    task_id: str
+    entry: str
+    slot: str
+    worker: str
+
+    def runs(self, task: Any, config: TaskConfig, exc: LockError, retries: int = 0) -> bool:
+        """Follow the task's ``on_lock_error``: ``True`` (``fail_open``: run it, logged as
+        an error) or ``False`` (``fail_closed``: the caller sends it again later); recorded
+        either way."""
+        key = ran_lock(self.entry, self.slot)
+        if option(task, "on_lock_error", config) == "fail_open":
+            logger.error(
+                "task %s[%s]: lock store unreachable (%s); running slot %s of %r WITHOUT "
+                "checking that it did not run already (on_lock_error = 'fail_open')",
+                self.task, self.task_id, exc, self.slot, self.entry,
+            )  # fmt: skip
+            self._record(key, SkipReason.RAN_WITHOUT_LOCK.value, retries)
+            return True
+        logger.warning(
+            "task %s[%s]: lock store unreachable (%s); slot %s of %r not run, retrying later",
+            self.task, self.task_id, exc, self.slot, self.entry,
+        )  # fmt: skip
+        self._record(key, SkipReason.SKIPPED_LOCK_ERROR.value, retries)
+        return False
+
+    def _record(self, key: str, reason: str, retries: int) -> None:
+        events.emit(
+            events.RunSkipped(
+                task=self.task, task_id=self.task_id, key=key, reason=reason, holder=None,
+                worker=self.worker, retries=retries, entry=self.entry, slot=self.slot,
+            )
+        )  # fmt: skip
 
 
 def _check_options(cls: type[SingletonTask], signature: inspect.Signature) -> None:

@@ -4,7 +4,9 @@ Beat reads and checks the library's settings when it starts (its scheduler is ma
 then); a worker reads them only when its first :class:`~celery_singleton_beat.SingletonTask`
 runs, which may be hours later, and a misspelt or bad setting would go unseen until then.
 Binding such a task to an app adds :class:`SettingsCheck` to the app's worker boot steps,
-so that ``celery worker`` refuses to start over them, as beat does.
+so that ``celery worker`` refuses to start over them, as beat does. (A worker of an app
+whose settings name the library reads them at start anyway, to drop a slot's second copy:
+see :mod:`celery_singleton_beat.tasks.copies`.)
 """
 
 from __future__ import annotations

@@ -14,11 +14,16 @@ use them pay nothing.
   (``singleton_beat_redis_masters_count`` of them, 3 unless overridden), stopped after
   the test; ``singleton_beat_redis_urls``: their URLs, for ``singleton_beat_redis_urls``.
 
+Celery's in-process test worker of an app that uses the library drops a second copy of a
+beat slot for every task, as ``celery worker`` does (:mod:`celery_singleton_beat.tasks.copies`):
+the plugin connects that worker hook once the run has imported Celery.
+
 See ``docs/testing.md``.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -27,6 +32,24 @@ import pytest
 if TYPE_CHECKING:
     from celery_singleton_beat.locks import MemoryLock
     from celery_singleton_beat.testing import RedisServer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _connect_worker_hook()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _connect_worker_hook()  # before the test's fixtures start a worker
+
+
+def _connect_worker_hook() -> None:
+    """Connect the hook with which a worker drops second copies of beat slots, once Celery
+    is imported (a run that does not use Celery imports nothing for it)."""
+    if "celery" in sys.modules and "celery_singleton_beat.tasks.copies" not in sys.modules:
+        from celery_singleton_beat.tasks import copies  # noqa: PLC0415
+
+        copies.connect()
 
 
 @pytest.fixture

@@ -55,7 +55,7 @@ def unknown_settings(app_configs: Any = None, **_: Any) -> list[checks.CheckMess
 
 def _effect(name: str) -> str:
     if name.startswith(CELERY_PREFIX):
-        return "beat, workers with a SingletonTask and `celery singleton-beat` refuse to start"
+        return "beat, its workers and `celery singleton-beat` refuse to start"
     return "it is ignored"
 
 

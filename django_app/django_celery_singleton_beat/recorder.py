@@ -52,6 +52,13 @@ _STATE_STATUS = {
     states.REVOKED: TaskRun.Status.REVOKED,
 }
 _KEEP = {*TaskRun.SKIPPED, TaskRun.Status.LOCK_LOST}
+#: Why a worker's main process kept a message from the pool, by ``RunSkipped.reason``.
+_NOT_RUN: dict[str, str] = {
+    TaskRun.Status.SKIPPED_DUPLICATE: "dropped before it ran: its beat slot already ran",
+    TaskRun.Status.SKIPPED_LOCK_ERROR: (
+        "not run: the lock store could not say whether its beat slot ran; sent again"
+    ),
+}
 
 
 def longest_runtime(entry: str) -> float | None:
@@ -256,6 +263,8 @@ class Recorder:
             return
         run = self._runs.get(_run_key(task_id, getattr(event, "retries", 0)))
         if run is None:
+            if isinstance(event, events.RunSkipped) and event.reason in _NOT_RUN:
+                self._submit_run(self._not_run(event))
             return
         if isinstance(event, events.RunStarted):
             run.update(lock_key=event.key, fence=event.fence, lock_wait=round(event.lock_wait, 6))
@@ -272,6 +281,26 @@ class Recorder:
             run["runtime"] = round(event.runtime, 6)
             if event.status == TaskRun.Status.LOCK_LOST:
                 run["status"] = TaskRun.Status.LOCK_LOST
+
+    def _not_run(self, event: events.RunSkipped) -> dict[str, Any]:
+        """A message the worker's main process kept from the pool (a second copy of a beat
+        slot, or one sent again to be checked later): a row of its own, as a revoked one."""
+        return {
+            "ref": next(self._serial),
+            "task_id": event.task_id,
+            "attempt": event.retries,
+            "task_name": event.task,
+            "entry": event.entry or "",
+            "slot": parse_slot(event.slot),
+            "status": event.reason,
+            "node": event.worker,
+            "pid": os.getpid(),
+            "started_at": now(),
+            "finished_at": now(),
+            "lock_key": event.key[:512],
+            "holder": str(event.holder or "")[:512],
+            "note": _NOT_RUN[event.reason],
+        }
 
     def _preview(self, name: str, args: Any, kwargs: Any) -> str:
         try:

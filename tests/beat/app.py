@@ -5,13 +5,15 @@ Configured from the environment so that each test can start its own cluster:
 name -> {"every": seconds} or {"cron": "m h dom mon dow"}, plus "options"), and
 ``TEST_SETTINGS`` (JSON of extra Celery settings). ``TEST_CLOCK_SKEW`` (seconds) shifts
 this process's scheduler clock (slot times, heartbeat info) as a wrong system clock
-would; ``TEST_RECORD_REPLICAS`` logs every ReplicaSeen event to the broker Redis. With
+would; ``TEST_RECORD_REPLICAS`` logs every ReplicaSeen event to the broker Redis, where
+every ``RunSkipped`` (a copy a worker did not run) goes to ``skipped``. With
 ``TEST_DATABASE`` (JSON of a Django ``DATABASES`` entry) beat runs on the database slot
 store instead, with no Redis master.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -77,6 +79,18 @@ def _replica_seen_recorder(client: redis.Redis) -> events.Subscriber:
 
 if os.environ.get("TEST_RECORD_REPLICAS"):
     events.subscribe(_replica_seen_recorder(redis.Redis.from_url(os.environ["TEST_BROKER_URL"])))
+
+
+def _dropped_recorder(client: redis.Redis) -> events.Subscriber:
+    def record(event: events.Event) -> None:
+        if isinstance(event, events.RunSkipped):
+            client.rpush("skipped", json.dumps(dataclasses.asdict(event), default=str))
+
+    return record
+
+
+if os.environ.get("TEST_BROKER_URL"):
+    events.subscribe(_dropped_recorder(redis.Redis.from_url(os.environ["TEST_BROKER_URL"])))
 
 
 def _schedule(spec: dict[str, Any]) -> dict[str, Any]:

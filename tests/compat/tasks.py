@@ -1,4 +1,4 @@
-"""A Celery app with singleton and slot-aware tasks, run eagerly or in Celery's in-process
+"""A Celery app with singleton, slot-aware and plain tasks, run eagerly or in Celery's in-process
 test worker on an in-memory lock backend (no Redis, no broker process)."""
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ class Tasks:
     gate: threading.Event = field(default_factory=threading.Event)
     entered: threading.Event = field(default_factory=threading.Event)
     attempts: list[int] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)
+    """The task ids a plain task (no base of the library) ran with."""
     tasks: dict[str, Any] = field(default_factory=dict)
 
     def __getattr__(self, name: str) -> Any:
@@ -84,7 +86,13 @@ def make_app(name: str, **settings: Any) -> Tasks:
             raise self.retry(countdown=2)
         return str(self.request.id)
 
+    @app.task(bind=True, shared=False, name=f"{name}.plain")
+    def plain(self: Any) -> str:
+        made.ran.append(str(self.request.id))
+        return f"ran {self.request.id}"
+
     made.tasks.update(
-        whoami=whoami, held=held, flaky=flaky, slotted=slotted, queued_once=queued_once
-    )
+        whoami=whoami, held=held, flaky=flaky, slotted=slotted, queued_once=queued_once,
+        plain=plain,
+    )  # fmt: skip
     return made

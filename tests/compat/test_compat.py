@@ -3,19 +3,26 @@ this interpreter runs (the version matrix runs this file on every supported set)
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable
+from typing import Any
 
 import kombu
 import pytest
 import redis
 from celery import Celery
 from celery.beat import BeatLazyFunc
+from celery.concurrency.solo import TaskPool as SoloPool
 from celery.schedules import crontab
+from celery.worker.request import Request, create_request_cls
 from redis.connection import Connection
 
 from celery_singleton_beat import _compat
+from celery_singleton_beat.locks import MemoryLock
 from celery_singleton_beat.ops.cluster import cron_expression
+from celery_singleton_beat.tasks import copies
+from celery_singleton_beat.tasks.singleton import override_lock_backend
 from celery_singleton_beat.testing import RedisServer
 
 KOMBU_HAS_BATCH = tuple(int(p) for p in kombu.__version__.split(".")[:2]) >= (5, 7)
@@ -117,3 +124,52 @@ def test_a_pools_connections_are_listed_idle_and_in_use(server: RedisServer) -> 
     assert set(map(id, _compat.pool_connections(pool))) == {id(busy), id(idle)}
     assert _compat.pool_connections(None) == []
     pool.disconnect()
+
+
+def received(app: Celery, task_id: str, headers: dict[str, str]) -> Any:
+    """A message of ``compat.count`` as a worker receives it, through the in-memory broker."""
+    app.send_task("compat.count", task_id=task_id, headers=headers, queue="compat")
+    with app.connection() as conn:
+        return conn.SimpleQueue("compat").get(timeout=5)
+
+
+def test_a_worker_requests_context_gives_the_message_to_send_again() -> None:
+    app = Celery("compat-context", broker="memory://", set_as_current=False)
+
+    @app.task(name="compat.count", shared=False)
+    def count() -> None: ...
+
+    headers = {"singleton_beat_entry": "nightly", "singleton_beat_slot": "2026-06-21T02:00Z"}
+    request = Request(received(app, "slot-1", headers), app=app, task=count)
+    again = count.signature_from_request(
+        _compat.request_context(request), request.args, request.kwargs, countdown=2
+    )
+    assert (again.options["task_id"], again.options["retries"]) == ("slot-1", 0)
+    assert {k: again.options["headers"][k] for k in headers} == headers
+    assert again.options["countdown"] == 2
+
+
+def test_the_request_class_a_worker_makes_for_a_task_checks_its_slot_before_the_pool() -> None:
+    """Celery's strategy subclasses a task's request class (``create_request_cls``) with an
+    ``execute_using_pool`` of its own: the slot check wraps that one too."""
+    app = Celery("compat-request", broker="memory://", set_as_current=False)
+    runs: list[str] = []
+
+    @app.task(name="compat.count", shared=False, bind=True)
+    def task(self: Any) -> None:
+        runs.append(self.request.id)
+
+    pool = SoloPool()
+    made = create_request_cls(copies.checking(Request), task, pool, "compat@host", None, app=app)
+    headers = {"singleton_beat_entry": "nightly", "singleton_beat_slot": "2026-06-21T02:00Z"}
+    previous = _compat.current_app()
+    app.set_current()  # the pool process traces the task of the current app, as a worker's
+    with override_lock_backend(MemoryLock()), contextlib.ExitStack() as restore:
+        restore.callback(previous.set_current)
+        made(received(app, "plain", {}), app=app, task=task).execute_using_pool(pool)
+        made(received(app, "slot", headers), app=app, task=task).execute_using_pool(pool)
+        copy = made(received(app, "slot", headers), app=app, task=task)
+        with pytest.raises(copies.CopyDropped):
+            copy.execute_using_pool(pool)
+    assert runs == ["plain", "slot"]
+    assert copy.acknowledged

@@ -91,3 +91,15 @@ def test_with_eager_propagation_a_retry_raises_celerys_retry_carrying_the_next_c
     assert raised.value.sig is not None
     assert raised.value.sig.options["task_id"] == "flaky-2"
     assert raised.value.sig.options["retries"] == 1
+
+
+def test_an_eager_plain_task_runs_every_copy_of_a_slot(
+    eager: Tasks, skipped: list[events.RunSkipped]
+) -> None:
+    """Eager calls meet no worker request: only singleton and slot-aware tasks drop a
+    copy there (a guard: workers drop it for every task)."""
+    headers: dict[str, Any] = {ENTRY_HEADER: "weekly", SLOT_HEADER: "2026-06-21T03:00:00.000Z"}
+    first = eager.plain.apply_async(task_id="p-1", headers=headers).get()
+    again = eager.plain.apply_async(task_id="p-1", headers=headers).get()
+    assert (first, again, eager.ran) == ("ran p-1", "ran p-1", ["p-1", "p-1"])
+    assert skipped == []

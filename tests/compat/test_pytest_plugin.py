@@ -22,10 +22,11 @@ def run_pytest(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_example_projects_own_tests_pass_with_no_redis() -> None:
     """examples/testing: eager and in-process-worker tests of a user's singleton tasks,
-    a second copy of a running sync skipped, on the plugin's in-memory lock."""
+    a second copy of a running sync skipped, a weekly slot sent twice run once, on the
+    plugin's in-memory lock."""
     done = run_pytest(EXAMPLE)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1].startswith("5 passed")
+    assert done.stdout.strip().splitlines()[-1].startswith("6 passed")
 
 
 def test_the_plugin_starts_real_redis_masters_for_a_user_test(tmp_path: Path) -> None:
@@ -69,5 +70,55 @@ def test_a_run_that_uses_no_fixture_of_the_plugin_imports_neither_celery_nor_red
     )
     # pytest-celery's own plugin imports Celery: switched off to see ours alone
     done = run_pytest(tmp_path, "-p", "no:celery")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1].startswith("1 passed")
+
+
+BARE_TEST = """\
+import time
+
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+
+from celery_singleton_beat import events
+
+app = Celery("bare", broker="memory://", backend="cache+memory://", set_as_current=False)
+app.conf.update(
+    beat_scheduler="celery_singleton_beat.Scheduler",
+    broker_transport_options={"polling_interval": 0.05},
+)
+RAN = []
+
+
+@app.task(bind=True)
+def report(self):
+    RAN.append(self.request.id)
+    return "sent"
+
+
+def test_a_slot_sent_twice_runs_once_in_the_in_process_worker(singleton_beat_memory_lock):
+    dropped = []
+    events.subscribe(dropped.append)
+    headers = {"singleton_beat_entry": "report", "singleton_beat_slot": "2026-06-21T03:00Z"}
+    with start_worker(app, pool="solo", perform_ping_check=False):
+        assert report.apply_async(task_id="slot", headers=headers).get(timeout=10) == "sent"
+        report.apply_async(task_id="slot", headers=headers)
+        deadline = time.monotonic() + 10
+        while not dropped:
+            assert time.monotonic() < deadline, "the second copy was never dropped"
+            time.sleep(0.01)
+    assert RAN == ["slot"]
+    assert [e.reason for e in dropped] == ["skipped_duplicate"]
+"""
+
+
+def test_the_in_process_worker_of_an_app_that_imports_nothing_of_the_library_drops_a_copy(
+    tmp_path: Path,
+) -> None:
+    """The test module only names the scheduler in its app's settings (and subscribes to
+    the library's events): the plugin and its in-memory lock do the rest."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_bare.py").write_text(BARE_TEST)
+    done = run_pytest(tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1].startswith("1 passed")

@@ -30,6 +30,7 @@ def running() -> Iterator[Tasks]:
 def worker(running: Tasks) -> Iterator[Tasks]:
     running.gate, running.entered = threading.Event(), threading.Event()
     running.attempts.clear()
+    running.ran.clear()
     yield running
     running.gate.set()
 
@@ -93,6 +94,21 @@ def test_a_message_retried_by_its_body_keeps_its_enqueue_lock_until_it_has_run(
     assert again.id == first.id, "the retry is still the queued message of the key"
     assert first.get(timeout=10) == first.id
     assert worker.attempts == [0, 1]
+
+
+def test_a_plain_task_runs_a_slot_sent_twice_once_in_the_worker(
+    worker: Tasks, skipped: list[events.RunSkipped]
+) -> None:
+    headers: dict[str, Any] = {ENTRY_HEADER: "weekly", SLOT_HEADER: "2026-06-21T03:00:00.000Z"}
+    first = worker.plain.apply_async(task_id="plain-slot", headers=headers)
+    assert first.get(timeout=10) == "ran plain-slot"
+    worker.plain.apply_async(task_id="plain-slot", headers=headers)
+    wait_until(lambda: skipped, "the second copy dropped")
+    assert [(e.task_id, e.reason, e.slot) for e in skipped] == [
+        ("plain-slot", "skipped_duplicate", "2026-06-21T03:00:00.000Z")
+    ]
+    assert worker.ran == ["plain-slot"]
+    assert first.get(timeout=10) == "ran plain-slot", "the first run's result stays"
 
 
 def wait_until(condition: Any, what: str) -> None:

@@ -115,6 +115,37 @@ def test_runs_and_slot_decisions_are_recorded_with_their_fields(
     assert revoked.runtime is None
 
 
+def test_a_beat_slot_of_a_plain_task_sent_twice_is_one_run_and_one_dropped_copy(
+    cluster: CeleryCluster, redis: RedisServer
+) -> None:
+    """``billing.nightly_report`` has no base of the library: the worker drops the second
+    copy of its slot in its main process, and the recorder writes a row for it."""
+    worker = cluster.start_worker(pool="prefork", concurrency=2)
+    app = sender(redis)
+    label = "2026-11-24T02:30:00.000Z"
+    headers = {"singleton_beat_entry": "nightly-report", "singleton_beat_slot": label}
+    app.send_task("billing.nightly_report", task_id="report-slot", headers=headers)
+    wait_for(lambda: rows(task_id="report-slot", status="success"), 20,
+             f"the first copy's row\n{worker.text()}")  # fmt: skip
+    app.send_task("billing.nightly_report", task_id="report-slot", headers=headers)
+    wait_for(lambda: rows(task_id="report-slot", status="skipped_duplicate"), 20,
+             f"the dropped copy's row\n{worker.text()}")  # fmt: skip
+    time.sleep(1.0)
+    ran, dropped = rows(task_id="report-slot")
+    slot = dt.datetime(2026, 11, 24, 2, 30, tzinfo=dt.timezone.utc)
+    assert (ran.status, ran.result, ran.entry, ran.slot) == (
+        "success", "'report sent'", "nightly-report", slot
+    )  # fmt: skip
+    assert ran.pid != worker.popen.pid, "run by a pool process"
+    assert (dropped.status, dropped.attempt, dropped.entry, dropped.slot) == (
+        "skipped_duplicate", 0, "nightly-report", slot
+    )  # fmt: skip
+    assert (dropped.pid, dropped.node) == (worker.popen.pid, ran.node), "the worker's main process"
+    assert dropped.note == "dropped before it ran: its beat slot already ran"
+    assert dropped.lock_key == f"ran:nightly-report:{label}"
+    assert dropped.holder and dropped.runtime is None
+
+
 def test_tasks_keep_running_while_the_database_is_away_and_rows_resume(
     tmp_path: Path, redis: RedisServer
 ) -> None:

@@ -33,7 +33,7 @@ def test_a_django_setting_written_in_the_celery_namespace_is_reported(
     assert warnings() == [
         (
             "CELERY_SINGLETON_BEAT_RETENTION is not a celery-singleton-beat setting: beat, "
-            "workers with a SingletonTask and `celery singleton-beat` refuse to start.",
+            "its workers and `celery singleton-beat` refuse to start.",
             "Did you mean SINGLETON_BEAT_RETENTION? The Django app's own settings are "
             "SINGLETON_BEAT_* (no CELERY_ prefix); only the Celery settings are "
             "CELERY_SINGLETON_BEAT_*.",
@@ -47,7 +47,7 @@ def test_a_misspelt_setting_is_reported_with_the_name_meant(settings: Any) -> No
     assert warnings() == [
         (
             "CELERY_SINGLETON_BEAT_REDIS_URL is not a celery-singleton-beat setting: beat, "
-            "workers with a SingletonTask and `celery singleton-beat` refuse to start.",
+            "its workers and `celery singleton-beat` refuse to start.",
             "Did you mean CELERY_SINGLETON_BEAT_REDIS_URLS?",
         ),
         (

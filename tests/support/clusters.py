@@ -93,6 +93,10 @@ class BeatCluster(AppCluster):
         """ReplicaSeen events of replicas started with ``TEST_RECORD_REPLICAS=1``."""
         return self._rows("replica_seen")
 
+    def skipped(self) -> list[dict[str, Any]]:
+        """The ``RunSkipped`` events of the worker: copies it did not run."""
+        return self._rows("skipped")
+
 
 @dataclass
 class TaskCluster(AppCluster):
@@ -117,8 +121,25 @@ class TaskCluster(AppCluster):
             if e["type"] == kind and (task is None or e.get("task") == f"{TASK_APP}.{task}")
         ]
 
+    def accepted(self) -> list[dict[str, Any]]:
+        """Messages a pool process accepted, as tasks with their own request class note them."""
+        return self._rows("accepted")
+
     def lock(self) -> Redlock:
         return Redlock.from_urls([m.url for m in self.masters], node_timeout=0.1)
+
+    @property
+    def results_url(self) -> str:
+        """A result backend for workers that store results: the broker's database 1."""
+        assert self.broker is not None
+        return f"redis://127.0.0.1:{self.broker.port}/1"
+
+    def result(self, task_id: str) -> Any:
+        """The ``AsyncResult`` of ``task_id`` as a client reads it from ``results_url``."""
+        assert self.broker is not None
+        return Celery("results", broker=self.broker.url, backend=self.results_url).AsyncResult(
+            task_id
+        )
 
 
 C = TypeVar("C", bound=AppCluster)

@@ -1,8 +1,13 @@
-"""The library's events as a test sees them: kept by type as they are emitted."""
+"""Events as a test sees them: the library's, kept by type as they are emitted, and
+Celery's, received from a broker as Flower receives them."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any, TypeVar
+
+from celery import Celery
 
 from celery_singleton_beat.observe import events
 
@@ -25,3 +30,33 @@ class EventLog:
         found: list[E] = []
         self._kept.append((kind, found))
         return found
+
+
+class CeleryEvents:
+    """Every Celery event on the broker, received from a thread, as Flower receives them."""
+
+    def __init__(self, broker_url: str) -> None:
+        self.app = Celery("monitor", broker=broker_url)
+        self.seen: list[dict[str, Any]] = []
+        self.ready = threading.Event()
+        self._receiver: Any = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.app.connection() as conn:
+            self._receiver = self.app.events.Receiver(conn, handlers={"*": self.seen.append})
+            self.ready.set()
+            self._receiver.capture(limit=None, timeout=None, wakeup=False)
+
+    def __enter__(self) -> CeleryEvents:
+        self._thread.start()
+        assert self.ready.wait(10)
+        time.sleep(0.5)  # the receiver's queue is bound once capture() consumes
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._receiver.should_stop = True
+        self._thread.join(5)
+
+    def of(self, task_id: str) -> list[dict[str, Any]]:
+        return [e for e in self.seen if e.get("uuid") == task_id]

@@ -14,8 +14,9 @@ import time
 from typing import Any
 
 import redis
-from celery import Celery
+from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.worker.request import Request
 
 from celery_singleton_beat import SingletonTask, SlotAwareTask, events
 
@@ -167,3 +168,43 @@ def nightly_report(self: Any, seconds: float) -> dict[str, int]:
     note(self, phase="started")
     time.sleep(seconds)
     return {"rows": 42}
+
+
+@app.task(bind=True)
+def plain(self: Any, seconds: float = 0.0) -> int:
+    """A task with no base of the library: each run counts itself and returns its number."""
+    number = int(_client().incr("plain_runs"))
+    row = {"task": self.name, "task_id": self.request.id, "retries": self.request.retries,
+           "number": number, "pid": os.getpid()}  # fmt: skip
+    _client().rpush("runs", json.dumps(row))
+    time.sleep(seconds)
+    return number
+
+
+@app.task(bind=True)
+def plain_retries_once(self: Any) -> int:
+    """A plain task whose first attempt retries."""
+    _client().rpush("runs", json.dumps({"task": self.name, "retries": self.request.retries}))
+    if self.request.retries == 0:
+        raise self.retry(countdown=0.2)
+    return int(self.request.retries)
+
+
+class AuditedRequest(Request):  # type: ignore[misc]
+    """A task's own request class, as Celery documents it: notes every message a pool
+    process accepts, with the request's classes."""
+
+    def on_accepted(self, pid: int, time_accepted: float) -> None:
+        row = {"task": self.task.name, "task_id": self.id,
+               "classes": [c.__name__ for c in type(self).__mro__]}  # fmt: skip
+        _client().rpush("accepted", json.dumps(row))
+        super().on_accepted(pid, time_accepted)
+
+
+class Audited(Task):  # type: ignore[misc]
+    Request = "tests.tasks.app:AuditedRequest"
+
+
+@app.task(bind=True, base=Audited)
+def audited(self: Any) -> None:
+    _client().rpush("runs", json.dumps({"task": self.name, "task_id": self.request.id}))

@@ -7,9 +7,6 @@ receiver on the broker (what Flower and ``celery events`` read).
 from __future__ import annotations
 
 import json
-import threading
-import time
-from typing import Any
 
 import pytest
 from celery import Celery
@@ -18,19 +15,15 @@ from celery.events.state import State
 from celery_singleton_beat.testing import wait_for
 from tests.support.clusters import TASK_APP as APP
 from tests.support.clusters import TaskCluster
+from tests.support.events import CeleryEvents
 
 pytestmark = pytest.mark.slow
 
 SLOT = {"singleton_beat_entry": "nightly", "singleton_beat_slot": "2026-11-24T02:30:00.000Z"}
 
 
-def backend_url(cluster: TaskCluster) -> str:
-    assert cluster.broker is not None
-    return f"redis://127.0.0.1:{cluster.broker.port}/1"
-
-
 def start_worker(cluster: TaskCluster, *args: str) -> None:
-    settings = {"result_backend": backend_url(cluster)}
+    settings = {"result_backend": cluster.results_url}
     cluster.start_worker(args=args, TEST_SETTINGS=json.dumps(settings))
 
 
@@ -40,9 +33,9 @@ def test_a_copy_dropped_while_the_real_run_executes_leaves_the_real_result(
     assert cluster.broker is not None
     start_worker(cluster, "-E")
     client = Celery("results", broker=cluster.broker.url)
-    client.conf.result_backend = backend_url(cluster)
+    client.conf.result_backend = cluster.results_url
     send = {"task_id": "slot-task-id", "headers": SLOT, "queue": "task-tests"}
-    with Events(cluster.broker.url) as seen:
+    with CeleryEvents(cluster.broker.url) as seen:
         client.send_task(f"{APP}.nightly_report", (2.0,), **send)
         wait_for(lambda: cluster.runs("nightly_report"), 20, "the real run to start")
         client.send_task(f"{APP}.nightly_report", (2.0,), **send)
@@ -69,42 +62,12 @@ def test_a_copy_dropped_while_the_real_run_executes_leaves_the_real_result(
     assert ends[1]["result"] == "{'rows': 42}"
 
 
-class Events:
-    """Every Celery event on the broker, received from a thread, as Flower receives them."""
-
-    def __init__(self, broker_url: str) -> None:
-        self.app = Celery("monitor", broker=broker_url)
-        self.seen: list[dict[str, Any]] = []
-        self.ready = threading.Event()
-        self._receiver: Any = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with self.app.connection() as conn:
-            self._receiver = self.app.events.Receiver(conn, handlers={"*": self.seen.append})
-            self.ready.set()
-            self._receiver.capture(limit=None, timeout=None, wakeup=False)
-
-    def __enter__(self) -> Events:
-        self._thread.start()
-        assert self.ready.wait(10)
-        time.sleep(0.5)  # the receiver's queue is bound once capture() consumes
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._receiver.should_stop = True
-        self._thread.join(5)
-
-    def of(self, task_id: str) -> list[dict[str, Any]]:
-        return [e for e in self.seen if e.get("uuid") == task_id]
-
-
 def test_a_skipped_singleton_run_is_its_own_event_not_task_succeeded(
     cluster: TaskCluster,
 ) -> None:
     assert cluster.broker is not None
     start_worker(cluster, "-E")
-    with Events(cluster.broker.url) as seen:
+    with CeleryEvents(cluster.broker.url) as seen:
         cluster.send("slow", 2.0, task_id="the-real-run")
         wait_for(lambda: cluster.events("RunStarted", "slow"), 20, "the real run to start")
         cluster.send("slow", 2.0, task_id="the-skipped-copy")
@@ -135,5 +98,5 @@ def test_a_skipped_singleton_run_is_its_own_event_not_task_succeeded(
     assert monitor.tasks["the-skipped-copy"].state == "SINGLETON-SKIPPED", "as Flower shows it"
     assert monitor.tasks["the-real-run"].state == "SUCCESS"
     client = Celery("results", broker=cluster.broker.url)
-    client.conf.result_backend = backend_url(cluster)
+    client.conf.result_backend = cluster.results_url
     assert client.AsyncResult("the-skipped-copy").state == "PENDING"

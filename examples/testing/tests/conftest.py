@@ -10,3 +10,4 @@ from shop import tasks
 @pytest.fixture(autouse=True)
 def _forget_syncs():
     tasks.SYNCED.clear()
+    tasks.DIGESTS.clear()

@@ -3,7 +3,9 @@
 import time
 
 import pytest
-from shop.tasks import SYNCED, sync_account
+from shop.tasks import DIGESTS, SYNCED, sync_account, weekly_digest
+
+from celery_singleton_beat import events
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +24,8 @@ def celery_config():
         "broker_url": "memory://",
         "broker_transport_options": {"polling_interval": 0.05},
         "result_backend": "cache+memory://",
+        # as in production: a worker of an app on this scheduler runs each beat slot once
+        "beat_scheduler": "celery_singleton_beat.Scheduler",
     }
 
 
@@ -43,3 +47,26 @@ def test_a_second_copy_sent_while_the_first_runs_is_skipped(
     # a skipped copy stores no result (Celery's Ignore): its state stays PENDING, and
     # Flower or `celery events` show it as task-singleton-skipped
     assert second.state == "PENDING"
+
+
+def test_a_weekly_slot_that_beat_sends_twice_runs_once(
+    singleton_beat_memory_lock, celery_app, celery_worker
+):
+    dropped = []
+    stop = events.subscribe(
+        lambda event: dropped.append(event) if isinstance(event, events.RunSkipped) else None
+    )
+    headers = {"singleton_beat_entry": "weekly", "singleton_beat_slot": "2026-06-21T03:00:00.000Z"}
+    try:
+        first = weekly_digest.apply_async(task_id="weekly-slot", headers=headers)
+        assert first.get(timeout=10) == "digest weekly-slot"
+        weekly_digest.apply_async(task_id="weekly-slot", headers=headers)  # sent again
+        deadline = time.monotonic() + 10
+        while not dropped:
+            assert time.monotonic() < deadline, "the second copy was never dropped"
+            time.sleep(0.01)
+    finally:
+        stop()
+    assert DIGESTS == ["weekly-slot"], "the second copy did not run"
+    assert dropped[0].reason == "skipped_duplicate"
+    assert first.get() == "digest weekly-slot", "the first run's result stays"
