@@ -16,11 +16,14 @@ if TYPE_CHECKING:
     from celery_singleton_beat.testing.cluster import CeleryCluster, Process, wait_for
     from celery_singleton_beat.testing.proxy import TcpProxy
     from celery_singleton_beat.testing.servers import (
+        RedisSentinel,
         RedisServer,
+        SentinelGroup,
         SilentServer,
         free_port,
         redis_server_binary,
         redis_servers,
+        sentinel_group,
     )
 
 _EXPORTS = {
@@ -29,7 +32,10 @@ _EXPORTS = {
     "Process": "cluster",
     "wait_for": "cluster",
     "TcpProxy": "proxy",
+    "RedisSentinel": "servers",
     "RedisServer": "servers",
+    "SentinelGroup": "servers",
+    "sentinel_group": "servers",
     "SilentServer": "servers",
     "free_port": "servers",
     "redis_server_binary": "servers",
@@ -40,12 +46,15 @@ __all__ = [
     "CeleryCluster",
     "FakeClock",
     "Process",
+    "RedisSentinel",
     "RedisServer",
+    "SentinelGroup",
     "SilentServer",
     "TcpProxy",
     "free_port",
     "redis_server_binary",
     "redis_servers",
+    "sentinel_group",
     "wait_for",
 ]
 
