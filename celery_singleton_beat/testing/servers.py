@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import redis
@@ -178,7 +179,7 @@ class RedisSentinel(RedisServer):
     def primary_address(self) -> tuple[str, int] | None:
         """Where this Sentinel says the primary is now (None when it does not answer)."""
         try:
-            found = self.client().sentinel_get_master_addr_by_name(self.master_name)
+            found: Any = self.client().sentinel_get_master_addr_by_name(self.master_name)
         except redis.RedisError:
             return None
         return (str(found[0]), int(found[1])) if found else None
@@ -222,7 +223,7 @@ class SentinelGroup:
             follow = ("--replicaof", "127.0.0.1", str(primary.port))
             self.servers.append(RedisServer(extra_args=(*_QUICK_SYNC, *follow)).start())
         for replica in self.servers[1:]:
-            _wait(lambda r=replica: _info(r).get("master_link_status") == "up", "replication")
+            _wait(partial(_linked, replica), "replication")
         for _ in range(self.sentinel_count):
             self.sentinels.append(
                 RedisSentinel(
@@ -243,7 +244,7 @@ class SentinelGroup:
 
     def _watching(self) -> bool:
         for sentinel in self.sentinels:
-            state = sentinel.client().sentinel_master(self.master_name)
+            state: Any = sentinel.client().sentinel_master(self.master_name)
             if int(state["num-slaves"]) < self.replica_count:
                 return False
             if int(state["num-other-sentinels"]) < self.sentinel_count - 1:
@@ -288,6 +289,10 @@ def sentinel_group(replicas: int = 1, down_after_ms: int = 1000) -> Iterator[Sen
         yield group.start()
     finally:
         group.stop()
+
+
+def _linked(replica: RedisServer) -> bool:
+    return bool(_info(replica).get("master_link_status") == "up")
 
 
 def _info(server: RedisServer) -> dict[str, Any]:
