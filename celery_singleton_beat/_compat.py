@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from celery import Celery
 from celery.beat import BeatLazyFunc
@@ -32,14 +32,24 @@ def evaluate_entry_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: v() if isinstance(v, BeatLazyFunc) else v for k, v in (kwargs or {}).items()}
 
 
-def cron_fields(cron: crontab) -> tuple[str, str, str, str, str]:
+class CronFields(NamedTuple):
+    """A crontab's five fields, as written, in crontab's order."""
+
+    minute: str
+    hour: str
+    day_of_month: str
+    month_of_year: str
+    day_of_week: str
+
+
+def cron_fields(cron: crontab) -> CronFields:
     """The five fields of a crontab as written: minute, hour, day of month, month, weekday.
 
     Read from the pickling protocol (``__reduce__``, the same layout since Celery 4),
     not from the private ``_orig_*`` attributes.
     """
     minute, hour, day_of_week, day_of_month, month_of_year = cron.__reduce__()[1][:5]
-    return (
+    return CronFields(
         str(minute),
         str(hour),
         str(day_of_month),

@@ -19,7 +19,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, NamedTuple
 
 from celery_singleton_beat.core import process
 from celery_singleton_beat.errors import ConfigurationError
@@ -28,7 +28,21 @@ from celery_singleton_beat.settings.config import Config, TaskConfig
 from celery_singleton_beat.stores.base import SlotStore
 from celery_singleton_beat.stores.registry import make_store
 
+if TYPE_CHECKING:
+    from celery import Celery
+
 _ATTRIBUTE = "_singleton_beat_runtime"
+BackendFactory = Callable[["Celery"], LockBackend]
+"""A function ``(app) -> backend`` (``singleton_beat_task_backend``, ``singleton_backend``)."""
+
+
+class TaskLocks(NamedTuple):
+    """The task settings a task runs with, and the lock backend it takes its locks on."""
+
+    config: TaskConfig
+    backend: LockBackend
+
+
 _made = threading.Lock()
 
 
@@ -37,7 +51,7 @@ class Runtime:
 
     def __init__(
         self,
-        app: Any,
+        app: Celery,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -51,12 +65,14 @@ class Runtime:
         self._config: Config | None = None
         self._store: SlotStore | None = None
         self._task_config: TaskConfig | None = None
-        self._task: tuple[TaskConfig, LockBackend] | None = None
+        self._task: TaskLocks | None = None
         self._marks: dict[int, tuple[LockBackend, LockBackend]] = {}
+        """Per task lock backend (by id): that backend, and the one for its slot marks."""
         self._backends: dict[int, tuple[object, LockBackend]] = {}
+        """Per ``singleton_backend`` option (by id): that option, and the backend it made."""
 
     @classmethod
-    def of(cls, app: Any) -> Runtime:
+    def of(cls, app: Celery) -> Runtime:
         """The app's runtime in this process, made on first use."""
         runtime: Runtime | None = getattr(app, _ATTRIBUTE, None)
         if runtime is not None and runtime.pid == process.pid():
@@ -118,7 +134,7 @@ class Runtime:
                 self._task_config = TaskConfig.from_conf(self.app.conf, urls_required=False)
             return self._task_config
 
-    def task_locks(self) -> tuple[TaskConfig, LockBackend]:
+    def task_locks(self) -> TaskLocks:
         """The task settings and the app's task lock backend."""
         with self._mutex:
             if self._task is None:
@@ -134,17 +150,15 @@ class Runtime:
                         prefix=config.key_prefix,
                         fence_retention=config.task_fence_retention,
                     )
-                self._task = (config, made)
+                self._task = TaskLocks(config, made)
             return self._task
 
-    def slot_marks(
-        self, config: TaskConfig, backend: LockBackend
-    ) -> tuple[TaskConfig, LockBackend]:
+    def slot_marks(self, config: TaskConfig, backend: LockBackend) -> TaskLocks:
         """The backend for slot "ran" marks next to a task's lock ``backend``: the same,
         but on Redlock with the fencing counters kept only as long as the marks
         (``singleton_beat_fence_retention``), as there is one key per slot."""
         if not isinstance(backend, Redlock):
-            return config, backend
+            return TaskLocks(config, backend)
         with self._mutex:
             made = self._marks.get(id(backend))
             if made is None or made[0] is not backend:
@@ -153,14 +167,14 @@ class Runtime:
                     fence_retention=config.fence_retention, clock=backend.clock,
                 )  # fmt: skip
                 made = self._marks[id(backend)] = (backend, marks)
-            return config, made[1]
+            return TaskLocks(config, made[1])
 
-    def backend_for(self, chosen: LockBackend | Callable[[Any], LockBackend] | None) -> LockBackend:
+    def backend_for(self, chosen: LockBackend | BackendFactory | None) -> LockBackend:
         """A task's own ``singleton_backend``: a backend as given, or what a function
         ``(app) -> backend`` returns, called once per app and process (not once per call:
         two calls would give two backends, and no exclusion between them)."""
         if chosen is None:
-            return self.task_locks()[1]
+            return self.task_locks().backend
         if isinstance(chosen, LockBackend):
             return chosen
         with self._mutex:
@@ -171,7 +185,7 @@ class Runtime:
             return made[1]
 
 
-def _backend(factory: Any, app: Any, setting: str) -> LockBackend:
+def _backend(factory: type[LockBackend] | BackendFactory, app: Celery, setting: str) -> LockBackend:
     """A backend from a ``LockBackend`` class (no arguments) or a function ``(app) -> backend``."""
     made = factory() if isinstance(factory, type) else factory(app)
     if not isinstance(made, LockBackend):

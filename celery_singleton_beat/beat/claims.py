@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from celery_singleton_beat.settings.config import Config
-    from celery_singleton_beat.stores.base import SlotStore
+    from celery_singleton_beat.stores.base import Fences
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class ClaimKeeper:
 
     def __init__(
         self,
-        store: SlotStore,
+        store: Fences,
         token: str,
         config: Config,
         fences: Sequence[tuple[str, int]],

@@ -25,7 +25,7 @@ import logging
 import random
 import secrets
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from celery_singleton_beat.beat.claims import ClaimKeeper
 from celery_singleton_beat.beat.wakeups import Wakeups
@@ -38,7 +38,7 @@ from celery_singleton_beat.observe import events
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.settings.config import Config
 from celery_singleton_beat.sources.base import ScheduleSource
-from celery_singleton_beat.stores.base import Claim, SlotOutcome, SlotStore
+from celery_singleton_beat.stores.base import Claim, Fences, RunStates, SlotOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,31 @@ class Sender(Protocol):
         """Shut the broker connection's sockets down (from the claim keeper's thread)."""
 
 
+class PlanSlot(NamedTuple):
+    """One slot of one entry's plan."""
+
+    plan: Plan
+    slot: int
+
+
+class Firing(NamedTuple):
+    """A claimed slot to publish."""
+
+    plan: Plan
+    slot: int
+    late: float
+    """Seconds past the slot's time."""
+    counted: int
+    """Older slots of the entry it stands for (left out of the claim, counted by number)."""
+
+
+class Missed(NamedTuple):
+    """A claimed slot that passed unsent, and how many slots it stands for."""
+
+    slot: int
+    number: int
+
+
 @dataclasses.dataclass(frozen=True)
 class _Pass:
     """One entry in one pass of the loop: its newest due slot, how many older slots were
@@ -87,15 +112,15 @@ class _Batch:
     plans: dict[str, Plan] = dataclasses.field(default_factory=dict)
     newest: dict[str, int] = dataclasses.field(default_factory=dict)
     """Each entry's newest slot in the chunk."""
-    fire: list[tuple[Plan, int, float, int]] = dataclasses.field(default_factory=list)
+    fire: list[Firing] = dataclasses.field(default_factory=list)
     """Slots to publish, with how late they are (s) and the older slots they stand for."""
     outcomes: list[SlotOutcome] = dataclasses.field(default_factory=list)
     """How each decided slot went, to mark its fence done."""
-    skipped: dict[str, list[tuple[int, int]]] = dataclasses.field(default_factory=dict)
-    giveback: list[tuple[Plan, int]] = dataclasses.field(default_factory=list)
+    skipped: dict[str, list[Missed]] = dataclasses.field(default_factory=dict)
+    giveback: list[PlanSlot] = dataclasses.field(default_factory=list)
     retry: dict[str, int] = dataclasses.field(default_factory=dict)
     """Entries with held slots, and in how many ms to look at them again."""
-    overlapped: list[tuple[Plan, int]] = dataclasses.field(default_factory=list)
+    overlapped: list[PlanSlot] = dataclasses.field(default_factory=list)
     """Slots held back by their entry's overlap policy."""
 
     def to_publish(self) -> list[tuple[str, int]]:
@@ -108,7 +133,8 @@ class Dispatcher:
     def __init__(
         self,
         runtime: Runtime,
-        store: SlotStore,
+        fences: Fences,
+        run_states: RunStates,
         source: ScheduleSource,
         wakeups: Wakeups,
         *,
@@ -118,7 +144,8 @@ class Dispatcher:
     ) -> None:
         self.runtime = runtime
         self.config: Config = runtime.config
-        self.store = store
+        self.fences = fences
+        self.run_states = run_states
         self.source = source
         self.wakeups = wakeups
         self.sender = sender
@@ -128,7 +155,7 @@ class Dispatcher:
 
     def dispatch(self, due: list[Plan], now: int) -> None:
         """Claim, decide, publish and finish the due slots of ``due``, a chunk at a time."""
-        work: list[tuple[Plan, int]] = []
+        work: list[PlanSlot] = []
         passes: dict[str, _Pass] = {}
         for plan in due:
             slots, left_out = plan.due(now, BACKLOG)
@@ -138,7 +165,7 @@ class Dispatcher:
             fresh = [s for s in slots if s not in plan.held]
             oldest = fresh[0] if fresh else slots[0]
             passes[plan.name] = _Pass(plan.newest_due(now), left_out, oldest)
-            work.extend((plan, slot) for slot in slots)
+            work.extend(PlanSlot(plan, slot) for slot in slots)
         chunks = [work[first : first + CLAIM_CHUNK] for first in range(0, len(work), CLAIM_CHUNK)]
         done = 0
         try:
@@ -152,9 +179,7 @@ class Dispatcher:
                 self.wakeups.wake(plan, plan.wake)
             raise
 
-    def _dispatch_chunk(
-        self, work: list[tuple[Plan, int]], passes: dict[str, _Pass], now: int
-    ) -> None:
+    def _dispatch_chunk(self, work: list[PlanSlot], passes: dict[str, _Pass], now: int) -> None:
         """Claim a chunk of slots in one round trip, publish ours, finish them in one more.
 
         While the chunk is being published a keeper thread extends its claims, so that a
@@ -166,19 +191,19 @@ class Dispatcher:
         token = f"{secrets.token_hex(8)}@{self.replica}"
         config = self.config
         fences = [(p.name, s) for p, s in work]
-        claims = self.store.claim(fences, token, config.claim_ttl, config.fence_retention)
+        claims = self.fences.claim(fences, token, config.claim_ttl, config.fence_retention)
         if any(c.status is None for c in claims):
-            self.store.unclaim(fences, token)
+            self.fences.unclaim(fences, token)
             for plan, _slot in work:
                 self.wakeups.wake(plan, plan.wake)
             errors = next(c.errors for c in claims if c.status is None)
-            raise self.store.unavailable("slots", errors)
+            raise self.fences.unavailable("slots", errors)
         batch = _Batch(token)
         for (plan, slot), claim in zip(work, claims, strict=True):
             self._sort(batch, plan, slot, claim, this=passes[plan.name], now=now)
         self._hold_overlaps(batch, now)
         with ClaimKeeper(
-            self.store, token, config, batch.to_publish(), self.sender.cut_broker
+            self.fences, token, config, batch.to_publish(), self.sender.cut_broker
         ) as keeper:
             self._publish_batch_of(batch, keeper)
         self._finish(batch)
@@ -204,11 +229,11 @@ class Dispatcher:
         verdict = decide(view, claim.last, now, plan.policy.misfire, plan.policy.misfire_grace)
         counted = this.left_out if slot == this.oldest and not view.resumed else 0
         if verdict is Verdict.FIRE and not self.may_publish():
-            batch.giveback.append((plan, slot))
+            batch.giveback.append(PlanSlot(plan, slot))
         elif verdict is Verdict.FIRE:
-            batch.fire.append((plan, slot, max(0.0, (now - slot) / 1000), counted))
+            batch.fire.append(Firing(plan, slot, max(0.0, (now - slot) / 1000), counted))
         else:
-            batch.skipped.setdefault(plan.name, []).append((slot, 1 + counted))
+            batch.skipped.setdefault(plan.name, []).append(Missed(slot, 1 + counted))
             batch.outcomes.append(SlotOutcome(plan.name, slot, verdict.value, 0, 1 + counted))
 
     def _hold_overlaps(self, batch: _Batch, now: int) -> None:
@@ -218,7 +243,7 @@ class Dispatcher:
         if not watched:
             return
         try:
-            states = self.store.run_states(sorted({plan.name for plan, *_rest in watched}))
+            states = self.run_states.run_states(sorted({plan.name for plan, *_rest in watched}))
         except Exception as exc:
             logger.warning("singleton beat: run states unreadable, sending: %s", exc)
             return
@@ -227,7 +252,7 @@ class Dispatcher:
             policy = plan.policy
             if overlap.blocked(policy.overlap, states[plan.name], now, policy.overlap_ttl):
                 batch.fire.remove(item)
-                batch.overlapped.append((plan, slot))
+                batch.overlapped.append(PlanSlot(plan, slot))
                 batch.outcomes.append(SlotOutcome(plan.name, slot, OVERLAPPED, 0, 0))
 
     def _publish_batch_of(self, batch: _Batch, keeper: ClaimKeeper) -> None:
@@ -238,7 +263,7 @@ class Dispatcher:
             with self.sender.publish_batch():
                 for plan, slot, late, counted in batch.fire:
                     if keeper.expired():
-                        batch.giveback.append((plan, slot))
+                        batch.giveback.append(PlanSlot(plan, slot))
                         continue
                     skipped = batch.skipped.get(plan.name, [])
                     coalesced = counted + sum(n for s, n in skipped if s < slot)
@@ -259,7 +284,7 @@ class Dispatcher:
             self.sender.broker_failed()
             for plan, slot, _counted, _fired in sent:
                 self._publish_failed(plan, slot, exc)
-                batch.giveback.append((plan, slot))
+                batch.giveback.append(PlanSlot(plan, slot))
                 batch.retry[plan.name] = 1000
             return
         for plan, slot, counted, fired in sent:
@@ -269,12 +294,12 @@ class Dispatcher:
 
     def _finish(self, batch: _Batch) -> None:
         """Mark the decided slots done, give back the rest, count and wake the entries."""
-        self.store.unclaim([(p.name, s) for p, s in batch.giveback], batch.token)
+        self.fences.unclaim([(p.name, s) for p, s in batch.giveback], batch.token)
         for plan, slot in batch.giveback:
             plan.held.add(slot)
             batch.retry.setdefault(plan.name, 0)
         self._tell_source(batch.outcomes)
-        marked = self.store.finish(batch.outcomes, batch.token, self.config.fence_retention)
+        marked = self.fences.finish(batch.outcomes, batch.token, self.config.fence_retention)
         lost = [o for o, ok in zip(batch.outcomes, marked, strict=True) if not ok]
         if lost:
             logger.warning(
@@ -312,10 +337,10 @@ class Dispatcher:
         ]
         try:
             if sent:
-                self.store.raise_run_states(sent, overlap.RETENTION)
+                self.run_states.raise_run_states(sent, overlap.RETENTION)
             for plan, slot in batch.overlapped:
                 if done.get((plan.name, slot)) == OVERLAPPED:
-                    self.store.count_overlapped(plan.name, 1)
+                    self.run_states.count_overlapped(plan.name, 1)
                     self._report_overlap(plan, slot)
         except Exception as exc:
             logger.warning("singleton beat: the run state could not be written: %s", exc)
@@ -350,7 +375,7 @@ class Dispatcher:
                 type(exc).__name__, exc,
             )  # fmt: skip
 
-    def _report_skipped(self, plan: Plan, skipped: list[tuple[int, int]]) -> None:
+    def _report_skipped(self, plan: Plan, skipped: list[Missed]) -> None:
         count = sum(n for _slot, n in skipped)
         newest = max(slot for slot, _n in skipped)
         logger.warning(

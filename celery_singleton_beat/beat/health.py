@@ -20,13 +20,27 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery_singleton_beat.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
-Probe = Callable[[], tuple[bool, str]]
+
+class Probed(NamedTuple):
+    """What a probe found: whether all is well, and a line saying what it saw."""
+
+    ok: bool
+    detail: str
+
+
+class Response(NamedTuple):
+    status: int
+    body: bytes
+    content_type: str
+
+
+Probe = Callable[[], Probed]
 
 #: Seconds a connection may take from accept to answer before the server closes it.
 REQUEST_TIMEOUT = 3.0
@@ -99,12 +113,12 @@ class HealthServer:
         request_timeout: float = REQUEST_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
-        routes: dict[str, Callable[[], tuple[int, bytes, str]]] = {
+        routes: dict[str, Callable[[], Response]] = {
             "/healthz": lambda: _probe(alive),
             "/readyz": lambda: _probe(ready),
         }
         if metrics is not None:
-            routes["/metrics"] = lambda: (200, *metrics())
+            routes["/metrics"] = lambda: Response(200, *metrics())
 
         class Handler(BaseHTTPRequestHandler):
             timeout = request_timeout  # per read; the server's deadline bounds the whole
@@ -112,7 +126,7 @@ class HealthServer:
             def do_GET(self) -> None:
                 route = routes.get(self.path.split("?")[0])
                 status, body, content_type = (
-                    route() if route else (404, b"not found\n", "text/plain")
+                    route() if route else Response(404, b"not found\n", "text/plain")
                 )
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
@@ -148,9 +162,9 @@ class HealthServer:
         self._server.server_close()
 
 
-def _probe(check: Probe) -> tuple[int, bytes, str]:
+def _probe(check: Probe) -> Response:
     ok, detail = check()
-    return (
+    return Response(
         (200 if ok else 503),
         f"{'ok' if ok else 'unavailable'}: {detail}\n".encode(),
         "text/plain",

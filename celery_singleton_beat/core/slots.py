@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from celery import Celery
 from celery.schedules import BaseSchedule, crontab, schedule, solar
 
 from celery_singleton_beat.errors import ConfigurationError
@@ -276,7 +277,7 @@ class SlotSchedule(BaseSchedule):  # type: ignore[misc]
     """Slot times as a Celery schedule, for an entry's ``schedule``: what schedule sources
     hand over when no Celery schedule says it (a clocked time, bounds, a single run)."""
 
-    def __init__(self, slots: Slots, app: Any = None) -> None:
+    def __init__(self, slots: Slots, app: Celery | None = None) -> None:
         super().__init__(app=app)
         self.slots = slots
 

@@ -424,7 +424,14 @@ def marked_in_turn(
         return MarkedLease(marked, None, exc)
 
 
-def take_mark(marks: LockBackend, mark: str, ttl: float) -> tuple[Lease | None, str | None]:
+class TakenMark(NamedTuple):
+    """What :func:`take_mark` got: the mark's lease, or who holds it (when known)."""
+
+    lease: Lease | None
+    holder: str | None
+
+
+def take_mark(marks: LockBackend, mark: str, ttl: float) -> TakenMark:
     """Take a mark that is never released (a slot's "ran" mark): (the lease, None), or
     (None, its holder) at once, without waiting, when someone holds it, since its holder
     will not let it go. Only a mark nobody holds that still was not granted (a split vote
@@ -432,13 +439,13 @@ def take_mark(marks: LockBackend, mark: str, ttl: float) -> tuple[Lease | None, 
     try:
         marked = marks.acquire(mark, ttl=ttl)
         if marked is not None:
-            return marked, None
+            return TakenMark(marked, None)
         holder = marks.holder(mark)
     except LockError:  # no answer from a majority just now: try again, as for a split vote
         holder = None
     if holder is None:
         marked = marks.acquire(mark, ttl=ttl, wait=1.0)
-    return marked, holder
+    return TakenMark(marked, holder)
 
 
 def _count_ones(replies: list[list[Any] | Exception]) -> int:

@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import redis
@@ -49,9 +49,23 @@ def _client(url: str, timeout: float) -> redis.Redis:
 def masters(
     config: Config | TaskConfig, timeout: float = 0.5
 ) -> list[tuple[MasterState, redis.Redis]]:
-    """Each master with its reachability, PING latency and Redis version."""
+    """Each master of ``config`` with its reachability, PING latency and Redis version, and
+    a client on it (for more questions; the caller closes it)."""
+    return probe(config.redis_urls, timeout)
+
+
+def master_states(urls: Iterable[str], timeout: float = 0.5) -> list[MasterState]:
+    """Each master's reachability, PING latency and Redis version (``urls``: a store's
+    :meth:`~celery_singleton_beat.stores.base.SlotStore.servers`)."""
+    found = probe(urls, timeout)
+    for _state, client in found:
+        client.close()
+    return [state for state, _client in found]
+
+
+def probe(urls: Iterable[str], timeout: float) -> list[tuple[MasterState, redis.Redis]]:
     found = []
-    for node in master_urls(config.redis_urls):
+    for node in master_urls(list(urls)) if urls else []:
         client = _client(node.url, timeout)
         state = MasterState(node.name, node.safe_url, reachable=False)
         try:

@@ -1,7 +1,8 @@
 """Where runtime schedule entries are kept: one JSON document in the slot store.
 
 The document is ``{"entries": {name: spec}, "runs": {run id: run}, "paused": {name: who and
-when}}``, with a revision that replicas poll (see :meth:`SlotStore.schedule_revision`); on
+when}}``, with a revision that replicas poll (see
+:meth:`~celery_singleton_beat.stores.base.DocumentStore.schedule_revision`); on
 Redis masters it lives under ``schedule:doc`` and ``schedule:rev``, in the database in the
 Django app's ``RuntimeSchedule`` table. Every storage call of the runtime schedule goes
 through :class:`ScheduleDocument`.
@@ -18,12 +19,15 @@ brought up to date by the next edit::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery_singleton_beat.core.schema import SCHEDULE_EDIT_LOCK
 from celery_singleton_beat.errors import LockHeld
 from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.stores.base import SlotStore
+from celery_singleton_beat.stores.base import DocumentStore
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 T = TypeVar("T")
 #: How long an edit may hold the edit lock, and wait for it (s).
@@ -34,19 +38,21 @@ EDIT_WAIT = 5.0
 class ScheduleDocument:
     """The runtime schedule document in a slot store."""
 
-    def __init__(self, store: SlotStore, owned: bool = False) -> None:
+    def __init__(self, store: DocumentStore, close: Callable[[], None] | None = None) -> None:
         self.store = store
-        self.owned = owned
-        """Whether :meth:`close` closes the slot store (made for this object alone)."""
+        self._close = close
+        """What :meth:`close` calls: the slot store's own ``close`` when it was made for this
+        object alone."""
 
     @classmethod
-    def for_app(cls, app: Any, timeout: float | None = None) -> ScheduleDocument:
+    def for_app(cls, app: Celery, timeout: float | None = None) -> ScheduleDocument:
         """The runtime schedule in the slot store ``app``'s settings name, connected for
         this object; ``timeout`` per Redis master (default: ``singleton_beat_node_timeout``)."""
-        return cls(Runtime.of(app).open_store(timeout), owned=True)
+        store = Runtime.of(app).open_store(timeout)
+        return cls(store, store.close)
 
     @classmethod
-    def shared(cls, app: Any) -> ScheduleDocument:
+    def shared(cls, app: Celery) -> ScheduleDocument:
         """The runtime schedule in the app's own slot store (:class:`Runtime`), the one
         beat heartbeats through: polling its revision right after a heartbeat costs no
         round trip of its own."""
@@ -85,8 +91,8 @@ class ScheduleDocument:
             locks.release(lease)
 
     def close(self) -> None:
-        if self.owned:
-            self.store.close()
+        if self._close is not None:
+            self._close()
 
 
 class RunMarks:

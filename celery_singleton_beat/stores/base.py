@@ -49,7 +49,19 @@ from celery_singleton_beat.core.schema import ClaimStatus, Outcome
 from celery_singleton_beat.errors import StoreUnavailable
 from celery_singleton_beat.locks.base import LockBackend
 
-__all__ = ["Claim", "ClaimStatus", "EntryState", "Outcome", "SlotOutcome", "SlotStore"]
+__all__ = [
+    "Claim",
+    "ClaimStatus",
+    "DocumentStore",
+    "EntryState",
+    "Fences",
+    "Outcome",
+    "ReplicaRegistry",
+    "RunStates",
+    "ScheduleChanges",
+    "SlotOutcome",
+    "SlotStore",
+]
 
 Fence = tuple[str, int]
 """One slot of one entry: (entry name, slot in ms)."""
@@ -93,27 +105,12 @@ class SlotOutcome(NamedTuple):
     """Slots it stands for that did not run: added to the entry's ``skipped`` count."""
 
 
-class SlotStore(abc.ABC):
-    """Shared schedule state: entries, anchors, slot fences and replica heartbeats.
-
-    Subclasses implement every abstract method; each is safe to call from the
-    scheduler's thread and, for :meth:`extend`, from its claim keeper's thread at once.
-    A method that cannot reach the store raises
-    :class:`~celery_singleton_beat.errors.StoreUnavailable`, except those that answer per
-    slot: :meth:`claim` (status None), :meth:`extend` and :meth:`finish` (False: the
-    claim expires and another replica takes the slot over), and the best-effort
-    :meth:`unclaim` and :meth:`forget_replica`.
-    """
+class Fences(abc.ABC):
+    """Each slot's fence and each entry's progress: what dispatching claims, extends and
+    marks done (see the module docstring for a fence's life)."""
 
     #: What the store is, for log lines and errors ("3 Redis masters", "database 'default'").
     name: str = "slot store"
-    #: The runtime schedule's revision read with the last heartbeat: (monotonic s, revision).
-    _revision_seen: tuple[float, int] | None = None
-    #: The log line's words when the store stops answering, and when it answers again.
-    down_text: str = "the slot store does not answer"
-    up_text: str = "the slot store answers"
-
-    # -- schedule state ----------------------------------------------------------------
 
     @abc.abstractmethod
     def init(self, entries: Sequence[tuple[str, int | None]], now: int) -> list[EntryState]:
@@ -176,7 +173,15 @@ class SlotStore(abc.ABC):
         ``dispatched`` and ``skipped`` (counts); empty for an entry the store does not
         know."""
 
-    # -- schedules that change while beat runs ---------------------------------------
+    def unavailable(self, what: str, errors: dict[str, str]) -> StoreUnavailable:
+        """The error for claims that came back without an answer (``Claim.status`` None)."""
+        detail = "; ".join(f"{part}: {error}" for part, error in errors.items())
+        return StoreUnavailable(self.name, f"answer for {what}", detail or "no answer")
+
+
+class ScheduleChanges(abc.ABC):
+    """What a schedule that changes while beat runs leaves behind: when an entry was seen or
+    left, and the anchors its next times are counted from."""
 
     @abc.abstractmethod
     def start_at(self, names: Sequence[str], slot: int) -> None:
@@ -197,7 +202,13 @@ class SlotStore(abc.ABC):
         """The stored anchor of each (name, interval in ms), None where none is stored
         yet; read only (the dashboard and the control page show next times with it)."""
 
-    # -- the runtime schedule ------------------------------------------------------------
+
+class DocumentStore(abc.ABC):
+    """The runtime schedule's document and revision, the run-now requests sent, and the lock
+    its editors take in turn."""
+
+    #: The runtime schedule's revision read with the last heartbeat: (monotonic s, revision).
+    _revision_seen: tuple[float, int] | None = None
 
     @abc.abstractmethod
     def schedule_revision(self) -> int:
@@ -240,7 +251,15 @@ class SlotStore(abc.ABC):
     def runs_sent(self, run_ids: Sequence[str]) -> set[str]:
         """The ids among ``run_ids`` known to have been sent."""
 
-    # -- run state (per-entry overlap policy) ----------------------------------------------
+    @abc.abstractmethod
+    def leader_lock(self, owner: str) -> LockBackend:
+        """A lock backend on the same store for the ``leader`` mode's lease and the
+        runtime schedule's edit lock, so that a deployment needs no other server."""
+
+
+class RunStates(abc.ABC):
+    """Each entry's run state, which its overlap policy reads: the newest slot queued,
+    started and finished, and the slots held back."""
 
     @abc.abstractmethod
     def run_states(self, entries: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -256,7 +275,9 @@ class SlotStore(abc.ABC):
     def count_overlapped(self, entry: str, count: int) -> None:
         """Add ``count`` slots held back by the entry's overlap policy."""
 
-    # -- replicas ----------------------------------------------------------------------
+
+class ReplicaRegistry(abc.ABC):
+    """The replicas alive: their heartbeats, on the store's clock."""
 
     @abc.abstractmethod
     def heartbeat(self, replica: str, info: dict[str, Any], ttl: float) -> int:
@@ -268,27 +289,45 @@ class SlotStore(abc.ABC):
 
     @abc.abstractmethod
     def replicas(self) -> list[dict[str, Any]]:
-        """The ``info`` of every replica with a live heartbeat, sorted by host and pid."""
+        """The ``info`` of every replica with a live heartbeat, sorted by host and pid, each
+        with ``seen_ago``: the seconds since its last heartbeat, on the store's clock (no
+        replica's clock, nor the reader's), or None when the store cannot tell (a heartbeat
+        whose ``info`` names no ``ttl``; beat's always do)."""
 
     @abc.abstractmethod
     def forget_replica(self, replica: str) -> None:
         """Drop ``replica``'s heartbeat (it is shutting down). Best effort."""
 
-    # -- the rest ----------------------------------------------------------------------
 
-    @abc.abstractmethod
-    def leader_lock(self, owner: str) -> LockBackend:
-        """A lock backend on the same store for the ``leader`` mode's lease and the
-        runtime schedule's edit lock, so that a deployment needs no other server."""
+class SlotStore(Fences, ScheduleChanges, DocumentStore, RunStates, ReplicaRegistry):
+    """Shared schedule state: entries, anchors, slot fences and replica heartbeats.
 
-    def unavailable(self, what: str, errors: dict[str, str]) -> StoreUnavailable:
-        """The error for claims that came back without an answer (``Claim.status`` None)."""
-        detail = "; ".join(f"{part}: {error}" for part, error in errors.items())
-        return StoreUnavailable(self.name, f"answer for {what}", detail or "no answer")
+    A store plays every role above; each part of the library that uses it is typed on the
+    role it needs (the claim keeper on :class:`Fences`, the runtime schedule's document on
+    :class:`DocumentStore`, ...), as APScheduler keeps its event broker apart from its
+    data store.
+
+    Subclasses implement every abstract method; each is safe to call from the
+    scheduler's thread and, for :meth:`extend`, from its claim keeper's thread at once.
+    A method that cannot reach the store raises
+    :class:`~celery_singleton_beat.errors.StoreUnavailable`, except those that answer per
+    slot: :meth:`claim` (status None), :meth:`extend` and :meth:`finish` (False: the
+    claim expires and another replica takes the slot over), and the best-effort
+    :meth:`unclaim` and :meth:`forget_replica`.
+    """
+
+    #: The log line's words when the store stops answering, and when it answers again.
+    down_text: str = "the slot store does not answer"
+    up_text: str = "the slot store answers"
 
     def describe(self) -> str:
         """One line for beat's start-up banner (no passwords)."""
         return self.name
 
-    def close(self) -> None:  # noqa: B027  (optional: nothing to close by default)
+    def servers(self) -> list[str]:
+        """The URLs of the Redis servers the store runs on, for operators to probe (the
+        CLI's ``status`` and ``check``, the dashboard); none for a store on anything else."""
+        return []
+
+    def close(self) -> None:
         """Release connections. The store is not used afterwards."""

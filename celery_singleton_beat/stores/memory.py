@@ -52,7 +52,8 @@ class MemorySlotStore(SlotStore):
         self._entries: dict[str, _Entry] = {}
         self._anchors: dict[tuple[str, int], int] = {}
         self._fences: dict[Fence, _Fence] = {}
-        self._replicas: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._replicas: dict[str, tuple[int, int, dict[str, Any]]] = {}
+        """Each replica's heartbeat: until when it lives, when it was written, its info."""
         self._gone: dict[str, int] = {}
         self._schedule: tuple[int, dict[str, Any]] = (0, {})
         self._sent: dict[str, int] = {}
@@ -223,14 +224,17 @@ class MemorySlotStore(SlotStore):
     def heartbeat(self, replica: str, info: dict[str, Any], ttl: float) -> int:
         with self._mutex:
             clock = self.clock()
-            self._replicas[replica] = (clock + int(ttl * 1000), dict(info))
+            self._replicas[replica] = (clock + int(ttl * 1000), clock, dict(info))
             self.saw_schedule_revision(self._schedule[0])
             return len(self._live(clock))
 
     def _live(self, clock: int) -> list[dict[str, Any]]:
-        for name in [n for n, (until, _i) in self._replicas.items() if until <= clock]:
+        for name in [n for n, (until, _at, _i) in self._replicas.items() if until <= clock]:
             del self._replicas[name]
-        return [info for _until, info in self._replicas.values()]
+        return [
+            {**info, "seen_ago": (clock - at) / 1000}
+            for _until, at, info in self._replicas.values()
+        ]
 
     def replicas(self) -> list[dict[str, Any]]:
         with self._mutex:

@@ -38,6 +38,8 @@ from celery_singleton_beat.locks.redlock import Redlock
 from celery_singleton_beat.stores.base import Claim, EntryState, Fence, SlotOutcome, SlotStore
 
 if TYPE_CHECKING:
+    from celery import Celery
+
     from celery_singleton_beat.settings.config import Config
 
 # what the CLAIM script answers for one fence on one master (in the low two bits)
@@ -171,7 +173,7 @@ class RedisSlotStore(SlotStore):
         self._lower = masters.script(self.LOWER_ANCHOR)
 
     @classmethod
-    def from_config(cls, app: Any, config: Config) -> RedisSlotStore:
+    def from_config(cls, app: Celery, config: Config) -> RedisSlotStore:
         """The store on the masters of ``singleton_beat_redis_urls``."""
         return cls(Masters.from_urls(config.redis_urls, config.node_timeout), config.key_prefix)
 
@@ -193,6 +195,9 @@ class RedisSlotStore(SlotStore):
             f"lock masters -> {masters} "
             f"(majority {self.masters.quorum} of {len(self.masters.nodes)})"
         )
+
+    def servers(self) -> list[str]:
+        return [node.url for node in self.masters.nodes]
 
     def unavailable(self, what: str, errors: dict[str, str]) -> StoreUnavailable:
         return QuorumUnavailable(what, self.masters.quorum, len(self.masters.nodes), errors)
@@ -338,7 +343,7 @@ class RedisSlotStore(SlotStore):
     # whose clock is behind would be trimmed at once, one ahead would push the others
     # out. Each score is when that heartbeat expires, so replicas with different TTLs are
     # trimmed each at its own; readers compare scores with the same master's TIME
-    # (overview.replicas). Redis >= 5 replicates a script's effects, so TIME before a
+    # (replicas). Redis >= 5 replicates a script's effects, so TIME before a
     # write is allowed; 3.2 and 4 must be asked to (redis.replicate_commands, a no-op
     # from 5 on).
     HEARTBEAT = """
@@ -378,19 +383,33 @@ class RedisSlotStore(SlotStore):
         )
 
     def replicas(self) -> list[dict[str, Any]]:
-        """Live replicas: the union of the masters' sets, the newest heartbeat of each."""
-        listed = self._majority("replicas", [("ZRANGE", self.keys.replicas, 0, -1)])
-        names = sorted({_text(n) for answer in listed for n in answer[0]})
+        """Live replicas: the union of the masters' sets, the freshest heartbeat of each.
+
+        A heartbeat's age is measured on the master that holds it: its score in
+        ``replicas`` (when it expires) against that master's ``TIME``, so neither this
+        host's clock nor the replica's enters.
+        """
+        listed = self._each(
+            "replicas", [("TIME",), ("ZRANGE", self.keys.replicas, 0, -1, "WITHSCORES")]
+        )
+        scored = [None if r is None else (_seconds(r[0]), _scores(r[1])) for r in listed]
+        names = sorted({name for s in scored if s is not None for name in s[1]})
         if not names:
             return []
-        answers = self._majority("replicas", [("GET", self.replica_key(n)) for n in names])
+        got = self._each("replicas", [("GET", self.replica_key(n)) for n in names])
         found: dict[str, dict[str, Any]] = {}
-        for answer in answers:
+        for answer, seen in zip(got, scored, strict=True):
+            if answer is None:
+                continue
+            now, scores = seen if seen is not None else (0.0, {})
             for name, raw in zip(names, answer, strict=True):
                 if raw:
                     info = json.loads(raw)
+                    info["seen_ago"] = (
+                        None if seen is None else _seen_ago(info, scores.get(name), now)
+                    )
                     current = found.get(name)
-                    if current is None or info["last_tick"] > current["last_tick"]:
+                    if current is None or _fresher(info["seen_ago"], current["seen_ago"]):
                         found[name] = info
         return sorted(found.values(), key=lambda r: (r["host"], r["pid"]))
 
@@ -522,6 +541,17 @@ class RedisSlotStore(SlotStore):
             merged.setdefault("skipped", 0)
         return merged
 
+    def _each(self, what: str, commands: list[tuple[Any, ...]]) -> list[list[Any] | None]:
+        """Each master's replies, in the masters' order (None: no answer), when a majority
+        answered; else QuorumUnavailable."""
+        replies = self.masters.broadcast(commands)
+        answered = sum(not isinstance(r, Exception) for r in replies)
+        if answered < self.masters.quorum:
+            raise QuorumUnavailable(
+                what, self.masters.quorum, len(replies), _errors(self.masters, replies)
+            )
+        return [None if isinstance(r, Exception) else r for r in replies]
+
     def _majority(self, what: str, commands: list[tuple[Any, ...]]) -> list[list[Any]]:
         replies = self.masters.broadcast(commands)
         answers = [r for r in replies if not isinstance(r, Exception)]
@@ -534,6 +564,29 @@ class RedisSlotStore(SlotStore):
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _seconds(time: list[bytes]) -> float:
+    """A master's ``TIME`` reply in seconds."""
+    return int(time[0]) + int(time[1]) / 1e6
+
+
+def _scores(pairs: list[bytes]) -> dict[str, float]:
+    """``ZRANGE ... WITHSCORES`` as {member: score}."""
+    return {_text(m): float(s) for m, s in zip(pairs[::2], pairs[1::2], strict=True)}
+
+
+def _seen_ago(info: dict[str, Any], expires: float | None, now: float) -> float | None:
+    """Seconds since a heartbeat that expires at ``expires`` (the master's clock), written
+    ``info["ttl"]`` seconds before; None when either is unknown."""
+    ttl = info.get("ttl")
+    if expires is None or ttl is None:
+        return None
+    return round(max(0.0, float(ttl) - (expires - now)), 3)
+
+
+def _fresher(seen: float | None, than: float | None) -> bool:
+    return seen is not None and (than is None or seen < than)
 
 
 def _errors(masters: Masters, replies: Sequence[list[Any] | Exception]) -> dict[str, str]:

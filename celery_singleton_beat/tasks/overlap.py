@@ -16,6 +16,7 @@ from celery import signals
 from celery_singleton_beat.core.overlap import RETENTION, TRACK_HEADER, parse_slot
 from celery_singleton_beat.core.schema import Header
 from celery_singleton_beat.runtime import Runtime
+from celery_singleton_beat.stores.base import RunStates
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ def _record(task: Any, field: str) -> None:
             return
         slot = parse_slot(str(headers[Header.SLOT]))
         entry = str(headers[Header.ENTRY])
-        Runtime.of(task.app).store.raise_run_states([(entry, field, slot)], RETENTION)
+        states: RunStates = Runtime.of(task.app).store
+        states.raise_run_states([(entry, field, slot)], RETENTION)
     except Exception as exc:  # recording never fails the task
         logger.warning("singleton beat: the run state could not be written: %s", exc)

@@ -1,4 +1,5 @@
-"""``SingletonTask``: one execution at a time per key, released on every path.
+"""``SingletonTask`` (one execution at a time per key, released on every path) and
+``SlotAwareTask`` (a beat slot run at most once).
 
 The lock is taken around the *execution*, on the worker, so it catches every way a second
 copy can arrive: broker redelivery, a beat slot published again, a manual re-send::
@@ -22,9 +23,9 @@ import socket
 import string
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
-from celery import Task
+from celery import Celery, Task
 from celery.exceptions import Ignore, Retry
 from celery.signals import task_revoked
 from kombu.utils.uuid import uuid
@@ -33,7 +34,7 @@ from celery_singleton_beat.core import process
 from celery_singleton_beat.core.schema import Header, enqueue_lock, ran_lock
 from celery_singleton_beat.core.task_keys import bound_arguments, canonical_key
 from celery_singleton_beat.errors import ConfigurationError, LockError, LockHeld
-from celery_singleton_beat.locks import Lease, LockBackend, Redlock
+from celery_singleton_beat.locks import Lease, LockBackend, Redlock, holder_name
 from celery_singleton_beat.locks.redlock import (
     MarkedLease,
     marked_in_turn,
@@ -41,7 +42,7 @@ from celery_singleton_beat.locks.redlock import (
 )
 from celery_singleton_beat.locks.watchdog import keeper
 from celery_singleton_beat.observe import events
-from celery_singleton_beat.runtime import Runtime
+from celery_singleton_beat.runtime import BackendFactory, Runtime, TaskLocks
 from celery_singleton_beat.settings.config import (
     CONFLICT_POLICIES,
     LOCK_ERROR_POLICIES,
@@ -59,12 +60,21 @@ SLOT_PENDING_HEADER = Header.SLOT_UNCHECKED.value
 #: The Celery event a dropped or skipped copy sends instead of ``task-succeeded``.
 SKIPPED_EVENT = "task-singleton-skipped"
 _UNSET: Any = object()
-_Lock = tuple[LockBackend, str, float, str]  # a task's lock: backend, key, ttl, token
+
+
+class TaskLock(NamedTuple):
+    """A task's lock, as one call takes it."""
+
+    backend: LockBackend
+    key: str
+    ttl: float
+    token: str
+
 
 _overrides: list[LockBackend] = []
 
 
-def task_config(app: Any) -> TaskConfig:
+def task_config(app: Celery) -> TaskConfig:
     """The app's ``singleton_beat_task_*`` settings, read once per process.
 
     Needs no Redis URL: enough for tasks that bring their own lock backend.
@@ -86,10 +96,10 @@ def override_lock_backend(backend: LockBackend) -> Iterator[LockBackend]:
         _overrides.remove(backend)
 
 
-def lock_store(app: Any) -> tuple[TaskConfig, LockBackend]:
+def task_locks(app: Celery) -> TaskLocks:
     """The app's task settings and lock backend, made once per process (safe after fork)."""
     if _overrides:
-        return task_config(app), _overrides[-1]
+        return TaskLocks(task_config(app), _overrides[-1])
     return Runtime.of(app).task_locks()
 
 
@@ -147,7 +157,7 @@ class SlotAwareTask(Task):  # type: ignore[misc]
 
     def _slot_lock_error(self, exc: LockError, args: Any, kwargs: Any) -> Any:
         """The lock store cannot say whether the slot ran: follow ``on_lock_error``."""
-        config = self._store()[0]
+        config = self._task_locks()[0]
         policy = getattr(self, "singleton_on_lock_error", _UNSET)
         entry, slot = self._slot_marker() or ("?", "?")
         key = ran_lock(entry, slot)
@@ -193,9 +203,8 @@ class SlotAwareTask(Task):  # type: ignore[misc]
             return
         headers = request.headers or {}
         try:
-            owner = None if holder is None else holder.partition("@")[2] or holder
             self.send_event(
-                SKIPPED_EVENT, retry=False, reason=reason, key=key, holder=owner,
+                SKIPPED_EVENT, retry=False, reason=reason, key=key, holder=holder,
                 task=self.name, entry=headers.get(ENTRY_HEADER), slot=headers.get(SLOT_HEADER),
             )  # fmt: skip
         except Exception as exc:  # an event is never worth failing the task for
@@ -217,7 +226,7 @@ class SlotAwareTask(Task):  # type: ignore[misc]
         claimed = self._claim_slot()
         return claimed is not None and claimed.mark is None
 
-    def _claim_slot(self, lock: _Lock | None = None, request: Any = None) -> MarkedLease | None:
+    def _claim_slot(self, lock: TaskLock | None = None, request: Any = None) -> MarkedLease | None:
         """Claim the slot for this run (None: not a slot message); a slot another run had
         is logged and recorded (``mark`` None). With ``lock`` (the task's own), the lock is
         taken after the claim, in the same round trip where both live on the same masters.
@@ -225,7 +234,7 @@ class SlotAwareTask(Task):  # type: ignore[misc]
         marker = self._slot_marker(request)
         if marker is None:
             return None
-        config, backend = Runtime.of(self.app).slot_marks(*self._store())
+        config, backend = Runtime.of(self.app).slot_marks(*self._task_locks())
         entry, slot = marker
         key = ran_lock(entry, slot)
         holder = None
@@ -243,7 +252,7 @@ class SlotAwareTask(Task):  # type: ignore[misc]
         self.request.singleton_slot_checked = True
         if claimed.mark is not None:
             return claimed
-        holder = holder or backend.holder(key)
+        holder = holder_name(holder or backend.holder(key))
         logger.warning(
             "task %s[%s]: slot %s of %r already ran (%s); dropping this copy",
             self.name, self.request.id, slot, entry, holder,
@@ -260,8 +269,8 @@ class SlotAwareTask(Task):  # type: ignore[misc]
         self._send_skipped_event(key, "skipped_duplicate", holder)
         return claimed
 
-    def _store(self) -> tuple[TaskConfig, LockBackend]:
-        return lock_store(self.app)
+    def _task_locks(self) -> TaskLocks:
+        return task_locks(self.app)
 
 
 class SingletonTask(SlotAwareTask):
@@ -293,9 +302,9 @@ class SingletonTask(SlotAwareTask):
     singleton_on_lock_error: str = _UNSET
     singleton_enqueue: bool = False
     singleton_enqueue_ttl: float = 3600.0
-    singleton_backend: LockBackend | Callable[[Any], LockBackend] | None = None
-    _singleton_kept: tuple[int, Any, tuple[TaskConfig, LockBackend] | None] = (0, None, None)
-    """What :meth:`_store` found last: in which process (an app has one runtime per
+    singleton_backend: LockBackend | BackendFactory | None = None
+    _singleton_kept: tuple[int, object, TaskLocks | None] = (0, None, None)
+    """What :meth:`_task_locks` found last: in which process (an app has one runtime per
     process), for which backend option, and the settings and backend."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -331,7 +340,7 @@ class SingletonTask(SlotAwareTask):
         """
         if not self.singleton_enqueue or options.get("retries"):
             return super().apply_async(args, kwargs, task_id=task_id, **options)
-        backend = self._store()[1]
+        backend = self._task_locks()[1]
         task_id = task_id or uuid()
         key = enqueue_lock(self.lock_key(tuple(args or ()), dict(kwargs or {})))
         lease = backend.acquire(key, ttl=self.singleton_enqueue_ttl, token=f"{task_id}@enqueue")
@@ -364,7 +373,7 @@ class SingletonTask(SlotAwareTask):
                 release_enqueue_lock(self, headers)
 
     def _locked_call(self, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        config, backend = self._store()
+        config, backend = self._task_locks()
         key = self.lock_key(args, kwargs)
         started = time.monotonic()
         headers = request.headers or {}
@@ -375,7 +384,7 @@ class SingletonTask(SlotAwareTask):
             ttl = config.task_ttl if self.singleton_ttl is _UNSET else self.singleton_ttl
             claimed = None
             if headers.get(SLOT_HEADER):  # a beat slot's message: its mark and the lock at once
-                claimed = self._claim_slot((backend, key, ttl, token), request)
+                claimed = self._claim_slot(TaskLock(backend, key, ttl, token), request)
             if claimed is None:
                 lease = backend.acquire(key, ttl=ttl, token=token)
             elif claimed.mark is None:  # the slot already ran: this copy stores nothing
@@ -431,7 +440,7 @@ class SingletonTask(SlotAwareTask):
         except Retry:
             # retry() marked the body's own request; the finally of __call__ reads this one
             request.singleton_retrying = True
-            status, release = "retry", self._option("release_on_retry", self._store()[0])
+            status, release = "retry", self._option("release_on_retry", self._task_locks()[0])
             raise
         except BaseException as exc:
             status, error = "failure", f"{type(exc).__name__}: {exc}"
@@ -463,9 +472,9 @@ class SingletonTask(SlotAwareTask):
         if enqueue_token:
             kwargs["headers"] = {**(kwargs.get("headers") or {}), ENQUEUE_HEADER: enqueue_token}
         lease = self.singleton
-        if lease is not None and not self._option("release_on_retry", self._store()[0]):
+        if lease is not None and not self._option("release_on_retry", self._task_locks()[0]):
             countdown = float(kwargs.get("countdown") or self.default_retry_delay or 0)
-            config, backend = self._store()
+            config, backend = self._task_locks()
             backend.extend(lease, ttl=countdown + self._option("ttl", config))
             headers = dict(kwargs.pop("headers", None) or {})
             headers[TOKEN_HEADER] = lease.token
@@ -490,7 +499,7 @@ class SingletonTask(SlotAwareTask):
             raise self.retry(countdown=self._option("retry_countdown", config))
         if policy == "raise":
             raise LockHeld(key)
-        holder = _safe_holder(backend, key)
+        holder = holder_name(_safe_holder(backend, key))
         logger.info(
             "task %s[%s]: %r is held by %s; skipped", self.name, self.request.id, key, holder,
             extra={"task_id": str(self.request.id), "key": key, "holder": holder},
@@ -515,9 +524,9 @@ class SingletonTask(SlotAwareTask):
         self._skipped(key, "skipped_lock_error", None)
         raise self.retry(countdown=self._option("retry_countdown", config), exc=exc)
 
-    def _store(self) -> tuple[TaskConfig, LockBackend]:
+    def _task_locks(self) -> TaskLocks:
         if _overrides:
-            return lock_store(self.app)
+            return task_locks(self.app)
         chosen = self.singleton_backend
         kept_pid, kept_chosen, kept = self._singleton_kept
         if kept is not None and kept_pid == process.pid() and kept_chosen is chosen:
@@ -526,7 +535,7 @@ class SingletonTask(SlotAwareTask):
         if chosen is None:
             store = runtime.task_locks()
         else:
-            store = runtime.task_config(), runtime.backend_for(chosen)
+            store = TaskLocks(runtime.task_config(), runtime.backend_for(chosen))
         self._singleton_kept = (runtime.pid, chosen, store)  # one tuple: safe across threads
         return store
 
@@ -541,7 +550,7 @@ def release_enqueue_lock(task: Any, headers: dict[str, Any] | None) -> None:
     if not carried or not isinstance(task, SingletonTask):
         return
     key, token = _enqueue_lock(str(carried))
-    _config, backend = task._store()
+    _config, backend = task._task_locks()
     lease = Lease(
         key, token, fence=0, ttl=1.0, valid_until=backend.clock() + 1.0, clock=backend.clock
     )
@@ -553,14 +562,21 @@ def release_enqueue_lock(task: Any, headers: dict[str, Any] | None) -> None:
         )
 
 
-def _enqueue_lock(carried: str) -> tuple[str, str]:
+class _Carried(NamedTuple):
+    """An enqueue lock a message carries."""
+
+    key: str
+    token: str
+
+
+def _enqueue_lock(carried: str) -> _Carried:
     """The key and token of an enqueue-lock header: a JSON pair, since a key may hold any
     character; messages queued by earlier versions carry ``key\\ntoken``."""
     if carried.startswith("["):
         key, token = json.loads(carried)
-        return str(key), str(token)
+        return _Carried(str(key), str(token))
     key, _, token = carried.rpartition("\n")
-    return key, token
+    return _Carried(key, token)
 
 
 def _release_on_revoke(sender: Any = None, request: Any = None, **_: Any) -> None:

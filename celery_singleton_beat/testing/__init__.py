@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from celery_singleton_beat.testing.clock import FakeClock
-    from celery_singleton_beat.testing.cluster import CeleryCluster, Process, wait_for
+    from celery_singleton_beat.testing.cluster import CeleryCluster, Process, http_status, wait_for
     from celery_singleton_beat.testing.proxy import TcpProxy
     from celery_singleton_beat.testing.servers import (
         RedisSentinel,
@@ -31,6 +31,7 @@ _EXPORTS = {
     "CeleryCluster": "cluster",
     "Process": "cluster",
     "wait_for": "cluster",
+    "http_status": "cluster",
     "TcpProxy": "proxy",
     "RedisSentinel": "servers",
     "RedisServer": "servers",
@@ -52,6 +53,7 @@ __all__ = [
     "SilentServer",
     "TcpProxy",
     "free_port",
+    "http_status",
     "redis_server_binary",
     "redis_servers",
     "sentinel_group",

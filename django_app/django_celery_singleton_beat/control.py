@@ -18,8 +18,8 @@ from typing import Any
 from celery_singleton_beat import schedule
 from celery_singleton_beat.core.entries import OPTION, Entry, Plan
 from celery_singleton_beat.core.slots import IntervalSlots, to_datetime
+from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.schedule.api import RUN_NOW
-from celery_singleton_beat.schedule.document import ScheduleDocument
 from celery_singleton_beat.settings.config import Config
 from celery_singleton_beat.sources import MergedSource, load_source
 
@@ -102,9 +102,9 @@ def _anchors(app: Any, specs: Mapping[str, Mapping[str, Any]]) -> dict[str, int]
     every = {n: p.every_ms for n, p in plans.items() if p is not None and p.every_ms}
     if not every:
         return {}
-    store = ScheduleDocument.for_app(app, 0.5)
+    store = Runtime.of(app).open_store(0.5)
     try:
-        stored = store.store.anchors(list(every.items()))
+        stored = store.anchors(list(every.items()))
     except Exception as exc:
         logger.warning("singleton beat: interval anchors cannot be read: %s", exc)
         return {}

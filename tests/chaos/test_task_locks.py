@@ -14,7 +14,7 @@ from celery import Celery
 
 from celery_singleton_beat import SingletonTask
 from celery_singleton_beat.locks import Redlock
-from celery_singleton_beat.tasks.singleton import lock_store
+from celery_singleton_beat.tasks.singleton import task_locks
 from celery_singleton_beat.testing import CeleryCluster, RedisServer, wait_for
 from tests.support.clusters import ROOT, TaskCluster
 from tests.support.clusters import TASK_APP as APP
@@ -64,7 +64,7 @@ def test_a_task_lock_fence_counter_is_kept_30_days_so_a_weekly_task_keeps_rising
 ) -> None:
     app = Celery("fences", broker="memory://")
     app.conf.singleton_beat_redis_urls = [m.url for m in three_masters]
-    _config, backend = lock_store(app)
+    _config, backend = task_locks(app)
     fences = []
     for _ in range(2):
         lease = backend.acquire("task:weekly-report", ttl=5)

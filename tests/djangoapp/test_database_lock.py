@@ -13,7 +13,7 @@ from django.db import connections, transaction
 from celery_singleton_beat import SingletonTask
 from celery_singleton_beat.errors import ConfigurationError, LockError
 from celery_singleton_beat.ops.lock_stores import lock_stores
-from celery_singleton_beat.tasks.singleton import lock_store
+from celery_singleton_beat.tasks.singleton import task_locks
 from django_celery_singleton_beat.locks import DatabaseLock
 from django_celery_singleton_beat.models import Lock
 
@@ -87,7 +87,7 @@ def test_singleton_tasks_run_on_the_database_lock_without_any_redis() -> None:
         release.wait(10)
         return "done"
 
-    config, backend = lock_store(app)
+    config, backend = task_locks(app)
     assert isinstance(backend, DatabaseLock)
     assert config.redis_urls == ()
     first: dict[str, Any] = {}
@@ -108,7 +108,7 @@ def test_singleton_tasks_run_on_the_database_lock_without_any_redis() -> None:
 def test_a_bad_task_backend_setting_names_it() -> None:
     app = make_app(singleton_beat_task_backend="no.such.Backend")
     with pytest.raises(ConfigurationError, match="singleton_beat_task_backend"):
-        lock_store(app)
+        task_locks(app)
 
 
 def test_the_operator_commands_list_and_free_a_task_lock_on_the_database_backend() -> None:

@@ -224,6 +224,19 @@ def test_a_replica_without_a_heartbeat_drops_off_after_its_ttl(store: SlotStore)
     assert listed(store) == [info("here", 2)]
 
 
+def test_a_replica_is_listed_with_the_seconds_since_its_heartbeat_on_the_stores_clock(
+    store: SlotStore,
+) -> None:
+    store.heartbeat("h1:1", {**info("h1", 1), "ttl": 5}, ttl=5)
+    (fresh,) = store.replicas()
+    assert 0 <= fresh["seen_ago"] < 0.25
+    time.sleep(0.5)
+    (later,) = store.replicas()
+    assert 0.5 <= later["seen_ago"] < 1.5
+    store.heartbeat("h1:1", {**info("h1", 1), "ttl": 5}, ttl=5)
+    assert store.replicas()[0]["seen_ago"] < 0.25
+
+
 # -- the leader's lock ------------------------------------------------------------------
 
 
