@@ -144,9 +144,15 @@ class RedisSentinel(RedisServer):
     """A ``redis-server --sentinel`` watching one primary under a master name."""
 
     def __init__(
-        self, primary_port: int, master_name: str, *, quorum: int, down_after_ms: int
+        self,
+        primary_port: int,
+        master_name: str,
+        *,
+        quorum: int,
+        down_after_ms: int,
+        password: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(password=password)
         self.primary_port = primary_port
         self.master_name = master_name
         self.quorum = quorum
@@ -172,6 +178,8 @@ class RedisSentinel(RedisServer):
             f"sentinel myid {self.myid}",
             *self.known,
         ]
+        if self.password:  # asked of clients, and given to the other Sentinels
+            lines += [f"requirepass {self.password}", f"sentinel sentinel-pass {self.password}"]
         with open(config, "w") as out:
             out.write("\n".join(lines) + "\n")
         return [redis_server_binary(), config, "--sentinel"]
@@ -200,7 +208,14 @@ class SentinelGroup:
 
     master_name = "mymaster"
 
-    def __init__(self, replicas: int = 1, sentinels: int = 3, down_after_ms: int = 1000) -> None:
+    def __init__(
+        self,
+        replicas: int = 1,
+        sentinels: int = 3,
+        down_after_ms: int = 1000,
+        sentinel_password: str | None = None,
+    ) -> None:
+        self.sentinel_password = sentinel_password
         self.replica_count = replicas
         self.sentinel_count = sentinels
         self.down_after_ms = down_after_ms
@@ -213,8 +228,13 @@ class SentinelGroup:
         return ";".join(f"sentinel://127.0.0.1:{s.port}" for s in self.sentinels) + "/0"
 
     @property
-    def transport_options(self) -> dict[str, str]:
-        return {"master_name": self.master_name}
+    def transport_options(self) -> dict[str, Any]:
+        """Celery's transport options for the group (its master name, the Sentinels'
+        password)."""
+        options: dict[str, Any] = {"master_name": self.master_name}
+        if self.sentinel_password:
+            options["sentinel_kwargs"] = {"password": self.sentinel_password}
+        return options
 
     def start(self) -> SentinelGroup:
         primary = RedisServer(extra_args=_QUICK_SYNC).start()
@@ -224,11 +244,12 @@ class SentinelGroup:
             self.servers.append(RedisServer(extra_args=(*_QUICK_SYNC, *follow)).start())
         for replica in self.servers[1:]:
             _wait(partial(_linked, replica), "replication")
+        _wait(partial(_acknowledging, primary, self.replica_count), "acknowledgements")
         for _ in range(self.sentinel_count):
             self.sentinels.append(
                 RedisSentinel(
                     primary.port, self.master_name, quorum=self.sentinel_count // 2 + 1,
-                    down_after_ms=self.down_after_ms,
+                    down_after_ms=self.down_after_ms, password=self.sentinel_password,
                 )
             )  # fmt: skip
         for sentinel in self.sentinels:
@@ -282,9 +303,13 @@ class SentinelGroup:
 
 
 @contextlib.contextmanager
-def sentinel_group(replicas: int = 1, down_after_ms: int = 1000) -> Iterator[SentinelGroup]:
+def sentinel_group(
+    replicas: int = 1, down_after_ms: int = 1000, sentinel_password: str | None = None
+) -> Iterator[SentinelGroup]:
     """A :class:`SentinelGroup`, started, and stopped at the end whatever happens."""
-    group = SentinelGroup(replicas=replicas, down_after_ms=down_after_ms)
+    group = SentinelGroup(
+        replicas=replicas, down_after_ms=down_after_ms, sentinel_password=sentinel_password
+    )
     try:
         yield group.start()
     finally:
@@ -293,6 +318,16 @@ def sentinel_group(replicas: int = 1, down_after_ms: int = 1000) -> Iterator[Sen
 
 def _linked(replica: RedisServer) -> bool:
     return bool(_info(replica).get("master_link_status") == "up")
+
+
+def _acknowledging(primary: RedisServer, replicas: int) -> bool:
+    """Whether every replica acknowledges a write (Redis 7 streams writes to a replica
+    only after its first acknowledgement, up to a second after its first copy)."""
+    pipe: Any = primary.client().pipeline(transaction=False)
+    pipe.set("sentinel-group:probe", 1)
+    pipe.delete("sentinel-group:probe")
+    pipe.execute_command("WAIT", replicas, 100)
+    return int(pipe.execute()[-1]) >= replicas
 
 
 def _info(server: RedisServer) -> dict[str, Any]:
