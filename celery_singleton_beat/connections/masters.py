@@ -189,17 +189,18 @@ class Masters:
     def _durable(self, commands: Sequence[Command]) -> list[list[Any] | Exception]:
         """:meth:`broadcast` with each master's replicas' acknowledgement (see there).
 
-        A master no connection has reached yet is connected first, to learn how many
-        replicas to wait for; one that cannot be reached is left out of the round trip
-        with its error. A master that learned a higher number during the round trip (it
-        connected anew, to another primary) did not ask for enough: its writes do not
-        count this time.
+        A master that no connection reached yet, or that failed last time (its primary
+        may have moved), is asked first (``PING``; a new connection's check learns which
+        primary it is and how many replicas to wait for), so that the writes ask for the
+        right number; one that does not answer is left out, with its error. A master that
+        learned a higher number during the round trip did not ask for enough: its writes
+        do not count this time.
         """
         nodes = self.nodes
         unreached: dict[int, Exception] = {}
-        unknown = [i for i, node in enumerate(nodes) if node.replication.first_contact()]
-        if unknown:
-            probed = self.scatter([[("PING",)] if i in unknown else [] for i in range(len(nodes))])
+        unsure = [node.replication.unsure for node in nodes]
+        if any(unsure):
+            probed = self.scatter([[("PING",)] if u else [] for u in unsure])
             unreached = {i: r for i, r in enumerate(probed) if isinstance(r, Exception)}
         needs = [node.replication.need or 0 for node in nodes]
         waited: dict[int, list[Command]] = {}
@@ -220,6 +221,7 @@ class Masters:
                     results[index] = failure
             elif need and isinstance(result, Unanswered) and result.received >= len(commands):
                 results[index] = node.replication.judge(None) or result
+            node.replication.unsure = isinstance(results[index], Exception)
         return results
 
     def post(self, commands: Sequence[Command]) -> None:

@@ -140,15 +140,10 @@ class Replication:
         self._history: set[str] = set()
         self._current: str | None = None
         self._acknowledged: bool | None = None
-        self._contacted = False
+        self.unsure = True
+        """Whether the primary should be asked before a write: no connection reached it
+        yet, or the last durable round trip failed on it (it may have moved)."""
         self._mutex = threading.Lock()
-
-    def first_contact(self) -> bool:
-        """True once, while no connection has reached the primary: the caller makes one
-        before a durable write, which then knows how many replicas to wait for."""
-        first = self.need is None and not self._contacted
-        self._contacted = True
-        return first
 
     def check(self, reply: Any, where: str) -> bool:
         """Check a new connection's server from its ``INFO replication`` ``reply``: raises
