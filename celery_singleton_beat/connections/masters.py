@@ -14,6 +14,7 @@ and a master's replies count only once its replicas acknowledged them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import select
 import ssl
@@ -229,7 +230,9 @@ class Masters:
 
         For writes whose outcome the caller does not need (releasing a lock at the end of
         a task): it saves the wait of a round trip. The replies are read with each
-        connection's next round trip; a master that cannot be written to is skipped.
+        connection's next round trip; a master that cannot be written to is skipped. A
+        master without an open connection is written to with a round trip: its new
+        connection's server is checked first (see :meth:`_preamble`).
         """
         count = len(commands)
         data = commands[0] if count == 1 and type(commands[0]) is bytes else pack(commands)
@@ -347,24 +350,10 @@ class Masters:
             node.close()
 
 
+@functools.cache
 def node_wait(replicas: int, timeout_ms: int) -> bytes:
     """``WAIT replicas timeout_ms`` in RESP: sent after a durable write, in its batch."""
     return pack([("WAIT", replicas, timeout_ms)])
-
-
-def _connect(connection: Any) -> Any:
-    """Connect ``connection`` (redis-py's connect and handshake, with their errors; the
-    check of the server, see :class:`~.primary.Replication`) and make its socket
-    non-blocking; returns the socket."""
-    connection.connect()
-    sock = connection_socket(connection)
-    if sock is None:  # pragma: no cover  (connect either sets a socket or raises)
-        raise RedisConnectionError("not connected")
-    sock.setblocking(False)
-    connection.raw = sock
-    connection.fd = sock.fileno()
-    connection.plain = not isinstance(sock, ssl.SSLSocket)
-    return sock
 
 
 def _send(connection: Any, preamble: list[bytes] | None, data: bytes) -> None:
@@ -376,7 +365,14 @@ def _send(connection: Any, preamble: list[bytes] | None, data: bytes) -> None:
     """
     sock = connection.raw
     if sock is None:
-        sock = _connect(connection)
+        connection.connect()  # redis-py's connect and handshake, with their errors
+        sock = connection_socket(connection)
+        if sock is None:  # pragma: no cover  (connect either sets a socket or raises)
+            raise RedisConnectionError("not connected")
+        sock.setblocking(False)
+        connection.raw = sock
+        connection.fd = sock.fileno()
+        connection.plain = not isinstance(sock, ssl.SSLSocket)
     if preamble:
         data = b"".join([*preamble, data])
     try:
