@@ -184,9 +184,10 @@ class Replication:
         if fresh:
             logger.log(
                 logging.WARNING if changed else logging.INFO,
-                "Redis member %s: primary %s, %d replica(s); a write counts once %d "
-                "acknowledged it",
-                self.name, where, replicas, self.need,
+                "Redis member %s: primary %s, %d replica(s); %s",
+                self.name, where, replicas,
+                f"a write counts once {self.need} acknowledged it" if self.need
+                else "a write counts without waiting for a replica",
             )  # fmt: skip
         return changed
 

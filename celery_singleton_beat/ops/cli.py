@@ -371,7 +371,7 @@ def check(ctx: click.Context) -> None:
         findings.append(
             ("OK", f"settings valid ({len(config.redis_urls)} masters, mode {config.mode})")
         )
-        findings += _check_master_count(len(config.redis_urls))
+        findings += _check_master_count(config)
         findings += _check_masters(config)
     findings += _check_entries(app, config)
     for level, text in findings:
@@ -408,7 +408,15 @@ def _check_scheduler_setting(app: Any) -> list[tuple[str, str]]:
     ]  # fmt: skip
 
 
-def _check_master_count(count: int) -> list[tuple[str, str]]:
+def _check_master_count(config: Config) -> list[tuple[str, str]]:
+    members = config.members()
+    count = len(members)
+    if count == 1 and members[0].sentinel is not None:
+        return [
+            ("OK", f"one Sentinel-managed primary ({members[0].name}): beat follows its "
+                   f"failover, and a write counts once its replicas acknowledged it "
+                   f"(singleton_beat_redis_min_replicas = {config.redis_min_replicas!r})")
+        ]  # fmt: skip
     if count == 1:
         return [("WARN", "one master: losing it stops beat; list three independent masters")]
     if count % 2 == 0:

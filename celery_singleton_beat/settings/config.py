@@ -117,7 +117,7 @@ class Config(RedisMembers):
         defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name in values}
         for _ in range(len(values) + 2):
             try:
-                cls(redis_urls=urls, **values).validate()
+                cls(redis_urls=urls, **_from_broker(conf, urls, values)).validate()
             except ConfigurationError as exc:
                 found.append(exc)
                 name = exc.name.removeprefix("singleton_beat_")
