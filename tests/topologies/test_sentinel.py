@@ -50,5 +50,6 @@ def test_without_replica_acknowledgements_a_failover_with_lost_writes_breaks_the
     counts them as missed."""
     with sentinel_group() as group:
         run = on_sentinel(tmp_path, group, **LAGGED, singleton_beat_redis_min_replicas=0)
+    print(run)  # the run's figures, with -s or on failure
     assert run.before_kill >= 8, "beat published before the kill"
     assert run.forgotten, "slots that ran are unknown to the promoted replica"
