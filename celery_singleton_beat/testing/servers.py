@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -43,29 +43,74 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class TlsFiles(NamedTuple):
+    """A certificate authority and a server certificate for 127.0.0.1 it signed."""
+
+    ca: str
+    cert: str
+    key: str
+
+    @classmethod
+    def make(cls, directory: str) -> TlsFiles:
+        """New files in ``directory`` (with the ``openssl`` command, valid one day)."""
+        files = cls(*(os.path.join(directory, n) for n in ("ca.crt", "server.crt", "server.key")))
+        ca_key, csr, ext = (os.path.join(directory, n) for n in ("ca.key", "server.csr", "ext"))
+        with open(ext, "w") as out:
+            out.write("subjectAltName=IP:127.0.0.1\n")
+        for args in (
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out",
+             files.ca, "-days", "1", "-subj", "/CN=test-ca"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", files.key, "-out", csr,
+             "-subj", "/CN=127.0.0.1"],
+            ["x509", "-req", "-in", csr, "-CA", files.ca, "-CAkey", ca_key, "-CAcreateserial",
+             "-out", files.cert, "-days", "1", "-extfile", ext],
+        ):  # fmt: skip
+            subprocess.run(["openssl", *args], check=True, capture_output=True)
+        return files
+
+    def server_arguments(self, port: int) -> list[str]:
+        """A server's (or a Sentinel's) TLS options: TLS only, on ``port``, to replicas too."""
+        return [
+            "port 0", f"tls-port {port}", f"tls-cert-file {self.cert}",
+            f"tls-key-file {self.key}", f"tls-ca-cert-file {self.ca}", "tls-auth-clients no",
+            "tls-replication yes",
+        ]  # fmt: skip
+
+    @property
+    def client_options(self) -> dict[str, Any]:
+        """redis-py's options for a client of such a server."""
+        return {"ssl": True, "ssl_ca_certs": self.ca}
+
+
 class RedisServer:
-    """One ``redis-server`` process on 127.0.0.1."""
+    """One ``redis-server`` process on 127.0.0.1 (with ``tls``: TLS only)."""
 
     def __init__(
-        self, port: int | None = None, password: str | None = None, extra_args: tuple[str, ...] = ()
+        self,
+        port: int | None = None,
+        password: str | None = None,
+        extra_args: tuple[str, ...] = (),
+        tls: TlsFiles | None = None,
     ) -> None:
         self.port = port or free_port()
         self.password = password
         self.extra_args = extra_args
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.mkdtemp(prefix="singleton-beat-redis-")
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     @property
     def name(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def client(self) -> redis.Redis:
+        tls = self.tls.client_options if self.tls else {}
         return redis.Redis(
-            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2, **tls
         )
 
     def arguments(self) -> list[str]:
@@ -81,6 +126,10 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        if self.tls:
+            for line in self.tls.server_arguments(self.port):
+                key, value = line.split(" ", 1)
+                args += [f"--{key}", value]
         return args + list(self.extra_args)
 
     def start(self) -> RedisServer:
@@ -151,8 +200,9 @@ class RedisSentinel(RedisServer):
         quorum: int,
         down_after_ms: int,
         password: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
-        super().__init__(password=password)
+        super().__init__(password=password, tls=tls)
         self.primary_port = primary_port
         self.master_name = master_name
         self.quorum = quorum
@@ -180,6 +230,9 @@ class RedisSentinel(RedisServer):
         ]
         if self.password:  # asked of clients, and given to the other Sentinels
             lines += [f"requirepass {self.password}", f"sentinel sentinel-pass {self.password}"]
+        if self.tls:  # clients, the other Sentinels and the data servers over TLS only
+            lines = [line for line in lines if not line.startswith("port ")]
+            lines += self.tls.server_arguments(self.port)
         with open(config, "w") as out:
             out.write("\n".join(lines) + "\n")
         return [redis_server_binary(), config, "--sentinel"]
@@ -214,8 +267,10 @@ class SentinelGroup:
         sentinels: int = 3,
         down_after_ms: int = 1000,
         sentinel_password: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.sentinel_password = sentinel_password
+        self.tls = tls
         self.replica_count = replicas
         self.sentinel_count = sentinels
         self.down_after_ms = down_after_ms
@@ -230,18 +285,22 @@ class SentinelGroup:
     @property
     def transport_options(self) -> dict[str, Any]:
         """Celery's transport options for the group (its master name, the Sentinels'
-        password)."""
+        password and TLS)."""
         options: dict[str, Any] = {"master_name": self.master_name}
+        sentinels = dict(self.tls.client_options) if self.tls else {}
         if self.sentinel_password:
-            options["sentinel_kwargs"] = {"password": self.sentinel_password}
+            sentinels["password"] = self.sentinel_password
+        if sentinels:
+            options["sentinel_kwargs"] = sentinels
         return options
 
     def start(self) -> SentinelGroup:
-        primary = RedisServer(extra_args=_QUICK_SYNC).start()
+        primary = RedisServer(extra_args=_QUICK_SYNC, tls=self.tls).start()
         self.servers.append(primary)
         for _ in range(self.replica_count):
             follow = ("--replicaof", "127.0.0.1", str(primary.port))
-            self.servers.append(RedisServer(extra_args=(*_QUICK_SYNC, *follow)).start())
+            replica = RedisServer(extra_args=(*_QUICK_SYNC, *follow), tls=self.tls)
+            self.servers.append(replica.start())
         for replica in self.servers[1:]:
             _wait(partial(_linked, replica), "replication")
         _wait(partial(_acknowledging, primary, self.replica_count), "acknowledgements")
@@ -250,6 +309,7 @@ class SentinelGroup:
                 RedisSentinel(
                     primary.port, self.master_name, quorum=self.sentinel_count // 2 + 1,
                     down_after_ms=self.down_after_ms, password=self.sentinel_password,
+                    tls=self.tls,
                 )
             )  # fmt: skip
         for sentinel in self.sentinels:
@@ -304,12 +364,16 @@ class SentinelGroup:
 
 @contextlib.contextmanager
 def sentinel_group(
-    replicas: int = 1, down_after_ms: int = 1000, sentinel_password: str | None = None
+    replicas: int = 1,
+    down_after_ms: int = 1000,
+    sentinel_password: str | None = None,
+    tls: TlsFiles | None = None,
 ) -> Iterator[SentinelGroup]:
     """A :class:`SentinelGroup`, started, and stopped at the end whatever happens."""
     group = SentinelGroup(
-        replicas=replicas, down_after_ms=down_after_ms, sentinel_password=sentinel_password
-    )
+        replicas=replicas, down_after_ms=down_after_ms, sentinel_password=sentinel_password,
+        tls=tls,
+    )  # fmt: skip
     try:
         yield group.start()
     finally:
