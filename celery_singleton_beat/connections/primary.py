@@ -103,10 +103,11 @@ def client_for(master: MasterURL, timeout: float) -> Any:
     """A plain redis-py client on ``master``'s primary (for operators' commands)."""
     import redis  # noqa: PLC0415
 
-    if master.sentinel is None:
-        return redis.Redis.from_url(
-            master.url, socket_timeout=timeout, socket_connect_timeout=timeout
+    if master.sentinel is None:  # the URL's options, and TLS's (singleton_beat_redis_use_ssl)
+        pool = redis.ConnectionPool(
+            **master.options, socket_timeout=timeout, socket_connect_timeout=timeout
         )
+        return redis.Redis(connection_pool=pool)
     options = {k: v for k, v in master.options.items() if k != "ssl"}
     if master.options.get("ssl"):
         from redis.sentinel import SentinelManagedSSLConnection  # noqa: PLC0415

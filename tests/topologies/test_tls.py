@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from celery_singleton_beat.locks import Redlock
-from celery_singleton_beat.testing import TlsFiles, sentinel_group
+from celery_singleton_beat.ops import cluster as overview
+from celery_singleton_beat.settings.config import Config
+from celery_singleton_beat.testing import RedisServer, TlsFiles, sentinel_group
 
 
 def test_a_lock_on_a_sentinel_managed_primary_over_tls_follows_its_failover(
@@ -28,3 +30,21 @@ def test_a_lock_on_a_sentinel_managed_primary_over_tls_follows_its_failover(
     assert first is not None and other is not None
     assert again is None, "the lock the replica acknowledged is still held after the failover"
     assert held == first.token.encode()
+
+
+def test_the_operators_probe_reaches_a_tls_master_with_the_tls_setting(tmp_path: Path) -> None:
+    """``singleton-beat status`` and ``check`` probe each member with the TLS options of
+    ``singleton_beat_redis_use_ssl`` (here: the certificate authority to trust)."""
+    tls = TlsFiles.make(str(tmp_path))
+    server = RedisServer(tls=tls).start()
+    try:
+        config = Config.from_conf(
+            {
+                "singleton_beat_redis_urls": [server.url],
+                "singleton_beat_redis_use_ssl": {"ssl_ca_certs": tls.ca},
+            }
+        )
+        (state,) = overview.master_states(config.members())
+    finally:
+        server.stop()
+    assert (state.name, state.reachable, state.error) == (server.name, True, None)
