@@ -9,7 +9,10 @@ any cycle failed.
 Rows: ours with the release waited for (as redis-py's and pottery's are), ours with the
 release posted (``release_nowait``, as a finishing ``SingletonTask`` releases), and the
 floor: the same two scripts sent to three masters on raw sockets, one ``poll()`` for the
-replies, no library at all.
+replies, no library at all. Then one primary with one replica and three Sentinels: ours
+on the primary's URL (each grant waits for the replica, ``WAIT`` in the same round trip),
+ours with ``min_replicas=0`` (no ``WAIT``), ours through the Sentinels, beside redis-py's
+``Lock`` on the same primary.
 
     python bench/locks.py [--cycles 2000] [--rounds 5]
 """
@@ -26,6 +29,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -33,7 +37,7 @@ import redis
 
 from celery_singleton_beat.connections.resp import pack
 from celery_singleton_beat.locks import Redlock
-from celery_singleton_beat.testing import redis_servers
+from celery_singleton_beat.testing import redis_servers, sentinel_group
 
 Cycle = Callable[[], None]
 
@@ -42,9 +46,9 @@ class Failed(Exception):
     """A cycle that did not acquire or release: the figures would not mean anything."""
 
 
-def ours(urls: list[str], posted: bool = False) -> tuple[Cycle, Callable[[], None]]:
-    lock = Redlock.from_urls(urls, node_timeout=0.05)
-    key = f"bench-{len(urls)}-{posted}"
+def ours(urls: list[str], posted: bool = False, **options: Any) -> tuple[Cycle, Callable[[], None]]:
+    lock = Redlock.from_urls(urls, node_timeout=0.05, **options)
+    key = f"bench-{len(urls)}-{posted}-{len(options)}"
 
     def cycle() -> None:
         lease = lock.acquire(key, ttl=10.0)
@@ -104,9 +108,10 @@ def floor(urls: list[str]) -> tuple[Cycle, Callable[[], None]]:
 
 def redis_py(url: str) -> tuple[Cycle, Callable[[], None]]:
     client = redis.Redis.from_url(url)
+    key = f"bench-redis-py-{url}"
 
     def cycle() -> None:
-        lock = client.lock("bench-redis-py", timeout=10.0)
+        lock = client.lock(key, timeout=10.0)
         if not lock.acquire(blocking=False):
             raise Failed("redis-py Lock: acquire refused")
         lock.release()
@@ -149,8 +154,10 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=2000, help="cycles per row")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     args = parser.parse_args()
-    with redis_servers(5) as servers:
+    with redis_servers(5) as servers, sentinel_group() as group:
         urls = [s.url for s in servers]
+        primary = group.primary().url
+        sentinel = {"transport_options": group.transport_options}
         rows = {
             "ours, 1 master": ours(urls[:1]),
             "ours, 3 masters": ours(urls[:3]),
@@ -160,6 +167,10 @@ def main() -> None:
             "redis-py Lock, 1 node": redis_py(urls[0]),
             "pottery Redlock, 3 masters": pottery(urls[:3]),
             "pottery Redlock, 5 masters": pottery(urls),
+            "ours, primary, WAIT 1": ours([primary]),
+            "ours, primary, no WAIT": ours([primary], min_replicas=0),
+            "ours, Sentinel, WAIT 1": ours([group.url], **sentinel),
+            "redis-py Lock, the primary": redis_py(primary),
         }
         samples: dict[str, list[float]] = {name: [] for name in rows}
         rounds: dict[str, list[float]] = {name: [] for name in rows}
@@ -197,6 +208,14 @@ def report(samples: dict[str, list[float]], rounds: dict[str, list[float]]) -> N
     print(f"ours(3), release posted / redis-py Lock(1) = {posted / single:.2f}  (goal: <= 1.00)")
     print(f"pottery(3) / ours(3)                       = {pottery3 / ours3:.1f}  (goal: >= 10)")
     print(f"ours(3) / floor(3)                         = {ours3 / floor3:.2f}")
+    replicated = medians["redis-py Lock, the primary"]
+    for name, goal in (
+        ("ours, primary, WAIT 1", 1.3),
+        ("ours, Sentinel, WAIT 1", 1.3),
+        ("ours, primary, no WAIT", 1.0),
+    ):
+        ratio = medians[name] / replicated
+        print(f"{name + ' / redis-py Lock(primary)':<48} = {ratio:.2f}  (goal: <= {goal:.2f})")
 
 
 if __name__ == "__main__":

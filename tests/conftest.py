@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from celery_singleton_beat.observe import events
-from celery_singleton_beat.testing import RedisServer, redis_servers
-from tests.support.clusters import TaskCluster, task_cluster
-from tests.support.events import EventLog
+pytest.register_assert_rewrite("tests.support")
+
+from celery_singleton_beat.observe import events  # noqa: E402  (after the rewrite hook)
+from celery_singleton_beat.testing import RedisServer, redis_servers  # noqa: E402
+from tests.support.clusters import TaskCluster, task_cluster  # noqa: E402
+from tests.support.events import EventLog  # noqa: E402
 
 pytest_plugins: list[str] = []
 

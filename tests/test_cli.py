@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from celery_singleton_beat.locks import Redlock
-from celery_singleton_beat.testing import RedisServer, wait_for
+from celery_singleton_beat.testing import RedisServer, sentinel_group, wait_for
 from tests.support.clusters import BeatCluster, beat_cluster
 
 pytestmark = pytest.mark.slow
@@ -468,3 +468,24 @@ def test_check_reports_an_entry_two_sources_give_naming_both_and_exits_1(
         "(singleton_beat_schedule_source): beat leaves the copy of 'test-redis' out, "
         "'beat_schedule' is listed first; rename or remove one of them"
     ]
+
+
+def test_check_and_status_follow_a_sentinel_broker(tmp_path: Path) -> None:
+    """A Sentinel broker and no singleton_beat_redis_urls: its transport options are read,
+    the primary the Sentinels name is probed, and a failover is no warning."""
+    with sentinel_group() as group, beat_cluster(tmp_path, [], SCHEDULE) as cluster:
+        settings = {
+            "broker_transport_options": group.transport_options,
+            "singleton_beat_redis_urls": None,  # the broker's
+        }
+        env = {"TEST_BROKER_URL": group.url, "TEST_SETTINGS": json.dumps(settings)}
+        checked = run_cli(cluster, "check", **env)
+        status = run_cli(cluster, "status", **env)
+    ports = sorted(s.port for s in group.sentinels)
+    name = "mymaster@" + ",".join(f"127.0.0.1:{port}" for port in ports)
+    assert (
+        f"OK    one Sentinel-managed primary ({name}): beat follows its failover, and a write "
+        f"counts once its replicas acknowledged it (singleton_beat_redis_min_replicas = 'auto')"
+    ) in checked.stdout.splitlines(), checked.stdout + checked.stderr
+    assert not [line for line in checked.stdout.splitlines() if line.startswith("ERROR")]
+    assert f"  {name} up" in status.stdout, status.stdout + status.stderr

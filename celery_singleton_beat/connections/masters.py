@@ -5,10 +5,16 @@ reads the replies, all against one deadline. A round trip over N masters therefo
 about as much as a round trip to the slowest answering one, never N of them, and a master
 that does not answer costs at most the per-node timeout (counted from the moment its
 command was written).
+
+Each master is a member of the settings: one server, or a Sentinel-managed primary (see
+:mod:`.primary`, which checks what each new connection reached). A write the caller's
+guarantee rests on is sent with ``durable=True``: ``WAIT`` follows it in the same batch,
+and a master's replies count only once its replicas acknowledged them.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import select
 import ssl
@@ -17,16 +23,23 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis.backoff import NoBackoff
-from redis.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import (
+    MasterDownError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from celery_singleton_beat._compat import connection_socket, quiet_handshake
+from celery_singleton_beat.connections.primary import NotPrimary, Replication, connection_class
 from celery_singleton_beat.connections.resp import Command, only_integers, pack, parse_replies
 from celery_singleton_beat.errors import ConfigurationError
-from celery_singleton_beat.settings.urls import MasterURL, master_urls
+from celery_singleton_beat.settings import validate
+from celery_singleton_beat.settings.urls import MasterURL, RedisOptions, master_urls
 
 _HANDSHAKE = quiet_handshake()
 
@@ -36,15 +49,18 @@ class Node:
 
     Connections are made with redis-py's retries switched off and the socket timeouts set
     to the per-node timeout: a failure is reported at once so that the majority decides,
-    instead of being retried for seconds.
+    instead of being retried for seconds. Each new connection's server is checked to be
+    the member's primary before it is used (:class:`~.primary.Replication`).
     """
 
-    def __init__(self, master: MasterURL, timeout: float) -> None:
+    def __init__(self, master: MasterURL, timeout: float, min_replicas: int | None = None) -> None:
         options = dict(master.options)
+        self.master = master
         self.name = master.name
         self.url = master.url
         self.safe_url = master.safe_url
-        self._connection_class = options.pop("connection_class", Connection)
+        self.replication = Replication(master.name, min_replicas, timeout)
+        self._connection_class, self._keep = connection_class(master, options, timeout)
         self._options = {
             **options,
             **_HANDSHAKE,
@@ -80,6 +96,8 @@ class Node:
         connection.plain = True  # not TLS: a single recv() empties the socket
         connection.scripts_loaded = 0
         connection.pending_preamble = 0
+        connection.checked = False  # INFO replication goes with its first batch
+        connection.checking = False  # the first reply of the preamble is that INFO's
         connection.unread = 0
         connection.inbox = bytearray()
         connection.parsed = []
@@ -99,10 +117,15 @@ class Node:
         return f"<Node {self.safe_url}>"
 
 
-def parse_masters(urls: Iterable[str] | str, timeout: float) -> list[Node]:
+def parse_masters(
+    urls: Iterable[str] | str,
+    timeout: float,
+    options: RedisOptions | None = None,
+    min_replicas: int | None = None,
+) -> list[Node]:
     """Build the nodes for ``urls``, refusing an empty list, bad URLs and duplicates (see
     :func:`~celery_singleton_beat.settings.urls.master_urls`)."""
-    return [Node(master, timeout) for master in master_urls(urls)]
+    return [Node(master, timeout, min_replicas) for master in master_urls(urls, options)]
 
 
 class Masters:
@@ -127,27 +150,89 @@ class Masters:
         return hashlib.sha1(data).hexdigest()
 
     @classmethod
-    def from_urls(cls, urls: Iterable[str] | str, timeout: float) -> Masters:
+    def from_urls(
+        cls,
+        urls: Iterable[str] | str,
+        timeout: float,
+        *,
+        options: RedisOptions | None = None,
+        min_replicas: Any = None,
+    ) -> Masters:
+        """Masters for ``urls``; ``options`` say how Sentinel members are reached and TLS,
+        ``min_replicas`` how many replicas acknowledge a durable write on each (None or
+        ``"auto"``: as many as each primary reports)."""
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise ConfigurationError(
                 "node_timeout", timeout, "a positive number of seconds, such as 0.05"
             )
-        return cls(parse_masters(urls, float(timeout)), float(timeout))
+        replicas = validate.min_replicas(
+            "min_replicas", "auto" if min_replicas is None else min_replicas
+        )
+        return cls(parse_masters(urls, float(timeout), options, replicas), float(timeout))
 
-    def broadcast(self, commands: Sequence[Command]) -> list[list[Any] | Exception]:
+    def broadcast(
+        self, commands: Sequence[Command], *, durable: bool = False
+    ) -> list[list[Any] | Exception]:
         """Send the same ``commands`` (pipelined) to every master in one round trip.
 
         Returns one entry per node, in order: the list of replies, or the exception that
         node gave (connection refused, timeout, a ``ResponseError`` from a script).
+
+        ``durable``: writes the caller's guarantee rests on. ``WAIT`` for the master's
+        replicas follows them in the same batch, and a master whose replicas did not
+        acknowledge them in time gives :class:`~.primary.NotReplicated` instead of its
+        replies, as a master that did not answer (its writes may be lost on failover).
         """
+        if durable:
+            return self._durable(commands)
         return self.scatter([commands] * len(self.nodes))
+
+    def _durable(self, commands: Sequence[Command]) -> list[list[Any] | Exception]:
+        """:meth:`broadcast` with each master's replicas' acknowledgement (see there).
+
+        A master that no connection reached yet, or that failed last time (its primary
+        may have moved), is asked first (``PING``; a new connection's check learns which
+        primary it is and how many replicas to wait for), so that the writes ask for the
+        right number; one that does not answer is left out, with its error. A master that
+        learned a higher number during the round trip did not ask for enough: its writes
+        do not count this time.
+        """
+        nodes = self.nodes
+        unreached: dict[int, Exception] = {}
+        unsure = [node.replication.unsure for node in nodes]
+        if any(unsure):
+            probed = self.scatter([[("PING",)] if u else [] for u in unsure])
+            unreached = {i: r for i, r in enumerate(probed) if isinstance(r, Exception)}
+        needs = [node.replication.need or 0 for node in nodes]
+        waited: dict[int, list[Command]] = {}
+        for need in needs:
+            if need and need not in waited:
+                waited[need] = [*commands, node_wait(need, nodes[0].replication.wait_ms)]
+        batches = [
+            [] if index in unreached else waited[need] if need else commands
+            for index, need in enumerate(needs)
+        ]
+        results = self.scatter(batches)
+        for index, (node, need, result) in enumerate(zip(nodes, needs, results)):  # noqa: B905
+            if index in unreached:
+                results[index] = unreached[index]
+            elif isinstance(result, list):
+                failure = node.replication.judge(result.pop() if need else 0)
+                if failure is not None:
+                    results[index] = failure
+            elif need and isinstance(result, Unanswered) and result.received >= len(commands):
+                results[index] = node.replication.judge(None) or result
+            node.replication.unsure = isinstance(results[index], Exception)
+        return results
 
     def post(self, commands: Sequence[Command]) -> None:
         """Send ``commands`` to every master without waiting for the replies.
 
         For writes whose outcome the caller does not need (releasing a lock at the end of
         a task): it saves the wait of a round trip. The replies are read with each
-        connection's next round trip; a master that cannot be written to is skipped.
+        connection's next round trip; a master that cannot be written to is skipped. A
+        master without an open connection is written to with a round trip: its new
+        connection's server is checked first (see :meth:`_preamble`).
         """
         count = len(commands)
         data = commands[0] if count == 1 and type(commands[0]) is bytes else pack(commands)
@@ -157,7 +242,12 @@ class Masters:
         except IndexError:
             watch = _Watch()
         connections = _checkout(self.nodes, watch)
-        for node, connection in zip(self.nodes, connections):  # noqa: B905  (see scatter)
+        unconnected = []
+        for index, (node, connection) in enumerate(zip(self.nodes, connections)):  # noqa: B905
+            if connection.raw is None:  # a new connection is checked first: a round trip
+                node._idle.append(connection)
+                unconnected.append(index)
+                continue
             preamble = self._preamble(connection) if connection.scripts_loaded != scripts else None
             try:
                 _send(connection, preamble, data)
@@ -169,6 +259,8 @@ class Masters:
             connection.pending_preamble = 0
             node._idle.append(connection)
         self._watches.append(watch)
+        if unconnected:
+            self.scatter([commands if i in unconnected else [] for i in range(len(self.nodes))])
 
     def scatter(self, batches: Sequence[Sequence[Command]]) -> list[list[Any] | Exception]:
         """Like :meth:`broadcast` with one batch per node; an empty batch skips its node.
@@ -238,17 +330,30 @@ class Masters:
             return _Watch()
 
     def _preamble(self, connection: Any) -> list[bytes]:
-        """``SCRIPT LOAD`` for the scripts this connection has not loaded yet."""
+        """What goes before a connection's batch: on a new connection ``INFO replication``
+        (is it the primary? see :class:`~.primary.Replication`), then ``SCRIPT LOAD`` for
+        the scripts it has not loaded yet."""
+        parts = []
+        if not connection.checked:
+            connection.checked = connection.checking = True
+            connection.pending_preamble += 1
+            parts.append(_INFO)
         loaded = connection.scripts_loaded
-        if loaded == len(self._scripts):
-            return []
-        connection.scripts_loaded = len(self._scripts)
-        connection.pending_preamble = len(self._scripts) - loaded
-        return [pack([("SCRIPT", "LOAD", body) for body in self._scripts[loaded:]])]
+        if loaded != len(self._scripts):
+            connection.scripts_loaded = len(self._scripts)
+            connection.pending_preamble += len(self._scripts) - loaded
+            parts.append(pack([("SCRIPT", "LOAD", body) for body in self._scripts[loaded:]]))
+        return parts
 
     def close(self) -> None:
         for node in self.nodes:
             node.close()
+
+
+@functools.cache
+def node_wait(replicas: int, timeout_ms: int) -> bytes:
+    """``WAIT replicas timeout_ms`` in RESP: sent after a durable write, in its batch."""
+    return pack([("WAIT", replicas, timeout_ms)])
 
 
 def _send(connection: Any, preamble: list[bytes] | None, data: bytes) -> None:
@@ -494,8 +599,9 @@ def _wait(  # noqa: PLR0917  (Masters.scatter's state, handed to its second half
                 index, connection, _ = waiting.pop(fd)
                 del deadlines[fd]
                 watch.drop(fd)
+                came = len(connection.parsed) - connection.unread - connection.pending_preamble
                 _discard(connection)
-                results[index] = RedisTimeoutError(f"no reply within {timeout}s")
+                results[index] = Unanswered(f"no reply within {timeout}s", max(0, came))
             else:  # time spent reading the others is not this master's
                 deadlines[fd] += now - polled
 
@@ -535,21 +641,63 @@ def _read_replies(node: Node, connection: Any, count: int) -> list[Any] | Except
     except (RedisError, OSError) as exc:
         _discard(connection)
         return _as_error(exc)
+    return _collect(node, connection, count)
+
+
+def _collect(node: Node, connection: Any, count: int) -> list[Any] | Exception | None:
+    """:func:`_read_replies` once the replies are parsed: the batch's, when all came; a
+    new connection's check first (its ``INFO`` is the preamble's first reply)."""
     skip = connection.unread + connection.pending_preamble
     if len(connection.parsed) < skip + count:
         return None
+    if connection.checking:
+        connection.checking = False
+        try:
+            if node.replication.check(connection.parsed[connection.unread], _address(connection)):
+                node.close()  # a new primary: the idle connections reach the old one
+        except NotPrimary as refused:
+            _discard(connection)
+            node.close()
+            return refused
     replies = connection.parsed[skip : skip + count]
     mine = connection.parsed[connection.unread : skip + count]
     failure = next((r for r in mine if isinstance(r, ResponseError)), None)
     connection.parsed = connection.parsed[skip + count :]
     connection.unread = connection.pending_preamble = 0
-    if connection.parsed or connection.inbox or connection.arrays:  # out of step
+    # out of step; or the scripts were flushed (a new connection loads them again); or the
+    # server is no longer the primary (new connections find it again, the idle ones too)
+    if connection.parsed or connection.inbox or connection.arrays or isinstance(failure, _DROP):
         _discard(connection)
-    elif isinstance(failure, NoScriptError):
-        _discard(connection)  # the scripts were flushed: a new connection loads them again
+        if isinstance(failure, _NOT_PRIMARY):
+            node.close()
     else:
         node._idle.append(connection)
     return failure if failure is not None else replies
+
+
+#: What a new connection asks first (see Masters._preamble).
+_INFO = pack([("INFO", "replication")])
+
+
+def _address(connection: Any) -> str:
+    """Where a connection is connected: ``host:port``, or its socket path."""
+    path = getattr(connection, "path", None)
+    return str(path) if path else f"{connection.host}:{connection.port}"
+
+
+#: Replies of a server that is no longer the primary (a replica, or one cut off from it).
+_NOT_PRIMARY = (ReadOnlyError, MasterDownError)
+#: Replies after which a connection is not used again.
+_DROP = (NoScriptError, *_NOT_PRIMARY)
+
+
+class Unanswered(RedisTimeoutError):
+    """A master that did not send its batch's replies within the node timeout; ``received``
+    of them had come (all but a ``WAIT``'s: its replicas did not acknowledge in time)."""
+
+    def __init__(self, message: str, received: int) -> None:
+        super().__init__(message)
+        self.received = received
 
 
 def _discard(connection: Any) -> None:

@@ -21,13 +21,14 @@ from celery.beat import ScheduleEntry
 from celery.schedules import crontab
 
 from celery_singleton_beat._compat import cron_fields
+from celery_singleton_beat.connections.primary import client_for
 from celery_singleton_beat.core.entries import Entry, Plan
 from celery_singleton_beat.core.schema import Keys, lock_kind
 from celery_singleton_beat.core.slots import CronSlots, slots_for
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.schedule.document import RUN_NOW
 from celery_singleton_beat.settings.config import Config, TaskConfig
-from celery_singleton_beat.settings.urls import master_urls
+from celery_singleton_beat.settings.urls import MasterURL
 from celery_singleton_beat.sources import MergedSource, load_source
 
 if TYPE_CHECKING:
@@ -49,31 +50,28 @@ class MasterState:
     run_id: str | None = None
 
 
-def _client(url: str, timeout: float) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-
-
 def masters(
     config: Config | TaskConfig, timeout: float = 0.5
 ) -> list[tuple[MasterState, redis.Redis]]:
     """Each master of ``config`` with its reachability, PING latency and Redis version, and
     a client on it (for more questions; the caller closes it)."""
-    return probe(config.redis_urls, timeout)
+    return probe(config.members() if config.redis_urls else [], timeout)
 
 
-def master_states(urls: Iterable[str], timeout: float = 0.5) -> list[MasterState]:
-    """Each master's reachability, PING latency and Redis version (``urls``: a store's
+def master_states(members: Iterable[MasterURL], timeout: float = 0.5) -> list[MasterState]:
+    """Each master's reachability, PING latency and Redis version (``members``: a store's
     :meth:`~celery_singleton_beat.stores.base.SlotStore.servers`)."""
-    found = probe(urls, timeout)
+    found = probe(members, timeout)
     for _state, client in found:
         client.close()
     return [state for state, _client in found]
 
 
-def probe(urls: Iterable[str], timeout: float) -> list[tuple[MasterState, redis.Redis]]:
+def probe(members: Iterable[MasterURL], timeout: float) -> list[tuple[MasterState, redis.Redis]]:
+    """Each member with a client on it (on a Sentinel member's primary now)."""
     found = []
-    for node in master_urls(list(urls)) if urls else []:
-        client = _client(node.url, timeout)
+    for node in members:
+        client: redis.Redis = client_for(node, timeout)
         state = MasterState(node.name, node.safe_url, reachable=False)
         try:
             started = time.perf_counter()

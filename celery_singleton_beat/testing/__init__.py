@@ -16,11 +16,15 @@ if TYPE_CHECKING:
     from celery_singleton_beat.testing.cluster import CeleryCluster, Process, http_status, wait_for
     from celery_singleton_beat.testing.proxy import TcpProxy
     from celery_singleton_beat.testing.servers import (
+        RedisSentinel,
         RedisServer,
+        SentinelGroup,
         SilentServer,
+        TlsFiles,
         free_port,
         redis_server_binary,
         redis_servers,
+        sentinel_group,
     )
 
 _EXPORTS = {
@@ -30,8 +34,12 @@ _EXPORTS = {
     "wait_for": "cluster",
     "http_status": "cluster",
     "TcpProxy": "proxy",
+    "RedisSentinel": "servers",
     "RedisServer": "servers",
+    "SentinelGroup": "servers",
+    "sentinel_group": "servers",
     "SilentServer": "servers",
+    "TlsFiles": "servers",
     "free_port": "servers",
     "redis_server_binary": "servers",
     "redis_servers": "servers",
@@ -41,13 +49,17 @@ __all__ = [
     "CeleryCluster",
     "FakeClock",
     "Process",
+    "RedisSentinel",
     "RedisServer",
+    "SentinelGroup",
     "SilentServer",
     "TcpProxy",
+    "TlsFiles",
     "free_port",
     "http_status",
     "redis_server_binary",
     "redis_servers",
+    "sentinel_group",
     "wait_for",
 ]
 
