@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from celery_singleton_beat.testing.cluster import CeleryCluster, Process, wait_for
     from celery_singleton_beat.testing.proxy import TcpProxy
     from celery_singleton_beat.testing.servers import (
+        RedisClusterServers,
         RedisServer,
         SilentServer,
         free_port,
@@ -29,6 +30,7 @@ _EXPORTS = {
     "Process": "cluster",
     "wait_for": "cluster",
     "TcpProxy": "proxy",
+    "RedisClusterServers": "servers",
     "RedisServer": "servers",
     "SilentServer": "servers",
     "free_port": "servers",
@@ -40,6 +42,7 @@ __all__ = [
     "CeleryCluster",
     "FakeClock",
     "Process",
+    "RedisClusterServers",
     "RedisServer",
     "SilentServer",
     "TcpProxy",
