@@ -106,12 +106,32 @@ def redis_error(text: str) -> Exception:
     replies are read without redis-py's parser (see :mod:`celery_singleton_beat.connections.resp`)
     and must still fail with the same exception classes and texts.
     """
-    try:
-        from redis._parsers.base import BaseParser  # noqa: PLC0415  (redis-py >= 5)
-    except ImportError:  # pragma: no cover
-        from redis.connection import BaseParser  # type: ignore[attr-defined]  # noqa: PLC0415
-    parse: Callable[[str], Exception] = BaseParser.parse_error
+    parse: Callable[[str], Exception] = _error_parser().parse_error
     return parse(text)
+
+
+def _error_parser() -> Any:
+    """redis-py's parser class with the fullest table of error prefixes: up to redis-py 5
+    the cluster's (``MOVED``, ``ASK``, ``CLUSTERDOWN``, ``TRYAGAIN``, ``CROSSSLOT``,
+    ``MASTERDOWN``) are only in ``redis.cluster.ClusterParser``; later in ``BaseParser``."""
+    try:
+        from redis.cluster import ClusterParser  # type: ignore[attr-defined]  # noqa: PLC0415
+
+        return ClusterParser  # pragma: no cover  (redis-py < 6)
+    except ImportError:
+        from redis._parsers.base import BaseParser  # noqa: PLC0415
+
+        return BaseParser
+
+
+def cluster_slot_primaries(client: Any) -> dict[int, tuple[str, int]]:
+    """Each hash slot's primary ``(host, port)`` in the slot map redis-py's
+    ``RedisCluster`` read last (its ``NodesManager.slots_cache``: slot -> nodes, the primary
+    first, the same since redis-py 4.1)."""
+    cache: dict[int, list[Any]] = client.nodes_manager.slots_cache
+    return {
+        slot: (str(nodes[0].host), int(nodes[0].port)) for slot, nodes in cache.items() if nodes
+    }
 
 
 def quiet_handshake() -> dict[str, Any]:
@@ -148,3 +168,16 @@ def broker_pools(producer: Any) -> list[Any]:
     if channel is None or not hasattr(channel, "conn_or_acquire"):
         return []
     return [channel.pool, channel.async_pool]
+
+
+def cluster_shards(client: Any) -> dict[str, int]:
+    """Each primary (``host:port``) of a Redis Cluster in redis-py's slot map, with how many
+    replicas serve its slots."""
+    cache: dict[int, list[Any]] = client.nodes_manager.slots_cache
+    return {str(nodes[0].name): len(nodes) - 1 for nodes in cache.values() if nodes}
+
+
+def cluster_node_of(client: Any, key: str) -> Any:
+    """The node of a Redis Cluster that serves ``key`` (redis-py's ``get_node_from_key``,
+    public but untyped)."""
+    return client.get_node_from_key(key)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from celery_singleton_beat.observe import events
-from celery_singleton_beat.testing import RedisServer, redis_servers
+from celery_singleton_beat.testing import RedisClusterServers, RedisServer, redis_servers
+from celery_singleton_beat.testing.servers import redis_cluster_servers
 from tests.support.clusters import TaskCluster, task_cluster
 from tests.support.events import EventLog
 
@@ -27,6 +28,30 @@ def redis_cluster() -> Iterator[Callable[[int], list[RedisServer]]]:
 @pytest.fixture
 def three_masters(redis_cluster: Callable[[int], list[RedisServer]]) -> list[RedisServer]:
     return redis_cluster(3)
+
+
+@pytest.fixture
+def sharded_cluster() -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of its own (3 primaries, a replica each, failover after 1 s), for a
+    test that kills its nodes."""
+    with redis_cluster_servers() as servers:
+        yield servers
+
+
+@pytest.fixture(scope="session")
+def _session_sharded_cluster() -> Iterator[RedisClusterServers]:
+    with redis_cluster_servers() as servers:
+        yield servers
+
+
+@pytest.fixture
+def shared_sharded_cluster(
+    _session_sharded_cluster: RedisClusterServers,
+) -> RedisClusterServers:
+    """One Redis Cluster for the whole run, emptied before each test that uses it: for the
+    tests that leave its nodes alone (starting a cluster takes about two seconds)."""
+    _session_sharded_cluster.flush()
+    return _session_sharded_cluster
 
 
 @pytest.fixture

@@ -5,6 +5,10 @@ reads the replies, all against one deadline. A round trip over N masters therefo
 about as much as a round trip to the slowest answering one, never N of them, and a master
 that does not answer costs at most the per-node timeout (counted from the moment its
 command was written).
+
+A member may be a Redis Cluster (:class:`~.cluster.ClusterMember`): its batch is split by
+each command's hash slot to the shards' primaries, written with the others, and its
+replies put back in the batch's order, in the same round trip.
 """
 
 from __future__ import annotations
@@ -14,16 +18,26 @@ import select
 import ssl
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.backoff import NoBackoff
 from redis.connection import Connection
+from redis.crc import key_slot
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from celery_singleton_beat._compat import connection_socket, quiet_handshake
+from celery_singleton_beat.connections.cluster import ClusterMember
 from celery_singleton_beat.connections.resp import Command, only_integers, pack, parse_replies
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.settings.urls import MasterURL, master_urls
@@ -39,11 +53,18 @@ class Node:
     instead of being retried for seconds.
     """
 
+    #: A shard's primary in a Redis Cluster: its replies come back one per command, an
+    #: error reply in its place, for the cluster to follow redirects (a master's batch
+    #: fails whole at its first error reply).
+    shard = False
+
     def __init__(self, master: MasterURL, timeout: float) -> None:
         options = dict(master.options)
         self.name = master.name
         self.url = master.url
         self.safe_url = master.safe_url
+        self.label = master.safe_url
+        """How the master is shown (the beat banner, ``repr``)."""
         self._connection_class = options.pop("connection_class", Connection)
         self._options = {
             **options,
@@ -99,21 +120,41 @@ class Node:
         return f"<Node {self.safe_url}>"
 
 
-def parse_masters(urls: Iterable[str] | str, timeout: float) -> list[Node]:
-    """Build the nodes for ``urls``, refusing an empty list, bad URLs and duplicates (see
+Member = Node | ClusterMember
+"""One member of the majority: a master, or a Redis Cluster."""
+
+#: How many redirects (``MOVED``, ``ASK``) one command follows in one call.
+MAX_REDIRECTS = 5
+
+
+def parse_masters(urls: Iterable[str] | str, timeout: float) -> list[Member]:
+    """Build the members for ``urls``, refusing an empty list, bad URLs and duplicates (see
     :func:`~celery_singleton_beat.settings.urls.master_urls`)."""
-    return [Node(master, timeout) for master in master_urls(urls)]
+    return [
+        ClusterMember(master, timeout, Node) if master.cluster else Node(master, timeout)
+        for master in master_urls(urls)
+    ]
 
 
 class Masters:
-    """A fixed set of independent Redis masters and their majority."""
+    """A fixed set of independent Redis masters (or Redis Clusters) and their majority."""
 
-    def __init__(self, nodes: Sequence[Node], timeout: float) -> None:
+    def __init__(self, nodes: Sequence[Member], timeout: float) -> None:
         self.nodes = list(nodes)
+        self.clustered = any(isinstance(node, ClusterMember) for node in self.nodes)
+        """Whether a member is a Redis Cluster: its keys carry hash tags."""
+        self._masters = [node for node in self.nodes if isinstance(node, Node)]
         self.timeout = timeout
         self.quorum = len(self.nodes) // 2 + 1
         self._scripts: list[bytes] = []
         self._watches: list[_Watch] = []  # kept between round trips (see _Watch)
+
+    def one_slot(self, *keys: str) -> bool:
+        """Whether a script may touch ``keys`` together: always on masters; on a Redis
+        Cluster only when they are in one hash slot."""
+        if not self.clustered:
+            return True
+        return len({key_slot(key.encode()) for key in keys}) == 1
 
     def script(self, body: str) -> str:
         """Register a Lua script; returns the SHA1 to call it by with ``EVALSHA``.
@@ -149,6 +190,14 @@ class Masters:
         a task): it saves the wait of a round trip. The replies are read with each
         connection's next round trip; a master that cannot be written to is skipped.
         """
+        if self.clustered:
+            routed = _routes(self.nodes, [commands] * len(self.nodes))
+            for node, part in zip(routed.targets, routed.parts, strict=True):
+                self._post([node], part)
+            return
+        self._post(self._masters, commands)
+
+    def _post(self, nodes: Sequence[Node], commands: Sequence[Command]) -> None:
         count = len(commands)
         data = commands[0] if count == 1 and type(commands[0]) is bytes else pack(commands)
         scripts = len(self._scripts)
@@ -156,8 +205,8 @@ class Masters:
             watch = self._watches.pop()
         except IndexError:
             watch = _Watch()
-        connections = _checkout(self.nodes, watch)
-        for node, connection in zip(self.nodes, connections):  # noqa: B905  (see scatter)
+        connections = _checkout(nodes, watch)
+        for node, connection in zip(nodes, connections):  # noqa: B905  (see scatter)
             preamble = self._preamble(connection) if connection.scripts_loaded != scripts else None
             try:
                 _send(connection, preamble, data)
@@ -176,7 +225,14 @@ class Masters:
         One ``poll()`` object serves the round trip: it checks the idle connections for a
         hang-up, then waits for the replies.
         """
-        nodes = self.nodes
+        if self.clustered:
+            return self._scatter_routed(batches)
+        return self._exchange(self._masters, batches)
+
+    def _exchange(
+        self, nodes: Sequence[Node], batches: Sequence[Sequence[Command]]
+    ) -> list[list[Any] | Exception]:
+        """One round trip: ``batches[i]`` to ``nodes[i]``, every write before any read."""
         watch = self._watch()
         results: list[Any]
         used: Sequence[int]
@@ -230,6 +286,63 @@ class Masters:
         self._watches.append(watch)
         return results
 
+    def _scatter_routed(self, batches: Sequence[Sequence[Command]]) -> list[list[Any] | Exception]:
+        """:meth:`scatter` with Redis Clusters among the members: each cluster's batch split
+        by hash slot over its shards' primaries, all in one round trip; then the redirects
+        followed (one more round trip, only after a ``MOVED`` or an ``ASK``)."""
+        routed = _routes(self.nodes, batches)
+        replies = self._exchange(routed.targets, routed.parts) if routed.targets else []
+        results = routed.results
+        gathered: dict[int, list[Any]] = {}
+        for (index, positions), node, reply in zip(
+            routed.places, routed.targets, replies, strict=True
+        ):
+            if positions is None:
+                results[index] = reply
+            elif isinstance(reply, Exception):
+                cast_member(self.nodes[index]).stale()
+                if results[index] is None:
+                    results[index] = _from_shard(node, reply)
+            else:
+                into = gathered.setdefault(index, [None] * len(batches[index]))
+                for position, value in zip(positions, reply, strict=True):
+                    into[position] = value
+        for index, answers in gathered.items():
+            if results[index] is None:
+                member = cast_member(self.nodes[index])
+                results[index] = self._settle(member, batches[index], answers)
+        return results
+
+    def _settle(
+        self, member: ClusterMember, batch: Sequence[Command], answers: list[Any]
+    ) -> list[Any] | Exception:
+        """A cluster's replies in order once its redirects are followed, or its first error.
+
+        ``MOVED`` moves the slot in the member's map and sends the command there; ``ASK``
+        sends it to the node named, after ``ASKING``, leaving the map as it is. Either is
+        followed at most :data:`MAX_REDIRECTS` times.
+        """
+        for _ in range(MAX_REDIRECTS):
+            sends = _redirects(member, batch, answers)
+            if isinstance(sends, Exception):
+                return sends
+            if not sends:
+                break
+            replies = self._exchange([node for node, _, _ in sends], [c for _, c, _ in sends])
+            for (node, _, positions), reply in zip(sends, replies, strict=True):
+                if isinstance(reply, Exception):
+                    member.stale()
+                    return _from_shard(node, reply)
+                for at, value in zip(positions, reply, strict=True):
+                    if at is not None:
+                        answers[at] = value
+        failure = next((a for a in answers if isinstance(a, Exception)), None)
+        if failure is None:
+            return answers
+        if isinstance(failure, (AskError, ClusterDownError, TryAgainError)):
+            member.stale()
+        return failure
+
     def _watch(self) -> _Watch:
         """A kept ``poll()`` object (``list.pop`` is atomic), else a new one."""
         try:
@@ -249,6 +362,85 @@ class Masters:
     def close(self) -> None:
         for node in self.nodes:
             node.close()
+
+
+class _Routes(NamedTuple):
+    """A round trip's writes with Redis Clusters among the members."""
+
+    targets: list[Node]
+    """The masters and shard primaries written to, in order."""
+    parts: list[Sequence[Command]]
+    """What each target gets."""
+    places: list[tuple[int, list[int] | None]]
+    """Each target's member, and the positions of its commands in that member's batch
+    (None: a master, which gets the whole batch)."""
+    results: list[Any]
+    """Each member's result known before the round trip (an empty batch, a cluster whose
+    map could not be had), else None."""
+
+
+def _routes(members: Sequence[Member], batches: Sequence[Sequence[Command]]) -> _Routes:
+    """Split each cluster's batch over its shards' primaries (see ClusterMember.route)."""
+    routes = _Routes([], [], [], [None] * len(members))
+    for index, (member, batch) in enumerate(zip(members, batches, strict=True)):
+        if not batch:
+            routes.results[index] = []
+        elif isinstance(member, ClusterMember):
+            try:
+                shards = member.route(batch)
+            except RedisError as exc:
+                routes.results[index] = exc
+                continue
+            for node, positions in shards:
+                routes.targets.append(node)
+                routes.parts.append([batch[position] for position in positions])
+                routes.places.append((index, positions))
+        else:
+            routes.targets.append(member)
+            routes.parts.append(batch)
+            routes.places.append((index, None))
+    return routes
+
+
+_Redirect = tuple[Node, list[Command], list[int | None]]
+"""A node, the commands redirected to it, and each one's position (None: ``ASKING``)."""
+
+
+def _redirects(
+    member: ClusterMember, batch: Sequence[Command], answers: list[Any]
+) -> list[_Redirect] | Exception:
+    """Where the commands answered with ``MOVED`` or ``ASK`` go now (``MOVED`` also moves
+    the slot in the member's map); an error when a redirect names no host."""
+    sends: dict[int, _Redirect] = {}
+    for position, error in enumerate(answers):
+        if not isinstance(error, AskError):  # MovedError is an AskError
+            continue
+        if not error.host:
+            member.stale()
+            return error
+        node = member.shard(error.host, error.port)
+        _, commands, positions = sends.setdefault(id(node), (node, [], []))
+        if isinstance(error, MovedError):
+            if error.slot_id is not None:
+                member.moved(error.slot_id, error.host, error.port)
+        else:
+            commands.append(("ASKING",))
+            positions.append(None)
+        commands.append(batch[position])
+        positions.append(position)
+    return list(sends.values())
+
+
+def cast_member(member: Member) -> ClusterMember:
+    assert isinstance(member, ClusterMember)
+    return member
+
+
+def _from_shard(node: Node, error: Exception) -> Exception:
+    """A shard's connection error, naming the shard."""
+    if type(error) in (RedisConnectionError, RedisTimeoutError):
+        return type(error)(f"{node.name}: {error}")
+    return error
 
 
 def _send(connection: Any, preamble: list[bytes] | None, data: bytes) -> None:
@@ -549,7 +741,8 @@ def _read_replies(node: Node, connection: Any, count: int) -> list[Any] | Except
         _discard(connection)  # the scripts were flushed: a new connection loads them again
     else:
         node._idle.append(connection)
-    return failure if failure is not None else replies
+    # a cluster's shard answers per command: the cluster follows its redirects itself
+    return replies if failure is None or node.shard else failure
 
 
 def _discard(connection: Any) -> None:

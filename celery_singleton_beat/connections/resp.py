@@ -66,6 +66,37 @@ def bulk(data: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
+#: Commands that name no key (a Redis Cluster sends them with the next one that does).
+_KEYLESS = frozenset({b"TIME", b"PING", b"ECHO", b"SCRIPT", b"WAIT", b"ASKING", b"INFO", b"ROLE"})
+
+
+def command_key(command: Command) -> bytes | None:
+    """The first key a command names (``EVALSHA``'s first key), or None: what a Redis
+    Cluster routes it by."""
+    if type(command) is bytes:
+        args = _leading_args(command, 4)
+    else:
+        args = [_encode(arg) for arg in command[:4]]
+    name = args[0].upper()
+    if name in (b"EVALSHA", b"EVAL"):
+        return args[3] if len(args) > 3 and int(args[2]) > 0 else None
+    if name in _KEYLESS or len(args) < 2:
+        return None
+    return args[1]
+
+
+def _leading_args(data: bytes, count: int) -> list[bytes]:
+    """The first ``count`` arguments of a command already in RESP form."""
+    args: list[bytes] = []
+    position = data.index(b"\r\n") + 2  # past "*<n>"
+    while len(args) < count and position < len(data):
+        end = data.index(b"\r\n", position)
+        length = int(data[position + 1 : end])
+        args.append(data[end + 2 : end + 2 + length])
+        position = end + 4 + length
+    return args
+
+
 def only_integers(data: bytes, count: int) -> bool:
     """Whether ``data`` is exactly ``count`` integer replies (``:<digits>\\r\\n`` each)."""
     return (

@@ -126,7 +126,7 @@ class Redlock(LockBackend):
         super().__init__(retry_delay=retry_delay, clock=clock)
         self.masters = masters
         self.prefix = prefix
-        self._schema = Keys(prefix)
+        self._schema = Keys(prefix, hash_tags=masters.clustered)
         if fence_retention is not None:
             fence_retention = check_ttl(fence_retention, "fence_retention")
         retention = fence_retention or 0.0
@@ -230,23 +230,27 @@ class Redlock(LockBackend):
         self, key: str, ttl: float, *, token: str, marks: LockBackend, mark: str, mark_ttl: float
     ) -> MarkedLease:
         """Take the mark ``mark`` on ``marks``, then ``key``, in one round trip where both
-        live on the same masters. A mark held on a majority is refused at once; a split
-        vote is tried again for up to a second.
+        live on the same masters (on a Redis Cluster: in the same hash slot). A mark held
+        on a majority is refused at once; a split vote is tried again for up to a second.
 
         The same outcome as :func:`take_mark` followed, when the mark was granted, by
         ``self.acquire(key, ttl, token=token)``, which is what happens when ``marks`` is
-        another store. A beat slot's "ran" mark and the task's lock are
-        such a pair: a slot-aware message costs one round trip, not two. Each master takes
-        the lock only where it grants the mark, so a copy whose mark is held on a majority
-        leaves the lock untouched. When the mark is granted but the lock is not on a
-        majority (the lock was skipped on a master that refused the mark, or is held), a
-        plain acquire of the lock decides, with the same token.
+        another store, or another hash slot of a cluster. A beat slot's "ran" mark and the
+        task's lock are such a pair: a slot-aware message costs one round trip, not two.
+        Each master takes the lock only where it grants the mark, so a copy whose mark is
+        held on a majority leaves the lock untouched. When the mark is granted but the lock
+        is not on a majority (the lock was skipped on a master that refused the mark, or is
+        held), a plain acquire of the lock decides, with the same token.
 
         Raises :class:`~celery_singleton_beat.errors.LockError` when the mark cannot be
         decided; a lock that cannot be decided once the mark is ours is returned as
         ``error``.
         """
-        if not isinstance(marks, Redlock) or marks.masters is not self.masters:
+        if (
+            not isinstance(marks, Redlock)
+            or marks.masters is not self.masters
+            or not self.masters.one_slot(marks.lock_key(mark), self.lock_key(key))
+        ):
             return marked_in_turn(
                 self, key, ttl, token=token, marks=marks, mark=mark, mark_ttl=mark_ttl
             )
@@ -396,7 +400,7 @@ class Redlock(LockBackend):
         self.masters.close()
 
     def __repr__(self) -> str:
-        nodes = ", ".join(node.safe_url for node in self.masters.nodes)
+        nodes = ", ".join(node.label for node in self.masters.nodes)
         return f"<Redlock [{nodes}] quorum={self.quorum}>"
 
 

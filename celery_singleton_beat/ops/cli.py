@@ -63,7 +63,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         ctx.exit(code)
     found = overview.masters(config)
     states = [s for s, _ in found]
-    clients = [c for s, c in found if s.reachable]
+    clients = overview.reachable(found)
     code = overview.health(states)
     live = overview.replicas(config, clients)
     problems = [f"{s.name} is unreachable ({s.error})" for s in states if not s.reachable]
@@ -371,7 +371,8 @@ def check(ctx: click.Context) -> None:
         findings.append(
             ("OK", f"settings valid ({len(config.redis_urls)} masters, mode {config.mode})")
         )
-        findings += _check_master_count(len(config.redis_urls))
+        if not overview.one_cluster(config):
+            findings += _check_master_count(len(config.redis_urls))
         findings += _check_masters(config)
     findings += _check_entries(app, config)
     for level, text in findings:
@@ -426,11 +427,12 @@ def _check_masters(config: Config) -> list[tuple[str, str]]:
     found = overview.masters(config)
     servers: dict[str, list[str]] = {}
     for state, client in found:
-        if not state.reachable:
+        if not state.reachable or client is None:
             findings.append(("ERROR", f"{state.name}: unreachable ({state.error})"))
             continue
         servers.setdefault(state.run_id or state.name, []).append(state.name)
         try:
+            findings += overview.cluster_findings(state.name, client)
             findings += _check_master(config, state.name, client)
         except redis.RedisError as exc:
             findings.append(("ERROR", f"{state.name}: {type(exc).__name__}: {exc}"))
@@ -470,7 +472,7 @@ def _check_master(config: Config, name: str, client: Any) -> list[tuple[str, str
             ("WARN", f"{name}: no AOF persistence; after it restarts empty, keep it out for "
                      f"the longest lock TTL in use (delayed restart), see docs/locks.md")
         )  # fmt: skip
-    seconds, micros = client.time()
+    seconds, micros = overview.server_time(client)
     offset = seconds + micros / 1e6 - time.time()
     level = "OK" if abs(offset) < 0.5 else "ERROR" if abs(offset) >= config.claim_ttl else "WARN"
     findings.append((level, f"{name}: clock offset from this host {offset * 1000:+.0f} ms"))

@@ -1,7 +1,8 @@
 """Read the cluster's state for operators: masters, replicas, entries and held locks.
 
 Everything here only reads (except :func:`force_release`), with ordinary redis-py clients
-and short timeouts, so that a status command never waits long on a dead master.
+(``RedisCluster`` for a Redis Cluster) and short timeouts, so that a status command never
+waits long on a dead master.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from typing import Any
 import redis
 from celery.beat import ScheduleEntry
 from celery.schedules import crontab
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
-from celery_singleton_beat._compat import cron_fields
+from celery_singleton_beat._compat import cluster_node_of, cluster_shards, cron_fields
 from celery_singleton_beat.core.schema import Keys, lock_kind
 from celery_singleton_beat.core.slots import slots_for
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.settings import defaults
 from celery_singleton_beat.settings.config import Config, TaskConfig
-from celery_singleton_beat.settings.urls import master_urls
+from celery_singleton_beat.settings.urls import MasterURL, master_urls, without_cluster_flag
 
 logger = logging.getLogger(__name__)
 
@@ -42,19 +45,37 @@ class MasterState:
     run_id: str | None = None
 
 
-def _client(url: str, timeout: float) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+Client = redis.Redis | RedisCluster
+"""A master's client, or a Redis Cluster's (which routes each key to its shard)."""
+
+
+def _client(node: MasterURL, timeout: float) -> Client:
+    """A client for ``node``; a cluster's connects (to read its slot map) at once."""
+    if node.cluster:
+        return RedisCluster.from_url(
+            without_cluster_flag(node.url), socket_timeout=timeout,
+            socket_connect_timeout=timeout, require_full_coverage=False,
+        )  # fmt: skip
+    return redis.Redis.from_url(node.url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+def keys_of(config: Config | TaskConfig) -> Keys:
+    """The key names of ``config``'s store: hash-tagged on a Redis Cluster."""
+    clustered = any(node.cluster for node in master_urls(config.redis_urls))
+    return Keys(config.key_prefix, hash_tags=clustered)
 
 
 def masters(
     config: Config | TaskConfig, timeout: float = 0.5
-) -> list[tuple[MasterState, redis.Redis]]:
-    """Each master with its reachability, PING latency and Redis version."""
-    found = []
+) -> list[tuple[MasterState, Client | None]]:
+    """Each master (or cluster) with its reachability, PING latency and Redis version; the
+    client is None for a cluster whose slot map could not be read."""
+    found: list[tuple[MasterState, Client | None]] = []
     for node in master_urls(config.redis_urls):
-        client = _client(node.url, timeout)
         state = MasterState(node.name, node.safe_url, reachable=False)
+        client = None
         try:
+            client = _client(node, timeout)
             started = time.perf_counter()
             client.ping()
             state.latency_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -62,10 +83,48 @@ def masters(
             state.version = str(server.get("redis_version"))
             state.run_id = server.get("run_id")
             state.reachable = True
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             state.error = f"{type(exc).__name__}: {exc}"
         found.append((state, client))
     return found
+
+
+def reachable(found: list[tuple[MasterState, Client | None]]) -> list[Client]:
+    """The clients of the masters that answered."""
+    return [client for state, client in found if state.reachable and client is not None]
+
+
+def one_cluster(config: Config | TaskConfig) -> bool:
+    """Whether the store is one Redis Cluster (whose shards fail over by themselves)."""
+    nodes = master_urls(config.redis_urls)
+    return len(nodes) == 1 and nodes[0].cluster
+
+
+def cluster_findings(name: str, client: Client) -> list[tuple[str, str]]:
+    """What ``check`` says of a Redis Cluster: its primaries, and any without a replica."""
+    if not isinstance(client, RedisCluster):
+        return []
+    shards = cluster_shards(client)
+    findings = [
+        ("OK", f"{name}: a Redis Cluster of {len(shards)} primaries; a primary lost is "
+               f"replaced by its replica")
+    ]  # fmt: skip
+    alone = sorted(primary for primary, replicas in shards.items() if not replicas)
+    if alone:
+        findings.append(
+            ("WARN", f"{name}: {', '.join(alone)} has no replica: losing it stops the cluster "
+                     f"until it is back")
+        )  # fmt: skip
+    return findings
+
+
+def server_time(client: Client) -> tuple[int, int]:
+    """``TIME`` of a master (of one node of a cluster)."""
+    if isinstance(client, RedisCluster):
+        seconds, micros = client.time(target_nodes=RedisCluster.DEFAULT_NODE)
+    else:
+        seconds, micros = client.time()
+    return int(seconds), int(micros)
 
 
 def health(states: list[MasterState]) -> int:
@@ -76,9 +135,10 @@ def health(states: list[MasterState]) -> int:
     return DEGRADED if up >= len(states) // 2 + 1 else NO_QUORUM
 
 
-def scan(clients: list[redis.Redis], pattern: str) -> dict[str, list[redis.Redis]]:
-    """Keys matching ``pattern`` on any reachable master, with the masters holding each."""
-    keys: dict[str, list[redis.Redis]] = {}
+def scan(clients: list[Client], pattern: str) -> dict[str, list[Client]]:
+    """Keys matching ``pattern`` on any reachable master (on every primary of a cluster),
+    with the masters holding each."""
+    keys: dict[str, list[Client]] = {}
     for client in clients:
         try:
             for key in client.scan_iter(match=pattern, count=500):
@@ -88,7 +148,7 @@ def scan(clients: list[redis.Redis], pattern: str) -> dict[str, list[redis.Redis
     return keys
 
 
-def replicas(config: Config, clients: list[redis.Redis]) -> list[dict[str, Any]]:
+def replicas(config: Config, clients: list[Client]) -> list[dict[str, Any]]:
     """Live beat replicas from their heartbeats (the newest of each over the masters).
 
     Each gets ``seen_ago``: seconds since its last heartbeat, measured on the clock of
@@ -96,25 +156,28 @@ def replicas(config: Config, clients: list[redis.Redis]) -> list[dict[str, Any]]
     so neither this host's clock nor the replica's enters; None when the master has no
     score for it. A heartbeat key exists only while its TTL runs, on the master's clock.
     """
-    keys = Keys(config.key_prefix)
-    prefix = keys.replica_prefix
+    keys = keys_of(config)
     found: dict[str, dict[str, Any]] = {}
     for key, holders in scan(clients, keys.all_replicas).items():
         for client in holders:
-            info = _heartbeat(client, key, keys.replicas, key[len(prefix) :])
+            info = _heartbeat(client, key, keys.replicas, keys.replica_name(key))
             current = found.get(key)
             if info is not None and (current is None or _fresher(info, current)):
                 found[key] = info
     return sorted(found.values(), key=lambda r: (r["host"], r["pid"]))
 
 
-def _heartbeat(client: redis.Redis, key: str, seen: str, replica: str) -> dict[str, Any] | None:
+def _heartbeat(client: Client, key: str, seen: str, replica: str) -> dict[str, Any] | None:
     try:
-        with client.pipeline(transaction=False) as pipe:
-            pipe.get(key)
-            pipe.zscore(seen, replica)
-            pipe.time()
-            raw, score, (seconds, micros) = pipe.execute()
+        if isinstance(client, RedisCluster):  # TIME from the shard that holds the score
+            raw, score = client.get(key), client.zscore(seen, replica)
+            seconds, micros = client.time(target_nodes=cluster_node_of(client, seen))
+        else:
+            with client.pipeline(transaction=False) as pipe:
+                pipe.get(key)
+                pipe.zscore(seen, replica)
+                pipe.time()
+                raw, score, (seconds, micros) = pipe.execute()
     except redis.RedisError:
         return None
     if not raw:
@@ -133,12 +196,13 @@ def _fresher(info: dict[str, Any], than: dict[str, Any]) -> bool:
     return than["seen_ago"] is None or bool(info["seen_ago"] < than["seen_ago"])
 
 
-def entry_counts(config: Config, clients: list[redis.Redis], name: str) -> dict[str, int]:
+def entry_counts(config: Config, clients: list[Client], name: str) -> dict[str, int]:
     """An entry's shared progress: the maximum of each field over the masters."""
     merged: dict[str, int] = {}
+    key = keys_of(config).entry(name)
     for client in clients:
         try:
-            values = client.hgetall(Keys(config.key_prefix).entry(name))
+            values = client.hgetall(key)
         except redis.RedisError:
             continue
         for field, value in values.items():
@@ -147,16 +211,15 @@ def entry_counts(config: Config, clients: list[redis.Redis], name: str) -> dict[
     return merged
 
 
-def held_locks(config: Config | TaskConfig, clients: list[redis.Redis]) -> list[dict[str, Any]]:
+def held_locks(config: Config | TaskConfig, clients: list[Client]) -> list[dict[str, Any]]:
     """Every lock held on a majority of masters: key, holder, remaining TTL, fence."""
     quorum = len(clients) // 2 + 1
-    keys = Keys(config.key_prefix)
-    prefix = keys.lock_prefix
+    keys = keys_of(config)
     found = []
-    for key, holders in sorted(scan(clients, keys.all_locks).items()):
+    for key, holders in sorted(scan(clients, keys.all_locks).items(), key=_by_lock_name(keys)):
         if len(holders) < quorum:
             continue
-        name = key[len(prefix) :]
+        name = keys.lock_name(key)
         token, ttl = _majority_value(holders, key)
         if token is None:
             continue
@@ -173,7 +236,11 @@ def held_locks(config: Config | TaskConfig, clients: list[redis.Redis]) -> list[
     return found
 
 
-def _majority_value(holders: list[redis.Redis], key: str) -> tuple[str | None, int]:
+def _by_lock_name(keys: Keys) -> Callable[[tuple[str, list[Client]]], str]:
+    return lambda item: keys.lock_name(item[0])
+
+
+def _majority_value(holders: list[Client], key: str) -> tuple[str | None, int]:
     values: dict[str, int] = {}
     ttl = -1
     for client in holders:
@@ -192,7 +259,7 @@ def _majority_value(holders: list[redis.Redis], key: str) -> tuple[str | None, i
     return max(values, key=lambda v: values[v]), ttl
 
 
-def _fence(holders: list[redis.Redis], key: str) -> int | None:
+def _fence(holders: list[Client], key: str) -> int | None:
     fences = []
     for client in holders:
         try:
@@ -208,12 +275,13 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def force_release(config: Config | TaskConfig, clients: list[redis.Redis], name: str) -> int:
+def force_release(config: Config | TaskConfig, clients: list[Client], name: str) -> int:
     """Delete lock ``name`` on every reachable master; returns how many held it."""
     deleted = 0
+    key = keys_of(config).lock(name)
     for client in clients:
         try:
-            deleted += int(client.delete(Keys(config.key_prefix).lock(name)))
+            deleted += int(client.delete(key))
         except redis.RedisError:
             continue
     return deleted

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from celery_singleton_beat.core.schema import Mode, StoreKind
+from celery_singleton_beat.core.schema import Keys, Mode, StoreKind
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.settings import defaults, validate
 from celery_singleton_beat.settings.urls import master_urls, safe_url, safe_value
@@ -153,9 +153,10 @@ class Config:
         if self.store != StoreKind.REDIS and not self.redis_urls:
             return
         try:
-            master_urls(self.redis_urls)
+            masters = master_urls(self.redis_urls)
         except ConfigurationError as exc:
             raise ConfigurationError("singleton_beat_redis_urls", exc.value, exc.accepted) from None
+        Keys(self.key_prefix, hash_tags=any(m.cluster for m in masters))
 
 
 def _urls_for(store: Any, conf: Mapping[str, Any]) -> tuple[str, ...]:
@@ -325,11 +326,12 @@ class TaskConfig:
         if not self.redis_urls and (self.task_backend is not None or not urls_required):
             return
         try:
-            master_urls(self.redis_urls)
+            masters = master_urls(self.redis_urls)
         except ConfigurationError as exc:
             raise ConfigurationError(
                 "singleton_beat_task_redis_urls", exc.value, exc.accepted
             ) from None
+        Keys(self.key_prefix, hash_tags=any(m.cluster for m in masters))
 
 
 def setting_names() -> frozenset[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from celery_singleton_beat._compat import parse_redis_url
 from celery_singleton_beat.errors import ConfigurationError
@@ -54,18 +54,24 @@ def safe_value(value: Any) -> Any:
 
 
 MASTER_URL_FORM = (
-    "a redis:// or rediss:// URL such as redis://[user:password@]host:6379/0, with a "
+    "a redis:// or rediss:// URL such as redis://[user:password@]host:6379/0, or one node "
+    "of a Redis Cluster with ?cluster=true (redis://host:6379?cluster=true), with a "
     "password holding / # ? @ or % percent-encoded (urllib.parse.quote(password, safe=''))"
 )
 
+#: ``cluster=`` values, as redis-py reads a boolean in a URL's query.
+_CLUSTER_VALUES = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
 
 class MasterURL(NamedTuple):
-    """One master as a setting names it: its URL, ``host:port`` (or socket path) and
-    redis-py's connection options for it."""
+    """One member as a setting names it: its URL, ``host:port`` (or socket path),
+    redis-py's connection options for it, and whether it is a Redis Cluster (the URL of
+    one of its nodes with ``?cluster=true``; ``cluster`` is not among the options)."""
 
     url: str
     name: str
     options: dict[str, Any]
+    cluster: bool = False
 
     @property
     def safe_url(self) -> str:
@@ -93,11 +99,38 @@ def master_url(url: str) -> MasterURL:
     options = redis_options(url)
     if options is None:
         raise ConfigurationError("redis URL", safe_url(url), MASTER_URL_FORM)
+    cluster = _cluster_flag(url, options.pop("cluster", "false"))
     if "path" in options:
         name = str(options["path"])
     else:
         name = f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
-    return MasterURL(url, name, options)
+    if cluster:
+        if "path" in options:
+            raise ConfigurationError(
+                "redis URL", safe_url(url), f"{MASTER_URL_FORM}: a cluster is reached over TCP"
+            )
+        if options.get("db", 0) != 0:
+            raise ConfigurationError(
+                "redis URL",
+                safe_url(url),
+                "the URL of a cluster node with no database number on a Redis Cluster (it has "
+                "database 0 only: SELECT is not allowed in cluster mode), such as "
+                "redis://host:6379?cluster=true",
+            )
+        options.pop("db", None)
+        name = f"{name} (cluster)"
+    return MasterURL(url, name, options, cluster)
+
+
+def _cluster_flag(url: str, value: Any) -> bool:
+    flag = _CLUSTER_VALUES.get(str(value).lower())
+    if flag is None:
+        raise ConfigurationError(
+            "redis URL",
+            safe_url(url),
+            "cluster=true for one node of a Redis Cluster (or cluster=false, the default)",
+        )
+    return flag
 
 
 def master_urls(urls: Iterable[str] | str) -> list[MasterURL]:
@@ -124,3 +157,11 @@ def master_urls(urls: Iterable[str] | str) -> list[MasterURL]:
             )
         seen.add(master.name)
     return masters
+
+
+def without_cluster_flag(url: str) -> str:
+    """``url`` without its ``cluster=`` query parameter, as redis-py's ``RedisCluster``
+    takes it."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "cluster"]
+    return urlunsplit(parts._replace(query=urlencode(query)))

@@ -218,9 +218,10 @@ class RedisClusterServers:
         self.wait_until_stable()
         return self
 
-    def topology(self) -> dict[str, list[str]]:
-        """Each live primary (``host:port``) and its replicas, as the cluster sees them."""
-        nodes = self.seed().client().cluster("NODES")  # {address: {node_id, flags, ...}}
+    def topology(self, seen_by: RedisServer | None = None) -> dict[str, list[str]]:
+        """Each live primary (``host:port``) and its replicas, as the cluster sees them
+        (as ``seen_by`` sees them: nodes learn of changes by gossip, not all at once)."""
+        nodes = (seen_by or self.seed()).client().cluster("NODES")  # {address: {flags, ...}}
         live = {
             info["node_id"]: (address.split("@")[0], info["flags"].split(","), info["master_id"])
             for address, info in nodes.items()
@@ -230,7 +231,7 @@ class RedisClusterServers:
         for name, flags, primary in live.values():
             if "slave" in flags and primary in live and live[primary][0] in found:
                 found[live[primary][0]].append(name)
-        return found
+        return {primary: sorted(replicas) for primary, replicas in found.items()}
 
     def node(self, name: str) -> RedisServer:
         return next(n for n in self.nodes if n.name == name)
@@ -291,6 +292,8 @@ class RedisClusterServers:
         if not all(self._cluster_ok(node) for node in live):
             return False
         topology = self.topology()
+        if any(self.topology(node) != topology for node in live):
+            return False
         for replicas in topology.values():
             for name in replicas:
                 link = self.node(name).client().info("replication").get("master_link_status")

@@ -27,7 +27,7 @@ import redis
 from celery import Celery
 
 from celery_singleton_beat.locks import Redlock
-from celery_singleton_beat.testing import CeleryCluster, RedisServer
+from celery_singleton_beat.testing import CeleryCluster, RedisClusterServers, RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The task app's module and queue.
@@ -42,7 +42,8 @@ class AppCluster(CeleryCluster):
     """Processes of one test app on the test's masters and a broker of their own: the app
     reads both from the environment, and writes what ran to lists on the broker."""
 
-    masters: list[RedisServer] = field(default_factory=list)
+    masters: list[RedisServer] | list[RedisClusterServers] = field(default_factory=list)
+    """Independent masters, or a Redis Cluster (alone in the list)."""
     broker: RedisServer | None = None
 
     def __post_init__(self) -> None:
@@ -133,7 +134,7 @@ def with_broker(make: Callable[[RedisServer], C]) -> Iterator[C]:
 @contextmanager
 def beat_cluster(
     workdir: Path,
-    masters: list[RedisServer] | dict[str, Any],
+    masters: list[RedisServer] | list[RedisClusterServers] | dict[str, Any],
     schedule: dict[str, Any],
     **settings: Any,
 ) -> Iterator[BeatCluster]:
@@ -151,7 +152,9 @@ def beat_cluster(
 
 
 @contextmanager
-def task_cluster(workdir: Path, masters: list[RedisServer]) -> Iterator[TaskCluster]:
+def task_cluster(
+    workdir: Path, masters: list[RedisServer] | list[RedisClusterServers]
+) -> Iterator[TaskCluster]:
     """Workers of ``tests.tasks.app`` (none started yet) on ``masters``."""
     with with_broker(
         lambda broker: TaskCluster(

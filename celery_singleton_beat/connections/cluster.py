@@ -1,0 +1,183 @@
+"""A Redis Cluster as one member: redis-py finds its nodes and keeps its slot map, and each
+shard's primary is spoken to like a master, on dedicated connections.
+
+:class:`~celery_singleton_beat.connections.masters.Masters` splits a member's batch by the
+hash slot of each command's key (:meth:`ClusterMember.route`), writes every shard's part
+with the other members' batches, and reads all the replies in one round trip. Discovery
+and the slot map come from redis-py's :class:`redis.cluster.RedisCluster` (its
+``NodesManager`` asks a node for ``CLUSTER SLOTS``); nothing here parses the cluster's
+topology.
+
+The map follows the cluster:
+
+- a ``MOVED`` reply moves its slot to the node it names at once, and the whole map is
+  asked for again before the next round trip (a failover moves every slot of a shard);
+- an ``ASK`` reply (a slot being migrated) sends the command to the node it names after
+  ``ASKING``, without changing the map;
+- a shard that cannot be reached, or a cluster that answers ``CLUSTERDOWN`` or
+  ``TRYAGAIN``, fails the member's part of this round trip (the callers fail closed and
+  try again) and has the map asked for again before the next one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
+from redis.retry import Retry
+
+from celery_singleton_beat._compat import cluster_slot_primaries, quiet_handshake
+from celery_singleton_beat.connections.resp import Command, command_key
+from celery_singleton_beat.settings.urls import MasterURL, safe_url, without_cluster_flag
+
+Route = tuple[Any, list[int]]
+"""A shard's primary (a ``Node``) and the positions in a batch of the commands it gets."""
+
+
+class ClusterMember:
+    """One Redis Cluster, named by the URL of any of its nodes with ``?cluster=true``.
+
+    Each shard's primary is a ``Node`` made by ``make_node`` (``Node(master, timeout)``):
+    the same dedicated connections, timeouts and replies as a standalone master.
+    Thread-safe: the map is replaced whole, and one thread at a time asks for a new one.
+    """
+
+    def __init__(self, member: MasterURL, timeout: float, make_node: Any) -> None:
+        self.name = member.name
+        self.url = member.url
+        self.safe_url = member.safe_url
+        self.label = f"Redis Cluster {member.safe_url}"
+        """How the member is shown (the beat banner, ``repr``)."""
+        self.timeout = timeout
+        self._make_node = make_node
+        self._options = {k: v for k, v in member.options.items() if k not in ("host", "port")}
+        self._scheme = urlsplit(member.url).scheme
+        self._client: RedisCluster | None = None
+        self._shards: dict[str, Any] = {}  # "host:port" -> Node
+        self._primaries: list[Any] = []  # hash slot -> Node (empty: never asked)
+        self._stale = True
+        self._refreshing = threading.Lock()
+
+    # -- routing --------------------------------------------------------------------------
+
+    def route(self, batch: Sequence[Command]) -> list[Route]:
+        """Each shard's primary with the positions of its commands in ``batch``, in order.
+
+        A command without a key (``TIME``) goes with the next command that has one (the
+        master's clock beside the record it is compared with). Raises ``RedisError`` when
+        the cluster's map cannot be had, or a slot has no primary.
+        """
+        primaries = self._map()
+        groups: dict[int, Route] = {}  # id(node) -> route
+        waiting: list[int] = []
+        last: Route | None = None
+        for position, command in enumerate(batch):
+            key = command_key(command)
+            if key is None:
+                waiting.append(position)
+                continue
+            slot = key_slot(key)
+            node = primaries[slot]
+            if node is None:
+                raise RedisConnectionError(f"no primary serves hash slot {slot} of {self.name}")
+            last = groups.get(id(node))
+            if last is None:
+                last = groups[id(node)] = (node, [])
+            last[1].extend(waiting)
+            last[1].append(position)
+            waiting = []
+        if waiting:  # keyless commands at the end go with the last shard (any, if alone)
+            if last is None:
+                node = next(n for n in primaries if n is not None)
+                last = groups[id(node)] = (node, [])
+            last[1].extend(waiting)
+        return list(groups.values())
+
+    def shard(self, host: str, port: int) -> Any:
+        """The ``Node`` of the primary at ``host:port`` (made on first use)."""
+        name = f"{host}:{port}"
+        node = self._shards.get(name)
+        if node is None:
+            url = f"{self._scheme}://{name}"
+            node = self._make_node(
+                MasterURL(url, name, {**self._options, "host": host, "port": port}), self.timeout
+            )
+            node.shard = True
+            node = self._shards.setdefault(name, node)
+        return node
+
+    def moved(self, slot: int, host: str, port: int) -> None:
+        """A ``MOVED`` reply: ``slot`` is served by ``host:port`` now; the rest of the map
+        is asked for again before the next round trip."""
+        primaries = list(self._primaries)
+        if primaries:
+            primaries[slot] = self.shard(host, port)
+            self._primaries = primaries
+        self._stale = True
+
+    def stale(self) -> None:
+        """The map may be out of date (a shard unreachable, the cluster down): ask again."""
+        self._stale = True
+
+    def _map(self) -> list[Any]:
+        """The slot map, asked for first when stale (by this thread; another one uses the
+        map as it is meanwhile, unless there is none yet)."""
+        if (self._stale or not self._primaries) and self._refreshing.acquire(
+            blocking=not self._primaries
+        ):
+            try:
+                if self._stale or not self._primaries:
+                    self._refresh()
+            finally:
+                self._refreshing.release()
+        return self._primaries
+
+    def _refresh(self) -> None:
+        """Ask the cluster for its map (``CLUSTER SLOTS``, through redis-py)."""
+        try:
+            if self._client is None:
+                self._client = RedisCluster(
+                    url=without_cluster_flag(self.url),
+                    require_full_coverage=False,
+                    socket_timeout=self.timeout,
+                    socket_connect_timeout=self.timeout,
+                    retry=Retry(NoBackoff(), 0),
+                    **quiet_handshake(),
+                )
+            else:
+                self._client.nodes_manager.initialize()
+            found = cluster_slot_primaries(self._client)
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise RedisConnectionError(
+                f"cannot read the slot map of {safe_url(self.url)}: {type(exc).__name__}: {exc}"
+            ) from None
+        primaries: list[Any] = [None] * REDIS_CLUSTER_HASH_SLOTS
+        for slot, (host, port) in found.items():
+            primaries[slot] = self.shard(host, port)
+        serving = {id(node) for node in primaries if node is not None}
+        for name, node in list(self._shards.items()):
+            if id(node) not in serving:
+                del self._shards[name]
+                node.close()
+        self._primaries = primaries
+        self._stale = False
+
+    def close(self) -> None:
+        for node in list(self._shards.values()):
+            node.close()
+        self._shards.clear()
+        self._primaries = []
+        self._stale = True
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def __repr__(self) -> str:
+        return f"<ClusterMember {self.safe_url}>"
