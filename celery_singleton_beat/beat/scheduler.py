@@ -23,7 +23,7 @@ import logging
 import os
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -44,7 +44,13 @@ from celery_singleton_beat.core import overlap
 from celery_singleton_beat.core.entries import Entry, Plan
 from celery_singleton_beat.core.replan import Changes, compare
 from celery_singleton_beat.core.schema import Header, Overlap
-from celery_singleton_beat.core.slots import OnceSlots, slot_label, slot_task_id
+from celery_singleton_beat.core.slots import (
+    OnceSlots,
+    Slots,
+    slot_label,
+    slot_task_id,
+    to_datetime,
+)
 from celery_singleton_beat.errors import StoreUnavailable
 from celery_singleton_beat.observe import events
 from celery_singleton_beat.runtime import Runtime
@@ -237,7 +243,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
     def _load_state(self) -> None:
         """Read every entry's shared progress (and interval anchors) in two round trips."""
         self.wakeups.clear()
-        plans = []
+        plans, once = [], []
         for plan in self.plans.values():
             if isinstance(plan.slots, OnceSlots):
                 # a single slot (run now, one-off, clocked) keeps its time even when first
@@ -245,6 +251,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 # decided already), the misfire policy decides how late
                 plan.next_slot = plan.slots.at_ms
                 self.wakeups.wake(plan, plan.next_slot)
+                once.append(plan)
             else:
                 plans.append(plan)
         now = self.runtime.now_ms()
@@ -254,12 +261,16 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             p.name for p, (last, _a), left in zip(plans, loaded, gone, strict=True) if left > last
         ]
         self.store.start_at(back, now)
+        owed = [(p.name, now, p.slots) for p in once]
         for plan, (last, anchor), left in zip(plans, loaded, gone, strict=True):
             if anchor is not None:
                 plan.slots.anchor_ms = anchor  # type: ignore[attr-defined]
             # an entry back in the schedule since it left owes nothing from its absence
-            plan.next_slot = plan.slots.next_after(max(last, now) if left > last else last)
+            since = max(last, now) if left > last else last
+            plan.next_slot = plan.slots.next_after(since)
             self.wakeups.wake(plan, plan.next_slot)
+            owed.append((plan.name, since, plan.slots))
+        self._report_scheduled(owed)
         self._initialized = True
         logger.info("singleton beat: %d entries loaded, %s", len(self.plans), self.leadership.role)
 
@@ -316,6 +327,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             return
         self.plans = changes.plans
         self.data = {name: plan.entry for name, plan in self.plans.items()}
+        self._report_scheduled([(name, self.runtime.now_ms(), None) for name in changes.removed])
         if self._initialized:
             try:
                 self.store.mark_gone(changes.removed, self.runtime.now_ms())
@@ -335,12 +347,14 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         slots follow the misfire policy)."""
         now = self.runtime.now_ms()
         fresh = [plan for plan in changes.fresh if not isinstance(plan.slots, OnceSlots)]
+        owed: list[tuple[str, int, Slots | None]] = []
         for plan in changes.fresh:
             if isinstance(plan.slots, OnceSlots):
                 # a single slot (run now, one-off, clocked) keeps its time even when seen
                 # late: its fence sends it once, the misfire policy decides how late
                 plan.next_slot = plan.slots.at_ms
                 self.wakeups.wake(plan, plan.next_slot)
+                owed.append((plan.name, now, plan.slots))
         if fresh:
             loaded = self.store.init([(p.name, p.every_ms) for p in fresh], now)
             self.store.start_at([p.name for p in fresh], now)
@@ -349,9 +363,25 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                     plan.slots.anchor_ms = anchor  # type: ignore[attr-defined]
                 plan.next_slot = plan.slots.next_after(max(last, now))
                 self.wakeups.wake(plan, plan.next_slot)
+                owed.append((plan.name, max(last, now), plan.slots))
             self._broker_cold = True
+        self._report_scheduled(owed)
         for plan in changes.resumed:
             self.wakeups.wake(plan, min(plan.next_slot or now, now))
+
+    def _report_scheduled(self, owed: Sequence[tuple[str, int, Slots | None]]) -> None:
+        """Tell recorders which slots each entry owes from when on (``None``: none, it
+        left the schedule): an :class:`~celery_singleton_beat.observe.events.EntryScheduled`
+        each. A single slot (run now, one-off, clocked) is owed whenever it falls; it is
+        told from the moment it is seen."""
+        if not events.wanted():
+            return
+        for name, since, slots in owed:
+            events.emit(
+                events.EntryScheduled(
+                    entry=name, since=to_datetime(since), slots=slots, replica=self.replica
+                )
+            )
 
     # -- sending slots (the dispatcher's Sender) ----------------------------------------
 

@@ -13,7 +13,7 @@ import abc
 import random
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 from celery_singleton_beat.errors import ConfigurationError, LockError
 from celery_singleton_beat.settings.validate import positive_seconds
@@ -57,6 +57,22 @@ class Lease:
             f"<Lease key={self.key!r} fence={self.fence} remaining={self.remaining():.3f}s"
             f"{' lost' if self.lost else ''}>"
         )
+
+
+@overload
+def holder_name(token: str) -> str: ...
+@overload
+def holder_name(token: str | None) -> str | None: ...
+def holder_name(token: str | None) -> str | None:
+    """Who holds a lock, as logs, events and the CLI name it: the owner part of its token
+    (``host/pid``, and a task's id after it), or ``"?"`` for a token without one.
+
+    The rest of the token (128 random bits) is what lets its holder release or extend the
+    lock: it is never written to a log line, an event or a record.
+    """
+    if token is None:
+        return None
+    return token.partition("@")[2] or "?"
 
 
 class HeldLock(NamedTuple):

@@ -12,6 +12,10 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from celery_singleton_beat.core.slots import Slots
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +54,19 @@ class SlotSkipped(Event):
     replica: str
     detail: str = ""
     """What went wrong (``publish_failed``: the broker's error)."""
+
+
+@dataclass(frozen=True)
+class EntryScheduled(Event):
+    """The slots a replica schedules for an entry from ``since`` on: at start, when the
+    entry is added or its schedule changes, and (``slots`` None) when it leaves the
+    schedule. Every replica reports what it sees, so one version may come several times;
+    the slots up to ``since`` belong to the entry's previous version."""
+
+    entry: str
+    since: dt.datetime
+    slots: Slots | None
+    replica: str
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import redis
@@ -68,10 +68,25 @@ def keys_of(config: Config | TaskConfig) -> Keys:
 def masters(
     config: Config | TaskConfig, timeout: float = 0.5
 ) -> list[tuple[MasterState, Client | None]]:
-    """Each master (or cluster) with its reachability, PING latency and Redis version; the
-    client is None for a cluster whose slot map could not be read."""
+    """Each master (or cluster) of ``config`` with its reachability, PING latency and Redis
+    version, and a client on it (for more questions; the caller closes it), None for a
+    cluster whose slot map could not be read."""
+    return probe(config.redis_urls, timeout)
+
+
+def master_states(urls: Iterable[str], timeout: float = 0.5) -> list[MasterState]:
+    """Each master's reachability, PING latency and Redis version (``urls``: a store's
+    :meth:`~celery_singleton_beat.stores.base.SlotStore.servers`)."""
+    found = probe(urls, timeout)
+    for _state, client in found:
+        if client is not None:
+            client.close()
+    return [state for state, _client in found]
+
+
+def probe(urls: Iterable[str], timeout: float) -> list[tuple[MasterState, Client | None]]:
     found: list[tuple[MasterState, Client | None]] = []
-    for node in master_urls(config.redis_urls):
+    for node in master_urls(list(urls)) if urls else []:
         state = MasterState(node.name, node.safe_url, reachable=False)
         client = None
         try:

@@ -12,7 +12,7 @@ from typing import Any
 
 from celery_singleton_beat.core.schema import lock_kind
 from celery_singleton_beat.errors import ConfigurationError, LockError
-from celery_singleton_beat.locks.base import Lease, LockBackend
+from celery_singleton_beat.locks.base import Lease, LockBackend, holder_name
 from celery_singleton_beat.ops import cluster as overview
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.settings.config import Config, TaskConfig
@@ -73,7 +73,7 @@ class BackendStore(LockStore):
             {
                 "key": row.key,
                 "kind": lock_kind(row.key),
-                "holder": row.token.partition("@")[2] or "?",
+                "holder": holder_name(row.token),
                 "token": row.token,
                 "remaining": row.remaining,
                 "fence": row.fence,

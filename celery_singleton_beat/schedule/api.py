@@ -1,4 +1,4 @@
-"""Schedule entries at runtime, for any project: kept on the Redis masters, seen by every
+"""Schedule entries at runtime, for any project: kept in the slot store, seen by every
 replica within two seconds (with ``"runtime"`` among ``singleton_beat_schedule_source``).
 
 ::

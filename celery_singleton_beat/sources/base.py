@@ -30,7 +30,10 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 #: An entry as in ``beat_schedule``: ``{"task": ..., "schedule": ..., "options": {...}}``.
 EntrySpec = Mapping[str, Any]
@@ -42,7 +45,7 @@ class ScheduleSource(abc.ABC):
     #: The name used in ``singleton_beat_schedule_source`` and in error messages.
     name: str = "source"
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Celery) -> None:
         self.app = app
 
     @abc.abstractmethod

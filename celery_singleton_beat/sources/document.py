@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Hashable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from celery_singleton_beat.core.slots import OnceSlots, SlotSchedule
 from celery_singleton_beat.schedule.api import RUN_NOW, RUN_NOW_KEPT_MS, to_beat
 from celery_singleton_beat.schedule.document import RunMarks, ScheduleDocument
 from celery_singleton_beat.sources.base import EntrySpec, ScheduleSource
 
+if TYPE_CHECKING:
+    from celery import Celery
+
 
 class _Revisioned(ScheduleSource):
     """A source whose version is the runtime schedule's revision: a heartbeat that read
     a newer one hints at the change, so that it is read in the same tick."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Celery) -> None:
         super().__init__(app)
         self.store = ScheduleDocument.shared(app)
         self._known: int | None = None
@@ -61,7 +64,7 @@ class ControlSource(_Revisioned):
 
     name = "control"
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Celery) -> None:
         super().__init__(app)
         self.marks = RunMarks(self.store, 86400.0)
         self.paused: frozenset[str] = frozenset()

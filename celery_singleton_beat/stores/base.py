@@ -324,5 +324,10 @@ class SlotStore(Fences, ScheduleChanges, DocumentStore, RunStates, ReplicaRegist
         """One line for beat's start-up banner (no passwords)."""
         return self.name
 
+    def servers(self) -> list[str]:
+        """The URLs of the Redis servers the store runs on, for operators to probe (the
+        CLI's ``status`` and ``check``, the dashboard); none for a store on anything else."""
+        return []
+
     def close(self) -> None:
         """Release connections. The store is not used afterwards."""

@@ -204,6 +204,9 @@ class RedisSlotStore(SlotStore):
             f"(majority {self.masters.quorum} of {len(self.masters.nodes)})"
         )
 
+    def servers(self) -> list[str]:
+        return [node.url for node in self.masters.nodes]
+
     def unavailable(self, what: str, errors: dict[str, str]) -> StoreUnavailable:
         return QuorumUnavailable(what, self.masters.quorum, len(self.masters.nodes), errors)
 

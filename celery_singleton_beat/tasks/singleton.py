@@ -1,4 +1,5 @@
-"""``SingletonTask``: one execution at a time per key, released on every path.
+"""``SingletonTask`` (one execution at a time per key, released on every path) and
+``SlotAwareTask`` (a beat slot run at most once).
 
 The lock is taken around the *execution*, on the worker, so it catches every way a second
 copy can arrive: broker redelivery, a beat slot published again, a manual re-send::
@@ -33,7 +34,7 @@ from celery_singleton_beat.core import process
 from celery_singleton_beat.core.schema import Header, enqueue_lock, ran_lock
 from celery_singleton_beat.core.task_keys import bound_arguments, canonical_key
 from celery_singleton_beat.errors import ConfigurationError, LockError, LockHeld
-from celery_singleton_beat.locks import Lease, LockBackend, Redlock
+from celery_singleton_beat.locks import Lease, LockBackend, Redlock, holder_name
 from celery_singleton_beat.locks.redlock import (
     MarkedLease,
     marked_in_turn,
@@ -202,9 +203,8 @@ class SlotAwareTask(Task):  # type: ignore[misc]
             return
         headers = request.headers or {}
         try:
-            owner = None if holder is None else holder.partition("@")[2] or holder
             self.send_event(
-                SKIPPED_EVENT, retry=False, reason=reason, key=key, holder=owner,
+                SKIPPED_EVENT, retry=False, reason=reason, key=key, holder=holder,
                 task=self.name, entry=headers.get(ENTRY_HEADER), slot=headers.get(SLOT_HEADER),
             )  # fmt: skip
         except Exception as exc:  # an event is never worth failing the task for
@@ -252,7 +252,7 @@ class SlotAwareTask(Task):  # type: ignore[misc]
         self.request.singleton_slot_checked = True
         if claimed.mark is not None:
             return claimed
-        holder = holder or backend.holder(key)
+        holder = holder_name(holder or backend.holder(key))
         logger.warning(
             "task %s[%s]: slot %s of %r already ran (%s); dropping this copy",
             self.name, self.request.id, slot, entry, holder,
@@ -499,7 +499,7 @@ class SingletonTask(SlotAwareTask):
             raise self.retry(countdown=self._option("retry_countdown", config))
         if policy == "raise":
             raise LockHeld(key)
-        holder = _safe_holder(backend, key)
+        holder = holder_name(_safe_holder(backend, key))
         logger.info(
             "task %s[%s]: %r is held by %s; skipped", self.name, self.request.id, key, holder,
             extra={"task_id": str(self.request.id), "key": key, "holder": holder},

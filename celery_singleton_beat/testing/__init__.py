@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from celery_singleton_beat.testing.clock import FakeClock
-    from celery_singleton_beat.testing.cluster import CeleryCluster, Process, wait_for
+    from celery_singleton_beat.testing.cluster import CeleryCluster, Process, http_status, wait_for
     from celery_singleton_beat.testing.proxy import TcpProxy
     from celery_singleton_beat.testing.servers import (
         RedisClusterServers,
@@ -29,6 +29,7 @@ _EXPORTS = {
     "CeleryCluster": "cluster",
     "Process": "cluster",
     "wait_for": "cluster",
+    "http_status": "cluster",
     "TcpProxy": "proxy",
     "RedisClusterServers": "servers",
     "RedisServer": "servers",
@@ -47,6 +48,7 @@ __all__ = [
     "SilentServer",
     "TcpProxy",
     "free_port",
+    "http_status",
     "redis_server_binary",
     "redis_servers",
     "wait_for",

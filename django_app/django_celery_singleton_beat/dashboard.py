@@ -27,15 +27,13 @@ from celery_singleton_beat import schedule
 from celery_singleton_beat._compat import created_apps, current_app
 from celery_singleton_beat.core.decide import ON_TIME
 from celery_singleton_beat.core.entries import OPTION
-from celery_singleton_beat.core.schema import StoreKind
 from celery_singleton_beat.core.slots import schedule_tz
 from celery_singleton_beat.errors import StoreUnavailable
 from celery_singleton_beat.ops import cluster as overview
 from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.schedule.api import RUN_NOW
-from celery_singleton_beat.settings.config import Config
+from celery_singleton_beat.schedule import RUN_NOW
 
-from . import control
+from . import control, history
 from .models import SlotDispatch, TaskRun
 
 logger = logging.getLogger(__name__)
@@ -149,40 +147,26 @@ class ReplicaView:
     error: str | None
     replicas: list[dict[str, Any]]
     masters: list[overview.MasterState]
+    """Each Redis master's state (none on a store without masters)."""
+    store: str = ""
+    """The slot store as it describes itself (``SlotStore.describe()``)."""
 
 
 def replicas(app: Any) -> ReplicaView:
-    """Live beat replicas, from their heartbeats on the Redis masters."""
+    """Live beat replicas, from their heartbeats in the app's slot store (their age on the
+    store's clock), and the state of each Redis master the store runs on."""
     try:
-        config = Config.from_conf(app.conf)
+        store = Runtime.of(app).store
     except Exception as exc:
         return ReplicaView(f"{type(exc).__name__}: {exc}", [], [])
-    if config.store != StoreKind.REDIS:
-        return _store_replicas(app, config)
-    found = overview.masters(config, timeout=0.3)
+    masters = overview.master_states(store.servers(), timeout=0.3)
     try:
-        rows = overview.replicas(config, [client for _, client in found])
-    finally:
-        for _, client in found:
-            client.close()
-    for row in rows:
-        row["ago"] = row["seen_ago"]  # on the master's clock, not this host's
-    return ReplicaView(None, rows, [state for state, _ in found])
-
-
-def _store_replicas(app: Any, config: Config) -> ReplicaView:
-    """Live beat replicas from the heartbeats in a slot store other than Redis masters."""
-    try:
-        store = Runtime.of(app).open_store()
-    except Exception as exc:
-        return ReplicaView(f"{type(exc).__name__}: {exc}", [], [])
-    try:  # not closed: the database store would close this request's connection
         rows = store.replicas()
     except StoreUnavailable as exc:
-        return ReplicaView(str(exc), [], [])
+        return ReplicaView(str(exc), [], masters, store.describe())
     for row in rows:
         row["ago"] = row.get("seen_ago")  # on the store's clock, not this host's
-    return ReplicaView(None, rows, [])
+    return ReplicaView(None, rows, masters, store.describe())
 
 
 def expected_slots(
@@ -209,33 +193,14 @@ def entry_rows(
     app: Any, since: dt.datetime, until: dt.datetime, using: str,
     view: ScheduleView | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """Per entry: expected, dispatched, executed, missed slots, duplicates prevented, slots
-    that did not run because the previous run held the lock (overlapped), and how many
-    slots were dispatched more than ON_TIME late (with the latest). A run now's slots
-    (entry ``{name}@run-now:{id}``) count with its entry's runs now, not as an entry."""
+    """Per entry: expected, dispatched, executed and missed slots (those missed that a
+    misfire decided, whose publish failed, and undecided), duplicates prevented, slots
+    that did not run because the previous run held the lock or beat held them back
+    (overlapped), and how many slots were dispatched more than ON_TIME late (with the
+    latest). A run now's slots (entry ``{name}@run-now:{id}``) count with its entry's
+    runs now, not as an entry."""
     view = view or schedule_view(app)
-    entries = view.entries
-    tz = app.timezone
-    decisions: dict[str, Mapping[str, Any]] = {
-        row["entry"]: row
-        for row in SlotDispatch.objects.using(using)
-        .filter(slot__gt=since, slot__lte=until)
-        .values("entry")
-        .annotate(
-            dispatched=Count("id", filter=Q(outcome=SlotDispatch.Outcome.DISPATCHED)),
-            republished=Count("id", filter=Q(publishes__gt=1)),
-            misfired=Sum("slots", filter=Q(outcome=SlotDispatch.Outcome.SKIPPED_MISFIRE)),
-            failed=Count("id", filter=Q(outcome=SlotDispatch.Outcome.PUBLISH_FAILED)),
-            late_slots=Count(
-                "id", filter=Q(outcome=SlotDispatch.Outcome.DISPATCHED, late__gt=ON_TIME)
-            ),
-            latest=Max("late", filter=Q(outcome=SlotDispatch.Outcome.DISPATCHED)),
-        )
-    }
-    first_seen = dict(
-        SlotDispatch.objects.using(using).values("entry").annotate(first=Min("slot"))
-        .values_list("entry", "first")
-    )  # fmt: skip
+    decisions = _decisions(since, until, using)
     runs: dict[str, Mapping[str, Any]] = {
         row["entry"]: row
         for row in TaskRun.objects.using(using)
@@ -253,34 +218,29 @@ def entry_rows(
         parent = extra[name.partition(RUN_NOW)[0]]
         parent["dispatched"] += decisions.get(name, {}).get("dispatched", 0)
         parent["executed"] += runs.get(name, {}).get("executed", 0)
+    names = sorted(n for n in set(view.entries) | set(decisions) | set(runs) if RUN_NOW not in n)
+    expected = _expected(app, view, names, since=since, until=until, using=using)
     rows = []
-    for name in sorted(n for n in set(entries) | set(decisions) | set(runs) if RUN_NOW not in n):
-        entry = entries.get(name)
+    for name in names:
+        entry = view.entries.get(name)
         d, r = decisions.get(name, {}), runs.get(name, {})
-        start = (
-            max(since, first_seen[name] - dt.timedelta(milliseconds=1))
-            if name in first_seen
-            else since
-        )
-        expected = (
-            expected_slots(entry.schedule, name, entry_zone(entry, tz), start=start, end=until)
-            if entry is not None
-            else None
-        )
-        dispatched = d.get("dispatched", 0)
+        dispatched, held_back = d.get("dispatched", 0), d.get("held_back", 0)
+        missed = None if expected[name] is None else max(0, expected[name] - dispatched - held_back)
+        misfired, failed = d.get("misfired") or 0, d.get("failed", 0)
         rows.append({
             "name": name,
             "task": entry.task if entry is not None else "",
             "configured": entry is not None,
-            "expected": expected,
+            "expected": expected[name],
             "dispatched": dispatched,
             "executed": r.get("executed", 0),
-            "missed": None if expected is None else max(0, expected - dispatched),
-            "misfired": d.get("misfired") or 0,
-            "publish_failed": d.get("failed", 0),
+            "missed": missed,
+            "misfired": misfired,
+            "publish_failed": failed,
+            "undecided": None if missed is None else max(0, missed - misfired - failed),
             "republished": d.get("republished", 0),
             "duplicates": r.get("held", 0) - overlapped.get(name, (0, 0))[1],
-            "overlapped": overlapped.get(name, (0, 0))[0],
+            "overlapped": overlapped.get(name, (0, 0))[0] + held_back,
             "late": d.get("late_slots", 0),
             "late_max": d.get("latest"),
             "source": view.sources.get(name, ""),
@@ -289,6 +249,60 @@ def entry_rows(
             "run_now_executed": extra[name]["executed"] if name in extra else 0,
         })  # fmt: skip
     return rows
+
+
+def _decisions(since: dt.datetime, until: dt.datetime, using: str) -> dict[str, Mapping[str, Any]]:
+    """Per entry, its slot decisions in the window, counted by outcome (a misfire by the
+    slots it stands for)."""
+    outcome = SlotDispatch.Outcome
+    return {
+        row["entry"]: row
+        for row in SlotDispatch.objects.using(using)
+        .filter(slot__gt=since, slot__lte=until)
+        .values("entry")
+        .annotate(
+            dispatched=Count("id", filter=Q(outcome=outcome.DISPATCHED)),
+            republished=Count("id", filter=Q(publishes__gt=1)),
+            misfired=Sum("slots", filter=Q(outcome=outcome.SKIPPED_MISFIRE)),
+            failed=Count("id", filter=Q(outcome=outcome.PUBLISH_FAILED)),
+            held_back=Count("id", filter=Q(outcome=outcome.SKIPPED_OVERLAP)),
+            late_slots=Count("id", filter=Q(outcome=outcome.DISPATCHED, late__gt=ON_TIME)),
+            latest=Max("late", filter=Q(outcome=outcome.DISPATCHED)),
+        )
+    }
+
+
+def _expected(
+    app: Any, view: ScheduleView, names: Sequence[str], *, since: dt.datetime,
+    until: dt.datetime, using: str,
+) -> dict[str, int | None]:  # fmt: skip
+    """Per entry, the slots its schedule owed in the window: counted over each version of
+    its schedule that beat recorded (see :mod:`.history`). An entry that left the schedule
+    unseen (no version says so) owed nothing after its newest slot decision. An entry with
+    no recorded version: its current schedule's slots from the window's start or its
+    first recorded slot, whichever is later."""
+    versions = history.versions(names, until, using)
+    seen = {
+        row["entry"]: (row["first"], row["last"])
+        for row in SlotDispatch.objects.using(using).filter(entry__in=names).values("entry")
+        .annotate(first=Min("slot"), last=Max("slot"))
+    }  # fmt: skip
+    expected: dict[str, int | None] = {}
+    for name in names:
+        entry = view.entries.get(name)
+        first, last = seen.get(name, (None, None))
+        if name in versions:
+            newest = versions[name][-1]
+            left_unseen = entry is None and bool(newest.slots)  # no version says it left
+            end = min(until, last or newest.since) if left_unseen else until
+            expected[name] = history.owed(versions[name], since, end)
+        elif entry is not None:
+            start = since if first is None else max(since, first - dt.timedelta(milliseconds=1))
+            zone = entry_zone(entry, app.timezone)
+            expected[name] = expected_slots(entry.schedule, name, zone, start=start, end=until)
+        else:
+            expected[name] = None
+    return expected
 
 
 def overlapped_slots(
@@ -360,9 +374,9 @@ def task_rows(app: Any, since: dt.datetime, using: str, warning: float) -> list[
 def schedule_rows(
     app: Any, view: ScheduleView | None = None, using: str = "default"
 ) -> list[dict[str, Any]]:
-    """Every scheduled entry in words, with its next five times (none while paused), its
-    source, who paused it and when, and the runs asked for now (newest first) with their
-    recorded slot decision and run."""
+    """Every scheduled entry in words (a crontab followed by the zone it is read in), with
+    its next five times (none while paused), its source, who paused it and when, and the
+    runs asked for now (newest first) with their recorded slot decision and run."""
     view = view or schedule_view(app)
     slot_entries = [f"{r['entry']}{RUN_NOW}{r['id']}" for runs in view.runs.values() for r in runs]
     recorded = _recorded(slot_entries, using)
@@ -371,7 +385,7 @@ def schedule_rows(
         sched = entry.schedule
         zone = entry_zone(entry, app.timezone)
         words = overview.in_words(sched)
-        if isinstance(sched, crontab) and zone_name(zone) != zone_name(app.timezone):
+        if isinstance(sched, crontab):  # its times of day are read in this zone
             words = f"{words}, {zone_name(zone)}"
         pause = view.paused.get(name)
         rows.append({
@@ -576,6 +590,7 @@ def context(window: str, using: str, warning: float, app_path: str | None = None
         "replica_error": view.error,
         "replicas": view.replicas,
         "masters": view.masters,
+        "store": view.store,
         "entries": entry_rows(app, since, until, using, scheduled),
         "tasks": task_rows(app, since, using, warning),
         "schedules": schedule_rows(app, scheduled, using),

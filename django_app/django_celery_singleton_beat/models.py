@@ -104,6 +104,33 @@ class SlotDispatch(models.Model):
         return f"{self.entry} @ {self.slot:%Y-%m-%d %H:%M:%S} {self.outcome}"
 
 
+class ScheduleVersion(models.Model):
+    """One version of a periodic entry's schedule: the slots it owes from ``since`` until
+    the entry's next version, as beat scheduled them. Written when a beat replica starts
+    the entry or follows a change of its schedule, once however many replicas report it;
+    ``slots`` empty: the entry left the schedule."""
+
+    entry = models.CharField(_("periodic entry"), max_length=255)
+    since = models.DateTimeField(
+        _("since"), help_text=_("the slots after this moment are this version's")
+    )
+    slots = models.TextField(
+        _("slots (JSON)"), blank=True, help_text=_("empty: the entry left the schedule")
+    )
+    replica = models.CharField(
+        _("replica"), max_length=255, help_text=_("host:pid of the beat that reported it first")
+    )
+
+    class Meta:
+        verbose_name = _("schedule version")
+        verbose_name_plural = _("schedule versions")
+        ordering = ["entry", "since", "id"]
+        indexes = [models.Index(fields=["entry", "since"], name="singleton_version_since")]
+
+    def __str__(self) -> str:
+        return f"{self.entry} since {self.since:%Y-%m-%d %H:%M:%S}"
+
+
 class Lock(models.Model):
     """A row per key of :class:`~django_celery_singleton_beat.locks.DatabaseLock`.
 

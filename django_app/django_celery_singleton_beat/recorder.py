@@ -1,4 +1,5 @@
-"""Writes what workers and beat replicas do into ``TaskRun`` and ``SlotDispatch``.
+"""Writes what workers and beat replicas do into ``TaskRun`` and ``SlotDispatch``, and the
+schedule each entry had into ``ScheduleVersion``.
 
 Connected in ``AppConfig.ready()``: to Celery's task signals (every task, singleton or not)
 and to the library's events (lock key, fencing token, lock wait, skips, lost locks, slot
@@ -33,9 +34,11 @@ from django.db.models import F, Max
 
 from celery_singleton_beat.core.schema import Header, SkipReason
 from celery_singleton_beat.observe import events
+from celery_singleton_beat.schedule import RUN_NOW
 
+from . import history
 from .conf import AppSettings
-from .models import SlotDispatch, TaskRun
+from .models import ScheduleVersion, SlotDispatch, TaskRun
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +251,8 @@ class Recorder:
             return
         task_id = getattr(event, "task_id", None)
         if task_id is None:
+            if isinstance(event, events.EntryScheduled):
+                self._on_scheduled(event)
             return
         run = self._runs.get(_run_key(task_id, getattr(event, "retries", 0)))
         if run is None:
@@ -295,6 +300,15 @@ class Recorder:
             entry=event.entry, slot=event.slot, replica=event.replica, decided_at=event.at
         )
         self._submit(("slot", (event.entry, event.slot)), ("slot", fields))
+
+    def _on_scheduled(self, event: events.EntryScheduled) -> None:
+        if RUN_NOW in event.entry:
+            return  # a run now is counted with its entry, not as an entry of its own
+        fields = {
+            "entry": event.entry, "since": event.since, "slots": history.encode(event.slots),
+            "replica": event.replica,
+        }  # fmt: skip
+        self._submit(("version", (event.entry, event.since)), ("version", fields))
 
     # -- the writer -------------------------------------------------------------------
 
@@ -386,6 +400,8 @@ class Recorder:
             for _key, (kind, fields) in batch:
                 if kind == "run":
                     self._write_run(using, dict(fields), created)
+                elif kind == "version":
+                    self._write_version(using, fields)
                 else:
                     self._write_slot(using, dict(fields))
         # row ids count only once their transaction committed
@@ -415,6 +431,14 @@ class Recorder:
                 return
             except IntegrityError:  # another replica recorded it at the same moment
                 continue
+
+    def _write_version(self, using: str, fields: dict[str, Any]) -> None:
+        """A schedule version, unless the entry's newest one has the same slots already
+        (every replica reports each version, and each start reports them all again)."""
+        rows = ScheduleVersion.objects.using(using).filter(entry=fields["entry"])
+        newest = rows.order_by("-since", "-id").values_list("slots", flat=True).first()
+        if newest != fields["slots"] and (newest is not None or fields["slots"]):
+            rows.create(**fields)
 
     def _paused(self, exc: DatabaseError, batch: list[Any]) -> None:
         with self._mutex:

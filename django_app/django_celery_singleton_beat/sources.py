@@ -14,7 +14,7 @@ What each field becomes:
   is disabled by the replica that sent it, as django-celery-beat does;
 - ``args``/``kwargs`` (JSON), ``queue``, ``exchange``, ``routing_key``, ``priority``,
   ``headers`` (JSON): the message, as django-celery-beat sends it (with its
-  ``periodic_task_name``, which django-celery-results records);
+  ``periodic_task_name`` header, which django-celery-results records);
 - ``last_run_at`` and ``total_run_count``: written once per slot, by the replica that
   sent it (an ``UPDATE`` that does not touch ``PeriodicTasks``, so it causes no re-read),
   before the slot is marked done; a slot sent again after a replica died in between is
@@ -221,8 +221,9 @@ class DjangoCeleryBeatSource(ScheduleSource):
         }
         if row.expires is not None or row.expire_seconds is not None:
             options["expires"] = row.expires if row.expires is not None else row.expire_seconds
-        options["headers"] = json.loads(row.headers or "{}")
-        options["periodic_task_name"] = row.name
+        # a header, as django-celery-beat sends it: the worker's request (and so
+        # django-celery-results) reads it there; Celery puts unknown options elsewhere
+        options["headers"] = {**json.loads(row.headers or "{}"), "periodic_task_name": row.name}
         return {
             "task": row.task,
             "schedule": self.schedule(row),

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from celery_singleton_beat.testing import TcpProxy, free_port, wait_for
-from tests.support.clusters import FAST, beat_cluster, executed_slots, http_status
+from celery_singleton_beat.testing import TcpProxy, free_port, http_status, wait_for
+from tests.support.clusters import FAST, beat_cluster, executed_slots
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, databases=["postgres"])]
 

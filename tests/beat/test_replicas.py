@@ -15,14 +15,13 @@ from typing import Any
 import pytest
 
 from celery_singleton_beat.core.schema import Keys
-from celery_singleton_beat.testing import Process, RedisServer, free_port, wait_for
+from celery_singleton_beat.testing import Process, RedisServer, free_port, http_status, wait_for
 from tests.support.clusters import (
     FAST,
     BeatCluster,
     beat_cluster,
     check_exactly_once,
     executed_slots,
-    http_status,
     master_hash,
     slot_ms,
 )

@@ -7,9 +7,7 @@ the admin is served by pytest-django's live server. The screenshot is kept in
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +19,9 @@ from django.db import connections
 
 from celery_singleton_beat.testing import CeleryCluster, RedisServer, wait_for
 from django_celery_singleton_beat.models import TaskRun
+from tests.djangoapp.browser import ARTIFACTS, chromium_page, log_in
 from tests.djangoapp.project import demo_env
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "tests-artifacts"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 PREFIX = "browser-test:"
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -53,10 +50,6 @@ def recording(tmp_path: Path, redis_cluster: Any, settings: Any) -> Iterator[Cel
 def test_the_dashboard_shows_recorded_runs_and_the_running_replica(
     recording: CeleryCluster, live_server: Any
 ) -> None:
-    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make test does it as root)")
-    from playwright.sync_api import sync_playwright
-
     worker = recording.start_worker("worker-a", pool="prefork", concurrency=2)
     recording.start_worker("worker-b", pool="prefork", concurrency=2)
     replica = recording.start_replica("beat-1")
@@ -69,42 +62,30 @@ def test_the_dashboard_shows_recorded_runs_and_the_running_replica(
              f"12 recorded runs and a skip\n{replica.text()}\n{worker.text()}")  # fmt: skip
     recorded = set(TaskRun.objects.filter(status="success").values_list("task_id", flat=True))
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{live_server.url}/admin/singleton_beat/taskrun/dashboard/?window=5m")
-            assert "/admin/login/" in page.url, "the dashboard asks anonymous users to log in"
-            page.fill("#id_username", "admin")
-            page.fill("#id_password", "s3cret-pw")
-            page.click("input[type=submit]")
-            page.wait_for_selector("svg.singleton-timeline")
-            assert "Singleton beat dashboard" in page.title()
+    with chromium_page() as page:
+        log_in(page, f"{live_server.url}/admin/singleton_beat/taskrun/dashboard/?window=5m")
+        page.wait_for_selector("svg.singleton-timeline")
+        assert "Singleton beat dashboard" in page.title()
 
-            shown = set(page.eval_on_selector_all(
-                "svg.singleton-timeline rect.run", "bars => bars.map(b => b.dataset.taskId)"
-            ))  # fmt: skip
-            assert recorded <= shown, f"runs missing from the timeline: {recorded - shown}"
-            assert page.locator("svg.singleton-timeline path.skipped").count() >= 1
-            cells = page.eval_on_selector_all(
-                "#replicas tr.replica", "rows => rows.map(r => r.innerText)"
-            )
-            assert any(str(replica.popen.pid) in row for row in cells), cells
-            assert page.locator("#schedule tr.schedule").count() == 1
-            assert page.inner_text(".sb-zone") == "all times in UTC"
-            assert re.fullmatch(
-                r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \N{EN DASH} \d{4}-\d\d-\d\d \d\d:\d\d:\d\d",
-                page.inner_text(".sb-window"),
-            )
-            assert page.text_content("svg.singleton-timeline text.zone") == "UTC"
-            states = page.eval_on_selector_all(
-                "#legend-states .state", "items => items.map(i => i.dataset.state)"
-            )
-            assert states == ["success", "running", "retry", "failed", "skipped"]
-            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
-        finally:
-            browser.close()
+        shown = set(page.eval_on_selector_all(
+            "svg.singleton-timeline rect.run", "bars => bars.map(b => b.dataset.taskId)"
+        ))  # fmt: skip
+        assert recorded <= shown, f"runs missing from the timeline: {recorded - shown}"
+        assert page.locator("svg.singleton-timeline path.skipped").count() >= 1
+        cells = page.eval_on_selector_all(
+            "#replicas tr.replica", "rows => rows.map(r => r.innerText)"
+        )
+        assert any(str(replica.popen.pid) in row for row in cells), cells
+        assert page.locator("#schedule tr.schedule").count() == 1
+        assert page.inner_text(".sb-zone") == "all times in UTC"
+        assert re.fullmatch(
+            r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \N{EN DASH} \d{4}-\d\d-\d\d \d\d:\d\d:\d\d",
+            page.inner_text(".sb-window"),
+        )
+        assert page.text_content("svg.singleton-timeline text.zone") == "UTC"
+        states = page.eval_on_selector_all(
+            "#legend-states .state", "items => items.map(i => i.dataset.state)"
+        )
+        assert states == ["success", "running", "retry", "failed", "skipped"]
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -24,10 +23,9 @@ from django.db import connections
 
 from celery_singleton_beat.testing import CeleryCluster, RedisServer, wait_for
 from django_celery_singleton_beat.models import ScheduleAction, SlotDispatch
+from tests.djangoapp.browser import ARTIFACTS, chromium_page, log_in
 from tests.djangoapp.project import PROJECT, demo_env
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "tests-artifacts"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 PREFIX = "browser-control:"
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -105,10 +103,6 @@ def the_dashboard_shows_the_pause_and_the_run_now(
 def test_an_admin_pauses_runs_now_and_resumes_an_entry_and_the_dashboard_shows_both(
     cluster: CeleryCluster, live_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make test does it as root)")
-    from playwright.sync_api import sync_playwright
-
     # the test reads rows while playwright's event loop runs in this thread (no await)
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     cluster.start_worker("worker", pool="threads", concurrency=2)
@@ -116,42 +110,31 @@ def test_an_admin_pauses_runs_now_and_resumes_an_entry_and_the_dashboard_shows_b
     User.objects.create_superuser("admin", "admin@example.com", "s3cret-pw")
     wait_for(lambda: decided("charge-cards", 0), 60, f"a first slot\n{replica.text()}")
     wait_for(lambda: decided("send-reminders", 0), 30, f"a slot of a table's row\n{replica.text()}")
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            control = f"{live_server.url}/admin/singleton_beat/scheduleaction/control/"
-            page.goto(control)
-            page.fill("#id_username", "admin")
-            page.fill("#id_password", "s3cret-pw")
-            page.click("input[type=submit]")
-            row = page.locator('tr.sb-entry[data-entry="charge-cards"]')
-            row.locator("input.sb-toggle").click()
-            paused = time.time()
-            row = page.locator('tr.sb-entry[data-entry="charge-cards"]')
-            assert row.locator(".sb-state").inner_text() == "paused (admin)"
-            time.sleep(5)
-            assert decided("charge-cards", paused + 2) == [], "nothing sent while paused"
-            page.locator('tr.sb-entry[data-entry="charge-cards"] input.sb-run-now').click()
-            assert "Run now: charge-cards (" in page.inner_text("ul.messagelist")
-            page.screenshot(path=str(ARTIFACTS / "schedule-control.png"), full_page=True)
-            (run,) = ScheduleAction.objects.filter(action="run_now")
-            extra = f"charge-cards@run-now:{run.run_id}"
+    with chromium_page(height=900) as page:
+        control = f"{live_server.url}/admin/singleton_beat/scheduleaction/control/"
+        log_in(page, control)
+        row = page.locator('tr.sb-entry[data-entry="charge-cards"]')
+        row.locator("input.sb-toggle").click()
+        paused = time.time()
+        row = page.locator('tr.sb-entry[data-entry="charge-cards"]')
+        assert row.locator(".sb-state").inner_text() == "paused (admin)"
+        time.sleep(5)
+        assert decided("charge-cards", paused + 2) == [], "nothing sent while paused"
+        page.locator('tr.sb-entry[data-entry="charge-cards"] input.sb-run-now').click()
+        assert "Run now: charge-cards (" in page.inner_text("ul.messagelist")
+        page.screenshot(path=str(ARTIFACTS / "schedule-control.png"), full_page=True)
+        (run,) = ScheduleAction.objects.filter(action="run_now")
+        extra = f"charge-cards@run-now:{run.run_id}"
 
-            dashboard = f"{live_server.url}/admin/singleton_beat/taskrun/dashboard/?window=5m"
-            the_dashboard_shows_the_pause_and_the_run_now(page, dashboard, run, paused, replica)
+        dashboard = f"{live_server.url}/admin/singleton_beat/taskrun/dashboard/?window=5m"
+        the_dashboard_shows_the_pause_and_the_run_now(page, dashboard, run, paused, replica)
 
-            page.goto(control)
-            page.locator('tr.sb-entry[data-entry="charge-cards"] input.sb-toggle').click()
-            resumed = time.time()
-            wait_for(lambda: decided("charge-cards", resumed + 1), 10, "slots after the resume")
-            page.goto(f"{live_server.url}/admin/singleton_beat/slotdispatch/?q={run.run_id}")
-            assert extra in page.inner_text("#result_list")
-        finally:
-            browser.close()
+        page.goto(control)
+        page.locator('tr.sb-entry[data-entry="charge-cards"] input.sb-toggle').click()
+        resumed = time.time()
+        wait_for(lambda: decided("charge-cards", resumed + 1), 10, "slots after the resume")
+        page.goto(f"{live_server.url}/admin/singleton_beat/slotdispatch/?q={run.run_id}")
+        assert extra in page.inner_text("#result_list")
     actions = ScheduleAction.objects.order_by("id")
     assert [(a.action, a.user) for a in actions] == [
         ("pause", "admin"), ("run_now", "admin"), ("resume", "admin"),

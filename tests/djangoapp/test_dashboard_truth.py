@@ -1,23 +1,48 @@
-"""What the dashboard and the admin lists show is true to what happened: one time zone per
-page, named; times to the second; a run in progress drawn apart from a failure, with a
-legend; late dispatches shown."""
+"""What the dashboard and the admin lists show is true to what happened: every time column
+named with its zone; times to the second; a run in progress drawn apart from a failure,
+with a legend; late dispatches shown; expected slots counted from each version of an
+entry's schedule, and slots that passed while it was paused counted as missed.
+
+The counting tests run the scheduler in this process on an injected clock over a real
+Redis master, with the Django app's recorder writing its records into the test database."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import gc
 import re
+import time
 import zoneinfo
-from typing import Any
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from html import unescape
+from typing import Any, ClassVar
 
 import pytest
 from celery import Celery
-from celery.schedules import crontab
+from celery.schedules import crontab, solar
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from django_celery_singleton_beat.dashboard import timeline_svg
+from celery_singleton_beat import schedule
+from celery_singleton_beat.beat.scheduler import Scheduler
+from celery_singleton_beat.core.slots import (
+    BoundedSlots,
+    CronSlots,
+    IntervalSlots,
+    OnceSlots,
+    Slots,
+    SolarSlots,
+)
+from celery_singleton_beat.observe import events
+from celery_singleton_beat.runtime import Runtime
+from celery_singleton_beat.sources import ScheduleSource
+from django_celery_singleton_beat import history, models
+from django_celery_singleton_beat.conf import AppSettings
+from django_celery_singleton_beat.dashboard import entry_rows, schedule_view, timeline_svg
 from django_celery_singleton_beat.models import SlotDispatch, TaskRun
+from django_celery_singleton_beat.recorder import Recorder
 
 pytestmark = pytest.mark.django_db
 UTC = dt.timezone.utc
@@ -56,7 +81,7 @@ def dispatch(slot: dt.datetime, late: float | None, outcome: str = "dispatched")
 
 
 def text(html: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+    return unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)))
 
 
 def test_every_dashboard_time_is_in_the_sites_zone_and_the_page_names_it(
@@ -187,3 +212,348 @@ def test_slots_skipped_behind_the_previous_run_count_as_overlapped_not_as_duplic
     html = page.content.decode()
     assert re.search(r'<td class="overlapped"><span class="sb-warn">2</span></td>', html)
     assert re.search(r'<td class="duplicates">1</td>', html)
+
+
+# -- expected, dispatched and missed, from the records of a beat running in this process --
+
+START = dt.datetime(2026, 1, 1, 0, 0, 0, 300_000, tzinfo=UTC).timestamp()
+
+
+class EditedSource(ScheduleSource):
+    """The schedule a test edits while the scheduler runs it (see :func:`edit`)."""
+
+    name = "edited"
+    specs: ClassVar[dict[str, dict[str, Any]]] = {}
+    revision: ClassVar[int] = 0
+
+    def version(self) -> Hashable:
+        return EditedSource.revision
+
+    def hinted(self) -> bool:
+        return True  # read at every tick: an edit is seen at the next one
+
+    def entries(self) -> Mapping[str, dict[str, Any]]:
+        return dict(EditedSource.specs)
+
+
+def edit(**specs: dict[str, Any]) -> None:
+    EditedSource.specs = specs
+    EditedSource.revision += 1
+
+
+@dataclasses.dataclass
+class Beat:
+    """A scheduler in this process on a clock the test moves, its records written."""
+
+    app: Celery
+    scheduler: Scheduler
+    recorder: Recorder
+    now: float = START
+
+    def run(self, until: float, step: float = 0.25) -> None:
+        """Tick every ``step`` seconds of the clock up to ``START + until``."""
+        while self.now <= START + until:
+            self.scheduler.tick()
+            self.now += step
+
+    def follow(self, seen: Callable[[Scheduler], bool]) -> None:
+        """Tick with the clock standing until the scheduler has followed a change."""
+        deadline = time.monotonic() + 10
+        while not seen(self.scheduler):
+            assert time.monotonic() < deadline, "the scheduler did not follow the change"
+            self.scheduler.tick()
+            time.sleep(0.05)
+
+    def entry(self, name: str) -> dict[str, Any]:
+        """The dashboard's row of ``name`` for the window up to now (on the test's clock)."""
+        assert self.recorder.flush(10)
+        until = dt.datetime.fromtimestamp(self.now, UTC)
+        view = schedule_view(self.app)
+        rows = entry_rows(self.app, until - dt.timedelta(minutes=15), until, "default", view)
+        return next(row for row in rows if row["name"] == name)
+
+
+@pytest.fixture
+def beat(redis_cluster: Any) -> Iterator[Beat]:
+    (master,) = redis_cluster(1)
+    app = Celery("history", broker="memory://", set_as_current=False)
+    app.conf.update(
+        singleton_beat_redis_urls=[master.url],
+        singleton_beat_schedule_source=f"{__name__}.EditedSource",
+    )
+    EditedSource.specs, EditedSource.revision = {}, 0
+    recorder = Recorder(AppSettings())
+    unsubscribe = events.subscribe(recorder.on_event)
+    running: Beat | None = None
+    try:
+        edit(tick={"task": "reports.tick", "schedule": 5.0})
+        Runtime.of(app).clock = lambda: running.now if running is not None else START
+        running = Beat(app, Scheduler(app=app), recorder)
+        yield running
+    finally:
+        unsubscribe()
+        if running is not None:
+            running.scheduler.close()
+        recorder.stop()
+        gc.collect()  # closes the writer thread's connection: the test database can be dropped
+
+
+def paused(name: str) -> Callable[[Scheduler], bool]:
+    return lambda scheduler: scheduler.plans[name].policy.paused
+
+
+def every(seconds: float) -> Callable[[Scheduler], bool]:
+    fingerprint = f"every:{seconds * 1000:g}"
+    return lambda scheduler: scheduler.plans["tick"].slots.fingerprint() == fingerprint
+
+
+@pytest.mark.django_db(transaction=True)
+def test_expected_counts_each_version_of_an_edited_interval_and_missed_the_paused_slots(
+    beat: Beat,
+) -> None:
+    beat.run(until=31)  # every 5 s: 00:00:05 … 00:00:30, 6 slots
+    edit(tick={"task": "reports.tick", "schedule": 12.0})
+    beat.follow(every(12))  # from 00:00:31.25 every 12 s: 36, 48, 60 sent
+    beat.run(until=61)
+    schedule.pause(beat.app, "tick", by="ops")
+    beat.follow(paused("tick"))
+    beat.run(until=110)  # 72, 84, 96 and 108 pass while paused
+    schedule.resume(beat.app, "tick")
+    beat.follow(lambda scheduler: not paused("tick")(scheduler))  # 108 sent late, 3 skipped
+    beat.run(until=121)  # 120 sent
+    tick = beat.entry("tick")
+    counts = (tick["expected"], tick["dispatched"], tick["missed"], tick["misfired"])
+    assert counts == (14, 11, 3, 3)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_slots_that_pass_while_an_entry_is_still_paused_count_as_missed(beat: Beat) -> None:
+    beat.run(until=11)  # 00:00:05, 00:00:10
+    schedule.pause(beat.app, "tick", by="ops")
+    beat.follow(paused("tick"))
+    beat.run(until=31)  # 15, 20, 25, 30 pass, undecided while the entry stays paused
+    tick = beat.entry("tick")
+    assert (tick["expected"], tick["dispatched"], tick["missed"], tick["undecided"]) == (6, 2, 4, 4)
+    assert tick["paused"] is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_entry_removed_from_the_schedule_is_expected_nothing_after_it_left(beat: Beat) -> None:
+    beat.run(until=21)  # 00:00:05 … 00:00:20
+    edit()
+    beat.follow(lambda scheduler: "tick" not in scheduler.plans)
+    beat.run(until=61)
+    tick = beat.entry("tick")
+    assert (tick["configured"], tick["expected"], tick["dispatched"], tick["missed"]) == (
+        False, 4, 4, 0,
+    )  # fmt: skip
+
+
+# -- every time column names its zone; the store as it describes itself ------------------
+
+
+def columns(html: str, within: str) -> dict[str, list[str]]:
+    """The columns of the first table after ``within`` (text of the page): header text ->
+    cell texts."""
+    found = re.search(rf"{re.escape(within)}.*?<table[^>]*>(.*?)</table>", html, re.DOTALL)
+    assert found is not None, f"no table after {within}"
+    heads = [text(h).strip() for h in re.findall(r"<th[^>]*>(.*?)</th>", found.group(1), re.S)]
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", found.group(1), re.DOTALL)[1:]
+    cells = [[text(c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)] for r in rows]
+    full = [row for row in cells if len(row) == len(heads)]
+    return {head: [row[i] for row in full] for i, head in enumerate(heads)}
+
+
+def time_columns(html: str, within: str) -> dict[str, list[str]]:
+    """The columns whose cells show a time of day (to the second)."""
+    return {
+        head: cells
+        for head, cells in columns(html, within).items()
+        if any(re.search(r"\b\d\d:\d\d:\d\d\b", cell) for cell in cells)
+    }
+
+
+@pytest.fixture
+def berlin(
+    staff: Client, settings: Any, redis_cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> Celery:
+    """The dashboard's app (a new one: an app keeps its store) on a real master, the site
+    in Berlin time."""
+    (master,) = redis_cluster(1)
+    settings.TIME_ZONE = "Europe/Berlin"
+    monkeypatch.setitem(globals(), "BERLIN", Celery("berlin", set_as_current=False))
+    BERLIN.conf.update(
+        singleton_beat_redis_urls=[master.url], timezone="Europe/Paris",
+        beat_schedule={
+            "charge": {"task": "billing.charge", "schedule": 5.0},
+            "nightly": {"task": "reports.nightly", "schedule": crontab("30", "2")},
+        },
+    )  # fmt: skip
+    settings.SINGLETON_BEAT_CELERY_APP = f"{__name__}:BERLIN"
+    return BERLIN
+
+
+#: the dashboard's app for the zone tests, on the test's master (see :func:`berlin`)
+BERLIN = Celery("berlin", set_as_current=False)
+
+
+def test_every_time_column_of_the_dashboard_names_the_zone_its_times_are_in(
+    staff: Client, berlin: Celery
+) -> None:
+    schedule.pause(berlin, "nightly", by="alice")
+    schedule.run_now(berlin, "charge", by="bob")
+    html = staff.get(reverse("admin:singleton_beat_dashboard"), {"window": "1h"}).content.decode()
+    shown = time_columns(html, 'id="schedule"')
+    assert sorted(shown) == [
+        "Next 5 times (Europe/Berlin)", "Run now (times in Europe/Berlin)",
+        "State (times in Europe/Berlin)",
+    ]  # fmt: skip
+    at = schedule.paused(berlin)["nightly"]["at"] / 1000
+    since = dt.datetime.fromtimestamp(at, zoneinfo.ZoneInfo("Europe/Berlin"))
+    state = shown["State (times in Europe/Berlin)"]
+    assert f"paused by alice since {since:%Y-%m-%d %H:%M:%S}" in state
+    words = columns(html, 'id="schedule"')["When"]
+    assert words == ["every 5 seconds", "At 02:30 AM (30 2 * * *), Europe/Paris"]
+
+
+def test_the_control_page_names_the_zone_of_its_next_times(staff: Client, berlin: Celery) -> None:
+    html = staff.get(reverse("admin:singleton_beat_control")).content.decode()
+    shown = time_columns(html, 'class="singleton-control"')
+    assert list(shown) == ["next times (Europe/Berlin)"]
+    nightly = dt.datetime.strptime(shown["next times (Europe/Berlin)"][1][:19], "%Y-%m-%d %H:%M:%S")
+    assert (nightly.hour, nightly.minute) == (2, 30), "02:30 in Paris is 02:30 in Berlin"
+    assert "UTC" not in text(html)
+
+
+@pytest.mark.django_db(transaction=True)  # the database store refuses a request's transaction
+def test_the_dashboard_names_a_database_store_and_shows_no_masters_line(
+    staff: Client, settings: Any
+) -> None:
+    settings.SINGLETON_BEAT_CELERY_APP = f"{__name__}:DATABASE_APP"
+    html = text(staff.get(reverse("admin:singleton_beat_dashboard")).content.decode())
+    assert f"Store: slot store -> {settings.EXPECTED_VENDOR} database 'default' (" in html
+    assert "masters" not in html.lower()
+
+
+def test_the_dashboard_names_the_redis_store_and_each_masters_state(
+    staff: Client, berlin: Celery
+) -> None:
+    url = berlin.conf.singleton_beat_redis_urls[0]
+    html = text(staff.get(reverse("admin:singleton_beat_dashboard")).content.decode())
+    assert f"Store: lock masters -> {url} (majority 1 of 1)" in html
+    master = url.removeprefix("redis://").rsplit("/", 1)[0]
+    assert re.search(rf"Redis masters: {re.escape(master)} up \(", html)
+
+
+#: the dashboard's app on the database slot store (no Redis)
+DATABASE_APP = Celery("database-store", broker="memory://", set_as_current=False)
+DATABASE_APP.conf.update(singleton_beat_store="database")
+
+
+# -- counting from records written directly ------------------------------------------------
+
+#: the dashboard's app with one entry every second and no masters (beat_schedule alone)
+EVERY_SECOND = Celery("every-second", broker="memory://", set_as_current=False)
+EVERY_SECOND.conf.update(beat_schedule={"charge": {"task": "billing.charge", "schedule": 1.0}})
+BASE = dt.datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def decided(entry: str, second: int, outcome: str, slots: int = 1) -> SlotDispatch:
+    at = BASE + dt.timedelta(seconds=second)
+    return SlotDispatch.objects.create(
+        entry=entry, slot=at, outcome=outcome, replica="host:1", decided_at=at, slots=slots,
+        publishes=int(outcome == "dispatched"),
+    )  # fmt: skip
+
+
+def counted(app: Celery, name: str, until: int) -> dict[str, Any]:
+    end = BASE + dt.timedelta(seconds=until)
+    rows = entry_rows(app, BASE - dt.timedelta(hours=1), end, "default", schedule_view(app))
+    return next(row for row in rows if row["name"] == name)
+
+
+def test_slots_held_back_by_the_overlap_policy_are_overlapped_not_missed() -> None:
+    for second in (1, 2, 4, 6):
+        decided("charge", second, "dispatched")
+    for second in (3, 5):
+        decided("charge", second, "skipped_overlap")
+    charge = counted(EVERY_SECOND, "charge", until=6)
+    assert (charge["expected"], charge["dispatched"], charge["missed"], charge["overlapped"]) == (
+        6, 4, 0, 2,
+    )  # fmt: skip
+
+
+def test_an_entry_gone_unseen_from_the_schedule_is_expected_nothing_after_its_last_slot() -> None:
+    models.ScheduleVersion.objects.create(
+        entry="retired", since=BASE, slots='{"every_ms": 2000, "anchor_ms": 0}', replica="host:1"
+    )
+    for second in (2, 4, 6):
+        decided("retired", second, "dispatched")
+    retired = counted(EVERY_SECOND, "retired", until=600)
+    assert (retired["configured"], retired["expected"], retired["missed"]) == (False, 3, 0)
+
+
+def test_a_misfire_counts_the_slots_its_row_stands_for() -> None:
+    models.ScheduleVersion.objects.create(
+        entry="charge", since=BASE, slots='{"every_ms": 1000, "anchor_ms": 0}', replica="host:1"
+    )
+    decided("charge", 1, "dispatched")
+    decided("charge", 4, "skipped_misfire", slots=3)
+    decided("charge", 5, "dispatched")
+    charge = counted(EVERY_SECOND, "charge", until=5)
+    assert (charge["expected"], charge["dispatched"], charge["missed"], charge["misfired"]) == (
+        5, 2, 3, 3,
+    )  # fmt: skip
+    assert charge["undecided"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_schedule_version_every_replica_reports_is_recorded_once() -> None:
+    recorder = Recorder(AppSettings())
+    try:
+        for replica, second, every_ms in (("a:1", 0, 5000), ("b:2", 1, 5000), ("a:1", 30, 12000),
+                                          ("b:2", 31, 12000), ("c:3", 90, 12000)):  # fmt: skip
+            recorder.on_event(events.EntryScheduled(
+                entry="tick", since=BASE + dt.timedelta(seconds=second),
+                slots=IntervalSlots(every_ms, 0), replica=replica,
+            ))  # fmt: skip
+            assert recorder.flush(5)
+        recorder.on_event(events.EntryScheduled(
+            entry="tick", since=BASE + dt.timedelta(seconds=95), slots=None, replica="c:3",
+        ))  # fmt: skip
+        assert recorder.flush(5)
+    finally:
+        recorder.stop()
+        gc.collect()  # closes the writer thread's connection: the test database can be dropped
+    versions = models.ScheduleVersion.objects.order_by("since")
+    assert list(versions.values_list("since", "slots", "replica")) == [
+        (BASE, '{"anchor_ms": 0, "every_ms": 5000}', "a:1"),
+        (BASE + dt.timedelta(seconds=30), '{"anchor_ms": 0, "every_ms": 12000}', "a:1"),
+        (BASE + dt.timedelta(seconds=95), "", "c:3"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "slots",
+    [
+        IntervalSlots(12_000, 1_767_225_600_000),
+        CronSlots(crontab("*/15", "9-17", "mon-fri"), zoneinfo.ZoneInfo("Europe/Berlin")),
+        CronSlots(crontab("0", "3"), UTC),
+        SolarSlots(solar("sunrise", 52.52, 13.40)),
+        OnceSlots(1_767_225_600_000),
+        BoundedSlots(IntervalSlots(60_000), 1_767_225_600_000, 1_767_312_000_000),
+    ],
+    ids=["interval", "cron-berlin", "cron-utc", "solar", "once", "bounded"],
+)
+def test_a_schedule_version_keeps_slots_the_dashboard_counts_as_beat_did(slots: Slots) -> None:
+    kept = history.decode(history.encode(slots))
+    assert kept is not None and kept.fingerprint() == slots.fingerprint()
+    assert first_slots(kept) == first_slots(slots)
+
+
+def first_slots(slots: Slots, count: int = 5) -> list[int]:
+    found: list[int] = []
+    t: int | None = 1_767_225_600_000 - 1
+    while len(found) < count and t is not None and (t := slots.next_after(t)) is not None:
+        found.append(t)
+    return found

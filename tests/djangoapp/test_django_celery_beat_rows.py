@@ -59,7 +59,7 @@ def test_each_field_of_a_periodic_task_becomes_the_message_or_the_slots() -> Non
     assert (full["task"], full["args"], full["kwargs"]) == ("reports.build", [1, "a"], {"k": 2})
     assert full["options"] == {
         "queue": "reports", "exchange": "ex", "routing_key": "rk", "priority": 3,
-        "expires": expires, "headers": {"h": "v"}, "periodic_task_name": "full",
+        "expires": expires, "headers": {"h": "v", "periodic_task_name": "full"},
     }  # fmt: skip
     slots = plan("full", dict(full)).slots
     assert isinstance(full["schedule"], SlotSchedule)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -96,7 +97,10 @@ def test_runs_and_slot_decisions_are_recorded_with_their_fields(
     statuses = {r.status: r for r in rows(task_id__in=[first.id, copy.id])}
     assert set(statuses) == {"success", "skipped_duplicate"}
     skipped = statuses["skipped_duplicate"]
-    assert skipped.holder and skipped.lock_key == statuses["success"].lock_key
+    holder = statuses["success"]
+    # who held the lock, as `locks` names it: never the lock's token
+    assert skipped.holder == f"{socket.gethostname()}/{holder.pid}/{holder.task_id}"
+    assert skipped.lock_key == holder.lock_key
     assert skipped.args_preview == "7, 3.0"
     assert skipped.args_hash == statuses["success"].args_hash
 

@@ -1,4 +1,5 @@
-"""django-celery-results' database backend keeps the real result when a copy is dropped.
+"""django-celery-results' database backend keeps the real result when a copy is dropped,
+and the name of the django-celery-beat row that sent a run.
 
 The demo project's worker stores results with ``CELERY_RESULT_BACKEND = "django-db"`` in
 this test's PostgreSQL database; the test reads the rows it writes.
@@ -19,7 +20,10 @@ from celery_singleton_beat.testing import CeleryCluster, RedisServer, wait_for
 from django_celery_singleton_beat.models import TaskRun
 from tests.djangoapp.project import project_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, databases=["postgres"])]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True, databases=["default", "postgres"]),
+]
 
 SLOT = {"singleton_beat_entry": "charge-cards", "singleton_beat_slot": "2026-11-24T02:30:00.000Z"}
 
@@ -81,3 +85,25 @@ def test_a_skipped_singleton_run_stores_no_result(
     time.sleep(1)
     assert stored("first") == [("SUCCESS", "6")]
     assert stored("second") == [], "a skipped run stores nothing: its state stays PENDING"
+
+
+def test_a_run_sent_for_a_django_celery_beat_row_stores_the_row_name_with_its_result(
+    cluster: tuple[CeleryCluster, Celery],
+) -> None:
+    running, _sender = cluster
+    models = pytest.importorskip("django_celery_beat.models")
+    every = models.IntervalSchedule.objects.using("postgres").create(
+        every=1, period=models.IntervalSchedule.SECONDS
+    )
+    models.PeriodicTask.objects.using("postgres").create(
+        name="remind-weekly",
+        task="billing.send_reminders",
+        interval=every,
+        kwargs='{"days_overdue": 3}',
+    )
+    running.start_replica("beat")
+    results = TaskResult.objects.using("postgres").filter(task_name="billing.send_reminders")
+    wait_for(results.exists, 30, "a result of the row's task")
+    assert list(results.values_list("periodic_task_name", "status", "result"))[:1] == [
+        ("remind-weekly", "SUCCESS", '"reminded accounts 3 days overdue"')
+    ]

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -162,17 +160,6 @@ def task_cluster(
         )
     ) as cluster:
         yield cluster
-
-
-def http_status(port: int, path: str) -> int:
-    """The HTTP status of ``GET path`` on a replica's health port (0: nothing listens yet)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
-    except urllib.error.URLError:
-        return 0  # nothing listens yet (a replica still starting): waits try again
 
 
 def slot_ms(label: str) -> int:

@@ -1,4 +1,5 @@
-"""A skipped or dropped run's log line carries its task id, key and holder as fields."""
+"""A skipped or dropped run's log line carries its task id, key and holder (host/pid, and
+the task id holding a lock; never the lock's token) as fields."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from celery import Celery
 
 from celery_singleton_beat import SingletonTask
+from celery_singleton_beat.core import process
 from celery_singleton_beat.locks import Redlock
 from celery_singleton_beat.testing import RedisServer
 
@@ -37,10 +39,10 @@ def test_a_skipped_and_a_dropped_run_log_their_fields(
         r for r in caplog.records if r.name == "celery_singleton_beat.tasks.singleton"
     ]
     assert (skipped.task_id, skipped.key, skipped.holder) == (  # type: ignore[attr-defined]
-        "skipped-id", "task:sync", held.token
+        "skipped-id", "task:sync", "other-host/7"
     )  # fmt: skip
     fields = ("task_id", "entry", "slot", "key")
     assert tuple(getattr(dropped, f) for f in fields) == (
         "slot-id", "sync", "2026-03-01T12:00:00.000Z", "ran:sync:2026-03-01T12:00:00.000Z"
     )  # fmt: skip
-    assert dropped.holder  # type: ignore[attr-defined]
+    assert dropped.holder == process.owner()  # type: ignore[attr-defined]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+import socket
 import time
 from typing import Any
 
@@ -254,3 +256,37 @@ def test_on_conflict_retry_runs_once_the_holder_lets_go(cluster: TaskCluster) ->
     lock.release(lease)
     wait_for(lambda: cluster.runs("retries_on_conflict"), 20, "the retried run")
     assert cluster.runs("retries_on_conflict")[0]["retries"] >= 2
+
+
+def test_a_worker_names_a_lock_holder_by_host_pid_and_task_id_and_never_logs_its_token(
+    cluster: TaskCluster,
+) -> None:
+    """The token a lock is held with is what lets its holder release or extend it: the
+    worker's log lines and the events of a skipped run and a dropped slot copy name the
+    holder as ``locks`` does (host/pid/task id), and the token appears nowhere."""
+    worker = cluster.start_worker(pool="threads", concurrency=2)
+    first = cluster.send("slow", 3.0)
+    key = lock_key(cluster, "slow")
+    token = cluster.lock().holder(key) or ""
+    second = cluster.send("slow", 0.1)
+    wait_for(lambda: cluster.events("RunSkipped", "slow"), 20, "the second copy to be skipped")
+    slot = {"singleton_beat_entry": "nightly", "singleton_beat_slot": "2026-11-24T02:30:00.000Z"}
+    cluster.send("runs_anyway", task_id="slot-task-id", headers=slot)
+    wait_for(lambda: cluster.runs("runs_anyway"), 20, "the slot's run")
+    mark = cluster.lock().holder("ran:nightly:2026-11-24T02:30:00.000Z") or ""
+    cluster.send("runs_anyway", task_id="slot-task-id", headers=slot)
+    wait_for(lambda: cluster.events("RunSkipped", "runs_anyway"), 20, "the copy to be dropped")
+    wait_for(lambda: cluster.runs("slow"), 20, "the first run to end")
+    process = f"{socket.gethostname()}/{worker.popen.pid}"
+    log = worker.text()
+    assert f"{APP}.slow[{second}]: {key!r} is held by {process}/{first}; skipped" in log
+    assert (
+        f"{APP}.runs_anyway[slot-task-id]: slot 2026-11-24T02:30:00.000Z of 'nightly' "
+        f"already ran ({process}); dropping this copy"
+    ) in log
+    skips = cluster.events("RunSkipped")
+    assert sorted(s["holder"] for s in skips) == sorted([f"{process}/{first}", process])
+    secrets = [token.partition("@")[0], mark.partition("@")[0]]
+    assert all(len(secret) == 32 for secret in secrets), (token, mark)
+    published = log + json.dumps(skips)
+    assert [s for s in secrets if s in published] == []

@@ -87,6 +87,9 @@ CELERY_SINGLETON_BEAT_KEY_PREFIX = env("DEMO_KEY_PREFIX", "demo-singleton-beat:"
 if env("DEMO_RESULT_BACKEND", ""):
     INSTALLED_APPS.append("django_celery_results")
     CELERY_RESULT_BACKEND = env("DEMO_RESULT_BACKEND", "")
+    # each result with its task's name, arguments and, for a django-celery-beat row's run,
+    # the row's name (`periodic_task_name`), as django-celery-results' admin lists them
+    CELERY_RESULT_EXTENDED = True
 CELERY_SINGLETON_BEAT_CLAIM_TTL = 2.0
 EVERY = float(env("DEMO_EVERY", "5"))
 # Two schedule sources, merged (a name in both stops beat at start-up):
