@@ -124,14 +124,37 @@ def _error_parser() -> Any:
         return BaseParser
 
 
-def cluster_slot_primaries(client: Any) -> dict[int, tuple[str, int]]:
-    """Each hash slot's primary ``(host, port)`` in the slot map redis-py's
-    ``RedisCluster`` read last (its ``NodesManager.slots_cache``: slot -> nodes, the primary
-    first, the same since redis-py 4.1)."""
-    cache: dict[int, list[Any]] = client.nodes_manager.slots_cache
-    return {
-        slot: (str(nodes[0].host), int(nodes[0].port)) for slot, nodes in cache.items() if nodes
-    }
+def cluster_nodes_manager(host: str, port: int, options: dict[str, Any]) -> Any:
+    """redis-py's ``NodesManager`` of the Redis Cluster that ``host:port`` belongs to: the
+    part of ``RedisCluster`` that reads the slot map (``CLUSTER SLOTS``), made at once.
+
+    ``options`` are a connection pool's (those redis-py reads from a URL), as
+    ``RedisCluster.from_url`` gives them (``from_url=True``); the whole ``RedisCluster``
+    would also fetch the server's command table, ten times the time.
+    """
+    from redis.cluster import ClusterNode, NodesManager  # noqa: PLC0415
+
+    seed = ClusterNode(host, port)  # type: ignore[no-untyped-call]
+    return NodesManager([seed], from_url=True, require_full_coverage=False, **options)
+
+
+def cluster_slot_primaries(nodes_manager: Any, slots: int) -> list[tuple[str, int] | None]:
+    """Each hash slot's primary ``(host, port)`` (None: no node serves it) in the slot map
+    a ``NodesManager`` read last (its ``slots_cache``: slot -> nodes, the primary first,
+    the same since redis-py 4.1)."""
+    cache: dict[int, list[Any]] = nodes_manager.slots_cache
+    known: dict[str, tuple[str, int]] = {}
+    primaries: list[tuple[str, int] | None] = []
+    for slot in range(slots):
+        nodes = cache.get(slot)
+        if not nodes:
+            primaries.append(None)
+            continue
+        address = known.get(nodes[0].name)
+        if address is None:
+            address = known[nodes[0].name] = (str(nodes[0].host), int(nodes[0].port))
+        primaries.append(address)
+    return primaries
 
 
 def quiet_handshake() -> dict[str, Any]:
@@ -168,13 +191,6 @@ def broker_pools(producer: Any) -> list[Any]:
     if channel is None or not hasattr(channel, "conn_or_acquire"):
         return []
     return [channel.pool, channel.async_pool]
-
-
-def cluster_shards(client: Any) -> dict[str, int]:
-    """Each primary (``host:port``) of a Redis Cluster in redis-py's slot map, with how many
-    replicas serve its slots."""
-    cache: dict[int, list[Any]] = client.nodes_manager.slots_cache
-    return {str(nodes[0].name): len(nodes) - 1 for nodes in cache.values() if nodes}
 
 
 def cluster_node_of(client: Any, key: str) -> Any:

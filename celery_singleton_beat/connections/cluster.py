@@ -4,9 +4,9 @@ shard's primary is spoken to like a master, on dedicated connections.
 :class:`~celery_singleton_beat.connections.masters.Masters` splits a member's batch by the
 hash slot of each command's key (:meth:`ClusterMember.route`), writes every shard's part
 with the other members' batches, and reads all the replies in one round trip. Discovery
-and the slot map come from redis-py's :class:`redis.cluster.RedisCluster` (its
-``NodesManager`` asks a node for ``CLUSTER SLOTS``); nothing here parses the cluster's
-topology.
+and the slot map come from redis-py's ``NodesManager`` (the part of
+:class:`redis.cluster.RedisCluster` that asks a node for ``CLUSTER SLOTS`` and keeps the
+answer); nothing here parses the cluster's topology.
 
 The map follows the cluster:
 
@@ -21,21 +21,25 @@ The map follows the cluster:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from redis.backoff import NoBackoff
-from redis.cluster import RedisCluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
-from celery_singleton_beat._compat import cluster_slot_primaries, quiet_handshake
+from celery_singleton_beat._compat import (
+    cluster_nodes_manager,
+    cluster_slot_primaries,
+    quiet_handshake,
+)
 from celery_singleton_beat.connections.resp import Command, command_key
-from celery_singleton_beat.settings.urls import MasterURL, safe_url, without_cluster_flag
+from celery_singleton_beat.settings.urls import MasterURL, safe_url
 
 Route = tuple[Any, list[int]]
 """A shard's primary (a ``Node``) and the positions in a batch of the commands it gets."""
@@ -57,9 +61,11 @@ class ClusterMember:
         """How the member is shown (the beat banner, ``repr``)."""
         self.timeout = timeout
         self._make_node = make_node
-        self._options = {k: v for k, v in member.options.items() if k not in ("host", "port")}
+        options = member.options
+        self._seed = (str(options.get("host", "localhost")), int(options.get("port", 6379)))
+        self._options = {k: v for k, v in options.items() if k not in ("host", "port")}
         self._scheme = urlsplit(member.url).scheme
-        self._client: RedisCluster | None = None
+        self._nodes_manager: Any = None  # redis-py's NodesManager, once made
         self._shards: dict[str, Any] = {}  # "host:port" -> Node
         self._primaries: list[Any] = []  # hash slot -> Node (empty: never asked)
         self._stale = True
@@ -122,6 +128,11 @@ class ClusterMember:
             self._primaries = primaries
         self._stale = True
 
+    def ready(self) -> None:
+        """Read the slot map now if it is due; an error is left for the next round trip."""
+        with contextlib.suppress(RedisError):
+            self._map()
+
     def stale(self) -> None:
         """The map may be out of date (a shard unreachable, the cluster down): ask again."""
         self._stale = True
@@ -142,31 +153,28 @@ class ClusterMember:
     def _refresh(self) -> None:
         """Ask the cluster for its map (``CLUSTER SLOTS``, through redis-py)."""
         try:
-            if self._client is None:
-                self._client = RedisCluster(
-                    url=without_cluster_flag(self.url),
-                    require_full_coverage=False,
-                    socket_timeout=self.timeout,
-                    socket_connect_timeout=self.timeout,
-                    retry=Retry(NoBackoff(), 0),
-                    **quiet_handshake(),
+            if self._nodes_manager is None:
+                self._nodes_manager = cluster_nodes_manager(
+                    *self._seed,
+                    {
+                        **self._options,
+                        **quiet_handshake(),
+                        "socket_timeout": self.timeout,
+                        "socket_connect_timeout": self.timeout,
+                        "retry": Retry(NoBackoff(), 0),
+                    },
                 )
             else:
-                self._client.nodes_manager.initialize()
-            found = cluster_slot_primaries(self._client)
+                self._nodes_manager.initialize()
+            found = cluster_slot_primaries(self._nodes_manager, REDIS_CLUSTER_HASH_SLOTS)
         except (RedisError, RedisClusterException, OSError) as exc:
             raise RedisConnectionError(
                 f"cannot read the slot map of {safe_url(self.url)}: {type(exc).__name__}: {exc}"
             ) from None
-        primaries: list[Any] = [None] * REDIS_CLUSTER_HASH_SLOTS
-        for slot, (host, port) in found.items():
-            primaries[slot] = self.shard(host, port)
-        serving = {id(node) for node in primaries if node is not None}
-        for name, node in list(self._shards.items()):
-            if id(node) not in serving:
-                del self._shards[name]
-                node.close()
-        self._primaries = primaries
+        shards = {address: self.shard(*address) for address in set(found) if address}
+        self._primaries = [address and shards[address] for address in found]
+        for name in set(self._shards) - {node.name for node in shards.values()}:
+            self._shards.pop(name).close()
         self._stale = False
 
     def close(self) -> None:
@@ -175,9 +183,9 @@ class ClusterMember:
         self._shards.clear()
         self._primaries = []
         self._stale = True
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        nodes_manager, self._nodes_manager = self._nodes_manager, None
+        if nodes_manager is not None:
+            nodes_manager.close()
 
     def __repr__(self) -> str:
         return f"<ClusterMember {self.safe_url}>"

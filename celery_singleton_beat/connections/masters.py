@@ -149,6 +149,14 @@ class Masters:
         self._scripts: list[bytes] = []
         self._watches: list[_Watch] = []  # kept between round trips (see _Watch)
 
+    def ready(self) -> None:
+        """Read the slot map of each Redis Cluster now if it is due (first use, after a
+        failover), so that a caller timing its round trip (a lock's validity) does not
+        count it; a cluster that cannot be read fails the round trip that follows."""
+        for node in self.nodes:
+            if isinstance(node, ClusterMember):
+                node.ready()
+
     def one_slot(self, *keys: str) -> bool:
         """Whether a script may touch ``keys`` together: always on masters; on a Redis
         Cluster only when they are in one hash slot."""

@@ -203,6 +203,8 @@ class Redlock(LockBackend):
              self._ttls.get(ttl) or self._encoded_ttl(ttl), self._retention_arg)
         )  # fmt: skip
         clock, masters = self.clock, self.masters
+        if masters.clustered:
+            masters.ready()
         start = clock()
         replies = masters.broadcast([command])
         fences = []
@@ -292,6 +294,8 @@ class Redlock(LockBackend):
              bulk(mark_token.encode()), marks._encoded_ttl(mark_ttl), marks._retention_arg,
              bulk(token.encode()), self._encoded_ttl(ttl), self._retention_arg)
         )  # fmt: skip
+        if self.masters.clustered:
+            self.masters.ready()
         start = self.clock()
         replies = self.masters.broadcast([command])
         pairs = [r[0] for r in replies if not isinstance(r, Exception)]
@@ -379,6 +383,8 @@ class Redlock(LockBackend):
             (self._extend_head, self._encoded_key(lease.key)[0], bulk(lease.token.encode()),
              self._encoded_ttl(ttl))
         )  # fmt: skip
+        if self.masters.clustered:
+            self.masters.ready()
         start = self.clock()
         replies = self.masters.broadcast([command])
         if _count_ones(replies) < self.quorum or self.clock() >= lease.valid_until:
