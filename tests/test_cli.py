@@ -299,11 +299,9 @@ def test_check_without_the_config_command_warns_instead_of_a_traceback(
 
 
 @pytest.fixture
-def on_redis_cluster(
-    shared_sharded_cluster: RedisClusterServers, tmp_path: Path
-) -> Iterator[BeatCluster]:
+def on_redis_cluster(sharded_cluster: RedisClusterServers, tmp_path: Path) -> Iterator[BeatCluster]:
     """Two beat replicas and a worker on a Redis Cluster (3 primaries, a replica each)."""
-    with beat_cluster(tmp_path, [shared_sharded_cluster], SCHEDULE) as running:
+    with beat_cluster(tmp_path, [sharded_cluster], SCHEDULE) as running:
         running.start_worker()
         running.start_replica("r1")
         running.start_replica("r2")
@@ -345,7 +343,17 @@ def test_status_locks_unlock_and_check_read_a_redis_cluster(on_redis_cluster: Be
     check = cli(on_redis_cluster, "check")
     assert check.returncode == 0, check.stdout
     assert "one master" not in check.stdout
+    assert "has no replica" not in check.stdout
     assert (
         f"OK    {sharded.nodes[0].name} (cluster): a Redis Cluster of 3 primaries; a primary "
         f"lost is replaced by its replica"
     ) in check.stdout.splitlines()
+    victim = sharded.primary_of("any")
+    replica = sharded.node(sharded.topology()[victim.name][0])
+    replica.kill()
+    sharded.wait_until_stable()
+    alone = cli(on_redis_cluster, "check")
+    assert (
+        f"WARN  {sharded.nodes[0].name} (cluster): {victim.name} has no replica: losing it "
+        f"stops the cluster until it is back"
+    ) in alone.stdout.splitlines()

@@ -21,7 +21,7 @@ from celery.schedules import crontab
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-from celery_singleton_beat._compat import cluster_node_of, cluster_shards, cron_fields
+from celery_singleton_beat._compat import cluster_node_of, cron_fields
 from celery_singleton_beat.core.schema import Keys, lock_kind
 from celery_singleton_beat.core.slots import slots_for
 from celery_singleton_beat.errors import ConfigurationError
@@ -131,6 +131,22 @@ def cluster_findings(name: str, client: Client) -> list[tuple[str, str]]:
                      f"until it is back")
         )  # fmt: skip
     return findings
+
+
+def cluster_shards(client: RedisCluster) -> dict[str, int]:
+    """Each live primary serving slots (``host:port``) and how many live replicas it has,
+    as the cluster's ``CLUSTER NODES`` tells (redis-py parses it)."""
+    primaries: dict[str, str] = {}  # node id -> host:port
+    replicas: list[str] = []  # their primaries' ids
+    for address, info in client.cluster_nodes().items():
+        flags = str(info["flags"]).split(",")
+        if "fail" in flags:
+            continue
+        if "master" in flags and info["slots"]:
+            primaries[str(info["node_id"])] = address.split("@")[0]
+        elif "slave" in flags:
+            replicas.append(str(info["master_id"]))
+    return {name: replicas.count(node_id) for node_id, name in primaries.items()}
 
 
 def server_time(client: Client) -> tuple[int, int]:
