@@ -41,8 +41,9 @@ from celery_singleton_beat._compat import (
 from celery_singleton_beat.connections.resp import Command, command_key
 from celery_singleton_beat.settings.urls import MasterURL, safe_url
 
-Route = tuple[Any, list[int]]
-"""A shard's primary (a ``Node``) and the positions in a batch of the commands it gets."""
+Route = tuple[Any, list[int] | None]
+"""A shard's primary (a ``Node``) and the positions in a batch of the commands it gets
+(None: all of them)."""
 
 
 class ClusterMember:
@@ -74,16 +75,22 @@ class ClusterMember:
     # -- routing --------------------------------------------------------------------------
 
     def route(self, batch: Sequence[Command]) -> list[Route]:
-        """Each shard's primary with the positions of its commands in ``batch``, in order.
+        """Each shard's primary with the positions of its commands in ``batch``, in order
+        (None: the whole batch, all on one shard).
 
         A command without a key (``TIME``) goes with the next command that has one (the
         master's clock beside the record it is compared with). Raises ``RedisError`` when
         the cluster's map cannot be had, or a slot has no primary.
         """
         primaries = self._map()
-        groups: dict[int, Route] = {}  # id(node) -> route
+        if len(batch) == 1:  # a lock's command
+            key = command_key(batch[0])
+            node = primaries[key_slot(key)] if key is not None else None
+            if node is not None:
+                return [(node, None)]
+        groups: dict[int, tuple[Any, list[int]]] = {}  # id(node) -> node, positions
         waiting: list[int] = []
-        last: Route | None = None
+        last: tuple[Any, list[int]] | None = None
         for position, command in enumerate(batch):
             key = command_key(command)
             if key is None:
@@ -104,6 +111,8 @@ class ClusterMember:
                 node = next(n for n in primaries if n is not None)
                 last = groups[id(node)] = (node, [])
             last[1].extend(waiting)
+        if len(groups) == 1:
+            return [(next(iter(groups.values()))[0], None)]
         return list(groups.values())
 
     def shard(self, host: str, port: int) -> Any:

@@ -301,16 +301,19 @@ class Masters:
         routed = _routes(self.nodes, batches)
         replies = self._exchange(routed.targets, routed.parts) if routed.targets else []
         results = routed.results
+        members = self.nodes
         gathered: dict[int, list[Any]] = {}
         for (index, positions), node, reply in zip(
             routed.places, routed.targets, replies, strict=True
         ):
-            if positions is None:
+            if members[index] is node:  # a master
                 results[index] = reply
             elif isinstance(reply, Exception):
-                cast_member(self.nodes[index]).stale()
+                cast_member(members[index]).stale()
                 if results[index] is None:
                     results[index] = _from_shard(node, reply)
+            elif positions is None:  # the cluster's whole batch, on one shard
+                gathered[index] = reply
             else:
                 into = gathered.setdefault(index, [None] * len(batches[index]))
                 for position, value in zip(positions, reply, strict=True):
@@ -381,7 +384,7 @@ class _Routes(NamedTuple):
     """What each target gets."""
     places: list[tuple[int, list[int] | None]]
     """Each target's member, and the positions of its commands in that member's batch
-    (None: a master, which gets the whole batch)."""
+    (None: the whole batch)."""
     results: list[Any]
     """Each member's result known before the round trip (an empty batch, a cluster whose
     map could not be had), else None."""
@@ -401,7 +404,9 @@ def _routes(members: Sequence[Member], batches: Sequence[Sequence[Command]]) -> 
                 continue
             for node, positions in shards:
                 routes.targets.append(node)
-                routes.parts.append([batch[position] for position in positions])
+                routes.parts.append(
+                    batch if positions is None else [batch[position] for position in positions]
+                )
                 routes.places.append((index, positions))
         else:
             routes.targets.append(member)

@@ -68,33 +68,29 @@ def bulk(data: bytes) -> bytes:
 
 #: Commands that name no key (a Redis Cluster sends them with the next one that does).
 _KEYLESS = frozenset({b"TIME", b"PING", b"ECHO", b"SCRIPT", b"WAIT", b"ASKING", b"INFO", b"ROLE"})
+_SCRIPTS = frozenset({b"EVALSHA", b"EVAL"})
 
 
 def command_key(command: Command) -> bytes | None:
-    """The first key a command names (``EVALSHA``'s first key), or None: what a Redis
-    Cluster routes it by."""
-    if type(command) is bytes:
-        args = _leading_args(command, 4)
-    else:
-        args = [_encode(arg) for arg in command[:4]]
-    name = args[0].upper()
-    if name in (b"EVALSHA", b"EVAL"):
-        return args[3] if len(args) > 3 and int(args[2]) > 0 else None
-    if name in _KEYLESS or len(args) < 2:
+    """The first key a command names (a script's first key), or None: what a Redis Cluster
+    routes it by."""
+    if type(command) is not bytes:
+        name = _encode(command[0]).upper()
+        if name in _SCRIPTS:
+            return _encode(command[3]) if len(command) > 3 and int(command[2]) > 0 else None
+        return None if name in _KEYLESS or len(command) < 2 else _encode(command[1])
+    # in RESP: *<n> $<len> NAME $<len> ARG ...; a name, a SHA and a key count hold no CRLF,
+    # a key may: it is cut by its length
+    parts = command.split(b"\r\n", 4)
+    name = parts[2].upper()
+    if name in _SCRIPTS:
+        parts = command.split(b"\r\n", 8)
+        if len(parts) < 9 or parts[6] == b"0":
+            return None
+        return parts[8][: int(parts[7][1:])]
+    if name in _KEYLESS or len(parts) < 5:
         return None
-    return args[1]
-
-
-def _leading_args(data: bytes, count: int) -> list[bytes]:
-    """The first ``count`` arguments of a command already in RESP form."""
-    args: list[bytes] = []
-    position = data.index(b"\r\n") + 2  # past "*<n>"
-    while len(args) < count and position < len(data):
-        end = data.index(b"\r\n", position)
-        length = int(data[position + 1 : end])
-        args.append(data[end + 2 : end + 2 + length])
-        position = end + 4 + length
-    return args
+    return parts[4][: int(parts[3][1:])]
 
 
 def only_integers(data: bytes, count: int) -> bool:

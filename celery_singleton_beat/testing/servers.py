@@ -242,7 +242,41 @@ class RedisClusterServers:
 
     def primary_of(self, key: str) -> RedisServer:
         """The primary that serves ``key`` now."""
-        slot = self.keyslot(key)
+        return self.primary_of_slot(self.keyslot(key))
+
+    def node_id(self, node: RedisServer) -> str:
+        return str(node.client().cluster("MYID").decode())
+
+    def start_moving(self, slot: int, to: RedisServer) -> RedisServer:
+        """Mark hash ``slot`` as migrating from its primary to the primary ``to`` (which
+        answers for the keys it has, after ``ASKING``); returns the primary it leaves."""
+        source = self.primary_of_slot(slot)
+        to.client().cluster("SETSLOT", slot, "IMPORTING", self.node_id(source))
+        source.client().cluster("SETSLOT", slot, "MIGRATING", self.node_id(to))
+        return source
+
+    def migrate_keys(self, slot: int, source: RedisServer, to: RedisServer) -> None:
+        """``MIGRATE`` the keys of hash ``slot`` from ``source`` to ``to``."""
+        client = source.client()
+        while keys := client.cluster("GETKEYSINSLOT", slot, 100):
+            client.migrate("127.0.0.1", to.port, keys, 0, 5000)
+
+    def finish_moving(self, slot: int, source: RedisServer, to: RedisServer) -> None:
+        """Give hash ``slot`` to ``to``; every primary is told at once."""
+        for node in (to, source, *(n for n in self.primaries() if n not in (to, source))):
+            node.client().cluster("SETSLOT", slot, "NODE", self.node_id(to))
+
+    def move_slot(self, slot: int, to: RedisServer) -> None:
+        """Move hash ``slot`` with its keys to the primary ``to`` (as ``redis-cli --cluster
+        reshard`` does)."""
+        source = self.start_moving(slot, to)
+        self.migrate_keys(slot, source, to)
+        self.finish_moving(slot, source, to)
+
+    def primaries(self) -> list[RedisServer]:
+        return [self.node(name) for name in self.topology()]
+
+    def primary_of_slot(self, slot: int) -> RedisServer:
         for address, info in self.seed().client().cluster("NODES").items():
             flags = info["flags"].split(",")
             if "master" in flags and "fail" not in flags:
