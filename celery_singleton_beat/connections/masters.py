@@ -25,6 +25,7 @@ from redis.connection import Connection
 from redis.crc import key_slot
 from redis.exceptions import (
     AskError,
+    ClusterCrossSlotError,
     ClusterDownError,
     MovedError,
     NoScriptError,
@@ -769,6 +770,12 @@ def _as_error(exc: BaseException) -> Exception:
 
 
 def describe(error: Exception) -> str:
-    """A short, password-free description of a node's error."""
+    """A short, password-free description of a node's error; one that only a Redis
+    Cluster's node gives says how to name a cluster."""
     text = str(error) or type(error).__name__
+    if isinstance(error, (AskError, ClusterCrossSlotError)) or _CLUSTER_SELECT in text:
+        text += "; the server is a node of a Redis Cluster: give its URL with ?cluster=true"
     return f"{type(error).__name__}: {text}"
+
+
+_CLUSTER_SELECT = "SELECT is not allowed in cluster mode"

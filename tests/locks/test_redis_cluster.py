@@ -3,6 +3,7 @@ are followed in the same call, and the slot map follows the cluster."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -72,3 +73,22 @@ def test_a_batch_over_every_shard_follows_a_moved_slot_and_keeps_its_order(
     claims = store.claim([(name, 5_000 + n) for n, name in enumerate(names)], "t", 5, 60)
     assert [(c.status, c.last) for c in claims] == [("claimed", 1_000)] * 30
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "reply"),
+    [("/0", "MovedError|ClusterCrossSlotError"), ("/1", "SELECT is not allowed in cluster mode")],
+)
+def test_a_cluster_node_named_as_a_master_fails_saying_how_to_name_a_cluster(
+    shared_sharded_cluster: RedisClusterServers, path: str, reply: str
+) -> None:
+    url = f"redis://127.0.0.1:{shared_sharded_cluster.nodes[0].port}{path}"
+    plain = Redlock.from_urls([url], node_timeout=0.5)
+    with pytest.raises(QuorumUnavailable) as failed:
+        for n in range(8):  # some land in the node's own slots: a MOVED comes soon
+            plain.acquire(f"key-{n}", ttl=5)
+    plain.close()
+    assert re.search(reply, str(failed.value))
+    assert "the server is a node of a Redis Cluster: give its URL with ?cluster=true" in str(
+        failed.value
+    )
