@@ -152,6 +152,9 @@ class Runtime:
                         node_timeout=config.node_timeout,
                         prefix=config.key_prefix,
                         fence_retention=config.task_fence_retention,
+                        transport_options=config.redis_transport_options,
+                        use_ssl=config.redis_use_ssl,
+                        min_replicas=config.redis_min_replicas,
                     )
                 self._task = TaskLocks(config, made)
             return self._task

@@ -9,11 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from celery_singleton_beat.observe import events
-from celery_singleton_beat.testing import RedisClusterServers, RedisServer, redis_servers
-from celery_singleton_beat.testing.servers import redis_cluster_servers
-from tests.support.clusters import TaskCluster, task_cluster
-from tests.support.events import EventLog
+pytest.register_assert_rewrite("tests.support")
+
+from celery_singleton_beat.observe import events  # noqa: E402  (after the rewrite hook)
+from celery_singleton_beat.testing import (  # noqa: E402
+    RedisClusterServers,
+    RedisServer,
+    redis_servers,
+)
+from celery_singleton_beat.testing.servers import redis_cluster_servers  # noqa: E402
+from tests.support.clusters import TaskCluster, task_cluster  # noqa: E402
+from tests.support.events import EventLog  # noqa: E402
 
 pytest_plugins: list[str] = []
 

@@ -63,6 +63,10 @@ from celery_singleton_beat.sources.watcher import POLL_EVERY, SourceWatcher
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 1.0
+#: The longest pause between two ticks while the store does not answer (with jitter): a
+#: failover of a Redis primary takes seconds, and beat publishes again within about this
+#: long of it; a tick that fails costs one refused connection or one node timeout.
+LONGEST_BACKOFF = 1.0
 #: Heartbeats outlive this many missed beats before the replica drops off the list.
 HEARTBEAT_TTL = defaults.HEARTBEAT_TTL
 SLOT_HEADER = Header.SLOT.value
@@ -149,7 +153,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         except StoreUnavailable as exc:
             self._set_ready(False, str(exc))
             self._failures += 1
-            backoff = min(5.0, 0.25 * 2.0 ** min(self._failures, 5))
+            backoff = min(LONGEST_BACKOFF, 0.25 * 2.0 ** min(self._failures, 5))
             return backoff * random.uniform(0.75, 1.25)
         self._failures = 0
         self._set_ready(True, self.store.up_text)

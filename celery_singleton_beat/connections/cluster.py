@@ -55,6 +55,7 @@ class ClusterMember:
     """
 
     def __init__(self, member: MasterURL, timeout: float, make_node: Any) -> None:
+        self.master = member
         self.name = member.name
         self.url = member.url
         self.safe_url = member.safe_url

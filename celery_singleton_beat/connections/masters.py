@@ -6,6 +6,11 @@ about as much as a round trip to the slowest answering one, never N of them, and
 that does not answer costs at most the per-node timeout (counted from the moment its
 command was written).
 
+Each master is a member of the settings: one server, or a Sentinel-managed primary (see
+:mod:`.primary`, which checks what each new connection reached). A write the caller's
+guarantee rests on is sent with ``durable=True``: ``WAIT`` follows it in the same batch,
+and a master's replies count only once its replicas acknowledged them.
+
 A member may be a Redis Cluster (:class:`~.cluster.ClusterMember`): its batch is split by
 each command's hash slot to the shards' primaries, written with the others, and its
 replies put back in the batch's order, in the same round trip.
@@ -18,17 +23,19 @@ import select
 import ssl
 import time
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 from redis.backoff import NoBackoff
-from redis.connection import Connection
 from redis.crc import key_slot
 from redis.exceptions import (
     AskError,
     ClusterCrossSlotError,
     ClusterDownError,
+    MasterDownError,
     MovedError,
     NoScriptError,
+    ReadOnlyError,
     RedisError,
     ResponseError,
     TryAgainError,
@@ -39,9 +46,11 @@ from redis.retry import Retry
 
 from celery_singleton_beat._compat import connection_socket, quiet_handshake
 from celery_singleton_beat.connections.cluster import ClusterMember
+from celery_singleton_beat.connections.primary import NotPrimary, Replication, connection_class
 from celery_singleton_beat.connections.resp import Command, only_integers, pack, parse_replies
 from celery_singleton_beat.errors import ConfigurationError
-from celery_singleton_beat.settings.urls import MasterURL, master_urls
+from celery_singleton_beat.settings import validate
+from celery_singleton_beat.settings.urls import MasterURL, RedisOptions, master_urls
 
 _HANDSHAKE = quiet_handshake()
 
@@ -51,7 +60,8 @@ class Node:
 
     Connections are made with redis-py's retries switched off and the socket timeouts set
     to the per-node timeout: a failure is reported at once so that the majority decides,
-    instead of being retried for seconds.
+    instead of being retried for seconds. Each new connection's server is checked to be
+    the member's primary before it is used (:class:`~.primary.Replication`).
     """
 
     #: A shard's primary in a Redis Cluster: its replies come back one per command, an
@@ -59,14 +69,16 @@ class Node:
     #: fails whole at its first error reply).
     shard = False
 
-    def __init__(self, master: MasterURL, timeout: float) -> None:
+    def __init__(self, master: MasterURL, timeout: float, min_replicas: int | None = None) -> None:
         options = dict(master.options)
+        self.master = master
         self.name = master.name
         self.url = master.url
         self.safe_url = master.safe_url
         self.label = master.safe_url
         """How the master is shown (the beat banner, ``repr``)."""
-        self._connection_class = options.pop("connection_class", Connection)
+        self.replication = Replication(master.name, min_replicas, timeout)
+        self._connection_class, self._keep = connection_class(master, options, timeout)
         self._options = {
             **options,
             **_HANDSHAKE,
@@ -102,6 +114,8 @@ class Node:
         connection.plain = True  # not TLS: a single recv() empties the socket
         connection.scripts_loaded = 0
         connection.pending_preamble = 0
+        connection.checked = False  # INFO replication goes with its first batch
+        connection.checking = False  # the first reply of the preamble is that INFO's
         connection.unread = 0
         connection.inbox = bytearray()
         connection.parsed = []
@@ -128,12 +142,20 @@ Member = Node | ClusterMember
 MAX_REDIRECTS = 5
 
 
-def parse_masters(urls: Iterable[str] | str, timeout: float) -> list[Member]:
+def parse_masters(
+    urls: Iterable[str] | str,
+    timeout: float,
+    options: RedisOptions | None = None,
+    min_replicas: int | None = None,
+) -> list[Member]:
     """Build the members for ``urls``, refusing an empty list, bad URLs and duplicates (see
-    :func:`~celery_singleton_beat.settings.urls.master_urls`)."""
+    :func:`~celery_singleton_beat.settings.urls.master_urls`). A Redis Cluster's shards are
+    masters of their own, each with its replicas (``min_replicas``)."""
     return [
-        ClusterMember(master, timeout, Node) if master.cluster else Node(master, timeout)
-        for master in master_urls(urls)
+        ClusterMember(master, timeout, partial(Node, min_replicas=min_replicas))
+        if master.cluster
+        else Node(master, timeout, min_replicas)
+        for master in master_urls(urls, options)
     ]
 
 
@@ -177,20 +199,86 @@ class Masters:
         return hashlib.sha1(data).hexdigest()
 
     @classmethod
-    def from_urls(cls, urls: Iterable[str] | str, timeout: float) -> Masters:
+    def from_urls(
+        cls,
+        urls: Iterable[str] | str,
+        timeout: float,
+        *,
+        options: RedisOptions | None = None,
+        min_replicas: Any = None,
+    ) -> Masters:
+        """Masters for ``urls``; ``options`` say how Sentinel members are reached and TLS,
+        ``min_replicas`` how many replicas acknowledge a durable write on each (None or
+        ``"auto"``: as many as each primary reports)."""
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise ConfigurationError(
                 "node_timeout", timeout, "a positive number of seconds, such as 0.05"
             )
-        return cls(parse_masters(urls, float(timeout)), float(timeout))
+        replicas = validate.min_replicas(
+            "min_replicas", "auto" if min_replicas is None else min_replicas
+        )
+        return cls(parse_masters(urls, float(timeout), options, replicas), float(timeout))
 
-    def broadcast(self, commands: Sequence[Command]) -> list[list[Any] | Exception]:
+    def broadcast(
+        self, commands: Sequence[Command], *, durable: bool = False
+    ) -> list[list[Any] | Exception]:
         """Send the same ``commands`` (pipelined) to every master in one round trip.
 
         Returns one entry per node, in order: the list of replies, or the exception that
         node gave (connection refused, timeout, a ``ResponseError`` from a script).
+
+        ``durable``: writes the caller's guarantee rests on. ``WAIT`` for the master's
+        replicas follows them in the same batch, and a master whose replicas did not
+        acknowledge them in time gives :class:`~.primary.NotReplicated` instead of its
+        replies, as a master that did not answer (its writes may be lost on failover).
         """
+        if durable and self.clustered:
+            return self._scatter_routed([commands] * len(self.nodes), durable=True)
+        if durable:
+            return self._durable(self._masters, [commands] * len(self._masters))
         return self.scatter([commands] * len(self.nodes))
+
+    def _durable(
+        self, nodes: Sequence[Node], batches: Sequence[Sequence[Command]]
+    ) -> list[list[Any] | Exception]:
+        """One round trip of writes to ``nodes`` (masters, or a Redis Cluster's shard
+        primaries) with each one's replicas' acknowledgement (see :meth:`broadcast`).
+
+        A master no connection has reached yet is connected first, to learn how many
+        replicas to wait for; one that cannot be reached is left out of the round trip
+        with its error. A master that learned a higher number during the round trip (it
+        connected anew, to another primary) did not ask for enough: its writes do not
+        count this time.
+        """
+        unreached: dict[int, Exception] = {}
+        unknown = [i for i, node in enumerate(nodes) if node.replication.first_contact()]
+        if unknown:
+            probed = self.exchange(
+                nodes, [[("PING",)] if i in unknown else [] for i in range(len(nodes))]
+            )
+            unreached = {i: r for i, r in enumerate(probed) if isinstance(r, Exception)}
+        needs = [node.replication.need or 0 for node in nodes]
+        waited: dict[tuple[int, int], list[Command]] = {}  # one list per batch and count:
+        sent: list[Sequence[Command]] = []  # a broadcast is still packed once
+        for index, (node, need, batch) in enumerate(zip(nodes, needs, batches)):  # noqa: B905
+            if index in unreached:
+                sent.append([])
+            elif need:
+                wait = node_wait(need, node.replication.wait_ms)
+                sent.append(waited.setdefault((id(batch), need), [*batch, wait]))
+            else:
+                sent.append(batch)
+        results = self.exchange(nodes, sent)
+        for index, (node, need, result) in enumerate(zip(nodes, needs, results)):  # noqa: B905
+            if index in unreached:
+                results[index] = unreached[index]
+            elif isinstance(result, list) and result:
+                failure = node.replication.judge(_acknowledged(result.pop()) if need else 0)
+                if failure is not None:
+                    results[index] = failure
+            elif need and isinstance(result, Unanswered) and result.received >= len(batches[index]):
+                results[index] = node.replication.judge(None) or result
+        return results
 
     def post(self, commands: Sequence[Command]) -> None:
         """Send ``commands`` to every master without waiting for the replies.
@@ -215,7 +303,12 @@ class Masters:
         except IndexError:
             watch = _Watch()
         connections = _checkout(nodes, watch)
-        for node, connection in zip(nodes, connections):  # noqa: B905  (see scatter)
+        unconnected = []
+        for index, (node, connection) in enumerate(zip(nodes, connections)):  # noqa: B905
+            if connection.raw is None:  # a new connection is checked first: a round trip
+                node._idle.append(connection)
+                unconnected.append(index)
+                continue
             preamble = self._preamble(connection) if connection.scripts_loaded != scripts else None
             try:
                 _send(connection, preamble, data)
@@ -227,6 +320,8 @@ class Masters:
             connection.pending_preamble = 0
             node._idle.append(connection)
         self._watches.append(watch)
+        if unconnected:
+            self.exchange(nodes, [commands if i in unconnected else [] for i in range(len(nodes))])
 
     def scatter(self, batches: Sequence[Sequence[Command]]) -> list[list[Any] | Exception]:
         """Like :meth:`broadcast` with one batch per node; an empty batch skips its node.
@@ -236,12 +331,13 @@ class Masters:
         """
         if self.clustered:
             return self._scatter_routed(batches)
-        return self._exchange(self._masters, batches)
+        return self.exchange(self._masters, batches)
 
-    def _exchange(
+    def exchange(
         self, nodes: Sequence[Node], batches: Sequence[Sequence[Command]]
     ) -> list[list[Any] | Exception]:
-        """One round trip: ``batches[i]`` to ``nodes[i]``, every write before any read."""
+        """One round trip: ``batches[i]`` to ``nodes[i]`` (masters, or a Redis Cluster's
+        shard primaries), every write before any read; what every other call is made of."""
         watch = self._watch()
         results: list[Any]
         used: Sequence[int]
@@ -295,12 +391,16 @@ class Masters:
         self._watches.append(watch)
         return results
 
-    def _scatter_routed(self, batches: Sequence[Sequence[Command]]) -> list[list[Any] | Exception]:
+    def _scatter_routed(
+        self, batches: Sequence[Sequence[Command]], *, durable: bool = False
+    ) -> list[list[Any] | Exception]:
         """:meth:`scatter` with Redis Clusters among the members: each cluster's batch split
         by hash slot over its shards' primaries, all in one round trip; then the redirects
-        followed (one more round trip, only after a ``MOVED`` or an ``ASK``)."""
+        followed (one more round trip, only after a ``MOVED`` or an ``ASK``). ``durable``
+        writes wait for each shard's replicas, as for a master (see :meth:`broadcast`)."""
         routed = _routes(self.nodes, batches)
-        replies = self._exchange(routed.targets, routed.parts) if routed.targets else []
+        exchange = self._durable if durable else self.exchange
+        replies = exchange(routed.targets, routed.parts) if routed.targets else []
         results = routed.results
         members = self.nodes
         gathered: dict[int, list[Any]] = {}
@@ -322,11 +422,11 @@ class Masters:
         for index, answers in gathered.items():
             if results[index] is None:
                 member = cast_member(self.nodes[index])
-                results[index] = self._settle(member, batches[index], answers)
+                results[index] = self._settle(member, batches[index], answers, durable)
         return results
 
     def _settle(
-        self, member: ClusterMember, batch: Sequence[Command], answers: list[Any]
+        self, member: ClusterMember, batch: Sequence[Command], answers: list[Any], durable: bool
     ) -> list[Any] | Exception:
         """A cluster's replies in order once its redirects are followed, or its first error.
 
@@ -340,7 +440,8 @@ class Masters:
                 return sends
             if not sends:
                 break
-            replies = self._exchange([node for node, _, _ in sends], [c for _, c, _ in sends])
+            exchange = self._durable if durable else self.exchange
+            replies = exchange([node for node, _, _ in sends], [c for _, c, _ in sends])
             for (node, _, positions), reply in zip(sends, replies, strict=True):
                 if isinstance(reply, Exception):
                     member.stale()
@@ -363,13 +464,20 @@ class Masters:
             return _Watch()
 
     def _preamble(self, connection: Any) -> list[bytes]:
-        """``SCRIPT LOAD`` for the scripts this connection has not loaded yet."""
+        """What goes before a connection's batch: on a new connection ``INFO replication``
+        (is it the primary? see :class:`~.primary.Replication`), then ``SCRIPT LOAD`` for
+        the scripts it has not loaded yet."""
+        parts = []
+        if not connection.checked:
+            connection.checked = connection.checking = True
+            connection.pending_preamble += 1
+            parts.append(_INFO)
         loaded = connection.scripts_loaded
-        if loaded == len(self._scripts):
-            return []
-        connection.scripts_loaded = len(self._scripts)
-        connection.pending_preamble = len(self._scripts) - loaded
-        return [pack([("SCRIPT", "LOAD", body) for body in self._scripts[loaded:]])]
+        if loaded != len(self._scripts):
+            connection.scripts_loaded = len(self._scripts)
+            connection.pending_preamble += len(self._scripts) - loaded
+            parts.append(pack([("SCRIPT", "LOAD", body) for body in self._scripts[loaded:]]))
+        return parts
 
     def close(self) -> None:
         for node in self.nodes:
@@ -457,6 +565,31 @@ def _from_shard(node: Node, error: Exception) -> Exception:
     return error
 
 
+def _acknowledged(reply: Any) -> int | None:
+    """A ``WAIT`` reply: how many replicas acknowledged (None: an error came instead)."""
+    return reply if type(reply) is int else None
+
+
+def node_wait(replicas: int, timeout_ms: int) -> bytes:
+    """``WAIT replicas timeout_ms`` in RESP: sent after a durable write, in its batch."""
+    return pack([("WAIT", replicas, timeout_ms)])
+
+
+def _connect(connection: Any) -> Any:
+    """Connect ``connection`` (redis-py's connect and handshake, with their errors; the
+    check of the server, see :class:`~.primary.Replication`) and make its socket
+    non-blocking; returns the socket."""
+    connection.connect()
+    sock = connection_socket(connection)
+    if sock is None:  # pragma: no cover  (connect either sets a socket or raises)
+        raise RedisConnectionError("not connected")
+    sock.setblocking(False)
+    connection.raw = sock
+    connection.fd = sock.fileno()
+    connection.plain = not isinstance(sock, ssl.SSLSocket)
+    return sock
+
+
 def _send(connection: Any, preamble: list[bytes] | None, data: bytes) -> None:
     """Write ``preamble`` and ``data`` to ``connection``, connecting it first if needed.
 
@@ -466,14 +599,7 @@ def _send(connection: Any, preamble: list[bytes] | None, data: bytes) -> None:
     """
     sock = connection.raw
     if sock is None:
-        connection.connect()  # redis-py's connect and handshake, with their errors
-        sock = connection_socket(connection)
-        if sock is None:  # pragma: no cover  (connect either sets a socket or raises)
-            raise RedisConnectionError("not connected")
-        sock.setblocking(False)
-        connection.raw = sock
-        connection.fd = sock.fileno()
-        connection.plain = not isinstance(sock, ssl.SSLSocket)
+        sock = _connect(connection)
     if preamble:
         data = b"".join([*preamble, data])
     try:
@@ -660,7 +786,7 @@ def _closed(connections: list[Any], watch: _Watch) -> list[int]:
     return closed
 
 
-def _wait(  # noqa: PLR0917  (Masters.scatter's state, handed to its second half)
+def _wait(  # noqa: PLR0917  (Masters.exchange's state, handed to its second half)
     nodes: Sequence[Node], watch: _Watch, waiting: dict[int, tuple[int, Any, int]],
     deadlines: dict[int, float], results: list[Any], timeout: float,
 ) -> None:  # fmt: skip
@@ -700,8 +826,9 @@ def _wait(  # noqa: PLR0917  (Masters.scatter's state, handed to its second half
                 index, connection, _ = waiting.pop(fd)
                 del deadlines[fd]
                 watch.drop(fd)
+                came = len(connection.parsed) - connection.unread - connection.pending_preamble
                 _discard(connection)
-                results[index] = RedisTimeoutError(f"no reply within {timeout}s")
+                results[index] = Unanswered(f"no reply within {timeout}s", max(0, came))
             else:  # time spent reading the others is not this master's
                 deadlines[fd] += now - polled
 
@@ -741,22 +868,64 @@ def _read_replies(node: Node, connection: Any, count: int) -> list[Any] | Except
     except (RedisError, OSError) as exc:
         _discard(connection)
         return _as_error(exc)
+    return _collect(node, connection, count)
+
+
+def _collect(node: Node, connection: Any, count: int) -> list[Any] | Exception | None:
+    """:func:`_read_replies` once the replies are parsed: the batch's, when all came; a
+    new connection's check first (its ``INFO`` is the preamble's first reply)."""
     skip = connection.unread + connection.pending_preamble
     if len(connection.parsed) < skip + count:
         return None
+    if connection.checking:
+        connection.checking = False
+        try:
+            if node.replication.check(connection.parsed[connection.unread], _address(connection)):
+                node.close()  # a new primary: the idle connections reach the old one
+        except NotPrimary as refused:
+            _discard(connection)
+            node.close()
+            return refused
     replies = connection.parsed[skip : skip + count]
     mine = connection.parsed[connection.unread : skip + count]
     failure = next((r for r in mine if isinstance(r, ResponseError)), None)
     connection.parsed = connection.parsed[skip + count :]
     connection.unread = connection.pending_preamble = 0
-    if connection.parsed or connection.inbox or connection.arrays:  # out of step
+    # out of step; or the scripts were flushed (a new connection loads them again); or the
+    # server is no longer the primary (new connections find it again, the idle ones too)
+    if connection.parsed or connection.inbox or connection.arrays or isinstance(failure, _DROP):
         _discard(connection)
-    elif isinstance(failure, NoScriptError):
-        _discard(connection)  # the scripts were flushed: a new connection loads them again
+        if isinstance(failure, _NOT_PRIMARY):
+            node.close()
     else:
         node._idle.append(connection)
     # a cluster's shard answers per command: the cluster follows its redirects itself
     return replies if failure is None or node.shard else failure
+
+
+#: What a new connection asks first (see Masters._preamble).
+_INFO = pack([("INFO", "replication")])
+
+
+def _address(connection: Any) -> str:
+    """Where a connection is connected: ``host:port``, or its socket path."""
+    path = getattr(connection, "path", None)
+    return str(path) if path else f"{connection.host}:{connection.port}"
+
+
+#: Replies of a server that is no longer the primary (a replica, or one cut off from it).
+_NOT_PRIMARY = (ReadOnlyError, MasterDownError)
+#: Replies after which a connection is not used again.
+_DROP = (NoScriptError, *_NOT_PRIMARY)
+
+
+class Unanswered(RedisTimeoutError):
+    """A master that did not send its batch's replies within the node timeout; ``received``
+    of them had come (all but a ``WAIT``'s: its replicas did not acknowledge in time)."""
+
+    def __init__(self, message: str, received: int) -> None:
+        super().__init__(message)
+        self.received = received
 
 
 def _discard(connection: Any) -> None:

@@ -22,7 +22,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from celery_singleton_beat.connections.masters import Masters, describe
@@ -32,6 +32,7 @@ from celery_singleton_beat.core.schema import DEFAULT_PREFIX, Keys
 from celery_singleton_beat.errors import LockError, QuorumUnavailable
 from celery_singleton_beat.locks.base import Clock, Lease, LockBackend, check_ttl
 from celery_singleton_beat.settings import defaults
+from celery_singleton_beat.settings.urls import RedisOptions
 
 logger = logging.getLogger(__name__)
 
@@ -157,14 +158,25 @@ class Redlock(LockBackend):
         owner: str | None = None,
         retry_delay: float = 0.05,
         clock: Clock = time.monotonic,
+        transport_options: Mapping[str, Any] | None = None,
+        use_ssl: Any = None,
+        min_replicas: int | str = "auto",
     ) -> Redlock:
         """A Redlock over the masters at ``urls`` (a list, or one comma-separated string).
 
         ``node_timeout`` bounds how long one master may take to answer; keep it far below
-        the TTLs you use. Raises :class:`~celery_singleton_beat.errors.ConfigurationError`
+        the TTLs you use. A master may be a Sentinel-managed primary
+        (``sentinel://h1:26379;sentinel://h2:26379/0``, with ``master_name`` in
+        ``transport_options`` as in Celery's ``broker_transport_options``); ``use_ssl``
+        is TLS as Celery's ``broker_use_ssl``. A lock counts on a primary once
+        ``min_replicas`` of its replicas acknowledged it (``"auto"``: as many as the
+        primary reports). Raises :class:`~celery_singleton_beat.errors.ConfigurationError`
         for an empty list, a malformed URL or a master given twice.
         """
-        masters = Masters.from_urls(urls, node_timeout)
+        masters = Masters.from_urls(
+            urls, node_timeout, options=RedisOptions(transport_options or {}, use_ssl),
+            min_replicas=min_replicas,
+        )  # fmt: skip
         return cls(
             masters,
             prefix=prefix,
@@ -206,10 +218,10 @@ class Redlock(LockBackend):
         if masters.clustered:
             masters.ready()
         start = clock()
-        replies = masters.broadcast([command])
+        replies = masters.broadcast([command], durable=True)
         fences = []
         errors = {}
-        for node, reply in zip(masters.nodes, replies):  # noqa: B905  (see Masters.scatter)
+        for node, reply in zip(masters.nodes, replies):  # noqa: B905  (see Masters.exchange)
             if isinstance(reply, list):
                 if reply[0] > 0:
                     fences.append(reply[0])
@@ -297,7 +309,7 @@ class Redlock(LockBackend):
         if self.masters.clustered:
             self.masters.ready()
         start = self.clock()
-        replies = self.masters.broadcast([command])
+        replies = self.masters.broadcast([command], durable=True)
         pairs = [r[0] for r in replies if not isinstance(r, Exception)]
         marked = marks._granted(mark, mark_token, [p[0] for p in pairs], start, mark_ttl)
         if marked is None:
@@ -343,7 +355,8 @@ class Redlock(LockBackend):
 
     def _raise_fence(self, key: str, fence: int) -> bool:
         replies = self.masters.broadcast(
-            [("EVALSHA", self._raise, 1, self.fence_key(key), fence, self._retention_ms)]
+            [("EVALSHA", self._raise, 1, self.fence_key(key), fence, self._retention_ms)],
+            durable=True,
         )
         return sum(not isinstance(r, Exception) for r in replies) >= self.quorum
 
@@ -386,7 +399,7 @@ class Redlock(LockBackend):
         if self.masters.clustered:
             self.masters.ready()
         start = self.clock()
-        replies = self.masters.broadcast([command])
+        replies = self.masters.broadcast([command], durable=True)
         if _count_ones(replies) < self.quorum or self.clock() >= lease.valid_until:
             return False
         lease.valid_until = start + ttl - clock_drift(ttl)

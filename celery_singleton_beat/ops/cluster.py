@@ -24,13 +24,14 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
 from celery_singleton_beat._compat import cron_fields
+from celery_singleton_beat.connections.primary import client_for
 from celery_singleton_beat.core.entries import Entry, Plan
 from celery_singleton_beat.core.schema import Keys, lock_kind
 from celery_singleton_beat.core.slots import CronSlots, slots_for
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.schedule.document import RUN_NOW
 from celery_singleton_beat.settings.config import Config, TaskConfig
-from celery_singleton_beat.settings.urls import MasterURL, master_urls, without_cluster_flag
+from celery_singleton_beat.settings.urls import MasterURL, without_cluster_flag
 from celery_singleton_beat.sources import MergedSource, load_source
 
 if TYPE_CHECKING:
@@ -57,18 +58,20 @@ Client = redis.Redis | RedisCluster
 
 
 def _client(node: MasterURL, timeout: float) -> Client:
-    """A client for ``node``; a cluster's connects (to read its slot map) at once."""
+    """A client for ``node`` (on a Sentinel member's primary now); a cluster's connects (to
+    read its slot map) at once."""
     if node.cluster:
         return RedisCluster.from_url(
             without_cluster_flag(node.url), socket_timeout=timeout,
             socket_connect_timeout=timeout, require_full_coverage=False,
         )  # fmt: skip
-    return redis.Redis.from_url(node.url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    client: redis.Redis = client_for(node, timeout)
+    return client
 
 
 def keys_of(config: Config | TaskConfig) -> Keys:
     """The key names of ``config``'s store: hash-tagged on a Redis Cluster."""
-    clustered = any(node.cluster for node in master_urls(config.redis_urls))
+    clustered = any(node.cluster for node in config.members())
     return Keys(config.key_prefix, hash_tags=clustered)
 
 
@@ -78,22 +81,23 @@ def masters(
     """Each master (or cluster) of ``config`` with its reachability, PING latency and Redis
     version, and a client on it (for more questions; the caller closes it), None for a
     cluster whose slot map could not be read."""
-    return probe(config.redis_urls, timeout)
+    return probe(config.members() if config.redis_urls else [], timeout)
 
 
-def master_states(urls: Iterable[str], timeout: float = 0.5) -> list[MasterState]:
-    """Each master's reachability, PING latency and Redis version (``urls``: a store's
+def master_states(members: Iterable[MasterURL], timeout: float = 0.5) -> list[MasterState]:
+    """Each master's reachability, PING latency and Redis version (``members``: a store's
     :meth:`~celery_singleton_beat.stores.base.SlotStore.servers`)."""
-    found = probe(urls, timeout)
+    found = probe(members, timeout)
     for _state, client in found:
         if client is not None:
             client.close()
     return [state for state, _client in found]
 
 
-def probe(urls: Iterable[str], timeout: float) -> list[tuple[MasterState, Client | None]]:
+def probe(members: Iterable[MasterURL], timeout: float) -> list[tuple[MasterState, Client | None]]:
+    """Each member with a client on it (on a Sentinel member's primary now)."""
     found: list[tuple[MasterState, Client | None]] = []
-    for node in master_urls(list(urls)) if urls else []:
+    for node in members:
         state = MasterState(node.name, node.safe_url, reachable=False)
         client = None
         try:
@@ -118,7 +122,7 @@ def reachable(found: list[tuple[MasterState, Client | None]]) -> list[Client]:
 
 def one_cluster(config: Config | TaskConfig) -> bool:
     """Whether the store is one Redis Cluster (whose shards fail over by themselves)."""
-    nodes = master_urls(config.redis_urls)
+    nodes = config.members()
     return len(nodes) == 1 and nodes[0].cluster
 
 

@@ -22,7 +22,15 @@ from celery.app.defaults import DEFAULTS as CELERY_SETTINGS
 from celery_singleton_beat.core.schema import Keys, Mode, StoreKind
 from celery_singleton_beat.errors import ConfigurationError, UnknownSetting
 from celery_singleton_beat.settings import defaults, validate
-from celery_singleton_beat.settings.urls import master_urls, safe_url, safe_value
+from celery_singleton_beat.settings.urls import (
+    SENTINEL,
+    MasterURL,
+    RedisOptions,
+    master_urls,
+    safe_url,
+    safe_value,
+    shown_options,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +39,25 @@ MODES = tuple(m.value for m in Mode)
 _STAND_IN_URLS = ("redis://127.0.0.1:6379/0",)
 
 
+class RedisMembers:
+    """The Redis members a settings object names (its ``redis_urls``) and how they are
+    reached (its ``redis_transport_options`` and ``redis_use_ssl``)."""
+
+    redis_urls: tuple[str, ...]
+    redis_transport_options: Any
+    redis_use_ssl: Any
+
+    def redis_options(self) -> RedisOptions:
+        """How the Redis members are reached besides their URLs."""
+        return RedisOptions(self.redis_transport_options or {}, self.redis_use_ssl)
+
+    def members(self) -> list[MasterURL]:
+        """The Redis members, read."""
+        return master_urls(self.redis_urls, self.redis_options())
+
+
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(RedisMembers):
     """Validated settings; build it with :meth:`from_conf`. Defaults are the documented ones."""
 
     redis_urls: tuple[str, ...]
@@ -52,6 +77,14 @@ class Config:
     health_host: str = "0.0.0.0"
     schedule_source: Any = "beat_schedule"
     """A source name or dotted path, or a list of them (see celery_singleton_beat.sources)."""
+    redis_transport_options: Any = None
+    """Celery transport options of Sentinel members (None: ``broker_transport_options``
+    when the Redis URLs are the broker's, else none)."""
+    redis_use_ssl: Any = None
+    """TLS as ``broker_use_ssl`` (None: ``broker_use_ssl`` when the URLs are the broker's)."""
+    redis_min_replicas: Any = defaults.MIN_REPLICAS
+    """Replicas that must acknowledge a write on a primary before it counts: ``"auto"``
+    (as many as each primary reports) or a number."""
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any]) -> Config:
@@ -59,7 +92,8 @@ class Config:
         refuse_unknown(conf)
         try:
             values = cls._values(conf)
-            config = cls(redis_urls=_urls_for(values["store"], conf), **values)
+            urls = _urls_for(values["store"], conf)
+            config = cls(redis_urls=urls, **_from_broker(conf, urls, values))
             config.validate()
         except ConfigurationError as exc:
             raise as_written(conf, exc) from None
@@ -104,9 +138,11 @@ class Config:
 
     @property
     def settings(self) -> dict[str, Any]:
-        """Each setting's full name and value (URLs with passwords hidden)."""
+        """Each setting's full name and value (URLs and options with passwords hidden)."""
         values = dataclasses.asdict(self)
         values["redis_urls"] = [safe_url(u) for u in self.redis_urls]
+        values["redis_transport_options"] = shown_options(self.redis_transport_options)
+        values["redis_use_ssl"] = shown_options(self.redis_use_ssl)
         return {f"singleton_beat_{k}": v for k, v in values.items()}
 
     def validate(self) -> None:
@@ -155,13 +191,36 @@ class Config:
             _refuse("database", self.database, "a Django database alias such as 'default'")
         if self.store not in tuple(StoreKind):
             dotted("singleton_beat_store", self.store, STORE_ACCEPTED)
+        validate.min_replicas("singleton_beat_redis_min_replicas", self.redis_min_replicas)
         if self.store != StoreKind.REDIS and not self.redis_urls:
             return
         try:
-            masters = master_urls(self.redis_urls)
+            members = self.members()
         except ConfigurationError as exc:
-            raise ConfigurationError("singleton_beat_redis_urls", exc.value, exc.accepted) from None
-        Keys(self.key_prefix, hash_tags=any(m.cluster for m in masters))
+            raise _named(exc, "singleton_beat_redis_urls") from None
+        Keys(self.key_prefix, hash_tags=any(m.cluster for m in members))
+
+
+def _named(exc: ConfigurationError, setting: str) -> ConfigurationError:
+    """A URL's error under the setting that holds the URL (an option's keeps its name)."""
+    if exc.name.startswith("singleton_beat_"):
+        return exc
+    return ConfigurationError(setting, exc.value, exc.accepted)
+
+
+def _from_broker(
+    conf: Mapping[str, Any], urls: tuple[str, ...], values: dict[str, Any]
+) -> dict[str, Any]:
+    """``values`` with the broker's transport options and TLS where unset and the Redis
+    URLs are the broker's (a Sentinel broker's master_name, for one)."""
+    if urls != (conf.get("broker_url"),):
+        return values
+    found = dict(values)
+    if found.get("redis_transport_options") is None:
+        found["redis_transport_options"] = conf.get("broker_transport_options")
+    if found.get("redis_use_ssl") is None:
+        found["redis_use_ssl"] = conf.get("broker_use_ssl") or None
+    return found
 
 
 def _urls_for(store: Any, conf: Mapping[str, Any]) -> tuple[str, ...]:
@@ -178,6 +237,14 @@ def _redis_urls(conf: Mapping[str, Any]) -> tuple[str, ...]:
         broker = conf.get("broker_url") or ""
         if isinstance(broker, str) and broker.startswith(("redis://", "rediss://")):
             _warn_broker_master(conf, broker)
+        elif isinstance(broker, str) and broker.startswith(f"{SENTINEL}://"):
+            logger.info(
+                "singleton_beat_redis_urls is not set: using the broker's Sentinel-managed "
+                "primary %s, each write counted once its replicas acknowledge it "
+                "(singleton_beat_redis_min_replicas).",
+                safe_url(broker),
+            )
+        if isinstance(broker, str) and broker.startswith(("redis://", "rediss://")):
             try:
                 master_urls([broker])
             except ConfigurationError as exc:
@@ -187,11 +254,13 @@ def _redis_urls(conf: Mapping[str, Any]) -> tuple[str, ...]:
                     exc.accepted,
                 ) from None
             return (broker,)
+        if isinstance(broker, str) and broker.startswith(f"{SENTINEL}://"):
+            return (broker,)  # read with the broker's transport options (see validate)
         _refuse(
             "redis_urls",
             None,
             "a list of redis:// URLs of independent masters (or one comma-separated "
-            "string); it may be left unset only when broker_url is a Redis URL",
+            "string); it may be left unset only when broker_url is a Redis or Sentinel URL",
         )
     if isinstance(urls, str):
         return tuple(u.strip() for u in urls.split(",") if u.strip())
@@ -249,7 +318,7 @@ LOCK_ERROR_POLICIES = ("fail_closed", "fail_open")
 
 
 @dataclasses.dataclass(frozen=True)
-class TaskConfig:
+class TaskConfig(RedisMembers):
     """App-wide defaults for singleton tasks (``singleton_beat_task_*``) and their masters.
 
     Locks use the scheduler's masters (``singleton_beat_redis_urls``) unless
@@ -273,6 +342,10 @@ class TaskConfig:
     """Dotted path to another lock backend for every singleton task: a ``LockBackend``
     class made with no arguments, or a function ``(app) -> backend``. With it set, no
     Redis URL is needed for tasks."""
+    redis_transport_options: Any = None
+    """As :attr:`Config.redis_transport_options`, for the task masters too."""
+    redis_use_ssl: Any = None
+    redis_min_replicas: Any = defaults.MIN_REPLICAS
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any], *, urls_required: bool = True) -> TaskConfig:
@@ -300,7 +373,7 @@ class TaskConfig:
                 continue
             value = conf.get(f"singleton_beat_{f.name}")
             values[f.name] = f.default if value is None else value
-        config = cls(redis_urls=redis_urls, **values)
+        config = cls(redis_urls=redis_urls, **_from_broker(conf, redis_urls, values))
         try:
             config.validate(urls_required=urls_required)
         except ConfigurationError as exc:
@@ -336,15 +409,14 @@ class TaskConfig:
             _refuse("task_release_on_retry", self.task_release_on_retry, "True or False")
         if self.task_backend is not None:
             self.backend_factory()
+        validate.min_replicas("singleton_beat_redis_min_replicas", self.redis_min_replicas)
         if not self.redis_urls and (self.task_backend is not None or not urls_required):
             return
         try:
-            masters = master_urls(self.redis_urls)
+            members = self.members()
         except ConfigurationError as exc:
-            raise ConfigurationError(
-                "singleton_beat_task_redis_urls", exc.value, exc.accepted
-            ) from None
-        Keys(self.key_prefix, hash_tags=any(m.cluster for m in masters))
+            raise _named(exc, "singleton_beat_task_redis_urls") from None
+        Keys(self.key_prefix, hash_tags=any(m.cluster for m in members))
 
 
 @functools.cache

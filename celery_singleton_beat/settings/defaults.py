@@ -21,6 +21,9 @@ PUBLISH_TIMEOUT: Final = 10.0
 MISFIRE_GRACE: Final = 300.0
 NODE_TIMEOUT: Final = 0.05
 """Seconds one Redis master may take to answer."""
+MIN_REPLICAS: Final = "auto"
+"""Replicas that must acknowledge a write on a Redis primary before it counts: ``"auto"``,
+as many as the primary reports when first connected to (per primary, never lowered)."""
 SLOT_RETENTION: Final = 86400.0
 """How long a slot's fence (and a slot's "ran" mark) is kept: ``singleton_beat_fence_retention``."""
 LOCK_FENCE_RETENTION: Final = 30 * 86400.0

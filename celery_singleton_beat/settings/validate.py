@@ -37,3 +37,17 @@ def port(name: str, value: Any) -> int | None:
             name, value, "a TCP port number from 0 to 65535, or None to disable"
         )
     return value
+
+
+def min_replicas(name: str, value: Any) -> int | None:
+    """``value`` as a number of replicas (an integer >= 0), or None for ``"auto"``."""
+    if value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(
+            name,
+            value,
+            "'auto' (as many replicas as each primary reports; the default) or a number of "
+            "replicas >= 0 (0: a write counts without any replica's acknowledgement)",
+        )
+    return value

@@ -48,6 +48,7 @@ from typing import Any, NamedTuple
 from celery_singleton_beat.core.schema import ClaimStatus, Outcome
 from celery_singleton_beat.errors import StoreUnavailable
 from celery_singleton_beat.locks.base import LockBackend
+from celery_singleton_beat.settings.urls import MasterURL
 
 __all__ = [
     "Claim",
@@ -324,9 +325,10 @@ class SlotStore(Fences, ScheduleChanges, DocumentStore, RunStates, ReplicaRegist
         """One line for beat's start-up banner (no passwords)."""
         return self.name
 
-    def servers(self) -> list[str]:
-        """The URLs of the Redis servers the store runs on, for operators to probe (the
-        CLI's ``status`` and ``check``, the dashboard); none for a store on anything else."""
+    def servers(self) -> list[MasterURL]:
+        """The Redis members the store runs on (their URLs as the settings read them), for
+        operators to probe (the CLI's ``status`` and ``check``, the dashboard); none for
+        a store on anything else."""
         return []
 
     def check(self) -> list[tuple[str, str]]:

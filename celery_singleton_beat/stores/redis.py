@@ -39,6 +39,7 @@ from celery_singleton_beat.core.schema import RUN_STATE_FIELDS, ClaimStatus, Key
 from celery_singleton_beat.errors import QuorumUnavailable, StoreUnavailable
 from celery_singleton_beat.locks.base import LockBackend
 from celery_singleton_beat.locks.redlock import Redlock
+from celery_singleton_beat.settings.urls import MasterURL
 from celery_singleton_beat.stores.base import Claim, EntryState, Fence, SlotOutcome, SlotStore
 
 if TYPE_CHECKING:
@@ -183,7 +184,11 @@ class RedisSlotStore(SlotStore):
     @classmethod
     def from_config(cls, app: Celery, config: Config) -> RedisSlotStore:
         """The store on the masters of ``singleton_beat_redis_urls``."""
-        return cls(Masters.from_urls(config.redis_urls, config.node_timeout), config.key_prefix)
+        masters = Masters.from_urls(
+            config.redis_urls, config.node_timeout, options=config.redis_options(),
+            min_replicas=config.redis_min_replicas,
+        )  # fmt: skip
+        return cls(masters, config.key_prefix)
 
     def entry_key(self, name: str) -> str:
         return self.keys.entry(name)
@@ -204,8 +209,8 @@ class RedisSlotStore(SlotStore):
             f"(majority {self.masters.quorum} of {len(self.masters.nodes)})"
         )
 
-    def servers(self) -> list[str]:
-        return [node.url for node in self.masters.nodes]
+    def servers(self) -> list[MasterURL]:
+        return [node.master for node in self.masters.nodes]
 
     def unavailable(self, what: str, errors: dict[str, str]) -> StoreUnavailable:
         return QuorumUnavailable(what, self.masters.quorum, len(self.masters.nodes), errors)
@@ -237,7 +242,7 @@ class RedisSlotStore(SlotStore):
             )
             for name, every in entries
         ]
-        answers = self._majority("init", commands)
+        answers = self._majority("init", commands, durable=True)
         results: list[EntryState] = []
         repairs = []
         for index, (name, every) in enumerate(entries):
@@ -255,7 +260,7 @@ class RedisSlotStore(SlotStore):
                     )
             results.append(EntryState(last, anchor))
         if repairs:
-            self.masters.broadcast(repairs)
+            self.masters.broadcast(repairs, durable=True)
         return results
 
     def claim(
@@ -273,7 +278,7 @@ class RedisSlotStore(SlotStore):
             )
             for n, s in fences
         ]
-        replies = self.masters.broadcast(commands) if commands else []
+        replies = self.masters.broadcast(commands, durable=True) if commands else []
         errors = _errors(self.masters, replies)
         quorum, total = self.masters.quorum, len(self.masters.nodes)
         claims = []
@@ -312,7 +317,8 @@ class RedisSlotStore(SlotStore):
             [
                 ("EVALSHA", self._extend, 1, self.fence_key(n, s), token, ttl_ms, retention_ms)
                 for n, s in fences
-            ]
+            ],
+            durable=True,
         )
         answered = [r for r in replies if not isinstance(r, Exception)]
         quorum = self.masters.quorum
@@ -338,7 +344,7 @@ class RedisSlotStore(SlotStore):
             ])
             for name, slot, outcome, sent, skipped in outcomes
         ]  # fmt: skip
-        replies = self.masters.broadcast(commands)
+        replies = self.masters.broadcast(commands, durable=True)
         answered = [r for r in replies if not isinstance(r, Exception)]
         quorum = self.masters.quorum
         return [sum(r[i] for r in answered) >= quorum for i in range(len(outcomes))]
@@ -373,6 +379,7 @@ class RedisSlotStore(SlotStore):
         """
         script = self.masters.script(self.HEARTBEAT)  # registered once, loaded lazily
         payload = json.dumps(info, sort_keys=True)
+        # durable: a replica reports ready only while its writes count
         answers = self._majority(
             "heartbeat",
             [
@@ -381,6 +388,7 @@ class RedisSlotStore(SlotStore):
                     self.keys.schedule_rev, payload, max(1, int(ttl * 1000)), replica,
                 )
             ],
+            durable=True,
         )  # fmt: skip
         self.saw_schedule_revision(max(int(a[0][1] or 0) for a in answers))
         return max(int(a[0][0]) for a in answers)
@@ -481,7 +489,7 @@ class RedisSlotStore(SlotStore):
         command = (
             "EVALSHA", script, 2, self.keys.schedule_doc, self.keys.schedule_rev, revision, payload
         )  # fmt: skip
-        answers = self._majority("schedule", [command])
+        answers = self._majority("schedule", [command], durable=True)
         return sum(int(a[0]) for a in answers) >= self.masters.quorum
 
     def mark_runs_sent(self, run_ids: Sequence[str], retention: float) -> None:
@@ -560,8 +568,10 @@ class RedisSlotStore(SlotStore):
             )
         return [None if isinstance(r, Exception) else r for r in replies]
 
-    def _majority(self, what: str, commands: list[tuple[Any, ...]]) -> list[list[Any]]:
-        replies = self.masters.broadcast(commands)
+    def _majority(
+        self, what: str, commands: list[tuple[Any, ...]], *, durable: bool = False
+    ) -> list[list[Any]]:
+        replies = self.masters.broadcast(commands, durable=durable)
         answers = [r for r in replies if not isinstance(r, Exception)]
         if len(answers) < self.masters.quorum:
             raise QuorumUnavailable(

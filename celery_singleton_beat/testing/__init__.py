@@ -17,11 +17,14 @@ if TYPE_CHECKING:
     from celery_singleton_beat.testing.proxy import TcpProxy
     from celery_singleton_beat.testing.servers import (
         RedisClusterServers,
+        RedisSentinel,
         RedisServer,
+        SentinelGroup,
         SilentServer,
         free_port,
         redis_server_binary,
         redis_servers,
+        sentinel_group,
     )
 
 _EXPORTS = {
@@ -32,7 +35,10 @@ _EXPORTS = {
     "http_status": "cluster",
     "TcpProxy": "proxy",
     "RedisClusterServers": "servers",
+    "RedisSentinel": "servers",
     "RedisServer": "servers",
+    "SentinelGroup": "servers",
+    "sentinel_group": "servers",
     "SilentServer": "servers",
     "free_port": "servers",
     "redis_server_binary": "servers",
@@ -44,13 +50,16 @@ __all__ = [
     "FakeClock",
     "Process",
     "RedisClusterServers",
+    "RedisSentinel",
     "RedisServer",
+    "SentinelGroup",
     "SilentServer",
     "TcpProxy",
     "free_port",
     "http_status",
     "redis_server_binary",
     "redis_servers",
+    "sentinel_group",
     "wait_for",
 ]
 

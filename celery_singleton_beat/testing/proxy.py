@@ -7,7 +7,9 @@
 - ``cut()``: every connection is dropped and the port stops listening (the server "goes
   away" without being touched);
 - ``restore()``: normal forwarding again: the port listens again, and the connections the
-  black hole held are closed (their clients connect anew).
+  black hole held are closed (their clients connect anew);
+- ``retarget(port)``: new connections go to another server and those to the old one are
+  cut, as when a cloud endpoint's name moves to a promoted replica.
 """
 
 from __future__ import annotations
@@ -66,6 +68,13 @@ class TcpProxy:
             _close(sock)
         if self._listener is None:
             self._listen()
+
+    def retarget(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        with self._mutex:
+            self.target = (target_host, target_port)
+            dropped, self._sockets = self._sockets, []
+        for sock in dropped:
+            _close(sock)
 
     def _listen(self) -> None:
         listener = socket.socket()

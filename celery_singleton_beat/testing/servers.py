@@ -2,9 +2,10 @@
 
 Each :class:`RedisServer` is a ``redis-server`` process with no persistence that a test
 can kill, pause (SIGSTOP), resume, restart (it comes back empty on the same port) or
-pause for clients (``CLIENT PAUSE``). A :class:`RedisClusterServers` is a Redis Cluster of
-such processes (primaries with a replica each) whose primaries a test can kill and see
-replaced by their replicas.
+pause for clients (``CLIENT PAUSE``). A :class:`SentinelGroup` is a primary with
+replicas and three Sentinels watching it, as a Sentinel deployment runs them. A
+:class:`RedisClusterServers` is a Redis Cluster of such processes (primaries with a
+replica each) whose primaries a test can kill and see replaced by their replicas.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
 
 import redis
 import redis.cluster
@@ -68,7 +71,8 @@ class RedisServer:
             host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2
         )
 
-    def start(self) -> RedisServer:
+    def arguments(self) -> list[str]:
+        """The ``redis-server`` command line."""
         args = [
             redis_server_binary(),
             "--port", str(self.port),
@@ -80,7 +84,10 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
-        args += self.extra_args
+        return args + list(self.extra_args)
+
+    def start(self) -> RedisServer:
+        args = self.arguments()
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -135,6 +142,213 @@ def redis_servers(count: int) -> Iterator[list[RedisServer]]:
     finally:
         for server in servers:
             server.stop()
+
+
+class RedisSentinel(RedisServer):
+    """A ``redis-server --sentinel`` watching one primary under a master name."""
+
+    def __init__(
+        self,
+        primary_port: int,
+        master_name: str,
+        *,
+        quorum: int,
+        down_after_ms: int,
+        password: str | None = None,
+    ) -> None:
+        super().__init__(password=password)
+        self.primary_port = primary_port
+        self.master_name = master_name
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.myid = os.urandom(20).hex()
+        self.known: list[str] = []
+        """Config lines naming the other Sentinels and the replicas, so that the group is
+        complete at start instead of after a few rounds of Sentinel's hello messages."""
+
+    def arguments(self) -> list[str]:
+        """A Sentinel's command line: its config file (which Sentinel rewrites) first."""
+        config = os.path.join(self._dir, "sentinel.conf")
+        name = self.master_name
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            f"dir {self._dir}",
+            f"logfile {os.path.join(self._dir, 'sentinel.log')}",
+            f"sentinel monitor {name} 127.0.0.1 {self.primary_port} {self.quorum}",
+            f"sentinel down-after-milliseconds {name} {self.down_after_ms}",
+            f"sentinel failover-timeout {name} 5000",
+            f"sentinel parallel-syncs {name} 1",
+            f"sentinel myid {self.myid}",
+            *self.known,
+        ]
+        if self.password:  # asked of clients, and given to the other Sentinels
+            lines += [f"requirepass {self.password}", f"sentinel sentinel-pass {self.password}"]
+        with open(config, "w") as out:
+            out.write("\n".join(lines) + "\n")
+        return [redis_server_binary(), config, "--sentinel"]
+
+    def primary_address(self) -> tuple[str, int] | None:
+        """Where this Sentinel says the primary is now (None when it does not answer)."""
+        try:
+            found: Any = self.client().sentinel_get_master_addr_by_name(self.master_name)
+        except redis.RedisError:
+            return None
+        return (str(found[0]), int(found[1])) if found else None
+
+
+#: A replica's first full copy starts at once (Redis 7 waits 5 s for more replicas).
+_QUICK_SYNC = ("--repl-diskless-sync-delay", "0")
+
+
+class SentinelGroup:
+    """A primary, its replicas and three Sentinels (quorum 2) watching it, on free ports.
+
+    :attr:`url` names the group as Celery names a Sentinel broker
+    (``sentinel://h:p;sentinel://h:p;sentinel://h:p/0``), with ``master_name`` in
+    :attr:`transport_options`. A test kills the primary (:meth:`primary`), provokes lag
+    on a replica, and waits for the Sentinels to promote another (:meth:`wait_for_failover`).
+    """
+
+    master_name = "mymaster"
+
+    def __init__(
+        self,
+        replicas: int = 1,
+        sentinels: int = 3,
+        down_after_ms: int = 1000,
+        sentinel_password: str | None = None,
+    ) -> None:
+        self.sentinel_password = sentinel_password
+        self.replica_count = replicas
+        self.sentinel_count = sentinels
+        self.down_after_ms = down_after_ms
+        self.servers: list[RedisServer] = []
+        """The data servers: the first primary, then its replicas (roles change on failover)."""
+        self.sentinels: list[RedisSentinel] = []
+
+    @property
+    def url(self) -> str:
+        return ";".join(f"sentinel://127.0.0.1:{s.port}" for s in self.sentinels) + "/0"
+
+    @property
+    def transport_options(self) -> dict[str, Any]:
+        """Celery's transport options for the group (its master name, the Sentinels'
+        password)."""
+        options: dict[str, Any] = {"master_name": self.master_name}
+        if self.sentinel_password:
+            options["sentinel_kwargs"] = {"password": self.sentinel_password}
+        return options
+
+    def start(self) -> SentinelGroup:
+        primary = RedisServer(extra_args=_QUICK_SYNC).start()
+        self.servers.append(primary)
+        for _ in range(self.replica_count):
+            follow = ("--replicaof", "127.0.0.1", str(primary.port))
+            self.servers.append(RedisServer(extra_args=(*_QUICK_SYNC, *follow)).start())
+        for replica in self.servers[1:]:
+            _wait(partial(_linked, replica), "replication")
+        _wait(partial(_acknowledging, primary, self.replica_count), "acknowledgements")
+        for _ in range(self.sentinel_count):
+            self.sentinels.append(
+                RedisSentinel(
+                    primary.port, self.master_name, quorum=self.sentinel_count // 2 + 1,
+                    down_after_ms=self.down_after_ms, password=self.sentinel_password,
+                )
+            )  # fmt: skip
+        for sentinel in self.sentinels:
+            sentinel.known = [
+                *(f"sentinel known-replica {self.master_name} 127.0.0.1 {r.port}"
+                  for r in self.servers[1:]),
+                *(f"sentinel known-sentinel {self.master_name} 127.0.0.1 {o.port} {o.myid}"
+                  for o in self.sentinels if o is not sentinel),
+            ]  # fmt: skip
+            sentinel.start()
+        _wait(self._watching, "the Sentinels to see the replicas and each other")
+        return self
+
+    def _watching(self) -> bool:
+        for sentinel in self.sentinels:
+            state: Any = sentinel.client().sentinel_master(self.master_name)
+            if int(state["num-slaves"]) < self.replica_count:
+                return False
+            if int(state["num-other-sentinels"]) < self.sentinel_count - 1:
+                return False
+        return True
+
+    def primary_port(self) -> int | None:
+        """The primary's port as most Sentinels answer it."""
+        ports = [a[1] for s in self.sentinels if (a := s.primary_address()) is not None]
+        return max(set(ports), key=ports.count) if ports else None
+
+    def primary(self) -> RedisServer:
+        """The data server the Sentinels name as the primary now."""
+        port = self.primary_port()
+        return next(s for s in self.servers if s.port == port)
+
+    def replicas(self) -> list[RedisServer]:
+        """The other data servers."""
+        port = self.primary_port()
+        return [s for s in self.servers if s.port != port]
+
+    def wait_for_failover(self, old: RedisServer, timeout: float = 30) -> RedisServer:
+        """The server every Sentinel names as primary once none names ``old`` any more."""
+
+        def moved() -> bool:
+            ports = [s.primary_address() for s in self.sentinels]
+            return all(p is not None and p[1] != old.port for p in ports)
+
+        _wait(moved, f"the Sentinels to promote a replica of port {old.port}", timeout)
+        return self.primary()
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, *self.servers]:
+            server.stop()
+
+
+@contextlib.contextmanager
+def sentinel_group(
+    replicas: int = 1, down_after_ms: int = 1000, sentinel_password: str | None = None
+) -> Iterator[SentinelGroup]:
+    """A :class:`SentinelGroup`, started, and stopped at the end whatever happens."""
+    group = SentinelGroup(
+        replicas=replicas, down_after_ms=down_after_ms, sentinel_password=sentinel_password
+    )
+    try:
+        yield group.start()
+    finally:
+        group.stop()
+
+
+def _linked(replica: RedisServer) -> bool:
+    return bool(_info(replica).get("master_link_status") == "up")
+
+
+def _acknowledging(primary: RedisServer, replicas: int) -> bool:
+    """Whether every replica acknowledges a write (Redis 7 streams writes to a replica
+    only after its first acknowledgement, up to a second after its first copy)."""
+    pipe: Any = primary.client().pipeline(transaction=False)
+    pipe.set("sentinel-group:probe", 1)
+    pipe.delete("sentinel-group:probe")
+    pipe.execute_command("WAIT", replicas, 100)
+    return int(pipe.execute()[-1]) >= replicas
+
+
+def _info(server: RedisServer) -> dict[str, Any]:
+    try:
+        return dict(server.client().info("replication"))
+    except redis.RedisError:
+        return {}
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(redis.RedisError):
+            if condition():
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
 
 
 class SilentServer:

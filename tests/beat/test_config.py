@@ -119,6 +119,9 @@ def test_defaults_are_the_documented_ones() -> None:
         "singleton_beat_health_port": None,
         "singleton_beat_health_host": "0.0.0.0",
         "singleton_beat_schedule_source": "beat_schedule",
+        "singleton_beat_redis_transport_options": None,
+        "singleton_beat_redis_use_ssl": None,
+        "singleton_beat_redis_min_replicas": "auto",
     }
 
 

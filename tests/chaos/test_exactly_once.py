@@ -11,25 +11,19 @@ from pathlib import Path
 import pytest
 
 from celery_singleton_beat.testing import RedisServer, TcpProxy, wait_for
-from tests.support.clusters import BeatCluster, beat_cluster, interval_slots, master_hash, slot_ms
+from tests.support.clusters import (
+    BeatCluster,
+    beat_cluster,
+    check_every_slot_accounted,
+    interval_slots,
+    master_hash,
+    slot_ms,
+)
 
 pytestmark = pytest.mark.slow
 
 FAST = {"singleton_beat_claim_ttl": 1.0, "singleton_beat_lease_ttl": 3.0}
 PREFIX = "singleton-beat:"
-
-
-def fence_outcomes(masters: list[RedisServer], entry: str) -> dict[int, str]:
-    """Each slot's done mark (``dispatched``, ``skipped_misfire``, ...) over the masters."""
-    outcomes: dict[int, str] = {}
-    for master in masters:
-        client = master.client()
-        for key in client.scan_iter(f"{PREFIX}fire:{entry}:*", count=1000):
-            value = client.get(key)
-            if value and value.startswith(b"done:"):
-                slot = int(key.decode().rsplit(":", 1)[1])
-                outcomes.setdefault(slot, value.decode()[5:])
-    return outcomes
 
 
 def test_a_slot_missed_while_a_master_was_emptied_is_coalesced_and_counted(
@@ -83,27 +77,6 @@ def run_through(
     proxy.delay(0)
     time.sleep(15)  # messages still in flight reach the worker
     return start, end
-
-
-def check_every_slot_accounted(
-    cluster: BeatCluster, masters: list[RedisServer], schedule: dict[str, dict], window: tuple
-) -> None:
-    """No task id ran twice; each slot in the window ran, or was counted as skipped with
-    its reason, never both."""
-    rows = cluster.executions()
-    twice = [t for t, n in Counter(r["task_id"] for r in rows).items() if n > 1]
-    assert twice == [], f"task ids executed twice: {twice}"
-    for entry, spec in schedule.items():
-        expected = interval_slots(spec["every"], window[0], window[1])
-        executed = {slot_ms(r["slot"]) for r in rows if r["entry"] == entry}
-        outcomes = fence_outcomes(masters, entry)
-        skipped = {s for s, outcome in outcomes.items() if outcome.startswith("skipped")}
-        assert executed & skipped == set(), f"{entry}: executed and counted as skipped"
-        missing = sorted(expected - executed - skipped)
-        marks = {slot: outcomes.get(slot) for slot in missing}
-        assert missing == [], f"{entry}: neither executed nor counted: {marks}"
-        counted = master_hash(masters, f"{PREFIX}entry:{entry}").get("skipped", 0)
-        assert counted == len(skipped), f"{entry}: skip count {counted} != {len(skipped)} marks"
 
 
 SCHEDULE = {

@@ -21,17 +21,17 @@ from celery_singleton_beat.testing import RedisServer
 
 
 class Trips:
-    """Counts round trips (``Masters.scatter`` calls, each to every master at once)."""
+    """Counts round trips (``Masters.exchange`` calls, each to every master at once)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.count = 0
-        original = Masters.scatter
+        original = Masters.exchange
 
-        def counted(masters: Masters, batches: Any) -> Any:
+        def counted(masters: Masters, nodes: Any, batches: Any) -> Any:
             self.count += 1
-            return original(masters, batches)
+            return original(masters, nodes, batches)
 
-        monkeypatch.setattr(Masters, "scatter", counted)
+        monkeypatch.setattr(Masters, "exchange", counted)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import datetime as dt
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,3 +214,63 @@ def master_hash(masters: list[RedisServer], key: str) -> dict[str, int]:
             name = field_name.decode()
             merged[name] = max(merged.get(name, 0), int(value))
     return merged
+
+
+PREFIX = "singleton-beat:"
+
+
+def fence_outcomes(masters: Sequence[RedisServer], entry: str) -> dict[int, str]:
+    """Each slot's done mark (``dispatched``, ``skipped_misfire``, ...) over the masters."""
+    outcomes: dict[int, str] = {}
+    for master in masters:
+        client = master.client()
+        for key in client.scan_iter(f"{PREFIX}fire:{entry}:*", count=1000):
+            value = client.get(key)
+            if value and value.startswith(b"done:"):
+                slot = int(key.decode().rsplit(":", 1)[1])
+                outcomes.setdefault(slot, value.decode()[5:])
+    return outcomes
+
+
+def slot_accounting(
+    rows: list[dict[str, Any]],
+    masters: Sequence[RedisServer],
+    schedule: dict[str, dict[str, Any]],
+    window: tuple[float, float],
+) -> list[str]:
+    """What went wrong with the slots of ``schedule`` in ``window`` (seconds), one line per
+    fault: a task id executed twice, a slot executed twice, executed and counted as
+    skipped, neither, or a skip count that disagrees with the skip marks. Empty: each slot
+    ran exactly once or was counted as skipped with its reason, never both."""
+    faults = []
+    twice = sorted(t for t, n in Counter(r["task_id"] for r in rows).items() if n > 1)
+    if twice:
+        faults.append(f"task ids executed twice: {twice}")
+    for entry, spec in schedule.items():
+        expected = interval_slots(spec["every"], window[0], window[1])
+        counts = executed_slots(rows, entry)
+        executed = set(counts)
+        outcomes = fence_outcomes(masters, entry)
+        skipped = {s for s, outcome in outcomes.items() if outcome.startswith("skipped")}
+        if again := sorted(s for s, n in counts.items() if n > 1):
+            faults.append(f"{entry}: slots executed twice: {again}")
+        if both := sorted(executed & skipped):
+            faults.append(f"{entry}: executed and counted as skipped: {both}")
+        if missing := sorted(expected - executed - skipped):
+            marks = {slot: outcomes.get(slot) for slot in missing}
+            faults.append(f"{entry}: neither executed nor counted: {marks}")
+        counted = master_hash(masters, f"{PREFIX}entry:{entry}").get("skipped", 0)
+        if counted != len(skipped):
+            faults.append(f"{entry}: skip count {counted} != {len(skipped)} marks")
+    return faults
+
+
+def check_every_slot_accounted(
+    cluster: BeatCluster,
+    masters: Sequence[RedisServer],
+    schedule: dict[str, dict[str, Any]],
+    window: tuple[float, float],
+) -> None:
+    """No task id ran twice; each slot in the window ran, or was counted as skipped with
+    its reason, never both."""
+    assert slot_accounting(cluster.executions(), masters, schedule, window) == []
