@@ -346,6 +346,10 @@ class Keys:
     def all_locks(self) -> str:
         return f"{self.prefix}lock:*"
 
+    def all_slots(self, name: str) -> str:
+        """The fences of every slot of an entry (a ``SCAN`` pattern; ``name`` as written)."""
+        return f"{self.prefix}fire:{self._tag(name)}:*"
+
     @property
     def all_replicas(self) -> str:
         return f"{self.replica_prefix}*"

@@ -499,13 +499,15 @@ class RedisClusterServers:
                         return self.node(address.split("@")[0])
         raise AssertionError(f"no primary serves slot {slot}")
 
-    def kill_primary(self, primary: RedisServer) -> float:
-        """SIGKILL ``primary`` and wait until one of its replicas serves its slots and the
-        cluster answers again; returns how long that took (the failover time), in seconds."""
+    def kill_primary(self, primary: RedisServer, meanwhile: Callable[[], object] = list) -> float:
+        """SIGKILL ``primary`` (then call ``meanwhile``) and wait until one of its replicas
+        serves its slots and the cluster answers again; returns how long that took (the
+        failover time), in seconds."""
         replicas = self.topology()[primary.name]
         assert replicas, f"{primary.name} has no replica to take over"
         killed = time.monotonic()
         primary.kill()
+        meanwhile()
         deadline = killed + 30
         while time.monotonic() < deadline:
             with contextlib.suppress(redis.RedisError, StopIteration):
@@ -513,6 +515,10 @@ class RedisClusterServers:
                     return time.monotonic() - killed
             time.sleep(0.02)
         raise RuntimeError(f"no replica of {primary.name} took over within 30 s")
+
+    def replica_of(self, primary: RedisServer) -> RedisServer:
+        """A replica of ``primary``."""
+        return self.node(self.topology()[primary.name][0])
 
     def _failed_over(self, replicas: list[str]) -> bool:
         promoted = [name for name in replicas if name in self.topology()]

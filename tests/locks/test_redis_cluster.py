@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from celery_singleton_beat.connections.masters import Masters
 from celery_singleton_beat.errors import QuorumUnavailable
 from celery_singleton_beat.locks import Redlock
 from celery_singleton_beat.stores.redis import RedisSlotStore
-from celery_singleton_beat.testing import RedisClusterServers
+from celery_singleton_beat.testing import RedisClusterServers, RedisServer
 
 
 @pytest.fixture
@@ -92,3 +93,92 @@ def test_a_cluster_node_named_as_a_master_fails_saying_how_to_name_a_cluster(
     assert "the server is a node of a Redis Cluster: give its URL with ?cluster=true" in str(
         failed.value
     )
+
+
+# -- each shard's replicas (WAIT) -------------------------------------------------------
+
+
+def waits(server: RedisServer) -> int:
+    """How many ``WAIT`` commands ``server`` ran."""
+    stats: Any = server.client().info("commandstats")
+    return int(stats.get("cmdstat_wait", {}).get("calls", 0))
+
+
+def test_a_lock_waits_for_its_shards_replica_in_the_same_round_trip(
+    lock: Redlock, sharded_cluster: RedisClusterServers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lock.release(lock.acquire("report", ttl=5) or pytest.fail("not acquired"))
+    primary = sharded_cluster.primary_of(lock.lock_key("report"))
+    trips: list[object] = []
+    exchange = Masters.exchange
+    monkeypatch.setattr(Masters, "exchange", lambda m, n, b: trips.append(b) or exchange(m, n, b))
+    before = waits(primary)
+    lease = lock.acquire("report", ttl=5)
+    assert lease is not None
+    assert (len(trips), waits(primary) - before) == (1, 1)
+    replica = sharded_cluster.replica_of(primary).client()
+    replica.execute_command("READONLY")
+    assert replica.get(lock.lock_key("report")) == lease.token.encode()
+
+
+def test_a_shard_whose_replica_does_not_acknowledge_counts_nothing_until_it_does(
+    sharded_cluster: RedisClusterServers,
+) -> None:
+    lock = Redlock.from_urls([sharded_cluster.url], node_timeout=0.3)
+    names = {sharded_cluster.primary_of(lock.lock_key(f"k{n}")).name: f"k{n}" for n in range(20)}
+    assert len(names) == 3
+    for name in names.values():  # every shard reached: its replicas known
+        lock.release(lock.acquire(name, ttl=5) or pytest.fail("not acquired"))
+    stalled, other = list(names.items())[:2]
+    replica = sharded_cluster.replica_of(sharded_cluster.node(stalled[0]))
+    replica.pause()
+    try:
+        with pytest.raises(QuorumUnavailable, match="0 of 1 replicas acknowledged"):
+            lock.acquire(stalled[1], ttl=5)
+        assert lock.acquire(other[1], ttl=5) is not None, "the other shards count"
+    finally:
+        replica.resume()
+    assert lock.acquire(stalled[1], ttl=5) is not None
+    lock.close()
+
+
+def lag(cluster: RedisClusterServers, primary: RedisServer, tag: str) -> RedisServer:
+    """Make ``primary``'s replica lag: stop it and write more to the primary than the
+    replication link holds in flight (the kernel keeps what a stopped replica was sent:
+    it would still get that much). Returns the replica, stopped."""
+    replica = cluster.replica_of(primary)
+    replica.pause()
+    client = primary.client()
+    filler = b"x" * 1_000_000
+    for n in range(40):
+        client.set(f"filler:{{{tag}}}:{n}", filler)
+    return replica
+
+
+@pytest.mark.parametrize("min_replicas", [None, 0])
+def test_a_lock_granted_while_the_replica_lagged_is_lost_in_a_failover_only_without_wait(
+    sharded_cluster: RedisClusterServers, min_replicas: int | None
+) -> None:
+    """The shard's replica lags (stopped, with 40 MB on their way to it); a lock is asked
+    for; the primary is killed and the replica, resumed, promoted: it never got the lock.
+    Waiting for the replica (the default), the lock was refused and nothing is lost;
+    without (``min_replicas = 0``) it was granted, and the promoted replica grants it to a
+    second owner."""
+    first = Redlock.from_urls([sharded_cluster.url], node_timeout=0.3, min_replicas=min_replicas)
+    first.release(first.acquire("billing", ttl=30) or pytest.fail("not acquired"))
+    primary = sharded_cluster.primary_of(first.lock_key("billing"))
+    replica = lag(sharded_cluster, primary, "billing")
+    try:
+        granted = first.acquire("billing", ttl=30)
+    except QuorumUnavailable:
+        granted = None
+    sharded_cluster.kill_primary(primary, meanwhile=replica.resume)
+    second = Redlock.from_urls([sharded_cluster.url], node_timeout=0.3)
+    other = second.acquire("billing", ttl=30, wait=3)
+    if min_replicas == 0:
+        assert (granted is not None, other is not None) == (True, True), "two owners"
+    else:
+        assert granted is None, "refused: its replica had not acknowledged it"
+        assert other is not None
+    first.close()
+    second.close()
