@@ -9,7 +9,10 @@ any cycle failed.
 Rows: ours with the release waited for (as redis-py's and pottery's are), ours with the
 release posted (``release_nowait``, as a finishing ``SingletonTask`` releases), and the
 floor: the same two scripts sent to three masters on raw sockets, one ``poll()`` for the
-replies, no library at all.
+replies, no library at all. On a Redis Cluster of its own (3 primaries, a replica each):
+ours, each lock waiting for its shard's replica (``WAIT``, the default) and without
+(``min_replicas=0``), and redis-py's ``Lock`` through its ``RedisCluster`` client (which
+does not wait).
 
     python bench/locks.py [--cycles 2000] [--rounds 5]
 """
@@ -34,6 +37,7 @@ import redis
 from celery_singleton_beat.connections.resp import pack
 from celery_singleton_beat.locks import Redlock
 from celery_singleton_beat.testing import redis_servers
+from celery_singleton_beat.testing.servers import redis_cluster_servers
 
 Cycle = Callable[[], None]
 
@@ -42,8 +46,10 @@ class Failed(Exception):
     """A cycle that did not acquire or release: the figures would not mean anything."""
 
 
-def ours(urls: list[str], posted: bool = False) -> tuple[Cycle, Callable[[], None]]:
-    lock = Redlock.from_urls(urls, node_timeout=0.05)
+def ours(
+    urls: list[str], posted: bool = False, min_replicas: int | str = "auto"
+) -> tuple[Cycle, Callable[[], None]]:
+    lock = Redlock.from_urls(urls, node_timeout=0.05, min_replicas=min_replicas)
     key = f"bench-{len(urls)}-{posted}"
 
     def cycle() -> None:
@@ -114,6 +120,21 @@ def redis_py(url: str) -> tuple[Cycle, Callable[[], None]]:
     return cycle, client.close
 
 
+def redis_py_cluster(url: str) -> tuple[Cycle, Callable[[], None]]:
+    """redis-py's ``Lock`` on a Redis Cluster, through its ``RedisCluster`` client."""
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster.from_url(url.partition("?")[0])
+
+    def cycle() -> None:
+        lock = client.lock("bench-redis-py", timeout=10.0)
+        if not lock.acquire(blocking=False):
+            raise Failed("redis-py Lock on the cluster: acquire refused")
+        lock.release()
+
+    return cycle, client.close
+
+
 def pottery(urls: list[str]) -> tuple[Cycle, Callable[[], None]]:
     from pottery import Redlock as PotteryRedlock
 
@@ -149,7 +170,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=2000, help="cycles per row")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     args = parser.parse_args()
-    with redis_servers(5) as servers:
+    with redis_servers(5) as servers, redis_cluster_servers() as cluster:
         urls = [s.url for s in servers]
         rows = {
             "ours, 1 master": ours(urls[:1]),
@@ -160,6 +181,10 @@ def main() -> None:
             "redis-py Lock, 1 node": redis_py(urls[0]),
             "pottery Redlock, 3 masters": pottery(urls[:3]),
             "pottery Redlock, 5 masters": pottery(urls),
+            "ours, Redis Cluster": ours([cluster.url]),
+            "ours, cluster, no WAIT": ours([cluster.url], min_replicas=0),
+            "ours, cluster, release posted": ours([cluster.url], posted=True),
+            "redis-py Lock, Redis Cluster": redis_py_cluster(cluster.url),
         }
         samples: dict[str, list[float]] = {name: [] for name in rows}
         rounds: dict[str, list[float]] = {name: [] for name in rows}
@@ -197,6 +222,12 @@ def report(samples: dict[str, list[float]], rounds: dict[str, list[float]]) -> N
     print(f"ours(3), release posted / redis-py Lock(1) = {posted / single:.2f}  (goal: <= 1.00)")
     print(f"pottery(3) / ours(3)                       = {pottery3 / ours3:.1f}  (goal: >= 10)")
     print(f"ours(3) / floor(3)                         = {ours3 / floor3:.2f}")
+    cluster, theirs = medians["ours, Redis Cluster"], medians["redis-py Lock, Redis Cluster"]
+    unwaited = medians["ours, cluster, no WAIT"]
+    print(f"ours(cluster, WAIT) / redis-py Lock(cluster) = {cluster / theirs:.2f}  (goal: <= 1.30)")
+    print(
+        f"ours(cluster) / redis-py Lock(cluster)       = {unwaited / theirs:.2f}  (goal: <= 1.00)"
+    )
 
 
 if __name__ == "__main__":

@@ -155,9 +155,9 @@ def lag(cluster: RedisClusterServers, primary: RedisServer, tag: str) -> RedisSe
     return replica
 
 
-@pytest.mark.parametrize("min_replicas", [None, 0])
+@pytest.mark.parametrize("min_replicas", ["auto", 0])
 def test_a_lock_granted_while_the_replica_lagged_is_lost_in_a_failover_only_without_wait(
-    sharded_cluster: RedisClusterServers, min_replicas: int | None
+    sharded_cluster: RedisClusterServers, min_replicas: int | str
 ) -> None:
     """The shard's replica lags (stopped, with 40 MB on their way to it); a lock is asked
     for; the primary is killed and the replica, resumed, promoted: it never got the lock.
