@@ -60,10 +60,11 @@ Client = redis.Redis | RedisCluster
 def _client(node: MasterURL, timeout: float) -> Client:
     """A client for ``node`` (on a Sentinel member's primary now); a cluster's connects (to
     read its slot map) at once."""
-    if node.cluster:
+    if node.cluster:  # TLS as the settings give it (singleton_beat_redis_use_ssl) too
+        tls = {k: v for k, v in node.options.items() if k == "connection_class" or "ssl" in k}
         return RedisCluster.from_url(
             without_cluster_flag(node.url), socket_timeout=timeout,
-            socket_connect_timeout=timeout, require_full_coverage=False,
+            socket_connect_timeout=timeout, require_full_coverage=False, **tls,
         )  # fmt: skip
     client: redis.Redis = client_for(node, timeout)
     return client

@@ -182,3 +182,21 @@ def test_a_lock_granted_while_the_replica_lagged_is_lost_in_a_failover_only_with
         assert other is not None
     first.close()
     second.close()
+
+
+def test_a_tls_cluster_s_shards_are_reached_over_tls_with_the_url_s_credentials() -> None:
+    lock = Redlock.from_urls(["rediss://user:pw@10.0.0.1:6380?cluster=true"])
+    shard = lock.masters.nodes[0].shard("10.0.0.2", 6381)
+    connection = shard.checkout()
+    assert type(connection).__name__ == "SSLConnection"
+    assert (connection.host, connection.port, connection.username, connection.password) == (
+        "10.0.0.2", 6381, "user", "pw",
+    )  # fmt: skip
+    assert (
+        repr(lock) == "<Redlock [Redis Cluster rediss://***@10.0.0.1:6380?cluster=true] quorum=1>"
+    )
+    given = Redlock.from_urls(
+        ["redis://10.0.0.1:6380?cluster=true"], use_ssl={"ssl_ca_certs": "/etc/ssl/ca.pem"}
+    )
+    connection = given.masters.nodes[0].shard("10.0.0.3", 6380).checkout()
+    assert (type(connection).__name__, connection.ca_certs) == ("SSLConnection", "/etc/ssl/ca.pem")
