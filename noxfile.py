@@ -60,12 +60,13 @@ TEST_DEPS = [
     "django-celery-results>=2.5",  # tests/djangoapp/settings.py installs its app
 ]
 
-# the lock contract on real masters, beat replicas (see Cell.replicas), tasks on real
-# workers, the Django records and admin, slot times, and the compatibility tests of the
-# private APIs
+# the lock contract on real masters, beat replicas (see Cell.replicas), beat through a
+# Sentinel failover (see Cell.sentinel), tasks on real workers, the Django records and
+# admin, slot times, and the compatibility tests of the private APIs
 SUBSET = [
     "tests/locks/test_contract.py",
     "tests/beat/test_replicas.py",
+    "tests/topologies/test_sentinel.py",
     "tests/tasks/test_workers.py",
     "tests/djangoapp/test_admin_and_records.py",
     "tests/beat/test_slots.py",
@@ -91,12 +92,18 @@ class Cell:
     database_store: str = ""
     """The replica tests also run on the PostgreSQL slot store: in one cell, the floors,
     where the oldest Django and driver meet it."""
+    sentinel: str = ""
+    """The Sentinel failover tests the cell runs (a ``-k`` expression; none when empty):
+    the floors, where redis-py 5.0's ``Sentinel`` finds the promoted replica."""
 
     def chosen(self) -> str:
         """The cell's ``-k`` expression over the subset."""
         redis = f"({self.replicas}) and not postgresql"
         postgresql = f"({self.database_store}) and postgresql" if self.database_store else ""
-        return f"not test_replicas or ({redis})" + (f" or ({postgresql})" if postgresql else "")
+        sentinel = f"test_sentinel and ({self.sentinel})" if self.sentinel else ""
+        return f"(not test_replicas and not test_sentinel) or ({redis})" + "".join(
+            f" or ({extra})" for extra in (postgresql, sentinel) if extra
+        )
 
 
 CELLS = {
@@ -105,6 +112,7 @@ CELLS = {
         ["celery==5.3.*", "kombu==5.3.*", "redis==5.0.*", "django==4.2.*"],
         replicas=REPLICAS,
         database_store="three_active_replicas or killing_the_replica",
+        sentinel="lost_writes_never_sends",
     ),
     "middle": Cell(
         "3.12",

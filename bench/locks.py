@@ -9,8 +9,11 @@ any cycle failed.
 Rows: ours with the release waited for (as redis-py's and pottery's are), ours with the
 release posted (``release_nowait``, as a finishing ``SingletonTask`` releases), and the
 floor: the same two scripts sent to three masters on raw sockets, one ``poll()`` for the
-replies, no library at all. On a Redis Cluster of its own (3 primaries, a replica each):
-ours, each lock waiting for its shard's replica (``WAIT``, the default) and without
+replies, no library at all. Then one primary with one replica and three Sentinels: ours
+on the primary's URL (each grant waits for the replica, ``WAIT`` in the same round trip),
+ours with ``min_replicas=0`` (no ``WAIT``), ours through the Sentinels, beside redis-py's
+``Lock`` on the same primary. Then a Redis Cluster of its own (3 primaries, a replica
+each): ours, each lock waiting for its shard's replica (the default) and without
 (``min_replicas=0``), and redis-py's ``Lock`` through its ``RedisCluster`` client (which
 does not wait).
 
@@ -29,6 +32,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -36,8 +40,7 @@ import redis
 
 from celery_singleton_beat.connections.resp import pack
 from celery_singleton_beat.locks import Redlock
-from celery_singleton_beat.testing import redis_servers
-from celery_singleton_beat.testing.servers import redis_cluster_servers
+from celery_singleton_beat.testing import redis_cluster_servers, redis_servers, sentinel_group
 
 Cycle = Callable[[], None]
 
@@ -46,11 +49,9 @@ class Failed(Exception):
     """A cycle that did not acquire or release: the figures would not mean anything."""
 
 
-def ours(
-    urls: list[str], posted: bool = False, min_replicas: int | str = "auto"
-) -> tuple[Cycle, Callable[[], None]]:
-    lock = Redlock.from_urls(urls, node_timeout=0.05, min_replicas=min_replicas)
-    key = f"bench-{len(urls)}-{posted}"
+def ours(urls: list[str], posted: bool = False, **options: Any) -> tuple[Cycle, Callable[[], None]]:
+    lock = Redlock.from_urls(urls, node_timeout=0.05, **options)
+    key = f"bench-{len(urls)}-{posted}-{len(options)}"
 
     def cycle() -> None:
         lease = lock.acquire(key, ttl=10.0)
@@ -110,9 +111,10 @@ def floor(urls: list[str]) -> tuple[Cycle, Callable[[], None]]:
 
 def redis_py(url: str) -> tuple[Cycle, Callable[[], None]]:
     client = redis.Redis.from_url(url)
+    key = f"bench-redis-py-{url}"
 
     def cycle() -> None:
-        lock = client.lock("bench-redis-py", timeout=10.0)
+        lock = client.lock(key, timeout=10.0)
         if not lock.acquire(blocking=False):
             raise Failed("redis-py Lock: acquire refused")
         lock.release()
@@ -170,8 +172,14 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=2000, help="cycles per row")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     args = parser.parse_args()
-    with redis_servers(5) as servers, redis_cluster_servers() as cluster:
+    with (
+        redis_servers(5) as servers,
+        sentinel_group() as group,
+        redis_cluster_servers() as cluster,
+    ):
         urls = [s.url for s in servers]
+        primary = group.primary().url
+        sentinel = {"transport_options": group.transport_options}
         rows = {
             "ours, 1 master": ours(urls[:1]),
             "ours, 3 masters": ours(urls[:3]),
@@ -181,6 +189,10 @@ def main() -> None:
             "redis-py Lock, 1 node": redis_py(urls[0]),
             "pottery Redlock, 3 masters": pottery(urls[:3]),
             "pottery Redlock, 5 masters": pottery(urls),
+            "ours, primary, WAIT 1": ours([primary]),
+            "ours, primary, no WAIT": ours([primary], min_replicas=0),
+            "ours, Sentinel, WAIT 1": ours([group.url], **sentinel),
+            "redis-py Lock, the primary": redis_py(primary),
             "ours, Redis Cluster": ours([cluster.url]),
             "ours, cluster, no WAIT": ours([cluster.url], min_replicas=0),
             "ours, cluster, release posted": ours([cluster.url], posted=True),
@@ -222,12 +234,18 @@ def report(samples: dict[str, list[float]], rounds: dict[str, list[float]]) -> N
     print(f"ours(3), release posted / redis-py Lock(1) = {posted / single:.2f}  (goal: <= 1.00)")
     print(f"pottery(3) / ours(3)                       = {pottery3 / ours3:.1f}  (goal: >= 10)")
     print(f"ours(3) / floor(3)                         = {ours3 / floor3:.2f}")
-    cluster, theirs = medians["ours, Redis Cluster"], medians["redis-py Lock, Redis Cluster"]
-    unwaited = medians["ours, cluster, no WAIT"]
-    print(f"ours(cluster, WAIT) / redis-py Lock(cluster) = {cluster / theirs:.2f}  (goal: <= 1.30)")
-    print(
-        f"ours(cluster) / redis-py Lock(cluster)       = {unwaited / theirs:.2f}  (goal: <= 1.00)"
-    )
+    replicated = medians["redis-py Lock, the primary"]
+    for name, goal in (
+        ("ours, primary, WAIT 1", 1.3),
+        ("ours, Sentinel, WAIT 1", 1.3),
+        ("ours, primary, no WAIT", 1.0),
+    ):
+        ratio = medians[name] / replicated
+        print(f"{name + ' / redis-py Lock(primary)':<48} = {ratio:.2f}  (goal: <= {goal:.2f})")
+    on_cluster = medians["redis-py Lock, Redis Cluster"]
+    for name, goal in (("ours, Redis Cluster", 1.3), ("ours, cluster, no WAIT", 1.0)):
+        ratio = medians[name] / on_cluster
+        print(f"{name + ' / redis-py Lock(cluster)':<48} = {ratio:.2f}  (goal: <= {goal:.2f})")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ from celery_singleton_beat.observe import events  # noqa: E402  (after the rewri
 from celery_singleton_beat.testing import (  # noqa: E402
     RedisClusterServers,
     RedisServer,
+    redis_cluster_servers,
     redis_servers,
 )
-from celery_singleton_beat.testing.servers import redis_cluster_servers  # noqa: E402
 from tests.support.clusters import TaskCluster, task_cluster  # noqa: E402
 from tests.support.events import EventLog  # noqa: E402
 

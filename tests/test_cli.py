@@ -15,7 +15,12 @@ import redis
 
 from celery_singleton_beat.core.schema import ran_lock
 from celery_singleton_beat.locks import Redlock
-from celery_singleton_beat.testing import RedisClusterServers, RedisServer, wait_for
+from celery_singleton_beat.testing import (
+    RedisClusterServers,
+    RedisServer,
+    sentinel_group,
+    wait_for,
+)
 from tests.support.clusters import BeatCluster, beat_cluster
 
 pytestmark = pytest.mark.slow
@@ -518,6 +523,11 @@ def test_status_locks_unlock_and_check_read_a_redis_cluster(on_redis_cluster: Be
     assert "one master" not in check.stdout
     assert "has no replica" not in check.stdout
     assert (
+        f"OK    one Redis Cluster ({sharded.nodes[0].name} (cluster)): beat follows each "
+        f"primary's failover, and a write counts once its shard's replicas acknowledged it "
+        f"(singleton_beat_redis_min_replicas = 'auto')"
+    ) in check.stdout.splitlines()
+    assert (
         f"OK    {sharded.nodes[0].name} (cluster): a Redis Cluster of 3 primaries; a primary "
         f"lost is replaced by its replica"
     ) in check.stdout.splitlines()
@@ -530,3 +540,24 @@ def test_status_locks_unlock_and_check_read_a_redis_cluster(on_redis_cluster: Be
         f"WARN  {sharded.nodes[0].name} (cluster): {victim.name} has no replica: losing it "
         f"stops the cluster until it is back"
     ) in alone.stdout.splitlines()
+
+
+def test_check_and_status_follow_a_sentinel_broker(tmp_path: Path) -> None:
+    """A Sentinel broker and no singleton_beat_redis_urls: its transport options are read,
+    the primary the Sentinels name is probed, and a failover is no warning."""
+    with sentinel_group() as group, beat_cluster(tmp_path, [], SCHEDULE) as cluster:
+        settings = {
+            "broker_transport_options": group.transport_options,
+            "singleton_beat_redis_urls": None,  # the broker's
+        }
+        env = {"TEST_BROKER_URL": group.url, "TEST_SETTINGS": json.dumps(settings)}
+        checked = run_cli(cluster, "check", **env)
+        status = run_cli(cluster, "status", **env)
+    ports = sorted(s.port for s in group.sentinels)
+    name = "mymaster@" + ",".join(f"127.0.0.1:{port}" for port in ports)
+    assert (
+        f"OK    one Sentinel-managed primary ({name}): beat follows its failover, and a write "
+        f"counts once its replicas acknowledged it (singleton_beat_redis_min_replicas = 'auto')"
+    ) in checked.stdout.splitlines(), checked.stdout + checked.stderr
+    assert not [line for line in checked.stdout.splitlines() if line.startswith("ERROR")]
+    assert f"  {name} up" in status.stdout, status.stdout + status.stderr

@@ -18,6 +18,7 @@ replies put back in the batch's order, in the same round trip.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import select
 import ssl
@@ -244,18 +245,17 @@ class Masters:
         """One round trip of writes to ``nodes`` (masters, or a Redis Cluster's shard
         primaries) with each one's replicas' acknowledgement (see :meth:`broadcast`).
 
-        A master no connection has reached yet is connected first, to learn how many
-        replicas to wait for; one that cannot be reached is left out of the round trip
-        with its error. A master that learned a higher number during the round trip (it
-        connected anew, to another primary) did not ask for enough: its writes do not
-        count this time.
+        A master that no connection reached yet, or that failed last time (its primary
+        may have moved), is asked first (``PING``; a new connection's check learns which
+        primary it is and how many replicas to wait for), so that the writes ask for the
+        right number; one that does not answer is left out, with its error. A master that
+        learned a higher number during the round trip did not ask for enough: its writes
+        do not count this time.
         """
         unreached: dict[int, Exception] = {}
-        unknown = [i for i, node in enumerate(nodes) if node.replication.first_contact()]
-        if unknown:
-            probed = self.exchange(
-                nodes, [[("PING",)] if i in unknown else [] for i in range(len(nodes))]
-            )
+        unsure = [node.replication.unsure for node in nodes]
+        if any(unsure):
+            probed = self.exchange(nodes, [[("PING",)] if u else [] for u in unsure])
             unreached = {i: r for i, r in enumerate(probed) if isinstance(r, Exception)}
         needs = [node.replication.need or 0 for node in nodes]
         waited: dict[tuple[int, int], list[Command]] = {}  # one list per batch and count:
@@ -278,6 +278,7 @@ class Masters:
                     results[index] = failure
             elif need and isinstance(result, Unanswered) and result.received >= len(batches[index]):
                 results[index] = node.replication.judge(None) or result
+            node.replication.unsure = isinstance(results[index], Exception)
         return results
 
     def post(self, commands: Sequence[Command]) -> None:
@@ -285,7 +286,9 @@ class Masters:
 
         For writes whose outcome the caller does not need (releasing a lock at the end of
         a task): it saves the wait of a round trip. The replies are read with each
-        connection's next round trip; a master that cannot be written to is skipped.
+        connection's next round trip; a master that cannot be written to is skipped. A
+        master without an open connection is written to with a round trip: its new
+        connection's server is checked first (see :meth:`_preamble`).
         """
         if self.clustered:
             routed = _routes(self.nodes, [commands] * len(self.nodes))
@@ -570,24 +573,10 @@ def _acknowledged(reply: Any) -> int | None:
     return reply if type(reply) is int else None
 
 
+@functools.cache
 def node_wait(replicas: int, timeout_ms: int) -> bytes:
     """``WAIT replicas timeout_ms`` in RESP: sent after a durable write, in its batch."""
     return pack([("WAIT", replicas, timeout_ms)])
-
-
-def _connect(connection: Any) -> Any:
-    """Connect ``connection`` (redis-py's connect and handshake, with their errors; the
-    check of the server, see :class:`~.primary.Replication`) and make its socket
-    non-blocking; returns the socket."""
-    connection.connect()
-    sock = connection_socket(connection)
-    if sock is None:  # pragma: no cover  (connect either sets a socket or raises)
-        raise RedisConnectionError("not connected")
-    sock.setblocking(False)
-    connection.raw = sock
-    connection.fd = sock.fileno()
-    connection.plain = not isinstance(sock, ssl.SSLSocket)
-    return sock
 
 
 def _send(connection: Any, preamble: list[bytes] | None, data: bytes) -> None:
@@ -599,7 +588,14 @@ def _send(connection: Any, preamble: list[bytes] | None, data: bytes) -> None:
     """
     sock = connection.raw
     if sock is None:
-        sock = _connect(connection)
+        connection.connect()  # redis-py's connect and handshake, with their errors
+        sock = connection_socket(connection)
+        if sock is None:  # pragma: no cover  (connect either sets a socket or raises)
+            raise RedisConnectionError("not connected")
+        sock.setblocking(False)
+        connection.raw = sock
+        connection.fd = sock.fileno()
+        connection.plain = not isinstance(sock, ssl.SSLSocket)
     if preamble:
         data = b"".join([*preamble, data])
     try:

@@ -140,15 +140,10 @@ class Replication:
         self._history: set[str] = set()
         self._current: str | None = None
         self._acknowledged: bool | None = None
+        self.unsure = True
+        """Whether the primary should be asked before a write: no connection reached it
+        yet, or the last durable round trip failed on it (it may have moved)."""
         self._mutex = threading.Lock()
-
-    def first_contact(self) -> bool:
-        """True while no connection has reached the primary: the caller makes one before a
-        durable write, which then knows how many replicas to wait for. Each caller makes
-        one until the primary is reached, so that writes sent at once from several threads
-        (a cluster's new shard primary, just after a failover) all wait for its replicas,
-        not only the first one's."""
-        return self.need is None
 
     def check(self, reply: Any, where: str) -> bool:
         """Check a new connection's server from its ``INFO replication`` ``reply``: raises
@@ -189,9 +184,10 @@ class Replication:
         if fresh:
             logger.log(
                 logging.WARNING if changed else logging.INFO,
-                "Redis member %s: primary %s, %d replica(s); a write counts once %d "
-                "acknowledged it",
-                self.name, where, replicas, self.need,
+                "Redis member %s: primary %s, %d replica(s); %s",
+                self.name, where, replicas,
+                f"a write counts once {self.need} acknowledged it" if self.need
+                else "a write counts without waiting for a replica",
             )  # fmt: skip
         return changed
 

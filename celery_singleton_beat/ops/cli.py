@@ -448,7 +448,7 @@ def _check_store(app: Celery, config: Config) -> list[tuple[str, str]]:
     count = len(servers)
     return [
         ("OK", f"settings valid ({count} master{'s' if count != 1 else ''}, mode {config.mode})"),
-        *([] if overview.one_cluster(config) else _check_master_count(count)),
+        *_check_master_count(config),
         *_check_masters(config),
     ]
 
@@ -465,7 +465,21 @@ def _check_sources(app: Celery, config: Config) -> list[tuple[str, str]]:
     return [("OK", f"schedule sources read: {len(specs)} entries (from {names})")]
 
 
-def _check_master_count(count: int) -> list[tuple[str, str]]:
+def _check_master_count(config: Config) -> list[tuple[str, str]]:
+    members = config.members()
+    count = len(members)
+    if count == 1 and members[0].sentinel is not None:
+        return [
+            ("OK", f"one Sentinel-managed primary ({members[0].name}): beat follows its "
+                   f"failover, and a write counts once its replicas acknowledged it "
+                   f"(singleton_beat_redis_min_replicas = {config.redis_min_replicas!r})")
+        ]  # fmt: skip
+    if count == 1 and members[0].cluster:
+        return [
+            ("OK", f"one Redis Cluster ({members[0].name}): beat follows each primary's "
+                   f"failover, and a write counts once its shard's replicas acknowledged it "
+                   f"(singleton_beat_redis_min_replicas = {config.redis_min_replicas!r})")
+        ]  # fmt: skip
     if count == 1:
         return [("WARN", "one master: losing it stops beat; list three independent masters")]
     if count % 2 == 0:

@@ -121,12 +121,6 @@ def reachable(found: list[tuple[MasterState, Client | None]]) -> list[Client]:
     return [client for state, client in found if state.reachable and client is not None]
 
 
-def one_cluster(config: Config | TaskConfig) -> bool:
-    """Whether the store is one Redis Cluster (whose shards fail over by themselves)."""
-    nodes = config.members()
-    return len(nodes) == 1 and nodes[0].cluster
-
-
 def cluster_findings(name: str, client: Client) -> list[tuple[str, str]]:
     """What ``check`` says of a Redis Cluster: its primaries, and any without a replica."""
     if not isinstance(client, RedisCluster):

@@ -122,7 +122,7 @@ class Config(RedisMembers):
         defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name in values}
         for _ in range(len(values) + 2):
             try:
-                cls(redis_urls=urls, **values).validate()
+                cls(redis_urls=urls, **_from_broker(conf, urls, values)).validate()
             except ConfigurationError as exc:
                 found.append(exc)
                 name = exc.name.removeprefix("singleton_beat_")
@@ -237,14 +237,6 @@ def _redis_urls(conf: Mapping[str, Any]) -> tuple[str, ...]:
         broker = conf.get("broker_url") or ""
         if isinstance(broker, str) and broker.startswith(("redis://", "rediss://")):
             _warn_broker_master(conf, broker)
-        elif isinstance(broker, str) and broker.startswith(f"{SENTINEL}://"):
-            logger.info(
-                "singleton_beat_redis_urls is not set: using the broker's Sentinel-managed "
-                "primary %s, each write counted once its replicas acknowledge it "
-                "(singleton_beat_redis_min_replicas).",
-                safe_url(broker),
-            )
-        if isinstance(broker, str) and broker.startswith(("redis://", "rediss://")):
             try:
                 master_urls([broker])
             except ConfigurationError as exc:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         SentinelGroup,
         SilentServer,
         free_port,
+        redis_cluster_servers,
         redis_server_binary,
         redis_servers,
         sentinel_group,
@@ -41,6 +42,7 @@ _EXPORTS = {
     "sentinel_group": "servers",
     "SilentServer": "servers",
     "free_port": "servers",
+    "redis_cluster_servers": "servers",
     "redis_server_binary": "servers",
     "redis_servers": "servers",
 }
@@ -57,6 +59,7 @@ __all__ = [
     "TcpProxy",
     "free_port",
     "http_status",
+    "redis_cluster_servers",
     "redis_server_binary",
     "redis_servers",
     "sentinel_group",

@@ -48,6 +48,7 @@ class Failover:
     def check(self) -> None:
         """Every slot once or counted, no replica gone, and, when replicas ran through the
         failover, back within the failover time plus two seconds."""
+        print(self)  # the run's figures, with -s or on failure
         assert self.before_kill >= 8, "beat published before the kill"
         assert (self.forgotten, self.faults, self.exited) == ([], [], [])
         if self.survivors:
