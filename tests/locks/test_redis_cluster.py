@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from celery_singleton_beat.connections.masters import Masters
+from celery_singleton_beat.core.schema import ran_lock
 from celery_singleton_beat.errors import QuorumUnavailable
 from celery_singleton_beat.locks import Redlock
 from celery_singleton_beat.stores.redis import RedisSlotStore
@@ -200,3 +201,28 @@ def test_a_tls_cluster_s_shards_are_reached_over_tls_with_the_url_s_credentials(
     )
     connection = given.masters.nodes[0].shard("10.0.0.3", 6380).checkout()
     assert (type(connection).__name__, connection.ca_certs) == ("SSLConnection", "/etc/ssl/ca.pem")
+
+
+def test_a_slot_s_mark_and_a_task_s_lock_in_two_hash_slots_are_taken_one_after_the_other(
+    lock: Redlock, sharded_cluster: RedisClusterServers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slot-aware singleton task's ``ran`` mark carries its entry's hash tag and its lock
+    the task key's: one script cannot take both, so the mark is taken, then the lock; a
+    second copy of the slot finds the mark held and leaves the lock alone."""
+    mark = ran_lock("nightly", "2026-01-01T00:00:00.000Z")
+    assert not lock.masters.one_slot(lock.lock_key(mark), lock.lock_key("task:report"))
+    lock.release(lock.acquire("task:report", ttl=5) or pytest.fail("not acquired"))
+    warm = ran_lock("nightly", "2025-01-01T00:00:00.000Z")  # the mark's shard, reached
+    lock.release(lock.acquire(warm, ttl=5) or pytest.fail("not acquired"))
+    trips: list[object] = []
+    exchange = Masters.exchange
+    monkeypatch.setattr(Masters, "exchange", lambda m, n, b: trips.append(b) or exchange(m, n, b))
+    first = lock.acquire_marked(
+        "task:report", 30, token=lock._new_token(), marks=lock, mark=mark, mark_ttl=60
+    )
+    assert (first.mark is not None, first.lease is not None, len(trips)) == (True, True, 2)
+    copy = lock.acquire_marked(
+        "task:report", 30, token=lock._new_token(), marks=lock, mark=mark, mark_ttl=60
+    )
+    assert (copy.mark, copy.lease) == (None, None)
+    assert lock.holder("task:report") == first.lease.token
