@@ -7,54 +7,57 @@ builds a key string or spells a header name (``tests/test_schema.py`` greps for 
 Keys, under the configured prefix (``singleton-beat:`` by default), as standalone masters
 and Sentinel-managed primaries hold them, and as a Redis Cluster holds them:
 
-=================================  ================================  =========================
-standalone and Sentinel            Redis Cluster                     what
-=================================  ================================  =========================
-``lock:{name}``                    ``lock:{{name}}``                  a lock held on a majority
-                                                                     of masters (Redlock)
-``fence:{name}``                   ``fence:{{name}}``                 that lock's fencing counter
-``lock:leader``                    ``lock:{leader}``                 the beat leader's lease
-``lock:ran:{entry}:{slot}``        ``lock:ran:{{entry}}:{slot}``      a slot that ran (held by
-                                                                     the worker that ran it)
-``lock:enqueue:{task key}``        ``lock:{enqueue:{task key}}``     a message queued for a task
-                                                                     key (``singleton_enqueue``)
-``entry:{name}``                   ``entry:{{name}}``                 an entry's progress:
-                                                                     ``last``, ``dispatched``,
-                                                                     ``skipped``
-``anchor:{name}:{every_ms}``       ``anchor:{{name}}:{every_ms}``     the anchor of an interval
-                                                                     entry's slots
-``fire:{name}:{slot}``             ``fire:{{name}}:{slot}``           one slot's fence:
-                                                                     ``{token}|{expiry_ms}``,
-                                                                     then ``done:…``
-``runstate:{entry}``               ``runstate:{{entry}}``             an entry's run state for
-                                                                     its overlap policy
-``replica:{host}:{pid}``           ``{beat}:replica:{host}:{pid}``   a beat replica's heartbeat
-                                                                     (JSON, with a TTL)
-``replicas``                       ``{beat}:replicas``               live replicas, scored by
-                                                                     heartbeat time (master's
-                                                                     clock)
-``schedule:doc``                   ``{beat}:schedule:doc``           the runtime schedule (JSON:
-                                                                     entries, runs, paused)
-``schedule:rev``                   ``{beat}:schedule:rev``           its revision, which
-                                                                     replicas poll
-``schedule:ran:{run id}``          ``{beat}:schedule:ran:{run id}``  a run-now request that was
-                                                                     sent
-``lock:schedule-edit``             ``lock:{schedule-edit}``          the lock editors of the
-                                                                     runtime schedule take in
-                                                                     turn
-=================================  ================================  =========================
+============================  ==================================  ==========================
+standalone and Sentinel       Redis Cluster                       what
+============================  ==================================  ==========================
+``lock:{name}``               ``lock:{{name}}``                   a lock held on a majority
+                                                                  of masters (Redlock)
+``fence:{name}``              ``fence:{{name}}``                  that lock's fencing
+                                                                  counter
+``lock:leader``               ``lock:{{leader}}``                 the beat leader's lease
+``lock:ran:{entry}:{slot}``   ``lock:ran:{{entry}}:{slot}``       a slot that ran (held by
+                                                                  the worker that ran it)
+``lock:enqueue:{task key}``   ``lock:{{enqueue:{task key}}}``     a message queued for a
+                                                                  task key
+                                                                  (``singleton_enqueue``)
+``entry:{name}``              ``entry:{{name}}``                  an entry's progress:
+                                                                  ``last``, ``dispatched``,
+                                                                  ``skipped``
+``anchor:{name}:{every_ms}``  ``anchor:{{name}}:{every_ms}``      the anchor of an interval
+                                                                  entry's slots
+``fire:{name}:{slot}``        ``fire:{{name}}:{slot}``            one slot's fence:
+                                                                  ``{token}|{expiry_ms}``,
+                                                                  then ``done:…``
+``runstate:{entry}``          ``runstate:{{entry}}``              an entry's run state for
+                                                                  its overlap policy
+``replica:{host}:{pid}``      ``{{beat}}:replica:{host}:{pid}``   a beat replica's heartbeat
+                                                                  (JSON, with a TTL)
+``replicas``                  ``{{beat}}:replicas``               live replicas, scored by
+                                                                  heartbeat time (master's
+                                                                  clock)
+``schedule:doc``              ``{{beat}}:schedule:doc``           the runtime schedule
+                                                                  (JSON: entries, runs,
+                                                                  paused)
+``schedule:rev``              ``{{beat}}:schedule:rev``           its revision, which
+                                                                  replicas poll
+``schedule:ran:{run id}``     ``{{beat}}:schedule:ran:{run id}``  a run-now request that was
+                                                                  sent
+``lock:schedule-edit``        ``lock:{{schedule-edit}}``          the lock editors of the
+                                                                  runtime schedule take in
+                                                                  turn
+============================  ==================================  ==========================
 
 **Hash tags, on a Redis Cluster only.** A cluster keeps each key in the hash slot of its
 *hash tag* (the text between the first ``{`` and the next ``}``), and a script or a
-transaction may only touch keys of one slot. On a cluster every key carries a tag, in
-literal braces (the doubled braces above): an entry's keys and its slots' keys, the
-``ran`` marks of its slots included, carry the entry's name; a lock and its fencing
-counter carry the lock's name; and the keys every replica shares (heartbeats, the
-replica set, the runtime schedule) carry ``{beat}``. So the claim script (a slot's fence
-and its entry's progress), the acquire script (a lock and its counter) and the heartbeat
-script (a replica's key, the replica set, the schedule's revision) each touch one slot.
-A name that begins with ``}`` or ``|``, or is empty, is tagged with ``|`` in front (a tag
-must not be empty), and the prefix may hold no brace.
+transaction may only touch keys of one slot. On a cluster every key carries a tag in
+literal braces (doubled above; a single pair is a placeholder): an entry's keys and its
+slots' keys, the ``ran`` marks of its slots included, carry the entry's name; a lock and
+its fencing counter carry the lock's name; and the keys every replica shares
+(heartbeats, the replica set, the runtime schedule) carry ``{beat}``. So the claim
+script (a slot's fence and its entry's progress), the acquire script (a lock and its
+counter) and the heartbeat script (a replica's key, the replica set, the schedule's
+revision) each touch one slot. A name that begins with ``}`` or ``|``, or is empty, is
+tagged with ``|`` in front (a tag must not be empty), and the prefix may hold no brace.
 
 Standalone masters and Sentinel keep the names without tags: 0.1.0 wrote them so, and
 a rolling upgrade runs old and new replicas and workers side by side. Were the names to
