@@ -20,6 +20,7 @@ from celery_singleton_beat.testing import (  # noqa: E402
 )
 from tests.support.clusters import TaskCluster, task_cluster  # noqa: E402
 from tests.support.events import EventLog  # noqa: E402
+from tests.support.round_trips import Trips  # noqa: E402
 
 pytest_plugins: list[str] = []
 
@@ -66,6 +67,12 @@ def cluster(three_masters: list[RedisServer], tmp_path: Path) -> Iterator[TaskCl
     by the test: ``cluster.start_worker()``)."""
     with task_cluster(tmp_path, three_masters) as tasks:
         yield tasks
+
+
+@pytest.fixture
+def trips(monkeypatch: pytest.MonkeyPatch) -> Trips:
+    """Counts the round trips to the masters made from here on (``trips.count``)."""
+    return Trips(monkeypatch)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from celery_singleton_beat.errors import QuorumUnavailable
 from celery_singleton_beat.locks import Redlock
 from celery_singleton_beat.stores.redis import RedisSlotStore
 from celery_singleton_beat.testing import RedisClusterServers, RedisServer
+from tests.support.round_trips import Trips
 
 
 @pytest.fixture
@@ -24,15 +25,19 @@ def lock(sharded_cluster: RedisClusterServers) -> Iterator[Redlock]:
     made.close()
 
 
+def moving(cluster: RedisClusterServers, key: str) -> tuple[int, RedisServer, RedisServer]:
+    """``key``'s hash slot, the primary serving it, and another primary to move it to."""
+    slot = cluster.keyslot(key)
+    source = cluster.primary_of_slot(slot)
+    return slot, source, next(p for p in cluster.primaries() if p is not source)
+
+
 def test_a_lease_whose_slot_moved_is_extended_released_and_fenced_on_the_new_primary(
     lock: Redlock, sharded_cluster: RedisClusterServers
 ) -> None:
     lease = lock.acquire("billing", ttl=30)
     assert lease is not None
-    slot = sharded_cluster.keyslot(lock.lock_key("billing"))
-    target = next(
-        p for p in sharded_cluster.primaries() if p is not sharded_cluster.primary_of_slot(slot)
-    )
+    slot, _source, target = moving(sharded_cluster, lock.lock_key("billing"))
     sharded_cluster.move_slot(slot, target)
     assert lock.extend(lease, ttl=30) is True, "MOVED is followed in the same call"
     assert target.client().pttl(lock.lock_key("billing")) > 25_000
@@ -47,9 +52,7 @@ def test_during_a_slot_migration_ask_is_followed_and_tryagain_fails_closed_until
 ) -> None:
     lease = lock.acquire("report", ttl=30)
     assert lease is not None
-    slot = sharded_cluster.keyslot(lock.lock_key("report"))
-    source = sharded_cluster.primary_of_slot(slot)
-    target = next(p for p in sharded_cluster.primaries() if p is not source)
+    slot, source, target = moving(sharded_cluster, lock.lock_key("report"))
     sharded_cluster.start_moving(slot, target)
     sharded_cluster.migrate_keys(slot, source, target)  # the lock and its fence
     assert lock.extend(lease, ttl=30) is True, "ASK is followed, after ASKING"
@@ -69,9 +72,8 @@ def test_a_batch_over_every_shard_follows_a_moved_slot_and_keeps_its_order(
     store = RedisSlotStore(Masters.from_urls([sharded_cluster.url], 0.5), "p:")
     names = [f"entry-{n}" for n in range(30)]
     store.init([(name, None) for name in names], now=1_000)
-    slot = sharded_cluster.keyslot(store.entry_key(names[7]))
-    source = sharded_cluster.primary_of_slot(slot)
-    sharded_cluster.move_slot(slot, next(p for p in sharded_cluster.primaries() if p is not source))
+    slot, _source, target = moving(sharded_cluster, store.entry_key(names[7]))
+    sharded_cluster.move_slot(slot, target)
     claims = store.claim([(name, 5_000 + n) for n, name in enumerate(names)], "t", 5, 60)
     assert [(c.status, c.last) for c in claims] == [("claimed", 1_000)] * 30
     store.close()
@@ -106,17 +108,14 @@ def waits(server: RedisServer) -> int:
 
 
 def test_a_lock_waits_for_its_shards_replica_in_the_same_round_trip(
-    lock: Redlock, sharded_cluster: RedisClusterServers, monkeypatch: pytest.MonkeyPatch
+    lock: Redlock, sharded_cluster: RedisClusterServers, trips: Trips
 ) -> None:
     lock.release(lock.acquire("report", ttl=5) or pytest.fail("not acquired"))
     primary = sharded_cluster.primary_of(lock.lock_key("report"))
-    trips: list[object] = []
-    exchange = Masters.exchange
-    monkeypatch.setattr(Masters, "exchange", lambda m, n, b: trips.append(b) or exchange(m, n, b))
-    before = waits(primary)
+    before, trips.count = waits(primary), 0
     lease = lock.acquire("report", ttl=5)
     assert lease is not None
-    assert (len(trips), waits(primary) - before) == (1, 1)
+    assert (trips.count, waits(primary) - before) == (1, 1)
     replica = sharded_cluster.replica_of(primary).client()
     replica.execute_command("READONLY")
     assert replica.get(lock.lock_key("report")) == lease.token.encode()
@@ -204,7 +203,7 @@ def test_a_tls_cluster_s_shards_are_reached_over_tls_with_the_url_s_credentials(
 
 
 def test_a_slot_s_mark_and_a_task_s_lock_in_two_hash_slots_are_taken_one_after_the_other(
-    lock: Redlock, sharded_cluster: RedisClusterServers, monkeypatch: pytest.MonkeyPatch
+    lock: Redlock, sharded_cluster: RedisClusterServers, trips: Trips
 ) -> None:
     """A slot-aware singleton task's ``ran`` mark carries its entry's hash tag and its lock
     the task key's: one script cannot take both, so the mark is taken, then the lock; a
@@ -214,13 +213,11 @@ def test_a_slot_s_mark_and_a_task_s_lock_in_two_hash_slots_are_taken_one_after_t
     lock.release(lock.acquire("task:report", ttl=5) or pytest.fail("not acquired"))
     warm = ran_lock("nightly", "2025-01-01T00:00:00.000Z")  # the mark's shard, reached
     lock.release(lock.acquire(warm, ttl=5) or pytest.fail("not acquired"))
-    trips: list[object] = []
-    exchange = Masters.exchange
-    monkeypatch.setattr(Masters, "exchange", lambda m, n, b: trips.append(b) or exchange(m, n, b))
+    trips.count = 0
     first = lock.acquire_marked(
         "task:report", 30, token=lock._new_token(), marks=lock, mark=mark, mark_ttl=60
     )
-    assert (first.mark is not None, first.lease is not None, len(trips)) == (True, True, 2)
+    assert (first.mark is not None, first.lease is not None, trips.count) == (True, True, 2)
     copy = lock.acquire_marked(
         "task:report", 30, token=lock._new_token(), marks=lock, mark=mark, mark_ttl=60
     )
