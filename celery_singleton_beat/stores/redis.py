@@ -204,6 +204,8 @@ class RedisSlotStore(SlotStore):
 
     def describe(self) -> str:
         masters = ", ".join(node.label for node in self.masters.nodes)
+        if len(self.masters.nodes) == 1 and self.masters.clustered:
+            return f"lock store -> {masters}"
         return (
             f"lock masters -> {masters} "
             f"(majority {self.masters.quorum} of {len(self.masters.nodes)})"

@@ -233,7 +233,7 @@ def test_the_beat_banner_names_a_redis_cluster() -> None:
     app = Celery("banner", broker="memory://")
     app.conf.singleton_beat_redis_urls = ["redis://:s3cret@c1:7000?cluster=true"]
     info = Scheduler(app=app, lazy=True).info
-    assert "Redis Cluster redis://***@c1:7000?cluster=true" in info
+    assert ". lock store -> Redis Cluster redis://***@c1:7000?cluster=true\n" in info + "\n"
     assert "s3cret" not in info
 
 
