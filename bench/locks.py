@@ -12,7 +12,10 @@ floor: the same two scripts sent to three masters on raw sockets, one ``poll()``
 replies, no library at all. Then one primary with one replica and three Sentinels: ours
 on the primary's URL (each grant waits for the replica, ``WAIT`` in the same round trip),
 ours with ``min_replicas=0`` (no ``WAIT``), ours through the Sentinels, beside redis-py's
-``Lock`` on the same primary.
+``Lock`` on the same primary. Then a Redis Cluster of its own (3 primaries, a replica
+each): ours, each lock waiting for its shard's replica (the default) and without
+(``min_replicas=0``), and redis-py's ``Lock`` through its ``RedisCluster`` client (which
+does not wait).
 
     python bench/locks.py [--cycles 2000] [--rounds 5]
 """
@@ -37,7 +40,7 @@ import redis
 
 from celery_singleton_beat.connections.resp import pack
 from celery_singleton_beat.locks import Redlock
-from celery_singleton_beat.testing import redis_servers, sentinel_group
+from celery_singleton_beat.testing import redis_cluster_servers, redis_servers, sentinel_group
 
 Cycle = Callable[[], None]
 
@@ -119,6 +122,21 @@ def redis_py(url: str) -> tuple[Cycle, Callable[[], None]]:
     return cycle, client.close
 
 
+def redis_py_cluster(url: str) -> tuple[Cycle, Callable[[], None]]:
+    """redis-py's ``Lock`` on a Redis Cluster, through its ``RedisCluster`` client."""
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster.from_url(url.partition("?")[0])
+
+    def cycle() -> None:
+        lock = client.lock("bench-redis-py", timeout=10.0)
+        if not lock.acquire(blocking=False):
+            raise Failed("redis-py Lock on the cluster: acquire refused")
+        lock.release()
+
+    return cycle, client.close
+
+
 def pottery(urls: list[str]) -> tuple[Cycle, Callable[[], None]]:
     from pottery import Redlock as PotteryRedlock
 
@@ -154,7 +172,11 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=2000, help="cycles per row")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     args = parser.parse_args()
-    with redis_servers(5) as servers, sentinel_group() as group:
+    with (
+        redis_servers(5) as servers,
+        sentinel_group() as group,
+        redis_cluster_servers() as cluster,
+    ):
         urls = [s.url for s in servers]
         primary = group.primary().url
         sentinel = {"transport_options": group.transport_options}
@@ -171,6 +193,10 @@ def main() -> None:
             "ours, primary, no WAIT": ours([primary], min_replicas=0),
             "ours, Sentinel, WAIT 1": ours([group.url], **sentinel),
             "redis-py Lock, the primary": redis_py(primary),
+            "ours, Redis Cluster": ours([cluster.url]),
+            "ours, cluster, no WAIT": ours([cluster.url], min_replicas=0),
+            "ours, cluster, release posted": ours([cluster.url], posted=True),
+            "redis-py Lock, Redis Cluster": redis_py_cluster(cluster.url),
         }
         samples: dict[str, list[float]] = {name: [] for name in rows}
         rounds: dict[str, list[float]] = {name: [] for name in rows}
@@ -216,6 +242,10 @@ def report(samples: dict[str, list[float]], rounds: dict[str, list[float]]) -> N
     ):
         ratio = medians[name] / replicated
         print(f"{name + ' / redis-py Lock(primary)':<48} = {ratio:.2f}  (goal: <= {goal:.2f})")
+    on_cluster = medians["redis-py Lock, Redis Cluster"]
+    for name, goal in (("ours, Redis Cluster", 1.3), ("ours, cluster, no WAIT", 1.0)):
+        ratio = medians[name] / on_cluster
+        print(f"{name + ' / redis-py Lock(cluster)':<48} = {ratio:.2f}  (goal: <= {goal:.2f})")
 
 
 if __name__ == "__main__":

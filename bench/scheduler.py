@@ -78,17 +78,17 @@ def beat_schedule(entries: int) -> dict[str, Any]:
 
 
 class RoundTrips:
-    """Counts Masters.scatter calls: each is one round trip to every master at once."""
+    """Counts Masters.exchange calls: each is one round trip to every master at once."""
 
     def __init__(self) -> None:
         self.count = 0
-        original = Masters.scatter
+        original = Masters.exchange
 
-        def counted(masters: Masters, batches: Any) -> Any:
+        def counted(masters: Masters, nodes: Any, batches: Any) -> Any:
             self.count += 1
-            return original(masters, batches)
+            return original(masters, nodes, batches)
 
-        Masters.scatter = counted  # type: ignore[method-assign]
+        Masters.exchange = counted  # type: ignore[method-assign]
 
 
 class Statements:

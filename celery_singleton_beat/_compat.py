@@ -113,12 +113,55 @@ def redis_error(text: str) -> Exception:
     replies are read without redis-py's parser (see :mod:`celery_singleton_beat.connections.resp`)
     and must still fail with the same exception classes and texts.
     """
-    try:
-        from redis._parsers.base import BaseParser  # noqa: PLC0415  (redis-py >= 5)
-    except ImportError:  # pragma: no cover
-        from redis.connection import BaseParser  # type: ignore[attr-defined]  # noqa: PLC0415
-    parse: Callable[[str], Exception] = BaseParser.parse_error
+    parse: Callable[[str], Exception] = _error_parser().parse_error
     return parse(text)
+
+
+def _error_parser() -> Any:
+    """redis-py's parser class with the fullest table of error prefixes: up to redis-py 5
+    the cluster's (``MOVED``, ``ASK``, ``CLUSTERDOWN``, ``TRYAGAIN``, ``CROSSSLOT``,
+    ``MASTERDOWN``) are only in ``redis.cluster.ClusterParser``; later in ``BaseParser``."""
+    try:
+        from redis.cluster import ClusterParser  # type: ignore[attr-defined]  # noqa: PLC0415
+
+        return ClusterParser  # pragma: no cover  (redis-py < 6)
+    except ImportError:
+        from redis._parsers.base import BaseParser  # noqa: PLC0415
+
+        return BaseParser
+
+
+def cluster_nodes_manager(host: str, port: int, options: dict[str, Any]) -> Any:
+    """redis-py's ``NodesManager`` of the Redis Cluster that ``host:port`` belongs to: the
+    part of ``RedisCluster`` that reads the slot map (``CLUSTER SLOTS``), made at once.
+
+    ``options`` are a connection pool's (those redis-py reads from a URL), as
+    ``RedisCluster.from_url`` gives them (``from_url=True``); the whole ``RedisCluster``
+    would also fetch the server's command table, ten times the time.
+    """
+    from redis.cluster import ClusterNode, NodesManager  # noqa: PLC0415
+
+    seed = ClusterNode(host, port)  # type: ignore[no-untyped-call]
+    return NodesManager([seed], from_url=True, require_full_coverage=False, **options)
+
+
+def cluster_slot_primaries(nodes_manager: Any, slots: int) -> list[tuple[str, int] | None]:
+    """Each hash slot's primary ``(host, port)`` (None: no node serves it) in the slot map
+    a ``NodesManager`` read last (its ``slots_cache``: slot -> nodes, the primary first,
+    the same since redis-py 4.1)."""
+    cache: dict[int, list[Any]] = nodes_manager.slots_cache
+    known: dict[str, tuple[str, int]] = {}
+    primaries: list[tuple[str, int] | None] = []
+    for slot in range(slots):
+        nodes = cache.get(slot)
+        if not nodes:
+            primaries.append(None)
+            continue
+        address = known.get(nodes[0].name)
+        if address is None:
+            address = known[nodes[0].name] = (str(nodes[0].host), int(nodes[0].port))
+        primaries.append(address)
+    return primaries
 
 
 def quiet_handshake() -> dict[str, Any]:
@@ -155,3 +198,9 @@ def broker_pools(producer: Any) -> list[Any]:
     if channel is None or not hasattr(channel, "conn_or_acquire"):
         return []
     return [channel.pool, channel.async_pool]
+
+
+def cluster_node_of(client: Any, key: str) -> Any:
+    """The node of a Redis Cluster that serves ``key`` (redis-py's ``get_node_from_key``,
+    public but untyped)."""
+    return client.get_node_from_key(key)

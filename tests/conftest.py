@@ -12,9 +12,15 @@ import pytest
 pytest.register_assert_rewrite("tests.support")
 
 from celery_singleton_beat.observe import events  # noqa: E402  (after the rewrite hook)
-from celery_singleton_beat.testing import RedisServer, redis_servers  # noqa: E402
+from celery_singleton_beat.testing import (  # noqa: E402
+    RedisClusterServers,
+    RedisServer,
+    redis_cluster_servers,
+    redis_servers,
+)
 from tests.support.clusters import TaskCluster, task_cluster  # noqa: E402
 from tests.support.events import EventLog  # noqa: E402
+from tests.support.round_trips import Trips  # noqa: E402
 
 pytest_plugins: list[str] = []
 
@@ -32,11 +38,41 @@ def three_masters(redis_cluster: Callable[[int], list[RedisServer]]) -> list[Red
 
 
 @pytest.fixture
+def sharded_cluster() -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of its own (3 primaries, a replica each, failover after 1 s), for a
+    test that kills its nodes."""
+    with redis_cluster_servers() as servers:
+        yield servers
+
+
+@pytest.fixture(scope="session")
+def _session_sharded_cluster() -> Iterator[RedisClusterServers]:
+    with redis_cluster_servers() as servers:
+        yield servers
+
+
+@pytest.fixture
+def shared_sharded_cluster(
+    _session_sharded_cluster: RedisClusterServers,
+) -> RedisClusterServers:
+    """One Redis Cluster for the whole run, emptied before each test that uses it: for the
+    tests that leave its nodes alone (starting a cluster takes about two seconds)."""
+    _session_sharded_cluster.flush()
+    return _session_sharded_cluster
+
+
+@pytest.fixture
 def cluster(three_masters: list[RedisServer], tmp_path: Path) -> Iterator[TaskCluster]:
     """Workers of ``tests.tasks.app`` on three masters and a broker of their own (started
     by the test: ``cluster.start_worker()``)."""
     with task_cluster(tmp_path, three_masters) as tasks:
         yield tasks
+
+
+@pytest.fixture
+def trips(monkeypatch: pytest.MonkeyPatch) -> Trips:
+    """Counts the round trips to the masters made from here on (``trips.count``)."""
+    return Trips(monkeypatch)
 
 
 @pytest.fixture

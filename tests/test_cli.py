@@ -13,8 +13,14 @@ from typing import Any
 import pytest
 import redis
 
+from celery_singleton_beat.core.schema import ran_lock
 from celery_singleton_beat.locks import Redlock
-from celery_singleton_beat.testing import RedisServer, sentinel_group, wait_for
+from celery_singleton_beat.testing import (
+    RedisClusterServers,
+    RedisServer,
+    sentinel_group,
+    wait_for,
+)
 from tests.support.clusters import BeatCluster, beat_cluster
 
 pytestmark = pytest.mark.slow
@@ -468,6 +474,72 @@ def test_check_reports_an_entry_two_sources_give_naming_both_and_exits_1(
         "(singleton_beat_schedule_source): beat leaves the copy of 'test-redis' out, "
         "'beat_schedule' is listed first; rename or remove one of them"
     ]
+
+
+@pytest.fixture
+def on_redis_cluster(sharded_cluster: RedisClusterServers, tmp_path: Path) -> Iterator[BeatCluster]:
+    """Two beat replicas and a worker on a Redis Cluster (3 primaries, a replica each)."""
+    with beat_cluster(tmp_path, [sharded_cluster], SCHEDULE) as running:
+        running.start_worker()
+        running.start_replica("r1")
+        running.start_replica("r2")
+        wait_for(lambda: len(running.executions()) >= 2, 30, "the replicas to dispatch")
+        yield running
+
+
+def test_status_locks_unlock_and_check_read_a_redis_cluster(on_redis_cluster: BeatCluster) -> None:
+    (sharded,) = on_redis_cluster.masters
+    status = json.loads(cli(on_redis_cluster, "status", "--json").stdout)
+    assert (status["health"], status["problems"]) == ("healthy", [])
+    assert [(m["name"], m["reachable"]) for m in status["masters"]] == [
+        (f"{sharded.nodes[0].name} (cluster)", True)
+    ]
+    assert sorted(r["pid"] for r in status["replicas"]) == sorted(
+        p.popen.pid for p in on_redis_cluster.processes if p.name.startswith("r")
+    )
+    assert all(r["seen_ago"] is not None for r in status["replicas"])
+    entries = {e["name"]: e for e in status["entries"]}
+    assert entries["every-second"]["dispatched"] >= 2
+
+    lock = Redlock.from_urls([sharded.url], owner="billing-host/4242")
+    lease = lock.acquire("task:billing", ttl=60)
+    assert lease is not None
+    ran = ran_lock("every-second", "2026-01-01T00:00:00.000Z")
+    assert lock.acquire(ran, ttl=60) is not None
+    rows = json.loads(cli(on_redis_cluster, "locks", "--json").stdout)
+    assert sorted((row["key"], row["kind"], row["holder"]) for row in rows) == [
+        (ran, "slot ran", "billing-host/4242"),
+        ("task:billing", "task", "billing-host/4242"),
+    ]
+    (held,) = [row for row in rows if row["key"] == "task:billing"]
+    assert held["fence"] == lease.fence
+    released = cli(on_redis_cluster, "unlock", "task:billing", "--yes")
+    assert released.returncode == 0, released.stderr
+    assert "released 'task:billing' on 1 of 1 reachable masters" in released.stdout
+    assert lock.holder("task:billing") is None
+
+    check = cli(on_redis_cluster, "check")
+    assert check.returncode == 0, check.stdout
+    assert "one master" not in check.stdout
+    assert "has no replica" not in check.stdout
+    assert (
+        f"OK    one Redis Cluster ({sharded.nodes[0].name} (cluster)): beat follows each "
+        f"primary's failover, and a write counts once its shard's replicas acknowledged it "
+        f"(singleton_beat_redis_min_replicas = 'auto')"
+    ) in check.stdout.splitlines()
+    assert (
+        f"OK    {sharded.nodes[0].name} (cluster): a Redis Cluster of 3 primaries; a primary "
+        f"lost is replaced by its replica"
+    ) in check.stdout.splitlines()
+    victim = sharded.primary_of("any")
+    replica = sharded.node(sharded.topology()[victim.name][0])
+    replica.kill()
+    sharded.wait_until_stable()
+    alone = cli(on_redis_cluster, "check")
+    assert (
+        f"WARN  {sharded.nodes[0].name} (cluster): {victim.name} has no replica: losing it "
+        f"stops the cluster until it is back"
+    ) in alone.stdout.splitlines()
 
 
 def test_check_and_status_follow_a_sentinel_broker(tmp_path: Path) -> None:

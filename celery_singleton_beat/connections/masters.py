@@ -10,6 +10,10 @@ Each master is a member of the settings: one server, or a Sentinel-managed prima
 :mod:`.primary`, which checks what each new connection reached). A write the caller's
 guarantee rests on is sent with ``durable=True``: ``WAIT`` follows it in the same batch,
 and a master's replies count only once its replicas acknowledged them.
+
+A member may be a Redis Cluster (:class:`~.cluster.ClusterMember`): its batch is split by
+each command's hash slot to the shards' primaries, written with the others, and its
+replies put back in the batch's order, in the same round trip.
 """
 
 from __future__ import annotations
@@ -20,21 +24,29 @@ import select
 import ssl
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.crc import key_slot
 from redis.exceptions import (
+    AskError,
+    ClusterCrossSlotError,
+    ClusterDownError,
     MasterDownError,
+    MovedError,
     NoScriptError,
     ReadOnlyError,
     RedisError,
     ResponseError,
+    TryAgainError,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from celery_singleton_beat._compat import connection_socket, quiet_handshake
+from celery_singleton_beat.connections.cluster import ClusterMember
 from celery_singleton_beat.connections.primary import NotPrimary, Replication, connection_class
 from celery_singleton_beat.connections.resp import Command, only_integers, pack, parse_replies
 from celery_singleton_beat.errors import ConfigurationError
@@ -53,12 +65,19 @@ class Node:
     the member's primary before it is used (:class:`~.primary.Replication`).
     """
 
+    #: A shard's primary in a Redis Cluster: its replies come back one per command, an
+    #: error reply in its place, for the cluster to follow redirects (a master's batch
+    #: fails whole at its first error reply).
+    shard = False
+
     def __init__(self, master: MasterURL, timeout: float, min_replicas: int | None = None) -> None:
         options = dict(master.options)
         self.master = master
         self.name = master.name
         self.url = master.url
         self.safe_url = master.safe_url
+        self.label = master.safe_url
+        """How the master is shown (the beat banner, ``repr``)."""
         self.replication = Replication(master.name, min_replicas, timeout)
         self._connection_class, self._keep = connection_class(master, options, timeout)
         self._options = {
@@ -117,26 +136,57 @@ class Node:
         return f"<Node {self.safe_url}>"
 
 
+Member = Node | ClusterMember
+"""One member of the majority: a master, or a Redis Cluster."""
+
+#: How many redirects (``MOVED``, ``ASK``) one command follows in one call.
+MAX_REDIRECTS = 5
+
+
 def parse_masters(
     urls: Iterable[str] | str,
     timeout: float,
     options: RedisOptions | None = None,
     min_replicas: int | None = None,
-) -> list[Node]:
-    """Build the nodes for ``urls``, refusing an empty list, bad URLs and duplicates (see
-    :func:`~celery_singleton_beat.settings.urls.master_urls`)."""
-    return [Node(master, timeout, min_replicas) for master in master_urls(urls, options)]
+) -> list[Member]:
+    """Build the members for ``urls``, refusing an empty list, bad URLs and duplicates (see
+    :func:`~celery_singleton_beat.settings.urls.master_urls`). A Redis Cluster's shards are
+    masters of their own, each with its replicas (``min_replicas``)."""
+    return [
+        ClusterMember(master, timeout, partial(Node, min_replicas=min_replicas))
+        if master.cluster
+        else Node(master, timeout, min_replicas)
+        for master in master_urls(urls, options)
+    ]
 
 
 class Masters:
-    """A fixed set of independent Redis masters and their majority."""
+    """A fixed set of independent Redis masters (or Redis Clusters) and their majority."""
 
-    def __init__(self, nodes: Sequence[Node], timeout: float) -> None:
+    def __init__(self, nodes: Sequence[Member], timeout: float) -> None:
         self.nodes = list(nodes)
+        self.clustered = any(isinstance(node, ClusterMember) for node in self.nodes)
+        """Whether a member is a Redis Cluster: its keys carry hash tags."""
+        self._masters = [node for node in self.nodes if isinstance(node, Node)]
         self.timeout = timeout
         self.quorum = len(self.nodes) // 2 + 1
         self._scripts: list[bytes] = []
         self._watches: list[_Watch] = []  # kept between round trips (see _Watch)
+
+    def ready(self) -> None:
+        """Read the slot map of each Redis Cluster now if it is due (first use, after a
+        failover), so that a caller timing its round trip (a lock's validity) does not
+        count it; a cluster that cannot be read fails the round trip that follows."""
+        for node in self.nodes:
+            if isinstance(node, ClusterMember):
+                node.ready()
+
+    def one_slot(self, *keys: str) -> bool:
+        """Whether a script may touch ``keys`` together: always on masters; on a Redis
+        Cluster only when they are in one hash slot."""
+        if not self.clustered:
+            return True
+        return len({key_slot(key.encode()) for key in keys}) == 1
 
     def script(self, body: str) -> str:
         """Register a Lua script; returns the SHA1 to call it by with ``EVALSHA``.
@@ -183,12 +233,17 @@ class Masters:
         acknowledge them in time gives :class:`~.primary.NotReplicated` instead of its
         replies, as a master that did not answer (its writes may be lost on failover).
         """
+        if durable and self.clustered:
+            return self._scatter_routed([commands] * len(self.nodes), durable=True)
         if durable:
-            return self._durable(commands)
+            return self._durable(self._masters, [commands] * len(self._masters))
         return self.scatter([commands] * len(self.nodes))
 
-    def _durable(self, commands: Sequence[Command]) -> list[list[Any] | Exception]:
-        """:meth:`broadcast` with each master's replicas' acknowledgement (see there).
+    def _durable(
+        self, nodes: Sequence[Node], batches: Sequence[Sequence[Command]]
+    ) -> list[list[Any] | Exception]:
+        """One round trip of writes to ``nodes`` (masters, or a Redis Cluster's shard
+        primaries) with each one's replicas' acknowledgement (see :meth:`broadcast`).
 
         A master that no connection reached yet, or that failed last time (its primary
         may have moved), is asked first (``PING``; a new connection's check learns which
@@ -197,30 +252,31 @@ class Masters:
         learned a higher number during the round trip did not ask for enough: its writes
         do not count this time.
         """
-        nodes = self.nodes
         unreached: dict[int, Exception] = {}
         unsure = [node.replication.unsure for node in nodes]
         if any(unsure):
-            probed = self.scatter([[("PING",)] if u else [] for u in unsure])
+            probed = self.exchange(nodes, [[("PING",)] if u else [] for u in unsure])
             unreached = {i: r for i, r in enumerate(probed) if isinstance(r, Exception)}
         needs = [node.replication.need or 0 for node in nodes]
-        waited: dict[int, list[Command]] = {}
-        for need in needs:
-            if need and need not in waited:
-                waited[need] = [*commands, node_wait(need, nodes[0].replication.wait_ms)]
-        batches = [
-            [] if index in unreached else waited[need] if need else commands
-            for index, need in enumerate(needs)
-        ]
-        results = self.scatter(batches)
+        waited: dict[tuple[int, int], list[Command]] = {}  # one list per batch and count:
+        sent: list[Sequence[Command]] = []  # a broadcast is still packed once
+        for index, (node, need, batch) in enumerate(zip(nodes, needs, batches)):  # noqa: B905
+            if index in unreached:
+                sent.append([])
+            elif need:
+                wait = node_wait(need, node.replication.wait_ms)
+                sent.append(waited.setdefault((id(batch), need), [*batch, wait]))
+            else:
+                sent.append(batch)
+        results = self.exchange(nodes, sent)
         for index, (node, need, result) in enumerate(zip(nodes, needs, results)):  # noqa: B905
             if index in unreached:
                 results[index] = unreached[index]
-            elif isinstance(result, list):
-                failure = node.replication.judge(result.pop() if need else 0)
+            elif isinstance(result, list) and result:
+                failure = node.replication.judge(_acknowledged(result.pop()) if need else 0)
                 if failure is not None:
                     results[index] = failure
-            elif need and isinstance(result, Unanswered) and result.received >= len(commands):
+            elif need and isinstance(result, Unanswered) and result.received >= len(batches[index]):
                 results[index] = node.replication.judge(None) or result
             node.replication.unsure = isinstance(results[index], Exception)
         return results
@@ -234,6 +290,14 @@ class Masters:
         master without an open connection is written to with a round trip: its new
         connection's server is checked first (see :meth:`_preamble`).
         """
+        if self.clustered:
+            routed = _routes(self.nodes, [commands] * len(self.nodes))
+            for node, part in zip(routed.targets, routed.parts, strict=True):
+                self._post([node], part)
+            return
+        self._post(self._masters, commands)
+
+    def _post(self, nodes: Sequence[Node], commands: Sequence[Command]) -> None:
         count = len(commands)
         data = commands[0] if count == 1 and type(commands[0]) is bytes else pack(commands)
         scripts = len(self._scripts)
@@ -241,9 +305,9 @@ class Masters:
             watch = self._watches.pop()
         except IndexError:
             watch = _Watch()
-        connections = _checkout(self.nodes, watch)
+        connections = _checkout(nodes, watch)
         unconnected = []
-        for index, (node, connection) in enumerate(zip(self.nodes, connections)):  # noqa: B905
+        for index, (node, connection) in enumerate(zip(nodes, connections)):  # noqa: B905
             if connection.raw is None:  # a new connection is checked first: a round trip
                 node._idle.append(connection)
                 unconnected.append(index)
@@ -260,7 +324,7 @@ class Masters:
             node._idle.append(connection)
         self._watches.append(watch)
         if unconnected:
-            self.scatter([commands if i in unconnected else [] for i in range(len(self.nodes))])
+            self.exchange(nodes, [commands if i in unconnected else [] for i in range(len(nodes))])
 
     def scatter(self, batches: Sequence[Sequence[Command]]) -> list[list[Any] | Exception]:
         """Like :meth:`broadcast` with one batch per node; an empty batch skips its node.
@@ -268,7 +332,15 @@ class Masters:
         One ``poll()`` object serves the round trip: it checks the idle connections for a
         hang-up, then waits for the replies.
         """
-        nodes = self.nodes
+        if self.clustered:
+            return self._scatter_routed(batches)
+        return self.exchange(self._masters, batches)
+
+    def exchange(
+        self, nodes: Sequence[Node], batches: Sequence[Sequence[Command]]
+    ) -> list[list[Any] | Exception]:
+        """One round trip: ``batches[i]`` to ``nodes[i]`` (masters, or a Redis Cluster's
+        shard primaries), every write before any read; what every other call is made of."""
         watch = self._watch()
         results: list[Any]
         used: Sequence[int]
@@ -322,6 +394,71 @@ class Masters:
         self._watches.append(watch)
         return results
 
+    def _scatter_routed(
+        self, batches: Sequence[Sequence[Command]], *, durable: bool = False
+    ) -> list[list[Any] | Exception]:
+        """:meth:`scatter` with Redis Clusters among the members: each cluster's batch split
+        by hash slot over its shards' primaries, all in one round trip; then the redirects
+        followed (one more round trip, only after a ``MOVED`` or an ``ASK``). ``durable``
+        writes wait for each shard's replicas, as for a master (see :meth:`broadcast`)."""
+        routed = _routes(self.nodes, batches)
+        exchange = self._durable if durable else self.exchange
+        replies = exchange(routed.targets, routed.parts) if routed.targets else []
+        results = routed.results
+        members = self.nodes
+        gathered: dict[int, list[Any]] = {}
+        for (index, positions), node, reply in zip(
+            routed.places, routed.targets, replies, strict=True
+        ):
+            if members[index] is node:  # a master
+                results[index] = reply
+            elif isinstance(reply, Exception):
+                cast_member(members[index]).stale()
+                if results[index] is None:
+                    results[index] = _from_shard(node, reply)
+            elif positions is None:  # the cluster's whole batch, on one shard
+                gathered[index] = reply
+            else:
+                into = gathered.setdefault(index, [None] * len(batches[index]))
+                for position, value in zip(positions, reply, strict=True):
+                    into[position] = value
+        for index, answers in gathered.items():
+            if results[index] is None:
+                member = cast_member(self.nodes[index])
+                results[index] = self._settle(member, batches[index], answers, durable)
+        return results
+
+    def _settle(
+        self, member: ClusterMember, batch: Sequence[Command], answers: list[Any], durable: bool
+    ) -> list[Any] | Exception:
+        """A cluster's replies in order once its redirects are followed, or its first error.
+
+        ``MOVED`` moves the slot in the member's map and sends the command there; ``ASK``
+        sends it to the node named, after ``ASKING``, leaving the map as it is. Either is
+        followed at most :data:`MAX_REDIRECTS` times.
+        """
+        for _ in range(MAX_REDIRECTS):
+            sends = _redirects(member, batch, answers)
+            if isinstance(sends, Exception):
+                return sends
+            if not sends:
+                break
+            exchange = self._durable if durable else self.exchange
+            replies = exchange([node for node, _, _ in sends], [c for _, c, _ in sends])
+            for (node, _, positions), reply in zip(sends, replies, strict=True):
+                if isinstance(reply, Exception):
+                    member.stale()
+                    return _from_shard(node, reply)
+                for at, value in zip(positions, reply, strict=True):
+                    if at is not None:
+                        answers[at] = value
+        failure = next((a for a in answers if isinstance(a, Exception)), None)
+        if failure is None:
+            return answers
+        if isinstance(failure, (AskError, ClusterDownError, TryAgainError)):
+            member.stale()
+        return failure
+
     def _watch(self) -> _Watch:
         """A kept ``poll()`` object (``list.pop`` is atomic), else a new one."""
         try:
@@ -348,6 +485,92 @@ class Masters:
     def close(self) -> None:
         for node in self.nodes:
             node.close()
+
+
+class _Routes(NamedTuple):
+    """A round trip's writes with Redis Clusters among the members."""
+
+    targets: list[Node]
+    """The masters and shard primaries written to, in order."""
+    parts: list[Sequence[Command]]
+    """What each target gets."""
+    places: list[tuple[int, list[int] | None]]
+    """Each target's member, and the positions of its commands in that member's batch
+    (None: the whole batch)."""
+    results: list[Any]
+    """Each member's result known before the round trip (an empty batch, a cluster whose
+    map could not be had), else None."""
+
+
+def _routes(members: Sequence[Member], batches: Sequence[Sequence[Command]]) -> _Routes:
+    """Split each cluster's batch over its shards' primaries (see ClusterMember.route)."""
+    routes = _Routes([], [], [], [None] * len(members))
+    for index, (member, batch) in enumerate(zip(members, batches, strict=True)):
+        if not batch:
+            routes.results[index] = []
+        elif isinstance(member, ClusterMember):
+            try:
+                shards = member.route(batch)
+            except RedisError as exc:
+                routes.results[index] = exc
+                continue
+            for node, positions in shards:
+                routes.targets.append(node)
+                routes.parts.append(
+                    batch if positions is None else [batch[position] for position in positions]
+                )
+                routes.places.append((index, positions))
+        else:
+            routes.targets.append(member)
+            routes.parts.append(batch)
+            routes.places.append((index, None))
+    return routes
+
+
+_Redirect = tuple[Node, list[Command], list[int | None]]
+"""A node, the commands redirected to it, and each one's position (None: ``ASKING``)."""
+
+
+def _redirects(
+    member: ClusterMember, batch: Sequence[Command], answers: list[Any]
+) -> list[_Redirect] | Exception:
+    """Where the commands answered with ``MOVED`` or ``ASK`` go now (``MOVED`` also moves
+    the slot in the member's map); an error when a redirect names no host."""
+    sends: dict[int, _Redirect] = {}
+    for position, error in enumerate(answers):
+        if not isinstance(error, AskError):  # MovedError is an AskError
+            continue
+        if not error.host:
+            member.stale()
+            return error
+        node = member.shard(error.host, error.port)
+        _, commands, positions = sends.setdefault(id(node), (node, [], []))
+        if isinstance(error, MovedError):
+            if error.slot_id is not None:
+                member.moved(error.slot_id, error.host, error.port)
+        else:
+            commands.append(("ASKING",))
+            positions.append(None)
+        commands.append(batch[position])
+        positions.append(position)
+    return list(sends.values())
+
+
+def cast_member(member: Member) -> ClusterMember:
+    assert isinstance(member, ClusterMember)
+    return member
+
+
+def _from_shard(node: Node, error: Exception) -> Exception:
+    """A shard's connection error, naming the shard."""
+    if type(error) in (RedisConnectionError, RedisTimeoutError):
+        return type(error)(f"{node.name}: {error}")
+    return error
+
+
+def _acknowledged(reply: Any) -> int | None:
+    """A ``WAIT`` reply: how many replicas acknowledged (None: an error came instead)."""
+    return reply if type(reply) is int else None
 
 
 @functools.cache
@@ -559,7 +782,7 @@ def _closed(connections: list[Any], watch: _Watch) -> list[int]:
     return closed
 
 
-def _wait(  # noqa: PLR0917  (Masters.scatter's state, handed to its second half)
+def _wait(  # noqa: PLR0917  (Masters.exchange's state, handed to its second half)
     nodes: Sequence[Node], watch: _Watch, waiting: dict[int, tuple[int, Any, int]],
     deadlines: dict[int, float], results: list[Any], timeout: float,
 ) -> None:  # fmt: skip
@@ -672,7 +895,8 @@ def _collect(node: Node, connection: Any, count: int) -> list[Any] | Exception |
             node.close()
     else:
         node._idle.append(connection)
-    return failure if failure is not None else replies
+    # a cluster's shard answers per command: the cluster follows its redirects itself
+    return replies if failure is None or node.shard else failure
 
 
 #: What a new connection asks first (see Masters._preamble).
@@ -711,6 +935,12 @@ def _as_error(exc: BaseException) -> Exception:
 
 
 def describe(error: Exception) -> str:
-    """A short, password-free description of a node's error."""
+    """A short, password-free description of a node's error; one that only a Redis
+    Cluster's node gives says how to name a cluster."""
     text = str(error) or type(error).__name__
+    if isinstance(error, (AskError, ClusterCrossSlotError)) or _CLUSTER_SELECT in text:
+        text += "; the server is a node of a Redis Cluster: give its URL with ?cluster=true"
     return f"{type(error).__name__}: {text}"
+
+
+_CLUSTER_SELECT = "SELECT is not allowed in cluster mode"

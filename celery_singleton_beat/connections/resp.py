@@ -66,6 +66,33 @@ def bulk(data: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
+#: Commands that name no key (a Redis Cluster sends them with the next one that does).
+_KEYLESS = frozenset({b"TIME", b"PING", b"ECHO", b"SCRIPT", b"WAIT", b"ASKING", b"INFO", b"ROLE"})
+_SCRIPTS = frozenset({b"EVALSHA", b"EVAL"})
+
+
+def command_key(command: Command) -> bytes | None:
+    """The first key a command names (a script's first key), or None: what a Redis Cluster
+    routes it by."""
+    if type(command) is not bytes:
+        name = _encode(command[0]).upper()
+        if name in _SCRIPTS:
+            return _encode(command[3]) if len(command) > 3 and int(command[2]) > 0 else None
+        return None if name in _KEYLESS or len(command) < 2 else _encode(command[1])
+    # in RESP: *<n> $<len> NAME $<len> ARG ...; a name, a SHA and a key count hold no CRLF,
+    # a key may: it is cut by its length
+    parts = command.split(b"\r\n", 4)
+    name = parts[2].upper()
+    if name in _SCRIPTS:
+        parts = command.split(b"\r\n", 8)
+        if len(parts) < 9 or parts[6] == b"0":
+            return None
+        return parts[8][: int(parts[7][1:])]
+    if name in _KEYLESS or len(parts) < 5:
+        return None
+    return parts[4][: int(parts[3][1:])]
+
+
 def only_integers(data: bytes, count: int) -> bool:
     """Whether ``data`` is exactly ``count`` integer replies (``:<digits>\\r\\n`` each)."""
     return (

@@ -127,7 +127,7 @@ class Redlock(LockBackend):
         super().__init__(retry_delay=retry_delay, clock=clock)
         self.masters = masters
         self.prefix = prefix
-        self._schema = Keys(prefix)
+        self._schema = Keys(prefix, hash_tags=masters.clustered)
         if fence_retention is not None:
             fence_retention = check_ttl(fence_retention, "fence_retention")
         retention = fence_retention or 0.0
@@ -215,11 +215,13 @@ class Redlock(LockBackend):
              self._ttls.get(ttl) or self._encoded_ttl(ttl), self._retention_arg)
         )  # fmt: skip
         clock, masters = self.clock, self.masters
+        if masters.clustered:
+            masters.ready()
         start = clock()
         replies = masters.broadcast([command], durable=True)
         fences = []
         errors = {}
-        for node, reply in zip(masters.nodes, replies):  # noqa: B905  (see Masters.scatter)
+        for node, reply in zip(masters.nodes, replies):  # noqa: B905  (see Masters.exchange)
             if isinstance(reply, list):
                 if reply[0] > 0:
                     fences.append(reply[0])
@@ -242,23 +244,27 @@ class Redlock(LockBackend):
         self, key: str, ttl: float, *, token: str, marks: LockBackend, mark: str, mark_ttl: float
     ) -> MarkedLease:
         """Take the mark ``mark`` on ``marks``, then ``key``, in one round trip where both
-        live on the same masters. A mark held on a majority is refused at once; a split
-        vote is tried again for up to a second.
+        live on the same masters (on a Redis Cluster: in the same hash slot). A mark held
+        on a majority is refused at once; a split vote is tried again for up to a second.
 
         The same outcome as :func:`take_mark` followed, when the mark was granted, by
         ``self.acquire(key, ttl, token=token)``, which is what happens when ``marks`` is
-        another store. A beat slot's "ran" mark and the task's lock are
-        such a pair: a slot-aware message costs one round trip, not two. Each master takes
-        the lock only where it grants the mark, so a copy whose mark is held on a majority
-        leaves the lock untouched. When the mark is granted but the lock is not on a
-        majority (the lock was skipped on a master that refused the mark, or is held), a
-        plain acquire of the lock decides, with the same token.
+        another store, or another hash slot of a cluster. A beat slot's "ran" mark and the
+        task's lock are such a pair: a slot-aware message costs one round trip, not two.
+        Each master takes the lock only where it grants the mark, so a copy whose mark is
+        held on a majority leaves the lock untouched. When the mark is granted but the lock
+        is not on a majority (the lock was skipped on a master that refused the mark, or is
+        held), a plain acquire of the lock decides, with the same token.
 
         Raises :class:`~celery_singleton_beat.errors.LockError` when the mark cannot be
         decided; a lock that cannot be decided once the mark is ours is returned as
         ``error``.
         """
-        if not isinstance(marks, Redlock) or marks.masters is not self.masters:
+        if (
+            not isinstance(marks, Redlock)
+            or marks.masters is not self.masters
+            or not self.masters.one_slot(marks.lock_key(mark), self.lock_key(key))
+        ):
             return marked_in_turn(
                 self, key, ttl, token=token, marks=marks, mark=mark, mark_ttl=mark_ttl
             )
@@ -300,6 +306,8 @@ class Redlock(LockBackend):
              bulk(mark_token.encode()), marks._encoded_ttl(mark_ttl), marks._retention_arg,
              bulk(token.encode()), self._encoded_ttl(ttl), self._retention_arg)
         )  # fmt: skip
+        if self.masters.clustered:
+            self.masters.ready()
         start = self.clock()
         replies = self.masters.broadcast([command], durable=True)
         pairs = [r[0] for r in replies if not isinstance(r, Exception)]
@@ -388,6 +396,8 @@ class Redlock(LockBackend):
             (self._extend_head, self._encoded_key(lease.key)[0], bulk(lease.token.encode()),
              self._encoded_ttl(ttl))
         )  # fmt: skip
+        if self.masters.clustered:
+            self.masters.ready()
         start = self.clock()
         replies = self.masters.broadcast([command], durable=True)
         if _count_ones(replies) < self.quorum or self.clock() >= lease.valid_until:
@@ -409,7 +419,7 @@ class Redlock(LockBackend):
         self.masters.close()
 
     def __repr__(self) -> str:
-        nodes = ", ".join(node.safe_url for node in self.masters.nodes)
+        nodes = ", ".join(node.label for node in self.masters.nodes)
         return f"<Redlock [{nodes}] quorum={self.quorum}>"
 
 

@@ -480,6 +480,12 @@ def _check_master_count(config: Config) -> list[tuple[str, str]]:
                    f"failover, and a write counts once its replicas acknowledged it "
                    f"(singleton_beat_redis_min_replicas = {config.redis_min_replicas!r})")
         ]  # fmt: skip
+    if count == 1 and members[0].cluster:
+        return [
+            ("OK", f"one Redis Cluster ({members[0].name}): beat follows each primary's "
+                   f"failover, and a write counts once its shard's replicas acknowledged it "
+                   f"(singleton_beat_redis_min_replicas = {config.redis_min_replicas!r})")
+        ]  # fmt: skip
     if count == 1:
         return [("WARN", "one master: losing it stops beat; list three independent masters")]
     if count % 2 == 0:
@@ -497,11 +503,12 @@ def _check_masters(config: Config) -> list[tuple[str, str]]:
     found = overview.masters(config)
     servers: dict[str, list[str]] = {}
     for state, client in found:
-        if not state.reachable:
+        if not state.reachable or client is None:
             findings.append(("ERROR", f"{state.name}: unreachable ({state.error})"))
             continue
         servers.setdefault(state.run_id or state.name, []).append(state.name)
         try:
+            findings += overview.cluster_findings(state.name, client)
             findings += _check_master(config, state.name, client)
         except redis.RedisError as exc:
             findings.append(("ERROR", f"{state.name}: {type(exc).__name__}: {exc}"))
@@ -541,7 +548,7 @@ def _check_master(config: Config, name: str, client: Any) -> list[tuple[str, str
             ("WARN", f"{name}: no AOF persistence; after it restarts empty, keep it out for "
                      f"the longest lock TTL in use (delayed restart), see docs/locks.md")
         )  # fmt: skip
-    seconds, micros = client.time()
+    seconds, micros = overview.server_time(client)
     offset = seconds + micros / 1e6 - time.time()
     level = "OK" if abs(offset) < 0.5 else "ERROR" if abs(offset) >= config.claim_ttl else "WARN"
     findings.append((level, f"{name}: clock offset from this host {offset * 1000:+.0f} ms"))

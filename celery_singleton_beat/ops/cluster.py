@@ -4,7 +4,8 @@ entries of every schedule source, schedules in words.
 The replicas and the entries' progress are the slot store's, read through its contract
 (:meth:`~celery_singleton_beat.stores.base.SlotStore.replicas`, ``entry_counts``).
 Everything here only reads (except :func:`force_release`), with ordinary redis-py clients
-and short timeouts, so that a status command never waits long on a dead master.
+(``RedisCluster`` for a Redis Cluster) and short timeouts, so that a status command never
+waits long on a dead master.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import redis
 from celery.beat import ScheduleEntry
 from celery.schedules import crontab
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from celery_singleton_beat._compat import cron_fields
 from celery_singleton_beat.connections.primary import client_for
@@ -28,7 +31,7 @@ from celery_singleton_beat.core.slots import CronSlots, slots_for
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.schedule.document import RUN_NOW
 from celery_singleton_beat.settings.config import Config, TaskConfig
-from celery_singleton_beat.settings.urls import MasterURL
+from celery_singleton_beat.settings.urls import MasterURL, without_cluster_flag
 from celery_singleton_beat.sources import MergedSource, load_source
 
 if TYPE_CHECKING:
@@ -50,11 +53,35 @@ class MasterState:
     run_id: str | None = None
 
 
+Client = redis.Redis | RedisCluster
+"""A master's client, or a Redis Cluster's (which routes each key to its shard)."""
+
+
+def _client(node: MasterURL, timeout: float) -> Client:
+    """A client for ``node`` (on a Sentinel member's primary now); a cluster's connects (to
+    read its slot map) at once."""
+    if node.cluster:  # TLS as the settings give it (singleton_beat_redis_use_ssl) too
+        tls = {k: v for k, v in node.options.items() if k == "connection_class" or "ssl" in k}
+        return RedisCluster.from_url(
+            without_cluster_flag(node.url), socket_timeout=timeout,
+            socket_connect_timeout=timeout, require_full_coverage=False, **tls,
+        )  # fmt: skip
+    client: redis.Redis = client_for(node, timeout)
+    return client
+
+
+def keys_of(config: Config | TaskConfig) -> Keys:
+    """The key names of ``config``'s store: hash-tagged on a Redis Cluster."""
+    clustered = any(node.cluster for node in config.members())
+    return Keys(config.key_prefix, hash_tags=clustered)
+
+
 def masters(
     config: Config | TaskConfig, timeout: float = 0.5
-) -> list[tuple[MasterState, redis.Redis]]:
-    """Each master of ``config`` with its reachability, PING latency and Redis version, and
-    a client on it (for more questions; the caller closes it)."""
+) -> list[tuple[MasterState, Client | None]]:
+    """Each master (or cluster) of ``config`` with its reachability, PING latency and Redis
+    version, and a client on it (for more questions; the caller closes it), None for a
+    cluster whose slot map could not be read."""
     return probe(config.members() if config.redis_urls else [], timeout)
 
 
@@ -63,17 +90,19 @@ def master_states(members: Iterable[MasterURL], timeout: float = 0.5) -> list[Ma
     :meth:`~celery_singleton_beat.stores.base.SlotStore.servers`)."""
     found = probe(members, timeout)
     for _state, client in found:
-        client.close()
+        if client is not None:
+            client.close()
     return [state for state, _client in found]
 
 
-def probe(members: Iterable[MasterURL], timeout: float) -> list[tuple[MasterState, redis.Redis]]:
+def probe(members: Iterable[MasterURL], timeout: float) -> list[tuple[MasterState, Client | None]]:
     """Each member with a client on it (on a Sentinel member's primary now)."""
-    found = []
+    found: list[tuple[MasterState, Client | None]] = []
     for node in members:
-        client: redis.Redis = client_for(node, timeout)
         state = MasterState(node.name, node.safe_url, reachable=False)
+        client = None
         try:
+            client = _client(node, timeout)
             started = time.perf_counter()
             client.ping()
             state.latency_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -81,10 +110,58 @@ def probe(members: Iterable[MasterURL], timeout: float) -> list[tuple[MasterStat
             state.version = str(server.get("redis_version"))
             state.run_id = server.get("run_id")
             state.reachable = True
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             state.error = f"{type(exc).__name__}: {exc}"
         found.append((state, client))
     return found
+
+
+def reachable(found: list[tuple[MasterState, Client | None]]) -> list[Client]:
+    """The clients of the masters that answered."""
+    return [client for state, client in found if state.reachable and client is not None]
+
+
+def cluster_findings(name: str, client: Client) -> list[tuple[str, str]]:
+    """What ``check`` says of a Redis Cluster: its primaries, and any without a replica."""
+    if not isinstance(client, RedisCluster):
+        return []
+    shards = cluster_shards(client)
+    findings = [
+        ("OK", f"{name}: a Redis Cluster of {len(shards)} primaries; a primary lost is "
+               f"replaced by its replica")
+    ]  # fmt: skip
+    alone = sorted(primary for primary, replicas in shards.items() if not replicas)
+    if alone:
+        findings.append(
+            ("WARN", f"{name}: {', '.join(alone)} has no replica: losing it stops the cluster "
+                     f"until it is back")
+        )  # fmt: skip
+    return findings
+
+
+def cluster_shards(client: RedisCluster) -> dict[str, int]:
+    """Each live primary serving slots (``host:port``) and how many live replicas it has,
+    as the cluster's ``CLUSTER NODES`` tells (redis-py parses it)."""
+    primaries: dict[str, str] = {}  # node id -> host:port
+    replicas: list[str] = []  # their primaries' ids
+    for address, info in client.cluster_nodes().items():
+        flags = str(info["flags"]).split(",")
+        if "fail" in flags:
+            continue
+        if "master" in flags and info["slots"]:
+            primaries[str(info["node_id"])] = address.split("@")[0]
+        elif "slave" in flags:
+            replicas.append(str(info["master_id"]))
+    return {name: replicas.count(node_id) for node_id, name in primaries.items()}
+
+
+def server_time(client: Client) -> tuple[int, int]:
+    """``TIME`` of a master (of one node of a cluster)."""
+    if isinstance(client, RedisCluster):
+        seconds, micros = client.time(target_nodes=RedisCluster.DEFAULT_NODE)
+    else:
+        seconds, micros = client.time()
+    return int(seconds), int(micros)
 
 
 def health(states: list[MasterState]) -> int:
@@ -95,9 +172,10 @@ def health(states: list[MasterState]) -> int:
     return DEGRADED if up >= len(states) // 2 + 1 else NO_QUORUM
 
 
-def scan(clients: list[redis.Redis], pattern: str) -> dict[str, list[redis.Redis]]:
-    """Keys matching ``pattern`` on any reachable master, with the masters holding each."""
-    keys: dict[str, list[redis.Redis]] = {}
+def scan(clients: list[Client], pattern: str) -> dict[str, list[Client]]:
+    """Keys matching ``pattern`` on any reachable master (on every primary of a cluster),
+    with the masters holding each."""
+    keys: dict[str, list[Client]] = {}
     for client in clients:
         try:
             for key in client.scan_iter(match=pattern, count=500):
@@ -107,16 +185,15 @@ def scan(clients: list[redis.Redis], pattern: str) -> dict[str, list[redis.Redis
     return keys
 
 
-def held_locks(config: Config | TaskConfig, clients: list[redis.Redis]) -> list[dict[str, Any]]:
+def held_locks(config: Config | TaskConfig, clients: list[Client]) -> list[dict[str, Any]]:
     """Every lock held on a majority of masters: key, holder, remaining TTL, fence."""
     quorum = len(clients) // 2 + 1
-    keys = Keys(config.key_prefix)
-    prefix = keys.lock_prefix
+    keys = keys_of(config)
     found = []
-    for key, holders in sorted(scan(clients, keys.all_locks).items()):
+    for key, holders in sorted(scan(clients, keys.all_locks).items(), key=_by_lock_name(keys)):
         if len(holders) < quorum:
             continue
-        name = key[len(prefix) :]
+        name = keys.lock_name(key)
         token, ttl = _majority_value(holders, key)
         if token is None:
             continue
@@ -133,7 +210,11 @@ def held_locks(config: Config | TaskConfig, clients: list[redis.Redis]) -> list[
     return found
 
 
-def _majority_value(holders: list[redis.Redis], key: str) -> tuple[str | None, int]:
+def _by_lock_name(keys: Keys) -> Callable[[tuple[str, list[Client]]], str]:
+    return lambda item: keys.lock_name(item[0])
+
+
+def _majority_value(holders: list[Client], key: str) -> tuple[str | None, int]:
     values: dict[str, int] = {}
     ttl = -1
     for client in holders:
@@ -152,7 +233,7 @@ def _majority_value(holders: list[redis.Redis], key: str) -> tuple[str | None, i
     return max(values, key=lambda v: values[v]), ttl
 
 
-def _fence(holders: list[redis.Redis], key: str) -> int | None:
+def _fence(holders: list[Client], key: str) -> int | None:
     fences = []
     for client in holders:
         try:
@@ -168,12 +249,13 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def force_release(config: Config | TaskConfig, clients: list[redis.Redis], name: str) -> int:
+def force_release(config: Config | TaskConfig, clients: list[Client], name: str) -> int:
     """Delete lock ``name`` on every reachable master; returns how many held it."""
     deleted = 0
+    key = keys_of(config).lock(name)
     for client in clients:
         try:
-            deleted += int(client.delete(Keys(config.key_prefix).lock(name)))
+            deleted += int(client.delete(key))
         except redis.RedisError:
             continue
     return deleted

@@ -52,7 +52,7 @@ class MastersStore(LockStore):
         if overview.health([s for s, _ in found]) == overview.NO_QUORUM:
             down = ", ".join(f"{s.name} ({s.error})" for s, _ in found if not s.reachable)
             raise LockError(f"no majority of the {self.name} answers; down: {down}")
-        return [c for s, c in found if s.reachable]
+        return overview.reachable(found)
 
     def held(self) -> list[dict[str, Any]]:
         rows = overview.held_locks(self.config, self._clients())

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from celery.app.defaults import DEFAULTS as CELERY_SETTINGS
 
-from celery_singleton_beat.core.schema import Mode, StoreKind
+from celery_singleton_beat.core.schema import Keys, Mode, StoreKind
 from celery_singleton_beat.errors import ConfigurationError, UnknownSetting
 from celery_singleton_beat.settings import defaults, validate
 from celery_singleton_beat.settings.urls import (
@@ -196,9 +196,10 @@ class Config(RedisMembers):
         if self.store != StoreKind.REDIS and not self.redis_urls:
             return
         try:
-            self.members()
+            members = self.members()
         except ConfigurationError as exc:
             raise _named(exc, "singleton_beat_redis_urls") from None
+        Keys(self.key_prefix, hash_tags=any(m.cluster for m in members))
 
 
 def _named(exc: ConfigurationError, setting: str) -> ConfigurationError:
@@ -410,9 +411,10 @@ class TaskConfig(RedisMembers):
         if not self.redis_urls and (self.task_backend is not None or not urls_required):
             return
         try:
-            self.members()
+            members = self.members()
         except ConfigurationError as exc:
             raise _named(exc, "singleton_beat_task_redis_urls") from None
+        Keys(self.key_prefix, hash_tags=any(m.cluster for m in members))
 
 
 @functools.cache

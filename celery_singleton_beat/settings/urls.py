@@ -23,7 +23,7 @@ import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from celery_singleton_beat._compat import parse_redis_url
 from celery_singleton_beat.errors import ConfigurationError
@@ -79,7 +79,8 @@ SENTINEL_FORM = (
     "the primary's master_name in singleton_beat_redis_transport_options"
 )
 MASTER_URL_FORM = (
-    "a redis:// or rediss:// URL such as redis://[user:password@]host:6379/0, with a "
+    "a redis:// or rediss:// URL such as redis://[user:password@]host:6379/0, or one node "
+    "of a Redis Cluster with ?cluster=true (redis://host:6379?cluster=true), with a "
     "password holding / # ? @ or % percent-encoded (urllib.parse.quote(password, safe=''))"
 )
 MEMBER_FORM = f"{MASTER_URL_FORM}; or a Sentinel-managed primary as {SENTINEL_FORM}"
@@ -110,16 +111,23 @@ class SentinelSpec(NamedTuple):
     min_other_sentinels: int
 
 
+#: ``cluster=`` values, as redis-py reads a boolean in a URL's query.
+_CLUSTER_VALUES = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
 class MasterURL(NamedTuple):
     """One member as a setting names it: its URL, its name (``host:port``, a socket path,
-    or ``master_name@sentinel,…`` for a Sentinel-managed primary) and redis-py's
-    connection options for it."""
+    or ``master_name@sentinel,…`` for a Sentinel-managed primary), redis-py's connection
+    options for it, and whether it is a Redis Cluster (the URL of one of its nodes with
+    ``?cluster=true``; ``cluster`` is not among the options)."""
 
     url: str
     name: str
     options: dict[str, Any]
     sentinel: SentinelSpec | None = None
     """Where a Sentinel-managed primary is found (None: the URL's own server)."""
+    cluster: bool = False
+    """A Redis Cluster, found from the node of the URL."""
 
     @property
     def safe_url(self) -> str:
@@ -211,6 +219,7 @@ def master_url(url: str, options: RedisOptions | None = None) -> MasterURL:
     found = redis_options(url)
     if found is None:
         raise ConfigurationError("redis URL", safe_url(url), MASTER_URL_FORM)
+    cluster = _cluster_flag(url, found.pop("cluster", "false"))
     if "path" in found:
         name = str(found["path"])
     else:
@@ -218,7 +227,33 @@ def master_url(url: str, options: RedisOptions | None = None) -> MasterURL:
         tls = given.tls()
         if tls is not None:
             found.update(tls, connection_class=_ssl_connection())
-    return MasterURL(url, name, found)
+    if cluster:
+        if "path" in found:
+            raise ConfigurationError(
+                "redis URL", safe_url(url), f"{MASTER_URL_FORM}: a cluster is reached over TCP"
+            )
+        if found.get("db", 0) != 0:
+            raise ConfigurationError(
+                "redis URL",
+                safe_url(url),
+                "the URL of a cluster node with no database number on a Redis Cluster (it has "
+                "database 0 only: SELECT is not allowed in cluster mode), such as "
+                "redis://host:6379?cluster=true",
+            )
+        found.pop("db", None)
+        name = f"{name} (cluster)"
+    return MasterURL(url, name, found, cluster=cluster)
+
+
+def _cluster_flag(url: str, value: Any) -> bool:
+    flag = _CLUSTER_VALUES.get(str(value).lower())
+    if flag is None:
+        raise ConfigurationError(
+            "redis URL",
+            safe_url(url),
+            "cluster=true for one node of a Redis Cluster (or cluster=false, the default)",
+        )
+    return flag
 
 
 def sentinel_url(url: str, options: RedisOptions) -> MasterURL:
@@ -299,3 +334,11 @@ def master_urls(urls: Iterable[str] | str, options: RedisOptions | None = None) 
             )
         seen.add(master.name)
     return masters
+
+
+def without_cluster_flag(url: str) -> str:
+    """``url`` without its ``cluster=`` query parameter, as redis-py's ``RedisCluster``
+    takes it."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "cluster"]
+    return urlunsplit(parts._replace(query=urlencode(query)))

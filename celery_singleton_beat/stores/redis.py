@@ -1,4 +1,5 @@
-"""The slot store on a majority of Redis masters: today's default, and the fastest.
+"""The slot store on a majority of Redis masters (or on a Redis Cluster): today's default,
+and the fastest.
 
 Keys (under the configured prefix, see :mod:`celery_singleton_beat.core.schema`):
 
@@ -20,7 +21,10 @@ Keys (under the configured prefix, see :mod:`celery_singleton_beat.core.schema`)
 - ``replica:{host}:{pid}`` — a replica's heartbeat (JSON, with a TTL).
 
 Each operation is one script per entry, pipelined for all entries and sent to all masters
-in one round trip.
+in one round trip. On a Redis Cluster the keys carry hash tags (an entry's keys and its
+slots' share the entry's, see :mod:`~celery_singleton_beat.core.schema`), so that each
+script touches one hash slot, and the batch is split over the shards in the same round
+trip.
 """
 
 from __future__ import annotations
@@ -163,8 +167,12 @@ class RedisSlotStore(SlotStore):
     def __init__(self, masters: Masters, prefix: str) -> None:
         self.masters = masters
         self.prefix = prefix
-        self.keys = Keys(prefix)
+        self.keys = Keys(prefix, hash_tags=masters.clustered)
         self.name = f"{len(masters.nodes)} Redis master(s)"
+        if len(masters.nodes) == 1 and masters.clustered:
+            self.name = "a Redis Cluster"
+            self.down_text = "the Redis Cluster does not answer (or is down)"
+            self.up_text = "the Redis Cluster answers"
         self._claim = masters.script(self.CLAIM)
         self._unclaim = masters.script(self.UNCLAIM)
         self._extend = masters.script(self.EXTEND)
@@ -195,7 +203,9 @@ class RedisSlotStore(SlotStore):
         return self.keys.replica(replica)
 
     def describe(self) -> str:
-        masters = ", ".join(node.safe_url for node in self.masters.nodes)
+        masters = ", ".join(node.label for node in self.masters.nodes)
+        if len(self.masters.nodes) == 1 and self.masters.clustered:
+            return f"lock store -> {masters}"
         return (
             f"lock masters -> {masters} "
             f"(majority {self.masters.quorum} of {len(self.masters.nodes)})"

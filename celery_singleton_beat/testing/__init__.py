@@ -16,12 +16,14 @@ if TYPE_CHECKING:
     from celery_singleton_beat.testing.cluster import CeleryCluster, Process, http_status, wait_for
     from celery_singleton_beat.testing.proxy import TcpProxy
     from celery_singleton_beat.testing.servers import (
+        RedisClusterServers,
         RedisSentinel,
         RedisServer,
         SentinelGroup,
         SilentServer,
         TlsFiles,
         free_port,
+        redis_cluster_servers,
         redis_server_binary,
         redis_servers,
         sentinel_group,
@@ -34,6 +36,7 @@ _EXPORTS = {
     "wait_for": "cluster",
     "http_status": "cluster",
     "TcpProxy": "proxy",
+    "RedisClusterServers": "servers",
     "RedisSentinel": "servers",
     "RedisServer": "servers",
     "SentinelGroup": "servers",
@@ -41,6 +44,7 @@ _EXPORTS = {
     "SilentServer": "servers",
     "TlsFiles": "servers",
     "free_port": "servers",
+    "redis_cluster_servers": "servers",
     "redis_server_binary": "servers",
     "redis_servers": "servers",
 }
@@ -49,6 +53,7 @@ __all__ = [
     "CeleryCluster",
     "FakeClock",
     "Process",
+    "RedisClusterServers",
     "RedisSentinel",
     "RedisServer",
     "SentinelGroup",
@@ -57,6 +62,7 @@ __all__ = [
     "TlsFiles",
     "free_port",
     "http_status",
+    "redis_cluster_servers",
     "redis_server_binary",
     "redis_servers",
     "sentinel_group",

@@ -3,7 +3,9 @@
 Each :class:`RedisServer` is a ``redis-server`` process with no persistence that a test
 can kill, pause (SIGSTOP), resume, restart (it comes back empty on the same port) or
 pause for clients (``CLIENT PAUSE``). A :class:`SentinelGroup` is a primary with
-replicas and three Sentinels watching it, as a Sentinel deployment runs them.
+replicas and three Sentinels watching it, as a Sentinel deployment runs them. A
+:class:`RedisClusterServers` is a Redis Cluster of such processes (primaries with a
+replica each) whose primaries a test can kill and see replaced by their replicas.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 import redis
+import redis.cluster
 
 
 def redis_server_binary() -> str:
@@ -179,6 +182,7 @@ class RedisServer:
 
 @contextlib.contextmanager
 def redis_servers(count: int) -> Iterator[list[RedisServer]]:
+    """``count`` independent masters, stopped at the end."""
     servers: list[RedisServer] = []
     try:
         for _ in range(count):
@@ -437,3 +441,210 @@ class SilentServer:
         self._sock.close()
         for conn in self._accepted:
             conn.close()
+
+
+class RedisClusterServers:
+    """A Redis Cluster on 127.0.0.1: ``primaries`` primaries with ``replicas`` replicas each
+    (``redis-server --cluster-enabled yes``), joined by ``redis-cli --cluster create``.
+
+    ``node_timeout_ms`` is the cluster's ``cluster-node-timeout``: a primary unreachable
+    for that long is failed over to its replica (about as long again for the vote). Every
+    replica may be promoted whatever its replication lag
+    (``cluster-replica-validity-factor 0``); everything else is Redis's default, including
+    ``cluster-require-full-coverage yes``: while a primary is down and not yet replaced the
+    whole cluster answers ``CLUSTERDOWN``.
+    """
+
+    def __init__(self, primaries: int = 3, replicas: int = 1, node_timeout_ms: int = 1000) -> None:
+        self.node_timeout_ms = node_timeout_ms
+        self.replicas = replicas
+        self.nodes = [
+            RedisServer(extra_args=self._node_args()) for _ in range(primaries * (1 + replicas))
+        ]
+
+    def _node_args(self) -> tuple[str, ...]:
+        return (
+            "--cluster-enabled", "yes",
+            "--cluster-port", str(free_port()),  # the bus port (Redis 7): else port + 10000
+            "--cluster-node-timeout", str(self.node_timeout_ms),
+            "--cluster-replica-validity-factor", "0",
+            "--repl-diskless-sync-delay", "0",  # a replica syncs at once, not after 5 s
+        )  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        """The cluster's URL as ``singleton_beat_redis_urls`` takes it: one node to discover
+        the others from, and ``?cluster=true``."""
+        return f"redis://127.0.0.1:{self.nodes[0].port}?cluster=true"
+
+    def client(self) -> redis.cluster.RedisCluster:
+        """redis-py's cluster client on this cluster (for a test to read what was written)."""
+        return redis.cluster.RedisCluster.from_url(self.url.partition("?")[0], socket_timeout=2)
+
+    def seed(self) -> RedisServer:
+        """A node that is up (to ask the cluster about itself)."""
+        return next(n for n in self.nodes if n.process is not None and n.process.poll() is None)
+
+    def start(self) -> RedisClusterServers:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            [redis_cli_binary(), "--cluster", "create", *(n.name for n in self.nodes),
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
+        )  # fmt: skip
+        self.wait_until_stable()
+        return self
+
+    def topology(self, seen_by: RedisServer | None = None) -> dict[str, list[str]]:
+        """Each live primary (``host:port``) and its replicas, as the cluster sees them
+        (as ``seen_by`` sees them: nodes learn of changes by gossip, not all at once)."""
+        nodes = (seen_by or self.seed()).client().cluster("NODES")  # {address: {flags, ...}}
+        live = {
+            info["node_id"]: (address.split("@")[0], info["flags"].split(","), info["master_id"])
+            for address, info in nodes.items()
+            if "fail" not in info["flags"].split(",")
+        }
+        found: dict[str, list[str]] = {n: [] for n, flags, _ in live.values() if "master" in flags}
+        for name, flags, primary in live.values():
+            if "slave" in flags and primary in live and live[primary][0] in found:
+                found[live[primary][0]].append(name)
+        return {primary: sorted(replicas) for primary, replicas in found.items()}
+
+    def node(self, name: str) -> RedisServer:
+        return next(n for n in self.nodes if n.name == name)
+
+    def keyslot(self, key: str) -> int:
+        """``CLUSTER KEYSLOT key``: the hash slot the cluster puts ``key`` in."""
+        return int(self.seed().client().cluster("KEYSLOT", key))
+
+    def primary_of(self, key: str) -> RedisServer:
+        """The primary that serves ``key`` now."""
+        return self.primary_of_slot(self.keyslot(key))
+
+    def node_id(self, node: RedisServer) -> str:
+        return str(node.client().cluster("MYID").decode())
+
+    def start_moving(self, slot: int, to: RedisServer) -> RedisServer:
+        """Mark hash ``slot`` as migrating from its primary to the primary ``to`` (which
+        answers for the keys it has, after ``ASKING``); returns the primary it leaves."""
+        source = self.primary_of_slot(slot)
+        to.client().cluster("SETSLOT", slot, "IMPORTING", self.node_id(source))
+        source.client().cluster("SETSLOT", slot, "MIGRATING", self.node_id(to))
+        return source
+
+    def migrate_keys(self, slot: int, source: RedisServer, to: RedisServer) -> None:
+        """``MIGRATE`` the keys of hash ``slot`` from ``source`` to ``to``."""
+        client = source.client()
+        while keys := client.cluster("GETKEYSINSLOT", slot, 100):
+            client.migrate("127.0.0.1", to.port, keys, 0, 5000)
+
+    def finish_moving(self, slot: int, source: RedisServer, to: RedisServer) -> None:
+        """Give hash ``slot`` to ``to``; every primary is told at once."""
+        for node in (to, source, *(n for n in self.primaries() if n not in (to, source))):
+            node.client().cluster("SETSLOT", slot, "NODE", self.node_id(to))
+
+    def move_slot(self, slot: int, to: RedisServer) -> None:
+        """Move hash ``slot`` with its keys to the primary ``to`` (as ``redis-cli --cluster
+        reshard`` does)."""
+        source = self.start_moving(slot, to)
+        self.migrate_keys(slot, source, to)
+        self.finish_moving(slot, source, to)
+
+    def primaries(self) -> list[RedisServer]:
+        return [self.node(name) for name in self.topology()]
+
+    def primary_of_slot(self, slot: int) -> RedisServer:
+        for address, info in self.seed().client().cluster("NODES").items():
+            flags = info["flags"].split(",")
+            if "master" in flags and "fail" not in flags:
+                for first, *last in info["slots"]:
+                    if int(first) <= slot <= int(last[0] if last else first):
+                        return self.node(address.split("@")[0])
+        raise AssertionError(f"no primary serves slot {slot}")
+
+    def kill_primary(self, primary: RedisServer, meanwhile: Callable[[], object] = list) -> float:
+        """SIGKILL ``primary`` (then call ``meanwhile``) and wait until one of its replicas
+        serves its slots and the cluster answers again; returns how long that took (the
+        failover time), in seconds."""
+        replicas = self.topology()[primary.name]
+        assert replicas, f"{primary.name} has no replica to take over"
+        killed = time.monotonic()
+        primary.kill()
+        meanwhile()
+        deadline = killed + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError, StopIteration):
+                if self._failed_over(replicas):
+                    return time.monotonic() - killed
+            time.sleep(0.02)
+        raise RuntimeError(f"no replica of {primary.name} took over within 30 s")
+
+    def replica_of(self, primary: RedisServer) -> RedisServer:
+        """A replica of ``primary``."""
+        return self.node(self.topology()[primary.name][0])
+
+    def _failed_over(self, replicas: list[str]) -> bool:
+        promoted = [name for name in replicas if name in self.topology()]
+        if not promoted:
+            return False
+        return self._cluster_ok(self.node(promoted[0]))
+
+    @staticmethod
+    def _cluster_ok(node: RedisServer) -> bool:
+        return bool(node.client().cluster("INFO").get("cluster_state") == "ok")
+
+    def wait_until_stable(self, timeout: float = 30) -> None:
+        """Until every live node says ``cluster_state:ok`` and every replica is in sync
+        with its primary (a replica that never synced would not be promoted)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError, StopIteration):
+                if self._stable():
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"the cluster did not settle within {timeout} s")
+
+    def _stable(self) -> bool:
+        live = [n for n in self.nodes if n.process is not None and n.process.poll() is None]
+        if not all(self._cluster_ok(node) for node in live):
+            return False
+        topology = self.topology()
+        if any(self.topology(node) != topology for node in live):
+            return False
+        for replicas in topology.values():
+            for name in replicas:
+                link = self.node(name).client().info("replication").get("master_link_status")
+                if link != "up":
+                    return False
+        return sum(len(r) for r in topology.values()) == len(live) - len(topology)
+
+    def flush(self) -> None:
+        """Empty every primary (their replicas follow)."""
+        for name in self.topology():
+            self.node(name).client().flushall()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def redis_cli_binary() -> str:
+    """The ``redis-cli`` beside ``redis-server`` (it joins a cluster's nodes)."""
+    found = shutil.which("redis-cli", path=os.path.dirname(redis_server_binary()))
+    found = found or shutil.which("redis-cli")
+    if found is None:
+        raise RuntimeError("'redis-cli' was not found beside redis-server nor on PATH")
+    return found
+
+
+@contextlib.contextmanager
+def redis_cluster_servers(
+    primaries: int = 3, replicas: int = 1, node_timeout_ms: int = 1000
+) -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of ``primaries * (1 + replicas)`` nodes, stopped at the end."""
+    cluster = RedisClusterServers(primaries, replicas, node_timeout_ms)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

@@ -60,6 +60,34 @@ def conf(**settings: Any) -> dict[str, Any]:
         ),
         ({"singleton_beat_health_host": ""}, r"singleton_beat_health_host = '' is not valid"),
         (
+            {"singleton_beat_redis_urls": ["redis://127.0.0.1:7000/1?cluster=true"]},
+            r"singleton_beat_redis_urls = 'redis://127.0.0.1:7000/1\?cluster=true' is not "
+            r"valid: .*no database number on a Redis Cluster \(it has database 0 only: "
+            r"SELECT is not allowed in cluster mode\)",
+        ),
+        (
+            {"singleton_beat_redis_urls": ["redis://127.0.0.1:7000?cluster=true&db=2"]},
+            r"singleton_beat_redis_urls = .* no database number on a Redis Cluster",
+        ),
+        (
+            {"singleton_beat_redis_urls": ["redis://127.0.0.1:7000?cluster=sometimes"]},
+            r"singleton_beat_redis_urls = 'redis://127.0.0.1:7000\?cluster=sometimes' is not "
+            r"valid: .*cluster=true",
+        ),
+        (
+            {"singleton_beat_redis_urls": ["unix:///tmp/redis.sock?cluster=true"]},
+            r"singleton_beat_redis_urls = 'unix:///tmp/redis.sock\?cluster=true' is not valid: "
+            r".*a redis:// or rediss:// URL",
+        ),
+        (
+            {
+                "singleton_beat_redis_urls": ["redis://127.0.0.1:7000?cluster=true"],
+                "singleton_beat_key_prefix": "{billing}:",
+            },
+            r"singleton_beat_key_prefix = '\{billing\}:' is not valid: .*no \{ or \} on a "
+            r"Redis Cluster",
+        ),
+        (
             {"singleton_beat_store": "mongo"},
             r"singleton_beat_store = 'mongo' is not valid: 'redis', 'database', or the dotted",
         ),
@@ -95,6 +123,16 @@ def test_defaults_are_the_documented_ones() -> None:
         "singleton_beat_redis_use_ssl": None,
         "singleton_beat_redis_min_replicas": "auto",
     }
+
+
+def test_a_redis_cluster_is_named_by_one_node_s_url_with_cluster_true() -> None:
+    config = Config.from_conf(
+        {"singleton_beat_redis_urls": "rediss://:pw@cache.example:6379?cluster=true"}
+    )
+    assert config.redis_urls == ("rediss://:pw@cache.example:6379?cluster=true",)
+    assert config.settings["singleton_beat_redis_urls"] == [
+        "rediss://***@cache.example:6379?cluster=true"
+    ]
 
 
 def test_a_comma_separated_string_of_masters_is_accepted() -> None:
@@ -188,6 +226,14 @@ def test_the_beat_banner_shows_mode_masters_without_passwords_and_prefix() -> No
     assert "mode leader" in info
     assert "key prefix 'billing:'" in info
     assert "redis://***@r1:6379/0, redis://r2:6379/0" in info
+    assert "s3cret" not in info
+
+
+def test_the_beat_banner_names_a_redis_cluster() -> None:
+    app = Celery("banner", broker="memory://")
+    app.conf.singleton_beat_redis_urls = ["redis://:s3cret@c1:7000?cluster=true"]
+    info = Scheduler(app=app, lazy=True).info
+    assert ". lock store -> Redis Cluster redis://***@c1:7000?cluster=true\n" in info + "\n"
     assert "s3cret" not in info
 
 

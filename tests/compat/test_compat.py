@@ -23,7 +23,7 @@ from celery_singleton_beat.locks import MemoryLock
 from celery_singleton_beat.ops.cluster import cron_expression
 from celery_singleton_beat.tasks import copies
 from celery_singleton_beat.tasks.singleton import override_lock_backend
-from celery_singleton_beat.testing import RedisServer
+from celery_singleton_beat.testing import RedisClusterServers, RedisServer
 
 KOMBU_HAS_BATCH = tuple(int(p) for p in kombu.__version__.split(".")[:2]) >= (5, 7)
 
@@ -173,3 +173,31 @@ def test_the_request_class_a_worker_makes_for_a_task_checks_its_slot_before_the_
             copy.execute_using_pool(pool)
     assert runs == ["plain", "slot"]
     assert copy.acknowledged
+
+
+def test_a_cluster_redirect_is_read_as_redis_py_s_cluster_errors() -> None:
+    moved = _compat.redis_error("MOVED 3999 127.0.0.1:6381")
+    assert isinstance(moved, redis.exceptions.MovedError)
+    assert (moved.slot_id, moved.host, moved.port) == (3999, "127.0.0.1", 6381)
+    ask = _compat.redis_error("ASK 12 10.0.0.2:7000")
+    assert type(ask) is redis.exceptions.AskError
+    assert (ask.slot_id, ask.host, ask.port) == (12, "10.0.0.2", 7000)
+    assert isinstance(_compat.redis_error("CLUSTERDOWN The cluster is down"),
+                      redis.exceptions.ClusterDownError)  # fmt: skip
+    assert isinstance(_compat.redis_error("TRYAGAIN Multiple keys"), redis.exceptions.TryAgainError)
+
+
+def test_a_clusters_slot_map_is_read_through_redis_py(
+    shared_sharded_cluster: RedisClusterServers,
+) -> None:
+    seed = shared_sharded_cluster.nodes[0]
+    manager = _compat.cluster_nodes_manager("127.0.0.1", seed.port, _compat.quiet_handshake())
+    try:
+        primaries = _compat.cluster_slot_primaries(manager, 16384)
+    finally:
+        manager.close()
+    expected = {
+        ("127.0.0.1", int(name.rpartition(":")[2])) for name in shared_sharded_cluster.topology()
+    }
+    assert set(primaries) == expected
+    assert primaries[12182] == ("127.0.0.1", shared_sharded_cluster.primary_of("foo").port)

@@ -1,5 +1,6 @@
 """The lock contract, run against every backend: MemoryLock, Redlock over 1, 3 and 5
-masters, and the Django app's DatabaseLock on SQLite, PostgreSQL and MariaDB."""
+masters and on a Redis Cluster (3 primaries with a replica each), and the Django app's
+DatabaseLock on SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
@@ -11,17 +12,22 @@ import pytest
 
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks import LockBackend, MemoryLock, Redlock
-from celery_singleton_beat.testing import RedisServer
+from celery_singleton_beat.testing import RedisClusterServers, RedisServer
 from tests.support.databases import database_alias, with_databases
 
 
-@pytest.fixture(params=with_databases("memory", "redlock-1", "redlock-3", "redlock-5"))
+@pytest.fixture(
+    params=with_databases("memory", "redlock-1", "redlock-3", "redlock-5", "redlock-cluster")
+)
 def lock(
     request: pytest.FixtureRequest, redis_cluster: Callable[[int], list[RedisServer]]
 ) -> Iterator[LockBackend]:
     kind, _, detail = request.param.partition("-")
     if kind == "memory":
         backend: LockBackend = MemoryLock()
+    elif request.param == "redlock-cluster":
+        sharded: RedisClusterServers = request.getfixturevalue("shared_sharded_cluster")
+        backend = Redlock.from_urls([sharded.url], node_timeout=0.2)
     elif kind == "redlock":
         backend = Redlock.from_urls([s.url for s in redis_cluster(int(detail))], node_timeout=0.2)
     else:

@@ -18,25 +18,7 @@ from celery_singleton_beat.errors import QuorumUnavailable
 from celery_singleton_beat.locks import Redlock
 from celery_singleton_beat.tasks.singleton import ENTRY_HEADER, SLOT_HEADER
 from celery_singleton_beat.testing import RedisServer
-
-
-class Trips:
-    """Counts round trips (``Masters.scatter`` calls, each to every master at once)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.count = 0
-        original = Masters.scatter
-
-        def counted(masters: Masters, batches: Any) -> Any:
-            self.count += 1
-            return original(masters, batches)
-
-        monkeypatch.setattr(Masters, "scatter", counted)
-
-
-@pytest.fixture
-def trips(monkeypatch: pytest.MonkeyPatch) -> Trips:
-    return Trips(monkeypatch)
+from tests.support.round_trips import Trips
 
 
 @pytest.fixture

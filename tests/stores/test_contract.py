@@ -1,5 +1,6 @@
 """The slot-store contract, run against every store: memory, Redis over 1, 3 and 5 real
-masters, and the Django app's database store on SQLite, PostgreSQL and MariaDB.
+masters, a Redis Cluster (3 primaries with a replica each), and the Django app's database
+store on SQLite, PostgreSQL and MariaDB.
 
 Expiry is real time on the store's own clock, with TTLs of a few tenths of a second.
 """
@@ -17,7 +18,7 @@ from celery_singleton_beat.connections.masters import Masters
 from celery_singleton_beat.core.schema import ClaimStatus, Outcome
 from celery_singleton_beat.stores import MemorySlotStore, SlotOutcome, SlotStore
 from celery_singleton_beat.stores.redis import RedisSlotStore
-from celery_singleton_beat.testing import RedisServer
+from celery_singleton_beat.testing import RedisClusterServers, RedisServer
 from tests.support.databases import database_alias, with_databases
 
 CLAIMED, HELD, DONE = ClaimStatus.CLAIMED, ClaimStatus.HELD, ClaimStatus.DONE
@@ -25,13 +26,16 @@ SENT = Outcome.DISPATCHED.value
 MISSED = Outcome.SKIPPED_MISFIRE.value
 
 
-@pytest.fixture(params=with_databases("memory", "redis-1", "redis-3", "redis-5"))
+@pytest.fixture(params=with_databases("memory", "redis-1", "redis-3", "redis-5", "redis-cluster"))
 def store(
     request: pytest.FixtureRequest, redis_cluster: Callable[[int], list[RedisServer]]
 ) -> Iterator[SlotStore]:
     kind, _, detail = request.param.partition("-")
     if kind == "memory":
         made: SlotStore = MemorySlotStore()
+    elif request.param == "redis-cluster":
+        sharded: RedisClusterServers = request.getfixturevalue("shared_sharded_cluster")
+        made = RedisSlotStore(Masters.from_urls([sharded.url], 1.0), "contract:")
     elif kind == "redis":
         servers = redis_cluster(int(detail))
         made = RedisSlotStore(Masters.from_urls([s.url for s in servers], 1.0), "contract:")

@@ -25,8 +25,9 @@ from typing import Any, TypeVar
 import redis
 from celery import Celery
 
+from celery_singleton_beat.core.schema import Keys
 from celery_singleton_beat.locks import Redlock
-from celery_singleton_beat.testing import CeleryCluster, RedisServer
+from celery_singleton_beat.testing import CeleryCluster, RedisClusterServers, RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The task app's module and queue.
@@ -41,7 +42,8 @@ class AppCluster(CeleryCluster):
     """Processes of one test app on the test's masters and a broker of their own: the app
     reads both from the environment, and writes what ran to lists on the broker."""
 
-    masters: list[RedisServer] = field(default_factory=list)
+    masters: list[RedisServer] | list[RedisClusterServers] = field(default_factory=list)
+    """Independent masters, or a Redis Cluster (alone in the list)."""
     broker: RedisServer | None = None
 
     def __post_init__(self) -> None:
@@ -162,7 +164,7 @@ def with_broker(make: Callable[[RedisServer], C]) -> Iterator[C]:
 @contextmanager
 def beat_cluster(
     workdir: Path,
-    masters: list[RedisServer] | dict[str, Any],
+    masters: list[RedisServer] | list[RedisClusterServers] | dict[str, Any],
     schedule: dict[str, Any],
     **settings: Any,
 ) -> Iterator[BeatCluster]:
@@ -180,7 +182,9 @@ def beat_cluster(
 
 
 @contextmanager
-def task_cluster(workdir: Path, masters: list[RedisServer]) -> Iterator[TaskCluster]:
+def task_cluster(
+    workdir: Path, masters: list[RedisServer] | list[RedisClusterServers]
+) -> Iterator[TaskCluster]:
     """Workers of ``tests.tasks.app`` (none started yet) on ``masters``."""
     with with_broker(
         lambda broker: TaskCluster(
@@ -220,7 +224,7 @@ def check_exactly_once(
     assert len(expected) >= (end - start) / every - 1
 
 
-def master_hash(masters: list[RedisServer], key: str) -> dict[str, int]:
+def master_hash(masters: Servers, key: str) -> dict[str, int]:
     """The maximum of each field of a hash over the masters that answer."""
     merged: dict[str, int] = {}
     for master in masters:
@@ -235,14 +239,17 @@ def master_hash(masters: list[RedisServer], key: str) -> dict[str, int]:
 
 
 PREFIX = "singleton-beat:"
+Servers = Sequence[RedisServer] | Sequence[RedisClusterServers]
+"""Where a store's keys are read back: its masters, or a Redis Cluster."""
 
 
-def fence_outcomes(masters: Sequence[RedisServer], entry: str) -> dict[int, str]:
-    """Each slot's done mark (``dispatched``, ``skipped_misfire``, ...) over the masters."""
+def fence_outcomes(masters: Servers, entry: str, keys: Keys | None = None) -> dict[int, str]:
+    """Each slot's done mark (``dispatched``, ``skipped_misfire``, ...) over the masters
+    (``keys``: the names on a Redis Cluster, hash-tagged)."""
     outcomes: dict[int, str] = {}
     for master in masters:
         client = master.client()
-        for key in client.scan_iter(f"{PREFIX}fire:{entry}:*", count=1000):
+        for key in client.scan_iter((keys or Keys(PREFIX)).all_slots(entry), count=1000):
             value = client.get(key)
             if value and value.startswith(b"done:"):
                 slot = int(key.decode().rsplit(":", 1)[1])
@@ -252,9 +259,10 @@ def fence_outcomes(masters: Sequence[RedisServer], entry: str) -> dict[int, str]
 
 def slot_accounting(
     rows: list[dict[str, Any]],
-    masters: Sequence[RedisServer],
+    masters: Servers,
     schedule: dict[str, dict[str, Any]],
     window: tuple[float, float],
+    keys: Keys | None = None,
 ) -> list[str]:
     """What went wrong with the slots of ``schedule`` in ``window`` (seconds), one line per
     fault: a task id executed twice, a slot executed twice, executed and counted as
@@ -268,7 +276,7 @@ def slot_accounting(
         expected = interval_slots(spec["every"], window[0], window[1])
         counts = executed_slots(rows, entry)
         executed = set(counts)
-        outcomes = fence_outcomes(masters, entry)
+        outcomes = fence_outcomes(masters, entry, keys)
         skipped = {s for s, outcome in outcomes.items() if outcome.startswith("skipped")}
         if again := sorted(s for s, n in counts.items() if n > 1):
             faults.append(f"{entry}: slots executed twice: {again}")
@@ -277,7 +285,7 @@ def slot_accounting(
         if missing := sorted(expected - executed - skipped):
             marks = {slot: outcomes.get(slot) for slot in missing}
             faults.append(f"{entry}: neither executed nor counted: {marks}")
-        counted = master_hash(masters, f"{PREFIX}entry:{entry}").get("skipped", 0)
+        counted = master_hash(masters, (keys or Keys(PREFIX)).entry(entry)).get("skipped", 0)
         if counted != len(skipped):
             faults.append(f"{entry}: skip count {counted} != {len(skipped)} marks")
     return faults

@@ -13,13 +13,13 @@ import pytest
 from celery import Celery
 
 from celery_singleton_beat.beat.scheduler import Scheduler
-from celery_singleton_beat.connections.masters import Masters
 from celery_singleton_beat.errors import QuorumUnavailable
 from celery_singleton_beat.locks import Redlock
 from celery_singleton_beat.observe import events
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.testing import SentinelGroup, sentinel_group
 from tests.support.clusters import PREFIX
+from tests.support.round_trips import Trips
 
 
 @pytest.fixture
@@ -35,17 +35,14 @@ def waits(group: SentinelGroup) -> int:
 
 
 def test_a_lock_waits_for_the_replica_the_primary_reports_in_the_same_round_trip(
-    group: SentinelGroup, monkeypatch: pytest.MonkeyPatch
+    group: SentinelGroup, trips: Trips
 ) -> None:
     lock = Redlock.from_urls([group.primary().url])
     lock.release(lock.acquire("warm", ttl=5) or pytest.fail("not acquired"))
-    trips = []
-    scatter = Masters.scatter
-    monkeypatch.setattr(Masters, "scatter", lambda m, b: trips.append(b) or scatter(m, b))
-    before = waits(group)
+    before, trips.count = waits(group), 0
     lease = lock.acquire("report", ttl=5)
     assert lease is not None
-    assert (len(trips), waits(group) - before) == (1, 1)
+    assert (trips.count, waits(group) - before) == (1, 1)
     replica = group.replicas()[0].client()
     assert replica.get(f"{PREFIX}lock:report") == lease.token.encode()
 
