@@ -132,6 +132,7 @@ class StoreKind(StrEnum):
 
     REDIS = "redis"
     DATABASE = "database"
+    SQLALCHEMY = "sqlalchemy"
 
 
 # -- message headers --------------------------------------------------------------------

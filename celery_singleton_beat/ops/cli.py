@@ -24,7 +24,12 @@ from celery.schedules import crontab
 from celery_singleton_beat.core.entries import Plan
 from celery_singleton_beat.core.schema import LOCK_KINDS, StoreKind
 from celery_singleton_beat.core.slots import slot_label
-from celery_singleton_beat.errors import ConfigurationError, LockError, StoreUnavailable
+from celery_singleton_beat.errors import (
+    ConfigurationError,
+    LockError,
+    SchemaError,
+    StoreUnavailable,
+)
 from celery_singleton_beat.ops import cluster as overview
 from celery_singleton_beat.ops.lock_stores import LockStore, lock_stores
 from celery_singleton_beat.runtime import Runtime
@@ -89,7 +94,7 @@ def _store_status(app: Any, config: Config) -> tuple[dict[str, Any], int]:
     code = overview.HEALTHY
     try:
         store = Runtime.of(app).open_store()
-    except (ConfigurationError, ImportError) as exc:
+    except (ConfigurationError, SchemaError, ImportError) as exc:
         raise click.ClickException(str(exc)) from None
     try:
         live = store.replicas()
@@ -367,7 +372,10 @@ def check(ctx: click.Context) -> None:
     findings += _check_task_settings(app, {str(exc) for exc in errors})
     findings += _check_scheduler_setting(app)
     config = None if errors else Config.from_conf(app.conf)
-    if config is not None:
+    if config is not None and config.store != StoreKind.REDIS:
+        findings.append(("OK", f"settings valid (store {config.store}, mode {config.mode})"))
+        findings += _check_store(app)
+    elif config is not None:
         findings.append(
             ("OK", f"settings valid ({len(config.redis_urls)} masters, mode {config.mode})")
         )
@@ -380,9 +388,11 @@ def check(ctx: click.Context) -> None:
 
 
 def _check_task_settings(app: Any, reported: set[str]) -> list[tuple[str, str]]:
-    """The singleton task settings (``singleton_beat_task_*``), checked as workers will."""
+    """The singleton task settings (``singleton_beat_task_*``), checked as workers will
+    (beat on a store other than Redis needs no Redis URL for tasks that take no lock)."""
+    redis = (app.conf.get("singleton_beat_store") or StoreKind.REDIS) == StoreKind.REDIS
     try:
-        TaskConfig.from_conf(app.conf)
+        TaskConfig.from_conf(app.conf, urls_required=redis)
     except ConfigurationError as exc:
         return [] if str(exc) in reported else [("ERROR", str(exc))]
     return []
@@ -406,6 +416,23 @@ def _check_scheduler_setting(app: Any) -> list[tuple[str, str]]:
                  f"fences, on every replica (each slot sent once per replica) unless started "
                  f"with `-S singleton`; set beat_scheduler = 'celery_singleton_beat.Scheduler'")
     ]  # fmt: skip
+
+
+def _check_store(app: Any) -> list[tuple[str, str]]:
+    """A store other than Redis masters: made as beat makes it (its tables checked), and
+    read once."""
+    overview.load_task_modules(app)  # with Django, this starts Django (the store's models)
+    try:
+        store = Runtime.of(app).open_store()
+    except (ConfigurationError, SchemaError, ImportError) as exc:
+        return [("ERROR", str(exc))]
+    try:
+        store.replicas()
+    except StoreUnavailable as exc:
+        return [("ERROR", str(exc))]
+    finally:
+        store.close()
+    return [("OK", f"{store.describe()} answers")]
 
 
 def _check_master_count(count: int) -> list[tuple[str, str]]:
@@ -500,9 +527,11 @@ def _check_entries(app: Any, config: Config | None) -> list[tuple[str, str]]:
 
 
 def _add_schedule_commands() -> None:
+    from celery_singleton_beat.ops.db_cli import db  # noqa: PLC0415
     from celery_singleton_beat.ops.schedule_cli import schedule  # noqa: PLC0415
 
     singleton_beat.add_command(schedule)
+    singleton_beat.add_command(db)
 
 
 _add_schedule_commands()

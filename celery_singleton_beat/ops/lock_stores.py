@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery_singleton_beat.core.schema import lock_kind
+from celery_singleton_beat.core.schema import StoreKind, lock_kind
 from celery_singleton_beat.errors import ConfigurationError, LockError
 from celery_singleton_beat.locks.base import Lease, LockBackend, holder_name
 from celery_singleton_beat.ops import cluster as overview
@@ -61,8 +61,8 @@ class MastersStore(LockStore):
 class BackendStore(LockStore):
     """Locks in a ``LockBackend`` (``singleton_beat_task_backend``)."""
 
-    def __init__(self, backend: LockBackend) -> None:
-        self.name = f"task backend {backend!r}"
+    def __init__(self, backend: LockBackend, name: str = "") -> None:
+        self.name = name or f"task backend {backend!r}"
         self.backend = backend
 
     def held(self) -> list[dict[str, Any]]:
@@ -101,14 +101,25 @@ def lock_stores(app: Any) -> list[LockStore]:
     beat: Config | None = None
     try:
         beat = Config.from_conf(app.conf)
-        stores.append(MastersStore("beat masters", beat))
+        stores.append(_beat_store(app, beat))
     except ConfigurationError:
         if not app.conf.get("singleton_beat_task_backend"):
             raise
-    task = TaskConfig.from_conf(app.conf)
+    task = TaskConfig.from_conf(
+        app.conf, urls_required=beat is None or beat.store == StoreKind.REDIS
+    )
     if task.task_backend is not None:
         overview.load_task_modules(app)  # a Django backend needs Django set up
         stores.append(BackendStore(Runtime.of(app).task_locks()[1]))
     elif beat is None or set(task.redis_urls) != set(beat.redis_urls):
         stores.append(MastersStore("task masters", task))
     return stores
+
+
+def _beat_store(app: Any, config: Config) -> LockStore:
+    """Where beat's locks are: the masters, or the lock table of a store on a database."""
+    if config.store == StoreKind.REDIS:
+        return MastersStore("beat masters", config)
+    overview.load_task_modules(app)  # a Django store needs Django set up
+    store = Runtime.of(app).open_store()
+    return BackendStore(store.leader_lock(""), f"beat store ({store.name})")
