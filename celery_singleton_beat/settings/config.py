@@ -149,8 +149,8 @@ class Config:
             _refuse(
                 "schedule_source",
                 source,
-                "'beat_schedule' (default), 'django_celery_beat', 'runtime', the dotted path "
-                "of a ScheduleSource subclass, or a list of these",
+                "'beat_schedule' (default), 'django_celery_beat', 'sqlalchemy_celery_beat', "
+                "'runtime', the dotted path of a ScheduleSource subclass, or a list of these",
             )
         self._validate_store()
 

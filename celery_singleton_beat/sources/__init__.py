@@ -1,7 +1,8 @@
 """Schedule sources: ``singleton_beat_schedule_source`` names one, or a list merged.
 
 Built in: ``"beat_schedule"`` (the default, Celery's setting), ``"django_celery_beat"``
-(django-celery-beat's tables, from the Django app) and ``"runtime"`` (entries kept on the
+(django-celery-beat's tables, from the Django app), ``"sqlalchemy_celery_beat"``
+(sqlalchemy-celery-beat's tables, through SQLAlchemy) and ``"runtime"`` (entries kept on the
 Redis masters by :mod:`celery_singleton_beat.schedule.api`). Any other value is the dotted path of
 a :class:`~celery_singleton_beat.sources.base.ScheduleSource` subclass, made with the
 Celery app as its only argument.
@@ -23,10 +24,13 @@ BUILT_IN = {
     "beat_schedule": "celery_singleton_beat.sources.beat_schedule.BeatScheduleSource",
     "django_celery_beat": "django_celery_singleton_beat.sources.DjangoCeleryBeatSource",
     "runtime": "celery_singleton_beat.sources.document.RuntimeSource",
+    "sqlalchemy_celery_beat": (
+        "celery_singleton_beat.sources.sqlalchemy_celery_beat.SqlAlchemyCeleryBeatSource"
+    ),
 }
 ACCEPTED = (
-    "'beat_schedule' (default), 'django_celery_beat', 'runtime', the dotted path of a "
-    "ScheduleSource subclass, or a list of these"
+    "'beat_schedule' (default), 'django_celery_beat', 'sqlalchemy_celery_beat', 'runtime', "
+    "the dotted path of a ScheduleSource subclass, or a list of these"
 )
 
 logger = logging.getLogger(__name__)
