@@ -22,7 +22,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -273,24 +273,37 @@ def check_schema(engine: sa.Engine, command: str) -> None:
         raise SchemaError(where, found, SCHEMA_VERSION, command, lacking)
 
 
-def upgrade(engine: sa.Engine) -> tuple[int | None, int]:
+class Upgraded(NamedTuple):
+    """What :func:`upgrade` did."""
+
+    before: int | None
+    """The version the database was at (None: no version row)."""
+    after: int
+    created: bool
+    """Whether tables were created (False: they were all there, made by Alembic or by an
+    earlier ``db upgrade``)."""
+
+
+def upgrade(engine: sa.Engine) -> Upgraded:
     """Create the tables, or upgrade them to :data:`SCHEMA_VERSION`, in one transaction
-    (where the database's DDL is transactional); (version before, version after).
+    (where the database's DDL is transactional).
 
     Tables there without a version row (made by Alembic) get the steps their columns
-    need, then the row. A database at a newer version than this release is left alone:
-    :class:`~celery_singleton_beat.errors.SchemaError`.
+    need, then the row: every step checks what is there first. A database at a newer
+    version than this release is left alone: :class:`~celery_singleton_beat.errors.SchemaError`.
     """
+    version_now = SCHEMA_VERSION
     with engine.begin() as connection:
         found = stored_version(connection)
-        if found is not None and found > SCHEMA_VERSION:
-            raise SchemaError(url_text(engine), found, SCHEMA_VERSION, "")
-        for version in range((found or 0) + 1, SCHEMA_VERSION + 1):
+        if found is not None and found > version_now:
+            raise SchemaError(url_text(engine), found, version_now, "")
+        created = found is None and bool(missing(connection))
+        for version in range((found or 0) + 1, version_now + 1):
             UPGRADES[version](connection)
         if found is None:
-            connection.execute(sa.insert(versions).values(id=1, version=SCHEMA_VERSION))
-        elif found < SCHEMA_VERSION:
+            connection.execute(sa.insert(versions).values(id=1, version=version_now))
+        elif found < version_now:
             connection.execute(
-                sa.update(versions).where(versions.c.id == 1).values(version=SCHEMA_VERSION)
+                sa.update(versions).where(versions.c.id == 1).values(version=version_now)
             )
-    return found, SCHEMA_VERSION
+    return Upgraded(found, version_now, created)

@@ -48,7 +48,7 @@ def upgrade(ctx: click.Context) -> None:
     for url in _urls(ctx.obj.app):
         engine = engine_for(url)
         try:
-            before, after = upgraded(engine)
+            before, after, created = upgraded(engine)
         except SchemaError as exc:
             raise click.ClickException(str(exc)) from None
         except sa.exc.SQLAlchemyError as exc:
@@ -57,8 +57,10 @@ def upgrade(ctx: click.Context) -> None:
             ) from None
         finally:
             engine.dispose()
-        if before is None:
+        if before is None and created:
             done = f"tables created at schema version {after}"
+        elif before is None:
+            done = f"tables found complete, stamped at schema version {after}"
         elif before < after:
             done = f"tables upgraded from schema version {before} to {after}"
         else:

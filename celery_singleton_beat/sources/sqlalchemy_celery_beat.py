@@ -58,6 +58,8 @@ logger = logging.getLogger(__name__)
 UTC = dt.timezone.utc
 #: sqlalchemy-celery-beat's own default database, when ``beat_dburi`` is unset.
 DEFAULT_DBURI = "sqlite:///schedule.db"
+#: Seconds after a change during which every poll reads the rows again (see ``version``).
+SETTLE = 2.0
 
 
 class SqlAlchemyCeleryBeatSource(ScheduleSource):
@@ -92,15 +94,29 @@ class SqlAlchemyCeleryBeatSource(ScheduleSource):
         self._poller: sa.Connection | None = None
         self._one_off: dict[str, bool] = {}
         self._next_forget = 0.0
+        self._polls = 0
 
     def version(self) -> Hashable:
         """``last_update`` of the change table's row, read on a connection kept open (a
-        new one, once, when the kept one was closed meanwhile)."""
+        new one, once, when the kept one was closed meanwhile).
+
+        MariaDB/MySQL keep that column in whole seconds: an edit made in the same second
+        as the one before leaves it as it was. So for :data:`SETTLE` seconds after a
+        change the version is new at every poll, and the rows are read again each time::
+
+            12:00:00.2  edit A: last_update 12:00:00 ── replica reads the rows (A)
+            12:00:00.7  edit B: last_update 12:00:00 ── unchanged, but still settling:
+            12:00:01.2                                   the replica reads the rows (A, B)
+        """
         try:
-            return self._read_version()
+            value = self._read_version()
         except sa.exc.DBAPIError:
             self._drop_poller()
-            return self._read_version()
+            value = self._read_version()
+        if isinstance(value, dt.datetime) and abs(time.time() - _aware(value).timestamp()) < SETTLE:
+            self._polls += 1
+            return (value, self._polls)
+        return value
 
     def _read_version(self) -> Hashable:
         if self._poller is None:
