@@ -110,7 +110,10 @@ def lock_stores(app: Any) -> list[LockStore]:
     )
     if task.task_backend is not None:
         overview.load_task_modules(app)  # a Django backend needs Django set up
-        stores.append(BackendStore(Runtime.of(app).task_locks()[1]))
+        backend = Runtime.of(app).task_locks()[1]
+        if not any(isinstance(s, BackendStore) and repr(s.backend) == repr(backend)
+                   for s in stores):  # fmt: skip
+            stores.append(BackendStore(backend))  # not beat's table a second time
     elif beat is None or set(task.redis_urls) != set(beat.redis_urls):
         stores.append(MastersStore("task masters", task))
     return stores
