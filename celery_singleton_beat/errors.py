@@ -27,6 +27,38 @@ class ConfigurationError(SingletonBeatError, ValueError):
         super().__init__(f"{name} = {value!r} is not valid: {accepted}.")
 
 
+class UnknownSetting(ConfigurationError):
+    """A setting named like the library's (``singleton_beat_*``) that nothing reads.
+
+    A misspelt name would leave the setting meant at its default without a word, so it
+    is refused at start-up; ``meant`` is the setting it most probably stands for.
+    """
+
+    def __init__(self, name: str, value: object, meant: str | None) -> None:
+        super().__init__(name, value, f"the name of a setting, such as {meant!r}" if meant
+                         else "the name of a setting")  # fmt: skip
+        self.meant = meant
+        hint = (
+            f"did you mean {meant!r}?"
+            if meant
+            else "the settings are listed on the configuration page"
+        )
+        self.args = (f"{name} is not a celery-singleton-beat setting (nothing reads it): {hint}",)
+
+
+class SourceUnavailable(SingletonBeatError):
+    """A schedule source (django-celery-beat's tables, the runtime schedule) did not answer
+    a command or API call that must read it."""
+
+    def __init__(self, source: str, detail: str) -> None:
+        self.source = source
+        self.detail = detail
+        super().__init__(
+            f"the schedule source {source!r} cannot be read ({detail}). Check that it is "
+            f"reachable from this host, then try again."
+        )
+
+
 class LockError(SingletonBeatError):
     """A lock operation could not be carried out."""
 

@@ -16,6 +16,7 @@ parent's connections are not shared across a fork.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -24,12 +25,14 @@ from typing import TYPE_CHECKING, NamedTuple
 from celery_singleton_beat.core import process
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks import LockBackend, Redlock
-from celery_singleton_beat.settings.config import Config, TaskConfig
+from celery_singleton_beat.settings.config import Config, TaskConfig, as_written
 from celery_singleton_beat.stores.base import SlotStore
 from celery_singleton_beat.stores.registry import make_store
 
 if TYPE_CHECKING:
     from celery import Celery
+
+logger = logging.getLogger(__name__)
 
 _ATTRIBUTE = "_singleton_beat_runtime"
 BackendFactory = Callable[["Celery"], LockBackend]
@@ -189,5 +192,20 @@ def _backend(factory: type[LockBackend] | BackendFactory, app: Celery, setting: 
     """A backend from a ``LockBackend`` class (no arguments) or a function ``(app) -> backend``."""
     made = factory() if isinstance(factory, type) else factory(app)
     if not isinstance(made, LockBackend):
-        raise ConfigurationError(setting, made, "a LockBackend, or a function returning one")
+        raise as_written(
+            app.conf,
+            ConfigurationError(setting, made, "a LockBackend, or a function returning one"),
+        )
     return made
+
+
+def load_task_modules(app: Celery) -> None:
+    """Import the app's task modules once (with Django, this also starts Django), so that
+    its tasks, their options and the recorders' hooks are known outside a worker."""
+    if getattr(app, "_singleton_beat_modules_loaded", False):
+        return
+    app._singleton_beat_modules_loaded = True
+    try:
+        app.loader.import_default_modules()
+    except Exception as exc:
+        logger.warning("the Celery app's task modules cannot be imported: %s", exc)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from celery_singleton_beat.locks import Redlock
 from celery_singleton_beat.testing import RedisServer, wait_for
@@ -141,7 +144,10 @@ def test_describe_puts_a_crontab_in_words_with_its_next_times(cluster: BeatClust
     assert "claim TTL 3.0s" in entry.stdout
     unknown = cli(cluster, "describe", "nightly")
     assert unknown.returncode != 0
-    assert "'nightly' is neither an entry of beat_schedule" in unknown.stderr
+    assert (
+        "'nightly' is neither a scheduled entry (every-second, quarterly) nor a crontab "
+        "expression of five fields"
+    ) in unknown.stderr
     assert "Traceback" not in unknown.stderr
 
 
@@ -178,6 +184,34 @@ def test_status_without_a_live_replica_is_degraded_exits_1_and_prints_no_none(
         "degraded",
         ["no live beat replica: nothing is being scheduled"],
     )
+
+
+def test_status_and_describe_know_runtime_entries(idle: BeatCluster) -> None:
+    sources = idle.settings_env({"singleton_beat_schedule_source": ["beat_schedule", "runtime"]})
+    added = run_cli(idle, "schedule", "add", "rt-every3", "record", "--every", "3",
+                    "--args", '["rt-every3"]', **sources)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+
+    status = run_cli(idle, "status", "--json", **sources)
+    assert status.returncode == 1, status.stderr  # no live replica
+    entries = {e["name"]: e for e in json.loads(status.stdout)["entries"]}
+    assert sorted(entries) == ["every-second", "quarterly", "rt-every3"]
+    runtime = entries["rt-every3"]
+    assert (runtime["source"], runtime["task"], runtime["schedule"], runtime["paused"]) == (
+        "runtime",
+        "record",
+        "every 3 seconds",
+        False,
+    )
+    assert runtime["next_slot"].endswith(".000Z")
+    assert entries["quarterly"]["source"] == "beat_schedule"
+
+    described = run_cli(idle, "describe", "rt-every3", "--count", "2", **sources)
+    assert described.returncode == 0, described.stderr
+    lines = described.stdout.splitlines()
+    assert lines[:2] == ["entry 'rt-every3' runs task record (source runtime)", "every 3 seconds"]
+    first, second = (dt.datetime.fromisoformat(line.strip()) for line in lines[2:4])
+    assert (second - first).total_seconds() == 3
 
 
 def test_unlock_of_a_key_nobody_holds_says_so_and_exits_1(idle: BeatCluster) -> None:
@@ -232,6 +266,26 @@ def test_check_reports_every_problem_at_once_and_exits_1(idle: BeatCluster) -> N
         "'raise'.",
     ]
     assert "Traceback" not in result.stderr
+
+
+def test_check_refuses_a_misspelt_setting_and_warns_of_the_broker_once(idle: BeatCluster) -> None:
+    assert idle.broker is not None
+    settings = {
+        "singleton_beat_redis_urls": None,  # beat would take the Redis broker for its master
+        "singleton_beat_redis_url": [m.url for m in idle.masters],
+        "singleton_beat_misfire_grase": 60,
+    }
+    result = run_cli(idle, "check", TEST_BROKER_URL=idle.broker.url, **idle.settings_env(settings))
+    assert result.returncode == 1, result.stdout
+    errors = [line for line in result.stdout.splitlines() if line.startswith("ERROR")]
+    assert errors == [
+        "ERROR singleton_beat_misfire_grase is not a celery-singleton-beat setting (nothing "
+        "reads it): did you mean 'singleton_beat_misfire_grace'?",
+        "ERROR singleton_beat_redis_url is not a celery-singleton-beat setting (nothing reads "
+        "it): did you mean 'singleton_beat_redis_urls'?",
+    ]
+    assert "settings valid" not in result.stdout
+    assert result.stderr.count("singleton_beat_redis_urls is not set: using the broker") <= 1
 
 
 def test_check_warns_that_two_masters_survive_no_failure(idle: BeatCluster) -> None:
@@ -295,3 +349,122 @@ def test_check_without_the_config_command_warns_instead_of_a_traceback(
     line = next(x for x in result.stdout.splitlines() if x.startswith(f"WARN  {managed.name}"))
     assert line.startswith(f"WARN  {managed.name}: CONFIG is not available (unknown command")
     assert line.endswith("make sure with your provider that maxmemory-policy is noeviction")
+
+
+RUNTIME = {"singleton_beat_schedule_source": ["beat_schedule", "runtime"]}
+
+
+def runtime_schedule(cluster: BeatCluster) -> dict[str, Any]:
+    """``schedule list --json``: the runtime entries and the paused names."""
+    listed = run_cli(cluster, "schedule", "list", "--json", **cluster.settings_env(RUNTIME))
+    found: dict[str, Any] = json.loads(listed.stdout)
+    return found
+
+
+def test_schedule_add_of_a_name_another_source_gives_is_refused_and_writes_nothing(
+    idle: BeatCluster,
+) -> None:
+    env = idle.settings_env(RUNTIME)
+    taken = run_cli(idle, "schedule", "add", "every-second", "record", "--every", "5", **env)
+    assert taken.returncode == 1
+    assert taken.stderr == (
+        "Error: name = 'every-second' is not valid: a name no other schedule source gives "
+        "('every-second' is an entry of 'beat_schedule': change it there, or choose another "
+        "name).\n"
+    )
+    assert runtime_schedule(idle) == {"entries": {}, "paused": {}}
+
+
+def test_schedule_add_of_a_task_this_app_does_not_register_is_refused_and_writes_nothing(
+    idle: BeatCluster,
+) -> None:
+    env = idle.settings_env(RUNTIME)
+    unknown = run_cli(idle, "schedule", "add", "ok1", "app.nope", "--every", "5", **env)
+    assert unknown.returncode == 1
+    assert unknown.stderr == (
+        "Error: task = 'app.nope' is not valid: the name of a task registered in this app "
+        "(check the name, and that its module is imported: imports, include or "
+        "autodiscover_tasks).\n"
+    )
+    typo = run_cli(idle, "schedule", "add", "ok1", "reocrd", "--every", "5", **env)
+    assert typo.stderr == (
+        "Error: task = 'reocrd' is not valid: the name of a task registered in this app (did "
+        "you mean 'record'?).\n"
+    )
+    assert runtime_schedule(idle) == {"entries": {}, "paused": {}}
+    added = run_cli(
+        idle, "schedule", "add", "ok1", "record", "--every", "5", "--args", "[1]", **env
+    )
+    assert (added.returncode, added.stdout) == (0, "added 'ok1'\n"), added.stderr
+
+
+def test_schedule_add_with_arguments_the_task_does_not_take_is_refused_and_writes_nothing(
+    idle: BeatCluster,
+) -> None:
+    env = idle.settings_env(RUNTIME)
+    bare = run_cli(idle, "schedule", "add", "ok1", "record", "--every", "5", **env)
+    assert bare.returncode == 1
+    assert bare.stderr == (
+        "Error: args/kwargs = ([], {}) is not valid: arguments task 'record' takes (record() "
+        "missing 1 required positional argument: 'entry').\n"
+    )
+    extra = run_cli(idle, "schedule", "add", "ok1", "record", "--every", "5", "--kwargs",
+                    '{"entry": "ok1", "colour": "red"}', **env)  # fmt: skip
+    assert extra.stderr == (
+        "Error: args/kwargs = ([], {'entry': 'ok1', 'colour': 'red'}) is not valid: arguments "
+        "task 'record' takes (record() got an unexpected keyword argument 'colour').\n"
+    )
+    assert runtime_schedule(idle) == {"entries": {}, "paused": {}}
+
+
+@pytest.fixture
+def with_runtime_entry(idle: BeatCluster) -> dict[str, str]:
+    """A runtime entry ``rt`` added beside ``beat_schedule``'s; the environment of both."""
+    env = idle.settings_env(RUNTIME)
+    added = run_cli(idle, "schedule", "add", "rt", "record", "--every", "5", "--args", "[1]", **env)
+    assert added.returncode == 0, added.stderr
+    return env
+
+
+def test_schedule_pause_and_resume_of_a_name_no_source_gives_fail_naming_the_known_entries(
+    idle: BeatCluster, with_runtime_entry: dict[str, str]
+) -> None:
+    env = with_runtime_entry
+    for command in ("pause", "resume"):
+        unknown = run_cli(idle, "schedule", command, "nosuch", **env)
+        assert unknown.returncode == 1
+        assert unknown.stderr == (
+            "Error: name = 'nosuch' is not valid: the name of an entry of a schedule source, "
+            "one of 'every-second', 'quarterly', 'rt'.\n"
+        )
+    assert runtime_schedule(idle)["paused"] == {}
+
+
+def test_schedule_pause_takes_an_entry_of_every_source_and_resume_one_its_source_dropped(
+    idle: BeatCluster, with_runtime_entry: dict[str, str]
+) -> None:
+    env = with_runtime_entry
+    for name in ("every-second", "rt"):
+        paused = run_cli(idle, "schedule", "pause", name, **env)
+        assert (paused.returncode, paused.stdout) == (0, f"paused {name!r}\n"), paused.stderr
+    # a deploy removed every-second from beat_schedule while it was paused
+    dropped = json.dumps({"quarterly": {"cron": "*/15 * * * *"}})
+    resumed = run_cli(idle, "schedule", "resume", "every-second", TEST_SCHEDULE=dropped, **env)
+    assert (resumed.returncode, resumed.stdout) == (0, "resumed 'every-second'\n"), resumed.stderr
+    assert sorted(runtime_schedule(idle)["paused"]) == ["rt"]
+
+
+def test_check_reports_an_entry_two_sources_give_naming_both_and_exits_1(
+    idle: BeatCluster,
+) -> None:
+    assert idle.broker is not None
+    redis.Redis.from_url(idle.broker.url).set("schedule", json.dumps({"quarterly": {"every": 5}}))
+    sources = {"singleton_beat_schedule_source": ["beat_schedule", "tests.beat.app.RedisSource"]}
+    result = run_cli(idle, "check", **idle.settings_env(sources))
+    assert result.returncode == 1, result.stdout
+    errors = [line for line in result.stdout.splitlines() if line.startswith("ERROR")]
+    assert errors == [
+        "ERROR entry 'quarterly' is given by both 'beat_schedule' and 'test-redis' "
+        "(singleton_beat_schedule_source): beat leaves the copy of 'test-redis' out, "
+        "'beat_schedule' is listed first; rename or remove one of them"
+    ]

@@ -39,6 +39,7 @@ from celery_singleton_beat.beat import log as beat_log
 from celery_singleton_beat.beat.dispatch import CLAIM_CHUNK, Dispatcher, log_fields
 from celery_singleton_beat.beat.health import HealthServer, Probed
 from celery_singleton_beat.beat.leadership import Leadership
+from celery_singleton_beat.beat.unknown_tasks import UnknownTasks
 from celery_singleton_beat.beat.wakeups import LONGEST_SLEEP, Wakeups
 from celery_singleton_beat.core import overlap
 from celery_singleton_beat.core.entries import Entry, Plan
@@ -51,11 +52,12 @@ from celery_singleton_beat.core.slots import (
     slot_task_id,
     to_datetime,
 )
-from celery_singleton_beat.errors import StoreUnavailable
+from celery_singleton_beat.errors import ConfigurationError, StoreUnavailable
 from celery_singleton_beat.observe import events
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.settings import defaults
-from celery_singleton_beat.sources import load_source
+from celery_singleton_beat.settings.config import as_written
+from celery_singleton_beat.sources import BEAT_SCHEDULE, load_source
 from celery_singleton_beat.sources.watcher import POLL_EVERY, SourceWatcher
 
 logger = logging.getLogger(__name__)
@@ -85,6 +87,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
     Entry = Entry
 
     def __init__(self, app: Celery, *args: Any, lazy: bool = False, **kwargs: Any) -> None:
+        beat_log.install()  # first: an error from here on is logged as one line
         self.runtime = Runtime.of(app)
         self.config = self.runtime.config
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
@@ -93,6 +96,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self._specs: dict[str, Any] = {}
         self.source = load_source(app, self.config.schedule_source)
         self._watcher = SourceWatcher(self.source, self.runtime.monotonic)
+        self._unknown_tasks = UnknownTasks(app)
         self.wakeups = Wakeups()
         self.leadership = Leadership(
             self.config, self.store.leader_lock(self.replica), self.replica, self._stale
@@ -110,13 +114,16 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self._next_heartbeat = 0.0
         self._health: HealthServer | None = None
         self._sending: _Sending | None = None
-        beat_log.install()
+        port = None if lazy else self.config.health_port
+        metrics = _metrics_renderer() if port is not None else None  # before the first read
         super().__init__(app, *args, lazy=lazy, **kwargs)
-        if not lazy and self.config.health_port is not None:
-            self._health = HealthServer(
-                self.config.health_port, self.alive, self.ready, _metrics_renderer(),
-                host=self.config.health_host,
-            ).start()  # fmt: skip
+        if port is not None:
+            try:
+                self._health = HealthServer(
+                    port, self.alive, self.ready, metrics, host=self.config.health_host
+                ).start()
+            except ConfigurationError as exc:
+                raise as_written(app.conf, exc) from None
 
     # -- Celery's Scheduler interface -------------------------------------------------
 
@@ -128,14 +135,10 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         )
 
     def setup_schedule(self) -> None:
-        self.install_default_entries(self.data)
         self._specs = dict(self._watcher.first())
-        self.merge_inplace(self._specs)
-        grace = self.config.misfire_grace
-        self.plans = {
-            name: Plan.build(entry, self.app.timezone, grace)
-            for name, entry in self.schedule.items()
-        }
+        self.plans = self._build(self._specs, {}, starting=True)
+        self.data = {name: plan.entry for name, plan in self.plans.items()}
+        self._unknown_tasks.warn(self.plans.values())
         self._initialized = False
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
@@ -192,7 +195,15 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         return Probed(age < 10 * LONGEST_SLEEP, f"last tick {age:.1f}s ago")
 
     def ready(self) -> Probed:
-        return Probed(bool(self._ready), self._ready_detail)
+        """Ready while the slot store answers. Entries left out because two sources give
+        their name are told in the detail: the replica still schedules every other entry,
+        and a rolling restart must not wait on an edit of the schedule."""
+        conflicts = self.source.conflicts
+        if not conflicts:
+            return Probed(bool(self._ready), self._ready_detail)
+        left_out = "; ".join(str(c) for c in conflicts)
+        count = f"{len(conflicts)} entr{'y' if len(conflicts) == 1 else 'ies'}"
+        return Probed(bool(self._ready), f"{self._ready_detail}; {count} left out: {left_out}")
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -306,25 +317,11 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
 
     def _replan(self, specs: Any) -> None:
         """Follow a schedule source's new entries (see :mod:`celery_singleton_beat.core.replan`)."""
-        built: dict[str, Plan] = {}
         previous, self._specs = self._specs, dict(specs)
-        for name, spec in specs.items():
-            if previous.get(name) is spec and name in self.plans:
-                built[name] = self.plans[name]  # the source gave the very same entry
-                continue
-            try:
-                entry = self.Entry(**dict(spec, name=name, app=self.app))
-                built[name] = Plan.build(entry, self.app.timezone, self.config.misfire_grace)
-            except Exception as exc:
-                logger.error(
-                    "singleton beat: entry %r of the schedule source is refused, %s: %s",
-                    name, "keeping its previous form" if name in self.plans else "skipped", exc,
-                )  # fmt: skip
-                if name in self.plans:
-                    built[name] = self.plans[name]
-        changes = compare(self.plans, built)
+        changes = compare(self.plans, self._build(specs, previous))
         if not changes:
             return
+        self._unknown_tasks.warn(changes.plans.values())
         self.plans = changes.plans
         self.data = {name: plan.entry for name, plan in self.plans.items()}
         self._report_scheduled([(name, self.runtime.now_ms(), None) for name in changes.removed])
@@ -340,6 +337,33 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             "%d updated", len(changes.added), len(changes.changed), len(changes.resumed),
             len(changes.removed), changes.updated,
         )  # fmt: skip
+
+    def _build(
+        self, specs: Any, previous: dict[str, Any], starting: bool = False
+    ) -> dict[str, Plan]:
+        """A plan per entry; one the source gave before (the very same object) keeps its
+        plan. An entry that cannot be built is logged and left out, or keeps its previous
+        form: it is data, and stops no replica. At start, one of ``beat_schedule`` stops
+        beat instead: it is code, and a deploy must not go on without it."""
+        built: dict[str, Plan] = {}
+        for name, spec in specs.items():
+            if previous.get(name) is spec and name in self.plans:
+                built[name] = self.plans[name]
+                continue
+            try:
+                entry = self.Entry(**dict(spec, name=name, app=self.app))
+                built[name] = Plan.build(entry, self.app.timezone, self.config.misfire_grace)
+            except Exception as exc:
+                if starting and self.source.source_of(name) == BEAT_SCHEDULE:
+                    raise
+                logger.error(
+                    "singleton beat: entry %r of the schedule source %r is refused, %s: %s",
+                    name, self.source.source_of(name),
+                    "keeping its previous form" if name in self.plans else "left out", exc,
+                )  # fmt: skip
+                if name in self.plans:
+                    built[name] = self.plans[name]
+        return built
 
     def _start_fresh(self, changes: Changes) -> None:
         """Added and changed plans start from their first slot after now (one with a

@@ -92,6 +92,17 @@ class QuorumChanged(Event):
 
 
 @dataclass(frozen=True)
+class EntryConflict(Event):
+    """Two schedule sources give entry ``entry``: the copy of ``left_out`` is not scheduled
+    (``gone``: they no longer both do)."""
+
+    entry: str
+    kept: str
+    left_out: str
+    gone: bool = False
+
+
+@dataclass(frozen=True)
 class LockAttempt(Event):
     """One try to take a task's lock: ``acquired``, ``held`` (by another) or ``error``."""
 

@@ -63,6 +63,11 @@ class Metrics:
         self.quorum = Gauge(
             f"{PREFIX}_quorum_reachable", "1 while a majority of masters answers.", **options
         )
+        self.conflicts = Gauge(
+            f"{PREFIX}_entry_conflicts",
+            "Entry copies left out because an earlier schedule source gives the same name.",
+            **options,
+        )
 
     def record(self, event: events.Event) -> None:
         """Update the metrics for one event."""
@@ -85,6 +90,8 @@ class Metrics:
             self.quorum.set(1 if event.ready else 0)
         elif isinstance(event, events.QuorumChanged):
             self.quorum.set(1 if event.reachable else 0)
+        elif isinstance(event, events.EntryConflict):
+            self.conflicts.inc(-1 if event.gone else 1)
 
     def render(self) -> tuple[bytes, str]:
         """The metrics as Prometheus text, with its content type."""

@@ -14,7 +14,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
@@ -22,7 +22,7 @@ import redis
 from celery.schedules import crontab
 
 from celery_singleton_beat.core.entries import Plan
-from celery_singleton_beat.core.schema import LOCK_KINDS, StoreKind
+from celery_singleton_beat.core.schema import LOCK_KINDS
 from celery_singleton_beat.core.slots import slot_label
 from celery_singleton_beat.errors import (
     ConfigurationError,
@@ -32,8 +32,11 @@ from celery_singleton_beat.errors import (
 )
 from celery_singleton_beat.ops import cluster as overview
 from celery_singleton_beat.ops.lock_stores import LockStore, lock_stores
-from celery_singleton_beat.runtime import Runtime
+from celery_singleton_beat.runtime import Runtime, load_task_modules
 from celery_singleton_beat.settings.config import Config, TaskConfig
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +54,17 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
 
 
 @click.group(name="singleton-beat")
-def singleton_beat() -> None:
+@click.pass_context
+def singleton_beat(ctx: click.Context) -> None:
     """Inspect and operate celery-singleton-beat: replicas, masters, entries, locks."""
+    prepare(ctx.obj.app)
+
+
+def prepare(app: Celery) -> None:
+    """The app as beat and workers see it, before any command runs: its task modules
+    imported, which sets Django up in a Django project (the database store,
+    django-celery-beat's rows and the Django app's records are read through its models)."""
+    load_task_modules(app)
 
 
 @singleton_beat.command()
@@ -62,85 +74,80 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Replicas, masters (or the database store) and entries. Exit 0 healthy, 1 degraded,
     2 no quorum (the store does not answer)."""
     app, config = _config(ctx)
-    if config.store != StoreKind.REDIS:
-        data, code = _store_status(app, config)
-        _emit(data, as_json, _status_text(data))
-        ctx.exit(code)
-    found = overview.masters(config)
-    states = [s for s, _ in found]
-    clients = [c for s, c in found if s.reachable]
-    code = overview.health(states)
-    live = overview.replicas(config, clients)
-    problems = [f"{s.name} is unreachable ({s.error})" for s in states if not s.reachable]
-    if code != overview.NO_QUORUM and not live:
-        problems.append("no live beat replica: nothing is being scheduled")
-        code = max(code, overview.DEGRADED)
-    data = {
-        "health": ["healthy", "degraded", "no quorum"][code],
-        "problems": problems,
-        "masters": [vars(s) for s in states],
-        "replicas": live,
-        "entries": _entries(app, config, lambda n: overview.entry_counts(config, clients, n)),
-    }
+    data, code = _status(app, config)
     _emit(data, as_json, _status_text(data))
     ctx.exit(code)
 
 
-def _store_status(app: Any, config: Config) -> tuple[dict[str, Any], int]:
-    """``status`` on a slot store other than Redis masters (the database): its replicas
-    and entry counts, read through the store."""
-    overview.load_task_modules(app)  # with Django, this starts Django (the store's models)
-    problems: list[str] = []
-    code = overview.HEALTHY
+#: Seconds one server may take to answer a status command.
+STATUS_TIMEOUT = 0.5
+
+
+def _status(app: Celery, config: Config) -> tuple[dict[str, Any], int]:
+    """``status`` on any slot store: the replicas and the entries' counts read through the
+    store, and each Redis server it runs on probed (none for the database store)."""
     try:
-        store = Runtime.of(app).open_store()
+        store = Runtime.of(app).open_store(STATUS_TIMEOUT)
     except (ConfigurationError, SchemaError, ImportError) as exc:
         raise click.ClickException(str(exc)) from None
+    masters = overview.master_states(store.servers(), STATUS_TIMEOUT)
+    code = overview.health(masters)
+    problems = [f"{m.name} is unreachable ({m.error})" for m in masters if not m.reachable]
     try:
         live = store.replicas()
         entries = _entries(app, config, store.entry_counts)
-        if not live:
-            problems.append("no live beat replica: nothing is being scheduled")
-            code = overview.DEGRADED
     except StoreUnavailable as exc:
         live, entries = [], _entries(app, config, lambda _name: {})
         problems.append(str(exc))
         code = overview.NO_QUORUM
     finally:
         store.close()
+    if code != overview.NO_QUORUM and not live:
+        problems.append("no live beat replica: nothing is being scheduled")
+        code = max(code, overview.DEGRADED)
     data = {
         "health": ["healthy", "degraded", "no quorum"][code],
         "problems": problems,
         "store": store.describe(),
-        "masters": [],
+        "masters": [vars(m) for m in masters],
         "replicas": live,
         "entries": entries,
     }
     return data, code
 
 
+def _scheduled(app: Celery, config: Config) -> tuple[dict[str, Any], dict[str, str]]:
+    """The entries of every schedule source, and the source of each."""
+    try:
+        return overview.entry_specs(app, config)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _entries(
-    app: Any, config: Config, counts_of: Callable[[str], dict[str, int]]
+    app: Celery, config: Config, counts_of: Callable[[str], dict[str, int]]
 ) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     now = int(time.time() * 1000)
-    beat = app.conf.beat_schedule or {}
-    for name in sorted(beat):
+    specs, sources = _scheduled(app, config)
+    for name, spec in sorted(specs.items()):
         try:
-            entry = overview.beat_entry(app, name)
-            plan = Plan.build(entry, app.timezone, config.misfire_grace)
+            plan = overview.plan_of(app, name, spec, config.misfire_grace)
         except (ConfigurationError, TypeError, ValueError) as exc:
-            rows.append({"name": name, "error": str(exc)})
+            rows.append({"name": name, "source": sources[name], "error": str(exc)})
             continue
         counts = counts_of(name)
         last = counts.get("last")
         handled = counts.get("dispatched", 0) + counts.get("skipped", 0)
-        following = plan.slots.next_after(max(last or 0, now))
+        paused = plan.policy.paused
+        following = None if paused else plan.slots.next_after(max(last or 0, now))
         rows.append(
             {
                 "name": name,
-                "task": entry.task,
-                "schedule": overview.in_words(entry.schedule),
+                "source": sources[name],
+                "task": plan.entry.task,
+                "schedule": overview.plan_in_words(plan, app.timezone),
+                "paused": paused,
                 "last_slot": slot_label(last) if last and handled else None,
                 "next_slot": slot_label(following) if following else None,
                 "dispatched": counts.get("dispatched", 0),
@@ -153,9 +160,8 @@ def _entries(
 def _status_text(data: dict[str, Any]) -> str:
     lines = [f"cluster: {data['health']}"]
     lines += [f"  problem: {p}" for p in data["problems"]]
-    if "store" in data:
-        lines += ["", f"store: {data['store']}"]
-    else:
+    lines += ["", f"store: {data['store']}"]
+    if data["masters"]:
         lines += ["", "masters:"]
     for m in data["masters"]:
         detail = f"{m['latency_ms']} ms, Redis {m['version']}" if m["reachable"] else m["error"]
@@ -169,13 +175,14 @@ def _status_text(data: dict[str, Any]) -> str:
     lines += ["", "entries:"]
     for e in data["entries"]:
         if "error" in e:
-            lines.append(f"  {e['name']}: INVALID {e['error']}")
+            lines.append(f"  {e['name']}: INVALID {e['error']} ({e['source']})")
             continue
         last = e["last_slot"] or "none yet"
         following = e["next_slot"] or "none"
+        paused = "; paused" if e["paused"] else ""
         lines.append(
-            f"  {e['name']}: {e['schedule']}; last {last}, next {following}; "
-            f"dispatched {e['dispatched']}, skipped {e['skipped']}"
+            f"  {e['name']}: {e['schedule']}{paused}; last {last}, next {following}; "
+            f"dispatched {e['dispatched']}, skipped {e['skipped']} ({e['source']})"
         )
     return "\n".join(lines)
 
@@ -289,7 +296,8 @@ def unlock(ctx: click.Context, key: str, yes: bool) -> None:
 @click.option("--tz", "zone", default=None, help="Timezone for the times (default: the app's).")
 @click.pass_context
 def describe(ctx: click.Context, expr_or_entry: str, count: int, zone: str | None) -> None:
-    """A crontab expression or an entry in plain words, with its next COUNT times."""
+    """A crontab expression or an entry (of any schedule source) in plain words, with its
+    next COUNT times."""
     app = ctx.obj.app
     try:
         tz = ZoneInfo(zone) if zone else app.timezone
@@ -297,44 +305,59 @@ def describe(ctx: click.Context, expr_or_entry: str, count: int, zone: str | Non
         raise click.ClickException(
             f"--tz {zone!r} is not an IANA zone name such as 'Europe/Berlin'"
         ) from None
-    beat = app.conf.beat_schedule or {}
-    if expr_or_entry in beat:
-        schedule, task = _entry_schedule(app, expr_or_entry)
-        click.echo(f"entry {expr_or_entry!r} runs task {task}")
-    else:
-        schedule = _parse_cron(expr_or_entry, beat)
-    click.echo(overview.in_words(schedule))
     now = dt.datetime.now(dt.timezone.utc)
-    for moment in itertools.islice(overview.slot_times(schedule, expr_or_entry, tz, now), count):
-        click.echo(f"  {moment.isoformat()}")
-    if expr_or_entry in beat:
-        _config_ttls(ctx)
-        _lock_ttl_and_runtime(app, expr_or_entry, task)
+    if len(expr_or_entry.split()) == CRON_FIELDS:
+        schedule = _parse_cron(expr_or_entry)
+        click.echo(overview.in_words(schedule))
+        for moment in itertools.islice(overview.slot_times(schedule, "", tz, now), count):
+            click.echo(f"  {moment.isoformat()}")
+        return
+    _app, config = _config(ctx)
+    plan, source = _entry_plan(app, config, expr_or_entry)
+    paused = ", paused" if plan.policy.paused else ""
+    click.echo(f"entry {plan.name!r} runs task {plan.entry.task} (source {source}{paused})")
+    click.echo(overview.plan_in_words(plan, app.timezone))
+    slot: int | None = int(now.timestamp() * 1000)
+    for _ in range(count):
+        slot = plan.slots.next_after(slot) if slot is not None else None
+        if slot is None:
+            break
+        click.echo(f"  {dt.datetime.fromtimestamp(slot / 1000, tz).isoformat()}")
+    click.echo(f"claim TTL {config.claim_ttl}s, leader lease TTL {config.lease_ttl}s")
+    _lock_ttl_and_runtime(app, plan.name, plan.entry.task)
 
 
-def _entry_schedule(app: Any, name: str) -> tuple[Any, str]:
-    entry = overview.beat_entry(app, name)
-    return entry.schedule, entry.task
+CRON_FIELDS = 5
 
 
-def _parse_cron(text: str, beat: dict[str, Any]) -> crontab:
-    fields = text.split()
-    if len(fields) != 5:
-        known = ", ".join(sorted(beat)) or "none"
+def _entry_plan(app: Celery, config: Config, name: str) -> tuple[Plan, str]:
+    """Entry ``name`` of any schedule source as beat plans it, and its source's name."""
+    specs, sources = _scheduled(app, config)
+    if name not in specs:
+        known = sorted(specs)
+        listed = ", ".join(known[:10]) + (
+            f", ... {len(known) - 10} more" if len(known) > 10 else ""
+        )
         raise click.ClickException(
-            f"{text!r} is neither an entry of beat_schedule ({known}) nor a crontab "
+            f"{name!r} is neither a scheduled entry ({listed or 'none'}) nor a crontab "
             f"expression of five fields, such as '*/15 9-17 * * mon-fri'"
         )
-    minute, hour, day_of_month, month, day_of_week = fields
+    try:
+        return overview.plan_of(app, name, specs[name], config.misfire_grace), sources[name]
+    except (ConfigurationError, TypeError, ValueError) as exc:
+        raise click.ClickException(f"entry {name!r} ({sources[name]}): {exc}") from None
+
+
+def _parse_cron(text: str) -> crontab:
+    minute, hour, day_of_month, month, day_of_week = text.split()
     try:
         return crontab(minute, hour, day_of_week, day_of_month, month)
     except ValueError as exc:
         raise click.ClickException(f"{text!r} is not a valid crontab expression: {exc}") from None
 
 
-def _lock_ttl_and_runtime(app: Any, name: str, task_name: str) -> None:
+def _lock_ttl_and_runtime(app: Celery, name: str, task_name: str) -> None:
     """The task's lock TTL beside the longest runtime recorded for the entry, when known."""
-    overview.load_task_modules(app)  # lets the Django app start and register its records
     task = app.tasks.get(task_name)
     ttl = overview.lock_ttl(app, task)
     if task is None:
@@ -345,7 +368,12 @@ def _lock_ttl_and_runtime(app: Any, name: str, task_name: str) -> None:
         click.echo(f"lock TTL {ttl:g}s" if ttl is not None else "lock TTL unknown (bad settings)")
     longest = overview.longest_runtime(name)
     if longest is None:
-        click.echo("longest recorded runtime: unknown (the Django app records runs)")
+        recorded = (
+            "none recorded yet"
+            if overview.RUNTIME_SOURCES
+            else "unknown (the Django app records runs)"
+        )
+        click.echo(f"longest recorded runtime: {recorded}")
         return
     click.echo(f"longest recorded runtime {longest:.3f}s")
     if ttl is not None and longest >= 0.8 * ttl:
@@ -353,11 +381,6 @@ def _lock_ttl_and_runtime(app: Any, name: str, task_name: str) -> None:
             f"warning: runs reach {longest / ttl:.0%} of the lock TTL; raise singleton_ttl",
             err=True,
         )
-
-
-def _config_ttls(ctx: click.Context) -> None:
-    _app, config = _config(ctx)
-    click.echo(f"claim TTL {config.claim_ttl}s, leader lease TTL {config.lease_ttl}s")
 
 
 @singleton_beat.command()
@@ -372,33 +395,26 @@ def check(ctx: click.Context) -> None:
     findings += _check_task_settings(app, {str(exc) for exc in errors})
     findings += _check_scheduler_setting(app)
     config = None if errors else Config.from_conf(app.conf)
-    if config is not None and config.store != StoreKind.REDIS:
-        findings.append(("OK", f"settings valid (store {config.store}, mode {config.mode})"))
-        findings += _check_store(app)
-    elif config is not None:
-        findings.append(
-            ("OK", f"settings valid ({len(config.redis_urls)} masters, mode {config.mode})")
-        )
-        findings += _check_master_count(len(config.redis_urls))
-        findings += _check_masters(config)
+    if config is not None:
+        findings += _check_store(app, config)
+        findings += _check_sources(app, config)
     findings += _check_entries(app, config)
+    findings += _check_source_conflicts(app, config)
     for level, text in findings:
         click.echo(f"{level:<5} {text}")
     ctx.exit(1 if any(level == "ERROR" for level, _ in findings) else 0)
 
 
-def _check_task_settings(app: Any, reported: set[str]) -> list[tuple[str, str]]:
-    """The singleton task settings (``singleton_beat_task_*``), checked as workers will
-    (beat on a store other than Redis needs no Redis URL for tasks that take no lock)."""
-    redis = (app.conf.get("singleton_beat_store") or StoreKind.REDIS) == StoreKind.REDIS
+def _check_task_settings(app: Celery, reported: set[str]) -> list[tuple[str, str]]:
+    """The singleton task settings (``singleton_beat_task_*``), checked as workers will."""
     try:
-        TaskConfig.from_conf(app.conf, urls_required=redis)
+        TaskConfig.from_conf(app.conf)
     except ConfigurationError as exc:
         return [] if str(exc) in reported else [("ERROR", str(exc))]
     return []
 
 
-def _check_scheduler_setting(app: Any) -> list[tuple[str, str]]:
+def _check_scheduler_setting(app: Celery) -> list[tuple[str, str]]:
     """``beat_scheduler`` names this library's scheduler (or a subclass)."""
     from celery.utils.imports import symbol_by_name  # noqa: PLC0415
 
@@ -418,21 +434,40 @@ def _check_scheduler_setting(app: Any) -> list[tuple[str, str]]:
     ]  # fmt: skip
 
 
-def _check_store(app: Any) -> list[tuple[str, str]]:
-    """A store other than Redis masters: made as beat makes it (its tables checked), and
-    read once."""
-    overview.load_task_modules(app)  # with Django, this starts Django (the store's models)
+def _check_store(app: Celery, config: Config) -> list[tuple[str, str]]:
+    """Where beat keeps its state: what the slot store says of itself (the database store:
+    it answers, its tables are migrated), and each Redis server it runs on."""
     try:
         store = Runtime.of(app).open_store()
     except (ConfigurationError, SchemaError, ImportError) as exc:
         return [("ERROR", str(exc))]
     try:
-        store.replicas()
-    except StoreUnavailable as exc:
-        return [("ERROR", str(exc))]
+        servers = store.servers()
+        if not servers:
+            return [
+                ("OK", f"settings valid (slot store {config.store!r}, mode {config.mode})"),
+                *store.check(),
+            ]
     finally:
         store.close()
-    return [("OK", f"{store.describe()} answers")]
+    count = len(servers)
+    return [
+        ("OK", f"settings valid ({count} master{'s' if count != 1 else ''}, mode {config.mode})"),
+        *_check_master_count(count),
+        *_check_masters(config),
+    ]
+
+
+def _check_sources(app: Celery, config: Config) -> list[tuple[str, str]]:
+    """The schedule sources ``singleton_beat_schedule_source`` names can be read."""
+    try:
+        specs, sources = overview.entry_specs(app, config)
+    except ConfigurationError as exc:
+        return [("ERROR", str(exc))]
+    except Exception as exc:  # a source that cannot start (its tables missing …)
+        return [("ERROR", f"the schedule sources cannot be read: {type(exc).__name__}: {exc}")]
+    names = ", ".join(dict.fromkeys(sorted(sources.values()))) or "none"
+    return [("OK", f"schedule sources read: {len(specs)} entries (from {names})")]
 
 
 def _check_master_count(count: int) -> list[tuple[str, str]]:
@@ -504,9 +539,8 @@ def _check_master(config: Config, name: str, client: Any) -> list[tuple[str, str
     return findings
 
 
-def _check_entries(app: Any, config: Config | None) -> list[tuple[str, str]]:
+def _check_entries(app: Celery, config: Config | None) -> list[tuple[str, str]]:
     findings = []
-    overview.load_task_modules(app)
     grace = config.misfire_grace if config is not None else Config.misfire_grace
     for name in sorted(app.conf.beat_schedule or {}):
         try:
@@ -524,6 +558,20 @@ def _check_entries(app: Any, config: Config | None) -> list[tuple[str, str]]:
         else:
             findings.append(("OK", f"entry {name!r}: {overview.in_words(entry.schedule)}"))
     return findings
+
+
+def _check_source_conflicts(app: Celery, config: Config | None) -> list[tuple[str, str]]:
+    """Entry names two schedule sources give (beat leaves the later copy out)."""
+    from celery_singleton_beat.errors import SingletonBeatError  # noqa: PLC0415
+    from celery_singleton_beat.sources import given_by  # noqa: PLC0415  (layer 2)
+
+    if config is None:
+        return []
+    try:
+        _owners, conflicts = given_by(app, config.schedule_source)
+    except SingletonBeatError as exc:
+        return [("ERROR", str(exc))]
+    return [("ERROR", str(conflict)) for conflict in conflicts]
 
 
 def _add_schedule_commands() -> None:

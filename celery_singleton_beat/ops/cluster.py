@@ -1,5 +1,8 @@
-"""Read the cluster's state for operators: masters, replicas, entries and held locks.
+"""The cluster as operators see it: the Redis masters' state, the locks held on them, the
+entries of every schedule source, schedules in words.
 
+The replicas and the entries' progress are the slot store's, read through its contract
+(:meth:`~celery_singleton_beat.stores.base.SlotStore.replicas`, ``entry_counts``).
 Everything here only reads (except :func:`force_release`), with ordinary redis-py clients
 and short timeouts, so that a status command never waits long on a dead master.
 """
@@ -8,23 +11,27 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery.beat import ScheduleEntry
 from celery.schedules import crontab
 
 from celery_singleton_beat._compat import cron_fields
+from celery_singleton_beat.core.entries import Entry, Plan
 from celery_singleton_beat.core.schema import Keys, lock_kind
-from celery_singleton_beat.core.slots import slots_for
+from celery_singleton_beat.core.slots import CronSlots, slots_for
 from celery_singleton_beat.errors import ConfigurationError
-from celery_singleton_beat.settings import defaults
+from celery_singleton_beat.schedule.document import RUN_NOW
 from celery_singleton_beat.settings.config import Config, TaskConfig
 from celery_singleton_beat.settings.urls import master_urls
+from celery_singleton_beat.sources import MergedSource, load_source
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 logger = logging.getLogger(__name__)
 
@@ -100,65 +107,6 @@ def scan(clients: list[redis.Redis], pattern: str) -> dict[str, list[redis.Redis
         except redis.RedisError:
             continue
     return keys
-
-
-def replicas(config: Config, clients: list[redis.Redis]) -> list[dict[str, Any]]:
-    """Live beat replicas from their heartbeats (the newest of each over the masters).
-
-    Each gets ``seen_ago``: seconds since its last heartbeat, measured on the clock of
-    the master that holds it (its score in ``replicas`` against that master's ``TIME``),
-    so neither this host's clock nor the replica's enters; None when the master has no
-    score for it. A heartbeat key exists only while its TTL runs, on the master's clock.
-    """
-    keys = Keys(config.key_prefix)
-    prefix = keys.replica_prefix
-    found: dict[str, dict[str, Any]] = {}
-    for key, holders in scan(clients, keys.all_replicas).items():
-        for client in holders:
-            info = _heartbeat(client, key, keys.replicas, key[len(prefix) :])
-            current = found.get(key)
-            if info is not None and (current is None or _fresher(info, current)):
-                found[key] = info
-    return sorted(found.values(), key=lambda r: (r["host"], r["pid"]))
-
-
-def _heartbeat(client: redis.Redis, key: str, seen: str, replica: str) -> dict[str, Any] | None:
-    try:
-        with client.pipeline(transaction=False) as pipe:
-            pipe.get(key)
-            pipe.zscore(seen, replica)
-            pipe.time()
-            raw, score, (seconds, micros) = pipe.execute()
-    except redis.RedisError:
-        return None
-    if not raw:
-        return None
-    info: dict[str, Any] = json.loads(raw)
-    now = seconds + micros / 1e6
-    # the score is when the heartbeat expires; it was written ``ttl`` seconds before that
-    ttl = float(info.get("ttl", defaults.HEARTBEAT_TTL))
-    info["seen_ago"] = None if score is None else round(max(0.0, ttl - (float(score) - now)), 3)
-    return info
-
-
-def _fresher(info: dict[str, Any], than: dict[str, Any]) -> bool:
-    if info["seen_ago"] is None:
-        return False
-    return than["seen_ago"] is None or bool(info["seen_ago"] < than["seen_ago"])
-
-
-def entry_counts(config: Config, clients: list[redis.Redis], name: str) -> dict[str, int]:
-    """An entry's shared progress: the maximum of each field over the masters."""
-    merged: dict[str, int] = {}
-    for client in clients:
-        try:
-            values = client.hgetall(Keys(config.key_prefix).entry(name))
-        except redis.RedisError:
-            continue
-        for field, value in values.items():
-            name_ = _text(field)
-            merged[name_] = max(merged.get(name_, 0), int(value))
-    return merged
 
 
 def held_locks(config: Config | TaskConfig, clients: list[redis.Redis]) -> list[dict[str, Any]]:
@@ -273,9 +221,48 @@ def longest_runtime(entry: str) -> float | None:
     return max(found, default=None)
 
 
-def beat_entry(app: Any, name: str) -> ScheduleEntry:
+def beat_entry(app: Celery, name: str) -> ScheduleEntry:
     """The ``beat_schedule`` entry ``name`` as beat builds it."""
     return ScheduleEntry(**dict(app.conf.beat_schedule[name], name=name, app=app))
+
+
+def entry_specs(
+    app: Celery, config: Config | None = None
+) -> tuple[dict[str, Mapping[str, Any]], dict[str, str]]:
+    """The entries the replicas schedule now, read through the schedule sources they read
+    (``beat_schedule``, django-celery-beat's rows, runtime entries; paused ones marked as
+    beat sees them, runs asked for now left out), and the name of each one's source."""
+    config = config or Config.from_conf(app.conf)
+    source = load_source(app, config.schedule_source)
+    try:
+        specs = {n: s for n, s in source.entries().items() if RUN_NOW not in n}
+        owners = {
+            name: (source.source_of(name) if isinstance(source, MergedSource) else None)
+            or source.name
+            for name in specs
+        }
+    finally:
+        source.close()
+    return specs, owners
+
+
+def plan_of(app: Celery, name: str, spec: Mapping[str, Any], grace: float) -> Plan:
+    """Entry ``name`` as beat plans it: its slots (in its own zone) and its policy."""
+    return Plan.build(Entry(**dict(spec, name=name, app=app)), app.timezone, grace)
+
+
+def plan_in_words(plan: Plan, app_tz: dt.tzinfo) -> str:
+    """An entry's schedule in plain words, followed by its zone when that is not the app's
+    (a django-celery-beat crontab's own, or the entry's ``timezone`` setting)."""
+    words = in_words(plan.entry.schedule)
+    zone = getattr(plan.slots, "tz", None)
+    if isinstance(plan.slots, CronSlots) and _zone_name(zone) != _zone_name(app_tz):
+        words = f"{words}, {_zone_name(zone)}"
+    return words
+
+
+def _zone_name(zone: Any) -> str:
+    return str(getattr(zone, "key", None) or zone)
 
 
 def slot_times(
@@ -289,19 +276,7 @@ def slot_times(
         yield dt.datetime.fromtimestamp(t / 1000, tz)
 
 
-def load_task_modules(app: Any) -> None:
-    """Import the app's task modules once (with Django, this also starts Django), so that
-    its tasks, their options and the recorders' hooks are known outside a worker."""
-    if getattr(app, "_singleton_beat_modules_loaded", False):
-        return
-    app._singleton_beat_modules_loaded = True
-    try:
-        app.loader.import_default_modules()
-    except Exception as exc:
-        logger.warning("the Celery app's task modules cannot be imported: %s", exc)
-
-
-def lock_ttl(app: Any, task: Any) -> float | None:
+def lock_ttl(app: Celery, task: Any) -> float | None:
     """The lock TTL a singleton task runs with (its own, else singleton_beat_task_ttl);
     None for a task that takes no lock or when the settings are invalid."""
     ttl = getattr(task, "singleton_ttl", None)

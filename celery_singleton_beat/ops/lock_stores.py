@@ -1,21 +1,29 @@
 """Every place locks live, as the operator commands ``locks`` and ``unlock`` see them.
 
-Beat's locks (leader lease, slot claims) are on ``singleton_beat_redis_urls``. Task locks
-are there too unless ``singleton_beat_task_redis_urls`` names other masters or
-``singleton_beat_task_backend`` another backend: a runbook step that freed a stuck task's
-lock on the beat masters only would report success and free nothing.
+Beat's locks (leader lease, schedule edits, slot "ran" marks) are on the masters of
+``singleton_beat_redis_urls``, or with another slot store (``singleton_beat_store =
+"database"``) in that store's lock backend (the Django app's database locks). Task locks
+are on the beat masters too unless ``singleton_beat_task_redis_urls`` names other masters
+or ``singleton_beat_task_backend`` another backend: a runbook step that freed a stuck
+task's lock on the beat masters only would report success and free nothing. Two places
+that are one (the database store's locks and ``DatabaseLock`` tasks on the same alias)
+are listed once.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from celery_singleton_beat.core.schema import StoreKind, lock_kind
+from celery_singleton_beat.core.schema import lock_kind
 from celery_singleton_beat.errors import ConfigurationError, LockError
 from celery_singleton_beat.locks.base import Lease, LockBackend, holder_name
 from celery_singleton_beat.ops import cluster as overview
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.settings.config import Config, TaskConfig
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 
 class LockStore:
@@ -61,8 +69,8 @@ class MastersStore(LockStore):
 class BackendStore(LockStore):
     """Locks in a ``LockBackend`` (``singleton_beat_task_backend``)."""
 
-    def __init__(self, backend: LockBackend, name: str = "") -> None:
-        self.name = name or f"task backend {backend!r}"
+    def __init__(self, backend: LockBackend, role: str = "task backend") -> None:
+        self.name = f"{role} {backend!r}"
         self.backend = backend
 
     def held(self) -> list[dict[str, Any]]:
@@ -92,37 +100,61 @@ class BackendStore(LockStore):
         return released, f"released {key!r}" if released else f"{key!r} was released meanwhile"
 
 
-def lock_stores(app: Any) -> list[LockStore]:
-    """The beat masters, then the task store when it is another one.
+def lock_stores(app: Celery) -> list[LockStore]:
+    """Beat's lock store, then the tasks' when it is another one.
 
     Raises :class:`ConfigurationError` when neither is configured validly.
     """
-    stores: list[LockStore] = []
     beat: Config | None = None
     try:
         beat = Config.from_conf(app.conf)
-        stores.append(_beat_store(app, beat))
     except ConfigurationError:
         if not app.conf.get("singleton_beat_task_backend"):
             raise
-    task = TaskConfig.from_conf(
-        app.conf, urls_required=beat is None or beat.store == StoreKind.REDIS
-    )
-    if task.task_backend is not None:
-        overview.load_task_modules(app)  # a Django backend needs Django set up
-        backend = Runtime.of(app).task_locks()[1]
-        if not any(isinstance(s, BackendStore) and repr(s.backend) == repr(backend)
-                   for s in stores):  # fmt: skip
-            stores.append(BackendStore(backend))  # not beat's table a second time
-    elif beat is None or set(task.redis_urls) != set(beat.redis_urls):
+
+    def on_masters() -> bool:
+        """Whether beat's slot store runs on Redis masters (its locks are theirs)."""
+        return bool(Runtime.of(app).store.servers())
+
+    task = _task_config(app, beat, on_masters)
+    stores: list[LockStore] = []
+    backends: dict[str, tuple[list[str], LockBackend]] = {}
+    beat_masters = beat is not None and on_masters()
+    if beat is not None and beat_masters:
+        stores.append(MastersStore("beat masters", beat))
+    elif beat is not None:
+        _add(backends, "beat store", Runtime.of(app).store.leader_lock(""))
+    if task is not None and task.task_backend is not None:
+        _add(backends, "task backend", Runtime.of(app).task_locks().backend)
+    elif (
+        task is not None
+        and task.redis_urls
+        and (beat is None or not beat_masters or set(task.redis_urls) != set(beat.redis_urls))
+    ):
         stores.append(MastersStore("task masters", task))
+    stores += [BackendStore(backend, " and ".join(roles)) for roles, backend in backends.values()]
     return stores
 
 
-def _beat_store(app: Any, config: Config) -> LockStore:
-    """Where beat's locks are: the masters, or the lock table of a store on a database."""
-    if config.store == StoreKind.REDIS:
-        return MastersStore("beat masters", config)
-    overview.load_task_modules(app)  # a Django store needs Django set up
-    store = Runtime.of(app).open_store()
-    return BackendStore(store.leader_lock(""), f"beat store ({store.name})")
+def _task_config(
+    app: Celery, beat: Config | None, on_masters: Callable[[], bool]
+) -> TaskConfig | None:
+    """The task settings as workers read them; None when no task lock store is configured
+    beside a slot store other than Redis masters (each task then names its
+    ``singleton_backend``)."""
+    try:
+        return TaskConfig.from_conf(app.conf)
+    except ConfigurationError:
+        if beat is None or on_masters():
+            raise
+        TaskConfig.from_conf(app.conf, urls_required=False)  # a bad task setting still says so
+        return None
+
+
+def _add(
+    backends: dict[str, tuple[list[str], LockBackend]], role: str, backend: LockBackend
+) -> None:
+    """Add ``backend`` under ``role``; one already there with the same description (same
+    class, same database alias) is the same place, which gets both roles."""
+    roles, _backend = backends.setdefault(repr(backend), ([], backend))
+    roles.append(role)

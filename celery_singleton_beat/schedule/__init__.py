@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from celery_singleton_beat.schedule.api import (
     API_TIMEOUT,
-    RUN_NOW,
     RUN_NOW_DELAY_MS,
-    RUN_NOW_KEPT_MS,
     RUN_NOW_PENDING_MS,
     add,
     entries,
@@ -26,9 +24,9 @@ from celery_singleton_beat.schedule.api import (
     run_now,
     run_requests,
     spec_for,
-    to_beat,
     update,
 )
+from celery_singleton_beat.schedule.document import RUN_NOW, RUN_NOW_KEPT_MS, to_beat
 
 __all__ = [
     "API_TIMEOUT",

@@ -21,32 +21,40 @@ makes it run once. While one is pending for an entry, another request returns it
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import json
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery.schedules import crontab
 
+from celery_singleton_beat import sources
 from celery_singleton_beat.core.entries import OPTION, Entry, Plan
 from celery_singleton_beat.errors import ConfigurationError
-from celery_singleton_beat.schedule.document import RunMarks, ScheduleDocument
+from celery_singleton_beat.runtime import load_task_modules
+from celery_singleton_beat.schedule.document import (
+    RUN_NOW_KEPT_MS,
+    RunMarks,
+    ScheduleDocument,
+    to_beat,
+)
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 #: A run now falls due this long after it was asked for (ms).
 RUN_NOW_DELAY_MS = 1500
 #: A run now not known sent this long after its time is not pending any more (ms).
 RUN_NOW_PENDING_MS = 10_000
-#: Run-now records are dropped from the document this long after their time (ms).
-RUN_NOW_KEPT_MS = 3_600_000
-RUN_NOW = "@run-now:"
 #: How long one master may take to answer an API call (s).
 API_TIMEOUT = 0.5
 
 
 @contextmanager
-def _store(app: Any) -> Iterator[ScheduleDocument]:
+def _store(app: Celery) -> Iterator[ScheduleDocument]:
     store = ScheduleDocument.for_app(app, API_TIMEOUT)
     try:
         yield store
@@ -54,11 +62,18 @@ def _store(app: Any) -> Iterator[ScheduleDocument]:
         store.close()
 
 
-def add(app: Any, name: str, task: str, *, paused: bool = False, **fields: Any) -> None:
+def add(app: Celery, name: str, task: str, *, paused: bool = False, **fields: Any) -> None:
     """Schedule ``task`` as entry ``name``: ``every`` (seconds) or ``cron`` ("m h dom mon
     dow", or a ``crontab``), and optionally ``args``, ``kwargs``, ``options``,
     ``timezone``, ``misfire``; ``paused`` adds it paused. Refuses a name that is
-    scheduled already."""
+    scheduled already (here, or by another source of ``singleton_beat_schedule_source``)
+    and a task this app does not register, or arguments it does not take."""
+    owner = _other_sources(app).get(name)
+    if owner is not None:
+        raise ConfigurationError(
+            "name", name, f"a name no other schedule source gives ({name!r} is an entry of "
+            f"{owner!r}: change it there, or choose another name)",
+        )  # fmt: skip
     spec = spec_for(app, name, {"task": task, **fields})
 
     def change(doc: dict[str, Any]) -> None:
@@ -72,7 +87,7 @@ def add(app: Any, name: str, task: str, *, paused: bool = False, **fields: Any) 
         store.edit(change)
 
 
-def update(app: Any, name: str, **fields: Any) -> None:
+def update(app: Celery, name: str, **fields: Any) -> None:
     """Change some fields of entry ``name`` (those of :func:`add`)."""
 
     def change(doc: dict[str, Any]) -> None:
@@ -88,7 +103,7 @@ def update(app: Any, name: str, **fields: Any) -> None:
         store.edit(change)
 
 
-def remove(app: Any, name: str) -> None:
+def remove(app: Celery, name: str) -> None:
     """Stop scheduling entry ``name``."""
 
     def change(doc: dict[str, Any]) -> None:
@@ -100,33 +115,69 @@ def remove(app: Any, name: str) -> None:
         store.edit(change)
 
 
-def pause(app: Any, name: str, by: str = "") -> None:
+def pause(app: Celery, name: str, by: str = "") -> None:
     """Send nothing for entry ``name`` (of any source) until it is resumed; ``by`` says
-    who paused it."""
+    who paused it. Refuses a name no source gives."""
     if not isinstance(name, str) or not name:
         raise ConfigurationError("name", name, "the name of a scheduled entry")
+    others = _other_sources(app)
 
     def change(doc: dict[str, Any]) -> None:
+        _known(name, doc, others)
         doc["paused"][name] = {"by": by, "at": round(time.time() * 1000)}
 
     with _store(app) as store:
         store.edit(change)
 
 
-def resume(app: Any, name: str) -> None:
-    """Send entry ``name`` again; the slots missed while paused follow its misfire policy."""
+def resume(app: Celery, name: str) -> None:
+    """Send entry ``name`` again; the slots missed while paused follow its misfire policy.
+    A paused name is resumed even if its source no longer gives it; any other name must be
+    an entry of a source."""
+    others = _other_sources(app)
+
+    def change(doc: dict[str, Any]) -> None:
+        if doc["paused"].pop(name, None) is None:
+            _known(name, doc, others)
+
     with _store(app) as store:
-        store.edit(lambda doc: doc["paused"].pop(name, None))
+        store.edit(change)
 
 
-def paused(app: Any) -> dict[str, dict[str, Any]]:
+def _other_sources(app: Celery) -> dict[str, str]:
+    """The entries the app's schedule sources other than the runtime schedule give now,
+    with the name of their source."""
+    load_task_modules(app)  # with Django, this starts Django (its sources' models)
+    owners, _conflicts = sources.given_by(app, besides=sources.RUNTIME)
+    return owners
+
+
+def _known(name: str, doc: dict[str, Any], others: Collection[str]) -> None:
+    """Refuse ``name`` unless a source gives it (a runtime entry, or one of ``others``)."""
+    known = set(others) | set(doc["entries"]) | set(doc["paused"])
+    if name not in known:
+        raise ConfigurationError(
+            "name", name, f"the name of an entry of a schedule source, {_one_of(name, known)}"
+        )
+
+
+def _one_of(name: str, known: Collection[str], shown: int = 20) -> str:
+    """``one of 'a', 'b'``, or with many names the closest ones and how many there are."""
+    if len(known) <= shown:
+        return "one of " + ", ".join(repr(n) for n in sorted(known)) if known else "none yet"
+    close = difflib.get_close_matches(name, list(known), n=3)
+    hint = f"; did you mean {' or '.join(repr(n) for n in close)}?" if close else ""
+    return f"one of {len(known)} entries (schedule list, status){hint}"
+
+
+def paused(app: Celery) -> dict[str, dict[str, Any]]:
     """The paused entry names, with who paused them (``by``) and when (``at``, ms)."""
     with _store(app) as store:
         _rev, doc = store.read()
     return dict(doc["paused"])
 
 
-def run_now(app: Any, name: str, by: str = "", message: Mapping[str, Any] | None = None) -> str:
+def run_now(app: Celery, name: str, by: str = "", message: Mapping[str, Any] | None = None) -> str:
     """One extra run of entry ``name``, sent once within two seconds; returns its id. While
     one is pending, returns that one's id.
 
@@ -157,7 +208,7 @@ def run_now(app: Any, name: str, by: str = "", message: Mapping[str, Any] | None
         return result
 
 
-def run_requests(app: Any) -> list[dict[str, Any]]:
+def run_requests(app: Celery) -> list[dict[str, Any]]:
     """The runs asked for with :func:`run_now` in the last hour, oldest first.
 
     Each is a dict: ``id``, ``entry``, ``by`` (who asked), ``asked`` and ``at`` (when it
@@ -197,7 +248,7 @@ def _pending_in(doc: dict[str, Any], marks: RunMarks, name: str, now: int) -> st
     return next((run_id for run_id in recent if run_id not in sent), None)
 
 
-def entries(app: Any) -> dict[str, dict[str, Any]]:
+def entries(app: Celery) -> dict[str, dict[str, Any]]:
     """The runtime entries by name, as stored (``every`` or ``cron``, ``paused`` ...)."""
     with _store(app) as store:
         _rev, doc = store.read()
@@ -214,7 +265,7 @@ def _existing(doc: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _message(
-    app: Any, doc: dict[str, Any], name: str, given: Mapping[str, Any] | None
+    app: Celery, doc: dict[str, Any], name: str, given: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     """What a run now of ``name`` sends: its task, arguments and options."""
     spec = given if given is not None else doc["entries"].get(name)
@@ -238,7 +289,7 @@ def _message(
     return message
 
 
-def spec_for(app: Any, name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+def spec_for(app: Celery, name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     """A stored entry from :func:`add`'s arguments, checked as beat would check it."""
     known = {"task", "every", "cron", "args", "kwargs", "options", "timezone", "misfire"}
     unknown = sorted(set(fields) - known)
@@ -259,38 +310,32 @@ def spec_for(app: Any, name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     spec.setdefault("options", {})
     spec = dict(json.loads(json.dumps(spec)))  # what is stored is what beat will read
     Plan.build(Entry(name=name, app=app, **to_beat(spec)), app.timezone, 300.0)
+    _registered(app, spec["task"], spec["args"], spec["kwargs"])
     return spec
 
 
-def to_beat(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored entry in ``beat_schedule`` form."""
-    policy = {k: spec[k] for k in ("timezone", "misfire") if k in spec}
-    options = dict(spec.get("options") or {})
-    if policy:
-        options[OPTION] = policy
-    return {
-        "task": spec["task"],
-        "schedule": _schedule(spec),
-        "args": list(spec.get("args") or ()),
-        "kwargs": dict(spec.get("kwargs") or {}),
-        "options": options,
-    }
-
-
-def _schedule(spec: Mapping[str, Any]) -> Any:
-    if "cron" not in spec:
-        every = spec.get("every")
-        if isinstance(every, bool) or not isinstance(every, (int, float)) or every <= 0:
-            raise ConfigurationError("every", every, "a positive number of seconds")
-        return float(every)
-    parts = str(spec["cron"]).split()
-    if len(parts) != 5:
-        raise ConfigurationError("cron", spec["cron"], "five fields: 'm h dom mon dow'")
-    minute, hour, day_of_month, month_of_year, day_of_week = parts
-    try:
-        return crontab(minute, hour, day_of_week, day_of_month, month_of_year)
-    except ValueError as exc:
-        raise ConfigurationError("cron", spec["cron"], f"a valid crontab ({exc})") from None
+def _registered(app: Celery, task: Any, args: Any, kwargs: Any) -> None:
+    """Refuse a task this app does not register once its task modules are imported (beat
+    would send it; workers that do not register it either would discard it), and
+    arguments it does not take (Celery would refuse to send them, at every slot)."""
+    load_task_modules(app)
+    if task in app.tasks:
+        found = app.tasks[task]
+        try:
+            if found.typing:  # as Task.apply_async checks them
+                found.__header__(*args, **kwargs)
+        except TypeError as exc:
+            raise ConfigurationError(
+                "args/kwargs", (args, kwargs), f"arguments task {task!r} takes ({exc})"
+            ) from None
+        return
+    ours = [n for n in app.tasks if not n.startswith("celery.")]
+    close = difflib.get_close_matches(str(task), ours, n=1) if isinstance(task, str) else []
+    hint = (
+        f"did you mean {close[0]!r}?" if close else "check the name, and that its module is "
+        "imported: imports, include or autodiscover_tasks"
+    )  # fmt: skip
+    raise ConfigurationError("task", task, f"the name of a task registered in this app ({hint})")
 
 
 def _cron_text(cron: crontab) -> str:

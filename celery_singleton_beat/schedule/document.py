@@ -18,11 +18,14 @@ brought up to date by the next edit::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from celery.schedules import crontab
+
+from celery_singleton_beat.core.entries import OPTION
 from celery_singleton_beat.core.schema import SCHEDULE_EDIT_LOCK
-from celery_singleton_beat.errors import LockHeld
+from celery_singleton_beat.errors import ConfigurationError, LockHeld
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.stores.base import DocumentStore
 
@@ -30,6 +33,9 @@ if TYPE_CHECKING:
     from celery import Celery
 
 T = TypeVar("T")
+#: Run-now records are dropped from the document this long after their time (ms).
+RUN_NOW_KEPT_MS = 3_600_000
+RUN_NOW = "@run-now:"
 #: How long an edit may hold the edit lock, and wait for it (s).
 EDIT_TTL = 5.0
 EDIT_WAIT = 5.0
@@ -109,3 +115,34 @@ class RunMarks:
     def sent(self, run_ids: Sequence[str]) -> set[str]:
         """The ids of ``run_ids`` known to have been sent."""
         return self.store.store.runs_sent(run_ids)
+
+
+def to_beat(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored entry in ``beat_schedule`` form."""
+    policy = {k: spec[k] for k in ("timezone", "misfire") if k in spec}
+    options = dict(spec.get("options") or {})
+    if policy:
+        options[OPTION] = policy
+    return {
+        "task": spec["task"],
+        "schedule": _schedule(spec),
+        "args": list(spec.get("args") or ()),
+        "kwargs": dict(spec.get("kwargs") or {}),
+        "options": options,
+    }
+
+
+def _schedule(spec: Mapping[str, Any]) -> Any:
+    if "cron" not in spec:
+        every = spec.get("every")
+        if isinstance(every, bool) or not isinstance(every, (int, float)) or every <= 0:
+            raise ConfigurationError("every", every, "a positive number of seconds")
+        return float(every)
+    parts = str(spec["cron"]).split()
+    if len(parts) != 5:
+        raise ConfigurationError("cron", spec["cron"], "five fields: 'm h dom mon dow'")
+    minute, hour, day_of_month, month_of_year, day_of_week = parts
+    try:
+        return crontab(minute, hour, day_of_week, day_of_month, month_of_year)
+    except ValueError as exc:
+        raise ConfigurationError("cron", spec["cron"], f"a valid crontab ({exc})") from None

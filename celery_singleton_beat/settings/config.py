@@ -8,15 +8,19 @@ fails here, at start-up, with the setting's name, the value and the accepted for
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import importlib
 import ipaddress
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
 
+from celery.app.defaults import DEFAULTS as CELERY_SETTINGS
+
 from celery_singleton_beat.core.schema import Mode, StoreKind
-from celery_singleton_beat.errors import ConfigurationError
+from celery_singleton_beat.errors import ConfigurationError, UnknownSetting
 from celery_singleton_beat.settings import defaults, validate
 from celery_singleton_beat.settings.urls import master_urls, safe_url, safe_value
 
@@ -54,12 +58,13 @@ class Config:
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any]) -> Config:
         """Read and check every ``singleton_beat_*`` setting of a Celery ``app.conf``."""
+        refuse_unknown(conf)
         try:
             values = cls._values(conf)
             config = cls(redis_urls=_urls_for(values["store"], conf), **values)
             config.validate()
         except ConfigurationError as exc:
-            raise _as_written(conf, exc) from None
+            raise as_written(conf, exc) from None
         return config
 
     @classmethod
@@ -77,7 +82,7 @@ class Config:
     def errors(cls, conf: Mapping[str, Any]) -> list[ConfigurationError]:
         """Every bad setting at once (:meth:`from_conf` stops at the first): each one found
         is put back to its default and the rest checked again."""
-        found: list[ConfigurationError] = []
+        found: list[ConfigurationError] = list(unknown_settings(conf))
         values = cls._values(conf)
         try:
             urls = _urls_for(values["store"], conf)
@@ -99,7 +104,7 @@ class Config:
                     break
             else:
                 break
-        return [_as_written(conf, exc) for exc in found]
+        return [as_written(conf, exc) for exc in found]
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -183,12 +188,7 @@ def _redis_urls(conf: Mapping[str, Any]) -> tuple[str, ...]:
     if urls is None:
         broker = conf.get("broker_url") or ""
         if isinstance(broker, str) and broker.startswith(("redis://", "rediss://")):
-            logger.warning(
-                "singleton_beat_redis_urls is not set: using the broker %s as the only "
-                "lock master. One master gives no Redis fault tolerance; list three "
-                "independent masters in singleton_beat_redis_urls.",
-                safe_url(broker),
-            )
+            _warn_broker_master(conf, broker)
             try:
                 master_urls([broker])
             except ConfigurationError as exc:
@@ -230,9 +230,21 @@ _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9
                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")  # fmt: skip
 
 
-def _as_written(conf: Any, exc: ConfigurationError) -> ConfigurationError:
-    name = written_name(conf, exc.name)
-    return exc if name == exc.name else ConfigurationError(name, exc.value, exc.accepted)
+_warned_brokers: set[str] = set()
+
+
+def _warn_broker_master(conf: Any, broker: str) -> None:
+    """Say once per process that the broker stands in for the lock masters (the settings
+    are read by beat, by workers and by each CLI check: one line is enough)."""
+    if broker in _warned_brokers:
+        return
+    _warned_brokers.add(broker)
+    setting = written_name(conf, "singleton_beat_redis_urls")
+    logger.warning(
+        "%s is not set: using the broker %s as the only lock master. One master gives no "
+        "Redis fault tolerance; list three independent masters in %s.",
+        setting, safe_url(broker), setting,
+    )  # fmt: skip
 
 
 def _positive(name: str, value: Any) -> None:
@@ -277,10 +289,11 @@ class TaskConfig:
     def from_conf(cls, conf: Mapping[str, Any], *, urls_required: bool = True) -> TaskConfig:
         """The settings from ``conf``; with ``urls_required=False`` (a task that brings its
         own lock backend) a missing ``singleton_beat_redis_urls`` is no error."""
+        refuse_unknown(conf)
         try:
             return cls._from_conf(conf, urls_required)
         except ConfigurationError as exc:
-            raise _as_written(conf, exc) from None
+            raise as_written(conf, exc) from None
 
     @classmethod
     def _from_conf(cls, conf: Mapping[str, Any], urls_required: bool) -> TaskConfig:
@@ -344,6 +357,7 @@ class TaskConfig:
             ) from None
 
 
+@functools.cache
 def setting_names() -> frozenset[str]:
     """Every Celery setting the library reads (``singleton_beat_*``)."""
     fields = [f.name for cls in (Config, TaskConfig) for f in dataclasses.fields(cls)]
@@ -352,12 +366,93 @@ def setting_names() -> frozenset[str]:
 
 def written_name(conf: Any, name: str) -> str:
     """A setting's name as the user wrote it: ``CELERY_SINGLETON_BEAT_REDIS_URLS`` when the
-    app reads a namespace (Django's ``config_from_object(..., namespace="CELERY")``)."""
+    app reads a namespace (Django's ``config_from_object(..., namespace="CELERY")``), and
+    so for Celery's own settings (``broker_url``, ``beat_schedule['report']``)."""
     prefix = getattr(conf, "prefix", None)
-    if not prefix or not name.startswith("singleton_beat_"):
+    key = _LEADING_KEY.match(name)
+    if not prefix or key is None or not _is_setting(key[0]):
         return name
-    key, _, rest = name.partition(" ")
-    return f"{prefix}{key.upper()}" + (f" {rest}" if rest else "")
+    return f"{prefix}{key[0].upper()}{name[key.end() :]}"
+
+
+_LEADING_KEY = re.compile(r"[a-z][a-z0-9_]*")
+_OUR_NAME = re.compile(r"\bsingleton_beat_[a-z_]+")
+
+
+def _is_setting(key: str) -> bool:
+    return key in setting_names() or key in CELERY_SETTINGS
+
+
+def as_written(conf: Any, exc: ConfigurationError) -> ConfigurationError:
+    """``exc`` with every setting it names as the user wrote it (see :func:`written_name`):
+    in its name and in the accepted form. Every error about a setting that reaches the
+    user goes through here, wherever it was raised."""
+    if not getattr(conf, "prefix", None) or isinstance(exc, UnknownSetting):
+        return exc
+
+    def ours(match: re.Match[str]) -> str:
+        return written_name(conf, match[0]) if match[0] in setting_names() else match[0]
+
+    name = _OUR_NAME.sub(ours, written_name(conf, exc.name))
+    accepted = _OUR_NAME.sub(ours, exc.accepted)
+    if (name, accepted) == (exc.name, exc.accepted):
+        return exc
+    return ConfigurationError(name, exc.value, accepted)
+
+
+def unknown_settings(conf: Any) -> Iterable[UnknownSetting]:
+    """An error for each key of ``conf`` named like a setting of the library
+    (``singleton_beat_*``, or ``CELERY_SINGLETON_BEAT_*`` in the app's namespace) that
+    nothing reads, with the setting it probably means. Keys of other families (Celery's,
+    the Django app's ``SINGLETON_BEAT_*``) are not looked at."""
+    keys = sorted(k for k in conf if isinstance(k, str))
+    prefix = getattr(conf, "prefix", None)  # known once the keys were read (Celery loads lazily)
+    spaced = f"{prefix}SINGLETON_BEAT_" if prefix else None
+    known = setting_names()
+    for key in keys:
+        if key.startswith("singleton_beat_"):
+            name, names = key, known
+        elif spaced is not None and key.startswith(spaced):
+            name = f"singleton_beat_{key[len(spaced) :].lower()}"
+            names = frozenset(written_name(conf, n) for n in known)
+        else:
+            continue
+        if name not in known:
+            yield UnknownSetting(key, safe_value(conf.get(key)), closest(key, names))
+
+
+def refuse_unknown(conf: Any) -> None:
+    """Raise the first of :func:`unknown_settings`, if any."""
+    for exc in unknown_settings(conf):
+        raise exc
+
+
+def closest(name: str, names: Iterable[str]) -> str | None:
+    """The one of ``names`` that ``name`` most probably misspells, if any is close.
+
+    Names are compared on what follows their family's prefix (``singleton_beat_``,
+    ``CELERY_SINGLETON_BEAT_``, ``SINGLETON_BEAT_``), case aside: the long prefix they
+    share would make any two of them look alike (``singleton_beat_colour`` is not
+    ``singleton_beat_store``). Of two with the same rest, the one of ``name``'s family.
+    """
+    family = _family(name)
+    by_rest: dict[str, str] = {}
+    for candidate in sorted(names, key=lambda n: (_family(n) != family, n)):
+        by_rest.setdefault(_rest(candidate), candidate)
+    found = difflib.get_close_matches(_rest(name), list(by_rest), n=1, cutoff=0.7)
+    return by_rest[found[0]] if found else None
+
+
+_FAMILY = re.compile(r"^(.*?singleton_beat_)", re.IGNORECASE)
+
+
+def _family(name: str) -> str:
+    found = _FAMILY.match(name)
+    return found[1] if found else ""
+
+
+def _rest(name: str) -> str:
+    return name[len(_family(name)) :].lower()
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -395,7 +490,7 @@ def sqlalchemy_url(conf: Mapping[str, Any]) -> str:
     try:
         check_sqlalchemy_url(url)
     except ConfigurationError as exc:
-        raise _as_written(conf, exc) from None
+        raise as_written(conf, exc) from None
     return str(url)
 
 

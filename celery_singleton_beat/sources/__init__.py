@@ -3,30 +3,45 @@
 Built in: ``"beat_schedule"`` (the default, Celery's setting), ``"django_celery_beat"``
 (django-celery-beat's tables, from the Django app), ``"sqlalchemy_celery_beat"``
 (sqlalchemy-celery-beat's tables, through SQLAlchemy) and ``"runtime"`` (entries kept on the
-Redis masters by :mod:`celery_singleton_beat.schedule.api`). Any other value is the dotted path of
+Redis masters by :mod:`celery_singleton_beat.schedule`). Any other value is the dotted path of
 a :class:`~celery_singleton_beat.sources.base.ScheduleSource` subclass, made with the
 Celery app as its only argument.
+
+An entry name that two sources give is a :class:`Conflict`: the copy of the source listed
+first is scheduled, the other left out, on every replica alike (they read the same list).
+Neither copy is dropped for the other to stop: an entry that ran keeps running when
+another source gains its name (an edit, a race with :func:`~celery_singleton_beat.schedule.add`,
+which refuses a name another source gives).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery_singleton_beat.core.entries import OPTION
-from celery_singleton_beat.errors import ConfigurationError
+from celery_singleton_beat.errors import ConfigurationError, SourceUnavailable
+from celery_singleton_beat.observe import events
+from celery_singleton_beat.settings.config import as_written
 from celery_singleton_beat.sources.base import EntrySpec, ScheduleSource
 
+if TYPE_CHECKING:
+    from celery import Celery
+
 SETTING = "singleton_beat_schedule_source"
+#: The names of the built-in sources, as in the setting.
+BEAT_SCHEDULE, DJANGO_CELERY_BEAT, RUNTIME = "beat_schedule", "django_celery_beat", "runtime"
+SQLALCHEMY_CELERY_BEAT = "sqlalchemy_celery_beat"
 BUILT_IN = {
-    "beat_schedule": "celery_singleton_beat.sources.beat_schedule.BeatScheduleSource",
-    "django_celery_beat": "django_celery_singleton_beat.sources.DjangoCeleryBeatSource",
-    "runtime": "celery_singleton_beat.sources.document.RuntimeSource",
-    "sqlalchemy_celery_beat": (
+    BEAT_SCHEDULE: "celery_singleton_beat.sources.beat_schedule.BeatScheduleSource",
+    DJANGO_CELERY_BEAT: "django_celery_singleton_beat.sources.DjangoCeleryBeatSource",
+    SQLALCHEMY_CELERY_BEAT: (
         "celery_singleton_beat.sources.sqlalchemy_celery_beat.SqlAlchemyCeleryBeatSource"
     ),
+    RUNTIME: "celery_singleton_beat.sources.document.RuntimeSource",
 }
 ACCEPTED = (
     "'beat_schedule' (default), 'django_celery_beat', 'sqlalchemy_celery_beat', 'runtime', "
@@ -35,26 +50,49 @@ ACCEPTED = (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EntrySpec", "MergedSource", "ScheduleSource", "load_source"]
+__all__ = [
+    "Conflict", "EntrySpec", "MergedSource", "ScheduleSource", "given_by", "load_source",
+]  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Conflict:
+    """Entry ``entry`` is given by two sources: the copy of ``kept`` (listed first in
+    ``singleton_beat_schedule_source``) is scheduled, that of ``left_out`` is not."""
+
+    entry: str
+    kept: str
+    left_out: str
+
+    def __str__(self) -> str:
+        return (
+            f"entry {self.entry!r} is given by both {self.kept!r} and {self.left_out!r} "
+            f"({SETTING}): beat leaves the copy of {self.left_out!r} out, {self.kept!r} is "
+            f"listed first; rename or remove one of them"
+        )
 
 
 class MergedSource(ScheduleSource):
-    """Several sources as one: their entries side by side, a name in two refused.
+    """Several sources as one: their entries side by side.
 
-    A source that cannot be read (its database or masters down) is logged once and keeps
-    the entries it gave last, so that one source's outage never stops the others. With
+    A name two sources give is taken from the one listed first; the other copy is left
+    out, logged once while the conflict lasts, and listed in :attr:`conflicts`. A source
+    that cannot be read (its database or masters down) is logged once and keeps the
+    entries it gave last, so that one source's outage never stops the others. With
     ``control``, the names it holds paused are marked paused, whatever their source.
     """
 
     name = "merged"
 
-    def __init__(self, app: Any, sources: Sequence[ScheduleSource], control: Any = None) -> None:
+    def __init__(self, app: Celery, sources: Sequence[ScheduleSource], control: Any = None) -> None:
         super().__init__(app)
         self.control = control
         self.sources = [*sources, *([control] if control is not None else [])]
         self._owner: dict[str, ScheduleSource] = {}
         self._last: dict[int, Mapping[str, EntrySpec]] = {}
         self._failing: set[int] = set()
+        self.conflicts: list[Conflict] = []
+        """The names two sources gave at the last read, each with the copy left out."""
 
     def version(self) -> Hashable:
         return tuple(self._read(s, s.version, ("unreadable", s.name)) for s in self.sources)
@@ -64,25 +102,33 @@ class MergedSource(ScheduleSource):
         return any(hinted)
 
     def entries(self) -> Mapping[str, EntrySpec]:
-        merged: dict[str, EntrySpec] = {}
-        owner: dict[str, ScheduleSource] = {}
+        read: list[tuple[ScheduleSource, Mapping[str, EntrySpec]]] = []
         for source in self.sources:
             found = self._read(source, source.entries, None)
             if found is None:
                 found = self._last.get(id(source), {})
             self._last[id(source)] = found
-            for name, spec in found.items():
-                if name in owner:
-                    raise ConfigurationError(
-                        SETTING,
-                        [s.name for s in self.sources if s is not self.control],
-                        f"sources whose entry names differ: {name!r} is an entry of both "
-                        f"{owner[name].name!r} and {source.name!r}; rename one of them",
-                    )
-                merged[name], owner[name] = spec, source
-        self._owner = owner
+            read.append((source, found))
+        merged, self._owner, conflicts = _merge(read)
+        self._report(conflicts)
         paused = self.control.paused if self.control is not None else ()
         return {name: _paused(spec) if name in paused else spec for name, spec in merged.items()}
+
+    def _report(self, conflicts: list[Conflict]) -> None:
+        """Log and count each conflict once when it appears, and once when it is gone."""
+        before, self.conflicts = set(self.conflicts), conflicts
+        for conflict in conflicts:
+            if conflict not in before:
+                logger.error("singleton beat: %s", conflict)
+                events.emit(events.EntryConflict(conflict.entry, conflict.kept, conflict.left_out))
+        for conflict in sorted(before - set(conflicts), key=str):
+            logger.warning(
+                "singleton beat: entry %r is no longer given by both %r and %r",
+                conflict.entry, conflict.kept, conflict.left_out,
+            )  # fmt: skip
+            events.emit(
+                events.EntryConflict(conflict.entry, conflict.kept, conflict.left_out, gone=True)
+            )
 
     def _read(self, source: ScheduleSource, call: Any, failed: Any) -> Any:
         try:
@@ -125,15 +171,77 @@ class MergedSource(ScheduleSource):
             source.close()
 
 
+def _merge(
+    read: Sequence[tuple[ScheduleSource, Mapping[str, EntrySpec]]],
+) -> tuple[dict[str, EntrySpec], dict[str, ScheduleSource], list[Conflict]]:
+    """The entries of sources read in their listed order, each name from the first source
+    that gives it; with the source of each, and the copies left out."""
+    merged: dict[str, EntrySpec] = {}
+    owner: dict[str, ScheduleSource] = {}
+    conflicts: list[Conflict] = []
+    for source, found in read:
+        for name, spec in found.items():
+            first = owner.get(name)
+            if first is None:
+                merged[name], owner[name] = spec, source
+            else:
+                conflicts.append(Conflict(name, first.name, source.name))
+    return merged, owner, conflicts
+
+
+def given_by(
+    app: Celery, value: Any = None, *, besides: str | None = None
+) -> tuple[dict[str, str], list[Conflict]]:
+    """Every entry name the sources ``value`` names (default: the app's setting) give now,
+    with the name of the source it is taken from, and the conflicts; ``besides`` leaves
+    out the source of that name in the setting. Each source is read once, for a command or
+    an API call (beat keeps its sources open instead); one that cannot be read raises
+    :class:`SourceUnavailable`.
+    """
+    sources = _sources(app, value, besides)
+    try:
+        read = [(source, _entries_of(source)) for source in sources]
+    finally:
+        for source in sources:
+            source.close()
+    _merged, owner, conflicts = _merge(read)
+    return {name: source.name for name, source in owner.items()}, conflicts
+
+
+def _entries_of(source: ScheduleSource) -> Mapping[str, EntrySpec]:
+    try:
+        return source.entries()
+    except ConfigurationError:
+        raise
+    except Exception as exc:
+        raise SourceUnavailable(source.name, f"{type(exc).__name__}: {exc}") from exc
+
+
 def _paused(spec: EntrySpec) -> EntrySpec:
     options = dict(spec.get("options") or {})
     options[OPTION] = {**(options.get(OPTION) or {}), "paused": True}
     return {**spec, "options": options}
 
 
-def load_source(app: Any, value: Any = None) -> ScheduleSource:
+def load_source(app: Celery, value: Any = None) -> MergedSource:
     """The sources ``value`` (default: the app's ``singleton_beat_schedule_source``) names,
-    merged, with the run-now and pause controls of :mod:`celery_singleton_beat.schedule.api`."""
+    merged, with the run-now and pause controls of :mod:`celery_singleton_beat.schedule`."""
+    sources = _sources(app, value)
+    from celery_singleton_beat.sources.document import ControlSource  # noqa: PLC0415
+
+    return MergedSource(app, sources, control=ControlSource(app))
+
+
+def _sources(app: Celery, value: Any, besides: str | None = None) -> list[ScheduleSource]:
+    """The sources ``value`` names, in its order (``besides`` left out); a setting refused
+    is named as the user wrote it."""
+    try:
+        return _named(app, value, besides)
+    except ConfigurationError as exc:
+        raise as_written(app.conf, exc) from None
+
+
+def _named(app: Celery, value: Any, besides: str | None) -> list[ScheduleSource]:
     if value is None:
         value = app.conf.get(SETTING) or "beat_schedule"
     if isinstance(value, str):
@@ -144,10 +252,7 @@ def load_source(app: Any, value: Any = None) -> ScheduleSource:
     if len(set(names)) != len(names):
         raise ConfigurationError(SETTING, value, f"{ACCEPTED}, each listed once")
     value = value[0] if len(value) == 1 else value
-    sources = [_one(app, name, value) for name in names]
-    from celery_singleton_beat.sources.document import ControlSource  # noqa: PLC0415
-
-    return MergedSource(app, sources, control=ControlSource(app))
+    return [_one(app, name, value) for name in names if name != besides]
 
 
 def _check_name(value: Any, item: Any) -> str:
@@ -156,13 +261,16 @@ def _check_name(value: Any, item: Any) -> str:
     return item
 
 
-def _one(app: Any, name: str, value: Any) -> ScheduleSource:
+def _one(app: Celery, name: str, value: Any) -> ScheduleSource:
     path = BUILT_IN.get(name, name)
     module, _, attribute = path.rpartition(".")
     try:
         found = getattr(importlib.import_module(module), attribute) if module else None
     except (ImportError, AttributeError) as exc:
-        hint = " (install celery-singleton-beat[django-celery-beat])" if name in BUILT_IN else ""
+        extra = (
+            name.replace("_", "-") if name in (DJANGO_CELERY_BEAT, SQLALCHEMY_CELERY_BEAT) else ""
+        )
+        hint = f" (install celery-singleton-beat[{extra}])" if extra else ""
         raise ConfigurationError(
             SETTING, value, f"{ACCEPTED}; {name!r} cannot be imported{hint}: {exc}"
         ) from None

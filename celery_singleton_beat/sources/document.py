@@ -17,8 +17,13 @@ from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING
 
 from celery_singleton_beat.core.slots import OnceSlots, SlotSchedule
-from celery_singleton_beat.schedule.api import RUN_NOW, RUN_NOW_KEPT_MS, to_beat
-from celery_singleton_beat.schedule.document import RunMarks, ScheduleDocument
+from celery_singleton_beat.schedule.document import (
+    RUN_NOW,
+    RUN_NOW_KEPT_MS,
+    RunMarks,
+    ScheduleDocument,
+    to_beat,
+)
 from celery_singleton_beat.sources.base import EntrySpec, ScheduleSource
 
 if TYPE_CHECKING:

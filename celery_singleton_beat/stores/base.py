@@ -329,5 +329,16 @@ class SlotStore(Fences, ScheduleChanges, DocumentStore, RunStates, ReplicaRegist
         CLI's ``status`` and ``check``, the dashboard); none for a store on anything else."""
         return []
 
+    def check(self) -> list[tuple[str, str]]:
+        """What ``celery singleton-beat check`` reports about the store, as (level, text)
+        pairs, level ``OK``, ``WARN`` or ``ERROR`` (an ERROR: beat cannot work on it as it
+        is). By default, whether it answers; a store adds what it knows could be wrong
+        (the database store: its tables not migrated)."""
+        try:
+            self.schedule_revision()
+        except StoreUnavailable as exc:
+            return [("ERROR", str(exc))]
+        return [("OK", f"{self.name} answers")]
+
     def close(self) -> None:
         """Release connections. The store is not used afterwards."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from celery_singleton_beat.core.schema import StoreKind
 from celery_singleton_beat.errors import ConfigurationError
-from celery_singleton_beat.settings.config import STORE_ACCEPTED, Config, dotted
+from celery_singleton_beat.settings.config import STORE_ACCEPTED, Config, as_written, dotted
 from celery_singleton_beat.stores.base import SlotStore
 
 if TYPE_CHECKING:
@@ -48,12 +48,15 @@ def store_factory(name: str) -> StoreFactory:
 
 
 def make_store(app: Celery, config: Config) -> SlotStore:
-    """The slot store the app's settings name, connected."""
-    store = store_factory(config.store)(app, config)
-    if not isinstance(store, SlotStore):
-        raise ConfigurationError(
-            "singleton_beat_store",
-            config.store,
-            f"{STORE_ACCEPTED}; it made a {type(store).__name__}",
-        )
+    """The slot store the app's settings name, connected; a setting it refuses is named
+    as the user wrote it."""
+    try:
+        store = store_factory(config.store)(app, config)
+        if not isinstance(store, SlotStore):
+            made = type(store).__name__
+            raise ConfigurationError(
+                "singleton_beat_store", config.store, f"{STORE_ACCEPTED}; it made a {made}"
+            )
+    except ConfigurationError as exc:
+        raise as_written(app.conf, exc) from None
     return store

@@ -21,12 +21,14 @@ import sqlalchemy as sa
 
 from celery_singleton_beat.connections import sqlalchemy as schema
 from celery_singleton_beat.connections.sqlalchemy import (
+    SCHEMA_VERSION,
     SqlAlchemyDatabase,
     check_schema,
     engine_for,
     metadata,
     url_text,
 )
+from celery_singleton_beat.errors import SchemaError
 from celery_singleton_beat.locks.base import LockBackend
 from celery_singleton_beat.locks.sqlalchemy import SqlAlchemyLock
 from celery_singleton_beat.settings.config import Config, upgrade_command
@@ -59,6 +61,8 @@ class SqlAlchemySlotStore(SqlSlotStore):
     def __init__(self, url: str | sa.Engine) -> None:
         self.engine = url if isinstance(url, sa.Engine) else engine_for(url)
         super().__init__(SqlAlchemyDatabase(self.engine), TABLES)
+        self.command = "celery -A proj singleton-beat db upgrade"
+        """The command that makes the tables, as errors name it."""
 
     @classmethod
     def from_config(cls, app: Celery, config: Config) -> SqlAlchemySlotStore:
@@ -68,18 +72,35 @@ class SqlAlchemySlotStore(SqlSlotStore):
         (beat waits for it, as for any outage); its tables are checked when it answers."""
         assert config.sqlalchemy_url is not None  # checked with the settings
         store = cls(config.sqlalchemy_url)
+        store.command = upgrade_command(app)
         try:
-            check_schema(store.engine, upgrade_command(app))
+            check_schema(store.engine, store.command)
         except sa.exc.OperationalError as exc:
             logger.warning(
                 "singleton beat: %s does not answer (%s); its tables are checked when it does",
                 store.name, exc.orig,
             )  # fmt: skip
-            store.database.pending_check = upgrade_command(app)
+            store.database.pending_check = store.command
         return store
 
     def describe(self) -> str:
         return f"slot store -> {self.database.vendor} database {url_text(self.engine)}"
+
+    def check(self) -> list[tuple[str, str]]:
+        """Whether the database answers, and its tables are this release's."""
+        refused = self.database.unsupported()
+        if refused:
+            return [("ERROR", f"{self.name}: {refused}")]
+        try:
+            check_schema(self.engine, self.command)
+        except SchemaError as exc:
+            return [("ERROR", str(exc))]
+        except sa.exc.SQLAlchemyError as exc:
+            return [("ERROR", f"{self.name} does not answer: {type(exc).__name__}: {exc}")]
+        return [
+            ("OK", f"{self.name} answers ({self.database.vendor})"),
+            ("OK", f"{self.name}: the tables are at schema version {SCHEMA_VERSION}"),
+        ]
 
     def leader_lock(self, owner: str) -> LockBackend:
         return SqlAlchemyLock(self.engine)

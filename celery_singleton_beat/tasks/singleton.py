@@ -49,6 +49,7 @@ from celery_singleton_beat.settings.config import (
     TaskConfig,
     check_choice,
 )
+from celery_singleton_beat.tasks import startup
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,11 @@ class SlotAwareTask(Task):  # type: ignore[misc]
     cannot say, the task's ``on_lock_error`` policy decides (``fail_closed``: retried and
     recorded; ``fail_open``: run, logged as an error and recorded).
     """
+
+    @classmethod
+    def on_bound(cls, app: Celery) -> None:
+        super().on_bound(app)
+        startup.check_at_worker_start(app)  # a bad setting stops the worker at start
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:

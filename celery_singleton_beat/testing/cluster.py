@@ -119,6 +119,7 @@ class CeleryCluster:
         name: str,
         scheduler: str = "singleton",
         settings: dict[str, Any] | None = None,
+        loglevel: str = "INFO",
         **env: str,
     ) -> Process:
         """A ``celery beat`` replica; ``settings`` adds Celery settings for this one only."""
@@ -126,7 +127,7 @@ class CeleryCluster:
             env.update(self.settings_env(settings))
         replica = self._spawn(
             name,
-            ["beat", "-S", scheduler, "--loglevel", "INFO", "--pidfile=", "-s", f"{name}.db"],
+            ["beat", "-S", scheduler, "--loglevel", loglevel, "--pidfile=", "-s", f"{name}.db"],
             env,
         )
         replica.scheduler, replica.settings, replica.env = scheduler, settings, env

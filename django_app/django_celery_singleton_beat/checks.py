@@ -4,19 +4,20 @@ This app reads ``SINGLETON_BEAT_*`` from Django's settings; the library reads Ce
 ``singleton_beat_*`` settings, written ``CELERY_SINGLETON_BEAT_*`` in Django's settings
 with ``app.config_from_object("django.conf:settings", namespace="CELERY")``. A name in the
 wrong family (``CELERY_SINGLETON_BEAT_RETENTION``) or misspelt (``SINGLETON_BEAT_RETENTON``)
-would be ignored without a word; these checks say so, with the name meant.
+is reported here, with the name meant (the same guess as beat's own refusal:
+:func:`celery_singleton_beat.settings.config.closest`), at ``manage.py check``, ``runserver`` and
+``migrate``, before any beat replica refuses to start over it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any
 
 from django.conf import settings as django_settings
 from django.core import checks
 
-from celery_singleton_beat.settings.config import setting_names
+from celery_singleton_beat.settings.config import closest, setting_names
 
 from .conf import AppSettings
 
@@ -44,12 +45,18 @@ def unknown_settings(app_configs: Any = None, **_: Any) -> list[checks.CheckMess
             continue
         found.append(
             checks.Warning(
-                f"{name} is not a celery-singleton-beat setting: it is ignored.",
+                f"{name} is not a celery-singleton-beat setting: {_effect(name)}.",
                 hint=_hint(name, ours, celery),
                 id="singleton_beat.W001",
             )
         )
     return found
+
+
+def _effect(name: str) -> str:
+    if name.startswith(CELERY_PREFIX):
+        return "beat, workers with a SingletonTask and `celery singleton-beat` refuse to start"
+    return "it is ignored"
 
 
 def _hint(name: str, ours: frozenset[str], celery: frozenset[str]) -> str:
@@ -67,9 +74,9 @@ def _hint(name: str, ours: frozenset[str], celery: frozenset[str]) -> str:
                 f"Did you mean {same}? Celery settings are read from Django's settings "
                 f'with config_from_object("django.conf:settings", namespace="CELERY").'
             )
-    close = difflib.get_close_matches(name, sorted(ours | celery), n=1, cutoff=0.8)
+    close = closest(name, ours | celery)
     if close:
-        return f"Did you mean {close[0]}?"
+        return f"Did you mean {close}?"
     return (
         f"The Django app's settings are {', '.join(sorted(ours))}; the Celery settings are "
         f"listed on the configuration page."

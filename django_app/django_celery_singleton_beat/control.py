@@ -2,7 +2,7 @@
 
 The page lists the entries the beat replicas schedule (``beat_schedule``,
 django-celery-beat's rows, runtime entries), each with its source, whether it is paused
-and its next times. The actions go through :mod:`celery_singleton_beat.schedule.api`, so
+and its next times. The actions go through :mod:`celery_singleton_beat.schedule`, so
 every replica follows them within two seconds, and each is recorded as a
 :class:`~django_celery_singleton_beat.models.ScheduleAction` with the user who asked.
 """
@@ -18,10 +18,8 @@ from typing import Any
 from celery_singleton_beat import schedule
 from celery_singleton_beat.core.entries import OPTION, Entry, Plan
 from celery_singleton_beat.core.slots import IntervalSlots, to_datetime
+from celery_singleton_beat.ops.cluster import entry_specs
 from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.schedule.api import RUN_NOW
-from celery_singleton_beat.settings.config import Config
-from celery_singleton_beat.sources import MergedSource, load_source
 
 from .models import ScheduleAction
 
@@ -29,21 +27,6 @@ logger = logging.getLogger(__name__)
 
 #: How many next times the page shows per entry.
 NEXT_TIMES = 3
-
-
-def entry_specs(app: Any) -> tuple[dict[str, Mapping[str, Any]], dict[str, str]]:
-    """The entries the replicas schedule now (runs asked for left out), and their sources."""
-    source = load_source(app, Config.from_conf(app.conf).schedule_source)
-    try:
-        specs = {n: s for n, s in source.entries().items() if RUN_NOW not in n}
-        owners = {
-            name: (source.source_of(name) if isinstance(source, MergedSource) else None)
-            or source.name
-            for name in specs
-        }
-    finally:
-        source.close()
-    return specs, owners
 
 
 def rows(app: Any, now: dt.datetime | None = None) -> list[dict[str, Any]]:

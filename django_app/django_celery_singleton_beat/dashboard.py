@@ -30,10 +30,10 @@ from celery_singleton_beat.core.entries import OPTION
 from celery_singleton_beat.core.slots import schedule_tz
 from celery_singleton_beat.errors import StoreUnavailable
 from celery_singleton_beat.ops import cluster as overview
-from celery_singleton_beat.runtime import Runtime
+from celery_singleton_beat.runtime import Runtime, load_task_modules
 from celery_singleton_beat.schedule import RUN_NOW
 
-from . import control, history
+from . import history
 from .models import SlotDispatch, TaskRun
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def celery_app(path: str | None = None) -> Any:
     else:
         made = [a for a in created_apps() if a.main != "default"]
         app = made[0] if len(made) == 1 else current_app()
-    overview.load_task_modules(app)  # the task modules give each task's lock TTL
+    load_task_modules(app)  # the task modules give each task's lock TTL
     return app
 
 
@@ -105,7 +105,7 @@ def schedule_view(app: Any) -> ScheduleView:
     read (no masters configured or reachable), ``beat_schedule`` alone, and why."""
     error = None
     try:
-        specs, sources = control.entry_specs(app)
+        specs, sources = overview.entry_specs(app)
         paused = schedule.paused(app)
         requests = schedule.run_requests(app)
     except Exception as exc:

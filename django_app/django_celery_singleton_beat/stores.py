@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import connections
+from django.db import DatabaseError, connections
+from django.db.migrations.executor import MigrationExecutor
 
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks.base import LockBackend
@@ -71,10 +72,45 @@ class DatabaseSlotStore(SqlSlotStore):
         return cls(using)
 
     def describe(self) -> str:
-        settings = connections.settings[self.using]
         vendor = connections[self.using].vendor
-        where = f"{settings.get('HOST') or 'local'}/{settings.get('NAME')}"
-        return f"slot store -> {vendor} database {self.using!r} ({where})"
+        return f"slot store -> {vendor} database {self.using!r} ({self._where()})"
+
+    def _where(self) -> str:
+        settings = connections.settings[self.using]
+        return f"{settings.get('HOST') or 'local'}/{settings.get('NAME')}"
+
+    def check(self) -> list[tuple[str, str]]:
+        """Whether the database answers, is one the store supports, and has the app's
+        migrations applied (the store's tables exist as this version expects them)."""
+        connection = connections[self.using]
+        refused = self.database.unsupported()
+        if refused:
+            return [("ERROR", f"{self.name}: {refused}")]
+        try:
+            connection.ensure_connection()
+            missing = _unapplied(connection)
+        except DatabaseError as exc:
+            connection.close_if_unusable_or_obsolete()
+            return [("ERROR", f"{self.name} does not answer: {type(exc).__name__}: {exc}".strip())]
+        found = [("OK", f"{self.name} answers ({connection.vendor}, {self._where()})")]
+        if missing:
+            alias = "" if self.using == "default" else f" --database {self.using}"
+            found.append(
+                ("ERROR", f"{self.name}: the app's migrations are not applied "
+                          f"({', '.join(missing)}); run `manage.py migrate{alias}`")
+            )  # fmt: skip
+        else:
+            found.append(("OK", f"{self.name}: the app's migrations are applied"))
+        return found
 
     def leader_lock(self, owner: str) -> LockBackend:
         return DatabaseLock(using=self.using)
+
+
+def _unapplied(connection: Any) -> list[str]:
+    """This app's migrations not applied on ``connection``'s database, in order."""
+    executor = MigrationExecutor(connection)
+    label = SlotEntry._meta.app_label
+    ours = [key for key in executor.loader.graph.leaf_nodes() if key[0] == label]
+    plan = executor.migration_plan(ours)
+    return [f"{m.app_label}.{m.name}" for m, _backwards in plan if m.app_label == label]

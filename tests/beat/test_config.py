@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import subprocess
 import sys
@@ -14,8 +15,8 @@ from celery import Celery
 from celery.schedules import schedule
 
 from celery_singleton_beat.beat.scheduler import Scheduler
-from celery_singleton_beat.errors import ConfigurationError
-from celery_singleton_beat.settings.config import Config
+from celery_singleton_beat.errors import ConfigurationError, UnknownSetting
+from celery_singleton_beat.settings.config import Config, TaskConfig
 
 URLS = ["redis://127.0.0.1:7001/0", "redis://127.0.0.1:7002/0", "redis://127.0.0.1:7003/0"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,3 +186,100 @@ def test_the_beat_banner_shows_mode_masters_without_passwords_and_prefix() -> No
     assert "key prefix 'billing:'" in info
     assert "redis://***@r1:6379/0, redis://r2:6379/0" in info
     assert "s3cret" not in info
+
+
+@pytest.mark.parametrize("config", [Config, TaskConfig])
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [
+        ("singleton_beat_redis_url", "singleton_beat_redis_urls"),
+        ("singleton_beat_misfire_grase", "singleton_beat_misfire_grace"),
+        ("singleton_beat_task_on_conflit", "singleton_beat_task_on_conflict"),
+    ],
+)
+def test_a_misspelt_setting_is_refused_with_the_setting_meant(
+    config: type[Config] | type[TaskConfig], typo: str, meant: str
+) -> None:
+    with pytest.raises(UnknownSetting) as raised:
+        config.from_conf(conf(**{typo: 60}))
+    assert str(raised.value) == (
+        f"{typo} is not a celery-singleton-beat setting (nothing reads it): did you mean {meant!r}?"
+    )
+    assert (raised.value.name, raised.value.meant) == (typo, meant)
+
+
+def test_a_setting_like_none_of_ours_is_refused_pointing_to_the_list() -> None:
+    with pytest.raises(UnknownSetting) as raised:
+        Config.from_conf(conf(singleton_beat_colour="blue"))
+    assert str(raised.value) == (
+        "singleton_beat_colour is not a celery-singleton-beat setting (nothing reads it): "
+        "the settings are listed on the configuration page"
+    )
+
+
+def test_check_lists_every_unknown_setting_before_the_bad_values() -> None:
+    found = Config.errors(
+        conf(singleton_beat_misfire_grase=60, singleton_beat_redis_url="x", singleton_beat_mode="x")
+    )
+    assert [type(e).__name__ for e in found] == ["UnknownSetting", "UnknownSetting",
+                                                  "ConfigurationError"]  # fmt: skip
+    assert [e.name for e in found] == [
+        "singleton_beat_misfire_grase",
+        "singleton_beat_redis_url",
+        "singleton_beat_mode",
+    ]
+
+
+def test_keys_of_other_families_are_not_ours() -> None:
+    others = {
+        "beat_schedule": {},
+        "broker_url": "memory://",
+        "SINGLETON_BEAT_RECORD": False,  # the Django app's own setting
+        "my_singleton_beat_flag": True,
+        "singleton_beat": 1,
+    }
+    assert Config.from_conf(conf(**others)).redis_urls == tuple(URLS)
+    assert TaskConfig.from_conf(conf(**others)).redis_urls == tuple(URLS)
+
+
+def start_beat(workdir: Path, settings: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """``celery beat`` of tests.beat.app with ``settings``, on a Redis broker: beat must
+    refuse to start; one still running after 30 s has started."""
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "TEST_SETTINGS": json.dumps(settings),
+           "TEST_BROKER_URL": "redis://127.0.0.1:1/0"}  # fmt: skip
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tests.beat.app", "beat", "-S", "singleton"],
+        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        out, err = beat.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        beat.kill()
+        out, err = beat.communicate()
+        pytest.fail(f"beat started with {settings}:\n{err}")
+    return subprocess.CompletedProcess(beat.args, beat.returncode, out, err)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            # the broker is Redis: beat would take it for its only master
+            {"singleton_beat_redis_urls": None, "singleton_beat_redis_url": URLS},
+            "singleton_beat_redis_url is not a celery-singleton-beat setting (nothing reads "
+            "it): did you mean 'singleton_beat_redis_urls'?",
+        ),
+        (
+            {"singleton_beat_misfire_grase": 60},
+            "singleton_beat_misfire_grase is not a celery-singleton-beat setting (nothing "
+            "reads it): did you mean 'singleton_beat_misfire_grace'?",
+        ),
+    ],
+)
+def test_celery_beat_refuses_a_misspelt_setting_naming_the_setting_meant(
+    tmp_path: Path, settings: dict[str, Any], message: str
+) -> None:
+    result = start_beat(tmp_path, settings)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "using the broker" not in result.stderr

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from celery_singleton_beat.schedule import api as schedule
+from celery_singleton_beat import schedule
+from celery_singleton_beat.schedule import api
 from celery_singleton_beat.sources.document import ControlSource
 from celery_singleton_beat.testing import RedisServer
 
@@ -50,6 +51,6 @@ def test_a_run_now_no_replica_sent_within_ten_seconds_of_its_time_is_overdue(
     (run,) = schedule.run_requests(app)
     late = (run["at"] + schedule.RUN_NOW_PENDING_MS) / 1000
     clock: Any = types.SimpleNamespace(time=lambda: late)
-    monkeypatch.setattr(schedule, "time", clock)
+    monkeypatch.setattr(api, "time", clock)
     assert [(r["id"], r["state"]) for r in schedule.run_requests(app)] == [(run_id, "overdue")]
     assert schedule.run_now(app, "report") != run_id, "a new request makes a new run"

@@ -34,6 +34,12 @@ PICKUP = 2.0
 def api_app(masters: list[RedisServer]) -> Celery:
     app = Celery("api", broker="memory://", set_as_current=False)
     app.conf.singleton_beat_redis_urls = ",".join(m.url for m in masters)
+
+    @app.task(name="record", shared=False)
+    def record(entry: str) -> None:
+        """Run by the test's worker (``tests.beat.app``); known here by its name, as in a
+        project whose producers import the task modules too."""
+
     return app
 
 

@@ -4,17 +4,15 @@ no slot is sent twice through the changes. The schedule is a test source kept in
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from celery_singleton_beat.testing import RedisServer, wait_for
-from tests.support.clusters import BeatCluster, beat_cluster, interval_slots, master_hash, slot_ms
+from tests.support.clusters import beat_cluster, interval_slots, master_hash, slot_ms
 
 pytestmark = pytest.mark.slow
 
@@ -24,15 +22,6 @@ SOURCE = {
 }
 #: A change is acted on by every replica within this many seconds.
 PICKUP = 2.0
-
-
-def edit(cluster: BeatCluster, schedule: dict[str, Any]) -> float:
-    """Write a new schedule and bump its version; returns when (epoch seconds)."""
-    assert cluster.broker is not None
-    client = redis.Redis.from_url(cluster.broker.url)
-    client.set("schedule", json.dumps(schedule))
-    client.incr("schedule-version")
-    return time.time()
 
 
 def slots_of(rows: list[dict[str, Any]], entry: str) -> Counter[int]:
@@ -48,22 +37,22 @@ def test_added_changed_paused_resumed_and_removed_entries_are_followed_by_every_
 ) -> None:
     paused = {"every": 1, "options": {"singleton_beat": {"paused": True}}}
     with beat_cluster(tmp_path, three_masters, {}, **SOURCE) as cluster:
-        edit(cluster, {"a": {"every": 1}})
+        cluster.edit_source({"a": {"every": 1}})
         cluster.start_worker()
         for name in ("r1", "r2", "r3"):
             cluster.start_replica(name)
         wait_for(lambda: len(cluster.executions()) >= 2, 30, "first executions")
         start = time.time()
         time.sleep(3)
-        added = edit(cluster, {"a": {"every": 1}, "b": {"every": 1}})
+        added = cluster.edit_source({"a": {"every": 1}, "b": {"every": 1}})
         time.sleep(5)
-        changed = edit(cluster, {"a": {"every": 2}, "b": {"every": 1}})
+        changed = cluster.edit_source({"a": {"every": 2}, "b": {"every": 1}})
         time.sleep(5)
-        pause = edit(cluster, {"a": {"every": 2}, "b": paused})
+        pause = cluster.edit_source({"a": {"every": 2}, "b": paused})
         time.sleep(5)
-        resume = edit(cluster, {"a": {"every": 2}, "b": {"every": 1}})
+        resume = cluster.edit_source({"a": {"every": 2}, "b": {"every": 1}})
         time.sleep(5)
-        removed = edit(cluster, {"b": {"every": 1}})
+        removed = cluster.edit_source({"b": {"every": 1}})
         time.sleep(5)
         end = time.time() - 1.5
         rows = cluster.executions()
@@ -90,17 +79,17 @@ def test_a_replica_starting_after_an_entry_came_back_sends_nothing_from_its_abse
     slot of its absence, while no replica runs; the next replica to start sends "a" from
     its next slot, not that slot of the absence (misfire coalesce would send it, late)."""
     with beat_cluster(tmp_path, three_masters, {}, **SOURCE) as cluster:
-        edit(cluster, {"a": {"every": 6}})
+        cluster.edit_source({"a": {"every": 6}})
         cluster.start_worker()
         first = cluster.start_replica("r1")
         wait_for(lambda: len(cluster.executions()) >= 1, 30, "a first execution")
-        gone = edit(cluster, {})
+        gone = cluster.edit_source({})
         time.sleep(PICKUP)
         first.popen.terminate()
         first.popen.wait(10)
         absent = (int(gone + PICKUP) // 6 + 1) * 6  # a slot while "a" was gone
         time.sleep(max(0.0, absent + 0.3 - time.time()))
-        back = edit(cluster, {"a": {"every": 6}})
+        back = cluster.edit_source({"a": {"every": 6}})
         cluster.start_replica("r2")
         wait_for(lambda: within(slots_of(cluster.executions(), "a"), absent, time.time()), 20,
                  "a slot after the start")  # fmt: skip

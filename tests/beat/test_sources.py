@@ -23,15 +23,16 @@ UTC = dt.timezone.utc
 
 
 class ExtraSource(ScheduleSource):
-    """A second source that also has a ``report`` entry."""
+    """A second source that also has a ``report`` entry (until ``gone`` is set)."""
 
     name = "extra"
+    gone = False
 
     def version(self) -> Hashable:
-        return 0
+        return self.gone
 
     def entries(self) -> Mapping[str, EntrySpec]:
-        return {"report": {"task": "t", "schedule": 60.0}}
+        return {} if self.gone else {"report": {"task": "t", "schedule": 60.0}}
 
 
 def app_with(source: object) -> Celery:
@@ -48,12 +49,36 @@ def ms(*when: int) -> int:
     return round(dt.datetime(*when, tzinfo=UTC).timestamp() * 1000)
 
 
-def test_an_entry_name_in_two_sources_is_refused_at_start_naming_both() -> None:
-    app = app_with(["beat_schedule", "tests.beat.test_sources.ExtraSource"])
-    with pytest.raises(ConfigurationError) as refused:
-        Scheduler(app)
-    assert refused.value.name == "singleton_beat_schedule_source"
-    assert "'report' is an entry of both 'beat_schedule' and 'extra'" in str(refused.value)
+def test_an_entry_name_in_two_sources_is_taken_from_the_one_listed_first_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = app_with("beat_schedule")
+    extra = ExtraSource(app)
+    merged = MergedSource(app, [BeatScheduleSource(app), extra])
+    conflict = (
+        "entry 'report' is given by both 'beat_schedule' and 'extra' "
+        "(singleton_beat_schedule_source): beat leaves the copy of 'extra' out, "
+        "'beat_schedule' is listed first; rename or remove one of them"
+    )
+    with caplog.at_level(logging.INFO):
+        for _read in range(3):
+            assert merged.entries() == {"report": {"task": "t", "schedule": 10.0}}
+        assert [str(c) for c in merged.conflicts] == [conflict]
+        assert merged.source_of("report") == "beat_schedule"
+        extra.gone = True
+        assert merged.entries() == {"report": {"task": "t", "schedule": 10.0}}
+        assert merged.conflicts == []
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("ERROR", f"singleton beat: {conflict}"),
+        (
+            "WARNING",
+            "singleton beat: entry 'report' is no longer given by both 'beat_schedule' and 'extra'",
+        ),
+    ]
+    extra.gone = False
+    flipped = MergedSource(app, [extra, BeatScheduleSource(app)])
+    assert flipped.entries() == {"report": {"task": "t", "schedule": 60.0}}
+    assert flipped.source_of("report") == "extra"
 
 
 def test_an_unknown_source_is_refused_at_start_naming_the_setting_and_the_accepted_form() -> None:
@@ -61,8 +86,8 @@ def test_an_unknown_source_is_refused_at_start_naming_the_setting_and_the_accept
         Scheduler(app_with("no_such_source"))
     assert str(refused.value) == (
         "singleton_beat_schedule_source = 'no_such_source' is not valid: 'beat_schedule' "
-        "(default), 'django_celery_beat', 'runtime', the dotted path of a ScheduleSource "
-        "subclass, or a list of these."
+        "(default), 'django_celery_beat', 'sqlalchemy_celery_beat', 'runtime', the dotted "
+        "path of a ScheduleSource subclass, or a list of these."
     )
 
 

@@ -53,7 +53,8 @@ def test_status_check_locks_and_unlock_work_on_the_sqlalchemy_store(
     assert [r["pid"] for r in data["replicas"]] == [replica.popen.pid]
     assert data["entries"][0]["name"] == "one" and data["entries"][0]["dispatched"] >= 2
     assert checked.returncode == 0, checked.stdout
-    assert f"OK    slot store -> postgresql database {url} answers" in checked.stdout
+    assert f"OK    database {url} answers (postgresql)\n" in checked.stdout
+    assert f"OK    database {url}: the tables are at schema version 1\n" in checked.stdout
     assert "ERROR" not in checked.stdout
     locks = {lock["key"]: lock for lock in json.loads(listed.stdout)}
     assert locks.pop("stuck-task")["fence"] == lease.fence

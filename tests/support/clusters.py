@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -78,6 +79,15 @@ class BeatCluster(AppCluster):
 
     def executions(self) -> list[dict[str, Any]]:
         return self._rows("executions")
+
+    def edit_source(self, schedule: dict[str, Any]) -> float:
+        """Write a new schedule for ``tests.beat.app.RedisSource`` (``TEST_SCHEDULE``'s form)
+        and bump its version; returns when (epoch seconds)."""
+        assert self.broker is not None
+        client = redis.Redis.from_url(self.broker.url)
+        client.set("schedule", json.dumps(schedule))
+        client.incr("schedule-version")
+        return time.time()
 
     def replicas_seen(self) -> list[dict[str, Any]]:
         """ReplicaSeen events of replicas started with ``TEST_RECORD_REPLICAS=1``."""

@@ -1,0 +1,43 @@
+"""Entries whose task this process does not register: warned of once per entry and task."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from celery_singleton_beat.core.entries import Plan
+from celery_singleton_beat.schedule.document import RUN_NOW
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+logger = logging.getLogger(__name__)
+
+
+class UnknownTasks:
+    """Warns of entries whose task this process does not register, once per entry and
+    task: at start, and when an entry appears or changes its task.
+
+    A warning, not a refusal: a task may be registered on the workers alone (beat sends
+    it by name). Where no worker registers it either, each of its messages is discarded.
+    A run asked for now counts as its entry.
+    """
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self._warned: set[tuple[str, str]] = set()
+
+    def warn(self, plans: Iterable[Plan]) -> None:
+        for plan in plans:
+            task = plan.entry.task
+            key = (plan.name.partition(RUN_NOW)[0], task)
+            if key in self._warned or task in self.app.tasks:
+                continue
+            self._warned.add(key)
+            logger.warning(
+                "singleton beat: entry %r sends task %r, which is not registered in this app: "
+                "workers that do not register it either discard its messages (check the name, "
+                "and that its module is imported: imports, include or autodiscover_tasks)",
+                key[0], task,
+            )  # fmt: skip
