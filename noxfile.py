@@ -91,6 +91,10 @@ class Cell:
     database_store: str = ""
     """The replica tests also run on the PostgreSQL slot store: in one cell, the floors,
     where the oldest Django and driver meet it."""
+    sqlalchemy_contract: bool = False
+    """The slot-store contract suite also runs on the SQLAlchemy store (SQLite, PostgreSQL,
+    MariaDB): in the floors cell, on the oldest SQLAlchemy the ``[sqlalchemy]`` extra
+    allows (the lock contract runs on it in every cell)."""
 
     def chosen(self) -> str:
         """The cell's ``-k`` expression over the subset."""
@@ -102,9 +106,10 @@ class Cell:
 CELLS = {
     "floors": Cell(
         "3.10",
-        ["celery==5.3.*", "kombu==5.3.*", "redis==5.0.*", "django==4.2.*"],
+        ["celery==5.3.*", "kombu==5.3.*", "redis==5.0.*", "django==4.2.*", "sqlalchemy==2.0.0"],
         replicas=REPLICAS,
         database_store="three_active_replicas or killing_the_replica",
+        sqlalchemy_contract=True,
     ),
     "middle": Cell(
         "3.12",
@@ -137,9 +142,10 @@ def wheel() -> Path:
 
 _WHEEL: list[Path] = []
 VERSIONS = (
-    "import platform, celery, kombu, redis, django; print('cell versions: Python',"
+    "import platform, celery, kombu, redis, django, sqlalchemy; print('cell versions: Python',"
     " platform.python_version(), 'celery', celery.__version__, 'kombu', kombu.__version__,"
-    " 'redis', redis.__version__, 'django', django.__version__)"
+    " 'redis', redis.__version__, 'django', django.__version__, 'sqlalchemy',"
+    " sqlalchemy.__version__)"
 )
 
 
@@ -147,7 +153,7 @@ def run_cell(session: nox.Session, cell: Cell) -> None:
     started = time.monotonic()
     if not _WHEEL:
         _WHEEL.append(wheel())
-    session.install("--quiet", f"{_WHEEL[0]}[django]", *cell.pins, *TEST_DEPS)
+    session.install("--quiet", f"{_WHEEL[0]}[django,sqlalchemy]", *cell.pins, *TEST_DEPS)
     installed = time.monotonic()
     suite = Path(session.create_tmp()).resolve() / "suite"
     if suite.exists():
@@ -171,6 +177,11 @@ def run_cell(session: nox.Session, cell: Cell) -> None:
         "pytest", "-p", "no:cacheprovider", "-q", "-o", "addopts=", *paths,
         "-k", chosen, *deselect, *session.posargs,
     )  # fmt: skip
+    if cell.sqlalchemy_contract:
+        session.run(
+            "pytest", "-p", "no:cacheprovider", "-q", "-o", "addopts=",
+            "tests/stores/test_contract.py", "-k", "sqlalchemy", *session.posargs,
+        )  # fmt: skip
     session.log(
         "cell timing: install %.0fs, tests %.0fs",
         installed - started, time.monotonic() - installed,
@@ -179,7 +190,8 @@ def run_cell(session: nox.Session, cell: Cell) -> None:
 
 @nox.session(python=CELLS["floors"].python)
 def floors(session: nox.Session) -> None:
-    """Python 3.10, Celery 5.3, kombu 5.3, redis-py 5.0, Django 4.2: the declared floors."""
+    """Python 3.10, Celery 5.3, kombu 5.3, redis-py 5.0, Django 4.2, SQLAlchemy 2.0.0: the
+    declared floors."""
     run_cell(session, CELLS["floors"])
 
 

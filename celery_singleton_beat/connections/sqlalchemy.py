@@ -59,7 +59,7 @@ anchors = sa.Table(
     sa.Column("id", _ID, primary_key=True, autoincrement=True),
     sa.Column("entry", sa.String(_KEY), nullable=False),
     _ms("every_ms"), _ms("anchor_ms"),
-    sa.UniqueConstraint("entry", "every_ms", name="singleton_beat_anchor_once"),
+    sa.UniqueConstraint("entry", "every_ms", name="singleton_beat_anchors_once"),
     comment="celery-singleton-beat: where an interval entry's slots are counted from",
 )  # fmt: skip
 fences = sa.Table(
@@ -71,7 +71,7 @@ fences = sa.Table(
     _ms("expires_ms", default=0, comment="claim expiry (ms, database clock)"),
     sa.Column("outcome", sa.String(32), nullable=False, default=""),
     _ms("kept_until_ms", index=True),
-    sa.UniqueConstraint("entry", "slot_ms", name="singleton_beat_fence_once"),
+    sa.UniqueConstraint("entry", "slot_ms", name="singleton_beat_fences_once"),
     comment="celery-singleton-beat: each slot's claim, then how it was decided",
 )  # fmt: skip
 heartbeats = sa.Table(
@@ -113,7 +113,7 @@ counted_slots = sa.Table(
     sa.Column("id", _ID, primary_key=True, autoincrement=True),
     sa.Column("entry", sa.String(_KEY), nullable=False),
     _ms("slot", index=True),
-    sa.UniqueConstraint("entry", "slot", name="singleton_beat_counted_once"),
+    sa.UniqueConstraint("entry", "slot", name="singleton_beat_counted_slots_once"),
     comment="celery-singleton-beat: slots counted in sqlalchemy-celery-beat's run counts",
 )  # fmt: skip
 versions = sa.Table(
