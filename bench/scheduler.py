@@ -445,6 +445,25 @@ def store_rows(  # noqa: PLR0917  (the rows of one store)
     return rows
 
 
+def heartbeat_ms(database: dict[str, Any], sqlalchemy: bool, rounds: int = 60) -> list[float]:
+    """Milliseconds of the tick that writes a heartbeat (once a second, the costliest idle
+    tick: one transaction that also reads the runtime schedule's revision), each after a
+    pause as beat takes one: median and p99 of ``rounds``."""
+    app = our_app("memory://", [], 10, "db:", database, sqlalchemy)
+    sched = ours.Scheduler(app=app)
+    sched.tick()
+    store = Runtime.of(app).store
+    samples = []
+    for i in range(rounds):
+        time.sleep(0.2)
+        started = time.perf_counter()
+        store.heartbeat(f"bench:{i}", {"host": "bench", "pid": i, "ttl": 5.0}, 5.0)
+        samples.append((time.perf_counter() - started) * 1000)
+    sched.close()
+    samples.sort()
+    return [statistics.median(samples), samples[int(len(samples) * 0.99) - 1]]
+
+
 def redis_rows(  # noqa: PLR0917  (the Redis rows of one run)
     args: Any, broker: str, masters: list[str], redis_url: str, n: int, lead: float
 ) -> list[tuple[Any, ...]]:
@@ -484,7 +503,17 @@ def main() -> None:
     parser.add_argument(
         "--only-postgres", action="store_true", help="the database stores' rows alone"
     )
+    parser.add_argument(
+        "--heartbeats", action="store_true",
+        help="only the database stores' heartbeat tick, each after a pause",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.heartbeats:
+        with bench_database(args.postgres) as database:
+            for sqlalchemy, label in ((False, "Django"), (True, "SQLAlchemy")):
+                median, p99 = heartbeat_ms(database, sqlalchemy)
+                print(f"heartbeat tick, PG {label:<10}: median {median:.2f} ms, p99 {p99:.2f} ms")
+        return
     n = args.entries
     rows = []
     with redis_servers(4) as servers:
@@ -500,15 +529,15 @@ def main() -> None:
     rows += on_database
     kind = args.broker.split(":")[0] if args.broker else "redis"
     print(f"{n} entries (intervals 1-60 s), all due at once, published to a {kind} broker")
-    print(f"{'scheduler':<18} {'replicas':>8} {'slots':>6} {'seconds':>8} {'slots/s':>8} "
+    print(f"{'scheduler':<22} {'replicas':>8} {'slots':>6} {'seconds':>8} {'slots/s':>8} "
           f"{'trips/slot':>10} {'idle tick µs (10 | ' + str(n) + ' entries)':>30}")  # fmt: skip
     for name, replicas, slots, secs, per_slot, (small, large) in rows:
         if secs is None:
             capped = f"> {args.redbeat_cap:.0f}"
-            print(f"{name:<18} {replicas:>8} {slots:>6} {capped:>8} {'-':>8} {'-':>10} "
+            print(f"{name:<22} {replicas:>8} {slots:>6} {capped:>8} {'-':>8} {'-':>10} "
                   f"{small:>17.0f} | -")  # fmt: skip
             continue
-        print(f"{name:<18} {replicas:>8} {slots:>6} {secs:>8.2f} {slots / secs:>8.0f} "
+        print(f"{name:<22} {replicas:>8} {slots:>6} {secs:>8.2f} {slots / secs:>8.0f} "
               f"{per_slot:>10.3f} {small:>17.0f} | {large:.0f}")  # fmt: skip
     print(f"Celery's own send_task on the same broker, alone: {ceiling:.0f} messages/s")
     print(

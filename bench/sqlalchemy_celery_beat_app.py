@@ -1,4 +1,4 @@
-"""The app of bench/sqlalchemy_celery_beat.py, in its beat replicas: sqlalchemy-celery-beat's
+"""The app of bench/sqlalchemy_celery_beat_source.py, in its beat replicas: sqlalchemy-celery-beat's
 tables on the script's PostgreSQL database (``BENCH_DBURI``), RabbitMQ as the broker
 (``BENCH_BROKER``), every message to the script's queue (``BENCH_QUEUE``), no Redis."""
 

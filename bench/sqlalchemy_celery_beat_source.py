@@ -9,7 +9,7 @@ users run it with ``-S sqlalchemy``, then ``-S singleton`` with
 its queue: those of a ``--window`` of seconds against the slots the rows have in it, and
 every message of the run against the rows' ``total_run_count`` at the end.
 
-    python bench/sqlalchemy_celery_beat.py [--replicas 3] [--window 30]
+    python bench/sqlalchemy_celery_beat_source.py [--replicas 3] [--window 30]
         [--postgres postgresql://postgres@127.0.0.1:5432] [--broker amqp://guest:guest@127.0.0.1:5672//]
 
 The script creates a PostgreSQL database of its own and drops it at the end, and a queue
@@ -167,13 +167,13 @@ def main() -> None:
     rows = ", ".join(f"every {e} s" for e in EVERY)
     print(f"{len(EVERY)} rows ({rows}), {args.replicas} replicas each, a {args.window:.0f} s "
           f"window, RabbitMQ, PostgreSQL")  # fmt: skip
-    print(f"{'scheduler':<26} {'slots':>6} {'published':>9} {'per slot':>8} "
+    print(f"{'scheduler':<34} {'slots':>6} {'published':>9} {'per slot':>8} "
           f"{'slot twice':>10} {'run msgs':>8} {'total_run_count':>15}")  # fmt: skip
     for scheduler, r in results.items():
         label = (
             "DatabaseScheduler (-S sqlalchemy)" if scheduler == THEIRS else "ours (-S singleton)"
         )
-        print(f"{label[:26]:<26} {r['expected']:>6} {r['published']:>9} "
+        print(f"{label:<34} {r['expected']:>6} {r['published']:>9} "
               f"{r['published'] / r['expected']:>8.2f} {r['twice']:>10} {r['all']:>8} "
               f"{r['counted']:>15}")  # fmt: skip
     print(
