@@ -95,6 +95,10 @@ class Cell:
     sentinel: str = ""
     """The Sentinel failover tests the cell runs (a ``-k`` expression; none when empty):
     the floors, where redis-py 5.0's ``Sentinel`` finds the promoted replica."""
+    sqlalchemy_contract: bool = False
+    """The slot-store contract suite also runs on the SQLAlchemy store (SQLite, PostgreSQL,
+    MariaDB): in the floors cell, on the oldest SQLAlchemy the ``[sqlalchemy]`` extra
+    allows (the lock contract runs on it in every cell)."""
 
     def chosen(self) -> str:
         """The cell's ``-k`` expression over the subset."""
@@ -109,10 +113,11 @@ class Cell:
 CELLS = {
     "floors": Cell(
         "3.10",
-        ["celery==5.3.*", "kombu==5.3.*", "redis==5.0.*", "django==4.2.*"],
+        ["celery==5.3.*", "kombu==5.3.*", "redis==5.0.*", "django==4.2.*", "sqlalchemy==2.0.0"],
         replicas=REPLICAS,
         database_store="three_active_replicas or killing_the_replica",
         sentinel="lost_writes_never_sends",
+        sqlalchemy_contract=True,
     ),
     "middle": Cell(
         "3.12",
@@ -145,9 +150,10 @@ def wheel() -> Path:
 
 _WHEEL: list[Path] = []
 VERSIONS = (
-    "import platform, celery, kombu, redis, django; print('cell versions: Python',"
+    "import platform, celery, kombu, redis, django, sqlalchemy; print('cell versions: Python',"
     " platform.python_version(), 'celery', celery.__version__, 'kombu', kombu.__version__,"
-    " 'redis', redis.__version__, 'django', django.__version__)"
+    " 'redis', redis.__version__, 'django', django.__version__, 'sqlalchemy',"
+    " sqlalchemy.__version__)"
 )
 
 
@@ -155,7 +161,7 @@ def run_cell(session: nox.Session, cell: Cell) -> None:
     started = time.monotonic()
     if not _WHEEL:
         _WHEEL.append(wheel())
-    session.install("--quiet", f"{_WHEEL[0]}[django]", *cell.pins, *TEST_DEPS)
+    session.install("--quiet", f"{_WHEEL[0]}[django,sqlalchemy]", *cell.pins, *TEST_DEPS)
     installed = time.monotonic()
     suite = Path(session.create_tmp()).resolve() / "suite"
     if suite.exists():
@@ -179,6 +185,11 @@ def run_cell(session: nox.Session, cell: Cell) -> None:
         "pytest", "-p", "no:cacheprovider", "-q", "-o", "addopts=", *paths,
         "-k", chosen, *deselect, *session.posargs,
     )  # fmt: skip
+    if cell.sqlalchemy_contract:
+        session.run(
+            "pytest", "-p", "no:cacheprovider", "-q", "-o", "addopts=",
+            "tests/stores/test_contract.py", "-k", "sqlalchemy", *session.posargs,
+        )  # fmt: skip
     session.log(
         "cell timing: install %.0fs, tests %.0fs",
         installed - started, time.monotonic() - installed,
@@ -187,7 +198,8 @@ def run_cell(session: nox.Session, cell: Cell) -> None:
 
 @nox.session(python=CELLS["floors"].python)
 def floors(session: nox.Session) -> None:
-    """Python 3.10, Celery 5.3, kombu 5.3, redis-py 5.0, Django 4.2: the declared floors."""
+    """Python 3.10, Celery 5.3, kombu 5.3, redis-py 5.0, Django 4.2, SQLAlchemy 2.0.0: the
+    declared floors."""
     run_cell(session, CELLS["floors"])
 
 

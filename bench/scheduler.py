@@ -8,12 +8,14 @@ all masters at once) and the cost of a tick when nothing is due, with 10 and wit
 entries. Ours runs with one replica and with three (three processes racing for the same
 slots); RedBeat runs one (its design: one lock holder dispatches). Ours also runs on the
 database slot store on PostgreSQL (--postgres, default the local server; a database of
-the script's own, dropped at the end; --no-postgres skips it), with one replica and with
-three, and with one replica that does not publish ("no pub": the store and the scheduler
-without the broker); its trips are SQL statements.
+the script's own, dropped at the end; --no-postgres skips it), through the Django app and
+through SQLAlchemy (the same statements on a SQLAlchemy engine's connection), each with one
+replica and with three, and with one replica that does not publish ("no pub": the store
+and the scheduler without the broker); their trips are SQL statements.
 
     python bench/scheduler.py [--entries 10000] [--broker amqp://guest:guest@127.0.0.1:5672//]
                               [--postgres postgresql://postgres@127.0.0.1:5432 | --no-postgres]
+                              [--only-postgres]
 
 Without --broker a redis-server started by the script is the broker. With --broker, the
 messages go to a queue of the script's own, deleted at the end.
@@ -91,6 +93,35 @@ class RoundTrips:
         Masters.exchange = counted  # type: ignore[method-assign]
 
 
+class SqlStatements:
+    """Counts SQL statements of the SQLAlchemy store (its round trips)."""
+
+    def __init__(self) -> None:
+        from celery_singleton_beat.connections.sqlalchemy import SqlAlchemyDatabase
+
+        self.count = 0
+        original = SqlAlchemyDatabase.transaction
+        counter = self
+
+        class Counted:
+            def __init__(self, cursor: Any) -> None:
+                self.cursor = cursor
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.cursor, name)
+
+            def execute(self, *args: Any) -> Any:
+                counter.count += 1
+                return self.cursor.execute(*args)
+
+        @contextmanager
+        def counted(database: Any) -> Iterator[Any]:
+            with original(database) as cursor:
+                yield Counted(cursor)
+
+        SqlAlchemyDatabase.transaction = counted  # type: ignore[method-assign]
+
+
 class Statements:
     """Counts SQL statements on the database store's connection (its round trips)."""
 
@@ -141,6 +172,7 @@ def bench_database(url: str) -> Iterator[dict[str, Any]]:
         django_setup(database)
         call_command("migrate", verbosity=0)
         connections.close_all()
+        upgrade_sqlalchemy(database)
         yield database
     finally:
         connections.close_all()
@@ -148,8 +180,36 @@ def bench_database(url: str) -> Iterator[dict[str, Any]]:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def empty_store() -> None:
-    """Forget a previous run's slots (the database store has no key prefix)."""
+def sqlalchemy_url(database: dict[str, Any]) -> str:
+    """The benchmark's database as the SQLAlchemy store reaches it (psycopg 3)."""
+    password = f":{database['PASSWORD']}" if database["PASSWORD"] else ""
+    return (f"postgresql+psycopg://{database['USER']}{password}@{database['HOST']}:"
+            f"{database['PORT']}/{database['NAME']}")  # fmt: skip
+
+
+def upgrade_sqlalchemy(database: dict[str, Any]) -> None:
+    """The SQLAlchemy store's tables in the benchmark's database (``db upgrade``)."""
+    from celery_singleton_beat.connections.sqlalchemy import engine_for, upgrade
+
+    engine = engine_for(sqlalchemy_url(database))
+    upgrade(engine)
+    engine.dispose()
+
+
+def empty_store(database: dict[str, Any] | None = None) -> None:
+    """Forget a previous run's slots (the database stores have no key prefix): the Django
+    store's, or with ``database`` the SQLAlchemy store's."""
+    if database is not None:
+        import sqlalchemy as sa
+
+        from celery_singleton_beat.connections.sqlalchemy import engine_for, metadata
+
+        engine = engine_for(sqlalchemy_url(database))
+        with engine.begin() as connection:
+            for table in metadata.sorted_tables:
+                connection.execute(sa.delete(table))
+        engine.dispose()
+        return
     from django.db import connections
 
     from django_celery_singleton_beat.models import (
@@ -164,8 +224,13 @@ def empty_store() -> None:
     connections.close_all()
 
 
-def our_app(
-    broker: str, masters: list[str], entries: int, prefix: str, database: Any = None
+def our_app(  # noqa: PLR0917  (the store is the last two)
+    broker: str,
+    masters: list[str],
+    entries: int,
+    prefix: str,
+    database: Any = None,
+    sqlalchemy: bool = False,
 ) -> Celery:
     app = Celery("bench", broker=broker)
     app.conf.update(
@@ -175,7 +240,13 @@ def our_app(
         singleton_beat_claim_ttl=10.0,
         beat_schedule=beat_schedule(entries),
     )
-    if database is not None:
+    if database is not None and sqlalchemy:
+        app.conf.update(
+            singleton_beat_store="sqlalchemy",
+            singleton_beat_sqlalchemy_url=sqlalchemy_url(database),
+            singleton_beat_redis_urls=None,
+        )
+    elif database is not None:
         django_setup(database)
         app.conf.update(singleton_beat_store="database", singleton_beat_redis_urls=None)
     return app
@@ -189,6 +260,7 @@ def run_ours(  # noqa: PLR0917  (called positionally through Pool.starmap)
     start_at: float,
     publish: bool = True,
     database: dict[str, Any] | None = None,
+    sqlalchemy: bool = False,
 ) -> tuple[int, float, int, list[tuple[str, int]]]:
     """Register, then at ``start_at`` jump 61 s ahead and dispatch every due slot.
 
@@ -202,7 +274,7 @@ def run_ours(  # noqa: PLR0917  (called positionally through Pool.starmap)
     """
     logging.disable(logging.WARNING)  # one "missed slots" line per entry is not the point
     offset = 0.0
-    app = our_app(broker, masters, entries, prefix, database)
+    app = our_app(broker, masters, entries, prefix, database, sqlalchemy)
     Runtime.of(app).clock = lambda: time.time() + offset
     sched = ours.Scheduler(app=app)
     if not publish:
@@ -210,7 +282,9 @@ def run_ours(  # noqa: PLR0917  (called positionally through Pool.starmap)
     sched.tick()  # registers every entry and its anchor
     sched.producer  # connect to the broker before the clock starts  # noqa: B018
     burst = int((start_at + 61) * 1000)
-    trips: RoundTrips | Statements = RoundTrips() if database is None else Statements()
+    trips: RoundTrips | Statements | SqlStatements = (
+        RoundTrips() if database is None else SqlStatements() if sqlalchemy else Statements()
+    )
     published: list[tuple[str, int]] = []
 
     def count(event: Any) -> None:
@@ -252,10 +326,17 @@ def send_task_ceiling(broker: str, count: int) -> float:
         return count / (time.perf_counter() - started)
 
 
-def idle_tick_us(broker: str, masters: list[str], entries: int, prefix: str) -> float:
+def idle_tick_us(  # noqa: PLR0917  (the store is the last two)
+    broker: str,
+    masters: list[str],
+    entries: int,
+    prefix: str,
+    database: dict[str, Any] | None = None,
+    sqlalchemy: bool = False,
+) -> float:
     """Microseconds per tick when nothing is due (median of 2,000)."""
     now = time.time()
-    app = our_app(broker, masters, entries, prefix)
+    app = our_app(broker, masters, entries, prefix, database, sqlalchemy)
     Runtime.of(app).clock = lambda: now
     sched = ours.Scheduler(app=app)
     sched.tick()
@@ -327,25 +408,86 @@ def capped_redbeat(
 
 
 def database_rows(broker: str, n: int, lead: float, url: str) -> list[tuple[Any, ...]]:
-    """Ours on the PostgreSQL slot store: one replica, then three."""
+    """Ours on PostgreSQL, through the Django app and through SQLAlchemy: one replica, one
+    that does not publish, then three."""
     rows: list[tuple[Any, ...]] = []
     with bench_database(url) as database:
-        one = run_ours(broker, [], n, "db:", time.time() + lead, True, database)
-        checked("ours on PostgreSQL (one replica)", [one], n)
-        rows.append(("ours, PostgreSQL", 1, one[0], one[1], one[2] / max(one[0], 1), (0, 0)))
-        empty_store()
-        bare = run_ours(broker, [], n, "db:", time.time() + lead, False, database)
-        checked("ours on PostgreSQL (no publish)", [bare], n)
-        rows.append(("PostgreSQL, no pub", 1, bare[0], bare[1], bare[2] / max(bare[0], 1), (0, 0)))
-        empty_store()
-        start_at = time.time() + 5 + lead
-        with multiprocessing.get_context("spawn").Pool(3) as pool:
-            three = pool.starmap(run_ours, [(broker, [], n, "db:", start_at, True, database)] * 3)
-        total = checked("ours on PostgreSQL (three replicas)", three, n)
-        seconds = max(r[1] for r in three)
-        trips = sum(r[2] for r in three)
-        rows.append(("ours, PostgreSQL", 3, total, seconds, trips / max(total, 1), (0, 0)))
+        for sqlalchemy, label in ((False, "Django"), (True, "SQLAlchemy")):
+            rows += store_rows(broker, n, lead, database, sqlalchemy, label)
     return rows
+
+
+def store_rows(  # noqa: PLR0917  (the rows of one store)
+    broker: str, n: int, lead: float, database: dict[str, Any], sqlalchemy: bool, label: str
+) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    empty = database if sqlalchemy else None
+    idle = [idle_tick_us(broker, [], k, "db:", database, sqlalchemy) for k in (10, n)]
+    empty_store(empty)
+    one = run_ours(broker, [], n, "db:", time.time() + lead, True, database, sqlalchemy)
+    checked(f"ours on PostgreSQL, {label} (one replica)", [one], n)
+    rows.append((f"PG {label}", 1, one[0], one[1], one[2] / max(one[0], 1), idle))
+    empty_store(empty)
+    bare = run_ours(broker, [], n, "db:", time.time() + lead, False, database, sqlalchemy)
+    checked(f"ours on PostgreSQL, {label} (no publish)", [bare], n)
+    rows.append((f"PG {label}, no pub", 1, bare[0], bare[1], bare[2] / max(bare[0], 1), idle))
+    empty_store(empty)
+    start_at = time.time() + 5 + lead
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        three = pool.starmap(
+            run_ours, [(broker, [], n, "db:", start_at, True, database, sqlalchemy)] * 3
+        )
+    total = checked(f"ours on PostgreSQL, {label} (three replicas)", three, n)
+    seconds = max(r[1] for r in three)
+    trips = sum(r[2] for r in three)
+    rows.append((f"PG {label}", 3, total, seconds, trips / max(total, 1), idle))
+    empty_store(empty)
+    return rows
+
+
+def heartbeat_ms(database: dict[str, Any], sqlalchemy: bool, rounds: int = 60) -> list[float]:
+    """Milliseconds of the tick that writes a heartbeat (once a second, the costliest idle
+    tick: one transaction that also reads the runtime schedule's revision), each after a
+    pause as beat takes one: median and p99 of ``rounds``."""
+    app = our_app("memory://", [], 10, "db:", database, sqlalchemy)
+    sched = ours.Scheduler(app=app)
+    sched.tick()
+    store = Runtime.of(app).store
+    samples = []
+    for i in range(rounds):
+        time.sleep(0.2)
+        started = time.perf_counter()
+        store.heartbeat(f"bench:{i}", {"host": "bench", "pid": i, "ttl": 5.0}, 5.0)
+        samples.append((time.perf_counter() - started) * 1000)
+    sched.close()
+    samples.sort()
+    return [statistics.median(samples), samples[int(len(samples) * 0.99) - 1]]
+
+
+def redis_rows(  # noqa: PLR0917  (the Redis rows of one run)
+    args: Any, broker: str, masters: list[str], redis_url: str, n: int, lead: float
+) -> list[tuple[Any, ...]]:
+    """Ours on three Redis masters (one replica, no publish, three), and RedBeat."""
+    one = run_ours(broker, masters, n, f"bench-{uuid.uuid4().hex[:6]}:", time.time() + lead)
+    bare = run_ours(broker, masters, n, f"bench-{uuid.uuid4().hex[:6]}:", time.time() + lead, False)
+    prefix = f"bench-{uuid.uuid4().hex[:6]}:"
+    start_at = time.time() + 5 + lead
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        three = pool.starmap(run_ours, [(broker, masters, n, prefix, start_at)] * 3)
+    idle = [idle_tick_us(broker, masters, k, f"idle-{k}-{uuid.uuid4().hex[:4]}:") for k in (10, n)]
+    red = capped_redbeat(broker, redis_url, n, args.redbeat_cap)
+    red_idle_small = capped_redbeat(broker, redis_url, 10, args.redbeat_cap)[3]
+    checked("ours (one replica)", [one], n)
+    checked("ours (no publish)", [bare], n)
+    total = checked("ours (three replicas)", three, n)
+    seconds = max(r[1] for r in three)
+    trips = sum(r[2] for r in three)
+    return [
+        ("ours, 3 masters", 1, one[0], one[1], one[2] / max(one[0], 1), idle),
+        ("ours, no publish", 1, bare[0], bare[1], bare[2] / max(bare[0], 1), idle),
+        ("ours, 3 masters", 3, total, seconds, trips / max(total, 1), idle),
+        ("RedBeat, 1 node", 1, red[0], red[1], red[2] / max(red[0], 1), [red_idle_small, red[3]]),
+    ]
 
 
 def main() -> None:
@@ -357,54 +499,45 @@ def main() -> None:
         "--postgres", default="postgresql://postgres@127.0.0.1:5432",
         help="PostgreSQL server URL for the database store's rows",
     )  # fmt: skip
-    parser.add_argument("--no-postgres", action="store_true", help="skip the database store")
+    parser.add_argument("--no-postgres", action="store_true", help="skip the database stores")
+    parser.add_argument(
+        "--only-postgres", action="store_true", help="the database stores' rows alone"
+    )
+    parser.add_argument(
+        "--heartbeats", action="store_true",
+        help="only the database stores' heartbeat tick, each after a pause",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.heartbeats:
+        with bench_database(args.postgres) as database:
+            for sqlalchemy, label in ((False, "Django"), (True, "SQLAlchemy")):
+                median, p99 = heartbeat_ms(database, sqlalchemy)
+                print(f"heartbeat tick, PG {label:<10}: median {median:.2f} ms, p99 {p99:.2f} ms")
+        return
     n = args.entries
     rows = []
     with redis_servers(4) as servers:
         *masters, local = (s.url for s in servers)
         broker = args.broker or local
         lead = 3 + n / 2000  # time to register every entry before the jump
-        one = run_ours(broker, masters, n, f"bench-{uuid.uuid4().hex[:6]}:", time.time() + lead)
-        bare = run_ours(
-            broker, masters, n, f"bench-{uuid.uuid4().hex[:6]}:", time.time() + lead, False
-        )
-        prefix = f"bench-{uuid.uuid4().hex[:6]}:"
-        start_at = time.time() + 5 + lead
-        with multiprocessing.get_context("spawn").Pool(3) as pool:
-            three = pool.starmap(run_ours, [(broker, masters, n, prefix, start_at)] * 3)
+        if not args.only_postgres:
+            rows += redis_rows(args, broker, masters, servers[0].url, n, lead)
         ceiling = send_task_ceiling(broker, n)
-        idle = [
-            idle_tick_us(broker, masters, k, f"idle-{k}-{uuid.uuid4().hex[:4]}:") for k in (10, n)
-        ]
-        red = capped_redbeat(broker, servers[0].url, n, args.redbeat_cap)
-        red_idle_small = capped_redbeat(broker, servers[0].url, 10, args.redbeat_cap)[3]
         on_database = [] if args.no_postgres else database_rows(broker, n, lead, args.postgres)
         if args.broker:
             delete_queue(broker)
-    checked("ours (one replica)", [one], n)
-    checked("ours (no publish)", [bare], n)
-    total = checked("ours (three replicas)", three, n)
-    rows.append(("ours, 3 masters", 1, one[0], one[1], one[2] / max(one[0], 1), idle))
-    rows.append(("ours, no publish", 1, bare[0], bare[1], bare[2] / max(bare[0], 1), idle))
-    seconds = max(r[1] for r in three)
-    trips = sum(r[2] for r in three)
-    rows.append(("ours, 3 masters", 3, total, seconds, trips / max(total, 1), idle))
-    rows.append(
-        ("RedBeat, 1 node", 1, red[0], red[1], red[2] / max(red[0], 1), [red_idle_small, red[3]])
-    )
     rows += on_database
     kind = args.broker.split(":")[0] if args.broker else "redis"
     print(f"{n} entries (intervals 1-60 s), all due at once, published to a {kind} broker")
-    print(f"{'scheduler':<18} {'replicas':>8} {'slots':>6} {'seconds':>8} {'slots/s':>8} "
+    print(f"{'scheduler':<22} {'replicas':>8} {'slots':>6} {'seconds':>8} {'slots/s':>8} "
           f"{'trips/slot':>10} {'idle tick µs (10 | ' + str(n) + ' entries)':>30}")  # fmt: skip
     for name, replicas, slots, secs, per_slot, (small, large) in rows:
         if secs is None:
             capped = f"> {args.redbeat_cap:.0f}"
-            print(f"{name:<18} {replicas:>8} {slots:>6} {capped:>8} {'-':>8} {'-':>10} "
+            print(f"{name:<22} {replicas:>8} {slots:>6} {capped:>8} {'-':>8} {'-':>10} "
                   f"{small:>17.0f} | -")  # fmt: skip
             continue
-        print(f"{name:<18} {replicas:>8} {slots:>6} {secs:>8.2f} {slots / secs:>8.0f} "
+        print(f"{name:<22} {replicas:>8} {slots:>6} {secs:>8.2f} {slots / secs:>8.0f} "
               f"{per_slot:>10.3f} {small:>17.0f} | {large:.0f}")  # fmt: skip
     print(f"Celery's own send_task on the same broker, alone: {ceiling:.0f} messages/s")
     print(

@@ -6,7 +6,7 @@ builds a full sentence that says what went wrong and what to do about it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 
 class SingletonBeatError(Exception):
@@ -112,3 +112,46 @@ class LockHeld(LockError):
     def __init__(self, key: str) -> None:
         self.key = key
         super().__init__(f"lock {key!r} is held by another owner.")
+
+
+class SchemaError(SingletonBeatError):
+    """The library's tables in a database are missing, lack a column, or are at another
+    version than this release's (the SQLAlchemy store and lock backend).
+
+    Raised when the store or lock is made, before anything is scheduled: beat stops with
+    it, naming the command that creates or upgrades the tables.
+    """
+
+    def __init__(
+        self,
+        database: str,
+        found: int | None,
+        wanted: int,
+        command: str,
+        lacking: Sequence[str] = (),
+    ) -> None:
+        self.database = database
+        self.found = found
+        self.wanted = wanted
+        self.command = command
+        self.lacking = list(lacking)
+        if found is not None and found > wanted:
+            what = (
+                f"are at schema version {found}, newer than this release of "
+                f"celery-singleton-beat knows (version {wanted}): install the release that "
+                f"upgraded them on this host too"
+            )
+            super().__init__(f"The celery-singleton-beat tables in {database} {what}.")
+            return
+        if found is None and self.lacking:
+            what = f"are missing ({', '.join(self.lacking[:4])}{', …' if len(lacking) > 4 else ''})"
+        elif found is None:
+            what = "have no version row"
+        else:
+            lacks = f", lacking {', '.join(self.lacking[:4])}" if self.lacking else ""
+            what = f"are at schema version {found}{lacks}; this release needs version {wanted}"
+        super().__init__(
+            f"The celery-singleton-beat tables in {database} {what}. Run `{command}` to "
+            f"create or upgrade them (or add celery_singleton_beat.connections.sqlalchemy."
+            f"metadata to your project's Alembic migrations)."
+        )

@@ -19,6 +19,7 @@ from celery_singleton_beat.testing import (  # noqa: E402
     redis_servers,
 )
 from tests.support.clusters import TaskCluster, task_cluster  # noqa: E402
+from tests.support.databases import SQLALCHEMY_VENDORS, SqlAlchemyDatabases  # noqa: E402
 from tests.support.events import EventLog  # noqa: E402
 from tests.support.round_trips import Trips  # noqa: E402
 
@@ -87,3 +88,22 @@ def event_log() -> Iterator[EventLog]:
 def fired(event_log: EventLog) -> list[events.SlotFired]:
     """Every ``SlotFired`` event emitted in this process while the test runs."""
     return event_log.of(events.SlotFired)
+
+
+@pytest.fixture(scope="session")
+def sqlalchemy_databases() -> Iterator[SqlAlchemyDatabases]:
+    """The SQLAlchemy tests' databases, made on first use and dropped at the end."""
+    databases = SqlAlchemyDatabases()
+    yield databases
+    databases.drop()
+
+
+@pytest.fixture(params=SQLALCHEMY_VENDORS)
+def sqlalchemy_url(
+    request: pytest.FixtureRequest, sqlalchemy_databases: SqlAlchemyDatabases, tmp_path: Path
+) -> Iterator[str]:
+    """The URL of a database with the library's tables, on SQLite, PostgreSQL and MariaDB
+    in turn; emptied after the test."""
+    url = sqlalchemy_databases.url(request.param, tmp_path)
+    yield url
+    sqlalchemy_databases.empty(url)

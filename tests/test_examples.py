@@ -7,6 +7,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -130,3 +131,45 @@ def test_the_django_demo_serves_the_admin_and_records_runs(
     ]
     from_the_tables = [s for entry, s, _ in slots if entry == "send-reminders"]
     assert len(from_the_tables) >= 3, f"a slot every 3 s from django-celery-beat's row: {slots}"
+
+
+@pytest.mark.slow
+def test_the_sqlalchemy_example_runs_as_its_readme_says_each_slot_once_without_redis(
+    tmp_path: Path,
+) -> None:
+    from tests.support.sqlalchemy_cluster import rabbitmq_vhost
+
+    example = DEPLOY.parent / "sqlalchemy"
+    database = f"sqlite:///{tmp_path / 'beat.sqlite3'}"
+    with rabbitmq_vhost() as broker:
+        env = {"PYTHONPATH": f"{example}:{example.parents[1]}", "BROKER_URL": broker,
+               "DATABASE_URL": database}  # fmt: skip
+        cluster = CeleryCluster(tmp_path, "proj", env)
+
+        def run(*args: str) -> str:
+            done = subprocess.run(args, cwd=example, env=cluster.env(), capture_output=True,
+                                  text=True, timeout=60, check=True)  # fmt: skip
+            return done.stdout
+
+        try:
+            made = run(sys.executable, "-m", "celery", "-A", "proj", "singleton-beat", "db",
+                       "upgrade")  # fmt: skip
+            assert made == f"database {database}: tables created at schema version 1\n"
+            assert run(sys.executable, "add_schedule.py") == (
+                "added every-5-seconds and every-minute-berlin\n"
+            )
+            worker = cluster.start_worker()
+            replicas = [cluster.start_replica(f"beat-{i}") for i in (1, 2, 3)]
+            wait_for(lambda: "report every-5-seconds ran" in worker.text(), 30, "a first run")
+            status = run(sys.executable, "-m", "celery", "-A", "proj", "singleton-beat", "status")
+            time.sleep(6)
+            cluster.kill(replicas[0])
+            time.sleep(11)
+        finally:
+            cluster.stop()
+    sent = [line for r in replicas for line in r.text().splitlines()
+            if "Sending due task every-5-seconds" in line]  # fmt: skip
+    slots = [line.rsplit(" ", 1)[1] for line in sent]
+    assert len(slots) >= 3 and len(set(slots)) == len(slots), "each slot sent once"
+    assert worker.text().count("report every-5-seconds ran") == len(slots)
+    assert "cluster: healthy" in status and "replicas (3):" in status

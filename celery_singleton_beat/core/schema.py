@@ -179,6 +179,7 @@ class StoreKind(StrEnum):
 
     REDIS = "redis"
     DATABASE = "database"
+    SQLALCHEMY = "sqlalchemy"
 
 
 # -- message headers --------------------------------------------------------------------

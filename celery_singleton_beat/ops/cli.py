@@ -24,7 +24,12 @@ from celery.schedules import crontab
 from celery_singleton_beat.core.entries import Plan
 from celery_singleton_beat.core.schema import LOCK_KINDS
 from celery_singleton_beat.core.slots import slot_label
-from celery_singleton_beat.errors import ConfigurationError, LockError, StoreUnavailable
+from celery_singleton_beat.errors import (
+    ConfigurationError,
+    LockError,
+    SchemaError,
+    StoreUnavailable,
+)
 from celery_singleton_beat.ops import cluster as overview
 from celery_singleton_beat.ops.lock_stores import LockStore, lock_stores
 from celery_singleton_beat.runtime import Runtime, load_task_modules
@@ -89,7 +94,7 @@ def _status(app: Celery, config: Config) -> tuple[dict[str, Any], int]:
     store, and each Redis server it runs on probed (none for the database store)."""
     try:
         store = Runtime.of(app).open_store(STATUS_TIMEOUT)
-    except (ConfigurationError, ImportError) as exc:
+    except (ConfigurationError, SchemaError, ImportError) as exc:
         raise click.ClickException(str(exc)) from None
     masters = overview.master_states(store.servers(), STATUS_TIMEOUT)
     code = overview.health(masters)
@@ -440,7 +445,7 @@ def _check_store(app: Celery, config: Config) -> list[tuple[str, str]]:
     it answers, its tables are migrated), and each Redis server it runs on."""
     try:
         store = Runtime.of(app).open_store()
-    except (ConfigurationError, ImportError) as exc:
+    except (ConfigurationError, SchemaError, ImportError) as exc:
         return [("ERROR", str(exc))]
     try:
         servers = store.servers()
@@ -591,9 +596,11 @@ def _check_source_conflicts(app: Celery, config: Config | None) -> list[tuple[st
 
 
 def _add_schedule_commands() -> None:
+    from celery_singleton_beat.ops.db_cli import db  # noqa: PLC0415
     from celery_singleton_beat.ops.schedule_cli import schedule  # noqa: PLC0415
 
     singleton_beat.add_command(schedule)
+    singleton_beat.add_command(db)
 
 
 _add_schedule_commands()

@@ -67,6 +67,8 @@ class Config(RedisMembers):
     """Where replicas share the schedule: 'redis', 'database' or a dotted path."""
     database: str = defaults.DATABASE
     """The Django database alias of the 'database' store."""
+    sqlalchemy_url: str | None = None
+    """The SQLAlchemy URL of the 'sqlalchemy' store (default: ``beat_dburi``)."""
     lease_ttl: float = defaults.LEASE_TTL
     claim_ttl: float = defaults.CLAIM_TTL
     publish_timeout: float = defaults.PUBLISH_TIMEOUT
@@ -107,6 +109,8 @@ class Config(RedisMembers):
             if f.name != "redis_urls":
                 value = conf.get(f"singleton_beat_{f.name}")
                 values[f.name] = f.default if value is None else value
+        if values["sqlalchemy_url"] is None:
+            values["sqlalchemy_url"] = conf.get("beat_dburi")
         return values
 
     @classmethod
@@ -144,6 +148,8 @@ class Config(RedisMembers):
         values["redis_urls"] = [safe_url(u) for u in self.redis_urls]
         values["redis_transport_options"] = shown_options(self.redis_transport_options)
         values["redis_use_ssl"] = shown_options(self.redis_use_ssl)
+        if self.sqlalchemy_url is not None:
+            values["sqlalchemy_url"] = safe_url(self.sqlalchemy_url)
         return {f"singleton_beat_{k}": v for k, v in values.items()}
 
     def validate(self) -> None:
@@ -185,11 +191,17 @@ class Config(RedisMembers):
             _refuse(
                 "schedule_source",
                 source,
-                "'beat_schedule' (default), 'django_celery_beat', 'runtime', the dotted path "
-                "of a ScheduleSource subclass, or a list of these",
+                "'beat_schedule' (default), 'django_celery_beat', 'sqlalchemy_celery_beat', "
+                "'runtime', the dotted path of a ScheduleSource subclass, or a list of these",
             )
+        self._validate_store()
+
+    def _validate_store(self) -> None:
+        """The store's settings: its name, its database or its masters."""
         if not isinstance(self.database, str) or not self.database:
             _refuse("database", self.database, "a Django database alias such as 'default'")
+        if self.store == StoreKind.SQLALCHEMY or self.sqlalchemy_url is not None:
+            check_sqlalchemy_url(self.sqlalchemy_url)
         if self.store not in tuple(StoreKind):
             dotted("singleton_beat_store", self.store, STORE_ACCEPTED)
         validate.min_replicas("singleton_beat_redis_min_replicas", self.redis_min_replicas)
@@ -541,9 +553,36 @@ def _import(path: str) -> Any:
 
 #: What ``singleton_beat_store`` accepts.
 STORE_ACCEPTED = (
-    "'redis', 'database', or the dotted path of a SlotStore subclass or of a function "
-    "(app, config) -> SlotStore"
+    "'redis', 'database', 'sqlalchemy', or the dotted path of a SlotStore subclass or of a "
+    "function (app, config) -> SlotStore"
 )
+
+SQLALCHEMY_URL_ACCEPTED = (
+    "a SQLAlchemy URL such as 'postgresql+psycopg://user:password@host/dbname', "
+    "'mysql+pymysql://user:password@host/dbname' or 'sqlite:////path/to/file.db' "
+    "(when unset: beat_dburi)"
+)
+
+
+def check_sqlalchemy_url(url: Any) -> None:
+    """Refuse anything but a URL with a scheme (the SQLAlchemy store's database)."""
+    if not isinstance(url, str) or "://" not in url or url.startswith("://"):
+        _refuse("sqlalchemy_url", safe_value(url), SQLALCHEMY_URL_ACCEPTED)
+
+
+def sqlalchemy_url(conf: Mapping[str, Any]) -> str:
+    """The SQLAlchemy URL of ``singleton_beat_sqlalchemy_url``, else of ``beat_dburi``."""
+    url = conf.get("singleton_beat_sqlalchemy_url") or conf.get("beat_dburi")
+    try:
+        check_sqlalchemy_url(url)
+    except ConfigurationError as exc:
+        raise as_written(conf, exc) from None
+    return str(url)
+
+
+def upgrade_command(app: Any) -> str:
+    """The command that creates or upgrades the SQLAlchemy store's tables, for this app."""
+    return f"celery -A {getattr(app, 'main', None) or 'proj'} singleton-beat db upgrade"
 
 
 def dotted(setting: str, path: Any, accepted: str, *, written: Any = None) -> Any:

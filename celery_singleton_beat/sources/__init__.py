@@ -1,7 +1,8 @@
 """Schedule sources: ``singleton_beat_schedule_source`` names one, or a list merged.
 
 Built in: ``"beat_schedule"`` (the default, Celery's setting), ``"django_celery_beat"``
-(django-celery-beat's tables, from the Django app) and ``"runtime"`` (entries kept on the
+(django-celery-beat's tables, from the Django app), ``"sqlalchemy_celery_beat"``
+(sqlalchemy-celery-beat's tables, through SQLAlchemy) and ``"runtime"`` (entries kept on the
 Redis masters by :mod:`celery_singleton_beat.schedule`). Any other value is the dotted path of
 a :class:`~celery_singleton_beat.sources.base.ScheduleSource` subclass, made with the
 Celery app as its only argument.
@@ -33,14 +34,18 @@ if TYPE_CHECKING:
 SETTING = "singleton_beat_schedule_source"
 #: The names of the built-in sources, as in the setting.
 BEAT_SCHEDULE, DJANGO_CELERY_BEAT, RUNTIME = "beat_schedule", "django_celery_beat", "runtime"
+SQLALCHEMY_CELERY_BEAT = "sqlalchemy_celery_beat"
 BUILT_IN = {
     BEAT_SCHEDULE: "celery_singleton_beat.sources.beat_schedule.BeatScheduleSource",
     DJANGO_CELERY_BEAT: "django_celery_singleton_beat.sources.DjangoCeleryBeatSource",
+    SQLALCHEMY_CELERY_BEAT: (
+        "celery_singleton_beat.sources.sqlalchemy_celery_beat.SqlAlchemyCeleryBeatSource"
+    ),
     RUNTIME: "celery_singleton_beat.sources.document.RuntimeSource",
 }
 ACCEPTED = (
-    "'beat_schedule' (default), 'django_celery_beat', 'runtime', the dotted path of a "
-    "ScheduleSource subclass, or a list of these"
+    "'beat_schedule' (default), 'django_celery_beat', 'sqlalchemy_celery_beat', 'runtime', "
+    "the dotted path of a ScheduleSource subclass, or a list of these"
 )
 
 logger = logging.getLogger(__name__)
@@ -262,7 +267,10 @@ def _one(app: Celery, name: str, value: Any) -> ScheduleSource:
     try:
         found = getattr(importlib.import_module(module), attribute) if module else None
     except (ImportError, AttributeError) as exc:
-        hint = " (install celery-singleton-beat[django-celery-beat])" if name in BUILT_IN else ""
+        extra = (
+            name.replace("_", "-") if name in (DJANGO_CELERY_BEAT, SQLALCHEMY_CELERY_BEAT) else ""
+        )
+        hint = f" (install celery-singleton-beat[{extra}])" if extra else ""
         raise ConfigurationError(
             SETTING, value, f"{ACCEPTED}; {name!r} cannot be imported{hint}: {exc}"
         ) from None

@@ -103,7 +103,13 @@ class TcpProxy:
                 continue
             upstream.settimeout(None)
             with self._mutex:
-                self._sockets += [client, upstream]
+                cut = self._listener is not listener  # cut while this one was dialled
+                if not cut:
+                    self._sockets += [client, upstream]
+            if cut:
+                _close(client)
+                _close(upstream)
+                return
             threading.Thread(target=self._forward, args=(client, upstream), daemon=True).start()
             threading.Thread(target=self._back, args=(upstream, client), daemon=True).start()
 

@@ -12,7 +12,10 @@ use them pay nothing.
   fixture) and with pytest-celery's ``celery_app``;
 - ``singleton_beat_redis_masters``: real ``redis-server`` masters on free ports
   (``singleton_beat_redis_masters_count`` of them, 3 unless overridden), stopped after
-  the test; ``singleton_beat_redis_urls``: their URLs, for ``singleton_beat_redis_urls``.
+  the test; ``singleton_beat_redis_urls``: their URLs, for ``singleton_beat_redis_urls``;
+- ``singleton_beat_sqlalchemy_url``: a SQLite database in the test's directory with the
+  SQLAlchemy store's tables, for ``singleton_beat_sqlalchemy_url`` (with
+  ``singleton_beat_store = "sqlalchemy"``; the ``[sqlalchemy]`` extra).
 
 Celery's in-process test worker of an app that uses the library drops a second copy of a
 beat slot for every task, as ``celery worker`` does (:mod:`celery_singleton_beat.tasks.copies`):
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -94,3 +98,19 @@ def singleton_beat_redis_masters(
 def singleton_beat_redis_urls(singleton_beat_redis_masters: list[RedisServer]) -> list[str]:
     """The URLs of ``singleton_beat_redis_masters``, as ``singleton_beat_redis_urls`` takes them."""
     return [server.url for server in singleton_beat_redis_masters]
+
+
+@pytest.fixture
+def singleton_beat_sqlalchemy_url(tmp_path: Path) -> Iterator[str]:
+    """The URL of a SQLite database in the test's directory, with the tables of the
+    SQLAlchemy store and lock backend made (``db upgrade``), for
+    ``singleton_beat_sqlalchemy_url`` or ``SqlAlchemyLock(url)``."""
+    from celery_singleton_beat.connections.sqlalchemy import (  # noqa: PLC0415
+        engine_for,
+        upgrade,
+    )
+
+    url = f"sqlite:///{tmp_path / 'singleton-beat.sqlite3'}"
+    upgrade(engine_for(url))
+    yield url
+    engine_for(url).dispose()

@@ -1,11 +1,9 @@
 """A lock backend on the Django database, for projects without Redis.
 
-One row per key in ``singleton_beat_lock``: the token it is held with, when it expires
-(on the database's clock, so workers with skewed clocks agree) and a fencing counter that
-keeps rising across grants. PostgreSQL and MariaDB/MySQL take the row with
-``SELECT … FOR UPDATE SKIP LOCKED``: a row another transaction is deciding on counts as
-held, so no caller ever queues behind another. SQLite, which has no row locks, decides in
-one conditional ``UPDATE``.
+One row per key in ``singleton_beat_lock`` (the :class:`~.models.Lock` model), taken and
+kept by the statements of :class:`celery_singleton_beat.locks.sql.SqlLock`, which the
+SQLAlchemy lock backend runs too: ``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL and
+MariaDB/MySQL, one conditional ``UPDATE`` on SQLite, expiry on the database's clock.
 
 Each operation is one short transaction of its own. It cannot run inside a caller's
 ``transaction.atomic()`` on the same database alias (the lock would stay invisible to
@@ -14,195 +12,29 @@ others until that transaction commits): give it a separate alias with ``using=``
 
 from __future__ import annotations
 
-import secrets
 import time
-from typing import Any
 
-from django.db import DatabaseError, connections, transaction
+from celery_singleton_beat.connections.sql import NOW_MS
+from celery_singleton_beat.locks.base import Clock
+from celery_singleton_beat.locks.sql import SqlLock
 
-from celery_singleton_beat.errors import ConfigurationError, LockError
-from celery_singleton_beat.locks.base import Clock, HeldLock, Lease, LockBackend
-from celery_singleton_beat.locks.redlock import clock_drift, default_owner
-
+from .database import DjangoDatabase
 from .models import Lock
 
-NOW_MS = {
-    "postgresql": "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint",
-    "mysql": "CAST(FLOOR(UNIX_TIMESTAMP(NOW(6)) * 1000) AS SIGNED)",
-    "sqlite": "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
-}
+__all__ = ["NOW_MS", "DatabaseLock"]
 
 
-class DatabaseLock(LockBackend):
+class DatabaseLock(SqlLock):
     """Leases stored in the database of Django alias ``using`` (default ``"default"``)."""
 
     def __init__(
         self, using: str = "default", *, retry_delay: float = 0.05, clock: Clock = time.monotonic
     ) -> None:
-        super().__init__(retry_delay=retry_delay, clock=clock)
+        database = DjangoDatabase(
+            using, advice=f"pass another alias: DatabaseLock(using='locks') (not {using!r})"
+        )
+        super().__init__(database, Lock._meta.db_table, retry_delay=retry_delay, clock=clock)
         self.using = using
-        self.table = Lock._meta.db_table
 
     def __repr__(self) -> str:
         return f"<DatabaseLock using={self.using!r}>"
-
-    def _vendor(self) -> tuple[Any, str]:
-        connection = connections[self.using]
-        vendor = connection.vendor
-        if vendor not in NOW_MS:
-            raise LockError(
-                f"DatabaseLock supports PostgreSQL, MariaDB/MySQL and SQLite; "
-                f"database {self.using!r} is {vendor}"
-            )
-        if connection.in_atomic_block:
-            raise LockError(
-                f"DatabaseLock(using={self.using!r}) was called inside a transaction on the "
-                f"same alias; its lock would stay invisible until that transaction commits. "
-                f"Pass another alias: DatabaseLock(using='locks')"
-            )
-        return connection, vendor
-
-    def _run(self, step: Any) -> Any:
-        connection, vendor = self._vendor()
-        try:
-            with transaction.atomic(using=self.using), connection.cursor() as cursor:
-                return step(cursor, vendor, NOW_MS[vendor])
-        except DatabaseError as exc:
-            # a broken connection is replaced on the next call
-            connection.close_if_unusable_or_obsolete()
-            raise LockError(f"database {self.using!r}: {type(exc).__name__}: {exc}") from exc
-
-    def do_acquire(self, key: str, ttl: float, token: str | None = None) -> Lease | None:
-        token = token or f"{secrets.token_hex(16)}@{default_owner()}"
-        ttl_ms = max(1, round(ttl * 1000))
-        start = self.clock()
-        if len(key) > 255:
-            raise ConfigurationError(
-                "key", key, f"at most 255 characters for DatabaseLock ({len(key)} given)"
-            )
-
-        def step(cursor: Any, vendor: str, now: str) -> int | None:
-            if vendor == "sqlite":
-                return self._take_conditionally(cursor, key, token, ttl_ms, now)
-            return self._take_skip_locked(cursor, vendor, key, token=token, ttl_ms=ttl_ms, now=now)
-
-        fence = self._run(step)
-        if fence is None:
-            return None
-        return Lease(
-            key, token, fence=fence, ttl=ttl,
-            valid_until=start + ttl - clock_drift(ttl), clock=self.clock,
-        )  # fmt: skip
-
-    def _take_skip_locked(
-        self, cursor: Any, vendor: str, key: str, *, token: str, ttl_ms: int, now: str
-    ) -> int | None:
-        t, k = self.table, _q(vendor, "key")
-        cursor.execute(
-            f"SELECT token, expires_ms, fence, {now} FROM {t} WHERE {k} = %s "
-            f"FOR UPDATE SKIP LOCKED",
-            [key],
-        )
-        row = cursor.fetchone()
-        if row is None:
-            # absent, or another transaction is deciding on it right now (held)
-            insert = "INSERT IGNORE INTO" if vendor == "mysql" else "INSERT INTO"
-            conflict = "" if vendor == "mysql" else f" ON CONFLICT ({k}) DO NOTHING"
-            cursor.execute(
-                f"{insert} {t} ({k}, token, expires_ms, fence) "
-                f"VALUES (%s, %s, {now} + %s, 1){conflict}",
-                [key, token, ttl_ms],
-            )
-            return 1 if cursor.rowcount == 1 else None
-        held_with, expires_ms, fence, now_ms = row
-        if held_with and expires_ms > now_ms and held_with != token:
-            return None
-        cursor.execute(
-            f"UPDATE {t} SET token = %s, expires_ms = %s, fence = %s WHERE {k} = %s",
-            [token, now_ms + ttl_ms, fence + 1, key],
-        )
-        return int(fence) + 1
-
-    def _take_conditionally(
-        self, cursor: Any, key: str, token: str, ttl_ms: int, now: str
-    ) -> int | None:
-        t = self.table
-        cursor.execute(
-            f"UPDATE {t} SET token = %s, expires_ms = {now} + %s, fence = fence + 1 "
-            f"WHERE \"key\" = %s AND (token = '' OR expires_ms <= {now} OR token = %s)",
-            [token, ttl_ms, key, token],
-        )
-        if cursor.rowcount == 1:
-            cursor.execute(f'SELECT fence FROM {t} WHERE "key" = %s', [key])
-            return int(cursor.fetchone()[0])
-        cursor.execute(
-            f'INSERT OR IGNORE INTO {t} ("key", token, expires_ms, fence) '
-            f"VALUES (%s, %s, {now} + %s, 1)",
-            [key, token, ttl_ms],
-        )
-        return 1 if cursor.rowcount == 1 else None
-
-    def do_extend(self, lease: Lease, ttl: float) -> bool:
-        start = self.clock()
-
-        def step(cursor: Any, vendor: str, now: str) -> bool:
-            k = _q(vendor, "key")
-            cursor.execute(
-                f"UPDATE {self.table} SET expires_ms = {now} + %s "
-                f"WHERE {k} = %s AND token = %s AND expires_ms > {now}",
-                [max(1, round(ttl * 1000)), lease.key, lease.token],
-            )
-            return bool(cursor.rowcount == 1)
-
-        if not self._run(step):
-            return False
-        lease.ttl = ttl
-        lease.valid_until = start + ttl - clock_drift(ttl)
-        return True
-
-    def do_release(self, lease: Lease) -> bool:
-        def step(cursor: Any, vendor: str, now: str) -> bool:
-            k = _q(vendor, "key")
-            cursor.execute(
-                f"UPDATE {self.table} SET token = '', expires_ms = 0 WHERE {k} = %s AND token = %s",
-                [lease.key, lease.token],
-            )
-            return bool(cursor.rowcount == 1)
-
-        return bool(self._run(step))
-
-    def holder(self, key: str) -> str | None:
-        def step(cursor: Any, vendor: str, now: str) -> str | None:
-            cursor.execute(
-                f"SELECT token FROM {self.table} "
-                f"WHERE {_q(vendor, 'key')} = %s AND token <> '' AND expires_ms > {now}",
-                [key],
-            )
-            row = cursor.fetchone()
-            return str(row[0]) if row else None
-
-        result: str | None = self._run(step)
-        return result
-
-    def held(self) -> list[HeldLock]:
-        def step(cursor: Any, vendor: str, now: str) -> list[HeldLock]:
-            k = _q(vendor, "key")
-            cursor.execute(
-                f"SELECT {k}, token, expires_ms - {now}, fence FROM {self.table} "
-                f"WHERE token <> '' AND expires_ms > {now} ORDER BY {k}"
-            )
-            return [
-                HeldLock(str(key), str(token), round(int(left) / 1000, 3), int(fence))
-                for key, token, left, fence in cursor.fetchall()
-            ]
-
-        result: list[HeldLock] = self._run(step)
-        return result
-
-    def close(self) -> None:
-        connections[self.using].close()
-
-
-def _q(vendor: str, name: str) -> str:
-    """Quote a column name (``key`` is a reserved word in MySQL)."""
-    return f"`{name}`" if vendor == "mysql" else f'"{name}"'

@@ -9,9 +9,11 @@ What each field becomes:
   ``clocked``: one slot at ``clocked_time``;
 - ``start_time``: no slot before it; ``expires`` (a datetime): no slot from it on, and the
   message expires then; ``expire_seconds``: the message expires that long after it is sent;
-- ``one_off``: one slot, the schedule's first at least :data:`ONE_OFF_DELAY` after the row
-  was saved (so that every replica has seen the row before it falls due), then the row
-  is disabled by the replica that sent it, as django-celery-beat does;
+- ``one_off``: one slot, the schedule's first at least
+  :data:`~celery_singleton_beat.sources.periodic_tasks.ONE_OFF_DELAY` after the row was
+  saved (so that every replica has seen the row before it falls due), then the row is
+  disabled by the replica that sent it, as django-celery-beat does (these rules are
+  sqlalchemy-celery-beat's source's too: :mod:`celery_singleton_beat.sources.periodic_tasks`);
 - ``args``/``kwargs`` (JSON), ``queue``, ``exchange``, ``routing_key``, ``priority``,
   ``headers`` (JSON): the message, as django-celery-beat sends it (with its
   ``periodic_task_name`` header, which django-celery-results records);
@@ -36,29 +38,25 @@ import time
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-from celery_singleton_beat.core.slots import (
-    BoundedSlots,
-    OnceSlots,
-    Slots,
-    SlotSchedule,
-    schedule_tz,
-    slots_for,
-)
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.sources.base import EntrySpec, ScheduleSource
+from celery_singleton_beat.sources.periodic_tasks import (
+    COUNTED_KEPT_MS,
+    FORGET_EVERY,
+    ONE_OFF_DELAY,
+    per_entry,
+    routing,
+    row_schedule,
+)
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["COUNTED_KEPT_MS", "FORGET_EVERY", "ONE_OFF_DELAY", "DjangoCeleryBeatSource"]
+
 UTC = dt.timezone.utc
-#: How long after a one-off row is saved its single slot falls, at the earliest (ms).
-ONE_OFF_DELAY = 2000
 #: The PostgreSQL channel on which saves of django-celery-beat's rows are announced.
 CHANNEL = "celery_singleton_beat_schedule"
 LISTEN = f'LISTEN "{CHANNEL}"'.encode()
-#: How long a counted slot is remembered (ms): far longer than a slot can be sent again.
-COUNTED_KEPT_MS = 24 * 3600 * 1000
-#: Seconds between two clean-ups of the counted slots, per replica.
-FORGET_EVERY = 600.0
 #: Up to this many changed rows are read by primary key; more, all enabled rows are read.
 FEW = 500
 #: The fields an entry is built from (the primary key first): a row whose values are
@@ -214,11 +212,7 @@ class DjangoCeleryBeatSource(ScheduleSource):
 
     def entry(self, row: Any) -> dict[str, Any]:
         """One row in ``beat_schedule`` form."""
-        options: dict[str, Any] = {
-            name: getattr(row, name)
-            for name in ("queue", "exchange", "routing_key", "priority")
-            if getattr(row, name) not in (None, "")
-        }
+        options = routing(row)
         if row.expires is not None or row.expire_seconds is not None:
             options["expires"] = row.expires if row.expires is not None else row.expire_seconds
         # a header, as django-celery-beat sends it: the worker's request (and so
@@ -235,20 +229,12 @@ class DjangoCeleryBeatSource(ScheduleSource):
     def schedule(self, row: Any) -> Any:
         """The row's schedule; with ``start_time``, ``expires``, ``one_off`` or a clocked
         time, its slot times as a :class:`SlotSchedule`."""
-        start, end = _ms(row.start_time), _ms(row.expires)
-        earliest = (_ms(row.date_changed) or 0) + ONE_OFF_DELAY if row.one_off else 0
-        if row.clocked is not None:
-            at = max(_ms(row.clocked.clocked_time) or 0, earliest)
-            once = BoundedSlots(OnceSlots(at), start, end).next_after(at - 1)
-            return SlotSchedule(OnceSlots(once), app=self.app)
-        schedule = row.schedule
-        if start is None and end is None and not row.one_off:
-            return schedule  # the scheduler honours a TzAwareCrontab's own zone
-        inner = slots_for(row.name, schedule, schedule_tz(schedule, self.app.timezone))
-        bounded: Slots = BoundedSlots(inner, start, end)
-        if row.one_off:
-            bounded = OnceSlots(bounded.next_after(max(earliest, start or 0) - 1))
-        return SlotSchedule(bounded, app=self.app)
+        clocked = None if row.clocked is None else _aware(row.clocked.clocked_time)
+        return row_schedule(
+            self.app, row.name, None if clocked is not None else row.schedule,
+            clocked=clocked, start=_aware(row.start_time), expires=_aware(row.expires),
+            one_off=bool(row.one_off), changed=_aware(row.date_changed),
+        )  # fmt: skip
 
     def published(self, name: str, slot: int, sent_at: float) -> None:
         self.published_many([(name, slot)], sent_at)
@@ -283,11 +269,8 @@ class DjangoCeleryBeatSource(ScheduleSource):
             seen = set(counted.filter(either).values_list("entry", "slot"))
             new = sorted(wanted - seen)
             counted.bulk_create([CountedSlot(entry=name, slot=slot) for name, slot in new])
-            per_entry: dict[str, int] = {}
-            for name, _slot in new:
-                per_entry[name] = per_entry.get(name, 0) + 1
             tasks = self.models.PeriodicTask.objects.using(alias)
-            for name, count in per_entry.items():
+            for name, count in per_entry(new).items():
                 changes: dict[str, Any] = {
                     "last_run_at": _aware_or_naive(sent_at),
                     "total_run_count": F("total_run_count") + count,
@@ -395,14 +378,13 @@ def _checked(pgconn: Any, result: Any, status: Any) -> None:
     raise errors.error_from_result(result)
 
 
-def _ms(moment: dt.datetime | None) -> int | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        from django.utils import timezone  # noqa: PLC0415
+def _aware(moment: dt.datetime | None) -> dt.datetime | None:
+    """A datetime of a row in Django's current timezone when naive (``USE_TZ = False``)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    from django.utils import timezone  # noqa: PLC0415
 
-        moment = timezone.make_aware(moment)
-    return round(moment.timestamp() * 1000)
+    return timezone.make_aware(moment)
 
 
 def _aware_or_naive(seconds: float) -> dt.datetime:

@@ -86,8 +86,8 @@ def test_an_unknown_source_is_refused_at_start_naming_the_setting_and_the_accept
         Scheduler(app_with("no_such_source"))
     assert str(refused.value) == (
         "singleton_beat_schedule_source = 'no_such_source' is not valid: 'beat_schedule' "
-        "(default), 'django_celery_beat', 'runtime', the dotted path of a ScheduleSource "
-        "subclass, or a list of these."
+        "(default), 'django_celery_beat', 'sqlalchemy_celery_beat', 'runtime', the dotted "
+        "path of a ScheduleSource subclass, or a list of these."
     )
 
 

@@ -148,8 +148,8 @@ def demo(workdir: Path, command: list[str], **settings: Any) -> subprocess.Compl
         (
             {"CELERY_SINGLETON_BEAT_SCHEDULE_SOURCE": "nope"},
             "CELERY_SINGLETON_BEAT_SCHEDULE_SOURCE = 'nope' is not valid: 'beat_schedule' "
-            "(default), 'django_celery_beat', 'runtime', the dotted path of a ScheduleSource "
-            "subclass, or a list of these.",
+            "(default), 'django_celery_beat', 'sqlalchemy_celery_beat', 'runtime', the dotted "
+            "path of a ScheduleSource subclass, or a list of these.",
         ),
         (
             {"CELERY_SINGLETON_BEAT_STORE": "database", "CELERY_SINGLETON_BEAT_DATABASE": "nope"},

@@ -1,6 +1,7 @@
 """The lock contract, run against every backend: MemoryLock, Redlock over 1, 3 and 5
-masters and on a Redis Cluster (3 primaries with a replica each), and the Django app's
-DatabaseLock on SQLite, PostgreSQL and MariaDB."""
+masters and on a Redis Cluster (3 primaries with a replica each), and the SQL lock on
+SQLite, PostgreSQL and MariaDB through the Django app's DatabaseLock and through
+SQLAlchemy (SqlAlchemyLock)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,30 @@ import pytest
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks import LockBackend, MemoryLock, Redlock
 from celery_singleton_beat.testing import RedisClusterServers, RedisServer
-from tests.support.databases import database_alias, with_databases
+from tests.support.databases import (
+    SQLALCHEMY_VENDORS,
+    database_alias,
+    sqlalchemy_database,
+    with_databases,
+)
 
 
 @pytest.fixture(
-    params=with_databases("memory", "redlock-1", "redlock-3", "redlock-5", "redlock-cluster")
+    params=[
+        *with_databases("memory", "redlock-1", "redlock-3", "redlock-5", "redlock-cluster"),
+        *(f"sqlalchemy-{vendor}" for vendor in SQLALCHEMY_VENDORS),
+    ]
 )
 def lock(
     request: pytest.FixtureRequest, redis_cluster: Callable[[int], list[RedisServer]]
 ) -> Iterator[LockBackend]:
     kind, _, detail = request.param.partition("-")
-    if kind == "memory":
-        backend: LockBackend = MemoryLock()
+    if kind == "sqlalchemy":
+        from celery_singleton_beat.locks.sqlalchemy import SqlAlchemyLock
+
+        backend: LockBackend = SqlAlchemyLock(sqlalchemy_database(request, detail))
+    elif kind == "memory":
+        backend = MemoryLock()
     elif request.param == "redlock-cluster":
         sharded: RedisClusterServers = request.getfixturevalue("shared_sharded_cluster")
         backend = Redlock.from_urls([sharded.url], node_timeout=0.2)

@@ -36,10 +36,14 @@ def test_requires_python_is_the_oldest_python_of_the_matrix() -> None:
 
 def test_the_declared_floors_are_the_floors_cell_pins() -> None:
     floors = {pin.split("==")[0]: pin.split("==")[1] for pin in noxfile().CELLS["floors"].pins}
-    requirements = PROJECT["dependencies"] + PROJECT["optional-dependencies"]["django"]
+    extras = PROJECT["optional-dependencies"]
+    requirements = PROJECT["dependencies"] + extras["django"] + extras["sqlalchemy"]
     declared = dict(dep.split(">=") for dep in requirements if dep.split(">=")[0] in floors)
-    assert declared == {"celery": "5.3", "redis": "5", "django": "4.2"}
-    assert floors == {"celery": "5.3.*", "kombu": "5.3.*", "redis": "5.0.*", "django": "4.2.*"}
+    assert declared == {"celery": "5.3", "redis": "5", "django": "4.2", "sqlalchemy": "2.0.0"}
+    assert floors == {
+        "celery": "5.3.*", "kombu": "5.3.*", "redis": "5.0.*", "django": "4.2.*",
+        "sqlalchemy": "2.0.0",
+    }  # fmt: skip
 
 
 def test_the_version_has_one_source() -> None:

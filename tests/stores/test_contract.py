@@ -19,20 +19,35 @@ from celery_singleton_beat.core.schema import ClaimStatus, Outcome
 from celery_singleton_beat.stores import MemorySlotStore, SlotOutcome, SlotStore
 from celery_singleton_beat.stores.redis import RedisSlotStore
 from celery_singleton_beat.testing import RedisClusterServers, RedisServer
-from tests.support.databases import database_alias, with_databases
+from tests.support.databases import (
+    SQLALCHEMY_VENDORS,
+    database_alias,
+    sqlalchemy_database,
+    with_databases,
+)
 
 CLAIMED, HELD, DONE = ClaimStatus.CLAIMED, ClaimStatus.HELD, ClaimStatus.DONE
 SENT = Outcome.DISPATCHED.value
 MISSED = Outcome.SKIPPED_MISFIRE.value
 
 
-@pytest.fixture(params=with_databases("memory", "redis-1", "redis-3", "redis-5", "redis-cluster"))
+@pytest.fixture(
+    params=[
+        *with_databases("memory", "redis-1", "redis-3", "redis-5", "redis-cluster"),
+        *(f"sqlalchemy-{vendor}" for vendor in SQLALCHEMY_VENDORS),
+    ]
+)
 def store(
     request: pytest.FixtureRequest, redis_cluster: Callable[[int], list[RedisServer]]
 ) -> Iterator[SlotStore]:
     kind, _, detail = request.param.partition("-")
-    if kind == "memory":
-        made: SlotStore = MemorySlotStore()
+    if kind == "sqlalchemy":
+        from celery_singleton_beat.stores.sqlalchemy import SqlAlchemySlotStore
+
+        url = sqlalchemy_database(request, detail)
+        made: SlotStore = SqlAlchemySlotStore(url)
+    elif kind == "memory":
+        made = MemorySlotStore()
     elif request.param == "redis-cluster":
         sharded: RedisClusterServers = request.getfixturevalue("shared_sharded_cluster")
         made = RedisSlotStore(Masters.from_urls([sharded.url], 1.0), "contract:")

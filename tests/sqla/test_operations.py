@@ -1,0 +1,83 @@
+"""The operator's tools on the SQLAlchemy store: ``status``, ``check``, ``locks`` and
+``unlock`` from the command line against a running replica, and the pytest plugin's
+database for a user's own tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from celery import Celery
+
+from celery_singleton_beat import SingletonTask
+from celery_singleton_beat.locks.sqlalchemy import SqlAlchemyLock
+from celery_singleton_beat.testing import wait_for
+from tests.support.databases import SqlAlchemyDatabases
+from tests.support.sqlalchemy_cluster import SqlBeatCluster, sqlalchemy_beat_cluster
+
+
+def cli(cluster: SqlBeatCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "tests.sqla.app", "singleton-beat", *args],
+        cwd=cluster.workdir, env=cluster.env(), capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_status_check_locks_and_unlock_work_on_the_sqlalchemy_store(
+    sqlalchemy_databases: SqlAlchemyDatabases, tmp_path: Path
+) -> None:
+    url = sqlalchemy_databases.url("postgresql", tmp_path)
+    try:
+        with sqlalchemy_beat_cluster(tmp_path, url, {"one": {"every": 1}}) as cluster:
+            cluster.start_worker()
+            replica = cluster.start_replica("r1")
+            wait_for(lambda: len(cluster.executions()) >= 2, 30, "first executions")
+            status = cli(cluster, "status", "--json")
+            checked = cli(cluster, "check")
+            lease = SqlAlchemyLock(url).acquire("stuck-task", ttl=60)
+            assert lease is not None
+            listed = cli(cluster, "locks", "--json")
+            freed = cli(cluster, "unlock", "stuck-task", "--yes")
+            after = cli(cluster, "locks")
+    finally:
+        sqlalchemy_databases.empty(url)
+    assert status.returncode == 0, status.stdout + status.stderr
+    data = json.loads(status.stdout)
+    assert data["health"] == "healthy"
+    assert data["store"] == f"slot store -> postgresql database {url}"
+    assert [r["pid"] for r in data["replicas"]] == [replica.popen.pid]
+    assert data["entries"][0]["name"] == "one" and data["entries"][0]["dispatched"] >= 2
+    assert checked.returncode == 0, checked.stdout
+    assert f"OK    database {url} answers (postgresql)\n" in checked.stdout
+    assert f"OK    database {url}: the tables are at schema version 1\n" in checked.stdout
+    assert "ERROR" not in checked.stdout
+    locks = {lock["key"]: lock for lock in json.loads(listed.stdout)}
+    assert locks.pop("stuck-task")["fence"] == lease.fence
+    assert locks and {lock["kind"] for lock in locks.values()} == {"slot ran"}, "the slots' marks"
+    assert freed.returncode == 0 and "released 'stuck-task'" in freed.stdout, freed.stdout
+    assert "stuck-task" not in after.stdout
+
+
+def test_the_plugins_database_keeps_a_singleton_tasks_lock(
+    singleton_beat_sqlalchemy_url: str,
+) -> None:
+    app = Celery("user_tests", broker="memory://")
+    app.conf.update(
+        task_always_eager=True,
+        singleton_beat_sqlalchemy_url=singleton_beat_sqlalchemy_url,
+        singleton_beat_task_backend="celery_singleton_beat.locks.sqlalchemy.from_app",
+    )
+    seen: list[str | None] = []
+
+    @app.task(base=SingletonTask, bind=True, singleton_key="report")
+    def report(self: SingletonTask) -> None:
+        seen.append(SqlAlchemyLock(singleton_beat_sqlalchemy_url).holder(self.singleton.key))
+
+    report.delay()
+    assert len(seen) == 1 and seen[0] is not None, "the lock was held in the database meanwhile"
+    assert SqlAlchemyLock(singleton_beat_sqlalchemy_url).held() == []
