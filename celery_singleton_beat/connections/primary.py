@@ -183,8 +183,10 @@ class Replication:
             self._current = replid
             self.need = self.fixed if self.fixed is not None else self._learned[replid]
         if fresh:
+            # a new primary is news; a first one is said at start, quietly when there is
+            # nothing to wait for (a standalone master: three of them on every start)
             logger.log(
-                logging.WARNING if changed else logging.INFO,
+                logging.WARNING if changed else logging.INFO if self.need else logging.DEBUG,
                 "Redis member %s: primary %s, %d replica(s); %s",
                 self.name, where, replicas,
                 f"a write counts once {self.need} acknowledged it" if self.need

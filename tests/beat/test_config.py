@@ -89,7 +89,8 @@ def conf(**settings: Any) -> dict[str, Any]:
         ),
         (
             {"singleton_beat_store": "mongo"},
-            r"singleton_beat_store = 'mongo' is not valid: 'redis', 'database', or the dotted",
+            r"singleton_beat_store = 'mongo' is not valid: 'redis', 'database', 'sqlalchemy', "
+            r"or the dotted",
         ),
         (
             {"singleton_beat_store": "no_such.Store"},
@@ -122,6 +123,7 @@ def test_defaults_are_the_documented_ones() -> None:
         "singleton_beat_redis_transport_options": None,
         "singleton_beat_redis_use_ssl": None,
         "singleton_beat_redis_min_replicas": "auto",
+        "singleton_beat_sqlalchemy_url": None,
     }
 
 

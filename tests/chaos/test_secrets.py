@@ -22,7 +22,8 @@ PASSWORD = "hunter2/q#r?s"
 PIECES = (PASSWORD, "hunter2", "q#r", "r?s", "/q#", "hunter2%2F")
 RAW = f"redis://:{PASSWORD}@127.0.0.1:6390/0"
 ENCODE = (
-    "a redis:// or rediss:// URL such as redis://[user:password@]host:6379/0, with a "
+    "a redis:// or rediss:// URL such as redis://[user:password@]host:6379/0, or one node "
+    "of a Redis Cluster with ?cluster=true (redis://host:6379?cluster=true), with a "
     "password holding / # ? @ or % percent-encoded (urllib.parse.quote(password, safe=''))"
 )
 REFUSED = {
