@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 from celery_singleton_beat.beat.claims import ClaimKeeper
+from celery_singleton_beat.beat.stopping import stop_signals_held
 from celery_singleton_beat.beat.wakeups import Wakeups
 from celery_singleton_beat.core import overlap
 from celery_singleton_beat.core.decide import SlotView, Verdict, decide
@@ -170,7 +171,8 @@ class Dispatcher:
         done = 0
         try:
             for chunk in chunks:
-                self._dispatch_chunk(chunk, passes, now)
+                with stop_signals_held():
+                    self._dispatch_chunk(chunk, passes, now)
                 done += 1
         except BaseException:
             # the store stopped answering: the entries of this chunk and of those not

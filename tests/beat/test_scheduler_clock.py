@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,47 +13,11 @@ from kombu import Producer
 from celery_singleton_beat.beat.scheduler import Scheduler
 from celery_singleton_beat.core.slots import slot_label
 from celery_singleton_beat.observe import events
-from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.testing import FakeClock, RedisServer
+from tests.support.clocked import on_clock, run
 from tests.support.events import EventLog
 
 BERLIN = {"singleton_beat": {"timezone": "Europe/Berlin"}}
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock("2026-01-01T00:00:00")
-
-
-def on_clock(app: Celery, clock: FakeClock) -> Celery:
-    """The app, its scheduler running on ``clock``."""
-    Runtime.of(app).clock = clock
-    return app
-
-
-@pytest.fixture
-def make(
-    redis_cluster: Callable[[int], list[RedisServer]], clock: FakeClock
-) -> Iterator[Callable[[dict[str, Any]], Scheduler]]:
-    master = redis_cluster(1)[0]
-    made: list[Scheduler] = []
-
-    def build(schedule: dict[str, Any]) -> Scheduler:
-        app = Celery("clock-tests", broker="memory://")
-        app.conf.update(singleton_beat_redis_urls=[master.url], beat_schedule=schedule)
-        made.append(Scheduler(app=on_clock(app, clock)))
-        return made[-1]
-
-    yield build
-    for sched in made:
-        sched.close()
-
-
-def run(sched: Scheduler, clock: FakeClock, until: str, step: float) -> None:
-    end = dt.datetime.fromisoformat(until).replace(tzinfo=dt.timezone.utc).timestamp()
-    while clock.now <= end:
-        sched.tick()
-        clock.now += step
 
 
 def labels(fired: list[events.SlotFired], entry: str) -> list[str]:
