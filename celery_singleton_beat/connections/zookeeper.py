@@ -16,11 +16,20 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.exceptions import (
+    ConnectionClosedError,
+    ConnectionLoss,
+    KazooException,
+    NodeExistsError,
+    NoNodeError,
+    OperationTimeoutError,
+    SessionExpiredError,
+)
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.interfaces import IAsyncResult
 from kazoo.protocol.states import ZnodeStat
@@ -93,9 +102,6 @@ class ZooKeeper:
         detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return StoreUnavailable(self.name, what, detail)
 
-    def _wait(self, pending: IAsyncResult) -> Any:
-        return pending.get(timeout=self.wait)
-
     def ensure(self, *paths: str) -> None:
         """Make the persistent znodes ``paths`` (and their parents) once per session."""
         missing = [p for p in paths if p not in self._made]
@@ -110,24 +116,43 @@ class ZooKeeper:
     def batch(self, what: str, send: Callable[[KazooClient], Sequence[IAsyncResult]]) -> list[Any]:
         """Send every request ``send`` makes, then read every reply: each one's value or
         the exception it raised (NoNodeError, BadVersionError, ...). StoreUnavailable when
-        the ensemble does not answer."""
-        try:
-            pending = send(self.client)
-        except UNREACHABLE as exc:
-            raise self.unavailable(what, exc) from exc
+        the ensemble does not answer within :attr:`wait`.
+
+        A connection lost on the way (its member died; the session moves to another) sends
+        the batch again once the session is back, within the same wait: every write this
+        library sends is conditional (a ``create``, or a version named), so a write that
+        had been applied is refused the second time, and its caller reads again."""
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                return self._send(what, send, deadline)
+            except UNREACHABLE as exc:
+                if not (_lost(exc) and self._reconnected(deadline)):
+                    raise self.unavailable(what, exc) from exc
+
+    def _send(
+        self, what: str, send: Callable[[KazooClient], Sequence[IAsyncResult]], deadline: float
+    ) -> list[Any]:
+        pending = send(self.client)
         replies: list[Any] = []
         for one in pending:
             try:
-                replies.append(self._wait(one))
+                replies.append(one.get(timeout=max(0.001, deadline - time.monotonic())))
             except (NoNodeError, NodeExistsError) as exc:
                 replies.append(exc)
-            except KazooTimeoutError as exc:
-                raise self.unavailable(what, exc) from exc
             except KazooException as exc:
-                if _unreachable(exc):
-                    raise self.unavailable(what, exc) from exc
+                if _lost(exc) or isinstance(exc, OperationTimeoutError):
+                    raise
                 replies.append(exc)
         return replies
+
+    def _reconnected(self, deadline: float) -> bool:
+        """Wait for the session to be connected again, until ``deadline``."""
+        while time.monotonic() < deadline:
+            if self.client.connected:
+                return True
+            time.sleep(0.01)
+        return False
 
     def read(self, what: str, paths: Sequence[str], *, clock: bool = False) -> list[Znode]:
         """Each znode's data and stat (None where absent), in one round trip; with
@@ -192,18 +217,10 @@ class ZooKeeper:
             logger.debug("closing %s: %s", self.name, exc)
 
 
-def _unreachable(exc: KazooException) -> bool:
-    """Whether a request's error means the ensemble did not answer it."""
-    from kazoo.exceptions import (  # noqa: PLC0415 (kazoo's names, read once here)
-        ConnectionClosedError,
-        ConnectionLoss,
-        OperationTimeoutError,
-        SessionExpiredError,
-    )
-
-    return isinstance(
-        exc, ConnectionLoss | ConnectionClosedError | SessionExpiredError | OperationTimeoutError
-    )
+def _lost(exc: BaseException) -> bool:
+    """Whether a request failed because its connection or session was lost (sent again
+    once the session is back)."""
+    return isinstance(exc, (ConnectionLoss, ConnectionClosedError, SessionExpiredError))
 
 
 def _checked(zk: ZooKeeper, what: str, reply: T) -> T:

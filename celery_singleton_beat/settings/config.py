@@ -31,7 +31,11 @@ from celery_singleton_beat.settings.urls import (
     safe_value,
     shown_options,
 )
-from celery_singleton_beat.settings.zookeeper import ZooKeeperSettings, zookeeper_settings
+from celery_singleton_beat.settings.zookeeper import (
+    ZooKeeperSettings,
+    zookeeper_settings,
+)
+from celery_singleton_beat.settings.zookeeper import shown_options as shown_zookeeper_options
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +159,7 @@ class Config(RedisMembers):
         values["redis_use_ssl"] = shown_options(self.redis_use_ssl)
         if self.sqlalchemy_url is not None:
             values["sqlalchemy_url"] = safe_url(self.sqlalchemy_url)
-        values["zookeeper_options"] = shown_options(self.zookeeper_options)
+        values["zookeeper_options"] = shown_zookeeper_options(self.zookeeper_options)
         return {f"singleton_beat_{k}": v for k, v in values.items()}
 
     def validate(self) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from celery_singleton_beat.errors import ConfigurationError
 
-__all__ = ["HOSTS_ACCEPTED", "ZooKeeperSettings", "zookeeper_settings"]
+__all__ = ["HOSTS_ACCEPTED", "ZooKeeperSettings", "shown_options", "zookeeper_settings"]
 
 HOSTS_ACCEPTED = (
     "kazoo's hosts: 'host:port' or several joined by commas ('zk1:2181,zk2:2181,zk3:2181'), "
@@ -133,8 +133,17 @@ def _options(options: Any) -> dict[str, Any]:
     return found
 
 
+SECRET_OPTIONS = ("auth_data", "keyfile_password", "sasl_options")
+
+
 def _shown(key: str, value: Any) -> Any:
     """A value fit for an error message (no credential)."""
-    if key in ("auth_data", "keyfile_password", "sasl_options"):
-        return type(value).__name__
-    return value
+    return "***" if key in SECRET_OPTIONS else value
+
+
+def shown_options(options: Any) -> Any:
+    """``singleton_beat_zookeeper_options`` as settings listings show it: credentials
+    (``auth_data``, ``keyfile_password``, ``sasl_options``) as ``***``."""
+    if not isinstance(options, Mapping):
+        return options
+    return {key: _shown(key, value) for key, value in options.items()}

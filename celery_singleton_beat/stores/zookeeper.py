@@ -95,8 +95,8 @@ def _write(path: str, found: Znode, data: dict[str, Any]) -> Op:
 class ZooKeeperSlotStore(SlotStore):
     """Schedule state under ``zk.root`` of one ZooKeeper session."""
 
-    down_text = "the ZooKeeper ensemble does not answer (no quorum reachable)"
-    up_text = "the ZooKeeper ensemble answers"
+    down_text = "no quorum of the ZooKeeper ensemble reachable"
+    up_text = "a quorum of the ZooKeeper ensemble answers"
 
     def __init__(self, zk: ZooKeeper) -> None:
         self.zk = zk

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -113,6 +114,11 @@ class ZooKeeperServer:
         """Whether the server answers clients (an ensemble's member: with a quorum)."""
         return "Mode:" in _four_letters(self.port, b"srvr")
 
+    def mode(self) -> str:
+        """'leader', 'follower' or 'standalone' ('' when not serving)."""
+        found = re.search(r"Mode: (\w+)", _four_letters(self.port, b"srvr"))
+        return found[1] if found else ""
+
     def wait_serving(self, timeout: float = 30) -> ZooKeeperServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -151,6 +157,10 @@ class ZooKeeperEnsemble:
     @property
     def hosts(self) -> str:
         return ",".join(s.name for s in self.servers)
+
+    def by_mode(self) -> list[ZooKeeperServer]:
+        """The members, followers first and the leader last."""
+        return sorted(self.servers, key=lambda s: s.mode() == "leader")
 
     def start(self) -> ZooKeeperEnsemble:
         for server in self.servers:

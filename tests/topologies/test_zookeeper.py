@@ -1,0 +1,170 @@
+"""The ZooKeeper store and lock: settings in kazoo's terms refused at start-up with the
+setting named, leases that go with a session, and three beat replicas on a three-member
+ensemble losing one member, then two, then getting one back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from celery_singleton_beat.connections.zookeeper import ZooKeeper
+from celery_singleton_beat.errors import ConfigurationError
+from celery_singleton_beat.locks.zookeeper import ZooKeeperLock
+from celery_singleton_beat.settings.config import Config
+from celery_singleton_beat.settings.zookeeper import zookeeper_settings
+from celery_singleton_beat.stores.zookeeper import ZooKeeperSlotStore
+from celery_singleton_beat.testing import RedisServer, free_port, http_status, wait_for
+from celery_singleton_beat.testing.zookeeper import ZooKeeperEnsemble
+from tests.support.clusters import FAST, beat_cluster, check_exactly_once, executed_slots
+
+HOSTS = "singleton_beat_zookeeper_hosts"
+OPTIONS = "singleton_beat_zookeeper_options"
+
+
+def config(**settings: Any) -> Config:
+    return Config.from_conf({"singleton_beat_store": "zookeeper", **settings})
+
+
+def test_the_zookeeper_store_takes_kazoo_s_hosts_chroot_and_options() -> None:
+    found = config(
+        singleton_beat_zookeeper_hosts=["zk1:2181", "zk2:2181", "zk3:2181"],
+        singleton_beat_zookeeper_chroot="/apps/beat",
+        singleton_beat_zookeeper_options={"timeout": 6, "auth_data": [("digest", "u:secret")]},
+    )
+    settings = found.zookeeper()
+    assert settings.hosts == "zk1:2181,zk2:2181,zk3:2181/apps/beat"
+    assert settings.options == {"timeout": 6, "auth_data": [("digest", "u:secret")]}
+    assert found.zookeeper_root() == "/singleton-beat"
+    assert "secret" not in repr(found.settings)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({}, r"singleton_beat_zookeeper_hosts = None is not valid: kazoo's hosts: 'host:port'"),
+        (
+            {"singleton_beat_zookeeper_hosts": "zk1:2181,zk2:99999"},
+            r"singleton_beat_zookeeper_hosts = 'zk1:2181,zk2:99999' is not valid: .*"
+            r"'zk2:99999' is not host:port",
+        ),
+        (
+            {"singleton_beat_zookeeper_hosts": "zk1", "singleton_beat_zookeeper_chroot": "beat"},
+            r"singleton_beat_zookeeper_chroot = 'beat' is not valid: a znode path such as",
+        ),
+        (
+            {"singleton_beat_zookeeper_hosts": "zk1/a", "singleton_beat_zookeeper_chroot": "/b"},
+            r"singleton_beat_zookeeper_chroot = '/b' is not valid: unset when .* ends in a chroot",
+        ),
+        (
+            {HOSTS: "zk1", OPTIONS: {"tmeout": 5}},
+            r"singleton_beat_zookeeper_options\['tmeout'\] = 5 is not valid: a dict of KazooClient",
+        ),
+        (
+            {HOSTS: "zk1", OPTIONS: {"timeout": 0}},
+            r"singleton_beat_zookeeper_options\['timeout'\] = 0 is not valid: a positive number",
+        ),
+        (
+            {
+                "singleton_beat_zookeeper_hosts": "zk1",
+                "singleton_beat_zookeeper_options": {"command_retry": {"tries": 3}},
+            },
+            r"singleton_beat_zookeeper_options\['command_retry'\] = \['tries'\] is not valid: "
+            r"KazooRetry arguments",
+        ),
+    ],
+)
+def test_a_bad_zookeeper_setting_is_refused_at_start_naming_it(
+    settings: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        config(**settings)
+
+
+def test_a_lease_goes_with_its_holder_s_session_before_its_ttl(
+    zookeeper: Callable[[], ZooKeeper],
+) -> None:
+    holder, other = ZooKeeperLock(zookeeper()), ZooKeeperLock(zookeeper())
+    lease = holder.acquire("k", ttl=60)
+    assert lease is not None
+    assert other.acquire("k", ttl=60) is None
+    holder.zk.close()  # the session ends: the ensemble deletes its ephemeral znodes
+    taken = other.acquire("k", ttl=60)
+    assert taken is not None
+    assert taken.fence > lease.fence
+
+
+def test_claims_expire_on_the_ensemble_s_clock_not_the_replica_s(
+    zookeeper: Callable[[], ZooKeeper], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ZooKeeperSlotStore(zookeeper())
+    assert store.claim([("e", 1)], "a", ttl=1, retention=60)[0].status == "claimed"
+    monkeypatch.setattr(time, "time", lambda: 4_000_000_000.0)  # a replica clock far ahead
+    assert store.claim([("e", 1)], "b", ttl=1, retention=60)[0].status == "held"
+
+
+@pytest.mark.slow
+def test_three_replicas_on_an_ensemble_survive_one_member_fail_closed_without_two_and_recover(
+    ensemble: ZooKeeperEnsemble, three_masters: list[RedisServer], tmp_path: Path
+) -> None:
+    ports = [free_port(), free_port(), free_port()]
+    schedule = {
+        "one": {"every": 1},
+        "skip": {"every": 1, "options": {"singleton_beat": {"misfire": "skip"}}},
+    }
+    settings = {
+        **FAST,
+        "singleton_beat_store": "zookeeper",
+        "singleton_beat_zookeeper_hosts": ensemble.hosts,
+        "singleton_beat_zookeeper_options": {"timeout": 4},
+    }
+    with beat_cluster(tmp_path, three_masters, schedule, **settings) as cluster:
+        cluster.start_worker()
+        replicas = [
+            cluster.start_replica(f"r{i}", settings={"singleton_beat_health_port": port})
+            for i, port in enumerate(ports)
+        ]
+        wait_for(lambda: len(cluster.executions()) >= 2, 30, "first executions")
+        wait_for(lambda: http_status(ports[0], "/readyz") == 200, 10, "/readyz 200")
+        follower, other, leader = ensemble.by_mode()
+        start = time.time()
+        follower.kill()
+        time.sleep(6)
+        end = time.time() - 1.5
+        check_exactly_once(cluster.executions(), "one", 1, start, end)
+
+        other.kill()  # one member of three: no quorum
+        for port in ports:
+            wait_for(lambda port=port: http_status(port, "/readyz") == 503, 15, "/readyz 503")
+        assert http_status(ports[0], "/healthz") == 200, "the loop is alive, only not ready"
+        time.sleep(1.5)
+        before = len(cluster.executions())
+        time.sleep(5)
+        assert len(cluster.executions()) == before, "nothing is published without a quorum"
+
+        follower.spawn()  # two of three again
+        for port in ports:
+            wait_for(lambda port=port: http_status(port, "/readyz") == 200, 30, "/readyz 200")
+        resumed = time.time()
+        time.sleep(5)
+        rows = cluster.executions()
+        logs = [r.text() for r in replicas]
+        skipped = ZooKeeperSlotStore(
+            ZooKeeper(zookeeper_settings(ensemble.hosts), "/singleton-beat", wait=5)
+        )
+        counts = {entry: skipped.entry_counts(entry) for entry in ("one", "skip")}
+        skipped.close()
+    assert leader.process is not None and leader.process.poll() is None
+    executed = executed_slots(rows, "one")
+    assert [s for s, n in executed.items() if n > 1] == [], "no slot executed twice"
+    assert any(r["at"] > resumed for r in rows), "dispatch resumes by itself"
+    first = min(executed)
+    handled = (counts["one"]["last"] - first) // 1000 + 1
+    assert counts["one"]["dispatched"] + counts["one"]["skipped"] == handled, (counts, first)
+    assert counts["skip"]["skipped"] >= 5, "the slots missed without a quorum are counted"
+    for log in logs:
+        assert log.count("no quorum of the ZooKeeper ensemble reachable") == 1, log[-3000:]
+        assert log.count("a quorum of the ZooKeeper ensemble answers again") == 1, log[-3000:]
