@@ -41,6 +41,9 @@ from celery_singleton_beat.connections.zookeeper import (
 )
 from celery_singleton_beat.locks.base import Clock, HeldLock, Lease, LockBackend
 from celery_singleton_beat.locks.redlock import default_owner
+from celery_singleton_beat.settings import defaults
+from celery_singleton_beat.settings.validate import positive_seconds
+from celery_singleton_beat.settings.zookeeper import root_path, zookeeper_settings
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -170,12 +173,19 @@ class ZooKeeperLock(LockBackend):
 
 
 def from_app(app: Celery) -> ZooKeeperLock:
-    """The lock backend on the app's ZooKeeper ensemble (``singleton_beat_zookeeper_*``)."""
-    from celery_singleton_beat.settings.config import Config  # noqa: PLC0415
-
-    config = Config.from_conf(app.conf)
-    lock = ZooKeeperLock(
-        ZooKeeper(config.zookeeper(), config.zookeeper_root(), wait=config.claim_ttl / 2)
+    """The lock backend on the app's ZooKeeper ensemble (``singleton_beat_zookeeper_hosts``,
+    ``_chroot`` and ``_options``), under the znode of ``singleton_beat_key_prefix``; a
+    request waits at most half of ``singleton_beat_claim_ttl`` for the ensemble."""
+    conf = app.conf
+    settings = zookeeper_settings(
+        conf.get("singleton_beat_zookeeper_hosts"),
+        conf.get("singleton_beat_zookeeper_chroot"),
+        conf.get("singleton_beat_zookeeper_options"),
     )
+    prefix = conf.get("singleton_beat_key_prefix") or defaults.KEY_PREFIX
+    wait = positive_seconds(
+        "singleton_beat_claim_ttl", conf.get("singleton_beat_claim_ttl") or defaults.CLAIM_TTL
+    )
+    lock = ZooKeeperLock(ZooKeeper(settings, root_path(prefix), wait=wait / 2))
     lock.owned = True
     return lock

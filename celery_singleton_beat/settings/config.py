@@ -33,6 +33,7 @@ from celery_singleton_beat.settings.urls import (
 )
 from celery_singleton_beat.settings.zookeeper import (
     ZooKeeperSettings,
+    root_path,
     zookeeper_settings,
 )
 from celery_singleton_beat.settings.zookeeper import shown_options as shown_zookeeper_options
@@ -233,7 +234,7 @@ class Config(RedisMembers):
 
     def zookeeper_root(self) -> str:
         """The znode the library keeps everything under: the key prefix as a path."""
-        return "/" + (self.key_prefix.rstrip(":").replace("/", "-") or "singleton-beat")
+        return root_path(self.key_prefix)
 
 
 def _named(exc: ConfigurationError, setting: str) -> ConfigurationError:

@@ -19,7 +19,13 @@ from typing import Any
 
 from celery_singleton_beat.errors import ConfigurationError
 
-__all__ = ["HOSTS_ACCEPTED", "ZooKeeperSettings", "shown_options", "zookeeper_settings"]
+__all__ = [
+    "HOSTS_ACCEPTED",
+    "ZooKeeperSettings",
+    "root_path",
+    "shown_options",
+    "zookeeper_settings",
+]
 
 HOSTS_ACCEPTED = (
     "kazoo's hosts: 'host:port' or several joined by commas ('zk1:2181,zk2:2181,zk3:2181'), "
@@ -62,6 +68,12 @@ class ZooKeeperSettings:
     def shown_hosts(self) -> str:
         """The hosts for log lines (they hold no password: credentials are in options)."""
         return self.hosts
+
+
+def root_path(key_prefix: str) -> str:
+    """The znode everything is kept under: ``singleton_beat_key_prefix`` as a path
+    (``"singleton-beat:"`` -> ``/singleton-beat``)."""
+    return "/" + (key_prefix.rstrip(":").replace("/", "-") or "singleton-beat")
 
 
 def zookeeper_settings(hosts: Any, chroot: Any = None, options: Any = None) -> ZooKeeperSettings:

@@ -5,20 +5,22 @@ ensemble losing one member, then two, then getting one back."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from celery import Celery
 
 from celery_singleton_beat.connections.zookeeper import ZooKeeper
 from celery_singleton_beat.errors import ConfigurationError
-from celery_singleton_beat.locks.zookeeper import ZooKeeperLock
+from celery_singleton_beat.locks.zookeeper import ZooKeeperLock, from_app
 from celery_singleton_beat.settings.config import Config
 from celery_singleton_beat.settings.zookeeper import zookeeper_settings
 from celery_singleton_beat.stores.zookeeper import ZooKeeperSlotStore
 from celery_singleton_beat.testing import RedisServer, free_port, http_status, wait_for
-from celery_singleton_beat.testing.zookeeper import ZooKeeperEnsemble
+from celery_singleton_beat.testing.zookeeper import ZooKeeperEnsemble, ZooKeeperServer
 from tests.support.clusters import FAST, beat_cluster, check_exactly_once, executed_slots
 
 HOSTS = "singleton_beat_zookeeper_hosts"
@@ -82,6 +84,28 @@ def test_a_bad_zookeeper_setting_is_refused_at_start_naming_it(
 ) -> None:
     with pytest.raises(ConfigurationError, match=message):
         config(**settings)
+
+
+def test_singleton_tasks_lock_on_the_ensemble_the_settings_name(
+    _session_zookeeper: ZooKeeperServer,
+) -> None:
+    app = Celery("zk", broker="memory://")
+    app.conf.update(
+        singleton_beat_zookeeper_hosts=_session_zookeeper.name,
+        singleton_beat_key_prefix=f"tasks-{uuid.uuid4().hex}:",
+    )
+    lock = from_app(app)
+    try:
+        lease = lock.acquire("task", ttl=5)
+        assert lease is not None
+        assert lock.holder("task") == lease.token
+    finally:
+        lock.close()
+
+
+def test_the_task_lock_refuses_missing_hosts_naming_the_setting() -> None:
+    with pytest.raises(ConfigurationError, match=r"singleton_beat_zookeeper_hosts = None is not"):
+        from_app(Celery("zk", broker="memory://"))
 
 
 def test_a_lease_goes_with_its_holder_s_session_before_its_ttl(
