@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeGuard
@@ -70,6 +71,7 @@ CHUNK = 400
 #: Attempts of one read-decide-write before the store counts as not answering.
 TRIES = 8
 WEEK_MS = 7 * 86_400_000
+PRUNE_EVERY = 600.0
 DIRS = ("entries", "anchors", "fences", "gone", "runs", "run_states", "replicas", "locks")
 
 
@@ -105,6 +107,9 @@ class ZooKeeperSlotStore(SlotStore):
         self._ready = False
         self._fence_dirs: set[str] = set()
         self._mutex = threading.Lock()
+        self.prune_every = PRUNE_EVERY
+        """Seconds between two passes over one entry's fences past their retention."""
+        self._pruned: dict[str, float] = {}
 
     @classmethod
     def from_config(cls, app: Celery, config: Config) -> ZooKeeperSlotStore:
@@ -265,7 +270,42 @@ class ZooKeeperSlotStore(SlotStore):
                 done += self._finish(outcomes[start : start + CHUNK // 2], token, retention)
         except StoreUnavailable:
             return [False for _ in outcomes]
+        with contextlib.suppress(StoreUnavailable):  # the next pass deletes what this left
+            self._prune([o.entry for o in outcomes], retention)
         return done
+
+    def _prune(self, entries: Sequence[str], retention: float) -> None:
+        """Delete an entry's fences kept past their retention (ZooKeeper keeps a znode until
+        it is deleted), each entry at most every :attr:`prune_every` seconds per replica.
+
+        Only slots older than the retention are read (their names are their times), and
+        one is deleted only if its own ``mtime`` plus ``kept`` has passed on the ensemble's
+        clock, at the version read."""
+        at = time.monotonic()
+        with self._mutex:
+            due = [
+                entry
+                for entry in dict.fromkeys(entries)
+                if entry not in self._pruned or at - self._pruned[entry] >= self.prune_every
+            ]
+            self._pruned.update(dict.fromkeys(due, at))
+        for entry in due:
+            folder = self._path("fences", entry)
+            now = self.zk.server_now()
+            old = [
+                f"{folder}/{slot}"
+                for slot in self.zk.children("old fences", folder)
+                if slot.lstrip("-").isdigit() and int(slot) + _ms(retention) < now
+            ]
+            for start in range(0, len(old), CHUNK):
+                chunk = old[start : start + CHUNK]
+                found = self.zk.read("old fences", chunk, clock=True)
+                gone = [
+                    (path, znode[1].version)
+                    for path, znode in zip(chunk, found, strict=True)
+                    if znode is not None and not _alive(znode, "kept", self.zk.now)
+                ]
+                self.zk.batch("old fences", partial(_deletes, gone))
 
     def _finish(self, outcomes: Sequence[SlotOutcome], token: str, retention: float) -> list[bool]:
         fences = [self._fence((o.entry, o.slot)) for o in outcomes]
@@ -501,6 +541,10 @@ def _holding(
         return ops, ours
 
     return decide
+
+
+def _deletes(gone: Sequence[tuple[str, int]], client: Any) -> list[Any]:
+    return [client.delete_async(path, version) for path, version in gone]
 
 
 def _apply(transaction: Any, *, ops: Sequence[Op]) -> None:

@@ -18,6 +18,7 @@ from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks.zookeeper import ZooKeeperLock, from_app
 from celery_singleton_beat.settings.config import Config
 from celery_singleton_beat.settings.zookeeper import zookeeper_settings
+from celery_singleton_beat.stores import SlotOutcome
 from celery_singleton_beat.stores.zookeeper import ZooKeeperSlotStore
 from celery_singleton_beat.testing import RedisServer, free_port, http_status, wait_for
 from celery_singleton_beat.testing.zookeeper import ZooKeeperEnsemble, ZooKeeperServer
@@ -128,6 +129,20 @@ def test_claims_expire_on_the_ensemble_s_clock_not_the_replica_s(
     assert store.claim([("e", 1)], "a", ttl=1, retention=60)[0].status == "claimed"
     monkeypatch.setattr(time, "time", lambda: 4_000_000_000.0)  # a replica clock far ahead
     assert store.claim([("e", 1)], "b", ttl=1, retention=60)[0].status == "held"
+
+
+def test_fences_past_their_retention_are_deleted_and_younger_ones_kept(
+    zookeeper: Callable[[], ZooKeeper],
+) -> None:
+    store = ZooKeeperSlotStore(zookeeper())
+    store.prune_every = 0
+    store.init([("e", None)], now=0)
+    store.claim([("e", 1), ("e", 2)], "a", ttl=1, retention=60)
+    store.finish([SlotOutcome("e", 1, "dispatched", 1, 0)], "a", retention=0.3)
+    time.sleep(0.5)
+    store.finish([SlotOutcome("e", 2, "dispatched", 1, 0)], "a", retention=0.3)
+    assert store.zk.children("fences", store.zk.path("fences", "e")) == ["2"]
+    assert store.entry_counts("e") == {"last": 2, "dispatched": 2, "skipped": 0}
 
 
 @pytest.mark.slow
