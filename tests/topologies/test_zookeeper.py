@@ -207,3 +207,36 @@ def test_three_replicas_on_an_ensemble_survive_one_member_fail_closed_without_tw
     for log in logs:
         assert log.count("no quorum of the ZooKeeper ensemble reachable") == 1, log[-3000:]
         assert log.count("a quorum of the ZooKeeper ensemble answers again") == 1, log[-3000:]
+
+
+@pytest.mark.slow
+def test_replicas_killed_and_paused_past_the_claim_ttl_on_zookeeper_run_each_slot_once(
+    _session_zookeeper: ZooKeeperServer, three_masters: list[RedisServer], tmp_path: Path
+) -> None:
+    settings = {
+        **FAST,
+        "singleton_beat_store": "zookeeper",
+        "singleton_beat_zookeeper_hosts": _session_zookeeper.name,
+        "singleton_beat_zookeeper_options": {"timeout": 4},
+        "singleton_beat_key_prefix": f"replicas-{uuid.uuid4().hex}:",
+    }
+    schedule = {"one": {"every": 1}, "two": {"every": 2}}
+    with beat_cluster(tmp_path, three_masters, schedule, **settings) as cluster:
+        cluster.start_worker()
+        for name in ("r1", "r2", "r3"):
+            cluster.start_replica(name)
+        wait_for(lambda: len(cluster.executions()) >= 2, 30, "first executions")
+        began = time.time()
+        for _ in range(2):  # SIGKILL the replica that sent last, and start it again
+            time.sleep(4.5)
+            cluster.restart(cluster.replica_of(cluster.executions()[-1]["replica"]))
+        paused = next(p for p in cluster.processes if p.name == "r1")
+        paused.signal(19)  # SIGSTOP, past the claim TTL
+        time.sleep(3 * FAST["singleton_beat_claim_ttl"])
+        paused.signal(18)  # SIGCONT
+        time.sleep(6)
+        end = time.time() - 1.5
+        rows = cluster.executions()
+        assert paused.alive()
+    check_exactly_once(rows, "one", 1, began, end)
+    check_exactly_once(rows, "two", 2, began, end)
