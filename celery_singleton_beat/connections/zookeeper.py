@@ -48,6 +48,26 @@ Znode = tuple[bytes, ZnodeStat] | None
 #: A written znode's stat or the error the write met (transactions answer per operation).
 Node = ZnodeStat | Exception
 
+#: How kazoo reconnects unless told otherwise: forever, at most a second apart (its own
+#: default waits up to an hour between attempts after a long outage).
+RECONNECT = {"max_tries": -1, "delay": 0.1, "backoff": 2, "max_delay": 1.0}
+
+
+class _Quieter(logging.Filter):
+    """kazoo's warnings (one per reconnect attempt) as DEBUG: beat logs one line when the
+    ensemble stops answering and one when it answers again."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return KAZOO_LOGGER.isEnabledFor(logging.DEBUG)
+        return True
+
+
+#: kazoo's log lines, under the library's name.
+KAZOO_LOGGER = logging.getLogger(f"{__name__}.kazoo")
+KAZOO_LOGGER.addFilter(_Quieter())
+
 #: Errors that say "the ensemble did not answer" (not "the znode was not as expected").
 UNREACHABLE: tuple[type[BaseException], ...] = (KazooException, KazooTimeoutError)
 
@@ -86,7 +106,12 @@ class ZooKeeper:
         self.root = root.rstrip("/") or "/"
         self.wait = wait
         """Seconds a batch waits for its replies before the ensemble counts as unreachable."""
-        self.client = KazooClient(hosts=settings.hosts, **settings.options)
+        options = {**settings.options, "logger": KAZOO_LOGGER}
+        options["connection_retry"] = {
+            **RECONNECT,
+            **(settings.options.get("connection_retry") or {}),
+        }
+        self.client = KazooClient(hosts=settings.hosts, **options)
         self.client.start_async().wait(timeout=wait)  # not connected yet: not an error
         self._made: set[str] = set()
         self._made_lock = threading.Lock()
@@ -102,16 +127,18 @@ class ZooKeeper:
         detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return StoreUnavailable(self.name, what, detail)
 
-    def ensure(self, *paths: str) -> None:
-        """Make the persistent znodes ``paths`` (and their parents) once per session."""
+    def ensure(self, *paths: str) -> bool:
+        """Make the persistent znodes ``paths`` (and their parents) once per process; False
+        when all of them were made already."""
         missing = [p for p in paths if p not in self._made]
         if not missing:
-            return
-        what = "its znodes"
+            return False
+        what = "make its znodes"
         for reply in self.batch(what, lambda c: [c.ensure_path_async(p) for p in missing]):
             _checked(self, what, reply)
         with self._made_lock:
             self._made.update(missing)
+        return True
 
     def batch(self, what: str, send: Callable[[KazooClient], Sequence[IAsyncResult]]) -> list[Any]:
         """Send every request ``send`` makes, then read every reply: each one's value or
@@ -179,7 +206,7 @@ class ZooKeeper:
 
     def server_now(self) -> int:
         """The ensemble's time now, in ms (one write)."""
-        self.read("the servers' time", [], clock=True)
+        self.read("read the ensemble's time", [], clock=True)
         return self.now
 
     def commit(self, what: str, build: Callable[[Any], None]) -> list[Any] | None:

@@ -77,17 +77,16 @@ class ZooKeeperLock(LockBackend):
         parent = self._key(key)
         holder = f"{parent}/holder"
         data = dumps({"token": token, "ttl": max(1, round(ttl * 1000))})
-        results = self._grant(parent, holder, data, None)
+        results = self._grant(key, data, None)
+        if results is None and self.zk.ensure(parent):  # the key's first grant here
+            results = self._grant(key, data, None)
         if results is None:
-            self.zk.ensure(parent)
-            results = self._grant(parent, holder, data, None)
-        if results is None:
-            [found] = self.zk.read(f"lock {key!r}", [holder], clock=True)
+            [found] = self.zk.read(f"read lock {key!r}", [holder], clock=True)
             if found is not None:
                 held = loads(found[0])
                 if held.get("token") != token and found[1].mtime + held["ttl"] > self.zk.now:
                     return None
-            results = self._grant(parent, holder, data, found[1].version if found else None)
+            results = self._grant(key, data, found[1].version if found else None)
             if results is None:
                 return None  # another contender's transaction came first
         version = results[0].version
@@ -97,16 +96,17 @@ class ZooKeeperLock(LockBackend):
             key, token, fence=version + 1, ttl=ttl, valid_until=started + ttl, clock=self.clock
         )
 
-    def _grant(
-        self, parent: str, holder: str, data: bytes, replaced: int | None
-    ) -> list[Any] | None:
+    def _grant(self, key: str, data: bytes, replaced: int | None) -> list[Any] | None:
+        parent = self._key(key)
+        holder = f"{parent}/holder"
+
         def build(transaction: Any) -> None:
             transaction.set_data(parent, b"")
             if replaced is not None:
                 transaction.delete(holder, version=replaced)
             transaction.create(holder, data, ephemeral=True)
 
-        return self.zk.commit(f"lock {parent!r}", build)
+        return self.zk.commit(f"grant lock {key!r}", build)
 
     def _version(self, lease: Lease) -> int | None:
         with self._mutex:
@@ -143,10 +143,10 @@ class ZooKeeperLock(LockBackend):
             transaction.check(parent, lease.fence - 1)
             write(transaction, f"{parent}/holder")
 
-        return self.zk.commit(f"lock {lease.key!r}", build)
+        return self.zk.commit(f"extend or release lock {lease.key!r}", build)
 
     def holder(self, key: str) -> str | None:
-        [found] = self.zk.read(f"lock {key!r}", [f"{self._key(key)}/holder"], clock=True)
+        [found] = self.zk.read(f"read lock {key!r}", [f"{self._key(key)}/holder"], clock=True)
         if found is None:
             return None
         held = loads(found[0])
@@ -154,9 +154,9 @@ class ZooKeeperLock(LockBackend):
         return str(held["token"]) if alive else None
 
     def held(self) -> list[HeldLock] | None:
-        keys = self.zk.children("the held locks", self.zk.path("locks"))
+        keys = self.zk.children("list the held locks", self.zk.path("locks"))
         paths = [f"{self.zk.path('locks', k)}/holder" for k in keys]
-        found = self.zk.read("the held locks", paths, clock=True)
+        found = self.zk.read("read the held locks", paths, clock=True)
         now = self.zk.now
         locks = []
         for key, znode in zip(keys, found, strict=True):

@@ -5,7 +5,8 @@
 - ``singleton_beat_zookeeper_chroot``: the chroot, when not written in the hosts.
 - ``singleton_beat_zookeeper_options``: keyword arguments of ``KazooClient``: ``timeout``
   (the session timeout, s), ``auth_data`` (``[("digest", "user:password")]``),
-  ``connection_retry``/``command_retry`` (``KazooRetry`` arguments), ``use_ssl``, ``ca``,
+  ``connection_retry`` (``KazooRetry`` arguments; by default kazoo reconnects forever, at
+  most a second apart), ``use_ssl``, ``ca``,
   ``certfile``, ``keyfile``, ``keyfile_password``, ``verify_certs``, ``check_hostname``,
   ``sasl_options``, ``randomize_hosts``.
 """
@@ -37,7 +38,6 @@ OPTION_KINDS: dict[str, tuple[type, ...]] = {
     "timeout": (int, float),
     "auth_data": (list, tuple),
     "connection_retry": (dict,),
-    "command_retry": (dict,),
     "use_ssl": (bool,),
     "ca": (str,),
     "certfile": (str,),
@@ -135,7 +135,7 @@ def _options(options: Any) -> dict[str, Any]:
                 f"{name}['auth_data']", "...", "a list of (scheme, credential) string pairs"
             )
     found["auth_data"] = [tuple(pair) for pair in found.get("auth_data", ())] or None
-    for key in ("connection_retry", "command_retry"):
+    for key in ("connection_retry",):
         unknown = set(found.get(key) or ()) - RETRY_KEYS
         if unknown:
             raise ConfigurationError(

@@ -186,7 +186,7 @@ class ZooKeeperSlotStore(SlotStore):
                 states.append(EntryState(last, anchor))
             return ops, states
 
-        return list(self._update("the entries", paths + anchors, decide))
+        return list(self._update("register the entries", paths + anchors, decide))
 
     def claim(
         self, fences: Sequence[Fence], token: str, ttl: float, retention: float
@@ -232,7 +232,9 @@ class ZooKeeperSlotStore(SlotStore):
                 claims[fence] = Claim(ClaimStatus.CLAIMED, last, taken_over=taken_over)
             return ops, claims
 
-        answer: dict[Fence, Claim] = self._update("claims", paths + entries, decide, clock=True)
+        answer: dict[Fence, Claim] = self._update(
+            "claim slots", paths + entries, decide, clock=True
+        )
         return answer
 
     def _ours(
@@ -244,7 +246,7 @@ class ZooKeeperSlotStore(SlotStore):
         held: dict[str, bool] = {}
         for start in range(0, len(paths), CHUNK):
             held.update(
-                self._update("claims", paths[start : start + CHUNK], _holding(token, write))
+                self._update("update claims", paths[start : start + CHUNK], _holding(token, write))
             )
         return [held[path] for path in paths]
 
@@ -294,18 +296,18 @@ class ZooKeeperSlotStore(SlotStore):
             now = self.zk.server_now()
             old = [
                 f"{folder}/{slot}"
-                for slot in self.zk.children("old fences", folder)
+                for slot in self.zk.children("list old fences", folder)
                 if slot.lstrip("-").isdigit() and int(slot) + _ms(retention) < now
             ]
             for start in range(0, len(old), CHUNK):
                 chunk = old[start : start + CHUNK]
-                found = self.zk.read("old fences", chunk, clock=True)
+                found = self.zk.read("read old fences", chunk, clock=True)
                 gone = [
                     (path, znode[1].version)
                     for path, znode in zip(chunk, found, strict=True)
                     if znode is not None and not _alive(znode, "kept", self.zk.now)
                 ]
-                self.zk.batch("old fences", partial(_deletes, gone))
+                self.zk.batch("delete old fences", partial(_deletes, gone))
 
     def _finish(self, outcomes: Sequence[SlotOutcome], token: str, retention: float) -> list[bool]:
         fences = [self._fence((o.entry, o.slot)) for o in outcomes]
@@ -336,11 +338,11 @@ class ZooKeeperSlotStore(SlotStore):
             ops += [_write(path, found[path], state) for path, state in states.items()]
             return ops, answers
 
-        answer: list[bool] = self._update("finished slots", fences + entries, decide)
+        answer: list[bool] = self._update("finish slots", fences + entries, decide)
         return answer
 
     def entry_counts(self, name: str) -> dict[str, int]:
-        [entry] = self.zk.read("the entry", [self._path("entries", name)])
+        [entry] = self.zk.read("read an entry", [self._path("entries", name)])
         if entry is None:
             return {}
         state = loads(entry[0])
@@ -358,7 +360,7 @@ class ZooKeeperSlotStore(SlotStore):
                     ops.append(_write(path, entry, {**loads(entry[0]), "last": slot}))
             return ops, None
 
-        self._update("the entries", paths, decide)
+        self._update("raise the entries' last slots", paths, decide)
 
     def mark_gone(self, names: Sequence[str], now: int) -> None:
         self._prepare()
@@ -367,26 +369,28 @@ class ZooKeeperSlotStore(SlotStore):
         def decide(found: dict[str, Znode]) -> tuple[list[Op], None]:
             return [_write(p, z, {"at": now}) for p, z in found.items()], None
 
-        self._update("the entries gone", paths, decide)
+        self._update("mark entries gone", paths, decide)
 
     def gone(self, names: Sequence[str]) -> list[int]:
-        found = self.zk.read("the entries gone", [self._path("gone", n) for n in names])
+        found = self.zk.read("read when entries left", [self._path("gone", n) for n in names])
         return [int(loads(z[0])["at"]) if z is not None else 0 for z in found]
 
     def anchors(self, entries: Sequence[tuple[str, int]]) -> list[int | None]:
         paths = [self._path("anchors", f"{name}:{every}") for name, every in entries]
-        return [int(z[0]) if z is not None else None for z in self.zk.read("the anchors", paths)]
+        return [
+            int(z[0]) if z is not None else None for z in self.zk.read("read the anchors", paths)
+        ]
 
     # -- the runtime schedule ------------------------------------------------------------------
 
     def schedule_revision(self) -> int:
         self._prepare()
-        [found] = self.zk.read("the schedule's revision", [self.zk.path("revision")])
+        [found] = self.zk.read("read the schedule's revision", [self.zk.path("revision")])
         return int(found[0] or 0) if found is not None else 0
 
     def read_schedule(self) -> tuple[int, dict[str, Any]]:
         self._prepare()
-        [found] = self.zk.read("the schedule", [self.zk.path("document")])
+        [found] = self.zk.read("read the schedule", [self.zk.path("document")])
         stored = loads(found[0]) if found is not None else {}
         return int(stored.get("revision", 0)), dict(stored.get("doc", {}))
 
@@ -407,7 +411,7 @@ class ZooKeeperSlotStore(SlotStore):
                 _write(paths[1], found[paths[1]], {"revision": revision, "doc": doc}),
             ], True
 
-        answer: bool = self._update("the schedule", paths, decide)
+        answer: bool = self._update("write the schedule", paths, decide)
         return answer
 
     def mark_runs_sent(self, run_ids: Sequence[str], retention: float) -> None:
@@ -417,17 +421,19 @@ class ZooKeeperSlotStore(SlotStore):
         def decide(found: dict[str, Znode]) -> tuple[list[Op], None]:
             return [_write(p, z, {"kept": _ms(retention)}) for p, z in found.items()], None
 
-        self._update("the runs sent", paths, decide)
+        self._update("mark runs sent", paths, decide)
 
     def runs_sent(self, run_ids: Sequence[str]) -> set[str]:
-        found = self.zk.read("the runs sent", [self._path("runs", r) for r in run_ids], clock=True)
+        found = self.zk.read(
+            "read the runs sent", [self._path("runs", r) for r in run_ids], clock=True
+        )
         return {r for r, z in zip(run_ids, found, strict=True) if _alive(z, "kept", self.zk.now)}
 
     # -- run states --------------------------------------------------------------------------
 
     def run_states(self, entries: Sequence[str]) -> dict[str, dict[str, int]]:
         paths = [self._path("run_states", e) for e in entries]
-        found = self.zk.read("the run states", paths, clock=True)
+        found = self.zk.read("read the run states", paths, clock=True)
         states = {}
         for entry, znode in zip(entries, found, strict=True):
             live = loads(znode[0]) if _alive(znode, "kept", self.zk.now) else {}
@@ -465,14 +471,14 @@ class ZooKeeperSlotStore(SlotStore):
 
             return change
 
-        self._raise("the run states", {e: raising(f) for e, f in grouped.items()})
+        self._raise("raise the run states", {e: raising(f) for e, f in grouped.items()})
 
     def count_overlapped(self, entry: str, count: int) -> None:
         def change(state: dict[str, Any], left: int) -> None:
             state["overlapped"] = int(state.get("overlapped", 0)) + count
             state["kept"] = max(left, WEEK_MS)
 
-        self._raise("the overlapped count", {entry: change})
+        self._raise("count overlapped slots", {entry: change})
 
     # -- replicas --------------------------------------------------------------------------
 
@@ -481,23 +487,23 @@ class ZooKeeperSlotStore(SlotStore):
         path = self._path("replicas", replica)
         data = dumps({"info": info, "ttl": _ms(ttl)})
         [written, revision] = self.zk.batch(
-            "a heartbeat",
+            "write a heartbeat",
             lambda c: [c.set_async(path, data), c.get_async(self.zk.path("revision"))],
         )
         if isinstance(written, Exception):
             [made] = self.zk.batch(
-                "a heartbeat", lambda c: [c.create_async(path, data, ephemeral=True)]
+                "write a heartbeat", lambda c: [c.create_async(path, data, ephemeral=True)]
             )
             if isinstance(made, Exception) and type(made).__name__ != "NodeExistsError":
-                raise self.zk.unavailable("a heartbeat", made)
+                raise self.zk.unavailable("write a heartbeat", made)
         if not isinstance(revision, Exception):
             self.saw_schedule_revision(int(revision[0] or 0))
         return len(self._live())
 
     def _live(self) -> list[dict[str, Any]]:
-        names = self.zk.children("the replicas", self.zk.path("replicas"))
+        names = self.zk.children("list the replicas", self.zk.path("replicas"))
         paths = [self.zk.path("replicas", n) for n in names]
-        found = self.zk.read("the replicas", paths, clock=True)
+        found = self.zk.read("read the replicas", paths, clock=True)
         now = self.zk.now
         return [
             {**loads(z[0])["info"], "seen_ago": (now - z[1].mtime) / 1000}
@@ -512,7 +518,7 @@ class ZooKeeperSlotStore(SlotStore):
     def forget_replica(self, replica: str) -> None:
         path = self._path("replicas", replica)
         with contextlib.suppress(StoreUnavailable):  # best effort: it goes with the session
-            self.zk.batch("a heartbeat", lambda c: [c.delete_async(path)])
+            self.zk.batch("delete a heartbeat", lambda c: [c.delete_async(path)])
 
     def leader_lock(self, owner: str) -> LockBackend:
         return self._lock

@@ -73,9 +73,9 @@ def test_the_zookeeper_store_takes_kazoo_s_hosts_chroot_and_options() -> None:
         (
             {
                 "singleton_beat_zookeeper_hosts": "zk1",
-                "singleton_beat_zookeeper_options": {"command_retry": {"tries": 3}},
+                "singleton_beat_zookeeper_options": {"connection_retry": {"tries": 3}},
             },
-            r"singleton_beat_zookeeper_options\['command_retry'\] = \['tries'\] is not valid: "
+            r"singleton_beat_zookeeper_options\['connection_retry'\] = \['tries'\] is not valid: "
             r"KazooRetry arguments",
         ),
     ],
