@@ -4,6 +4,7 @@ ensemble losing one member, then two, then getting one back."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -22,7 +23,13 @@ from celery_singleton_beat.stores import SlotOutcome
 from celery_singleton_beat.stores.zookeeper import ZooKeeperSlotStore
 from celery_singleton_beat.testing import RedisServer, free_port, http_status, wait_for
 from celery_singleton_beat.testing.zookeeper import ZooKeeperEnsemble, ZooKeeperServer
-from tests.support.clusters import FAST, beat_cluster, check_exactly_once, executed_slots
+from tests.support.clusters import (
+    FAST,
+    TaskCluster,
+    beat_cluster,
+    check_exactly_once,
+    executed_slots,
+)
 
 HOSTS = "singleton_beat_zookeeper_hosts"
 OPTIONS = "singleton_beat_zookeeper_options"
@@ -240,3 +247,41 @@ def test_replicas_killed_and_paused_past_the_claim_ttl_on_zookeeper_run_each_slo
         assert paused.alive()
     check_exactly_once(rows, "one", 1, began, end)
     check_exactly_once(rows, "two", 2, began, end)
+
+
+@pytest.mark.slow
+def test_a_singleton_task_lock_on_zookeeper_is_free_soon_after_its_worker_is_killed(
+    _session_zookeeper: ZooKeeperServer, cluster: TaskCluster
+) -> None:
+    prefix = f"tasks-{uuid.uuid4().hex}:"
+    settings = {
+        "singleton_beat_task_backend": "celery_singleton_beat.locks.zookeeper.from_app",
+        "singleton_beat_zookeeper_hosts": _session_zookeeper.name,
+        "singleton_beat_zookeeper_options": {"timeout": 2},
+        "singleton_beat_key_prefix": prefix,
+    }
+    worker = cluster.start_worker(TEST_SETTINGS=json.dumps(settings))
+    cluster.send("until_killed", 60)
+    wait_for(lambda: cluster.events("RunStarted", "until_killed"), 20, "the run to start")
+    key = str(cluster.events("RunStarted", "until_killed")[0]["key"])
+    hosts = zookeeper_settings(_session_zookeeper.name)
+    lock = ZooKeeperLock(ZooKeeper(hosts, "/" + prefix[:-1], wait=2))
+    try:
+        assert lock.holder(key) is not None, "the running task holds its lock on ZooKeeper"
+        cluster.send("until_killed", 60)  # a second copy meanwhile: skipped, not run
+        wait_for(lambda: cluster.events("RunSkipped", "until_killed"), 20, "the copy skipped")
+        cluster.kill(worker)
+        wait_for(lambda: lock.holder(key) is None, 10, "the lock to go")
+    finally:
+        lock.zk.close()
+    cluster.start_worker("worker-2", TEST_SETTINGS=json.dumps(settings))
+    cluster.send("until_killed", 0.1)
+    wait_for(
+        lambda: any(r.get("phase") == "finished" for r in cluster.runs("until_killed")),
+        20, "the next run",
+    )  # fmt: skip
+    assert [r.get("phase") for r in cluster.runs("until_killed")] == [
+        "started",
+        "started",
+        "finished",
+    ]
