@@ -92,7 +92,7 @@ test: lint typecheck docs redis-server zookeeper chromium
 	$(MAKE) nox
 
 # each cell: a fresh venv, the built wheel, pinned versions, the subset (see noxfile.py)
-nox: $(STAMP) redis-server
+nox: $(STAMP) redis-server zookeeper
 	@for v in 3.10 3.12 3.13; do PATH="$(PYTHONS_PATH):$$PATH" command -v python$$v >/dev/null || { \
 		echo "error: python$$v not found (pyenv's are looked for in ~/.pyenv/versions); set PYTHONS_PATH=dir:dir" >&2; exit 1; }; done
 	PATH="$(PYTHONS_PATH):$$PATH" $(BIN)/nox --no-color

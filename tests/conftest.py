@@ -7,12 +7,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 pytest.register_assert_rewrite("tests.support")
 
-from celery_singleton_beat.connections.zookeeper import ZooKeeper  # noqa: E402
+if TYPE_CHECKING:  # kazoo is the [zookeeper] extra's: imported by the fixture that uses it
+    from celery_singleton_beat.connections.zookeeper import ZooKeeper
 from celery_singleton_beat.observe import events  # noqa: E402  (after the rewrite hook)
 from celery_singleton_beat.testing import (  # noqa: E402
     RedisClusterServers,
@@ -80,6 +82,7 @@ def _session_zookeeper() -> Iterator[ZooKeeperServer]:
 def zookeeper(_session_zookeeper: ZooKeeperServer) -> Iterator[Callable[[], ZooKeeper]]:
     """Sessions on one standalone ZooKeeper server for the whole run, each test under a
     root znode of its own: ``zk = zookeeper()`` (closed at the end)."""
+    from celery_singleton_beat.connections.zookeeper import ZooKeeper
     from celery_singleton_beat.settings.zookeeper import zookeeper_settings
 
     root = f"/test-{uuid.uuid4().hex}"
