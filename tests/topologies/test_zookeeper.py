@@ -217,9 +217,12 @@ def test_three_replicas_on_an_ensemble_survive_one_member_fail_closed_without_tw
 
 
 @pytest.mark.slow
-def test_replicas_killed_and_paused_past_the_claim_ttl_on_zookeeper_run_each_slot_once(
+def test_replicas_crashed_killed_and_paused_past_the_claim_ttl_on_zookeeper_run_each_slot_once(
     _session_zookeeper: ZooKeeperServer, three_masters: list[RedisServer], tmp_path: Path
 ) -> None:
+    """A replica dies between publishing a slot and marking it done (another sends it
+    again with the same task id; the worker drops the copy); the replica that sent last
+    is killed twice; one is paused past the claim TTL."""
     settings = {
         **FAST,
         "singleton_beat_store": "zookeeper",
@@ -230,10 +233,16 @@ def test_replicas_killed_and_paused_past_the_claim_ttl_on_zookeeper_run_each_slo
     schedule = {"one": {"every": 1}, "two": {"every": 2}}
     with beat_cluster(tmp_path, three_masters, schedule, **settings) as cluster:
         cluster.start_worker()
+        crasher = cluster.start_replica(
+            "crasher", scheduler="tests.beat.app:CrashAfterPublish", TEST_CRASH_ENTRY="two"
+        )
         for name in ("r1", "r2", "r3"):
             cluster.start_replica(name)
         wait_for(lambda: len(cluster.executions()) >= 2, 30, "first executions")
         began = time.time()
+        wait_for(lambda: not crasher.alive(), 60, f"the crash hook\n{crasher.text()}")
+        assert crasher.popen.returncode == 17
+        wait_for(cluster.skipped, 15, "the slot sent again to reach the worker")
         for _ in range(2):  # SIGKILL the replica that sent last, and start it again
             time.sleep(4.5)
             cluster.restart(cluster.replica_of(cluster.executions()[-1]["replica"]))
@@ -243,10 +252,14 @@ def test_replicas_killed_and_paused_past_the_claim_ttl_on_zookeeper_run_each_slo
         paused.signal(18)  # SIGCONT
         time.sleep(6)
         end = time.time() - 1.5
-        rows = cluster.executions()
+        rows, skipped = cluster.executions(), cluster.skipped()
         assert paused.alive()
     check_exactly_once(rows, "one", 1, began, end)
     check_exactly_once(rows, "two", 2, began, end)
+    # the crashed replica's slot, and any a killed or paused replica had sent before its
+    # claim was taken over, reached the worker twice under one task id: dropped, not run
+    assert {s["reason"] for s in skipped} == {"skipped_duplicate"}
+    assert "two" in {s["entry"] for s in skipped}
 
 
 @pytest.mark.slow
