@@ -1,6 +1,6 @@
 """The slot-store contract, run against every store: memory, Redis over 1, 3 and 5 real
 masters, a Redis Cluster (3 primaries with a replica each), and the Django app's database
-store on SQLite, PostgreSQL and MariaDB.
+store on SQLite, PostgreSQL and MariaDB, and a ZooKeeper server.
 
 Expiry is real time on the store's own clock, with TTLs of a few tenths of a second.
 """
@@ -35,6 +35,7 @@ MISSED = Outcome.SKIPPED_MISFIRE.value
     params=[
         *with_databases("memory", "redis-1", "redis-3", "redis-5", "redis-cluster"),
         *(f"sqlalchemy-{vendor}" for vendor in SQLALCHEMY_VENDORS),
+        "zookeeper",
     ]
 )
 def store(
@@ -48,6 +49,10 @@ def store(
         made: SlotStore = SqlAlchemySlotStore(url)
     elif kind == "memory":
         made = MemorySlotStore()
+    elif kind == "zookeeper":
+        from celery_singleton_beat.stores.zookeeper import ZooKeeperSlotStore
+
+        made = ZooKeeperSlotStore(request.getfixturevalue("zookeeper")())
     elif request.param == "redis-cluster":
         sharded: RedisClusterServers = request.getfixturevalue("shared_sharded_cluster")
         made = RedisSlotStore(Masters.from_urls([sharded.url], 1.0), "contract:")
