@@ -27,7 +27,7 @@ from celery_singleton_beat.schedule.api import (
     spec_for,
     update,
 )
-from celery_singleton_beat.schedule.backfill import backfill, backfill_progress, backfills
+from celery_singleton_beat.schedule.backfills import backfill, backfill_progress, backfill_requests
 from celery_singleton_beat.schedule.document import RUN_NOW, RUN_NOW_KEPT_MS, to_beat
 
 __all__ = [
@@ -39,7 +39,7 @@ __all__ = [
     "add",
     "backfill",
     "backfill_progress",
-    "backfills",
+    "backfill_requests",
     "entries",
     "pause",
     "paused",

@@ -54,7 +54,7 @@ def test_a_backfill_holds_every_slot_of_the_range_paced_at_its_rate(app: Celery)
     assert {k: progress[k] for k in ("total", "settled", "sent", "had_run", "state")} == {
         "total": 30, "settled": 0, "sent": 0, "had_run": 0, "state": "running",
     }  # fmt: skip
-    assert [b["id"] for b in schedule.backfills(app)] == [backfill_id]
+    assert [b["id"] for b in schedule.backfill_requests(app)] == [backfill_id]
 
 
 def test_progress_counts_the_slots_the_replicas_settled(app: Celery) -> None:

@@ -124,7 +124,7 @@ def backfill_progress(app: Celery, backfill_id: str) -> dict[str, Any]:
             "had_run": had_run, "state": state}  # fmt: skip
 
 
-def backfills(app: Celery) -> list[dict[str, Any]]:
+def backfill_requests(app: Celery) -> list[dict[str, Any]]:
     """Every backfill kept (an hour past its pacing), oldest first, with its progress."""
     with _store(app) as document:
         _rev, doc = document.read()
