@@ -10,17 +10,14 @@ without it this test fails, saying so: it never skips.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import pytest
 import yaml
 
-from celery_singleton_beat.testing import RedisServer
-from tests.support.scraped import Sample, scrape_metrics
+from tests.support.promtool import promtool
+from tests.support.scraped import Sample
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "examples" / "deploy" / "prometheus" / "singleton-beat-alerts.yml"
@@ -83,21 +80,6 @@ CASES = {
     "SingletonBeatLockLost": Case([Series("lock_lost_total", BUMP, FLAT)], ["task"]),
     "SingletonBeatEntryConflict": Case([Series("entry_conflicts", "1x20", "{v}x20")], []),
 }
-
-
-@pytest.fixture
-def scraped(redis_cluster: Callable[[int], list[RedisServer]]) -> list[Sample]:
-    return scrape_metrics(redis_cluster(1)[0])[1]
-
-
-def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        pytest.fail(
-            "promtool is missing: it checks the shipped alert rules. Install Debian's "
-            "prometheus package (make promtool, or apt-get install prometheus) and run again."
-        )
-    return found
 
 
 def rules() -> list[dict[str, Any]]:
