@@ -31,6 +31,7 @@ from typing import Any
 
 from celery_singleton_beat.beat.claims import ClaimKeeper
 from celery_singleton_beat.beat.dispatch import Sender
+from celery_singleton_beat.beat.stopping import stop_signals_held
 from celery_singleton_beat.core.entries import Plan
 from celery_singleton_beat.core.schema import ClaimStatus, Outcome
 from celery_singleton_beat.core.slots import to_datetime
@@ -73,7 +74,8 @@ class Backfiller:
             settled = self.settled.setdefault(request_id, set())
             todo = [s for s in released(request, now) if s not in settled][:CHUNK]
             if todo and not plan.policy.paused:
-                settled.update(self._settle(plan, todo, now))
+                with stop_signals_held():  # claimed, sent and marked done, or none of it
+                    settled.update(self._settle(plan, todo, now))
             if any(s not in settled for s in todo):
                 wake.append(now + AGAIN_MS)
             following = next_release(request, now)
