@@ -136,6 +136,8 @@ def backfill(ctx: click.Context, /, name: str, **given: Any) -> None:
     )  # fmt: skip
     progress = _run(backfills.backfill_progress, app, backfill_id)
     click.echo(f"backfill {backfill_id} of {name!r}: {progress['total']} slot(s)")
+    if progress["replicas"] == 0 and progress["state"] == "running":
+        click.echo("warning: no beat replica is alive: the slots are sent once one runs", err=True)
     if given["no_wait"]:
         return
     with click.progressbar(length=progress["total"], label="settled") as bar:

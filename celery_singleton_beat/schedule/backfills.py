@@ -72,9 +72,9 @@ def backfill(
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
         raise ConfigurationError("rate", rate, "a positive number of slots a second")
     if first >= last:
-        raise ConfigurationError("end", end, f"a time after start ({start})")
+        raise ConfigurationError("end", _iso(end), f"a time after start ({_iso(start)})")
     if last > now:
-        raise ConfigurationError("end", end, "a time not after now (later slots are beat's)")
+        raise ConfigurationError("end", _iso(end), "a time not after now (later slots are beat's)")
     runtime = Runtime.of(app)
     with _slot_store(app) as store:
         slots = _slots(app, store, name, first, last)
@@ -82,7 +82,7 @@ def backfill(
     oldest = until - round(runtime.config.fence_retention * 1000)
     if first < oldest:
         raise ConfigurationError(
-            "start", start, f"a time after {slot_label(oldest)}: a slot's fence, which says "
+            "start", _iso(start), f"a time after {slot_label(oldest)}: a slot's fence, which says "
             f"whether it ran, is kept singleton_beat_fence_retention "
             f"({runtime.config.fence_retention:g} s), and this backfill is worked on until "
             f"{slot_label(until)}",
@@ -105,7 +105,8 @@ def backfill(
 def backfill_progress(app: Celery, backfill_id: str) -> dict[str, Any]:
     """How far a backfill is: ``entry``, ``total`` slots, ``settled`` (``sent`` by it, or
     found to have run: ``had_run``), and ``state``: ``"running"``, ``"done"`` (all settled)
-    or ``"expired"`` (not all settled within an hour of its pacing: no replica ran)."""
+    or ``"expired"`` (not all settled within an hour of its pacing: no replica ran); and
+    how many beat ``replicas`` are alive to send its slots."""
     with _slot_store(app) as store:
         _rev, doc = ScheduleDocument(store).read()
         request = doc["backfills"].get(backfill_id)
@@ -114,6 +115,7 @@ def backfill_progress(app: Celery, backfill_id: str) -> dict[str, Any]:
             raise ConfigurationError("backfill_id", backfill_id, _one_of(backfill_id, known))
         mark = request["entry"] + BACKFILL
         outcomes = store.outcomes([(mark, s) for s in request["slots"]])
+        replicas = len(store.replicas())
     sent = outcomes.count(Outcome.DISPATCHED.value)
     had_run = outcomes.count(HAD_RUN)
     total, settled = len(outcomes), sent + had_run
@@ -121,7 +123,7 @@ def backfill_progress(app: Celery, backfill_id: str) -> dict[str, Any]:
     state = "done" if settled == total else "expired" if now > request["until"] else "running"
     return {"id": backfill_id, "entry": request["entry"], "by": request["by"],
             "asked": request["asked"], "total": total, "settled": settled, "sent": sent,
-            "had_run": had_run, "state": state}  # fmt: skip
+            "had_run": had_run, "state": state, "replicas": replicas}  # fmt: skip
 
 
 def backfill_requests(app: Celery) -> list[dict[str, Any]]:
@@ -175,6 +177,10 @@ def _slots(app: Celery, store: SlotStore, name: str, first: int, last: int) -> l
             "start/end", (slot_label(first), slot_label(last)), f"a range with a slot of {name!r}"
         )
     return found
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.isoformat()
 
 
 def _ms(app: Celery, what: str, moment: Any) -> int:

@@ -54,6 +54,7 @@ def test_a_backfill_holds_every_slot_of_the_range_paced_at_its_rate(app: Celery)
     assert {k: progress[k] for k in ("total", "settled", "sent", "had_run", "state")} == {
         "total": 30, "settled": 0, "sent": 0, "had_run": 0, "state": "running",
     }  # fmt: skip
+    assert progress["replicas"] == 0, "no beat replica heartbeats in this test"
     assert [b["id"] for b in schedule.backfill_requests(app)] == [backfill_id]
 
 
