@@ -79,6 +79,7 @@ CASES = {
     ),
     "SingletonBeatLockLost": Case([Series("lock_lost_total", BUMP, FLAT)], ["task"]),
     "SingletonBeatEntryConflict": Case([Series("entry_conflicts", "1x20", "{v}x20")], []),
+    "SingletonBeatEntryPaused": Case([Series("paused_entries", "{v}x90", "0x90")], [], at="70m"),
 }
 
 

@@ -260,6 +260,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             events.ReplicaSeen(
                 host=str(info["host"]), pid=os.getpid(), mode=self.config.mode,
                 role=self.leadership.role, ready=bool(self._ready), replicas=alive,
+                paused=sum(plan.policy.paused for plan in self.plans.values()),
             )
         )  # fmt: skip
 

@@ -1,8 +1,8 @@
 """Series recorded from the library's own ``/metrics``: a beat replica in this process, on a
 real Redis master, with a health port; it dispatches slots and misses some (an entry
-whose shared state is ten seconds old, misfire ``skip``), while a singleton task here
-meets its key held, so that every metric the alert rules and the dashboard read has a
-sample with its real labels."""
+whose shared state is ten seconds old, misfire ``skip``) and holds one paused, while a
+singleton task here meets its key held, so that every metric the alert rules and the
+dashboard read has a sample with its real labels."""
 
 from __future__ import annotations
 
@@ -38,6 +38,8 @@ def scrape_metrics(master: RedisServer) -> tuple[str, list[Sample]]:
             "tick": {"task": "tick", "schedule": 1.0},
             "late": {"task": "tick", "schedule": 1.0,
                      "options": {"singleton_beat": {"misfire": "skip"}}},
+            "held": {"task": "tick", "schedule": 1.0,
+                     "options": {"singleton_beat": {"paused": True}}},
         },
     )  # fmt: skip
     now = round(time.time() * 1000)
