@@ -94,8 +94,8 @@ class Backfiller:
             return settled
         own = self._claim([(name, s) for s in mine], token, also=[(mark, s) for s in mine])
         decided = [s for s, c in zip(mine, own, strict=True) if c.status == ClaimStatus.DONE]
-        ran = {s for s, o in zip(decided, self.fences.outcomes([(name, s) for s in decided]),
-                                 strict=True) if o == SENT}  # fmt: skip
+        how = self.fences.outcomes([(name, s) for s in decided])
+        ran = {s for s, outcome in zip(decided, how, strict=True) if outcome == SENT}
         send, giveback, outcomes = [], [], []
         for slot, claim in zip(mine, own, strict=True):
             if slot in ran:
