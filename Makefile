@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 # the matrix's Pythons: pyenv's, found by nox on PATH (set PYTHONS_PATH to use others)
 PYTHONS_PATH ?= $(subst $(eval) ,:,$(wildcard $(HOME)/.pyenv/versions/3.1[0-3].*/bin))
 
-.PHONY: demo demo-locks demo-django test lint typecheck docs nox bench redis-server zookeeper chromium clean
+.PHONY: demo demo-locks demo-django test lint typecheck docs nox bench redis-server zookeeper chromium promtool clean
 
 $(STAMP): pyproject.toml
 	@[ -n "$(PYTHON)" ] || { echo "error: no python3 found; install Python 3.10 or newer" >&2; exit 1; }
@@ -59,6 +59,19 @@ chromium:
 			exit 1; \
 		fi; }
 
+# the shipped alert rules are checked with promtool (tests/test_alert_rules.py), from
+# Debian's prometheus package
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "promtool is missing: installing Debian's prometheus package with apt-get"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+		else \
+			echo "error: promtool is missing. Install it (Debian/Ubuntu: sudo apt-get install prometheus; macOS: brew install prometheus) and run again." >&2; \
+			exit 1; \
+		fi; }
+	@command -v promtool >/dev/null 2>&1 || { echo "error: promtool is still missing after apt-get" >&2; exit 1; }
+
 demo: $(STAMP) redis-server
 	$(BIN)/python examples/basic/demo.py
 
@@ -85,7 +98,7 @@ typecheck: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir $(VENV)/site
 
-test: lint typecheck docs redis-server zookeeper chromium
+test: lint typecheck docs redis-server zookeeper chromium promtool
 	$(BIN)/pytest --durations=25
 	@echo "== the Django app's records, admin and dashboard again, with PostgreSQL as the default database"
 	$(BIN)/pytest -p no:cacheprovider --ds=tests.djangoapp.settings_postgres tests/djangoapp/test_admin_and_records.py

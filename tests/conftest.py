@@ -32,6 +32,7 @@ from tests.support.clusters import TaskCluster, task_cluster  # noqa: E402
 from tests.support.databases import SQLALCHEMY_VENDORS, SqlAlchemyDatabases  # noqa: E402
 from tests.support.events import EventLog  # noqa: E402
 from tests.support.round_trips import Trips  # noqa: E402
+from tests.support.scraped import Sample, scrape_metrics  # noqa: E402
 
 pytest_plugins: list[str] = []
 
@@ -110,6 +111,12 @@ def cluster(three_masters: list[RedisServer], tmp_path: Path) -> Iterator[TaskCl
     by the test: ``cluster.start_worker()``)."""
     with task_cluster(tmp_path, three_masters) as tasks:
         yield tasks
+
+
+@pytest.fixture
+def scraped(redis_cluster: Callable[[int], list[RedisServer]]) -> list[Sample]:
+    """The library's samples on a beat replica's ``/metrics`` (see :mod:`tests.support.scraped`)."""
+    return scrape_metrics(redis_cluster(1)[0])[1]
 
 
 @pytest.fixture

@@ -341,6 +341,12 @@ class ZooKeeperSlotStore(SlotStore):
         answer: list[bool] = self._update("finish slots", fences + entries, decide)
         return answer
 
+    def outcomes(self, fences: Sequence[Fence]) -> list[str | None]:
+        paths = [self._fence(fence) for fence in fences]
+        found = self.zk.read("read slot outcomes", paths, clock=True)
+        now = self.zk.now
+        return [_data(z).get("outcome") or None if _alive(z, "kept", now) else None for z in found]
+
     def entry_counts(self, name: str) -> dict[str, int]:
         [entry] = self.zk.read("read an entry", [self._path("entries", name)])
         if entry is None:

@@ -147,6 +147,15 @@ def test_a_decided_slot_is_done_for_everyone(store: SlotStore) -> None:
     assert [c.status for c in store.claim([("e", 1)], "b", ttl=1, retention=60)] == [DONE]
 
 
+def test_outcomes_tell_a_sent_slot_from_a_skipped_one_and_an_undecided_one(
+    store: SlotStore,
+) -> None:
+    store.claim([("e", 1), ("e", 2), ("e", 3)], "a", ttl=5, retention=60)
+    store.finish([SlotOutcome("e", 1, SENT, 1, 0), SlotOutcome("e", 2, MISSED, 0, 1)], "a", 60)
+    assert store.outcomes([("e", 1), ("e", 2), ("e", 3), ("e", 4)]) == [SENT, MISSED, None, None]
+    assert store.outcomes([]) == []
+
+
 def test_a_given_back_claim_is_claimed_at_once_and_not_as_a_take_over(
     store: SlotStore,
 ) -> None:
