@@ -22,6 +22,7 @@ from celery.app.defaults import DEFAULTS as CELERY_SETTINGS
 from celery_singleton_beat.core.schema import Keys, Mode, StoreKind
 from celery_singleton_beat.errors import ConfigurationError, UnknownSetting
 from celery_singleton_beat.settings import defaults, validate
+from celery_singleton_beat.settings.etcd import EtcdSettings, etcd_settings
 from celery_singleton_beat.settings.urls import (
     SENTINEL,
     MasterURL,
@@ -69,6 +70,14 @@ class Config(RedisMembers):
     """The Django database alias of the 'database' store."""
     sqlalchemy_url: str | None = None
     """The SQLAlchemy URL of the 'sqlalchemy' store (default: ``beat_dburi``)."""
+    etcd_endpoints: Any = None
+    """The etcd members of the 'etcd' store (see :mod:`celery_singleton_beat.settings.etcd`)."""
+    etcd_timeout: float = defaults.ETCD_TIMEOUT
+    etcd_username: str | None = None
+    etcd_password: str | None = None
+    etcd_ca_file: str | None = None
+    etcd_cert_file: str | None = None
+    etcd_key_file: str | None = None
     lease_ttl: float = defaults.LEASE_TTL
     claim_ttl: float = defaults.CLAIM_TTL
     publish_timeout: float = defaults.PUBLISH_TIMEOUT
@@ -150,7 +159,14 @@ class Config(RedisMembers):
         values["redis_use_ssl"] = shown_options(self.redis_use_ssl)
         if self.sqlalchemy_url is not None:
             values["sqlalchemy_url"] = safe_url(self.sqlalchemy_url)
+        if self.etcd_password is not None:
+            values["etcd_password"] = "***"
         return {f"singleton_beat_{k}": v for k, v in values.items()}
+
+    @property
+    def etcd(self) -> EtcdSettings:
+        """The etcd settings, checked (ConfigurationError names the one refused)."""
+        return etcd_settings(dataclasses.asdict(self), self.claim_ttl)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -202,6 +218,8 @@ class Config(RedisMembers):
             _refuse("database", self.database, "a Django database alias such as 'default'")
         if self.store == StoreKind.SQLALCHEMY or self.sqlalchemy_url is not None:
             check_sqlalchemy_url(self.sqlalchemy_url)
+        if self.store == StoreKind.ETCD or self.etcd_endpoints is not None:
+            _ = self.etcd
         if self.store not in tuple(StoreKind):
             dotted("singleton_beat_store", self.store, STORE_ACCEPTED)
         validate.min_replicas("singleton_beat_redis_min_replicas", self.redis_min_replicas)
@@ -553,7 +571,7 @@ def _import(path: str) -> Any:
 
 #: What ``singleton_beat_store`` accepts.
 STORE_ACCEPTED = (
-    "'redis', 'database', 'sqlalchemy', or the dotted path of a SlotStore subclass or of a "
+    "'redis', 'database', 'sqlalchemy', 'etcd', or the dotted path of a SlotStore subclass or of a "
     "function (app, config) -> SlotStore"
 )
 
