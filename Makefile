@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 # the matrix's Pythons: pyenv's, found by nox on PATH (set PYTHONS_PATH to use others)
 PYTHONS_PATH ?= $(subst $(eval) ,:,$(wildcard $(HOME)/.pyenv/versions/3.1[0-3].*/bin))
 
-.PHONY: demo demo-locks demo-django test lint typecheck docs nox bench redis-server chromium clean
+.PHONY: demo demo-locks demo-django test lint typecheck docs nox bench redis-server etcd chromium clean
 
 $(STAMP): pyproject.toml
 	@[ -n "$(PYTHON)" ] || { echo "error: no python3 found; install Python 3.10 or newer" >&2; exit 1; }
@@ -34,6 +34,18 @@ redis-server:
 			exit 1; \
 		fi; }
 	@command -v redis-server >/dev/null 2>&1 || { echo "error: redis-server is still missing after apt-get" >&2; exit 1; }
+
+# the etcd store's and lock's tests start their own members (Debian's etcd-server: etcd 3.4)
+etcd:
+	@command -v etcd >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "etcd is missing: installing etcd-server with apt-get"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; \
+		else \
+			echo "error: etcd is missing. Install it (Debian/Ubuntu: sudo apt-get install etcd-server; macOS: brew install etcd) and run again." >&2; \
+			exit 1; \
+		fi; }
+	@command -v etcd >/dev/null 2>&1 || { echo "error: etcd is still missing after apt-get" >&2; exit 1; }
 
 # the dashboard's browser test drives Debian's chromium (playwright downloads no browser)
 chromium:
@@ -72,7 +84,7 @@ typecheck: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir $(VENV)/site
 
-test: lint typecheck docs redis-server chromium
+test: lint typecheck docs redis-server etcd chromium
 	$(BIN)/pytest --durations=25
 	@echo "== the Django app's records, admin and dashboard again, with PostgreSQL as the default database"
 	$(BIN)/pytest -p no:cacheprovider --ds=tests.djangoapp.settings_postgres tests/djangoapp/test_admin_and_records.py
@@ -84,7 +96,7 @@ nox: $(STAMP) redis-server
 		echo "error: python$$v not found (pyenv's are looked for in ~/.pyenv/versions); set PYTHONS_PATH=dir:dir" >&2; exit 1; }; done
 	PATH="$(PYTHONS_PATH):$$PATH" $(BIN)/nox --no-color
 
-bench: $(STAMP) redis-server
+bench: $(STAMP) redis-server etcd
 	$(BIN)/python bench/locks.py
 	$(BIN)/python bench/scheduler.py
 
