@@ -104,8 +104,8 @@ class EtcdSlotStore(SlotStore):
         self.client = client
         self.keys = Keys(prefix)
         self.name = client.name
-        self.down_text = f"{client.name} does not answer (no member with a majority)"
-        self.up_text = f"{client.name} answers"
+        self.down_text = "no etcd member with a majority behind it answers"
+        self.up_text = "an etcd member with a majority behind it answers"
 
     @classmethod
     def from_config(cls, app: Celery, config: Config) -> EtcdSlotStore:

@@ -1,0 +1,94 @@
+"""Three beat replicas on a three-member etcd cluster: one member lost costs nothing, two
+lost publish nothing (``/readyz`` 503, one log line each way), and the replicas carry on
+by themselves when a member returns. Each slot is executed once, or counted as missed."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from celery_singleton_beat.connections.etcd import Etcd
+from celery_singleton_beat.stores.etcd import EtcdSlotStore
+from celery_singleton_beat.testing import free_port, http_status, wait_for
+from celery_singleton_beat.testing.etcd import EtcdCluster
+from tests.support.clusters import beat_cluster, executed_slots
+
+pytestmark = pytest.mark.slow
+
+EVERY_SECOND = {"one": {"every": 1}}
+
+
+def etcd_settings(members: EtcdCluster) -> dict[str, object]:
+    return {
+        "singleton_beat_store": "etcd",
+        "singleton_beat_redis_urls": None,
+        "singleton_beat_etcd_endpoints": members.endpoints,
+        "singleton_beat_etcd_timeout": 0.5,
+        "singleton_beat_claim_ttl": 2.0,
+        "singleton_beat_lease_ttl": 4.0,
+        # the worker drops a slot sent twice on the same cluster's "ran" marks
+        "singleton_beat_task_backend": "celery_singleton_beat.locks.etcd.from_app",
+    }
+
+
+def counts(members: EtcdCluster, entry: str) -> dict[str, int]:
+    store = EtcdSlotStore(Etcd(members.endpoints))
+    try:
+        return store.entry_counts(entry)
+    finally:
+        store.close()
+
+
+def test_one_member_lost_costs_nothing_two_lost_publish_nothing_and_one_back_recovers(
+    etcd_three: EtcdCluster, tmp_path: Path
+) -> None:
+    first, second, _third = etcd_three.members
+    port = free_port()
+    with beat_cluster(tmp_path, [], EVERY_SECOND, **etcd_settings(etcd_three)) as cluster:
+        cluster.start_worker()
+        replicas = [
+            cluster.start_replica("r1", settings={"singleton_beat_health_port": port}),
+            cluster.start_replica("r2"),
+            cluster.start_replica("r3"),
+        ]
+        wait_for(lambda: len(cluster.executions()) >= 3, 60, "first executions")
+        first.kill()
+        time.sleep(6)
+        one_lost = [r["at"] for r in cluster.executions()]
+        second.kill()
+        no_quorum = time.time()
+        time.sleep(8)
+        not_ready = http_status(port, "/readyz")
+        etcd_three.restart(second)
+        back = time.time()
+        wait_for(
+            lambda: cluster.executions()[-1]["at"] > back, 60, "sending again with a quorum"
+        )
+        time.sleep(3)
+        ready = http_status(port, "/readyz")
+        for replica in replicas:
+            cluster.kill(replica)
+        state = counts(etcd_three, "one")
+        wait_for(lambda: len(cluster.executions()) == state["dispatched"], 30, "every message")
+        rows = cluster.executions()
+        logs = [p.text() for p in replicas]
+        exited = [p.name for p in replicas if p.popen.returncode not in (-9, None)]
+    executed = executed_slots(rows, "one")
+    assert [s for s, n in executed.items() if n > 1] == [], "no slot executed twice"
+    lost_at = no_quorum - 6
+    gaps = [b - a for a, b in zip(one_lost, one_lost[1:]) if a > lost_at + 2]
+    assert max(gaps) < 2.5, f"one member lost: a slot every second still ({gaps})"
+    ran_during = [r for r in rows if no_quorum + 2 < r["at"] < back]
+    assert ran_during == [], "nothing sent, nothing run without a majority"
+    outage = [s for s in executed if no_quorum + 2 < s / 1000 < back]
+    assert len(outage) <= 1, f"at most the latest missed slot, coalesced, once back: {outage}"
+    assert (not_ready, ready, exited) == (503, 200, [])
+    handled = (state["last"] - min(executed)) // 1000 + 1
+    assert state["dispatched"] + state["skipped"] == handled, (state, min(executed), handled)
+    assert state["skipped"] >= 4, "the slots of the outage are counted as missed"
+    for log in logs:
+        lines = [line for line in log.splitlines() if "no etcd member" in line]
+        assert len(lines) == 1, lines
+        assert log.count("an etcd member with a majority behind it answers again") == 1, log[-3000:]
