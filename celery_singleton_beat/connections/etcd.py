@@ -30,6 +30,9 @@ __all__ = ["Etcd", "EtcdError", "b64", "unb64"]
 
 Json = dict[str, Any]
 
+#: The gRPC status of "not found" (a lease that ended), which the gateway passes on.
+NOT_FOUND = 5
+
 
 class EtcdError(StoreUnavailable):
     """No member of the etcd cluster answered (or none has a majority behind it)."""
@@ -132,6 +135,8 @@ class Etcd:
         if response.status == 200:
             return reply
         message = str(reply.get("message") or reply.get("error") or f"HTTP {response.status}")
+        if reply.get("code") == NOT_FOUND:  # an answer (a lease that ended), not a fault
+            return {"not_found": message}
         if again and self.username is not None and "token" in message:
             with self._mutex:
                 self._token = None

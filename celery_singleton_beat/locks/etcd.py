@@ -109,12 +109,14 @@ class EtcdLock(LockBackend):
         return True
 
     def do_release(self, lease: Lease) -> bool:
-        name = self.keys.lock(lease.key)
-        reply = self.client.txn([value_is(name, lease.token)], [delete(name)], [])
+        """Revoke the lease the key was written with (one round trip): the key goes with
+        it, and a lease that has ended already tells us the key was not ours any more."""
         with self._mutex:
             granted = self._leases.pop((lease.key, lease.token), None)
         if granted is not None:
-            self._revoke(granted)
+            return "not_found" not in self.client.call("lease/revoke", {"ID": granted})
+        name = self.keys.lock(lease.key)
+        reply = self.client.txn([value_is(name, lease.token)], [delete(name)], [])
         return bool(reply.get("succeeded", False))
 
     def _revoke(self, lease: int) -> None:

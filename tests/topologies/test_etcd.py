@@ -4,6 +4,7 @@ by themselves when a member returns. Each slot is executed once, or counted as m
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -63,9 +64,7 @@ def test_one_member_lost_costs_nothing_two_lost_publish_nothing_and_one_back_rec
         not_ready = http_status(port, "/readyz")
         etcd_three.restart(second)
         back = time.time()
-        wait_for(
-            lambda: cluster.executions()[-1]["at"] > back, 60, "sending again with a quorum"
-        )
+        wait_for(lambda: cluster.executions()[-1]["at"] > back, 60, "sending again with a quorum")
         time.sleep(3)
         ready = http_status(port, "/readyz")
         for replica in replicas:
@@ -78,7 +77,7 @@ def test_one_member_lost_costs_nothing_two_lost_publish_nothing_and_one_back_rec
     executed = executed_slots(rows, "one")
     assert [s for s, n in executed.items() if n > 1] == [], "no slot executed twice"
     lost_at = no_quorum - 6
-    gaps = [b - a for a, b in zip(one_lost, one_lost[1:]) if a > lost_at + 2]
+    gaps = [b - a for a, b in itertools.pairwise(one_lost) if a > lost_at + 2]
     assert max(gaps) < 2.5, f"one member lost: a slot every second still ({gaps})"
     ran_during = [r for r in rows if no_quorum + 2 < r["at"] < back]
     assert ran_during == [], "nothing sent, nothing run without a majority"
