@@ -102,20 +102,29 @@ class Etcd:
         return f"etcd ({hosts})"
 
     def call(self, path: str, body: Json, what: str = "answer") -> Json:
-        """POST ``body`` to ``/v3/{path}`` on the first member that answers; its reply."""
+        """POST ``body`` to ``/v3/{path}`` on the first member that answers; its reply.
+
+        When every member failed but some were reached (they waited for a leader, as
+        while the members elect a new one after the leader was lost), the members are
+        asked once more: an election takes about one election timeout, and a replica
+        should not report the cluster down for the loss of one member. Every request is
+        a transaction or a lease call that is safe to send twice."""
         errors: dict[str, str] = {}
-        count = len(self.endpoints)
-        start = self._first
-        for step in range(count):
-            index = (start + step) % count
-            endpoint = self.endpoints[index]
-            try:
-                reply = self._post(endpoint, path, body)
-            except _MemberError as exc:
-                errors[endpoint.split("://", 1)[-1]] = str(exc)
-                continue
-            self._first = index
-            return reply
+        for _round in range(2):
+            errors.clear()
+            count, start = len(self.endpoints), self._first
+            for step in range(count):
+                index = (start + step) % count
+                endpoint = self.endpoints[index]
+                try:
+                    reply = self._post(endpoint, path, body)
+                except _MemberError as exc:
+                    errors[endpoint.split("://", 1)[-1]] = str(exc)
+                    continue
+                self._first = index
+                return reply
+            if all("NewConnectionError" in error for error in errors.values()):
+                break
         raise EtcdError(what, errors)
 
     def _post(self, endpoint: str, path: str, body: Json, again: bool = True) -> Json:

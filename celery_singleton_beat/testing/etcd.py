@@ -123,6 +123,19 @@ class EtcdCluster:
         self.wait_answering(self.members)
         return self
 
+    def leader(self) -> EtcdMember:
+        """The member that leads the cluster now."""
+        for member in self.members:
+            if member.process is None or member.process.poll() is not None:
+                continue
+            with contextlib.suppress(urllib3.exceptions.HTTPError, ValueError):
+                status = urllib3.request(
+                    "POST", f"{member.url}/v3/maintenance/status", body=b"{}", timeout=1.0
+                ).json()
+                if status.get("leader") == status.get("header", {}).get("member_id"):
+                    return member
+        raise RuntimeError("no etcd member leads the cluster")
+
     def restart(self, member: EtcdMember) -> None:
         """Start a killed member again on its ports and data."""
         member.start(self.initial)
