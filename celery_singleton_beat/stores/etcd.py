@@ -45,7 +45,7 @@ from celery_singleton_beat.connections.etcd import (
     unchanged,
     value_is,
 )
-from celery_singleton_beat.core.schema import RUN_STATE_FIELDS, ClaimStatus, Keys
+from celery_singleton_beat.core.schema import DEFAULT_PREFIX, RUN_STATE_FIELDS, ClaimStatus, Keys
 from celery_singleton_beat.errors import StoreUnavailable
 from celery_singleton_beat.locks.base import LockBackend
 from celery_singleton_beat.locks.etcd import EtcdLock, etcd_client
@@ -100,7 +100,7 @@ class _Record:
 class EtcdSlotStore(SlotStore):
     """Schedule state on the etcd cluster of ``client``, under ``prefix``."""
 
-    def __init__(self, client: Etcd, prefix: str = "singleton-beat:") -> None:
+    def __init__(self, client: Etcd, prefix: str = DEFAULT_PREFIX) -> None:
         self.client = client
         self.keys = Keys(prefix)
         self.name = client.name
