@@ -244,6 +244,11 @@ def value_is(key: str, value: str) -> Json:
     return {"key": b64(key), "target": "VALUE", "value": b64(value), "result": "EQUAL"}
 
 
+def bound_to(key: str, lease: int) -> Json:
+    """Compare: ``key`` is attached to ``lease``."""
+    return {"key": b64(key), "target": "LEASE", "lease": lease, "result": "EQUAL"}
+
+
 def unchanged(key: str, mod_revision: int) -> Json:
     """Compare: ``key`` was last written at ``mod_revision`` (0: it does not exist)."""
     return {"key": b64(key), "target": "MOD", "mod_revision": mod_revision, "result": "EQUAL"}

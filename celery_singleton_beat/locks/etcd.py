@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING
 from celery_singleton_beat.connections.etcd import (
     Etcd,
     absent,
+    bound_to,
     delete,
     get,
     kvs_of,
+    lease_seconds,
     nested,
     put,
     unb64,
@@ -63,8 +65,8 @@ class EtcdLock(LockBackend):
         """Whether :meth:`close` closes the client (not when a slot store shares it)."""
         self.owner = owner or process.owner()
         self._mutex = threading.Lock()
-        self._leases: dict[tuple[str, str], int] = {}
-        """Each held (key, token)'s etcd lease id, revoked on release."""
+        self._leases: dict[tuple[str, str], tuple[int, int]] = {}
+        """Each held (key, token)'s etcd lease: its id and TTL in whole seconds."""
 
     def __repr__(self) -> str:
         return f"<EtcdLock {self.client.name}>"
@@ -84,14 +86,19 @@ class EtcdLock(LockBackend):
             self._revoke(lease)
             return None
         with self._mutex:
-            self._leases[key, token] = lease
+            self._leases[key, token] = (lease, lease_seconds(ttl))
         fence = int(reply["header"]["revision"])
         return Lease(key, token, fence=fence, ttl=ttl, valid_until=start + ttl, clock=self.clock)
 
     def do_extend(self, lease: Lease, ttl: float) -> bool:
-        """A new lease of ``ttl`` for the key, only while it holds our token."""
+        """Keep the key's lease alive (a TTL as long as it was granted), or give the key a
+        new lease of ``ttl`` (another TTL), only while it holds our token."""
         start = self.clock()
         name = self.keys.lock(lease.key)
+        with self._mutex:
+            held = self._leases.get((lease.key, lease.token))
+        if held is not None and held[1] == lease_seconds(ttl):
+            return self._keep_alive(lease, held[0], start)
         granted = self.client.grant(ttl)
         reply = self.client.txn(
             [value_is(name, lease.token)], [put(name, lease.token, granted)], []
@@ -101,11 +108,24 @@ class EtcdLock(LockBackend):
             return False
         with self._mutex:
             old = self._leases.get((lease.key, lease.token))
-            self._leases[lease.key, lease.token] = granted
+            self._leases[lease.key, lease.token] = (granted, lease_seconds(ttl))
         if old is not None:
-            self._revoke(old)
+            self._revoke(old[0])
         lease.valid_until = start + ttl
         lease.ttl = ttl
+        return True
+
+    def _keep_alive(self, lease: Lease, granted: int, start: float) -> bool:
+        """Renew the lease on the leader (no write to the members' disks), then check that
+        the key still holds our token under it (it was not deleted by hand)."""
+        reply = self.client.call("lease/keepalive", {"ID": granted})
+        if int(reply.get("result", {}).get("TTL", 0)) <= 0:
+            return False
+        name = self.keys.lock(lease.key)
+        ours = [value_is(name, lease.token), bound_to(name, granted)]
+        if not self.client.txn(ours, [], []).get("succeeded", False):
+            return False
+        lease.valid_until = start + lease.ttl
         return True
 
     def do_release(self, lease: Lease) -> bool:
@@ -114,7 +134,7 @@ class EtcdLock(LockBackend):
         with self._mutex:
             granted = self._leases.pop((lease.key, lease.token), None)
         if granted is not None:
-            return "not_found" not in self.client.call("lease/revoke", {"ID": granted})
+            return "not_found" not in self.client.call("lease/revoke", {"ID": granted[0]})
         name = self.keys.lock(lease.key)
         reply = self.client.txn([value_is(name, lease.token)], [delete(name)], [])
         return bool(reply.get("succeeded", False))

@@ -4,6 +4,7 @@ cluster without a majority answering nothing, rather than something old."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +130,19 @@ def test_without_a_majority_the_store_and_lock_answer_nothing_and_answer_again_a
     assert store.claim([("e", 2_000)], "a", ttl=5, retention=60)[0].status == "claimed"
     assert lock.acquire("k", ttl=5) is not None
     store.close()
+
+
+def test_a_lock_extended_by_its_own_ttl_is_kept_alive_until_its_key_is_deleted_by_hand(
+    shared_etcd: EtcdCluster,
+) -> None:
+    lock = EtcdLock(Etcd(shared_etcd.endpoints))
+    lease = lock.acquire("k", ttl=2)
+    assert lease is not None
+    for _ in range(2):
+        time.sleep(1.2)
+        assert lock.extend(lease) is True, "the lease kept alive"
+    assert lock.holder("k") == lease.token, "held 2.4 s after a grant of 2 s"
+    shared_etcd.flush()  # an operator deletes the key: its lease lives on, the lock does not
+    assert lock.extend(lease) is False
+    assert lock.acquire("k", ttl=2) is not None
+    lock.close()
