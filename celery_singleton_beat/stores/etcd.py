@@ -6,9 +6,9 @@ the leader's clock. No replica's clock decides who holds a slot or who is alive.
 
 A slot's fence is three keys (``Keys.slot``, ``slot_claim``, ``slot_done``)::
 
-    fire:e:s        the last claimant's token   lease: the fence retention
-    fire:e:s:claim  the live claimant's token   lease: the claim TTL
-    fire:e:s:done   the outcome                 lease: the fence retention
+    fire:e:s        the last claimant's token   lease: the fence retention (shared)
+    fire:e:s:claim  the live claimant's token   lease: the claim TTL (one per batch)
+    fire:e:s:done   the outcome                 lease: the fence retention (shared)
 
 A claim puts both of the first two where ``:claim`` is absent (or ours) and ``:done`` is
 absent, in one transaction; when ``:claim`` has expired (its lease ended) but ``fire:e:s``
@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -66,6 +68,8 @@ T = TypeVar("T")
 BATCH = 40
 #: Read-compare-write attempts before a write gives up (another replica kept winning).
 ATTEMPTS = 50
+#: Longest time (s) one lease is shared by the writes kept for one retention.
+KEPT_REUSE = 60.0
 #: How long a count of held-back slots is kept after its last write (as on Redis).
 OVERLAP_RETENTION = 7 * 86400.0
 
@@ -106,6 +110,9 @@ class EtcdSlotStore(SlotStore):
         self.name = client.name
         self.down_text = "no etcd member with a majority behind it answers"
         self.up_text = "an etcd member with a majority behind it answers"
+        self._mutex = threading.Lock()
+        self._kept_leases: dict[float, tuple[int, float]] = {}
+        """Each retention's shared lease: its id, and when it was asked for (monotonic)."""
 
     @classmethod
     def from_config(cls, app: Celery, config: Config) -> EtcdSlotStore:
@@ -148,6 +155,22 @@ class EtcdSlotStore(SlotStore):
 
     def _lease(self, ttl: float) -> int:
         return self.client.grant(ttl)
+
+    def _kept(self, retention: float) -> int:
+        """A lease that ends at least ``retention`` seconds from now, shared by the writes of
+        the next few seconds (a fence kept for a day should not cost a lease a claim):
+        granted for ``retention`` plus the time it is handed out, as this process's
+        monotonic clock counts it from before the grant."""
+        window = min(KEPT_REUSE, retention / 10)
+        now = time.monotonic()
+        with self._mutex:
+            found = self._kept_leases.get(retention)
+            if found is not None and now - found[1] <= window:
+                return found[0]
+        lease = self.client.grant(retention + window)
+        with self._mutex:
+            self._kept_leases[retention] = (lease, now)
+        return lease
 
     # -- entries ------------------------------------------------------------------------------
 
@@ -230,7 +253,7 @@ class EtcdSlotStore(SlotStore):
         self, fences: Sequence[Fence], token: str, ttl: float, retention: float
     ) -> list[Claim]:
         try:
-            claim_lease, kept_lease = self._lease(ttl), self._lease(retention)
+            claim_lease, kept_lease = self._lease(ttl), self._kept(retention)
             found: list[Claim] = []
             for chunk in _chunks(fences):
                 found += self._claim(chunk, token, claim_lease, kept_lease)
@@ -292,7 +315,7 @@ class EtcdSlotStore(SlotStore):
         if not fences:
             return []
         try:
-            claim_lease, kept_lease = self._lease(ttl), self._lease(retention)
+            claim_lease, kept_lease = self._lease(ttl), self._kept(retention)
             held: list[bool] = []
             for chunk in _chunks(fences):
                 ops = []
@@ -309,7 +332,7 @@ class EtcdSlotStore(SlotStore):
 
     def finish(self, outcomes: Sequence[SlotOutcome], token: str, retention: float) -> list[bool]:
         try:
-            kept_lease = self._lease(retention)
+            kept_lease = self._kept(retention)
             done: list[bool] = []
             for chunk in _chunks([SlotOutcome(*o) for o in outcomes], 20):
                 done += self._finish(chunk, token, kept_lease)
@@ -376,7 +399,7 @@ class EtcdSlotStore(SlotStore):
     def mark_runs_sent(self, run_ids: Sequence[str], retention: float) -> None:
         if not run_ids:
             return
-        kept = self._lease(retention)
+        kept = self._kept(retention)
         for chunk in _chunks(run_ids, 100):
             self.client.txn([], [put(self.keys.run_sent(r), "1", kept) for r in chunk], [])
 
@@ -396,7 +419,7 @@ class EtcdSlotStore(SlotStore):
     def raise_run_states(self, writes: Sequence[tuple[str, str, int]], retention: float) -> None:
         if not writes:
             return
-        kept = self._lease(retention)
+        kept = self._kept(retention)
         entries = sorted({entry for entry, _, _ in writes})
         keys = [self.keys.run_state(entry) for entry in entries]
 
@@ -411,7 +434,7 @@ class EtcdSlotStore(SlotStore):
 
     def count_overlapped(self, entry: str, count: int) -> None:
         key = self.keys.run_state(entry)
-        kept = self._lease(OVERLAP_RETENTION)
+        kept = self._kept(OVERLAP_RETENTION)
 
         def change(records: list[_Record]) -> tuple[list[Json], None]:
             state = records[0].json()
