@@ -131,7 +131,8 @@ class EtcdSlotStore(SlotStore):
     # -- reading and writing ----------------------------------------------------------------
 
     def _read(self, keys: Sequence[str]) -> list[_Record]:
-        """The records of ``keys``, in one round trip per batch, all at one revision."""
+        """The records of ``keys``, in one round trip per hundred (each hundred read at one
+        revision; :meth:`_update` compares every key it read when it writes)."""
         found: list[_Record] = []
         for chunk in _chunks(keys, 100):
             reply = self.client.txn([], [get(key) for key in chunk], [])
@@ -420,7 +421,13 @@ class EtcdSlotStore(SlotStore):
         if not writes:
             return
         kept = self._kept(retention)
-        entries = sorted({entry for entry, _, _ in writes})
+        for entries in _chunks(sorted({entry for entry, _, _ in writes})):
+            chunk = set(entries)
+            self._raise_run_states(entries, [w for w in writes if w[0] in chunk], kept)
+
+    def _raise_run_states(
+        self, entries: Sequence[str], writes: Sequence[tuple[str, str, int]], kept: int
+    ) -> None:
         keys = [self.keys.run_state(entry) for entry in entries]
 
         def change(records: list[_Record]) -> tuple[list[Json], None]:

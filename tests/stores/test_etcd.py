@@ -16,6 +16,7 @@ from celery_singleton_beat.errors import ConfigurationError, StoreUnavailable
 from celery_singleton_beat.locks.etcd import EtcdLock, from_app
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.settings.config import Config
+from celery_singleton_beat.stores import SlotOutcome
 from celery_singleton_beat.stores.etcd import EtcdSlotStore
 from celery_singleton_beat.testing.etcd import EtcdCluster
 
@@ -146,3 +147,21 @@ def test_a_lock_extended_by_its_own_ttl_is_kept_alive_until_its_key_is_deleted_b
     assert lock.extend(lease) is False
     assert lock.acquire("k", ttl=2) is not None
     lock.close()
+
+
+def test_batches_beyond_etcds_operations_per_transaction_are_written_in_several(
+    shared_etcd: EtcdCluster,
+) -> None:
+    """etcd refuses a transaction of more than 128 operations (its default)."""
+    store = EtcdSlotStore(Etcd(shared_etcd.endpoints))
+    names = [f"e{n}" for n in range(300)]
+    store.init([(name, 1_000) for name in names], now=5_500)
+    store.raise_run_states([(name, "queued", 2_000) for name in names], retention=60)
+    store.start_at(names, 9_000)
+    fences = [(name, 9_000) for name in names]
+    assert {c.status for c in store.claim(fences, "a", ttl=5, retention=60)} == {"claimed"}
+    done = [SlotOutcome(name, 9_000, "dispatched", 1, 0) for name in names]
+    assert store.finish(done, "a", retention=60) == [True] * 300
+    assert store.run_states(names)["e299"]["queued"] == 2_000
+    assert store.entry_counts("e299") == {"last": 9_000, "dispatched": 1, "skipped": 0}
+    store.close()
