@@ -2,11 +2,13 @@
 and another paused past its claims' TTL cost nothing; the leader member lost costs
 nothing; two members lost publish nothing (``/readyz`` 503, one log line each way), and
 the replicas carry on by themselves when a member returns. Each slot is executed once, or
-counted as missed."""
+counted as missed. A singleton task on etcd runs one at a time, and a killed worker's lock
+ends with its lease."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import signal
 import time
 from pathlib import Path
@@ -14,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from celery_singleton_beat.connections.etcd import Etcd
+from celery_singleton_beat.locks.etcd import EtcdLock
 from celery_singleton_beat.stores.etcd import EtcdSlotStore
 from celery_singleton_beat.testing import Process, free_port, http_status, wait_for
 from celery_singleton_beat.testing.etcd import EtcdCluster
-from tests.support.clusters import BeatCluster, beat_cluster, executed_slots
+from tests.support.clusters import BeatCluster, beat_cluster, executed_slots, task_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -112,3 +115,41 @@ def test_replicas_and_members_lost_run_each_slot_once_and_two_members_lost_publi
         lines = [line for line in log.splitlines() if "no etcd member" in line]
         assert len(lines) == 1, lines
         assert log.count("an etcd member with a majority behind it answers again") == 1, log[-3000:]
+
+
+def test_a_singleton_task_on_etcd_runs_one_at_a_time_and_a_killed_workers_lock_ends_with_its_lease(
+    shared_etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    settings = {
+        "singleton_beat_task_backend": "celery_singleton_beat.locks.etcd.from_app",
+        "singleton_beat_etcd_endpoints": shared_etcd.endpoints,
+        "singleton_beat_redis_urls": None,
+    }
+    lock = EtcdLock(Etcd(shared_etcd.endpoints))
+    with task_cluster(tmp_path, []) as cluster:
+        worker = cluster.start_worker("w1", TEST_SETTINGS=json.dumps(settings))
+        cluster.send("until_killed", 60)
+        wait_for(lambda: cluster.events("RunStarted", "until_killed"), 20, "the run to start")
+        key = cluster.events("RunStarted", "until_killed")[0]["key"]
+        assert lock.holder(key) is not None
+        cluster.kill(worker)
+        killed = time.monotonic()
+        wait_for(lambda: lock.holder(key) is None, 10, "the lease to end")
+        freed_after = time.monotonic() - killed
+        for name in ("w2", "w3"):
+            cluster.start_worker(name, pool="prefork", concurrency=2,
+                                 TEST_SETTINGS=json.dumps(settings))  # fmt: skip
+        for _ in range(12):
+            cluster.send("slow", 0.5)
+
+        def settled() -> bool:
+            return len(cluster.runs("slow")) + len(cluster.events("RunSkipped", "slow")) == 12
+
+        wait_for(settled, 60, "12 messages to run or be skipped")
+        runs = sorted((r["start"], r["end"]) for r in cluster.runs("slow"))
+        skipped = cluster.events("RunSkipped", "slow")
+    lock.close()
+    assert freed_after <= 2.0 + 1.5, "a 2 s lock's lease ends within etcd's half second"
+    assert all(b[0] >= a[1] for a, b in itertools.pairwise(runs)), runs
+    assert len(runs) >= 1
+    assert len(skipped) >= 3, "four processes take messages at once: at least three skip"
