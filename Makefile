@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 # the matrix's Pythons: pyenv's, found by nox on PATH (set PYTHONS_PATH to use others)
 PYTHONS_PATH ?= $(subst $(eval) ,:,$(wildcard $(HOME)/.pyenv/versions/3.1[0-3].*/bin))
 
-.PHONY: demo demo-locks demo-django test lint typecheck docs nox bench redis-server zookeeper chromium promtool clean
+.PHONY: demo demo-locks demo-django test lint typecheck docs nox bench redis-server zookeeper etcd chromium promtool clean
 
 $(STAMP): pyproject.toml
 	@[ -n "$(PYTHON)" ] || { echo "error: no python3 found; install Python 3.10 or newer" >&2; exit 1; }
@@ -47,6 +47,18 @@ zookeeper:
 			exit 1; \
 		fi; }
 	@[ -f "$(ZOOKEEPER_JAR)" ] || { echo "error: $(ZOOKEEPER_JAR) is still missing after apt-get" >&2; exit 1; }
+
+# the etcd store's and lock's tests start their own members (Debian's etcd-server: etcd 3.4)
+etcd:
+	@command -v etcd >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "etcd is missing: installing etcd-server with apt-get"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; \
+		else \
+			echo "error: etcd is missing. Install it (Debian/Ubuntu: sudo apt-get install etcd-server; macOS: brew install etcd) and run again." >&2; \
+			exit 1; \
+		fi; }
+	@command -v etcd >/dev/null 2>&1 || { echo "error: etcd is still missing after apt-get" >&2; exit 1; }
 
 # the dashboard's browser test drives Debian's chromium (playwright downloads no browser)
 chromium:
@@ -98,19 +110,19 @@ typecheck: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir $(VENV)/site
 
-test: lint typecheck docs redis-server zookeeper chromium promtool
+test: lint typecheck docs redis-server zookeeper etcd chromium promtool
 	$(BIN)/pytest --durations=25
 	@echo "== the Django app's records, admin and dashboard again, with PostgreSQL as the default database"
 	$(BIN)/pytest -p no:cacheprovider --ds=tests.djangoapp.settings_postgres tests/djangoapp/test_admin_and_records.py
 	$(MAKE) nox
 
 # each cell: a fresh venv, the built wheel, pinned versions, the subset (see noxfile.py)
-nox: $(STAMP) redis-server zookeeper
+nox: $(STAMP) redis-server zookeeper etcd
 	@for v in 3.10 3.12 3.13; do PATH="$(PYTHONS_PATH):$$PATH" command -v python$$v >/dev/null || { \
 		echo "error: python$$v not found (pyenv's are looked for in ~/.pyenv/versions); set PYTHONS_PATH=dir:dir" >&2; exit 1; }; done
 	PATH="$(PYTHONS_PATH):$$PATH" $(BIN)/nox --no-color
 
-bench: $(STAMP) redis-server zookeeper
+bench: $(STAMP) redis-server zookeeper etcd
 	$(BIN)/python bench/locks.py
 	$(BIN)/python bench/scheduler.py
 

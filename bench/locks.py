@@ -15,9 +15,11 @@ ours with ``min_replicas=0`` (no ``WAIT``), ours through the Sentinels, beside r
 ``Lock`` on the same primary. Then a Redis Cluster of its own (3 primaries, a replica
 each): ours, each lock waiting for its shard's replica (the default) and without
 (``min_replicas=0``), and redis-py's ``Lock`` through its ``RedisCluster`` client (which
-does not wait). Then the locks on a consensus system and on a database: ours on one
-ZooKeeper member (ephemeral holder znode, versioned transaction) and the SQLAlchemy lock
-on PostgreSQL (a database of its own on 127.0.0.1:5432, made and dropped by the script).
+does not wait). Then the consensus and database rows: ours on one ZooKeeper member
+(ephemeral holder znode, versioned transaction), ours on one etcd member of its own
+(``EtcdLock``: a lease granted and the key put, then the lease revoked) and the SQL lock
+on a PostgreSQL database of its own (``SqlAlchemyLock``, the statements the Django app's
+``DatabaseLock`` runs too).
 
     python bench/locks.py [--cycles 2000] [--rounds 5]
 """
@@ -26,13 +28,15 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import select
 import socket
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +44,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis
 
+from celery_singleton_beat.connections.etcd import Etcd
 from celery_singleton_beat.connections.resp import pack
-from celery_singleton_beat.locks import Redlock
+from celery_singleton_beat.locks import LockBackend, Redlock
+from celery_singleton_beat.locks.etcd import EtcdLock
 from celery_singleton_beat.testing import redis_cluster_servers, redis_servers, sentinel_group
+from celery_singleton_beat.testing.etcd import etcd_cluster
 from celery_singleton_beat.testing.zookeeper import zookeeper_server
 
 Cycle = Callable[[], None]
@@ -66,6 +73,42 @@ def ours(urls: list[str], posted: bool = False, **options: Any) -> tuple[Cycle, 
             raise Failed(f"ours ({len(urls)} masters): release refused")
 
     return cycle, lock.close
+
+
+def backend_cycle(lock: LockBackend, name: str) -> tuple[Cycle, Callable[[], None]]:
+    """Acquire and release one key on any lock backend (the etcd and SQL rows)."""
+
+    def cycle() -> None:
+        lease = lock.acquire("bench", ttl=10.0)
+        if lease is None or not lock.release(lease):
+            raise Failed(f"{name}: acquire or release refused")
+
+    return cycle, lock.close
+
+
+@contextmanager
+def postgresql_lock(
+    url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+) -> Iterator[LockBackend]:
+    """The SQL lock on a PostgreSQL database of the script's own, dropped at the end."""
+    import sqlalchemy as sa
+
+    from celery_singleton_beat.connections.sqlalchemy import engine_for, upgrade
+    from celery_singleton_beat.locks.sqlalchemy import SqlAlchemyLock
+
+    name = f"csb_bench_locks_{os.getpid()}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f"CREATE DATABASE {name}"))
+    engine = engine_for(sa.make_url(url).set(database=name))
+    try:
+        upgrade(engine)
+        yield SqlAlchemyLock(engine)
+    finally:
+        engine.dispose()
+        with admin.connect() as connection:
+            connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
 
 
 def floor(urls: list[str]) -> tuple[Cycle, Callable[[], None]]:
@@ -178,41 +221,6 @@ def zookeeper(hosts: str) -> tuple[Cycle, Callable[[], None]]:
     return cycle, lock.close
 
 
-POSTGRESQL = "postgresql+psycopg://postgres@127.0.0.1:5432"
-
-
-def database_lock() -> tuple[Cycle, Callable[[], None]]:
-    """The SQLAlchemy lock on PostgreSQL, in a database made for the run and dropped after."""
-    import sqlalchemy as sa
-
-    from celery_singleton_beat.connections.sqlalchemy import metadata
-    from celery_singleton_beat.locks.sqlalchemy import SqlAlchemyLock
-
-    name = f"bench_locks_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(f"{POSTGRESQL}/test", isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    engine = sa.create_engine(f"{POSTGRESQL}/{name}")
-    metadata.create_all(engine)
-    lock = SqlAlchemyLock(engine)
-
-    def cycle() -> None:
-        lease = lock.acquire("bench", ttl=10.0)
-        if lease is None:
-            raise Failed("SqlAlchemyLock: acquire refused")
-        if not lock.release(lease):
-            raise Failed("SqlAlchemyLock: release refused")
-
-    def close() -> None:
-        lock.close()
-        engine.dispose()
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f"DROP DATABASE {name}")
-        admin.dispose()
-
-    return cycle, close
-
-
 def measure(cycle: Cycle, count: int) -> list[float]:
     for _ in range(50):
         cycle()
@@ -234,6 +242,8 @@ def main() -> None:
         sentinel_group() as group,
         redis_cluster_servers() as cluster,
         zookeeper_server() as member,
+        etcd_cluster(1) as etcd,
+        postgresql_lock() as database_lock,
     ):
         urls = [s.url for s in servers]
         primary = group.primary().url
@@ -256,7 +266,8 @@ def main() -> None:
             "ours, cluster, release posted": ours([cluster.url], posted=True),
             "redis-py Lock, Redis Cluster": redis_py_cluster(cluster.url),
             "ours, ZooKeeper, 1 member": zookeeper(member.name),
-            "SqlAlchemyLock, PostgreSQL": database_lock(),
+            "ours, etcd, 1 member": backend_cycle(EtcdLock(Etcd(etcd.endpoints)), "etcd"),
+            "SQL lock, PostgreSQL": backend_cycle(database_lock, "SQL lock"),
         }
         samples: dict[str, list[float]] = {name: [] for name in rows}
         rounds: dict[str, list[float]] = {name: [] for name in rows}
@@ -306,8 +317,8 @@ def report(samples: dict[str, list[float]], rounds: dict[str, list[float]]) -> N
     for name, goal in (("ours, Redis Cluster", 1.3), ("ours, cluster, no WAIT", 1.0)):
         ratio = medians[name] / on_cluster
         print(f"{name + ' / redis-py Lock(cluster)':<48} = {ratio:.2f}  (goal: <= {goal:.2f})")
-    for name in ("ours, ZooKeeper, 1 member", "SqlAlchemyLock, PostgreSQL"):
-        print(f"{name + ' / ours(3)':<48} = {medians[name] / ours3:.2f}")
+    for name in ("ours, ZooKeeper, 1 member", "ours, etcd, 1 member", "SQL lock, PostgreSQL"):
+        print(f"{name + ' / ours(3)':<48} = {medians[name] / ours3:.1f}")
 
 
 if __name__ == "__main__":

@@ -11,11 +11,13 @@ database slot store on PostgreSQL (--postgres, default the local server; a datab
 the script's own, dropped at the end; --no-postgres skips it), through the Django app and
 through SQLAlchemy (the same statements on a SQLAlchemy engine's connection), each with one
 replica and with three, and with one replica that does not publish ("no pub": the store
-and the scheduler without the broker); their trips are SQL statements.
+and the scheduler without the broker); their trips are SQL statements. And on the etcd
+store, on one etcd member of the script's own (one replica, no publish, three; --no-etcd
+skips it, --only-etcd runs it alone): its trips are requests to the member.
 
     python bench/scheduler.py [--entries 10000] [--broker amqp://guest:guest@127.0.0.1:5672//]
                               [--postgres postgresql://postgres@127.0.0.1:5432 | --no-postgres]
-                              [--only-postgres]
+                              [--only-postgres] [--no-etcd | --only-etcd]
 
 Without --broker a redis-server started by the script is the broker. With --broker, the
 messages go to a queue of the script's own, deleted at the end.
@@ -53,6 +55,7 @@ from celery_singleton_beat.connections.masters import Masters
 from celery_singleton_beat.core.slots import slot_task_id
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.testing import redis_servers
+from celery_singleton_beat.testing.etcd import etcd_cluster
 
 #: The queue every message goes to; inherited by the benchmark's own processes.
 QUEUE = os.environ.setdefault("BENCH_QUEUE", f"bench-{uuid.uuid4().hex[:8]}")
@@ -120,6 +123,22 @@ class SqlStatements:
                 yield Counted(cursor)
 
         SqlAlchemyDatabase.transaction = counted  # type: ignore[method-assign]
+
+
+class EtcdCalls:
+    """Counts the etcd store's requests to its member (its round trips)."""
+
+    def __init__(self) -> None:
+        from celery_singleton_beat.connections.etcd import Etcd
+
+        self.count = 0
+        original = Etcd.call
+
+        def counted(client: Etcd, path: str, body: Any, what: str = "answer") -> Any:
+            self.count += 1
+            return original(client, path, body, what)
+
+        Etcd.call = counted  # type: ignore[method-assign]
 
 
 class Statements:
@@ -240,7 +259,14 @@ def our_app(  # noqa: PLR0917  (the store is the last two)
         singleton_beat_claim_ttl=10.0,
         beat_schedule=beat_schedule(entries),
     )
-    if database is not None and sqlalchemy:
+    if database is not None and "ETCD" in database:
+        app.conf.update(
+            singleton_beat_store="etcd",
+            singleton_beat_etcd_endpoints=database["ETCD"],
+            singleton_beat_etcd_timeout=2.0,
+            singleton_beat_redis_urls=None,
+        )
+    elif database is not None and sqlalchemy:
         app.conf.update(
             singleton_beat_store="sqlalchemy",
             singleton_beat_sqlalchemy_url=sqlalchemy_url(database),
@@ -282,8 +308,14 @@ def run_ours(  # noqa: PLR0917  (called positionally through Pool.starmap)
     sched.tick()  # registers every entry and its anchor
     sched.producer  # connect to the broker before the clock starts  # noqa: B018
     burst = int((start_at + 61) * 1000)
-    trips: RoundTrips | Statements | SqlStatements = (
-        RoundTrips() if database is None else SqlStatements() if sqlalchemy else Statements()
+    trips: RoundTrips | Statements | SqlStatements | EtcdCalls = (
+        RoundTrips()
+        if database is None
+        else EtcdCalls()
+        if "ETCD" in database
+        else SqlStatements()
+        if sqlalchemy
+        else Statements()
     )
     published: list[tuple[str, int]] = []
 
@@ -445,6 +477,27 @@ def store_rows(  # noqa: PLR0917  (the rows of one store)
     return rows
 
 
+def etcd_rows(broker: str, n: int, lead: float) -> list[tuple[Any, ...]]:
+    """Ours on one etcd member: one replica, one that does not publish, then three."""
+    with etcd_cluster(1) as members:
+        etcd = {"ETCD": members.endpoints}
+        idle = [idle_tick_us(broker, [], k, f"idle-{k}:", etcd) for k in (10, n)]
+        one = run_ours(broker, [], n, "one:", time.time() + lead, True, etcd)
+        checked("ours on etcd (one replica)", [one], n)
+        bare = run_ours(broker, [], n, "bare:", time.time() + lead, False, etcd)
+        checked("ours on etcd (no publish)", [bare], n)
+        start_at = time.time() + 5 + lead
+        with multiprocessing.get_context("spawn").Pool(3) as pool:
+            three = pool.starmap(run_ours, [(broker, [], n, "three:", start_at, True, etcd)] * 3)
+        total = checked("ours on etcd (three replicas)", three, n)
+    return [
+        ("etcd, 1 member", 1, one[0], one[1], one[2] / max(one[0], 1), idle),
+        ("etcd, no publish", 1, bare[0], bare[1], bare[2] / max(bare[0], 1), idle),
+        ("etcd, 1 member", 3, total, max(r[1] for r in three),
+         sum(r[2] for r in three) / max(total, 1), idle),
+    ]  # fmt: skip
+
+
 def heartbeat_ms(database: dict[str, Any], sqlalchemy: bool, rounds: int = 60) -> list[float]:
     """Milliseconds of the tick that writes a heartbeat (once a second, the costliest idle
     tick: one transaction that also reads the runtime schedule's revision), each after a
@@ -503,6 +556,8 @@ def main() -> None:
     parser.add_argument(
         "--only-postgres", action="store_true", help="the database stores' rows alone"
     )
+    parser.add_argument("--no-etcd", action="store_true", help="skip the etcd store")
+    parser.add_argument("--only-etcd", action="store_true", help="the etcd store's rows alone")
     parser.add_argument(
         "--heartbeats", action="store_true",
         help="only the database stores' heartbeat tick, each after a pause",
@@ -520,10 +575,13 @@ def main() -> None:
         *masters, local = (s.url for s in servers)
         broker = args.broker or local
         lead = 3 + n / 2000  # time to register every entry before the jump
-        if not args.only_postgres:
+        if not (args.only_postgres or args.only_etcd):
             rows += redis_rows(args, broker, masters, servers[0].url, n, lead)
         ceiling = send_task_ceiling(broker, n)
-        on_database = [] if args.no_postgres else database_rows(broker, n, lead, args.postgres)
+        skip_postgres = args.no_postgres or args.only_etcd
+        on_database = [] if skip_postgres else database_rows(broker, n, lead, args.postgres)
+        if not (args.no_etcd or args.only_postgres):
+            on_database += etcd_rows(broker, n, lead)
         if args.broker:
             delete_queue(broker)
     rows += on_database

@@ -34,6 +34,9 @@ from tests.support.events import EventLog  # noqa: E402
 from tests.support.round_trips import Trips  # noqa: E402
 from tests.support.scraped import Sample, scrape_metrics  # noqa: E402
 
+if TYPE_CHECKING:
+    from celery_singleton_beat.testing.etcd import EtcdCluster
+
 pytest_plugins: list[str] = []
 
 
@@ -156,3 +159,27 @@ def sqlalchemy_url(
     url = sqlalchemy_databases.url(request.param, tmp_path)
     yield url
     sqlalchemy_databases.empty(url)
+
+
+@pytest.fixture(scope="session")
+def _session_etcd() -> Iterator[EtcdCluster]:
+    from celery_singleton_beat.testing.etcd import etcd_cluster
+
+    with etcd_cluster(1) as members:
+        yield members
+
+
+@pytest.fixture
+def shared_etcd(_session_etcd: EtcdCluster) -> EtcdCluster:
+    """One etcd member for the whole run, emptied before each test that uses it."""
+    _session_etcd.flush()
+    return _session_etcd
+
+
+@pytest.fixture
+def etcd_three() -> Iterator[EtcdCluster]:
+    """A cluster of three etcd members of its own, for tests that kill members."""
+    from celery_singleton_beat.testing.etcd import etcd_cluster
+
+    with etcd_cluster(3) as members:
+        yield members

@@ -181,6 +181,7 @@ class StoreKind(StrEnum):
     DATABASE = "database"
     SQLALCHEMY = "sqlalchemy"
     ZOOKEEPER = "zookeeper"
+    ETCD = "etcd"
 
 
 # -- message headers --------------------------------------------------------------------
@@ -315,6 +316,15 @@ class Keys:
     def slot(self, name: str, slot: int) -> str:
         """The fence of one slot of an entry."""
         return f"{self.prefix}fire:{self._tag(name)}:{slot}"
+
+    def slot_claim(self, name: str, slot: int) -> str:
+        """A slot's live claim, on a store whose keys expire as a whole (etcd's leases):
+        the fence keeps the claimant, this key lives only as long as the claim."""
+        return f"{self.prefix}fire:{self._tag(name)}:{slot}:claim"
+
+    def slot_done(self, name: str, slot: int) -> str:
+        """A decided slot's outcome, on a store whose keys expire as a whole (etcd)."""
+        return f"{self.prefix}fire:{self._tag(name)}:{slot}:done"
 
     def replica(self, replica: str) -> str:
         return f"{self._shared}replica:{replica}"

@@ -22,6 +22,7 @@ from celery.app.defaults import DEFAULTS as CELERY_SETTINGS
 from celery_singleton_beat.core.schema import Keys, Mode, StoreKind
 from celery_singleton_beat.errors import ConfigurationError, UnknownSetting
 from celery_singleton_beat.settings import defaults, validate
+from celery_singleton_beat.settings.etcd import EtcdSettings, etcd_settings
 from celery_singleton_beat.settings.urls import (
     SENTINEL,
     MasterURL,
@@ -79,6 +80,14 @@ class Config(RedisMembers):
     zookeeper_chroot: Any = None
     zookeeper_options: Any = None
     """The 'zookeeper' store's ensemble, in kazoo's terms (see settings.zookeeper)."""
+    etcd_endpoints: Any = None
+    """The etcd members of the 'etcd' store (see :mod:`celery_singleton_beat.settings.etcd`)."""
+    etcd_timeout: float = defaults.ETCD_TIMEOUT
+    etcd_username: str | None = None
+    etcd_password: str | None = None
+    etcd_ca_file: str | None = None
+    etcd_cert_file: str | None = None
+    etcd_key_file: str | None = None
     lease_ttl: float = defaults.LEASE_TTL
     claim_ttl: float = defaults.CLAIM_TTL
     publish_timeout: float = defaults.PUBLISH_TIMEOUT
@@ -161,7 +170,14 @@ class Config(RedisMembers):
         if self.sqlalchemy_url is not None:
             values["sqlalchemy_url"] = safe_url(self.sqlalchemy_url)
         values["zookeeper_options"] = shown_zookeeper_options(self.zookeeper_options)
+        if self.etcd_password is not None:
+            values["etcd_password"] = "***"
         return {f"singleton_beat_{k}": v for k, v in values.items()}
+
+    @property
+    def etcd(self) -> EtcdSettings:
+        """The etcd settings, checked (ConfigurationError names the one refused)."""
+        return etcd_settings(dataclasses.asdict(self), self.claim_ttl)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -215,6 +231,8 @@ class Config(RedisMembers):
             check_sqlalchemy_url(self.sqlalchemy_url)
         if self.store == StoreKind.ZOOKEEPER or self.zookeeper_hosts is not None:
             self.zookeeper()
+        if self.store == StoreKind.ETCD or self.etcd_endpoints is not None:
+            _ = self.etcd
         if self.store not in tuple(StoreKind):
             dotted("singleton_beat_store", self.store, STORE_ACCEPTED)
         validate.min_replicas("singleton_beat_redis_min_replicas", self.redis_min_replicas)
@@ -576,7 +594,7 @@ def _import(path: str) -> Any:
 
 #: What ``singleton_beat_store`` accepts.
 STORE_ACCEPTED = (
-    "'redis', 'database', 'sqlalchemy', 'zookeeper', or the dotted path of a SlotStore "
+    "'redis', 'database', 'sqlalchemy', 'zookeeper', 'etcd', or the dotted path of a SlotStore "
     "subclass or of a function (app, config) -> SlotStore"
 )
 

@@ -21,6 +21,8 @@ PUBLISH_TIMEOUT: Final = 10.0
 MISFIRE_GRACE: Final = 300.0
 NODE_TIMEOUT: Final = 0.05
 """Seconds one Redis master may take to answer."""
+ETCD_TIMEOUT: Final = 0.5
+"""Seconds one etcd member may take to answer (a write: agreed by a majority, on disk)."""
 MIN_REPLICAS: Final = "auto"
 """Replicas that must acknowledge a write on a Redis primary before it counts: ``"auto"``,
 as many as the primary reports when first connected to (per primary, never lowered)."""

@@ -5,7 +5,8 @@ keeps it so): every part of the library reaches the store through the app's runt
 ``"redis"`` (the default: a majority of the masters in ``singleton_beat_redis_urls``),
 ``"database"`` (the Django app's database store), ``"sqlalchemy"`` (a database through
 SQLAlchemy, :mod:`celery_singleton_beat.stores.sqlalchemy`), ``"zookeeper"`` (a ZooKeeper
-ensemble, :mod:`celery_singleton_beat.stores.zookeeper`) or the dotted path of a
+ensemble, :mod:`celery_singleton_beat.stores.zookeeper`), ``"etcd"`` (an etcd cluster,
+:mod:`celery_singleton_beat.stores.etcd`) or the dotted path of a
 :class:`~celery_singleton_beat.stores.base.SlotStore` subclass or of a function
 ``(app, config) -> SlotStore``.
 """
@@ -43,6 +44,10 @@ def store_factory(name: str) -> StoreFactory:
         from celery_singleton_beat.stores.zookeeper import ZooKeeperSlotStore  # noqa: PLC0415
 
         return ZooKeeperSlotStore.from_config
+    if name == StoreKind.ETCD:
+        from celery_singleton_beat.stores.etcd import EtcdSlotStore  # noqa: PLC0415
+
+        return EtcdSlotStore.from_config
     path = DATABASE_STORE if name == StoreKind.DATABASE else name
     found = dotted("singleton_beat_store", path, STORE_ACCEPTED, written=name)
     if isinstance(found, type) and issubclass(found, SlotStore):

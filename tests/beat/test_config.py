@@ -90,7 +90,7 @@ def conf(**settings: Any) -> dict[str, Any]:
         (
             {"singleton_beat_store": "mongo"},
             r"singleton_beat_store = 'mongo' is not valid: 'redis', 'database', 'sqlalchemy', "
-            r".*or the dotted",
+            r".*'zookeeper', 'etcd', or the dotted",
         ),
         (
             {"singleton_beat_store": "no_such.Store"},
@@ -127,6 +127,13 @@ def test_defaults_are_the_documented_ones() -> None:
         "singleton_beat_zookeeper_hosts": None,
         "singleton_beat_zookeeper_chroot": None,
         "singleton_beat_zookeeper_options": None,
+        "singleton_beat_etcd_endpoints": None,
+        "singleton_beat_etcd_timeout": 0.5,
+        "singleton_beat_etcd_username": None,
+        "singleton_beat_etcd_password": None,
+        "singleton_beat_etcd_ca_file": None,
+        "singleton_beat_etcd_cert_file": None,
+        "singleton_beat_etcd_key_file": None,
     }
 
 

@@ -1,7 +1,11 @@
 """The lock contract, run against every backend: MemoryLock, Redlock over 1, 3 and 5
 masters and on a Redis Cluster (3 primaries with a replica each), and the SQL lock on
 SQLite, PostgreSQL and MariaDB through the Django app's DatabaseLock and through
-SQLAlchemy (SqlAlchemyLock), and ZooKeeperLock on a ZooKeeper server."""
+SQLAlchemy (SqlAlchemyLock), ZooKeeperLock on a ZooKeeper server, and EtcdLock on one etcd
+member.
+
+etcd grants leases in whole seconds and ends them within half a second after their
+time: on etcd the expiry tests run ``scale`` times slower."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from tests.support.databases import (
     sqlalchemy_database,
     with_databases,
 )
+from tests.support.etcd import ETCD_SCALE
 
 
 @pytest.fixture(
@@ -27,6 +32,7 @@ from tests.support.databases import (
         *with_databases("memory", "redlock-1", "redlock-3", "redlock-5", "redlock-cluster"),
         *(f"sqlalchemy-{vendor}" for vendor in SQLALCHEMY_VENDORS),
         "zookeeper",
+        "etcd",
     ]
 )
 def lock(
@@ -43,6 +49,11 @@ def lock(
         from celery_singleton_beat.locks.zookeeper import ZooKeeperLock
 
         backend = ZooKeeperLock(request.getfixturevalue("zookeeper")())
+    elif kind == "etcd":
+        from celery_singleton_beat.connections.etcd import Etcd
+        from celery_singleton_beat.locks.etcd import EtcdLock
+
+        backend = EtcdLock(Etcd(request.getfixturevalue("shared_etcd").endpoints))
     elif request.param == "redlock-cluster":
         sharded: RedisClusterServers = request.getfixturevalue("shared_sharded_cluster")
         backend = Redlock.from_urls([sharded.url], node_timeout=0.2)
@@ -54,6 +65,12 @@ def lock(
         backend = DatabaseLock(using=database_alias(request.param))
     yield backend
     backend.close()
+
+
+@pytest.fixture
+def scale(request: pytest.FixtureRequest) -> float:
+    """How many times longer TTLs and waits are on this backend (etcd: whole seconds)."""
+    return ETCD_SCALE if request.node.callspec.params["lock"] == "etcd" else 1.0
 
 
 def test_acquire_grants_a_free_key(lock: LockBackend) -> None:
@@ -89,37 +106,39 @@ def test_release_twice_returns_false_the_second_time(lock: LockBackend) -> None:
     assert lock.release(lease) is False
 
 
-def test_release_of_an_expired_lease_held_by_another_returns_false(lock: LockBackend) -> None:
-    lease = lock.acquire("k", ttl=0.2)
+def test_release_of_an_expired_lease_held_by_another_returns_false(
+    lock: LockBackend, scale: float
+) -> None:
+    lease = lock.acquire("k", ttl=0.2 * scale)
     assert lease is not None
-    time.sleep(0.3)
+    time.sleep(0.3 * scale)
     other = lock.acquire("k", ttl=5)
     assert other is not None
     assert lock.release(lease) is False
     assert lock.acquire("k", ttl=5) is None, "the stale release must not free the new owner's key"
 
 
-def test_extend_keeps_the_key_past_its_first_ttl(lock: LockBackend) -> None:
-    lease = lock.acquire("k", ttl=0.5)
+def test_extend_keeps_the_key_past_its_first_ttl(lock: LockBackend, scale: float) -> None:
+    lease = lock.acquire("k", ttl=0.5 * scale)
     assert lease is not None
-    time.sleep(0.3)
-    assert lock.extend(lease, ttl=1.0) is True
-    time.sleep(0.4)
-    assert lease.remaining() > 0.4
+    time.sleep(0.3 * scale)
+    assert lock.extend(lease, ttl=1.0 * scale) is True
+    time.sleep(0.4 * scale)
+    assert lease.remaining() > 0.4 * scale
     assert lock.acquire("k", ttl=5) is None
 
 
-def test_extend_after_expiry_fails(lock: LockBackend) -> None:
-    lease = lock.acquire("k", ttl=0.2)
+def test_extend_after_expiry_fails(lock: LockBackend, scale: float) -> None:
+    lease = lock.acquire("k", ttl=0.2 * scale)
     assert lease is not None
-    time.sleep(0.3)
+    time.sleep(0.3 * scale)
     assert lock.extend(lease, ttl=5) is False
     assert lease.remaining() == 0.0
 
 
-def test_key_is_free_again_after_the_ttl(lock: LockBackend) -> None:
-    assert lock.acquire("k", ttl=0.2) is not None
-    time.sleep(0.3)
+def test_key_is_free_again_after_the_ttl(lock: LockBackend, scale: float) -> None:
+    assert lock.acquire("k", ttl=0.2 * scale) is not None
+    time.sleep(0.3 * scale)
     assert lock.acquire("k", ttl=5) is not None
 
 

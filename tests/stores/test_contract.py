@@ -1,8 +1,9 @@
 """The slot-store contract, run against every store: memory, Redis over 1, 3 and 5 real
 masters, a Redis Cluster (3 primaries with a replica each), and the Django app's database
-store on SQLite, PostgreSQL and MariaDB, and a ZooKeeper server.
+store on SQLite, PostgreSQL and MariaDB, a ZooKeeper server, and one etcd member.
 
-Expiry is real time on the store's own clock, with TTLs of a few tenths of a second.
+Expiry is real time on the store's own clock, with TTLs of a few tenths of a second; on
+etcd, whose leases are whole seconds, ``scale`` times longer.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tests.support.databases import (
     sqlalchemy_database,
     with_databases,
 )
+from tests.support.etcd import ETCD_SCALE
 
 CLAIMED, HELD, DONE = ClaimStatus.CLAIMED, ClaimStatus.HELD, ClaimStatus.DONE
 SENT = Outcome.DISPATCHED.value
@@ -36,6 +38,7 @@ MISSED = Outcome.SKIPPED_MISFIRE.value
         *with_databases("memory", "redis-1", "redis-3", "redis-5", "redis-cluster"),
         *(f"sqlalchemy-{vendor}" for vendor in SQLALCHEMY_VENDORS),
         "zookeeper",
+        "etcd",
     ]
 )
 def store(
@@ -53,6 +56,11 @@ def store(
         from celery_singleton_beat.stores.zookeeper import ZooKeeperSlotStore
 
         made = ZooKeeperSlotStore(request.getfixturevalue("zookeeper")())
+    elif kind == "etcd":
+        from celery_singleton_beat.connections.etcd import Etcd
+        from celery_singleton_beat.stores.etcd import EtcdSlotStore
+
+        made = EtcdSlotStore(Etcd(request.getfixturevalue("shared_etcd").endpoints), "contract:")
     elif request.param == "redis-cluster":
         sharded: RedisClusterServers = request.getfixturevalue("shared_sharded_cluster")
         made = RedisSlotStore(Masters.from_urls([sharded.url], 1.0), "contract:")
@@ -65,6 +73,12 @@ def store(
         made = DatabaseSlotStore(using=database_alias(request.param))
     yield made
     made.close()
+
+
+@pytest.fixture
+def scale(request: pytest.FixtureRequest) -> float:
+    """How many times longer TTLs and waits are on this store (etcd: whole seconds)."""
+    return ETCD_SCALE if request.node.callspec.params["store"] == "etcd" else 1.0
 
 
 def info(host: str, pid: int) -> dict[str, object]:
@@ -123,20 +137,22 @@ def test_a_batch_is_claimed_in_order_with_the_entries_last_slot(store: SlotStore
     ]
 
 
-def test_a_live_claim_is_held_and_an_expired_one_is_taken_over(store: SlotStore) -> None:
-    assert store.claim([("e", 1)], "a", ttl=0.2, retention=60)[0].status == CLAIMED
-    held = store.claim([("e", 1)], "b", ttl=0.2, retention=60)[0]
+def test_a_live_claim_is_held_and_an_expired_one_is_taken_over(
+    store: SlotStore, scale: float
+) -> None:
+    assert store.claim([("e", 1)], "a", ttl=0.2 * scale, retention=60)[0].status == CLAIMED
+    held = store.claim([("e", 1)], "b", ttl=0.2 * scale, retention=60)[0]
     assert (held.status, held.taken_over) == (HELD, False)
-    time.sleep(0.3)
-    taken = store.claim([("e", 1)], "b", ttl=0.2, retention=60)[0]
+    time.sleep(0.3 * scale)
+    taken = store.claim([("e", 1)], "b", ttl=0.2 * scale, retention=60)[0]
     assert (taken.status, taken.taken_over) == (CLAIMED, True)
 
 
-def test_the_holder_claiming_again_keeps_its_claim(store: SlotStore) -> None:
-    store.claim([("e", 1)], "a", ttl=0.2, retention=60)
+def test_the_holder_claiming_again_keeps_its_claim(store: SlotStore, scale: float) -> None:
+    store.claim([("e", 1)], "a", ttl=0.2 * scale, retention=60)
     again = store.claim([("e", 1)], "a", ttl=5, retention=60)[0]
     assert (again.status, again.taken_over) == (CLAIMED, False)
-    time.sleep(0.3)
+    time.sleep(0.3 * scale)
     assert store.claim([("e", 1)], "b", ttl=1, retention=60)[0].status == HELD
 
 
@@ -198,9 +214,9 @@ def test_replicas_claiming_the_same_slots_at_once_get_each_slot_once(store: Slot
 # -- finishing --------------------------------------------------------------------------
 
 
-def test_finishing_needs_the_claim_still_ours(store: SlotStore) -> None:
-    store.claim([("e", 1)], "a", ttl=0.1, retention=60)
-    time.sleep(0.2)
+def test_finishing_needs_the_claim_still_ours(store: SlotStore, scale: float) -> None:
+    store.claim([("e", 1)], "a", ttl=0.1 * scale, retention=60)
+    time.sleep(0.2 * scale)
     store.claim([("e", 1)], "b", ttl=5, retention=60)
     assert store.finish([SlotOutcome("e", 1, SENT, 1, 0)], "a", 60) == [False]
     assert store.entry_counts("e").get("dispatched", 0) == 0
@@ -220,16 +236,16 @@ def test_a_slot_whose_claim_was_lost_with_the_store_is_still_marked_done(
 
 
 def test_extending_keeps_a_claim_past_its_ttl_and_fails_once_taken_over(
-    store: SlotStore,
+    store: SlotStore, scale: float
 ) -> None:
-    store.claim([("e", 1)], "a", ttl=0.3, retention=60)
+    store.claim([("e", 1)], "a", ttl=0.3 * scale, retention=60)
     for _ in range(3):
-        time.sleep(0.15)
-        assert store.extend([("e", 1)], "a", ttl=0.3, retention=60) == [True]
-    assert store.claim([("e", 1)], "b", ttl=0.3, retention=60)[0].status == HELD
-    time.sleep(0.4)
+        time.sleep(0.15 * scale)
+        assert store.extend([("e", 1)], "a", ttl=0.3 * scale, retention=60) == [True]
+    assert store.claim([("e", 1)], "b", ttl=0.3 * scale, retention=60)[0].status == HELD
+    time.sleep(0.4 * scale)
     assert store.claim([("e", 1)], "b", ttl=5, retention=60)[0].status == CLAIMED
-    assert store.extend([("e", 1)], "a", ttl=0.3, retention=60) == [False]
+    assert store.extend([("e", 1)], "a", ttl=0.3 * scale, retention=60) == [False]
 
 
 def test_extending_a_decided_or_unknown_slot_fails(store: SlotStore) -> None:
@@ -250,24 +266,26 @@ def test_heartbeats_count_and_list_the_live_replicas(store: SlotStore) -> None:
     assert listed(store) == [info("h1", 1)]
 
 
-def test_a_replica_without_a_heartbeat_drops_off_after_its_ttl(store: SlotStore) -> None:
-    store.heartbeat("gone:1", info("gone", 1), ttl=0.2)
-    time.sleep(0.4)
+def test_a_replica_without_a_heartbeat_drops_off_after_its_ttl(
+    store: SlotStore, scale: float
+) -> None:
+    store.heartbeat("gone:1", info("gone", 1), ttl=0.2 * scale)
+    time.sleep(0.4 * scale)
     assert store.heartbeat("here:2", info("here", 2), ttl=5) == 1
     assert listed(store) == [info("here", 2)]
 
 
 def test_a_replica_is_listed_with_the_seconds_since_its_heartbeat_on_the_stores_clock(
-    store: SlotStore,
+    store: SlotStore, scale: float
 ) -> None:
-    store.heartbeat("h1:1", {**info("h1", 1), "ttl": 5}, ttl=5)
+    store.heartbeat("h1:1", {**info("h1", 1), "ttl": 5 * scale}, ttl=5 * scale)
     (fresh,) = store.replicas()
-    assert 0 <= fresh["seen_ago"] < 0.25
-    time.sleep(0.5)
+    assert 0 <= fresh["seen_ago"] < 0.25 * scale
+    time.sleep(0.5 * scale)
     (later,) = store.replicas()
-    assert 0.5 <= later["seen_ago"] < 1.5
-    store.heartbeat("h1:1", {**info("h1", 1), "ttl": 5}, ttl=5)
-    assert store.replicas()[0]["seen_ago"] < 0.25
+    assert 0.5 * scale <= later["seen_ago"] < 1.5 * scale
+    store.heartbeat("h1:1", {**info("h1", 1), "ttl": 5 * scale}, ttl=5 * scale)
+    assert store.replicas()[0]["seen_ago"] < 0.25 * scale
 
 
 # -- the leader's lock ------------------------------------------------------------------
@@ -322,12 +340,12 @@ def test_the_runtime_schedule_is_written_only_by_a_newer_revision(store: SlotSto
     assert store.read_schedule()[1] == {"entries": {}, "paused": {"a": {"by": "ops"}}}
 
 
-def test_a_sent_run_now_is_remembered_for_its_retention(store: SlotStore) -> None:
+def test_a_sent_run_now_is_remembered_for_its_retention(store: SlotStore, scale: float) -> None:
     assert store.runs_sent(["r1", "r2"]) == set()
-    store.mark_runs_sent(["r1"], retention=0.3)
+    store.mark_runs_sent(["r1"], retention=0.3 * scale)
     store.mark_runs_sent(["r3"], retention=60)
     assert store.runs_sent(["r1", "r2", "r3"]) == {"r1", "r3"}
-    time.sleep(0.5)
+    time.sleep(0.5 * scale)
     assert store.runs_sent(["r1", "r3"]) == {"r3"}
     assert store.runs_sent([]) == set()
 
@@ -348,9 +366,9 @@ def test_run_state_fields_only_rise_and_held_back_slots_are_counted(store: SlotS
     }
 
 
-def test_a_run_state_past_its_retention_counts_as_none(store: SlotStore) -> None:
-    store.raise_run_states([("e", "queued", 2_000)], retention=0.3)
-    time.sleep(0.5)
+def test_a_run_state_past_its_retention_counts_as_none(store: SlotStore, scale: float) -> None:
+    store.raise_run_states([("e", "queued", 2_000)], retention=0.3 * scale)
+    time.sleep(0.5 * scale)
     assert store.run_states(["e"])["e"]["queued"] == 0
 
 
