@@ -198,6 +198,9 @@ class Header(StrEnum):
     SLOT_UNCHECKED = "singleton_beat_slot_unchecked"
     TRACK_RUN = "singleton_beat_track_run"
     """Set on a slot of an entry with an overlap policy: its worker records the run's state."""
+    PAUSE_ON_FAILURE = "singleton_beat_pause_on_failure"
+    """Set on a slot of an entry with ``pause_on_failure``: after how many consecutive
+    failed runs the worker that sees the last of them pauses the entry."""
 
 
 # -- keys -------------------------------------------------------------------------------

@@ -170,6 +170,15 @@ class RunSkipped(Event):
 
 
 @dataclass(frozen=True)
+class EntryPaused(Event):
+    """An entry was paused by a policy (``pause_on_failure``), not by a person."""
+
+    entry: str
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class LockLost(Event):
     """A running singleton task's lock could not be extended: it is no longer exclusive."""
 

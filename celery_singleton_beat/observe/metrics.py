@@ -56,6 +56,10 @@ class Metrics:
             f"{PREFIX}_lock_lost_total", "Runs whose lock could not be extended.",
             ["task"], **options,
         )  # fmt: skip
+        self.paused = Counter(
+            f"{PREFIX}_entries_paused_total", "Entries paused by a policy, by who paused them.",
+            ["entry", "by"], **options,
+        )  # fmt: skip
         self.leader = Gauge(f"{PREFIX}_leader", "1 while this replica leads.", **options)
         self.replicas = Gauge(
             f"{PREFIX}_replicas", "Beat replicas with a live heartbeat.", **options
@@ -83,6 +87,8 @@ class Metrics:
                 self.contention.labels(event.task).inc()
         elif isinstance(event, events.LockLost):
             self.lost.labels(event.task).inc()
+        elif isinstance(event, events.EntryPaused):
+            self.paused.labels(event.entry, event.by).inc()
         elif isinstance(event, events.LeaderChanged):
             self.leader.set(1 if event.leader else 0)
         elif isinstance(event, events.ReplicaSeen):

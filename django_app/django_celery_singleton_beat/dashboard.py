@@ -398,6 +398,7 @@ def schedule_rows(
             "paused": pause is not None,
             "paused_by": (pause or {}).get("by", ""),
             "paused_at": _moment((pause or {}).get("at")),
+            "pause_reason": (pause or {}).get("reason", ""),
             "runs_now": [_run_now(run, recorded) for run in reversed(view.runs.get(name, []))],
         })  # fmt: skip
     return rows
