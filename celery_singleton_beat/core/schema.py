@@ -203,6 +203,10 @@ class Header(StrEnum):
     failed runs the worker that sees the last of them pauses the entry."""
 
 
+PAUSED_ON_FAILURE: Final = "pause_on_failure"
+"""Who paused an entry that its ``pause_on_failure`` policy paused (the pause's ``by``)."""
+
+
 # -- keys -------------------------------------------------------------------------------
 
 LEADER_LOCK: Final = "leader"

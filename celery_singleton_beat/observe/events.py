@@ -103,6 +103,15 @@ class EntryConflict(Event):
 
 
 @dataclass(frozen=True)
+class PausesRead(Event):
+    """A replica read the paused entries: how many there are, by who paused them
+    (``pause_on_failure``, or a person through the API, CLI or admin)."""
+
+    on_failure: int
+    by_hand: int
+
+
+@dataclass(frozen=True)
 class LockAttempt(Event):
     """One try to take a task's lock: ``acquired``, ``held`` (by another) or ``error``."""
 

@@ -27,14 +27,13 @@ from typing import Any
 
 from celery import signals
 
+from celery_singleton_beat.core.schema import PAUSED_ON_FAILURE as PAUSED_BY
 from celery_singleton_beat.core.schema import Header
 from celery_singleton_beat.observe import events
 from celery_singleton_beat.schedule.document import ScheduleDocument
 
 logger = logging.getLogger(__name__)
 
-#: Who paused an entry that ``pause_on_failure`` paused (the ``by`` of its pause).
-PAUSED_BY = "pause_on_failure"
 #: The longest error text kept in a pause's reason.
 REASON_CHARS = 300
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from celery import Celery
 
 from celery_singleton_beat import schedule
 from celery_singleton_beat.core.slots import jitter_offset
-from celery_singleton_beat.testing import RedisServer, wait_for
+from celery_singleton_beat.testing import RedisServer, free_port, wait_for
 from tests.support.clusters import ROOT, BeatCluster, beat_cluster, slot_ms
 
 pytestmark = pytest.mark.slow
@@ -100,7 +101,8 @@ def test_an_entry_failing_three_times_pauses_with_its_reason_until_resumed(
         broker = redis.Redis.from_url(cluster.broker.url)
         broker.set("failing", 1)
         cluster.start_worker("w1")
-        cluster.start_replica("r1")
+        port = free_port()
+        cluster.start_replica("r1", settings={"singleton_beat_health_port": port})
         app = client_app(cluster, three_masters)
         wait_for(lambda: "flaky" in schedule.paused(app), 40, "the entry paused")
         time.sleep(3)  # what was sent before the pause was seen has run
@@ -108,6 +110,8 @@ def test_an_entry_failing_three_times_pauses_with_its_reason_until_resumed(
         time.sleep(3)
         after_pause = len(cluster.executions())
         pause = schedule.paused(app)["flaky"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+            metrics = page.read().decode()
         status = subprocess.run(
             [sys.executable, "-m", "celery", "-A", "tests.beat.app", "singleton-beat", "status"],
             env=cluster.env(), cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
@@ -124,3 +128,4 @@ def test_an_entry_failing_three_times_pauses_with_its_reason_until_resumed(
     assert pause["reason"].endswith("RuntimeError: flaky failed on purpose")
     assert f"paused by pause_on_failure ({pause['reason']})" in status
     assert not paused_again
+    assert 'celery_singleton_beat_entries_paused{by="pause_on_failure"} 1.0' in metrics
