@@ -17,6 +17,7 @@ from django.urls import reverse
 
 from celery_singleton_beat import schedule
 from celery_singleton_beat.schedule.document import ScheduleDocument
+from celery_singleton_beat.tasks.failures import count_failure
 from celery_singleton_beat.testing import RedisServer
 from django_celery_singleton_beat.models import ScheduleAction
 
@@ -137,3 +138,27 @@ def test_run_now_clicked_from_two_sessions_at_once_asks_for_one_run() -> None:
     assert len(runs()) == 1
     ids = {a.user: a.run_id for a in ScheduleAction.objects.all()}
     assert ids == {"ann": next(iter(runs())), "bob": next(iter(runs()))}
+
+
+def test_an_entry_paused_on_failure_shows_why_and_resuming_it_counts_failures_afresh() -> None:
+    store = ScheduleDocument.for_app(APP, 0.5)
+    try:
+        for slot in ("2026-12-07T05:00:00.000Z", "2026-12-07T05:00:10.000Z"):
+            store.edit(lambda doc, s=slot: count_failure(doc, "report", s, 2, "OSError: disk full"))
+    finally:
+        store.close()
+    reason = (
+        "2 consecutive failed runs, the last of slot 2026-12-07T05:00:10.000Z: OSError: disk full"
+    )
+    assert schedule.paused(APP)["report"]["reason"] == reason
+
+    ops = staff("ops", *CONTROL)
+    page = ops.get(reverse(PAGE)).content.decode()
+    assert f'(pause_on_failure) <span class="sb-pause-reason">{reason}</span>' in page
+    assert post(ops, "resume", "report").status_code == 302
+    store = ScheduleDocument.for_app(APP, 0.5)
+    try:
+        doc = store.read()[1]
+    finally:
+        store.close()
+    assert (doc["paused"], doc["failures"]) == ({}, {})
