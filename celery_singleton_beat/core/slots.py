@@ -306,7 +306,11 @@ def schedule_tz(run_every: Any, default: dt.tzinfo) -> dt.tzinfo:
     """
     attributes = vars(run_every) if hasattr(run_every, "__dict__") else {}
     own = attributes.get("tz")
-    if not isinstance(own, dt.tzinfo) and callable(attributes.get("nowfun")):
+    if (
+        not isinstance(own, dt.tzinfo)
+        and isinstance(run_every, crontab)
+        and callable(attributes.get("nowfun"))
+    ):
         own = _nowfun_tz(run_every)
     if not isinstance(own, dt.tzinfo):
         return default

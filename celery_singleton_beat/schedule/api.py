@@ -113,6 +113,7 @@ def remove(app: Celery, name: str) -> None:
         _existing(doc, name)
         del doc["entries"][name]
         doc["paused"].pop(name, None)
+        doc.get("failures", {}).pop(name, None)
 
     with _store(app) as store:
         store.edit(change)
