@@ -449,7 +449,11 @@ def test_schedule_add_keeps_the_policies_given_and_refuses_a_bad_one_naming_it(
     )
     taken = run_cli(idle, "schedule", "add", "ok1", "record", "--every", "60", "--args",
                     '["ok1"]', *policies, **env)  # fmt: skip
-    assert taken.stderr.startswith("Error: args/kwargs = (['ok1'], {'scheduled_at': ")
+    assert taken.stderr == (
+        "Error: beat_schedule['ok1']['options']['singleton_beat']['slot_kwarg'] = "
+        "'scheduled_at' is not valid: a keyword argument task 'record' takes (record() got an "
+        "unexpected keyword argument 'scheduled_at').\n"
+    )
     added = run_cli(idle, "schedule", "add", "ok1", "record_slot", "--every", "60", "--args",
                     '["ok1"]', *policies, **env)  # fmt: skip
     assert added.returncode == 0, added.stderr

@@ -148,6 +148,25 @@ class EntryPolicy:
         return round(self.jitter * 1000)
 
 
+def _check_slot_kwarg(entry: Entry, kwarg: str) -> None:
+    """Refuse a ``slot_kwarg`` the entry's kwargs give already, or that its task (when
+    beat's app registers it) does not take: Celery would refuse every slot's message."""
+    where = f"beat_schedule[{entry.name!r}]['options'][{OPTION!r}]['slot_kwarg']"
+    kwargs = entry.kwargs if isinstance(entry.kwargs, dict) else {}
+    if kwarg in kwargs:
+        raise ConfigurationError(where, kwarg, "a name the entry's kwargs do not give already")
+    task = entry.app.tasks.get(entry.task) if entry.app is not None else None
+    args = entry.args if isinstance(entry.args, (list, tuple)) else None
+    if task is None or args is None or not getattr(task, "typing", False):
+        return
+    try:
+        task.__header__(*args, **{**kwargs, kwarg: ""})
+    except TypeError as exc:
+        raise ConfigurationError(
+            where, kwarg, f"a keyword argument task {entry.task!r} takes ({exc})"
+        ) from None
+
+
 def _moment_ms(value: dt.datetime | str | None, option: str) -> int | None:
     """A start or end time in epoch ms; refuses what does not name one instant."""
     if value is None:
@@ -201,11 +220,8 @@ class Plan:
         except ConfigurationError as exc:
             where = f"beat_schedule[{entry.name!r}]['schedule'].{exc.name}"
             raise ConfigurationError(where, exc.value, exc.accepted) from None
-        if policy.slot_kwarg is not None and policy.slot_kwarg in (entry.kwargs or {}):
-            raise ConfigurationError(
-                f"beat_schedule[{entry.name!r}]['options'][{OPTION!r}]['slot_kwarg']",
-                policy.slot_kwarg, "a name the entry's kwargs do not give already",
-            )  # fmt: skip
+        if policy.slot_kwarg is not None:
+            _check_slot_kwarg(entry, policy.slot_kwarg)
         slots = slots_for(entry.name, entry.schedule, tz)
         start, end = policy.start_ms, policy.end_ms
         if start is not None or end is not None:

@@ -164,6 +164,11 @@ class EveryOtherTuesday(schedule):  # type: ignore[misc]
 def scheduler_with(entry: dict[str, Any]) -> Scheduler:
     app = Celery("config-tests", broker="memory://")
     app.conf.update(singleton_beat_redis_urls=URLS, beat_schedule={"report": entry})
+
+    @app.task(name="takes_nothing", shared=False)
+    def takes_nothing() -> None:
+        """A task of beat's app, registered when beat starts."""
+
     return Scheduler(app=app, lazy=False)
 
 
@@ -235,6 +240,15 @@ BAD_POLICIES = [
                 "options": {"singleton_beat": {"slot_kwarg": "at"}},
             },
             r"\['slot_kwarg'\] = 'at' is not valid: a name the entry's kwargs do not give",
+        ),
+        (
+            {
+                "task": "takes_nothing",
+                "schedule": 10,
+                "options": {"singleton_beat": {"slot_kwarg": "at"}},
+            },
+            r"\['slot_kwarg'\] = 'at' is not valid: a keyword argument task 'takes_nothing' "
+            r"takes \(takes_nothing\(\) got an unexpected keyword argument 'at'\)",
         ),
     ],
 )
