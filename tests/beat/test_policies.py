@@ -17,6 +17,7 @@ from celery_singleton_beat.core.decide import SlotView, Verdict, decide
 from celery_singleton_beat.core.entries import Entry, Plan
 from celery_singleton_beat.core.slots import jitter_offset, slot_label
 from celery_singleton_beat.observe import events
+from celery_singleton_beat.ops.cluster import plan_in_words
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.schedule.document import to_beat
 from celery_singleton_beat.testing import FakeClock, RedisServer
@@ -154,3 +155,16 @@ def test_a_runtime_entry_carries_its_zone_bounds_jitter_and_failure_limit() -> N
     assert (plan.policy.jitter, plan.policy.slot_kwarg, plan.policy.pause_on_failure) == (
         3, "scheduled_at", 2,
     )  # fmt: skip
+
+
+def test_status_words_name_the_zone_bounds_and_jitter_of_an_entry() -> None:
+    app = Celery("words", broker="memory://")
+    settings = policy(timezone="Europe/Berlin", start_time="2026-12-24T18:00:00+01:00",
+                      end_time="2027-01-06T00:00:00Z", jitter=5)  # fmt: skip
+    entry = Entry(
+        name="n", app=app, task="t", schedule=crontab(minute=30, hour=2), options=settings
+    )
+    assert plan_in_words(Plan.build(entry, app.timezone, 300.0), app.timezone) == (
+        "At 02:30 AM (30 2 * * *), Europe/Berlin, from 2026-12-24T17:00:00.000Z, "
+        "until 2027-01-06T00:00:00.000Z, jitter 5 s"
+    )
