@@ -423,6 +423,48 @@ def test_schedule_add_with_arguments_the_task_does_not_take_is_refused_and_write
     assert runtime_schedule(idle) == {"entries": {}, "paused": {}}
 
 
+def test_schedule_add_keeps_the_policies_given_and_refuses_a_bad_one_naming_it(
+    idle: BeatCluster,
+) -> None:
+    env = idle.settings_env(RUNTIME)
+    policies = [
+        "--start-time",
+        "2026-12-24T18:00:00+01:00",
+        "--end-time",
+        "2027-01-06T00:00:00Z",
+        "--jitter",
+        "5",
+        "--slot-kwarg",
+        "scheduled_at",
+        "--pause-on-failure",
+        "3",
+    ]
+    bad = run_cli(idle, "schedule", "add", "ok1", "record_slot", "--every", "60", "--args",
+                  '["ok1"]', *policies[:-1], "-1", **env)  # fmt: skip
+    assert bad.returncode == 1
+    assert bad.stderr == (
+        "Error: beat_schedule['ok1']['options']['singleton_beat']['pause_on_failure'] = -1 is "
+        "not valid: a whole number of consecutive failed runs, 0 (default: never pause) or "
+        "more.\n"
+    )
+    taken = run_cli(idle, "schedule", "add", "ok1", "record", "--every", "60", "--args",
+                    '["ok1"]', *policies, **env)  # fmt: skip
+    assert taken.stderr == (
+        "Error: beat_schedule['ok1']['options']['singleton_beat']['slot_kwarg'] = "
+        "'scheduled_at' is not valid: a keyword argument task 'record' takes (record() got an "
+        "unexpected keyword argument 'scheduled_at').\n"
+    )
+    added = run_cli(idle, "schedule", "add", "ok1", "record_slot", "--every", "60", "--args",
+                    '["ok1"]', *policies, **env)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    stored = runtime_schedule(idle)["entries"]["ok1"]
+    assert {k: stored[k] for k in ("start_time", "end_time", "jitter", "slot_kwarg")} == {
+        "start_time": "2026-12-24T18:00:00+01:00", "end_time": "2027-01-06T00:00:00Z",
+        "jitter": 5.0, "slot_kwarg": "scheduled_at",
+    }  # fmt: skip
+    assert stored["pause_on_failure"] == 3
+
+
 @pytest.fixture
 def with_runtime_entry(idle: BeatCluster) -> dict[str, str]:
     """A runtime entry ``rt`` added beside ``beat_schedule``'s; the environment of both."""

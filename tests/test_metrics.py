@@ -90,3 +90,13 @@ def test_task_metrics_count_contention_duplicates_and_acquire_time(
     acquired = '_count{backend="Redlock",outcome="acquired"}'
     assert sample(text, "lock_acquire_seconds", held) == 1
     assert sample(text, "lock_acquire_seconds", acquired) == 1
+
+
+def test_pauses_by_policy_are_counted_and_the_paused_entries_gauged() -> None:
+    metrics = Metrics(CollectorRegistry())
+    metrics.record(events.EntryPaused(entry="report", by="pause_on_failure", reason="3 failed"))
+    metrics.record(events.PausesRead(on_failure=1, by_hand=2))
+    text = metrics.render()[0].decode()
+    assert sample(text, "entry_pauses_total", '{by="pause_on_failure",entry="report"}') == 1
+    assert sample(text, "entries_paused", '{by="pause_on_failure"}') == 1
+    assert sample(text, "entries_paused", '{by="hand"}') == 2

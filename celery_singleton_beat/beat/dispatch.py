@@ -161,7 +161,7 @@ class Dispatcher:
         for plan in due:
             slots, left_out = plan.due(now, BACKLOG)
             if not slots:
-                self.wakeups.wake(plan, plan.next_slot)
+                self.wakeups.wake(plan, plan.send_at(plan.next_slot))
                 continue
             fresh = [s for s in slots if s not in plan.held]
             oldest = fresh[0] if fresh else slots[0]
@@ -225,15 +225,17 @@ class Dispatcher:
             batch.retry[plan.name] = random.randint(50, 250)
             return
         view = SlotView(
-            slot, newest=slot == this.newest, resumed=claim.taken_over or slot in plan.held
-        )
+            slot, newest=slot == this.newest, resumed=claim.taken_over or slot in plan.held,
+            offset=plan.offset(slot),
+        )  # fmt: skip
         plan.held.discard(slot)
         verdict = decide(view, claim.last, now, plan.policy.misfire, plan.policy.misfire_grace)
         counted = this.left_out if slot == this.oldest and not view.resumed else 0
         if verdict is Verdict.FIRE and not self.may_publish():
             batch.giveback.append(PlanSlot(plan, slot))
         elif verdict is Verdict.FIRE:
-            batch.fire.append(Firing(plan, slot, max(0.0, (now - slot) / 1000), counted))
+            late = max(0.0, (now - slot - view.offset) / 1000)
+            batch.fire.append(Firing(plan, slot, late, counted))
         else:
             batch.skipped.setdefault(plan.name, []).append(Missed(slot, 1 + counted))
             batch.outcomes.append(SlotOutcome(plan.name, slot, verdict.value, 0, 1 + counted))
@@ -319,7 +321,7 @@ class Dispatcher:
             after = plan.slots.next_after(batch.newest[name])
             if plan.next_slot is not None and (after is None or after > plan.next_slot):
                 plan.next_slot = after
-            wake = plan.next_slot
+            wake = plan.send_at(plan.next_slot)
             if plan.held and name in batch.retry:
                 retry = now + batch.retry[name]
                 wake = retry if wake is None else min(wake, retry)

@@ -84,6 +84,10 @@ class _Sending:
     task_id: str
     track: bool = False
     """Whether workers report the run's state (the entry's overlap policy needs it)."""
+    slot_kwarg: str | None = None
+    """The keyword argument that receives the slot's time (the entry's ``slot_kwarg``)."""
+    pause_on_failure: int = 0
+    """After how many consecutive failed runs workers pause the entry (0: never)."""
     error: Exception | None = None
 
 
@@ -274,7 +278,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 # seen after it, as at start-up: its fence sends it once (or says it was
                 # decided already), the misfire policy decides how late
                 plan.next_slot = plan.slots.at_ms
-                self.wakeups.wake(plan, plan.next_slot)
+                self.wakeups.wake(plan, plan.send_at(plan.next_slot))
                 once.append(plan)
             else:
                 plans.append(plan)
@@ -292,7 +296,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             # an entry back in the schedule since it left owes nothing from its absence
             since = max(last, now) if left > last else last
             plan.next_slot = plan.slots.next_after(since)
-            self.wakeups.wake(plan, plan.next_slot)
+            self.wakeups.wake(plan, plan.send_at(plan.next_slot))
             owed.append((plan.name, since, plan.slots))
         self._report_scheduled(owed)
         self._initialized = True
@@ -390,7 +394,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 # a single slot (run now, one-off, clocked) keeps its time even when seen
                 # late: its fence sends it once, the misfire policy decides how late
                 plan.next_slot = plan.slots.at_ms
-                self.wakeups.wake(plan, plan.next_slot)
+                self.wakeups.wake(plan, plan.send_at(plan.next_slot))
                 owed.append((plan.name, now, plan.slots))
         if fresh:
             loaded = self.store.init([(p.name, p.every_ms) for p in fresh], now)
@@ -399,7 +403,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 if anchor is not None:
                     plan.slots.anchor_ms = anchor  # type: ignore[attr-defined]
                 plan.next_slot = plan.slots.next_after(max(last, now))
-                self.wakeups.wake(plan, plan.next_slot)
+                self.wakeups.wake(plan, plan.send_at(plan.next_slot))
                 owed.append((plan.name, max(last, now), plan.slots))
             self._broker_cold = True
         self._report_scheduled(owed)
@@ -424,9 +428,11 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
 
     def publish_slot(self, plan: Plan, slot: int) -> str:
         """Send one slot through Celery's ``apply_entry`` (see :mod:`.log`)."""
+        policy = plan.policy
         sending = _Sending(
-            slot, slot_task_id(plan.name, slot), track=plan.policy.overlap != Overlap.ALLOW
-        )
+            slot, slot_task_id(plan.name, slot), track=policy.overlap != Overlap.ALLOW,
+            slot_kwarg=policy.slot_kwarg, pause_on_failure=policy.pause_on_failure,
+        )  # fmt: skip
         self._sending = sending
         try:
             with beat_log.sending(**log_fields(self.replica, plan, slot)):
@@ -466,8 +472,12 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         )
         if sending.track:
             headers[overlap.TRACK_HEADER] = 1
+        if sending.pause_on_failure:
+            headers[Header.PAUSE_ON_FAILURE.value] = sending.pause_on_failure
         args = evaluate_entry_args(entry.args)
         kwargs = evaluate_entry_kwargs(entry.kwargs)
+        if sending.slot_kwarg is not None:
+            kwargs = {**kwargs, sending.slot_kwarg: slot_label(sending.slot)}
         task = self.app.tasks.get(entry.task)
         send = task.apply_async if task is not None else self._send_task(entry.task)
         # no retry inside kombu: a publish that failed is given back and sent again under

@@ -3,7 +3,7 @@ entry's shared progress, the clock and the entry's misfire policy.
 
 Kept apart from the scheduler's I/O so that every rule is tested in milliseconds:
 
-- a slot handled within a second of its time fires;
+- a slot handled within a second of its time (plus its jitter) fires;
 - a slot whose earlier claim expired (its claimant died, or its publish failed) is
   *resumed*: it may already have been sent, so it is sent again, with the same task id,
   as long as it is within the misfire grace, whatever the policy;
@@ -37,11 +37,13 @@ class SlotView:
     """The newest due slot of its entry in this pass."""
     resumed: bool
     """Another claim on it expired, or this replica saw it held before."""
+    offset: int = 0
+    """Its jitter: it falls due this long after its time."""
 
 
 def decide(view: SlotView, last: int, now: int, misfire: str, grace: float) -> Verdict:
     """The verdict for a claimed slot; ``last`` is the entry's newest handled slot."""
-    late = (now - view.slot) / 1000
+    late = (now - view.slot - view.offset) / 1000
     if late <= ON_TIME:
         return Verdict.FIRE
     if view.resumed or (view.newest and view.slot > last and misfire == Misfire.COALESCE):

@@ -22,7 +22,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from celery.beat import ScheduleEntry
 
 from celery_singleton_beat.core.schema import Misfire, Overlap
-from celery_singleton_beat.core.slots import IntervalSlots, Slots, schedule_tz, slots_for
+from celery_singleton_beat.core.slots import (
+    BoundedSlots,
+    IntervalSlots,
+    Slots,
+    jitter_offset,
+    schedule_tz,
+    slots_for,
+)
 from celery_singleton_beat.errors import ConfigurationError
 
 OPTION = "singleton_beat"
@@ -43,6 +50,18 @@ class EntryPolicy:
     """Send a slot while the previous run waits or runs: allow, skip, buffer_one."""
     overlap_ttl: float = 3600.0
     """A run state older than this (s) holds back nothing (a lost message, a dead worker)."""
+    start_time: dt.datetime | str | None = None
+    """No slot before it (inclusive): an aware datetime or ISO 8601 text with an offset."""
+    end_time: dt.datetime | str | None = None
+    """No slot at or after it (exclusive), in the same forms."""
+    jitter: float = 0
+    """Send each slot up to this many seconds after its time, by an offset every replica
+    derives from the entry's name and the slot (:func:`~.slots.jitter_offset`)."""
+    slot_kwarg: str | None = None
+    """The keyword argument the task receives its slot's scheduled time in (ISO 8601 UTC
+    text, as the ``singleton_beat_slot`` header carries it)."""
+    pause_on_failure: int = 0
+    """Pause the entry after this many consecutive failed runs (0: never)."""
 
     @classmethod
     def from_options(cls, name: str, options: dict[str, Any], grace: float) -> EntryPolicy:
@@ -79,6 +98,7 @@ class EntryPolicy:
             raise ConfigurationError(f"{where}['overlap_ttl']", ttl, "a positive number of seconds")
         if not isinstance(self.paused, bool):
             raise ConfigurationError(f"{where}['paused']", self.paused, "True or False")
+        self._validate_policies(where)
         if self.timezone is not None:
             try:
                 ZoneInfo(self.timezone)
@@ -88,6 +108,81 @@ class EntryPolicy:
                     self.timezone,
                     "an IANA zone name such as 'Europe/Berlin'",
                 ) from None
+
+    def _validate_policies(self, where: str) -> None:
+        jitter = self.jitter
+        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or jitter < 0:
+            raise ConfigurationError(
+                f"{where}['jitter']", jitter, "a number of seconds, 0 (default) or more"
+            )
+        failures = self.pause_on_failure
+        if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
+            raise ConfigurationError(
+                f"{where}['pause_on_failure']", failures,
+                "a whole number of consecutive failed runs, 0 (default: never pause) or more",
+            )  # fmt: skip
+        kwarg = self.slot_kwarg
+        if kwarg is not None and not (isinstance(kwarg, str) and kwarg.isidentifier()):
+            raise ConfigurationError(
+                f"{where}['slot_kwarg']", kwarg, "a keyword argument name such as 'scheduled_at'"
+            )
+        start = _moment_ms(self.start_time, f"{where}['start_time']")
+        end = _moment_ms(self.end_time, f"{where}['end_time']")
+        if start is not None and end is not None and start >= end:
+            raise ConfigurationError(
+                f"{where}['end_time']", self.end_time, f"a time after start_time {self.start_time}"
+            )
+
+    @property
+    def start_ms(self) -> int | None:
+        """``start_time`` in epoch ms."""
+        return _moment_ms(self.start_time, "start_time")
+
+    @property
+    def end_ms(self) -> int | None:
+        """``end_time`` in epoch ms."""
+        return _moment_ms(self.end_time, "end_time")
+
+    @property
+    def jitter_ms(self) -> int:
+        return round(self.jitter * 1000)
+
+
+def _check_slot_kwarg(entry: Entry, kwarg: str) -> None:
+    """Refuse a ``slot_kwarg`` the entry's kwargs give already, or that its task (when
+    beat's app registers it) does not take: Celery would refuse every slot's message."""
+    where = f"beat_schedule[{entry.name!r}]['options'][{OPTION!r}]['slot_kwarg']"
+    kwargs = entry.kwargs if isinstance(entry.kwargs, dict) else {}
+    if kwarg in kwargs:
+        raise ConfigurationError(where, kwarg, "a name the entry's kwargs do not give already")
+    task = entry.app.tasks.get(entry.task) if entry.app is not None else None
+    args = entry.args if isinstance(entry.args, (list, tuple)) else None
+    if task is None or args is None or not getattr(task, "typing", False):
+        return
+    try:
+        task.__header__(*args, **{**kwargs, kwarg: ""})
+    except TypeError as exc:
+        raise ConfigurationError(
+            where, kwarg, f"a keyword argument task {entry.task!r} takes ({exc})"
+        ) from None
+
+
+def _moment_ms(value: dt.datetime | str | None, option: str) -> int | None:
+    """A start or end time in epoch ms; refuses what does not name one instant."""
+    if value is None:
+        return None
+    moment: dt.datetime | str | None = value
+    if isinstance(value, str):
+        try:
+            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            moment = None
+    if not isinstance(moment, dt.datetime) or moment.utcoffset() is None:
+        raise ConfigurationError(
+            option, value, "an aware datetime or ISO 8601 text with a UTC offset, such as "
+            "'2026-12-24T18:00:00+01:00'",
+        )  # fmt: skip
+    return round(moment.timestamp() * 1000)
 
 
 class Entry(ScheduleEntry):  # type: ignore[misc]
@@ -116,15 +211,54 @@ class Plan:
     @classmethod
     def build(cls, entry: Entry, app_tz: dt.tzinfo, grace: float) -> Plan:
         policy = EntryPolicy.from_options(entry.name, entry.options or {}, grace)
-        tz = ZoneInfo(policy.timezone) if policy.timezone else schedule_tz(entry.schedule, app_tz)
-        return cls(entry.name, entry, slots_for(entry.name, entry.schedule, tz), policy)
+        try:
+            tz = (
+                ZoneInfo(policy.timezone)
+                if policy.timezone
+                else schedule_tz(entry.schedule, app_tz)
+            )
+        except ConfigurationError as exc:
+            where = f"beat_schedule[{entry.name!r}]['schedule'].{exc.name}"
+            raise ConfigurationError(where, exc.value, exc.accepted) from None
+        if policy.slot_kwarg is not None:
+            _check_slot_kwarg(entry, policy.slot_kwarg)
+        slots = slots_for(entry.name, entry.schedule, tz)
+        start, end = policy.start_ms, policy.end_ms
+        if start is not None or end is not None:
+            if isinstance(slots, IntervalSlots):  # counted from its start, no shared anchor
+                slots = IntervalSlots(slots.every_ms, start or 0)
+            slots = BoundedSlots(slots, start, end)
+        return cls(entry.name, entry, slots, policy)
+
+    def offset(self, slot: int) -> int:
+        """How long after its time ``slot`` is sent (ms): its jitter."""
+        return jitter_offset(self.name, slot, self.policy.jitter_ms)
+
+    def send_at(self, slot: int | None) -> int | None:
+        """When ``slot`` falls due to be sent (ms): its time plus its jitter."""
+        return None if slot is None else slot + self.offset(slot)
+
+    def _horizon(self, now: int) -> int:
+        """The latest slot time that may be sent at ``now``: ``now``, or with jitter just
+        before the first slot whose send time is still ahead (an entry's slots are sent
+        in order)."""
+        jitter = self.policy.jitter_ms
+        if not jitter or self.next_slot is None:
+            return now
+        slot = self.slots.next_after(max(now - jitter, self.next_slot - 1))
+        while slot is not None and slot <= now:
+            if slot + self.offset(slot) > now:
+                return slot - 1
+            slot = self.slots.next_after(slot)
+        return now
 
     @property
     def every_ms(self) -> int | None:
         return self.slots.every_ms if isinstance(self.slots, IntervalSlots) else None
 
     def newest_due(self, now: int) -> int | None:
-        """The newest slot at or before ``now`` from ``next_slot`` on, or None if none is due."""
+        """The newest slot due by ``now`` from ``next_slot`` on, or None if none is due."""
+        now = self._horizon(now)
         slot = self.next_slot
         if slot is None or slot > now:
             return None
@@ -140,6 +274,7 @@ class Plan:
         """The slots to claim now, oldest first: the held ones and every slot from
         ``next_slot`` up to ``now``, at most ``limit`` of the latter (the newest); with
         the number of older ones left out."""
+        now = self._horizon(now)
         slot, left_out = self.next_slot, 0
         if isinstance(self.slots, IntervalSlots) and slot is not None and slot <= now:
             newest = self.slots.next_after(now) - self.slots.every_ms

@@ -200,6 +200,13 @@ class Header(StrEnum):
     SLOT_UNCHECKED = "singleton_beat_slot_unchecked"
     TRACK_RUN = "singleton_beat_track_run"
     """Set on a slot of an entry with an overlap policy: its worker records the run's state."""
+    PAUSE_ON_FAILURE = "singleton_beat_pause_on_failure"
+    """Set on a slot of an entry with ``pause_on_failure``: after how many consecutive
+    failed runs the worker that sees the last of them pauses the entry."""
+
+
+PAUSED_ON_FAILURE: Final = "pause_on_failure"
+"""Who paused an entry that its ``pause_on_failure`` policy paused (the pause's ``by``)."""
 
 
 # -- keys -------------------------------------------------------------------------------

@@ -299,13 +299,44 @@ class SlotSchedule(BaseSchedule):  # type: ignore[misc]
 
 
 def schedule_tz(run_every: Any, default: dt.tzinfo) -> dt.tzinfo:
-    """The timezone a schedule carries itself (django-celery-beat's ``TzAwareCrontab``
-    sets ``tz`` on the instance), else ``default``."""
-    own = vars(run_every).get("tz") if hasattr(run_every, "__dict__") else None
+    """The timezone a schedule carries itself, else ``default``: django-celery-beat's
+    ``TzAwareCrontab`` sets ``tz`` on the instance; a Celery schedule made with
+    ``nowfun`` reads the time in the zone of what ``nowfun`` returns, as Celery's own
+    scheduler does (``crontab(hour=9, nowfun=lambda: datetime.now(ZoneInfo("Asia/Tokyo")))``).
+    """
+    attributes = vars(run_every) if hasattr(run_every, "__dict__") else {}
+    own = attributes.get("tz")
+    if (
+        not isinstance(own, dt.tzinfo)
+        and isinstance(run_every, crontab)
+        and callable(attributes.get("nowfun"))
+    ):
+        own = _nowfun_tz(run_every)
     if not isinstance(own, dt.tzinfo):
         return default
     zone = getattr(own, "zone", None)  # a pytz zone: its wall-clock arithmetic is its own
     return ZoneInfo(zone) if isinstance(zone, str) else own
+
+
+def _nowfun_tz(run_every: Any) -> dt.tzinfo:
+    """The zone of the aware datetime a schedule's ``nowfun`` returns."""
+    now = run_every.nowfun()
+    zone = now.tzinfo if isinstance(now, dt.datetime) else None
+    if zone is None or now.utcoffset() is None:
+        raise ConfigurationError(
+            "nowfun", now, "a function returning an aware datetime (its zone is the "
+            "schedule's), or the entry's timezone option",
+        )  # fmt: skip
+    return zone
+
+
+def jitter_offset(entry_name: str, slot: int, jitter_ms: int) -> int:
+    """How long after its time a slot is sent (ms), in ``[0, jitter_ms)``: a hash of the
+    entry's name and the slot, so every replica computes the same offset."""
+    if jitter_ms <= 0:
+        return 0
+    digest = hashlib.sha256(f"{entry_name}\x00{slot}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % jitter_ms
 
 
 def slots_for(entry_name: str, run_every: Any, tz: dt.tzinfo) -> Slots:

@@ -106,6 +106,15 @@ class EntryConflict(Event):
 
 
 @dataclass(frozen=True)
+class PausesRead(Event):
+    """A replica read the paused entries: how many there are, by who paused them
+    (``pause_on_failure``, or a person through the API, CLI or admin)."""
+
+    on_failure: int
+    by_hand: int
+
+
+@dataclass(frozen=True)
 class LockAttempt(Event):
     """One try to take a task's lock: ``acquired``, ``held`` (by another) or ``error``."""
 
@@ -170,6 +179,15 @@ class RunSkipped(Event):
     retries: int = 0
     entry: str | None = None
     slot: str | None = None
+
+
+@dataclass(frozen=True)
+class EntryPaused(Event):
+    """An entry was paused by a policy (``pause_on_failure``), not by a person."""
+
+    entry: str
+    by: str
+    reason: str
 
 
 @dataclass(frozen=True)

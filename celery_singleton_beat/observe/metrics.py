@@ -20,7 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from celery_singleton_beat.core.schema import SkipReason
+from celery_singleton_beat.core.schema import PAUSED_ON_FAILURE, SkipReason
 from celery_singleton_beat.observe import events
 
 PREFIX = "celery_singleton_beat"
@@ -56,6 +56,15 @@ class Metrics:
             f"{PREFIX}_lock_lost_total", "Runs whose lock could not be extended.",
             ["task"], **options,
         )  # fmt: skip
+        self.paused = Counter(
+            f"{PREFIX}_entry_pauses_total", "Entries paused by a policy, by who paused them.",
+            ["entry", "by"], **options,
+        )  # fmt: skip
+        self.paused_now = Gauge(
+            f"{PREFIX}_entries_paused",
+            "Entries paused now, as this replica read them: by pause_on_failure or by hand.",
+            ["by"], **options,
+        )  # fmt: skip
         self.leader = Gauge(f"{PREFIX}_leader", "1 while this replica leads.", **options)
         self.replicas = Gauge(
             f"{PREFIX}_replicas", "Beat replicas with a live heartbeat.", **options
@@ -86,6 +95,11 @@ class Metrics:
                 self.contention.labels(event.task).inc()
         elif isinstance(event, events.LockLost):
             self.lost.labels(event.task).inc()
+        elif isinstance(event, events.EntryPaused):
+            self.paused.labels(event.entry, event.by).inc()
+        elif isinstance(event, events.PausesRead):
+            self.paused_now.labels(PAUSED_ON_FAILURE).set(event.on_failure)
+            self.paused_now.labels("hand").set(event.by_hand)
         elif isinstance(event, events.LeaderChanged):
             self.leader.set(1 if event.leader else 0)
         elif isinstance(event, events.ReplicaSeen):

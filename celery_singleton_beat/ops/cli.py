@@ -33,6 +33,7 @@ from celery_singleton_beat.errors import (
 from celery_singleton_beat.ops import cluster as overview
 from celery_singleton_beat.ops.lock_stores import LockStore, lock_stores
 from celery_singleton_beat.runtime import Runtime, load_task_modules
+from celery_singleton_beat.schedule.document import ScheduleDocument
 from celery_singleton_beat.settings.config import Config, TaskConfig
 from celery_singleton_beat.tasks import copies
 
@@ -101,9 +102,10 @@ def _status(app: Celery, config: Config) -> tuple[dict[str, Any], int]:
     problems = [f"{m.name} is unreachable ({m.error})" for m in masters if not m.reachable]
     try:
         live = store.replicas()
-        entries = _entries(app, config, store.entry_counts)
+        pauses = ScheduleDocument(store).read()[1]["paused"]
+        entries = _entries(app, config, store.entry_counts, pauses)
     except StoreUnavailable as exc:
-        live, entries = [], _entries(app, config, lambda _name: {})
+        live, entries = [], _entries(app, config, lambda _name: {}, {})
         problems.append(str(exc))
         code = overview.NO_QUORUM
     finally:
@@ -131,7 +133,10 @@ def _scheduled(app: Celery, config: Config) -> tuple[dict[str, Any], dict[str, s
 
 
 def _entries(
-    app: Celery, config: Config, counts_of: Callable[[str], dict[str, int]]
+    app: Celery,
+    config: Config,
+    counts_of: Callable[[str], dict[str, int]],
+    pauses: dict[str, dict[str, Any]],
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     now = int(time.time() * 1000)
@@ -154,6 +159,8 @@ def _entries(
                 "task": plan.entry.task,
                 "schedule": overview.plan_in_words(plan, app.timezone),
                 "paused": paused,
+                "paused_by": pauses.get(name, {}).get("by") if paused else None,
+                "pause_reason": pauses.get(name, {}).get("reason") if paused else None,
                 "last_slot": slot_label(last) if last and handled else None,
                 "next_slot": slot_label(following) if following else None,
                 "dispatched": counts.get("dispatched", 0),
@@ -186,6 +193,8 @@ def _status_text(data: dict[str, Any]) -> str:
         last = e["last_slot"] or "none yet"
         following = e["next_slot"] or "none"
         paused = "; paused" if e["paused"] else ""
+        if e["paused"] and e.get("pause_reason"):
+            paused = f"; paused by {e['paused_by']} ({e['pause_reason']})"
         lines.append(
             f"  {e['name']}: {e['schedule']}{paused}; last {last}, next {following}; "
             f"dispatched {e['dispatched']}, skipped {e['skipped']} ({e['source']})"

@@ -27,7 +27,7 @@ from celery_singleton_beat._compat import cron_fields
 from celery_singleton_beat.connections.primary import client_for
 from celery_singleton_beat.core.entries import Entry, Plan
 from celery_singleton_beat.core.schema import Keys, lock_kind
-from celery_singleton_beat.core.slots import CronSlots, slots_for
+from celery_singleton_beat.core.slots import BoundedSlots, CronSlots, slot_label, slots_for
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.schedule.document import RUN_NOW
 from celery_singleton_beat.settings.config import Config, TaskConfig
@@ -333,11 +333,20 @@ def plan_of(app: Celery, name: str, spec: Mapping[str, Any], grace: float) -> Pl
 
 def plan_in_words(plan: Plan, app_tz: dt.tzinfo) -> str:
     """An entry's schedule in plain words, followed by its zone when that is not the app's
-    (a django-celery-beat crontab's own, or the entry's ``timezone`` setting)."""
+    (a django-celery-beat crontab's own, or the entry's ``timezone`` setting), and its
+    start and end time and jitter when it has them."""
     words = in_words(plan.entry.schedule)
-    zone = getattr(plan.slots, "tz", None)
-    if isinstance(plan.slots, CronSlots) and _zone_name(zone) != _zone_name(app_tz):
+    slots = plan.slots.slots if isinstance(plan.slots, BoundedSlots) else plan.slots
+    zone = getattr(slots, "tz", None)
+    if isinstance(slots, CronSlots) and _zone_name(zone) != _zone_name(app_tz):
         words = f"{words}, {_zone_name(zone)}"
+    policy = plan.policy
+    if policy.start_time is not None:
+        words = f"{words}, from {slot_label(policy.start_ms or 0)}"
+    if policy.end_time is not None:
+        words = f"{words}, until {slot_label(policy.end_ms or 0)}"
+    if policy.jitter:
+        words = f"{words}, jitter {policy.jitter:g} s"
     return words
 
 

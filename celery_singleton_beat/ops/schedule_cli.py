@@ -55,6 +55,11 @@ def schedule() -> None:
 @click.option("--queue", help="The queue to send to.")
 @click.option("--misfire", type=click.Choice(["coalesce", "skip"]), help="Missed slots.")
 @click.option("--paused", is_flag=True, help="Add it paused.")
+@click.option("--start-time", help="No run before it: ISO 8601 with an offset.")
+@click.option("--end-time", help="No run at or after it: ISO 8601 with an offset.")
+@click.option("--jitter", type=float, help="Send each run up to this many seconds late.")
+@click.option("--slot-kwarg", help="Keyword argument that receives the slot's time.")
+@click.option("--pause-on-failure", type=int, help="Pause after N consecutive failed runs.")
 @click.pass_context
 def add(ctx: click.Context, /, name: str, task: str, **given: Any) -> None:
     """Schedule TASK as entry NAME."""
@@ -64,7 +69,9 @@ def add(ctx: click.Context, /, name: str, task: str, **given: Any) -> None:
         timezone=given["timezone"], args=_json(given["args_json"], "--args"),
         kwargs=_json(given["kwargs_json"], "--kwargs"),
         options={"queue": queue} if queue else None, misfire=given["misfire"],
-        paused=given["paused"],
+        paused=given["paused"], start_time=given["start_time"], end_time=given["end_time"],
+        jitter=given["jitter"], slot_kwarg=given["slot_kwarg"],
+        pause_on_failure=given["pause_on_failure"],
     )  # fmt: skip
     click.echo(f"added {name!r}")
 

@@ -36,6 +36,7 @@ from celery_singleton_beat.core.entries import OPTION, Entry, Plan
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.runtime import load_task_modules
 from celery_singleton_beat.schedule.document import (
+    POLICY_FIELDS,
     RUN_NOW_KEPT_MS,
     RunMarks,
     ScheduleDocument,
@@ -64,10 +65,12 @@ def _store(app: Celery) -> Iterator[ScheduleDocument]:
 
 def add(app: Celery, name: str, task: str, *, paused: bool = False, **fields: Any) -> None:
     """Schedule ``task`` as entry ``name``: ``every`` (seconds) or ``cron`` ("m h dom mon
-    dow", or a ``crontab``), and optionally ``args``, ``kwargs``, ``options``,
-    ``timezone``, ``misfire``; ``paused`` adds it paused. Refuses a name that is
-    scheduled already (here, or by another source of ``singleton_beat_schedule_source``)
-    and a task this app does not register, or arguments it does not take."""
+    dow", or a ``crontab``), and optionally ``args``, ``kwargs``, ``options`` and the
+    per-entry settings ``timezone``, ``misfire``, ``start_time``, ``end_time``,
+    ``jitter``, ``slot_kwarg``, ``pause_on_failure``; ``paused`` adds it paused.
+    Refuses a name that is scheduled already (here, or by another source of
+    ``singleton_beat_schedule_source``) and a task this app does not register, or
+    arguments it does not take."""
     owner = _other_sources(app).get(name)
     if owner is not None:
         raise ConfigurationError(
@@ -110,6 +113,7 @@ def remove(app: Celery, name: str) -> None:
         _existing(doc, name)
         del doc["entries"][name]
         doc["paused"].pop(name, None)
+        doc.get("failures", {}).pop(name, None)
 
     with _store(app) as store:
         store.edit(change)
@@ -131,12 +135,14 @@ def pause(app: Celery, name: str, by: str = "") -> None:
 
 
 def resume(app: Celery, name: str) -> None:
-    """Send entry ``name`` again; the slots missed while paused follow its misfire policy.
+    """Send entry ``name`` again; the slots missed while paused follow its misfire policy,
+    and its count of consecutive failed runs (``pause_on_failure``) starts again at 0.
     A paused name is resumed even if its source no longer gives it; any other name must be
     an entry of a source."""
     others = _other_sources(app)
 
     def change(doc: dict[str, Any]) -> None:
+        doc.get("failures", {}).pop(name, None)  # pause_on_failure counts afresh
         if doc["paused"].pop(name, None) is None:
             _known(name, doc, others)
 
@@ -171,7 +177,8 @@ def _one_of(name: str, known: Collection[str], shown: int = 20) -> str:
 
 
 def paused(app: Celery) -> dict[str, dict[str, Any]]:
-    """The paused entry names, with who paused them (``by``) and when (``at``, ms)."""
+    """The paused entry names, with who paused them (``by``), when (``at``, ms) and, when
+    a policy paused them (``by`` is ``"pause_on_failure"``), why (``reason``)."""
     with _store(app) as store:
         _rev, doc = store.read()
     return dict(doc["paused"])
@@ -291,7 +298,7 @@ def _message(
 
 def spec_for(app: Celery, name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     """A stored entry from :func:`add`'s arguments, checked as beat would check it."""
-    known = {"task", "every", "cron", "args", "kwargs", "options", "timezone", "misfire"}
+    known = {"task", "every", "cron", "args", "kwargs", "options", *POLICY_FIELDS}
     unknown = sorted(set(fields) - known)
     if unknown:
         raise ConfigurationError(unknown[0], fields[unknown[0]], f"one of {sorted(known)}")
@@ -305,12 +312,16 @@ def spec_for(app: Celery, name: str, fields: Mapping[str, Any]) -> dict[str, Any
         spec["every"] = spec["every"].total_seconds()
     if isinstance(spec.get("cron"), crontab):
         spec["cron"] = _cron_text(spec["cron"])
+    for bound in ("start_time", "end_time"):
+        if isinstance(spec.get(bound), dt.datetime):
+            spec[bound] = spec[bound].isoformat()
     spec.setdefault("args", [])
     spec.setdefault("kwargs", {})
     spec.setdefault("options", {})
     spec = dict(json.loads(json.dumps(spec)))  # what is stored is what beat will read
     Plan.build(Entry(name=name, app=app, **to_beat(spec)), app.timezone, 300.0)
-    _registered(app, spec["task"], spec["args"], spec["kwargs"])
+    given = {spec["slot_kwarg"]: "the slot's time"} if spec.get("slot_kwarg") else {}
+    _registered(app, spec["task"], spec["args"], {**spec["kwargs"], **given})
     return spec
 
 

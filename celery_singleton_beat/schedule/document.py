@@ -45,6 +45,16 @@ HAD_RUN = "had_run"
 #: How long an edit may hold the edit lock, and wait for it (s).
 EDIT_TTL = 5.0
 EDIT_WAIT = 5.0
+#: The fields of a runtime entry that are per-entry settings (``options["singleton_beat"]``).
+POLICY_FIELDS = (
+    "timezone",
+    "misfire",
+    "start_time",
+    "end_time",
+    "jitter",
+    "slot_kwarg",
+    "pause_on_failure",
+)
 
 
 class ScheduleDocument:
@@ -145,7 +155,7 @@ def next_release(backfill: Mapping[str, Any], now: int) -> int | None:
 
 def to_beat(spec: Mapping[str, Any]) -> dict[str, Any]:
     """A stored entry in ``beat_schedule`` form."""
-    policy = {k: spec[k] for k in ("timezone", "misfire") if k in spec}
+    policy = {k: spec[k] for k in POLICY_FIELDS if k in spec}
     options = dict(spec.get("options") or {})
     if policy:
         options[OPTION] = policy

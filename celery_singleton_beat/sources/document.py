@@ -17,7 +17,9 @@ import time
 from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from celery_singleton_beat.core.schema import PAUSED_ON_FAILURE
 from celery_singleton_beat.core.slots import OnceSlots, SlotSchedule
+from celery_singleton_beat.observe import events
 from celery_singleton_beat.schedule.document import (
     RUN_NOW,
     RUN_NOW_KEPT_MS,
@@ -81,6 +83,8 @@ class ControlSource(_Revisioned):
         _rev, doc = self.store.read()
         self.paused = frozenset(doc["paused"])
         self.backfills = dict(doc["backfills"])
+        on_failure = sum(1 for p in doc["paused"].values() if p.get("by") == PAUSED_ON_FAILURE)
+        events.emit(events.PausesRead(on_failure, len(doc["paused"]) - on_failure))
         found: dict[str, EntrySpec] = {}
         oldest = time.time() * 1000 - RUN_NOW_KEPT_MS
         for run_id, run in doc["runs"].items():

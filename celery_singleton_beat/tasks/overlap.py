@@ -17,14 +17,17 @@ from celery_singleton_beat.core.overlap import RETENTION, TRACK_HEADER, parse_sl
 from celery_singleton_beat.core.schema import Header
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.stores.base import RunStates
+from celery_singleton_beat.tasks import failures
 
 logger = logging.getLogger(__name__)
 
 
 def install() -> None:
-    """Record when each beat-sent run of an entry with an overlap policy starts and ends
-    (the worker must call this once, e.g. in the module that makes the Celery app; the
-    Django app's ``ready()`` does)."""
+    """Record when each beat-sent run of an entry with an overlap policy starts and ends,
+    and count the failed runs of entries with ``pause_on_failure``
+    (:mod:`.failures`); the worker must call this once, e.g. in the module that makes the
+    Celery app (the Django app's ``ready()`` does)."""
+    failures.install()
     signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid="singleton_beat_overlap")
     signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid="singleton_beat_overlap")
 

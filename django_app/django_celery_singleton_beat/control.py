@@ -41,6 +41,7 @@ def rows(app: Any, now: dt.datetime | None = None) -> list[dict[str, Any]]:
         found.append({
             "name": name, "source": owners[name], "task": spec.get("task", ""),
             "paused": pause is not None, "paused_by": (pause or {}).get("by", ""),
+            "pause_reason": (pause or {}).get("reason", ""),
             "next": [] if pause else _next_times(app, name, spec, anchors, moment),
         })  # fmt: skip
     return found

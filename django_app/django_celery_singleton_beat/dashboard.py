@@ -26,8 +26,8 @@ from django.utils.translation import gettext, gettext_noop
 from celery_singleton_beat import schedule
 from celery_singleton_beat._compat import created_apps, current_app
 from celery_singleton_beat.core.decide import ON_TIME
-from celery_singleton_beat.core.entries import OPTION
-from celery_singleton_beat.core.slots import schedule_tz
+from celery_singleton_beat.core.entries import OPTION, Plan
+from celery_singleton_beat.core.slots import schedule_tz, to_datetime
 from celery_singleton_beat.errors import StoreUnavailable
 from celery_singleton_beat.ops import cluster as overview
 from celery_singleton_beat.runtime import Runtime, load_task_modules
@@ -181,10 +181,16 @@ def expected_slots(
         return None
 
 
-def next_times(schedule: Any, name: str, tz: dt.tzinfo, count: int = 5) -> list[dt.datetime]:
+def next_times(entry: ScheduleEntry, app_tz: dt.tzinfo, count: int = 5) -> list[dt.datetime]:
+    """The entry's next slot times as beat plans them (its zone, start and end time)."""
     try:
-        now = dt.datetime.now(dt.timezone.utc)
-        return list(itertools.islice(overview.slot_times(schedule, name, tz, now), count))
+        slots = Plan.build(entry, app_tz, 300.0).slots
+        found: list[dt.datetime] = []
+        slot = slots.next_after(round(dt.datetime.now(dt.timezone.utc).timestamp() * 1000))
+        while slot is not None and len(found) < count:
+            found.append(to_datetime(slot))
+            slot = slots.next_after(slot)
+        return found
     except Exception:
         return []
 
@@ -394,10 +400,11 @@ def schedule_rows(
             "source": view.sources.get(name, ""),
             "cron": overview.cron_expression(sched) if isinstance(sched, crontab) else "",
             "words": words,
-            "next": [] if pause else next_times(sched, name, zone),
+            "next": [] if pause else next_times(entry, app.timezone),
             "paused": pause is not None,
             "paused_by": (pause or {}).get("by", ""),
             "paused_at": _moment((pause or {}).get("at")),
+            "pause_reason": (pause or {}).get("reason", ""),
             "runs_now": [_run_now(run, recorded) for run in reversed(view.runs.get(name, []))],
         })  # fmt: skip
     return rows

@@ -148,6 +148,28 @@ def record(self: Any, entry: str) -> None:
     client.rpush("executions", json.dumps(row))
 
 
+@app.task(bind=True, name="record_slot")
+def record_slot(self: Any, entry: str, scheduled_at: str | None = None) -> None:
+    """Log one execution with the slot time it was given as a keyword argument
+    (``slot_kwarg``) and as the ``singleton_beat_slot`` header."""
+    headers = self.request.headers or {}
+    row = {"entry": entry, "kwarg": scheduled_at, "slot": headers.get(Header.SLOT.value),
+           "at": time.time()}  # fmt: skip
+    redis.Redis.from_url(os.environ["TEST_BROKER_URL"]).rpush("executions", json.dumps(row))
+
+
+@app.task(bind=True, name="fail")
+def fail(self: Any, entry: str) -> None:
+    """Log one execution, then fail while the broker Redis holds ``failing`` (a test
+    clears it to make the runs succeed)."""
+    headers = self.request.headers or {}
+    client = redis.Redis.from_url(os.environ["TEST_BROKER_URL"])
+    client.rpush("executions", json.dumps({"entry": entry, "slot": headers.get(Header.SLOT.value),
+                                          "at": time.time()}))  # fmt: skip
+    if client.get("failing"):
+        raise RuntimeError(f"{entry} failed on purpose")
+
+
 overlap.install()
 
 

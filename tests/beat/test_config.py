@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from celery.schedules import schedule
+from celery.schedules import crontab, schedule
 
 from celery_singleton_beat.beat.scheduler import Scheduler
 from celery_singleton_beat.errors import ConfigurationError, UnknownSetting
@@ -174,7 +174,32 @@ class EveryOtherTuesday(schedule):  # type: ignore[misc]
 def scheduler_with(entry: dict[str, Any]) -> Scheduler:
     app = Celery("config-tests", broker="memory://")
     app.conf.update(singleton_beat_redis_urls=URLS, beat_schedule={"report": entry})
+
+    @app.task(name="takes_nothing", shared=False)
+    def takes_nothing() -> None:
+        """A task of beat's app, registered when beat starts."""
+
     return Scheduler(app=app, lazy=False)
+
+
+#: Bad values of the schedule policies, and the start of what the refusal says.
+BAD_POLICIES = [
+    ({"jitter": -1}, r"\['singleton_beat'\]\['jitter'\] = -1 is not valid: a number of seconds"),
+    ({"jitter": "5s"}, r"\['jitter'\] = '5s' is not valid: a number of seconds, 0"),
+    ({"pause_on_failure": 2.5}, r"\['pause_on_failure'\] = 2.5 is not valid: a whole number"),
+    ({"pause_on_failure": True}, r"\['pause_on_failure'\] = True is not valid: a whole number"),
+    ({"slot_kwarg": "scheduled at"}, r"\['slot_kwarg'\] = 'scheduled at' is not valid: a keyword"),
+    (
+        {"start_time": "2026-12-24T18:00:00"},
+        r"\['start_time'\] = '2026-12-24T18:00:00' is not valid: an aware datetime or ISO 8601 "
+        r"text with a UTC offset",
+    ),
+    ({"end_time": "tomorrow"}, r"\['end_time'\] = 'tomorrow' is not valid: an aware datetime"),
+    (
+        {"start_time": "2026-12-24T18:00:00Z", "end_time": "2026-12-24T17:00:00Z"},
+        r"\['end_time'\] = '2026-12-24T17:00:00Z' is not valid: a time after start_time",
+    ),
+]
 
 
 @pytest.mark.parametrize(
@@ -188,8 +213,9 @@ def scheduler_with(entry: dict[str, Any]) -> Scheduler:
         (
             {"task": "t", "schedule": 10, "options": {"singleton_beat": {"misfires": "skip"}}},
             r"beat_schedule\['report'\]\['options'\]\['singleton_beat'\]\['misfires'\] = 'skip' "
-            r"is not valid: one of \['misfire', 'misfire_grace', 'overlap', 'overlap_ttl', "
-            r"'paused', 'timezone'\]",
+            r"is not valid: one of \['end_time', 'jitter', 'misfire', 'misfire_grace', "
+            r"'overlap', 'overlap_ttl', 'pause_on_failure', 'paused', 'slot_kwarg', "
+            r"'start_time', 'timezone'\]",
         ),
         (
             {"task": "t", "schedule": 10, "options": {"singleton_beat": {"misfire": "later"}}},
@@ -206,6 +232,33 @@ def scheduler_with(entry: dict[str, Any]) -> Scheduler:
                 "options": {"singleton_beat": {"timezone": "Mars/Olympus"}},
             },
             r"\['timezone'\] = 'Mars/Olympus' is not valid: an IANA zone name",
+        ),
+        *[
+            ({"task": "t", "schedule": 10, "options": {"singleton_beat": option}}, message)
+            for option, message in BAD_POLICIES
+        ],
+        (
+            {"task": "t", "schedule": crontab(hour=9, nowfun=lambda: dt.datetime(2026, 1, 1))},
+            r"beat_schedule\['report'\]\['schedule'\]\.nowfun = datetime\.datetime\(2026, 1, 1, "
+            r"0, 0\) is not valid: a function returning an aware datetime",
+        ),
+        (
+            {
+                "task": "t",
+                "schedule": 10,
+                "kwargs": {"at": 1},
+                "options": {"singleton_beat": {"slot_kwarg": "at"}},
+            },
+            r"\['slot_kwarg'\] = 'at' is not valid: a name the entry's kwargs do not give",
+        ),
+        (
+            {
+                "task": "takes_nothing",
+                "schedule": 10,
+                "options": {"singleton_beat": {"slot_kwarg": "at"}},
+            },
+            r"\['slot_kwarg'\] = 'at' is not valid: a keyword argument task 'takes_nothing' "
+            r"takes \(takes_nothing\(\) got an unexpected keyword argument 'at'\)",
         ),
     ],
 )

@@ -123,3 +123,34 @@ def test_status_reads_replicas_and_entries_through_the_database_store(tmp_path: 
             assert any("database" in problem for problem in data["problems"])
     finally:
         proxy.close()
+
+
+def test_an_entry_failing_three_times_pauses_itself_on_the_database_store(
+    tmp_path: Path,
+) -> None:
+    import redis
+    from django.db import connections
+
+    from celery_singleton_beat.schedule.document import ScheduleDocument
+    from django_celery_singleton_beat.stores import DatabaseSlotStore
+
+    flaky = {"flaky": {"every": 1, "task": "fail",
+                       "options": {"singleton_beat": {"pause_on_failure": 3}}}}  # fmt: skip
+    document = ScheduleDocument(DatabaseSlotStore("postgres"))
+    proxy = TcpProxy(int(connections["postgres"].settings_dict["PORT"] or 5432))
+    try:
+        with beat_cluster(tmp_path, database_behind(proxy), flaky, **FAST) as cluster:
+            assert cluster.broker is not None
+            redis.Redis.from_url(cluster.broker.url).set("failing", 1)
+            cluster.start_worker()
+            cluster.start_replica("r1")
+            wait_for(lambda: "flaky" in document.read()[1]["paused"], 40, "the entry paused")
+            time.sleep(3)  # what was sent before the pause was seen has run
+            ran = len(cluster.executions())
+            time.sleep(3)
+            assert len(cluster.executions()) == ran
+            pause = document.read()[1]["paused"]["flaky"]
+    finally:
+        proxy.close()
+    assert pause["by"] == "pause_on_failure"
+    assert pause["reason"].startswith("3 consecutive failed runs, the last of slot ")

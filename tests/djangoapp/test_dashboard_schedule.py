@@ -84,3 +84,15 @@ def test_a_run_asked_for_now_shows_pending_with_who_asked_and_its_slot_entry(
     )  # fmt: skip
     assert (shown["outcome"], shown["status"]) == ("", "")
     assert "asked by bob" in text(staff)
+
+
+def test_next_times_keep_within_the_entrys_start_and_end_time(staff: Client) -> None:
+    bounds = {"start_time": "2030-01-01T00:00:00Z", "end_time": "2030-01-01T00:00:12Z"}
+    APP.conf.beat_schedule = {
+        "charge": {"task": "billing.charge", "schedule": 5.0,
+                   "options": {"singleton_beat": bounds}},
+    }  # fmt: skip
+    utc = dt.timezone.utc
+    assert [t.astimezone(utc) for t in rows(staff)["charge"]["next"]] == [
+        dt.datetime(2030, 1, 1, 0, 0, s, tzinfo=utc) for s in (0, 5, 10)
+    ]

@@ -21,6 +21,7 @@ from django.utils import timezone
 from celery_singleton_beat import schedule
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.schedule.document import ScheduleDocument
+from celery_singleton_beat.tasks.failures import count_failure
 from celery_singleton_beat.testing import RedisServer
 from django_celery_singleton_beat.models import ScheduleAction
 
@@ -187,3 +188,27 @@ def test_a_backfill_the_api_refuses_is_shown_as_an_error_and_writes_nothing() ->
     shown = ops.get(reverse(PAGE)).content.decode()
     assert "Start = &#x27;&#x27; is not valid: a date and time such as" in shown
     assert (schedule.backfill_requests(APP), ScheduleAction.objects.count()) == ([], 0)
+
+
+def test_an_entry_paused_on_failure_shows_why_and_resuming_it_counts_failures_afresh() -> None:
+    store = ScheduleDocument.for_app(APP, 0.5)
+    try:
+        for slot in ("2026-12-07T05:00:00.000Z", "2026-12-07T05:00:10.000Z"):
+            store.edit(lambda doc, s=slot: count_failure(doc, "report", s, 2, "OSError: disk full"))
+    finally:
+        store.close()
+    reason = (
+        "2 consecutive failed runs, the last of slot 2026-12-07T05:00:10.000Z: OSError: disk full"
+    )
+    assert schedule.paused(APP)["report"]["reason"] == reason
+
+    ops = staff("ops", *CONTROL)
+    page = ops.get(reverse(PAGE)).content.decode()
+    assert f'(pause_on_failure) <span class="sb-pause-reason">{reason}</span>' in page
+    assert post(ops, "resume", "report").status_code == 302
+    store = ScheduleDocument.for_app(APP, 0.5)
+    try:
+        doc = store.read()[1]
+    finally:
+        store.close()
+    assert (doc["paused"], doc["failures"]) == ({}, {})
