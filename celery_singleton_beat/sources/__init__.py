@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "Conflict", "EntrySpec", "MergedSource", "ScheduleSource", "given_by", "load_source",
+    "read_once",
 ]  # fmt: skip
 
 
@@ -198,14 +199,23 @@ def given_by(
     an API call (beat keeps its sources open instead); one that cannot be read raises
     :class:`SourceUnavailable`.
     """
+    _specs, owners, conflicts = read_once(app, value, besides=besides)
+    return owners, conflicts
+
+
+def read_once(
+    app: Celery, value: Any = None, *, besides: str | None = None
+) -> tuple[dict[str, EntrySpec], dict[str, str], list[Conflict]]:
+    """:func:`given_by` with the entries themselves: each name's spec as beat reads it,
+    the name of its source, and the conflicts."""
     sources = _sources(app, value, besides)
     try:
         read = [(source, _entries_of(source)) for source in sources]
     finally:
         for source in sources:
             source.close()
-    _merged, owner, conflicts = _merge(read)
-    return {name: source.name for name, source in owner.items()}, conflicts
+    merged, owner, conflicts = _merge(read)
+    return merged, {name: source.name for name, source in owner.items()}, conflicts
 
 
 def _entries_of(source: ScheduleSource) -> Mapping[str, EntrySpec]:

@@ -16,6 +16,8 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
+from celery_singleton_beat.errors import SingletonBeatError
+
 from . import conf, control, dashboard
 from .models import Lock, ScheduleAction, SlotDispatch, TaskRun
 
@@ -196,7 +198,11 @@ class ScheduleActionAdmin(ReadOnlyAdmin):
         if action not in ScheduleAction.Action.values or not name:
             return HttpResponseBadRequest("unknown action or entry")
         app = dashboard.celery_app(conf.load().celery_app)
-        done = control.act(app, action, name, request.user.get_username())
         label = ScheduleAction.Action(action).label
+        try:
+            done = control.act(app, action, name, request.user.get_username())
+        except SingletonBeatError as exc:  # an entry gone since the page was shown …
+            messages.error(request, f"{label}: {name}: {exc}")
+            return HttpResponseRedirect(reverse("admin:singleton_beat_control"))
         messages.success(request, f"{label}: {name}" + (f" ({done.run_id})" if done.run_id else ""))
         return HttpResponseRedirect(reverse("admin:singleton_beat_control"))

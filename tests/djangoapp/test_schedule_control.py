@@ -137,3 +137,17 @@ def test_run_now_clicked_from_two_sessions_at_once_asks_for_one_run() -> None:
     assert len(runs()) == 1
     ids = {a.user: a.run_id for a in ScheduleAction.objects.all()}
     assert ids == {"ann": next(iter(runs())), "bob": next(iter(runs()))}
+
+
+def test_an_action_on_an_entry_gone_since_the_page_was_shown_is_an_error_message() -> None:
+    ops = staff("ops", *CONTROL)
+    for action in ("pause", "resume", "run_now"):
+        done = post(ops, action, "gone")
+        assert done.status_code == 302
+        shown = ops.get(done["Location"]).content.decode()
+        assert re.search(
+            r'class="error">[^<]*gone: name = &#x27;gone&#x27; is not valid: the name of an '
+            r"entry of a schedule source, one of &#x27;nightly&#x27;, &#x27;report&#x27;",
+            shown,
+        ), shown
+    assert (schedule.paused(APP), runs(), ScheduleAction.objects.count()) == ({}, {}, 0)
