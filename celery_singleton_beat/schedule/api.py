@@ -268,7 +268,7 @@ def entries(app: Celery) -> dict[str, dict[str, Any]]:
 def _existing(doc: dict[str, Any], name: str) -> dict[str, Any]:
     if name not in doc["entries"]:
         raise ConfigurationError(
-            "name", name, f"one of the runtime entries {sorted(doc['entries'])}"
+            "name", name, f"the name of a runtime entry, {_one_of(name, doc['entries'])}"
         )
     spec: dict[str, Any] = doc["entries"][name]
     return spec
@@ -333,7 +333,14 @@ def spec_for(app: Celery, name: str, fields: Mapping[str, Any]) -> dict[str, Any
     spec.setdefault("kwargs", {})
     spec.setdefault("options", {})
     spec = dict(json.loads(json.dumps(spec)))  # what is stored is what beat will read
-    Plan.build(Entry(name=name, app=app, **to_beat(spec)), app.timezone, 300.0)
+    try:
+        Plan.build(Entry(name=name, app=app, **to_beat(spec)), app.timezone, 300.0)
+    except ConfigurationError as exc:  # named by the argument given, not beat_schedule's path
+        policy = f"beat_schedule[{name!r}]['options'][{OPTION!r}]["
+        if not exc.name.startswith(policy):
+            raise
+        field = exc.name.removeprefix(policy).strip("'[]")
+        raise ConfigurationError(field, exc.value, exc.accepted) from None
     _registered(app, spec["task"], spec["args"], spec["kwargs"])
     return spec
 
