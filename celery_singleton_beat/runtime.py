@@ -202,13 +202,25 @@ def _backend(factory: type[LockBackend] | BackendFactory, app: Celery, setting: 
     return made
 
 
-def load_task_modules(app: Celery) -> None:
+def load_task_modules(app: Celery, *, log: bool = True) -> Exception | None:
     """Import the app's task modules once (with Django, this also starts Django), so that
-    its tasks, their options and the recorders' hooks are known outside a worker."""
+    its tasks, their options and the recorders' hooks are known outside a worker. Returns
+    why they cannot be imported (the first call's failure, at every call), else None; the
+    first call logs it unless ``log`` is false (a caller that reports it itself)."""
     if getattr(app, "_singleton_beat_modules_loaded", False):
-        return
+        failed: Exception | None = getattr(app, "_singleton_beat_modules_failed", None)
+        return failed
     app._singleton_beat_modules_loaded = True
     try:
         app.loader.import_default_modules()
     except Exception as exc:
-        logger.warning("the Celery app's task modules cannot be imported: %s", exc)
+        app._singleton_beat_modules_failed = exc
+        if log:
+            logger.warning("%s", modules_failed(exc))
+        return exc
+    return None
+
+
+def modules_failed(exc: Exception) -> str:
+    """The line that says the app's task modules cannot be imported, and why."""
+    return f"the Celery app's task modules cannot be imported: {exc}"

@@ -102,6 +102,7 @@ def test_locks_lists_a_held_lock_and_unlock_needs_yes_when_not_interactive(
         lease.fence,
     )
     assert 50 < held["remaining"] <= 60
+    assert lease.token not in listed.stdout, "a lock's token is never shown"
 
     refused = cli(cluster, "unlock", "task:billing", stdin="")
     assert refused.returncode != 0
@@ -605,3 +606,24 @@ def test_check_and_status_follow_a_sentinel_broker(tmp_path: Path) -> None:
     ) in checked.stdout.splitlines(), checked.stdout + checked.stderr
     assert not [line for line in checked.stdout.splitlines() if line.startswith("ERROR")]
     assert f"  {name} up" in status.stdout, status.stdout + status.stderr
+
+
+def test_check_audits_the_entries_of_every_source_not_only_beat_schedule(
+    idle: BeatCluster, with_runtime_entry: dict[str, str]
+) -> None:
+    assert idle.broker is not None
+    table = json.dumps({"typo": {"every": 5, "task": "reocrd"}})
+    redis.Redis.from_url(idle.broker.url).set("schedule", table)
+    sources = ["beat_schedule", "tests.beat.app.RedisSource", "runtime"]
+    env = idle.settings_env({"singleton_beat_schedule_source": sources})
+    result = run_cli(idle, "check", **env)
+    assert result.returncode == 1, result.stdout
+    entries = [line for line in result.stdout.splitlines() if " entry " in line]
+    assert entries == [
+        "OK    entry 'every-second': every second",
+        "OK    entry 'quarterly': Every 15 minutes (*/15 * * * *)",
+        "OK    entry 'rt' (runtime): every 5 seconds",
+        "ERROR entry 'typo' (test-redis): task 'reocrd' is not registered in this app; workers "
+        "would discard its messages (check the name, and that its module is imported: "
+        "imports, include or autodiscover_tasks)",
+    ]

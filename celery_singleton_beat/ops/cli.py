@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -32,7 +32,7 @@ from celery_singleton_beat.errors import (
 )
 from celery_singleton_beat.ops import cluster as overview
 from celery_singleton_beat.ops.lock_stores import LockStore, lock_stores
-from celery_singleton_beat.runtime import Runtime, load_task_modules
+from celery_singleton_beat.runtime import Runtime, load_task_modules, modules_failed
 from celery_singleton_beat.schedule.document import ScheduleDocument
 from celery_singleton_beat.settings.config import Config, TaskConfig
 from celery_singleton_beat.tasks import copies
@@ -64,14 +64,20 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
 @click.pass_context
 def singleton_beat(ctx: click.Context) -> None:
     """Inspect and operate celery-singleton-beat: replicas, masters, entries, locks."""
-    prepare(ctx.obj.app)
+    prepare(ctx.obj.app, reported=ctx.invoked_subcommand == "check")
 
 
-def prepare(app: Celery) -> None:
+def prepare(app: Celery, reported: bool = False) -> None:
     """The app as beat and workers see it, before any command runs: its task modules
     imported, which sets Django up in a Django project (the database store,
-    django-celery-beat's rows and the Django app's records are read through its models)."""
-    load_task_modules(app)
+    django-celery-beat's rows and the Django app's records are read through its models).
+
+    When they cannot be imported (a module missing, a Django setting refused while Django
+    starts), the command ends with that one line, as ``celery beat`` would refuse to
+    start; ``check`` (``reported``) lists it among its findings instead."""
+    failed = load_task_modules(app, log=False)
+    if failed is not None and not reported:
+        raise click.ClickException(modules_failed(failed))
 
 
 @singleton_beat.command()
@@ -410,11 +416,18 @@ def check(ctx: click.Context) -> None:
     findings += _check_task_settings(app, {str(exc) for exc in errors})
     findings += _check_scheduler_setting(app)
     config = None if errors else Config.from_conf(app.conf)
-    if config is not None:
+    failed = load_task_modules(app)
+    if failed is not None:
+        findings += [
+            ("ERROR", modules_failed(failed)),
+            ("WARN", "the store, the schedule sources and their entries are not checked "
+                     "until the app's task modules import"),
+        ]  # fmt: skip
+    elif config is not None:
         findings += _check_store(app, config)
-        findings += _check_sources(app, config)
-    findings += _check_entries(app, config)
-    findings += _check_source_conflicts(app, config)
+        findings += _check_sources(app, config, {text for _level, text in findings})
+    else:  # the sources need valid settings: the entries of beat_schedule, at least
+        findings += _check_entries(app, Config.misfire_grace, dict(app.conf.beat_schedule or {}))
     for level, text in findings:
         click.echo(f"{level:<5} {text}")
     ctx.exit(1 if any(level == "ERROR" for level, _ in findings) else 0)
@@ -473,16 +486,27 @@ def _check_store(app: Celery, config: Config) -> list[tuple[str, str]]:
     ]
 
 
-def _check_sources(app: Celery, config: Config) -> list[tuple[str, str]]:
-    """The schedule sources ``singleton_beat_schedule_source`` names can be read."""
+def _check_sources(app: Celery, config: Config, reported: set[str]) -> list[tuple[str, str]]:
+    """The schedule sources ``singleton_beat_schedule_source`` names can be read; each
+    entry they give is valid and sends a task of this app; no name is given twice. A
+    failure ``reported`` already (the store's, which the runtime source reads) is not
+    repeated."""
+    from celery_singleton_beat.sources import read_once  # noqa: PLC0415  (layer 2)
+
     try:
-        specs, sources = overview.entry_specs(app, config)
+        specs, owners, conflicts = read_once(app, config.schedule_source)
     except ConfigurationError as exc:
         return [("ERROR", str(exc))]
     except Exception as exc:  # a source that cannot start (its tables missing …)
+        if str(exc) in reported:
+            return []
         return [("ERROR", f"the schedule sources cannot be read: {type(exc).__name__}: {exc}")]
-    names = ", ".join(dict.fromkeys(sorted(sources.values()))) or "none"
-    return [("OK", f"schedule sources read: {len(specs)} entries (from {names})")]
+    names = ", ".join(dict.fromkeys(sorted(owners.values()))) or "none"
+    return [
+        ("OK", f"schedule sources read: {len(specs)} entries (from {names})"),
+        *_check_entries(app, config.misfire_grace, specs, owners),
+        *[("ERROR", str(conflict)) for conflict in conflicts],
+    ]
 
 
 def _check_master_count(config: Config) -> list[tuple[str, str]]:
@@ -569,39 +593,33 @@ def _check_master(config: Config, name: str, client: Any) -> list[tuple[str, str
     return findings
 
 
-def _check_entries(app: Celery, config: Config | None) -> list[tuple[str, str]]:
+def _check_entries(
+    app: Celery,
+    grace: float,
+    specs: Mapping[str, Mapping[str, Any]],
+    owners: Mapping[str, str] | None = None,
+) -> list[tuple[str, str]]:
+    """Each entry, of any source, as beat plans it: its schedule valid, its task
+    registered in this app."""
     findings = []
-    grace = config.misfire_grace if config is not None else Config.misfire_grace
-    for name in sorted(app.conf.beat_schedule or {}):
+    for name, spec in sorted(specs.items()):
+        source = f" ({owners[name]})" if owners and owners[name] != "beat_schedule" else ""
         try:
-            entry = overview.beat_entry(app, name)
-            Plan.build(entry, app.timezone, grace)
+            plan = overview.plan_of(app, name, spec, grace)
         except (ConfigurationError, TypeError, ValueError) as exc:
-            findings.append(("ERROR", f"entry {name!r}: {exc}"))
+            findings.append(("ERROR", f"entry {name!r}{source}: {exc}"))
             continue
-        if entry.task not in app.tasks:
+        if plan.entry.task not in app.tasks:
             findings.append(
-                ("ERROR", f"entry {name!r}: task {entry.task!r} is not registered in this "
-                          f"app; workers would discard its messages (check the name, and that "
-                          f"its module is imported: imports, include or autodiscover_tasks)")
+                ("ERROR", f"entry {name!r}{source}: task {plan.entry.task!r} is not registered "
+                          f"in this app; workers would discard its messages (check the name, "
+                          f"and that its module is imported: imports, include or "
+                          f"autodiscover_tasks)")
             )  # fmt: skip
         else:
-            findings.append(("OK", f"entry {name!r}: {overview.in_words(entry.schedule)}"))
+            words = overview.plan_in_words(plan, app.timezone)
+            findings.append(("OK", f"entry {name!r}{source}: {words}"))
     return findings
-
-
-def _check_source_conflicts(app: Celery, config: Config | None) -> list[tuple[str, str]]:
-    """Entry names two schedule sources give (beat leaves the later copy out)."""
-    from celery_singleton_beat.errors import SingletonBeatError  # noqa: PLC0415
-    from celery_singleton_beat.sources import given_by  # noqa: PLC0415  (layer 2)
-
-    if config is None:
-        return []
-    try:
-        _owners, conflicts = given_by(app, config.schedule_source)
-    except SingletonBeatError as exc:
-        return [("ERROR", str(exc))]
-    return [("ERROR", str(conflict)) for conflict in conflicts]
 
 
 def _add_schedule_commands() -> None:

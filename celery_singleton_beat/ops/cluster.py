@@ -202,7 +202,6 @@ def held_locks(config: Config | TaskConfig, clients: list[Client]) -> list[dict[
                 "key": name,
                 "kind": lock_kind(name),
                 "holder": token.partition("@")[2] or "?",
-                "token": token,
                 "remaining": round(ttl / 1000, 3) if ttl > 0 else None,
                 "fence": _fence(holders, keys.fence(name)),
             }

@@ -32,7 +32,8 @@ class LockStore:
     name = "?"
 
     def held(self) -> list[dict[str, Any]]:
-        """Each held lock: key, kind, holder, token, remaining seconds, fence, store."""
+        """Each held lock: key, kind, holder (host/pid, never the token), remaining seconds,
+        fence, store."""
         raise NotImplementedError
 
     def force_release(self, key: str) -> tuple[bool, str]:
@@ -82,7 +83,6 @@ class BackendStore(LockStore):
                 "key": row.key,
                 "kind": lock_kind(row.key),
                 "holder": holder_name(row.token),
-                "token": row.token,
                 "remaining": row.remaining,
                 "fence": row.fence,
                 "store": self.name,

@@ -90,8 +90,10 @@ def pause(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def resume(ctx: click.Context, name: str) -> None:
     """Send NAME again (missed slots follow its misfire policy)."""
-    _run(api.resume, _app(ctx), name)
-    click.echo(f"resumed {name!r}")
+    if _run(api.resume, _app(ctx), name):
+        click.echo(f"resumed {name!r}")
+    else:
+        click.echo(f"{name!r} is not paused: nothing to resume")
 
 
 @schedule.command(name="run-now")

@@ -71,7 +71,7 @@ def add(app: Celery, name: str, task: str, *, paused: bool = False, **fields: An
     Refuses a name that is scheduled already (here, or by another source of
     ``singleton_beat_schedule_source``) and a task this app does not register, or
     arguments it does not take."""
-    owner = _other_sources(app).get(name)
+    owner = _other_sources(app)[1].get(name)
     if owner is not None:
         raise ConfigurationError(
             "name", name, f"a name no other schedule source gives ({name!r} is an entry of "
@@ -81,7 +81,10 @@ def add(app: Celery, name: str, task: str, *, paused: bool = False, **fields: An
 
     def change(doc: dict[str, Any]) -> None:
         if name in doc["entries"]:
-            raise ConfigurationError("name", name, "a name not scheduled yet (update changes one)")
+            raise ConfigurationError(
+                "name", name, "a name not scheduled yet (remove it first, or change it with "
+                "celery_singleton_beat.schedule.update)",
+            )  # fmt: skip
         doc["entries"][name] = spec
         if paused:
             doc["paused"][name] = {"by": "", "at": round(time.time() * 1000)}
@@ -124,7 +127,7 @@ def pause(app: Celery, name: str, by: str = "") -> None:
     who paused it. Refuses a name no source gives."""
     if not isinstance(name, str) or not name:
         raise ConfigurationError("name", name, "the name of a scheduled entry")
-    others = _other_sources(app)
+    _specs, others = _other_sources(app)
 
     def change(doc: dict[str, Any]) -> None:
         _known(name, doc, others)
@@ -134,28 +137,32 @@ def pause(app: Celery, name: str, by: str = "") -> None:
         store.edit(change)
 
 
-def resume(app: Celery, name: str) -> None:
+def resume(app: Celery, name: str) -> bool:
     """Send entry ``name`` again; the slots missed while paused follow its misfire policy,
     and its count of consecutive failed runs (``pause_on_failure``) starts again at 0.
     A paused name is resumed even if its source no longer gives it; any other name must be
-    an entry of a source."""
-    others = _other_sources(app)
+    an entry of a source. Returns whether it was paused (an entry not paused is left as
+    it is)."""
+    _specs, others = _other_sources(app)
 
-    def change(doc: dict[str, Any]) -> None:
+    def change(doc: dict[str, Any]) -> bool:
         doc.get("failures", {}).pop(name, None)  # pause_on_failure counts afresh
         if doc["paused"].pop(name, None) is None:
             _known(name, doc, others)
+            return False
+        return True
 
     with _store(app) as store:
-        store.edit(change)
+        was_paused: bool = store.edit(change)
+    return was_paused
 
 
-def _other_sources(app: Celery) -> dict[str, str]:
+def _other_sources(app: Celery) -> tuple[dict[str, sources.EntrySpec], dict[str, str]]:
     """The entries the app's schedule sources other than the runtime schedule give now,
-    with the name of their source."""
+    and the name of each one's source."""
     load_task_modules(app)  # with Django, this starts Django (its sources' models)
-    owners, _conflicts = sources.given_by(app, besides=sources.RUNTIME)
-    return owners
+    specs, owners, _conflicts = sources.read_once(app, besides=sources.RUNTIME)
+    return specs, owners
 
 
 def _known(name: str, doc: dict[str, Any], others: Collection[str]) -> None:
@@ -189,7 +196,9 @@ def run_now(app: Celery, name: str, by: str = "", message: Mapping[str, Any] | N
     one is pending, returns that one's id.
 
     ``message`` (``task``, ``args``, ``kwargs``, ``options``) is what to send; without it
-    the runtime or ``beat_schedule`` entry of that name says. ``by`` says who asked."""
+    the entry of that name says, whatever its source (a runtime entry, ``beat_schedule``,
+    a django-celery-beat row ...). ``by`` says who asked."""
+    others = _other_sources(app)[0] if message is None else {}
     with _store(app) as store:
         marks = RunMarks(store, 86400.0)
         now = round(time.time() * 1000)
@@ -205,8 +214,9 @@ def run_now(app: Celery, name: str, by: str = "", message: Mapping[str, Any] | N
             for run_id in [i for i, r in doc["runs"].items() if r["at"] < asked - RUN_NOW_KEPT_MS]:
                 del doc["runs"][run_id]
             run_id = secrets.token_hex(6)
+            spec = message if message is not None else _spec_of(app, doc, name, others)
             doc["runs"][run_id] = {
-                **_message(app, doc, name, message), "entry": name, "at": asked + RUN_NOW_DELAY_MS,
+                **_message(name, spec), "entry": name, "at": asked + RUN_NOW_DELAY_MS,
                 "by": by, "asked": asked,
             }  # fmt: skip
             return run_id
@@ -265,22 +275,30 @@ def entries(app: Celery) -> dict[str, dict[str, Any]]:
 def _existing(doc: dict[str, Any], name: str) -> dict[str, Any]:
     if name not in doc["entries"]:
         raise ConfigurationError(
-            "name", name, f"one of the runtime entries {sorted(doc['entries'])}"
+            "name", name, f"the name of a runtime entry, {_one_of(name, doc['entries'])}"
         )
     spec: dict[str, Any] = doc["entries"][name]
     return spec
 
 
-def _message(
-    app: Celery, doc: dict[str, Any], name: str, given: Mapping[str, Any] | None
-) -> dict[str, Any]:
+def _spec_of(
+    app: Celery, doc: dict[str, Any], name: str, others: Mapping[str, Mapping[str, Any]]
+) -> Mapping[str, Any]:
+    """Entry ``name`` of any source: a runtime entry, another source's (``others``), or
+    one of ``beat_schedule`` (which a run now reaches even when no source reads it)."""
+    beat_schedule = app.conf.beat_schedule or {}
+    for found in (doc["entries"], others, beat_schedule):
+        if name in found:
+            spec: Mapping[str, Any] = found[name]
+            return spec
+    known = set(doc["entries"]) | set(others) | set(beat_schedule)
+    raise ConfigurationError(
+        "name", name, f"the name of an entry of a schedule source, {_one_of(name, known)}"
+    )
+
+
+def _message(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     """What a run now of ``name`` sends: its task, arguments and options."""
-    spec = given if given is not None else doc["entries"].get(name)
-    if spec is None:
-        spec = (app.conf.beat_schedule or {}).get(name)
-    if spec is None:
-        known = sorted(set(doc["entries"]) | set(app.conf.beat_schedule or {}))
-        raise ConfigurationError("name", name, f"a scheduled entry, one of {known}")
     message = {
         "task": spec["task"],
         "args": list(spec.get("args") or ()),
@@ -288,12 +306,18 @@ def _message(
         "options": {k: v for k, v in (spec.get("options") or {}).items() if k != OPTION},
     }
     try:
-        json.dumps(message)
+        return dict(json.loads(json.dumps(message, default=_iso)))
     except TypeError as exc:
         raise ConfigurationError(
-            f"beat_schedule[{name!r}]", spec, f"arguments and options JSON can hold ({exc})"
+            f"the entry {name!r}", spec, f"arguments and options JSON can hold ({exc})"
         ) from None
-    return message
+
+
+def _iso(value: Any) -> str:
+    """A datetime in a run now's message (an ``expires`` option) as ISO 8601 text."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def spec_for(app: Celery, name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -319,7 +343,14 @@ def spec_for(app: Celery, name: str, fields: Mapping[str, Any]) -> dict[str, Any
     spec.setdefault("kwargs", {})
     spec.setdefault("options", {})
     spec = dict(json.loads(json.dumps(spec)))  # what is stored is what beat will read
-    Plan.build(Entry(name=name, app=app, **to_beat(spec)), app.timezone, 300.0)
+    try:
+        Plan.build(Entry(name=name, app=app, **to_beat(spec)), app.timezone, 300.0)
+    except ConfigurationError as exc:  # named by the argument given, not beat_schedule's path
+        policy = f"beat_schedule[{name!r}]['options'][{OPTION!r}]["
+        if not exc.name.startswith(policy):
+            raise
+        field = exc.name.removeprefix(policy).strip("'[]")
+        raise ConfigurationError(field, exc.value, exc.accepted) from None
     given = {spec["slot_kwarg"]: "the slot's time"} if spec.get("slot_kwarg") else {}
     _registered(app, spec["task"], spec["args"], {**spec["kwargs"], **given})
     return spec

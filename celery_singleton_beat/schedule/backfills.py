@@ -146,7 +146,7 @@ def _slot_store(app: Celery) -> Iterator[SlotStore]:
 def _slots(app: Celery, store: SlotStore, name: str, first: int, last: int) -> list[int]:
     """The slots of entry ``name`` in ``[first, last)``, as beat counts them."""
     load_task_modules(app)
-    given = sources.entries_given(app)
+    given, _owners, _conflicts = sources.read_once(app)
     spec = given.get(name)
     if spec is None:
         raise ConfigurationError(

@@ -144,16 +144,22 @@ class Config(RedisMembers):
             found.append(exc)
             urls = _STAND_IN_URLS
         defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name in values}
+        put_back: set[str] = set()
         for _ in range(len(values) + 2):
             try:
                 cls(redis_urls=urls, **_from_broker(conf, urls, values)).validate()
             except ConfigurationError as exc:
-                found.append(exc)
                 name = exc.name.removeprefix("singleton_beat_")
+                if name in put_back:  # its default needs what the bad value did not
+                    break
+                found.append(exc)
                 if name == "redis_urls" and urls != _STAND_IN_URLS:
                     urls = _STAND_IN_URLS
                 elif values.get(name, defaults.get(name)) != defaults.get(name):
                     values[name] = defaults[name]
+                    put_back.add(name)
+                    if name == "store":  # the default store, Redis, needs masters
+                        urls = urls or _STAND_IN_URLS
                 else:
                     break
             else:

@@ -17,7 +17,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
-from celery_singleton_beat.errors import ConfigurationError
+from celery_singleton_beat.errors import ConfigurationError, SingletonBeatError
 
 from . import conf, control, dashboard
 from .models import Lock, ScheduleAction, SlotDispatch, TaskRun
@@ -200,13 +200,13 @@ class ScheduleActionAdmin(ReadOnlyAdmin):
         if action not in ScheduleAction.Action.values or not name:
             return HttpResponseBadRequest("unknown action or entry")
         app = dashboard.celery_app(conf.load().celery_app)
+        label = ScheduleAction.Action(action).label
         try:
             span = _span(request) if action == ScheduleAction.Action.BACKFILL else None
             done = control.act(app, action, name, request.user.get_username(), span)
-        except ConfigurationError as exc:
-            messages.error(request, str(exc))
+        except SingletonBeatError as exc:  # an entry gone since the page was shown …
+            messages.error(request, f"{label}: {name}: {exc}")
             return HttpResponseRedirect(reverse("admin:singleton_beat_control"))
-        label = ScheduleAction.Action(action).label
         messages.success(request, f"{label}: {name}" + (f" ({done.run_id})" if done.run_id else ""))
         return HttpResponseRedirect(reverse("admin:singleton_beat_control"))
 

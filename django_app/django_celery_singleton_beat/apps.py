@@ -27,6 +27,7 @@ class SingletonBeatConfig(AppConfig):
         from . import conf, recorder  # noqa: PLC0415
 
         checks.register(app_checks.unknown_settings, checks.Tags.compatibility)
+        checks.register(app_checks.scheduler_alias, checks.Tags.compatibility)
         settings = conf.load()  # a bad setting fails here, at start-up
         overview.RUNTIME_SOURCES.append(recorder.longest_runtime)
         overlap.install()  # workers record when beat-sent runs start and end

@@ -81,3 +81,26 @@ def _hint(name: str, ours: frozenset[str], celery: frozenset[str]) -> str:
         f"The Django app's settings are {', '.join(sorted(ours))}; the Celery settings are "
         f"listed on the configuration page."
     )
+
+
+def scheduler_alias(app_configs: Any = None, **_: Any) -> list[checks.CheckMessage]:
+    """A warning for ``CELERY_BEAT_SCHEDULER = "singleton"`` beside django-celery-beat:
+    ``celery beat`` resolves the short name through its entry points, but
+    django-celery-beat's admin imports the setting as a path, and its periodic task pages
+    fail on it."""
+    from django.apps import apps  # noqa: PLC0415
+
+    chosen = getattr(django_settings, "CELERY_BEAT_SCHEDULER", None)
+    if chosen != "singleton" or not apps.is_installed("django_celery_beat"):
+        return []
+    return [
+        checks.Warning(
+            "CELERY_BEAT_SCHEDULER = 'singleton' makes django-celery-beat's admin fail: it "
+            "imports the setting as a path, which the short name is not.",
+            hint=(
+                "Set CELERY_BEAT_SCHEDULER = 'celery_singleton_beat.Scheduler' (the same "
+                "scheduler; `celery beat -S singleton` keeps working)."
+            ),
+            id="singleton_beat.W002",
+        )
+    ]

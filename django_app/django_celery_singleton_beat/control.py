@@ -10,13 +10,12 @@ every replica follows them within two seconds, and each is recorded as a
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from celery_singleton_beat import schedule
-from celery_singleton_beat.core.entries import OPTION, Entry, Plan
+from celery_singleton_beat.core.entries import Entry, Plan
 from celery_singleton_beat.core.slots import IntervalSlots, to_datetime
 from celery_singleton_beat.ops.cluster import entry_specs
 from celery_singleton_beat.runtime import Runtime
@@ -62,8 +61,7 @@ def act(
     elif action == ScheduleAction.Action.RESUME:
         schedule.resume(app, name)
     elif action == ScheduleAction.Action.RUN_NOW:
-        specs, _owners = entry_specs(app)
-        run_id = schedule.run_now(app, name, by=user, message=_message(specs[name]))
+        run_id = schedule.run_now(app, name, by=user)
     else:
         raise ValueError(f"unknown action {action!r}")
     logger.info("singleton beat: %s asked for %s of entry %r", user, action, name)
@@ -74,23 +72,6 @@ def backfills(app: Any) -> list[dict[str, Any]]:
     """The backfills kept, newest first, with their counts and when each was asked for."""
     found = schedule.backfill_requests(app)
     return [{**b, "asked": to_datetime(b["asked"])} for b in reversed(found)]
-
-
-def _message(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """Task, arguments and options of an entry, as JSON can hold them (datetimes as ISO)."""
-    message = {
-        "task": spec["task"],
-        "args": list(spec.get("args") or ()),
-        "kwargs": dict(spec.get("kwargs") or {}),
-        "options": {k: v for k, v in (spec.get("options") or {}).items() if k != OPTION},
-    }
-    return dict(json.loads(json.dumps(message, default=_iso)))
-
-
-def _iso(value: Any) -> str:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _anchors(app: Any, specs: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:

@@ -107,7 +107,8 @@ class SlotDispatch(models.Model):
 class ScheduleVersion(models.Model):
     """One version of a periodic entry's schedule: the slots it owes from ``since`` until
     the entry's next version, as beat scheduled them. Written when a beat replica starts
-    the entry or follows a change of its schedule, once however many replicas report it;
+    the entry or follows a change of its schedule, once however many replicas report it
+    (each version names the one it follows, at most one version follows another);
     ``slots`` empty: the entry left the schedule."""
 
     entry = models.CharField(_("periodic entry"), max_length=255)
@@ -120,12 +121,21 @@ class ScheduleVersion(models.Model):
     replica = models.CharField(
         _("replica"), max_length=255, help_text=_("host:pid of the beat that reported it first")
     )
+    follows = models.BigIntegerField(
+        _("follows"),
+        default=0,
+        help_text=_("the id of the entry's version this one follows (0: its first)"),
+    )
 
     class Meta:
         verbose_name = _("schedule version")
         verbose_name_plural = _("schedule versions")
         ordering = ["entry", "since", "id"]
         indexes = [models.Index(fields=["entry", "since"], name="singleton_version_since")]
+        constraints = [
+            # one change is one version, however many replicas record it at once
+            models.UniqueConstraint(fields=["entry", "follows"], name="singleton_version_once"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.entry} since {self.since:%Y-%m-%d %H:%M:%S}"

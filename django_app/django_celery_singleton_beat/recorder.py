@@ -463,11 +463,26 @@ class Recorder:
 
     def _write_version(self, using: str, fields: dict[str, Any]) -> None:
         """A schedule version, unless the entry's newest one has the same slots already
-        (every replica reports each version, and each start reports them all again)."""
+        (every replica reports each version, and each start reports them all again).
+
+        Two replicas that follow one change record it at the same moment::
+
+            replica a  reads newest: v4 ─ inserts v5 (follows v4) ─ commits
+            replica b  reads newest: v4 ─ inserts (follows v4): refused, v5 does
+                       reads newest: v5, the same slots ─ done
+        """
         rows = ScheduleVersion.objects.using(using).filter(entry=fields["entry"])
-        newest = rows.order_by("-since", "-id").values_list("slots", flat=True).first()
-        if newest != fields["slots"] and (newest is not None or fields["slots"]):
-            rows.create(**fields)
+        for _ in range(2):
+            newest = rows.order_by("-since", "-id").values_list("id", "slots").first()
+            follows, slots = newest if newest is not None else (0, None)
+            if slots == fields["slots"] or (newest is None and not fields["slots"]):
+                return
+            try:
+                with transaction.atomic(using=using):
+                    rows.create(**fields, follows=follows)
+                return
+            except IntegrityError:  # another replica recorded a version after this one
+                continue
 
     def _paused(self, exc: DatabaseError, batch: list[Any]) -> None:
         with self._mutex:

@@ -397,3 +397,20 @@ def test_celery_beat_refuses_a_misspelt_setting_naming_the_setting_meant(
     assert result.returncode != 0
     assert message in result.stderr
     assert "using the broker" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("settings", "reported"),
+    [
+        ({"singleton_beat_store": "databse"}, ["singleton_beat_store = 'databse' is not valid"]),
+        (
+            {"singleton_beat_store": "sqlalchemy", "singleton_beat_sqlalchemy_url": "notaurl"},
+            ["singleton_beat_sqlalchemy_url = 'notaurl' is not valid"],
+        ),
+    ],
+)
+def test_check_reports_a_bad_value_alone_not_what_its_default_would_then_need(
+    settings: dict[str, Any], reported: list[str]
+) -> None:
+    found = Config.errors({"broker_url": "amqp://guest@localhost//", **settings})
+    assert [str(e).partition(":")[0] for e in found] == reported

@@ -12,6 +12,7 @@ import pytest
 from celery import Celery
 
 from celery_singleton_beat import schedule
+from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.schedule import api
 from celery_singleton_beat.sources.document import ControlSource
 from celery_singleton_beat.testing import RedisServer
@@ -54,3 +55,26 @@ def test_a_run_now_no_replica_sent_within_ten_seconds_of_its_time_is_overdue(
     monkeypatch.setattr(api, "time", clock)
     assert [(r["id"], r["state"]) for r in schedule.run_requests(app)] == [(run_id, "overdue")]
     assert schedule.run_now(app, "report") != run_id, "a new request makes a new run"
+
+
+def test_a_bad_timezone_of_a_runtime_entry_names_the_argument_given(app: Celery) -> None:
+    app.conf.singleton_beat_schedule_source = ["beat_schedule", "runtime"]
+    app.task(name="reports.nightly", shared=False)(lambda: None)
+    with pytest.raises(ConfigurationError) as raised:
+        schedule.add(app, "rt", "reports.nightly", cron="30 2 * * *", timezone="Mars/Olympus")
+    assert raised.value.name == "timezone"
+    assert str(raised.value).startswith("timezone = 'Mars/Olympus' is not valid: ")
+    assert schedule.entries(app) == {}
+
+
+def test_remove_and_run_now_of_an_unknown_name_say_what_a_name_must_be(app: Celery) -> None:
+    with pytest.raises(ConfigurationError) as removed:
+        schedule.remove(app, "nosuch")
+    assert str(removed.value) == (
+        "name = 'nosuch' is not valid: the name of a runtime entry, none yet."
+    )
+    with pytest.raises(ConfigurationError) as ran:
+        schedule.run_now(app, "nosuch")
+    assert str(ran.value) == (
+        "name = 'nosuch' is not valid: the name of an entry of a schedule source, one of 'report'."
+    )

@@ -133,3 +133,52 @@ def test_a_slot_copy_dropped_while_its_run_executes_in_another_thread_is_its_own
         ("skipped_duplicate", "", "nightly"),
         ("success", "{'rows': 42}", "nightly"),
     ]
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_one_change_reported_by_two_replicas_at_the_same_moment_is_one_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both replicas read the entry's newest version before either writes the new one."""
+    import threading
+
+    from django.db import connections
+    from django.db.models.query import QuerySet
+
+    from django_celery_singleton_beat.models import ScheduleVersion
+
+    recorder = Recorder(AppSettings(database="postgres"))
+    first = {"entry": "e", "since": SLOT, "replica": "a:1",
+             "slots": '{"anchor_ms": 0, "every_ms": 4000}'}  # fmt: skip
+    recorder._write_version("postgres", first)
+    both_read = threading.Barrier(2, timeout=10)
+    read = threading.local()
+    original = QuerySet.first
+
+    def first_row(self: QuerySet[Any]) -> Any:
+        row = original(self)
+        if self.model is ScheduleVersion and not getattr(read, "once", False):
+            read.once = True
+            both_read.wait()
+        return row
+
+    monkeypatch.setattr(QuerySet, "first", first_row)
+    new = '{"anchor_ms": 0, "every_ms": 8000}'
+
+    def report(replica: str, after: float) -> None:
+        since = SLOT + dt.timedelta(seconds=after)
+        try:
+            recorder._write_version("postgres", {**first, "since": since, "replica": replica,
+                                                 "slots": new})  # fmt: skip
+        finally:
+            connections["postgres"].close()
+
+    reports = [("a:1", 8.03), ("b:2", 8.02)]
+    threads = [threading.Thread(target=report, args=reported) for reported in reports]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    recorder.stop()
+    kept = ScheduleVersion.objects.using("postgres").order_by("since", "id")
+    assert [row.slots for row in kept] == [first["slots"], new]

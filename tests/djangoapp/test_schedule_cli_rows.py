@@ -10,9 +10,11 @@ import subprocess
 import sys
 
 import pytest
+from celery import Celery
 from django.db import connections
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+from celery_singleton_beat.schedule.document import ScheduleDocument
 from celery_singleton_beat.testing import RedisServer
 from tests.support.clusters import ROOT
 
@@ -60,3 +62,40 @@ def test_a_row_name_is_refused_for_a_runtime_entry_and_the_row_pauses_and_resume
     resumed = cli(three_masters, "resume", "nightly")
     assert (resumed.returncode, resumed.stdout) == (0, "resumed 'nightly'\n"), resumed.stderr
     assert json.loads(cli(three_masters, "list", "--json").stdout)["paused"] == {}
+
+
+def test_run_now_of_a_row_asks_for_the_row_s_message_and_an_unknown_name_lists_the_rows(
+    three_masters: list[RedisServer],
+) -> None:
+    every = IntervalSchedule.objects.using("postgres").create(every=30, period="seconds")
+    PeriodicTask.objects.using("postgres").create(
+        name="nightly", task="record", interval=every, args='["n"]', queue="reports"
+    )
+    asked = cli(three_masters, "run-now", "nightly")
+    assert asked.returncode == 0, asked.stderr
+    run_id = asked.stdout.removeprefix("run now of 'nightly': ").strip()
+    app = Celery("rows", broker="memory://", set_as_current=False)
+    app.conf.singleton_beat_redis_urls = ",".join(m.url for m in three_masters)
+    store = ScheduleDocument.for_app(app, 0.5)
+    try:
+        run = store.read()[1]["runs"][run_id]
+    finally:
+        store.close()
+    assert {k: run[k] for k in ("entry", "task", "args", "kwargs")} == {
+        "entry": "nightly", "task": "record", "args": ["n"], "kwargs": {},
+    }  # fmt: skip
+    assert run["options"]["queue"] == "reports"
+    unknown = cli(three_masters, "run-now", "nightlly")
+    assert (unknown.returncode, unknown.stderr) == (
+        1, "Error: name = 'nightlly' is not valid: the name of an entry of a schedule "
+        "source, one of 'nightly'.\n",
+    )  # fmt: skip
+
+
+def test_resume_of_an_entry_not_paused_says_so(three_masters: list[RedisServer]) -> None:
+    every = IntervalSchedule.objects.using("postgres").create(every=30, period="seconds")
+    PeriodicTask.objects.using("postgres").create(name="nightly", task="record", interval=every)
+    resumed = cli(three_masters, "resume", "nightly")
+    assert (resumed.returncode, resumed.stdout) == (
+        0, "'nightly' is not paused: nothing to resume\n",
+    ), resumed.stderr  # fmt: skip

@@ -186,7 +186,7 @@ def test_a_backfill_the_api_refuses_is_shown_as_an_error_and_writes_nothing() ->
     missing = post(ops, "backfill", "nightly", start="", end=form_time(now))
     assert missing.status_code == 302
     shown = ops.get(reverse(PAGE)).content.decode()
-    assert "Start = &#x27;&#x27; is not valid: a date and time such as" in shown
+    assert "Backfill: nightly: start = &#x27;&#x27; is not valid: a date and time such as" in shown
     assert (schedule.backfill_requests(APP), ScheduleAction.objects.count()) == ([], 0)
 
 
@@ -212,3 +212,17 @@ def test_an_entry_paused_on_failure_shows_why_and_resuming_it_counts_failures_af
     finally:
         store.close()
     assert (doc["paused"], doc["failures"]) == ({}, {})
+
+
+def test_an_action_on_an_entry_gone_since_the_page_was_shown_is_an_error_message() -> None:
+    ops = staff("ops", *CONTROL)
+    for action in ("pause", "resume", "run_now"):
+        done = post(ops, action, "gone")
+        assert done.status_code == 302
+        shown = ops.get(done["Location"]).content.decode()
+        assert re.search(
+            r'class="error">[^<]*gone: name = &#x27;gone&#x27; is not valid: the name of an '
+            r"entry of a schedule source, one of &#x27;nightly&#x27;, &#x27;report&#x27;",
+            shown,
+        ), shown
+    assert (schedule.paused(APP), runs(), ScheduleAction.objects.count()) == ({}, {}, 0)

@@ -183,3 +183,22 @@ def test_a_worker_with_a_singleton_task_refuses_a_misspelt_setting(tmp_path: Pat
         "CELERY_SINGLETON_BEAT_TASK_TTLS is not a celery-singleton-beat setting (nothing reads "
         "it): did you mean 'CELERY_SINGLETON_BEAT_TASK_TTL'?"
     ) in worker.stderr
+
+
+def test_check_and_every_command_report_a_bad_django_app_setting_in_one_line(
+    tmp_path: Path,
+) -> None:
+    message = (
+        "the Celery app's task modules cannot be imported: SINGLETON_BEAT_RETENTION = "
+        "'forever' is not valid; expected a duration such as"
+    )
+    check = demo(tmp_path, ["singleton-beat", "check"], SINGLETON_BEAT_RETENTION="forever")
+    assert check.returncode == 1, check.stdout
+    assert [line for line in check.stdout.splitlines() if message in line] == [
+        line for line in check.stdout.splitlines() if line.startswith("ERROR")
+    ]
+    assert check.stdout.count(message) == 1 and message not in check.stderr
+    assert "Traceback" not in check.stderr, check.stderr
+    status = demo(tmp_path, ["singleton-beat", "status"], SINGLETON_BEAT_RETENTION="forever")
+    assert status.returncode == 1
+    assert status.stderr.startswith(f"Error: {message}") and status.stderr.count("\n") == 1

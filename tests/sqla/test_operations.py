@@ -81,3 +81,25 @@ def test_the_plugins_database_keeps_a_singleton_tasks_lock(
     report.delay()
     assert len(seen) == 1 and seen[0] is not None, "the lock was held in the database meanwhile"
     assert SqlAlchemyLock(singleton_beat_sqlalchemy_url).held() == []
+
+
+def test_check_on_tables_not_created_says_so_once_naming_the_command(tmp_path: Path) -> None:
+    (tmp_path / "fresh.py").write_text(
+        "from celery import Celery\n"
+        "app = Celery('fresh', broker='memory://')\n"
+        "app.conf.update(\n"
+        "    singleton_beat_store='sqlalchemy',\n"
+        f"    singleton_beat_sqlalchemy_url='sqlite:///{tmp_path}/fresh.db',\n"
+        "    singleton_beat_task_backend='celery_singleton_beat.locks.sqlalchemy.from_app',\n"
+        "    singleton_beat_schedule_source=['beat_schedule', 'runtime'],\n"
+        ")\n"
+    )
+    checked = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "fresh", "singleton-beat", "check"],
+        cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 1, checked.stdout
+    errors = [line for line in checked.stdout.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1, checked.stdout
+    assert "Run `celery -A fresh singleton-beat db upgrade`" in errors[0]
