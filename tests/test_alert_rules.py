@@ -79,7 +79,21 @@ CASES = {
     ),
     "SingletonBeatLockLost": Case([Series("lock_lost_total", BUMP, FLAT)], ["task"]),
     "SingletonBeatEntryConflict": Case([Series("entry_conflicts", "1x20", "{v}x20")], []),
-    "SingletonBeatEntryPaused": Case([Series("paused_entries", "{v}x90", "0x90")], [], at="70m"),
+    "SingletonBeatEntryPausedOnFailure": Case(
+        [
+            Series("entries_paused", "0x5 {v}x15", "0x20", match={"by": "pause_on_failure"}),
+            Series("entries_paused", "{v}x20", "{v}x20", match={"by": "hand"}),
+        ],
+        [],
+    ),
+    "SingletonBeatEntryPaused": Case(
+        [
+            Series("entries_paused", "{v}x90", "0x90", match={"by": "hand"}),
+            Series("entries_paused", "{v}x90", "{v}x90", match={"by": "pause_on_failure"}),
+        ],
+        [],
+        at="70m",
+    ),
 }
 
 

@@ -16,6 +16,7 @@ from celery_singleton_beat.locks import Redlock
 from celery_singleton_beat.observe.metrics import Metrics
 from celery_singleton_beat.testing import RedisServer, free_port, wait_for
 from tests.support.clusters import beat_cluster
+from tests.support.scraped import PREFIX, Sample
 
 NAMES = [
     "lock_acquire_seconds", "lock_contention_total", "slots_dispatched_total",
@@ -92,11 +93,29 @@ def test_task_metrics_count_contention_duplicates_and_acquire_time(
     assert sample(text, "lock_acquire_seconds", acquired) == 1
 
 
-def test_pauses_by_policy_are_counted_and_the_paused_entries_gauged() -> None:
+def test_pauses_by_policy_are_counted_and_the_paused_entries_gauged_by_who_paused_them() -> None:
     metrics = Metrics(CollectorRegistry())
     metrics.record(events.EntryPaused(entry="report", by="pause_on_failure", reason="3 failed"))
-    metrics.record(events.PausesRead(on_failure=1, by_hand=2))
+    seen = {"host": "h", "pid": 1, "mode": "ha", "role": "standby", "ready": True}
+    metrics.record(
+        events.ReplicaSeen(**seen, paused={"pause_on_failure": 1, "hand": 2, "settings": 3})
+    )
+    metrics.record(
+        events.ReplicaSeen(**seen, paused={"pause_on_failure": 0, "hand": 2, "settings": 3})
+    )
     text = metrics.render()[0].decode()
     assert sample(text, "entry_pauses_total", '{by="pause_on_failure",entry="report"}') == 1
-    assert sample(text, "entries_paused", '{by="pause_on_failure"}') == 1
-    assert sample(text, "entries_paused", '{by="hand"}') == 2
+    assert re.findall(r"^celery_singleton_beat_entries_paused\S* \S+$", text, re.MULTILINE) == [
+        'celery_singleton_beat_entries_paused{by="pause_on_failure"} 0.0',
+        'celery_singleton_beat_entries_paused{by="hand"} 2.0',
+        'celery_singleton_beat_entries_paused{by="settings"} 3.0',
+    ]
+
+
+def test_a_replica_gauges_the_entries_it_holds_paused_by_who_paused_them(
+    scraped: list[Sample],
+) -> None:
+    """One entry paused in its settings, one by hand, one by its ``pause_on_failure``
+    policy (:mod:`tests.support.scraped`)."""
+    gauged = {s.labels["by"]: s.value for s in scraped if s.name == f"{PREFIX}entries_paused"}
+    assert gauged == {"pause_on_failure": 1.0, "hand": 1.0, "settings": 1.0}

@@ -46,7 +46,7 @@ from celery_singleton_beat.beat.wakeups import LONGEST_SLEEP, Wakeups
 from celery_singleton_beat.core import overlap
 from celery_singleton_beat.core.entries import Entry, Plan
 from celery_singleton_beat.core.replan import Changes, compare
-from celery_singleton_beat.core.schema import Header, Overlap
+from celery_singleton_beat.core.schema import PAUSE_KINDS, Header, Overlap
 from celery_singleton_beat.core.slots import (
     OnceSlots,
     Slots,
@@ -264,9 +264,17 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             events.ReplicaSeen(
                 host=str(info["host"]), pid=os.getpid(), mode=self.config.mode,
                 role=self.leadership.role, ready=bool(self._ready), replicas=alive,
-                paused=sum(plan.policy.paused for plan in self.plans.values()),
+                paused=self._paused(),
             )
         )  # fmt: skip
+
+    def _paused(self) -> dict[str, int]:
+        """The entries this replica holds paused, counted by who paused them."""
+        counts = dict.fromkeys(PAUSE_KINDS, 0)
+        for name, plan in self.plans.items():
+            if plan.policy.paused:
+                counts[self.source.pause_kind(name)] += 1
+        return counts
 
     def _load_state(self) -> None:
         """Read every entry's shared progress (and interval anchors) in two round trips."""

@@ -207,6 +207,12 @@ class Header(StrEnum):
 
 PAUSED_ON_FAILURE: Final = "pause_on_failure"
 """Who paused an entry that its ``pause_on_failure`` policy paused (the pause's ``by``)."""
+PAUSED_BY_HAND: Final = "hand"
+"""An entry paused through the API, the CLI or the admin, whatever ``by`` the pause names."""
+PAUSED_IN_SETTINGS: Final = "settings"
+"""An entry paused by ``"paused": True`` in its settings."""
+PAUSE_KINDS: Final = (PAUSED_ON_FAILURE, PAUSED_BY_HAND, PAUSED_IN_SETTINGS)
+"""Who holds an entry paused, as events and metrics name it."""
 
 
 # -- keys -------------------------------------------------------------------------------

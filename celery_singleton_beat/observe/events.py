@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -80,9 +80,10 @@ class ReplicaSeen(Event):
     ready: bool
     replicas: int = 0
     """Replicas with a live heartbeat, this one included."""
-    paused: int = 0
-    """Entries this replica holds paused (a pause of any source, or ``"paused"`` in an
-    entry's settings)."""
+    paused: Mapping[str, int] = field(default_factory=dict)
+    """Entries this replica holds paused (none of their slots is sent), counted by who
+    paused them: ``pause_on_failure`` (the entry's policy), ``hand`` (the API, CLI or
+    admin) and ``settings`` (``"paused"`` in the entry's settings)."""
 
 
 @dataclass(frozen=True)
@@ -103,15 +104,6 @@ class EntryConflict(Event):
     kept: str
     left_out: str
     gone: bool = False
-
-
-@dataclass(frozen=True)
-class PausesRead(Event):
-    """A replica read the paused entries: how many there are, by who paused them
-    (``pause_on_failure``, or a person through the API, CLI or admin)."""
-
-    on_failure: int
-    by_hand: int
 
 
 @dataclass(frozen=True)

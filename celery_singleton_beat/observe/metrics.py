@@ -20,7 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from celery_singleton_beat.core.schema import PAUSED_ON_FAILURE, SkipReason
+from celery_singleton_beat.core.schema import SkipReason
 from celery_singleton_beat.observe import events
 
 PREFIX = "celery_singleton_beat"
@@ -56,13 +56,14 @@ class Metrics:
             f"{PREFIX}_lock_lost_total", "Runs whose lock could not be extended.",
             ["task"], **options,
         )  # fmt: skip
-        self.paused = Counter(
+        self.pauses = Counter(
             f"{PREFIX}_entry_pauses_total", "Entries paused by a policy, by who paused them.",
             ["entry", "by"], **options,
         )  # fmt: skip
-        self.paused_now = Gauge(
+        self.paused = Gauge(
             f"{PREFIX}_entries_paused",
-            "Entries paused now, as this replica read them: by pause_on_failure or by hand.",
+            "Entries this replica holds paused (nothing of them is sent), by who paused them: "
+            "pause_on_failure, hand or settings.",
             ["by"], **options,
         )  # fmt: skip
         self.leader = Gauge(f"{PREFIX}_leader", "1 while this replica leads.", **options)
@@ -76,9 +77,6 @@ class Metrics:
             f"{PREFIX}_entry_conflicts",
             "Entry copies left out because an earlier schedule source gives the same name.",
             **options,
-        )
-        self.paused_entries = Gauge(
-            f"{PREFIX}_paused_entries", "Entries paused: nothing of them is sent.", **options
         )
 
     def record(self, event: events.Event) -> None:
@@ -96,15 +94,13 @@ class Metrics:
         elif isinstance(event, events.LockLost):
             self.lost.labels(event.task).inc()
         elif isinstance(event, events.EntryPaused):
-            self.paused.labels(event.entry, event.by).inc()
-        elif isinstance(event, events.PausesRead):
-            self.paused_now.labels(PAUSED_ON_FAILURE).set(event.on_failure)
-            self.paused_now.labels("hand").set(event.by_hand)
+            self.pauses.labels(event.entry, event.by).inc()
         elif isinstance(event, events.LeaderChanged):
             self.leader.set(1 if event.leader else 0)
         elif isinstance(event, events.ReplicaSeen):
             self.replicas.set(event.replicas)
-            self.paused_entries.set(event.paused)
+            for by, count in event.paused.items():
+                self.paused.labels(by).set(count)
             self.quorum.set(1 if event.ready else 0)
         elif isinstance(event, events.QuorumChanged):
             self.quorum.set(1 if event.reachable else 0)

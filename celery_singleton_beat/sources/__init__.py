@@ -23,6 +23,11 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celery_singleton_beat.core.entries import OPTION
+from celery_singleton_beat.core.schema import (
+    PAUSED_BY_HAND,
+    PAUSED_IN_SETTINGS,
+    PAUSED_ON_FAILURE,
+)
 from celery_singleton_beat.errors import ConfigurationError, SourceUnavailable
 from celery_singleton_beat.observe import events
 from celery_singleton_beat.settings.config import as_written
@@ -94,6 +99,8 @@ class MergedSource(ScheduleSource):
         self._failing: set[int] = set()
         self.conflicts: list[Conflict] = []
         """The names two sources gave at the last read, each with the copy left out."""
+        self.held: dict[str, str] = {}
+        """The names ``control`` held paused at the last read, each with who paused it."""
 
     def version(self) -> Hashable:
         return tuple(self._read(s, s.version, ("unreadable", s.name)) for s in self.sources)
@@ -112,8 +119,17 @@ class MergedSource(ScheduleSource):
             read.append((source, found))
         merged, self._owner, conflicts = _merge(read)
         self._report(conflicts)
-        paused = self.control.paused if self.control is not None else ()
-        return {name: _paused(spec) if name in paused else spec for name, spec in merged.items()}
+        paused = self.control.paused if self.control is not None else {}
+        self.held = {name: paused[name] for name in merged if name in paused}
+        return {name: _paused(spec) if name in self.held else spec for name, spec in merged.items()}
+
+    def pause_kind(self, name: str) -> str:
+        """Who holds entry ``name``, scheduled paused, paused (one of
+        :data:`~celery_singleton_beat.core.schema.PAUSE_KINDS`): its ``pause_on_failure``
+        policy, a person, or else ``"paused"`` in its settings."""
+        if name not in self.held:
+            return PAUSED_IN_SETTINGS
+        return PAUSED_ON_FAILURE if self.held[name] == PAUSED_ON_FAILURE else PAUSED_BY_HAND
 
     def _report(self, conflicts: list[Conflict]) -> None:
         """Log and count each conflict once when it appears, and once when it is gone."""

@@ -17,9 +17,7 @@ import time
 from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from celery_singleton_beat.core.schema import PAUSED_ON_FAILURE
 from celery_singleton_beat.core.slots import OnceSlots, SlotSchedule
-from celery_singleton_beat.observe import events
 from celery_singleton_beat.schedule.document import (
     RUN_NOW,
     RUN_NOW_KEPT_MS,
@@ -75,16 +73,15 @@ class ControlSource(_Revisioned):
     def __init__(self, app: Celery) -> None:
         super().__init__(app)
         self.marks = RunMarks(self.store, 86400.0)
-        self.paused: frozenset[str] = frozenset()
+        self.paused: dict[str, str] = {}
+        """The paused names at the last read, each with who paused it (the pause's ``by``)."""
         self.backfills: dict[str, dict[str, Any]] = {}
         """The backfill requests at the last read, by id (see :mod:`..beat.backfill`)."""
 
     def entries(self) -> Mapping[str, EntrySpec]:
         _rev, doc = self.store.read()
-        self.paused = frozenset(doc["paused"])
+        self.paused = {name: str(p.get("by") or "") for name, p in doc["paused"].items()}
         self.backfills = dict(doc["backfills"])
-        on_failure = sum(1 for p in doc["paused"].values() if p.get("by") == PAUSED_ON_FAILURE)
-        events.emit(events.PausesRead(on_failure, len(doc["paused"]) - on_failure))
         found: dict[str, EntrySpec] = {}
         oldest = time.time() * 1000 - RUN_NOW_KEPT_MS
         for run_id, run in doc["runs"].items():

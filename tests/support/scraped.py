@@ -1,8 +1,9 @@
 """Series recorded from the library's own ``/metrics``: a beat replica in this process, on a
 real Redis master, with a health port; it dispatches slots and misses some (an entry
-whose shared state is ten seconds old, misfire ``skip``) and holds one paused, while a
-singleton task here meets its key held, so that every metric the alert rules and the
-dashboard read has a sample with its real labels."""
+whose shared state is ten seconds old, misfire ``skip``) and holds three paused (one by
+its settings, one by hand, one by its ``pause_on_failure`` policy after a failed run),
+while a singleton task here meets its key held, so that every metric the alert rules and
+the dashboard read has a sample with its real labels."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from typing import NamedTuple
 from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 
-from celery_singleton_beat import SingletonTask, events
+from celery_singleton_beat import SingletonTask, events, schedule
 from celery_singleton_beat.beat.scheduler import Scheduler
 from celery_singleton_beat.locks import Redlock
 from celery_singleton_beat.runtime import Runtime
+from celery_singleton_beat.schedule.document import ScheduleDocument
+from celery_singleton_beat.tasks.failures import count_failure
 from celery_singleton_beat.testing import RedisServer
 
 PREFIX = "celery_singleton_beat_"
@@ -40,10 +43,17 @@ def scrape_metrics(master: RedisServer) -> tuple[str, list[Sample]]:
                      "options": {"singleton_beat": {"misfire": "skip"}}},
             "held": {"task": "tick", "schedule": 1.0,
                      "options": {"singleton_beat": {"paused": True}}},
+            "stopped": {"task": "tick", "schedule": 1.0},
+            "broken": {"task": "tick", "schedule": 1.0,
+                       "options": {"singleton_beat": {"pause_on_failure": 1}}},
         },
     )  # fmt: skip
     now = round(time.time() * 1000)
     Runtime.of(app).store.init([("late", 1000)], now - 10_000)  # ten slots owed
+    schedule.pause(app, "stopped", by="ops")
+    ScheduleDocument.shared(app).edit(
+        lambda doc: count_failure(doc, "broken", str(now), 1, "ValueError: no data")
+    )
     sched = Scheduler(app=app)
     try:
         deadline = time.monotonic() + 1.5
