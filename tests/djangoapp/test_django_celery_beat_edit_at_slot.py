@@ -10,6 +10,7 @@ The replica ticks at .08 and .58 of each second and reads the rows' version at .
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+
 import pytest
 from celery import Celery
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
