@@ -386,13 +386,12 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
 
         A replica that read the source a moment later would have sent it anyway; the
         dashboard counts it under the old version, whose slots run up to the new one's
-        ``since`` (``now``). Slots another replica holds stay in view of the new plan."""
+        ``since`` (``now``). Slots another replica holds stay in view of the new plan.
+        An entry paused then has its old schedule's slots of the pause counted missed: a
+        resume decides only the new schedule's."""
         ending = [running[p.name] for p in changes.changed]
         ending += [running[name] for name in changes.removed]
-        due = [
-            plan for plan in ending
-            if not plan.policy.paused and plan.next_slot is not None and plan.next_slot <= now
-        ]  # fmt: skip
+        due = [plan for plan in ending if plan.next_slot is not None and plan.next_slot <= now]
         if due:
             if self._broker_cold:
                 self._warm_broker()

@@ -10,7 +10,7 @@ after it::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery_singleton_beat import schedule
@@ -29,8 +29,8 @@ def at(seconds: int) -> str:
     return f"2026-01-01T00:00:{seconds:02d}.000Z"
 
 
-def labels(fired: list[events.SlotFired], entry: str) -> list[str]:
-    return [slot_label(round(e.slot.timestamp() * 1000)) for e in fired if e.entry == entry]
+def labels(seen: Sequence[events.SlotFired | events.SlotSkipped], entry: str) -> list[str]:
+    return [slot_label(round(e.slot.timestamp() * 1000)) for e in seen if e.entry == entry]
 
 
 def task() -> None:
@@ -108,3 +108,23 @@ def test_a_slot_of_the_old_schedule_another_replica_held_is_sent_if_that_replica
     sched.store.unclaim([("e", slot)], "other")
     run(sched, clock, "2026-01-01T00:00:20.1", step=0.5)
     assert labels(fired, "e") == [at(8), at(16), at(20)]
+
+
+def test_a_paused_entry_changed_counts_the_slots_its_old_schedule_passed_as_missed(
+    make: Callable[..., Scheduler], clock: FakeClock, event_log: EventLog
+) -> None:
+    """Paused after 00:00:04; 8 and 12 pass; changed to every 8 s (seen at 13.08): 8 and
+    12 are counted missed then, as the old schedule's; on resume (17.08) the new
+    schedule's 16 is sent late (misfire ``coalesce``)."""
+    fired = event_log.of(events.SlotFired)
+    skipped = event_log.of(events.SlotSkipped)
+    sched = replica(make, clock, until=6, every=4)
+    schedule.pause(sched.app, "e")
+    run(sched, clock, "2026-01-01T00:00:12.6", step=0.5)
+    schedule.update(sched.app, "e", every=8)
+    run(sched, clock, "2026-01-01T00:00:16.6", step=0.5)
+    assert labels(skipped, "e") == [at(12)]
+    assert [(e.count, e.reason) for e in skipped] == [(2, "misfire")]
+    schedule.resume(sched.app, "e")
+    run(sched, clock, "2026-01-01T00:00:24.1", step=0.5)
+    assert labels(fired, "e") == [at(4), at(16), at(24)]
