@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 # the matrix's Pythons: pyenv's, found by nox on PATH (set PYTHONS_PATH to use others)
 PYTHONS_PATH ?= $(subst $(eval) ,:,$(wildcard $(HOME)/.pyenv/versions/3.1[0-3].*/bin))
 
-.PHONY: demo demo-locks demo-django test lint typecheck docs nox bench redis-server chromium clean
+.PHONY: demo demo-locks demo-django test lint typecheck docs nox bench redis-server zookeeper chromium promtool clean
 
 $(STAMP): pyproject.toml
 	@[ -n "$(PYTHON)" ] || { echo "error: no python3 found; install Python 3.10 or newer" >&2; exit 1; }
@@ -35,6 +35,19 @@ redis-server:
 		fi; }
 	@command -v redis-server >/dev/null 2>&1 || { echo "error: redis-server is still missing after apt-get" >&2; exit 1; }
 
+# the ZooKeeper store's tests start their own servers from Debian's package (and its java)
+ZOOKEEPER_JAR ?= /usr/share/java/zookeeper.jar
+zookeeper:
+	@{ [ -f "$(ZOOKEEPER_JAR)" ] && command -v java >/dev/null 2>&1; } || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "zookeeper is missing: installing it with apt-get"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper >/dev/null; \
+		else \
+			echo "error: ZooKeeper ($(ZOOKEEPER_JAR)) or java is missing. Install it (Debian/Ubuntu: sudo apt-get install zookeeper) or set ZOOKEEPER_JAR=/path/to/zookeeper.jar, and run again." >&2; \
+			exit 1; \
+		fi; }
+	@[ -f "$(ZOOKEEPER_JAR)" ] || { echo "error: $(ZOOKEEPER_JAR) is still missing after apt-get" >&2; exit 1; }
+
 # the dashboard's browser test drives Debian's chromium (playwright downloads no browser)
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -45,6 +58,19 @@ chromium:
 			echo "error: chromium is missing. Install it (Debian/Ubuntu: sudo apt-get install chromium) or set CHROMIUM=/path/to/chrome, and run again." >&2; \
 			exit 1; \
 		fi; }
+
+# the shipped alert rules are checked with promtool (tests/test_alert_rules.py), from
+# Debian's prometheus package
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "promtool is missing: installing Debian's prometheus package with apt-get"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+		else \
+			echo "error: promtool is missing. Install it (Debian/Ubuntu: sudo apt-get install prometheus; macOS: brew install prometheus) and run again." >&2; \
+			exit 1; \
+		fi; }
+	@command -v promtool >/dev/null 2>&1 || { echo "error: promtool is still missing after apt-get" >&2; exit 1; }
 
 demo: $(STAMP) redis-server
 	$(BIN)/python examples/basic/demo.py
@@ -72,19 +98,19 @@ typecheck: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir $(VENV)/site
 
-test: lint typecheck docs redis-server chromium
+test: lint typecheck docs redis-server zookeeper chromium promtool
 	$(BIN)/pytest --durations=25
 	@echo "== the Django app's records, admin and dashboard again, with PostgreSQL as the default database"
 	$(BIN)/pytest -p no:cacheprovider --ds=tests.djangoapp.settings_postgres tests/djangoapp/test_admin_and_records.py
 	$(MAKE) nox
 
 # each cell: a fresh venv, the built wheel, pinned versions, the subset (see noxfile.py)
-nox: $(STAMP) redis-server
+nox: $(STAMP) redis-server zookeeper
 	@for v in 3.10 3.12 3.13; do PATH="$(PYTHONS_PATH):$$PATH" command -v python$$v >/dev/null || { \
 		echo "error: python$$v not found (pyenv's are looked for in ~/.pyenv/versions); set PYTHONS_PATH=dir:dir" >&2; exit 1; }; done
 	PATH="$(PYTHONS_PATH):$$PATH" $(BIN)/nox --no-color
 
-bench: $(STAMP) redis-server
+bench: $(STAMP) redis-server zookeeper
 	$(BIN)/python bench/locks.py
 	$(BIN)/python bench/scheduler.py
 

@@ -161,7 +161,7 @@ def run_cell(session: nox.Session, cell: Cell) -> None:
     started = time.monotonic()
     if not _WHEEL:
         _WHEEL.append(wheel())
-    session.install("--quiet", f"{_WHEEL[0]}[django,sqlalchemy]", *cell.pins, *TEST_DEPS)
+    session.install("--quiet", f"{_WHEEL[0]}[django,sqlalchemy,zookeeper]", *cell.pins, *TEST_DEPS)
     installed = time.monotonic()
     suite = Path(session.create_tmp()).resolve() / "suite"
     if suite.exists():

@@ -15,7 +15,9 @@ ours with ``min_replicas=0`` (no ``WAIT``), ours through the Sentinels, beside r
 ``Lock`` on the same primary. Then a Redis Cluster of its own (3 primaries, a replica
 each): ours, each lock waiting for its shard's replica (the default) and without
 (``min_replicas=0``), and redis-py's ``Lock`` through its ``RedisCluster`` client (which
-does not wait).
+does not wait). Then the locks on a consensus system and on a database: ours on one
+ZooKeeper member (ephemeral holder znode, versioned transaction) and the SQLAlchemy lock
+on PostgreSQL (a database of its own on 127.0.0.1:5432, made and dropped by the script).
 
     python bench/locks.py [--cycles 2000] [--rounds 5]
 """
@@ -41,6 +43,7 @@ import redis
 from celery_singleton_beat.connections.resp import pack
 from celery_singleton_beat.locks import Redlock
 from celery_singleton_beat.testing import redis_cluster_servers, redis_servers, sentinel_group
+from celery_singleton_beat.testing.zookeeper import zookeeper_server
 
 Cycle = Callable[[], None]
 
@@ -156,6 +159,60 @@ def pottery(urls: list[str]) -> tuple[Cycle, Callable[[], None]]:
     return cycle, close
 
 
+def zookeeper(hosts: str) -> tuple[Cycle, Callable[[], None]]:
+    """Ours on a ZooKeeper ensemble (here one standalone member)."""
+    from celery_singleton_beat.connections.zookeeper import ZooKeeper
+    from celery_singleton_beat.locks.zookeeper import ZooKeeperLock
+    from celery_singleton_beat.settings.zookeeper import zookeeper_settings
+
+    lock = ZooKeeperLock(ZooKeeper(zookeeper_settings(hosts), "/bench", wait=5.0))
+    lock.owned = True
+
+    def cycle() -> None:
+        lease = lock.acquire("bench", ttl=10.0)
+        if lease is None:
+            raise Failed("ours on ZooKeeper: acquire refused")
+        if not lock.release(lease):
+            raise Failed("ours on ZooKeeper: release refused")
+
+    return cycle, lock.close
+
+
+POSTGRESQL = "postgresql+psycopg://postgres@127.0.0.1:5432"
+
+
+def database_lock() -> tuple[Cycle, Callable[[], None]]:
+    """The SQLAlchemy lock on PostgreSQL, in a database made for the run and dropped after."""
+    import sqlalchemy as sa
+
+    from celery_singleton_beat.connections.sqlalchemy import metadata
+    from celery_singleton_beat.locks.sqlalchemy import SqlAlchemyLock
+
+    name = f"bench_locks_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(f"{POSTGRESQL}/test", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    engine = sa.create_engine(f"{POSTGRESQL}/{name}")
+    metadata.create_all(engine)
+    lock = SqlAlchemyLock(engine)
+
+    def cycle() -> None:
+        lease = lock.acquire("bench", ttl=10.0)
+        if lease is None:
+            raise Failed("SqlAlchemyLock: acquire refused")
+        if not lock.release(lease):
+            raise Failed("SqlAlchemyLock: release refused")
+
+    def close() -> None:
+        lock.close()
+        engine.dispose()
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE {name}")
+        admin.dispose()
+
+    return cycle, close
+
+
 def measure(cycle: Cycle, count: int) -> list[float]:
     for _ in range(50):
         cycle()
@@ -176,6 +233,7 @@ def main() -> None:
         redis_servers(5) as servers,
         sentinel_group() as group,
         redis_cluster_servers() as cluster,
+        zookeeper_server() as member,
     ):
         urls = [s.url for s in servers]
         primary = group.primary().url
@@ -197,6 +255,8 @@ def main() -> None:
             "ours, cluster, no WAIT": ours([cluster.url], min_replicas=0),
             "ours, cluster, release posted": ours([cluster.url], posted=True),
             "redis-py Lock, Redis Cluster": redis_py_cluster(cluster.url),
+            "ours, ZooKeeper, 1 member": zookeeper(member.name),
+            "SqlAlchemyLock, PostgreSQL": database_lock(),
         }
         samples: dict[str, list[float]] = {name: [] for name in rows}
         rounds: dict[str, list[float]] = {name: [] for name in rows}
@@ -246,6 +306,8 @@ def report(samples: dict[str, list[float]], rounds: dict[str, list[float]]) -> N
     for name, goal in (("ours, Redis Cluster", 1.3), ("ours, cluster, no WAIT", 1.0)):
         ratio = medians[name] / on_cluster
         print(f"{name + ' / redis-py Lock(cluster)':<48} = {ratio:.2f}  (goal: <= {goal:.2f})")
+    for name in ("ours, ZooKeeper, 1 member", "SqlAlchemyLock, PostgreSQL"):
+        print(f"{name + ' / ours(3)':<48} = {medians[name] / ours3:.2f}")
 
 
 if __name__ == "__main__":

@@ -3,14 +3,18 @@ library's events as they are emitted."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 pytest.register_assert_rewrite("tests.support")
 
+if TYPE_CHECKING:  # kazoo is the [zookeeper] extra's: imported by the fixture that uses it
+    from celery_singleton_beat.connections.zookeeper import ZooKeeper
 from celery_singleton_beat.observe import events  # noqa: E402  (after the rewrite hook)
 from celery_singleton_beat.testing import (  # noqa: E402
     RedisClusterServers,
@@ -18,10 +22,17 @@ from celery_singleton_beat.testing import (  # noqa: E402
     redis_cluster_servers,
     redis_servers,
 )
+from celery_singleton_beat.testing.zookeeper import (  # noqa: E402
+    ZooKeeperEnsemble,
+    ZooKeeperServer,
+    zookeeper_ensemble,
+    zookeeper_server,
+)
 from tests.support.clusters import TaskCluster, task_cluster  # noqa: E402
 from tests.support.databases import SQLALCHEMY_VENDORS, SqlAlchemyDatabases  # noqa: E402
 from tests.support.events import EventLog  # noqa: E402
 from tests.support.round_trips import Trips  # noqa: E402
+from tests.support.scraped import Sample, scrape_metrics  # noqa: E402
 
 pytest_plugins: list[str] = []
 
@@ -62,12 +73,50 @@ def shared_sharded_cluster(
     return _session_sharded_cluster
 
 
+@pytest.fixture(scope="session")
+def _session_zookeeper() -> Iterator[ZooKeeperServer]:
+    with zookeeper_server() as server:
+        yield server
+
+
+@pytest.fixture
+def zookeeper(_session_zookeeper: ZooKeeperServer) -> Iterator[Callable[[], ZooKeeper]]:
+    """Sessions on one standalone ZooKeeper server for the whole run, each test under a
+    root znode of its own: ``zk = zookeeper()`` (closed at the end)."""
+    from celery_singleton_beat.connections.zookeeper import ZooKeeper
+    from celery_singleton_beat.settings.zookeeper import zookeeper_settings
+
+    root = f"/test-{uuid.uuid4().hex}"
+    made: list[ZooKeeper] = []
+
+    def connect() -> ZooKeeper:
+        made.append(ZooKeeper(zookeeper_settings(_session_zookeeper.name), root, wait=2.0))
+        return made[-1]
+
+    yield connect
+    for zk in made:
+        zk.close()
+
+
+@pytest.fixture
+def ensemble() -> Iterator[ZooKeeperEnsemble]:
+    """A ZooKeeper ensemble of three members of its own, for a test that kills them."""
+    with zookeeper_ensemble(3) as members:
+        yield members
+
+
 @pytest.fixture
 def cluster(three_masters: list[RedisServer], tmp_path: Path) -> Iterator[TaskCluster]:
     """Workers of ``tests.tasks.app`` on three masters and a broker of their own (started
     by the test: ``cluster.start_worker()``)."""
     with task_cluster(tmp_path, three_masters) as tasks:
         yield tasks
+
+
+@pytest.fixture
+def scraped(redis_cluster: Callable[[int], list[RedisServer]]) -> list[Sample]:
+    """The library's samples on a beat replica's ``/metrics`` (see :mod:`tests.support.scraped`)."""
+    return scrape_metrics(redis_cluster(1)[0])[1]
 
 
 @pytest.fixture

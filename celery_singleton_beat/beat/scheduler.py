@@ -7,6 +7,7 @@ and django-celery-beat's ``DatabaseScheduler`` do, and hands the work to its par
 
 - :mod:`.dispatch`: claims each due slot's fence in the slot store, publishes the slots it
   won, marks them done;
+- :mod:`.backfill`: sends the slots of the backfills asked for, paced;
 - :mod:`.leadership`: in ``leader`` mode, whether this replica evaluates the schedule;
 - :mod:`.wakeups`: when each entry is looked at next;
 - :class:`~celery_singleton_beat.sources.watcher.SourceWatcher`: when the schedule source
@@ -36,6 +37,7 @@ from celery_singleton_beat._compat import (
 )
 from celery_singleton_beat.beat import broker
 from celery_singleton_beat.beat import log as beat_log
+from celery_singleton_beat.beat.backfill import Backfiller
 from celery_singleton_beat.beat.dispatch import CLAIM_CHUNK, Dispatcher, log_fields
 from celery_singleton_beat.beat.health import HealthServer, Probed
 from celery_singleton_beat.beat.leadership import Leadership
@@ -112,6 +114,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             self.runtime, self.store, self.store, self.source, self.wakeups, sender=self,
             may_publish=self.leadership.may_publish, replica=self.replica,
         )  # fmt: skip
+        self.backfiller = Backfiller(self.store, self.config, self, self.replica)
         self._broker_cold = True
         self._initialized = False
         self._ready: bool | None = None
@@ -236,8 +239,13 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         due = self.wakeups.pop_due(self.plans, now)
         if due:
             self.dispatcher.dispatch(due, now)
+        control = self.source.control
+        requests = control.backfills if control is not None else {}
+        backfill = self.backfiller.run(requests, self.plans, now) if requests else None
         monotonic = self.runtime.monotonic()
         until = min(self._watcher.next_poll, self._next_heartbeat) - monotonic
+        if backfill is not None:
+            until = min(until, (backfill - self.runtime.now_ms()) / 1000)
         return min(self.wakeups.sleep_for(self.runtime.now_ms()), max(0.0, until))
 
     def _heartbeat(self) -> None:
@@ -255,6 +263,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             events.ReplicaSeen(
                 host=str(info["host"]), pid=os.getpid(), mode=self.config.mode,
                 role=self.leadership.role, ready=bool(self._ready), replicas=alive,
+                paused=sum(plan.policy.paused for plan in self.plans.values()),
             )
         )  # fmt: skip
 

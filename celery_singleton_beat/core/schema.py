@@ -180,6 +180,7 @@ class StoreKind(StrEnum):
     REDIS = "redis"
     DATABASE = "database"
     SQLALCHEMY = "sqlalchemy"
+    ZOOKEEPER = "zookeeper"
 
 
 # -- message headers --------------------------------------------------------------------

@@ -80,6 +80,9 @@ class ReplicaSeen(Event):
     ready: bool
     replicas: int = 0
     """Replicas with a live heartbeat, this one included."""
+    paused: int = 0
+    """Entries this replica holds paused (a pause of any source, or ``"paused"`` in an
+    entry's settings)."""
 
 
 @dataclass(frozen=True)

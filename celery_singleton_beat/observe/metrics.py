@@ -68,6 +68,9 @@ class Metrics:
             "Entry copies left out because an earlier schedule source gives the same name.",
             **options,
         )
+        self.paused_entries = Gauge(
+            f"{PREFIX}_paused_entries", "Entries paused: nothing of them is sent.", **options
+        )
 
     def record(self, event: events.Event) -> None:
         """Update the metrics for one event."""
@@ -87,6 +90,7 @@ class Metrics:
             self.leader.set(1 if event.leader else 0)
         elif isinstance(event, events.ReplicaSeen):
             self.replicas.set(event.replicas)
+            self.paused_entries.set(event.paused)
             self.quorum.set(1 if event.ready else 0)
         elif isinstance(event, events.QuorumChanged):
             self.quorum.set(1 if event.reachable else 0)

@@ -6,14 +6,16 @@ The same operations as :mod:`celery_singleton_beat.schedule.api`; every replica 
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import json
+import time
 from typing import Any
 
 import click
 
 from celery_singleton_beat.errors import SingletonBeatError
-from celery_singleton_beat.schedule import api
+from celery_singleton_beat.schedule import api, backfills
 
 
 def _app(ctx: click.Context) -> Any:
@@ -39,7 +41,7 @@ def _json(value: str | None, what: str) -> Any:
 
 @click.group(name="schedule")
 def schedule() -> None:
-    """Add, remove and list runtime entries; pause, resume and run now any entry."""
+    """Add, remove and list runtime entries; pause, resume, run now and backfill any entry."""
 
 
 @schedule.command()
@@ -101,6 +103,57 @@ def remove(ctx: click.Context, name: str) -> None:
     """Stop scheduling NAME."""
     _run(api.remove, _app(ctx), name)
     click.echo(f"removed {name!r}")
+
+
+def _moment(value: str | None, what: str) -> dt.datetime:
+    """ISO 8601 (``2026-12-07T05:00``, ``…Z``, ``…+01:00``; without an offset: the app's
+    timezone); none: now."""
+    if value is None:
+        return dt.datetime.now(dt.timezone.utc)
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 time such as 2026-12-07T05:00:00Z", param_hint=what
+        ) from None
+
+
+@schedule.command()
+@click.argument("name")
+@click.option("--from", "start", required=True, help="ISO 8601 start (inclusive).")
+@click.option("--to", "end", help="ISO 8601 end (exclusive; default: now).")
+@click.option("--rate", type=float, default=backfills.DEFAULT_RATE, show_default=True,
+              help="Slots sent per second, by all replicas together.")  # fmt: skip
+@click.option("--no-wait", is_flag=True, help="Ask for it and return; do not show progress.")
+@click.pass_context
+def backfill(ctx: click.Context, /, name: str, **given: Any) -> None:
+    """Send once each slot of NAME from --from to --to that did not run (the replicas send
+    them, paced); shows the progress until every slot is settled."""
+    app = _app(ctx)
+    backfill_id = _run(
+        backfills.backfill, app, name, _moment(given["start"], "--from"),
+        _moment(given["end"], "--to"), rate=given["rate"], by=f"cli:{getpass.getuser()}",
+    )  # fmt: skip
+    progress = _run(backfills.backfill_progress, app, backfill_id)
+    click.echo(f"backfill {backfill_id} of {name!r}: {progress['total']} slot(s)")
+    if progress["replicas"] == 0 and progress["state"] == "running":
+        click.echo("warning: no beat replica is alive: the slots are sent once one runs", err=True)
+    if given["no_wait"]:
+        return
+    with click.progressbar(length=progress["total"], label="settled") as bar:
+        while progress["state"] == "running":
+            time.sleep(0.5)
+            settled = progress["settled"]
+            progress = _run(backfills.backfill_progress, app, backfill_id)
+            bar.update(progress["settled"] - settled)
+    click.echo(
+        f"{progress['state']}: {progress['sent']} sent, {progress['had_run']} had run, "
+        f"{progress['total'] - progress['settled']} not settled"
+    )
+    if progress["state"] != "done":
+        raise click.ClickException(
+            "the backfill expired before every slot was settled: is a beat replica running?"
+        )
 
 
 @schedule.command(name="list")

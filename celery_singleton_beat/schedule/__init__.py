@@ -7,6 +7,7 @@ The functions (:mod:`.api`) edit one document kept in the app's slot store
 
     schedule.add(app, "report", "reports.build", every=60)
     schedule.pause(app, "report", by="ops")
+    schedule.backfill(app, "report", start, end)  # each slot in the range that did not run
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from celery_singleton_beat.schedule.api import (
     spec_for,
     update,
 )
+from celery_singleton_beat.schedule.backfills import backfill, backfill_progress, backfill_requests
 from celery_singleton_beat.schedule.document import RUN_NOW, RUN_NOW_KEPT_MS, to_beat
 
 __all__ = [
@@ -35,6 +37,9 @@ __all__ = [
     "RUN_NOW_KEPT_MS",
     "RUN_NOW_PENDING_MS",
     "add",
+    "backfill",
+    "backfill_progress",
+    "backfill_requests",
     "entries",
     "pause",
     "paused",

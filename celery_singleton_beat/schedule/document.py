@@ -1,7 +1,7 @@
 """Where runtime schedule entries are kept: one JSON document in the slot store.
 
 The document is ``{"entries": {name: spec}, "runs": {run id: run}, "paused": {name: who and
-when}}``, with a revision that replicas poll (see
+when}, "backfills": {backfill id: request}}``, with a revision that replicas poll (see
 :meth:`~celery_singleton_beat.stores.base.DocumentStore.schedule_revision`); on
 Redis masters it lives under ``schedule:doc`` and ``schedule:rev``, in the database in the
 Django app's ``RuntimeSchedule`` table. Every storage call of the runtime schedule goes
@@ -36,6 +36,12 @@ T = TypeVar("T")
 #: Run-now records are dropped from the document this long after their time (ms).
 RUN_NOW_KEPT_MS = 3_600_000
 RUN_NOW = "@run-now:"
+#: A backfilled slot's own fence is on entry ``{name}@backfill`` (see :func:`released`).
+BACKFILL = "@backfill"
+#: A backfill is worked on this long past the pacing of its last slot, then dropped (ms).
+BACKFILL_KEPT_MS = 3_600_000
+#: The outcome on a backfill fence of a slot that had run already (nothing sent).
+HAD_RUN = "had_run"
 #: How long an edit may hold the edit lock, and wait for it (s).
 EDIT_TTL = 5.0
 EDIT_WAIT = 5.0
@@ -79,6 +85,7 @@ class ScheduleDocument:
         doc.setdefault("entries", {})
         doc.setdefault("runs", {})
         doc.setdefault("paused", {})
+        doc.setdefault("backfills", {})
         return rev, doc
 
     def edit(self, change: Callable[[dict[str, Any]], T]) -> T:
@@ -115,6 +122,25 @@ class RunMarks:
     def sent(self, run_ids: Sequence[str]) -> set[str]:
         """The ids of ``run_ids`` known to have been sent."""
         return self.store.store.runs_sent(run_ids)
+
+
+def released(backfill: Mapping[str, Any], now: int) -> list[int]:
+    """The slots of a backfill request (``{"entry", "slots", "rate", "at", "until"}``, see
+    :func:`celery_singleton_beat.schedule.backfill`) whose turn has come at ``now``: slot
+    ``i`` at ``at + i / rate`` seconds, the same on every replica, so that the replicas
+    together send at most ``rate`` slots a second."""
+    if now < backfill["at"]:
+        return []
+    count = 1 + int((now - backfill["at"]) * backfill["rate"] / 1000)
+    return list(backfill["slots"][:count])
+
+
+def next_release(backfill: Mapping[str, Any], now: int) -> int | None:
+    """When the next slot of a backfill request comes out (ms), None once all are out."""
+    count = len(released(backfill, now))
+    if count >= len(backfill["slots"]):
+        return None
+    return int(backfill["at"] + count * 1000 / backfill["rate"]) + 1
 
 
 def to_beat(spec: Mapping[str, Any]) -> dict[str, Any]:

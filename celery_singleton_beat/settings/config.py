@@ -31,6 +31,12 @@ from celery_singleton_beat.settings.urls import (
     safe_value,
     shown_options,
 )
+from celery_singleton_beat.settings.zookeeper import (
+    ZooKeeperSettings,
+    root_path,
+    zookeeper_settings,
+)
+from celery_singleton_beat.settings.zookeeper import shown_options as shown_zookeeper_options
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +75,10 @@ class Config(RedisMembers):
     """The Django database alias of the 'database' store."""
     sqlalchemy_url: str | None = None
     """The SQLAlchemy URL of the 'sqlalchemy' store (default: ``beat_dburi``)."""
+    zookeeper_hosts: Any = None
+    zookeeper_chroot: Any = None
+    zookeeper_options: Any = None
+    """The 'zookeeper' store's ensemble, in kazoo's terms (see settings.zookeeper)."""
     lease_ttl: float = defaults.LEASE_TTL
     claim_ttl: float = defaults.CLAIM_TTL
     publish_timeout: float = defaults.PUBLISH_TIMEOUT
@@ -150,6 +160,7 @@ class Config(RedisMembers):
         values["redis_use_ssl"] = shown_options(self.redis_use_ssl)
         if self.sqlalchemy_url is not None:
             values["sqlalchemy_url"] = safe_url(self.sqlalchemy_url)
+        values["zookeeper_options"] = shown_zookeeper_options(self.zookeeper_options)
         return {f"singleton_beat_{k}": v for k, v in values.items()}
 
     def validate(self) -> None:
@@ -202,6 +213,8 @@ class Config(RedisMembers):
             _refuse("database", self.database, "a Django database alias such as 'default'")
         if self.store == StoreKind.SQLALCHEMY or self.sqlalchemy_url is not None:
             check_sqlalchemy_url(self.sqlalchemy_url)
+        if self.store == StoreKind.ZOOKEEPER or self.zookeeper_hosts is not None:
+            self.zookeeper()
         if self.store not in tuple(StoreKind):
             dotted("singleton_beat_store", self.store, STORE_ACCEPTED)
         validate.min_replicas("singleton_beat_redis_min_replicas", self.redis_min_replicas)
@@ -212,6 +225,16 @@ class Config(RedisMembers):
         except ConfigurationError as exc:
             raise _named(exc, "singleton_beat_redis_urls") from None
         Keys(self.key_prefix, hash_tags=any(m.cluster for m in members))
+
+    def zookeeper(self) -> ZooKeeperSettings:
+        """The ZooKeeper ensemble of the 'zookeeper' store and lock, checked."""
+        return zookeeper_settings(
+            self.zookeeper_hosts, self.zookeeper_chroot, self.zookeeper_options
+        )
+
+    def zookeeper_root(self) -> str:
+        """The znode the library keeps everything under: the key prefix as a path."""
+        return root_path(self.key_prefix)
 
 
 def _named(exc: ConfigurationError, setting: str) -> ConfigurationError:
@@ -553,8 +576,8 @@ def _import(path: str) -> Any:
 
 #: What ``singleton_beat_store`` accepts.
 STORE_ACCEPTED = (
-    "'redis', 'database', 'sqlalchemy', or the dotted path of a SlotStore subclass or of a "
-    "function (app, config) -> SlotStore"
+    "'redis', 'database', 'sqlalchemy', 'zookeeper', or the dotted path of a SlotStore "
+    "subclass or of a function (app, config) -> SlotStore"
 )
 
 SQLALCHEMY_URL_ACCEPTED = (

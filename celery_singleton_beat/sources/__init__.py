@@ -51,7 +51,8 @@ ACCEPTED = (
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "Conflict", "EntrySpec", "MergedSource", "ScheduleSource", "given_by", "load_source",
+    "Conflict", "EntrySpec", "MergedSource", "ScheduleSource", "entries_given", "given_by",
+    "load_source",
 ]  # fmt: skip
 
 
@@ -198,14 +199,27 @@ def given_by(
     an API call (beat keeps its sources open instead); one that cannot be read raises
     :class:`SourceUnavailable`.
     """
+    _merged, owner, conflicts = _read_once(app, value, besides)
+    return {name: source.name for name, source in owner.items()}, conflicts
+
+
+def entries_given(app: Celery) -> dict[str, EntrySpec]:
+    """Every entry the app's sources give now, by name (a name two sources give: the copy
+    of the one listed first, as beat schedules it); read once, as :func:`given_by`."""
+    merged, _owner, _conflicts = _read_once(app, None, None)
+    return merged
+
+
+def _read_once(
+    app: Celery, value: Any, besides: str | None
+) -> tuple[dict[str, EntrySpec], dict[str, ScheduleSource], list[Conflict]]:
     sources = _sources(app, value, besides)
     try:
         read = [(source, _entries_of(source)) for source in sources]
     finally:
         for source in sources:
             source.close()
-    _merged, owner, conflicts = _merge(read)
-    return {name: source.name for name, source in owner.items()}, conflicts
+    return _merge(read)
 
 
 def _entries_of(source: ScheduleSource) -> Mapping[str, EntrySpec]:

@@ -3,8 +3,9 @@
 - :class:`RuntimeSource` (``"runtime"`` in ``singleton_beat_schedule_source``): the entries
   added with :func:`~celery_singleton_beat.schedule.api.add`;
 - :class:`ControlSource` (always on): the runs asked for with
-  :func:`~celery_singleton_beat.schedule.api.run_now` and the pauses set with
-  :func:`~celery_singleton_beat.schedule.api.pause`, for an entry of any source.
+  :func:`~celery_singleton_beat.schedule.api.run_now`, the pauses set with
+  :func:`~celery_singleton_beat.schedule.api.pause` and the backfills asked for with
+  :func:`~celery_singleton_beat.schedule.backfill`, for an entry of any source.
 
 Both read one document in the app's slot store; the version is its revision, read in the
 same round trip as the replica's heartbeat.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Hashable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celery_singleton_beat.core.slots import OnceSlots, SlotSchedule
 from celery_singleton_beat.schedule.document import (
@@ -73,10 +74,13 @@ class ControlSource(_Revisioned):
         super().__init__(app)
         self.marks = RunMarks(self.store, 86400.0)
         self.paused: frozenset[str] = frozenset()
+        self.backfills: dict[str, dict[str, Any]] = {}
+        """The backfill requests at the last read, by id (see :mod:`..beat.backfill`)."""
 
     def entries(self) -> Mapping[str, EntrySpec]:
         _rev, doc = self.store.read()
         self.paused = frozenset(doc["paused"])
+        self.backfills = dict(doc["backfills"])
         found: dict[str, EntrySpec] = {}
         oldest = time.time() * 1000 - RUN_NOW_KEPT_MS
         for run_id, run in doc["runs"].items():

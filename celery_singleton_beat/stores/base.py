@@ -169,6 +169,14 @@ class Fences(abc.ABC):
         """
 
     @abc.abstractmethod
+    def outcomes(self, fences: Sequence[Fence]) -> list[str | None]:
+        """How each slot was decided (the outcome :meth:`finish` stored on its fence, an
+        :class:`~celery_singleton_beat.core.schema.Outcome` value), None for a fence that
+        is absent or only claimed; in order, in one round trip. Read only: a backfill
+        tells a slot that was sent from one that was skipped. (Redis: the outcome any
+        answering master holds, as :meth:`claim` counts a fence done on any of them.)"""
+
+    @abc.abstractmethod
     def entry_counts(self, name: str) -> dict[str, int]:
         """An entry's progress as the CLI and the dashboard show it: ``last`` (ms),
         ``dispatched`` and ``skipped`` (counts); empty for an entry the store does not

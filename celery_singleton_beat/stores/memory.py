@@ -141,6 +141,12 @@ class MemorySlotStore(SlotStore):
         entry.skipped += outcome.skipped
         return True
 
+    def outcomes(self, fences: Sequence[Fence]) -> list[str | None]:
+        with self._mutex:
+            now = self.clock()
+            found = [self._fence(fence, now) for fence in fences]
+        return [r.outcome if r is not None and r.outcome else None for r in found]
+
     def entry_counts(self, name: str) -> dict[str, int]:
         with self._mutex:
             entry = self._entries.get(name)

@@ -52,6 +52,8 @@ TAKEN_OVER = 3
 DONE = 2
 CLAIMED = 1
 HELD = 0
+#: How a decided fence's value starts (``done:{outcome}``).
+DONE_MARK = "done:"
 
 #: The master's clock in ms, inside a script (Redis 5+ replicates a script's effects, so
 #: reading TIME before writing is allowed).
@@ -540,6 +542,18 @@ class RedisSlotStore(SlotStore):
 
     def count_overlapped(self, entry: str, count: int) -> None:
         self.masters.broadcast([("HINCRBY", self.keys.run_state(entry), "overlapped", count)])
+
+    def outcomes(self, fences: Sequence[Fence]) -> list[str | None]:
+        """The outcome any answering master holds for each fence (a majority must answer)."""
+        if not fences:
+            return []
+        answers = self._majority("slots", [("GET", self.fence_key(n, s)) for n, s in fences])
+        found: list[str | None] = []
+        for index in range(len(fences)):
+            done = [_text(a[index]) for a in answers if a[index] is not None]
+            outcome = next((v[len(DONE_MARK) :] for v in done if v.startswith(DONE_MARK)), None)
+            found.append(outcome)
+        return found
 
     def entry_counts(self, name: str) -> dict[str, int]:
         """The maximum of each field over the masters that answer."""

@@ -4,7 +4,8 @@ Called by :class:`~celery_singleton_beat.runtime.Runtime` only (an import-linter
 keeps it so): every part of the library reaches the store through the app's runtime.
 ``"redis"`` (the default: a majority of the masters in ``singleton_beat_redis_urls``),
 ``"database"`` (the Django app's database store), ``"sqlalchemy"`` (a database through
-SQLAlchemy, :mod:`celery_singleton_beat.stores.sqlalchemy`) or the dotted path of a
+SQLAlchemy, :mod:`celery_singleton_beat.stores.sqlalchemy`), ``"zookeeper"`` (a ZooKeeper
+ensemble, :mod:`celery_singleton_beat.stores.zookeeper`) or the dotted path of a
 :class:`~celery_singleton_beat.stores.base.SlotStore` subclass or of a function
 ``(app, config) -> SlotStore``.
 """
@@ -38,6 +39,10 @@ def store_factory(name: str) -> StoreFactory:
         from celery_singleton_beat.stores.sqlalchemy import SqlAlchemySlotStore  # noqa: PLC0415
 
         return SqlAlchemySlotStore.from_config
+    if name == StoreKind.ZOOKEEPER:
+        from celery_singleton_beat.stores.zookeeper import ZooKeeperSlotStore  # noqa: PLC0415
+
+        return ZooKeeperSlotStore.from_config
     path = DATABASE_STORE if name == StoreKind.DATABASE else name
     found = dotted("singleton_beat_store", path, STORE_ACCEPTED, written=name)
     if isinstance(found, type) and issubclass(found, SlotStore):

@@ -425,6 +425,22 @@ class SqlSlotStore(SlotStore):
                 params,
             )
 
+    def outcomes(self, fences: Sequence[Fence]) -> list[str | None]:
+        if not fences:
+            return []
+
+        def step(cursor: Any, vendor: str) -> list[str | None]:
+            now = self._now(cursor, vendor)
+            rows = self._fence_rows(cursor, vendor, fences)
+            found: list[str | None] = []
+            for fence in fences:
+                row = rows.get(fence)
+                live = row is not None and row[4] > now and row[3] != ""
+                found.append(row[3] if live and row is not None else None)
+            return found
+
+        return self._run("read slots", step, write=False)
+
     def entry_counts(self, name: str) -> dict[str, int]:
         def step(cursor: Any, vendor: str) -> dict[str, int]:
             cursor.execute(

@@ -12,9 +12,12 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpR
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
+
+from celery_singleton_beat.errors import ConfigurationError
 
 from . import conf, control, dashboard
 from .models import Lock, ScheduleAction, SlotDispatch, TaskRun
@@ -184,6 +187,7 @@ class ScheduleActionAdmin(ReadOnlyAdmin):
             "title": _("Schedule control"),
             "opts": self.model._meta,
             "rows": control.rows(app),
+            "backfills": control.backfills(app),
             "can_control": request.user.has_perm("singleton_beat.control_schedule"),
             "actions_url": reverse("admin:singleton_beat_scheduleaction_changelist"),
         }
@@ -196,7 +200,27 @@ class ScheduleActionAdmin(ReadOnlyAdmin):
         if action not in ScheduleAction.Action.values or not name:
             return HttpResponseBadRequest("unknown action or entry")
         app = dashboard.celery_app(conf.load().celery_app)
-        done = control.act(app, action, name, request.user.get_username())
+        try:
+            span = _span(request) if action == ScheduleAction.Action.BACKFILL else None
+            done = control.act(app, action, name, request.user.get_username(), span)
+        except ConfigurationError as exc:
+            messages.error(request, str(exc))
+            return HttpResponseRedirect(reverse("admin:singleton_beat_control"))
         label = ScheduleAction.Action(action).label
         messages.success(request, f"{label}: {name}" + (f" ({done.run_id})" if done.run_id else ""))
         return HttpResponseRedirect(reverse("admin:singleton_beat_control"))
+
+
+def _span(request: HttpRequest) -> tuple[dt.datetime, dt.datetime]:
+    """A backfill's start and end from its form (``datetime-local`` fields, in the current
+    time zone); a field missing or unreadable is named, as the API names a bad one."""
+    found = []
+    for field in ("start", "end"):
+        given = request.POST.get(field, "")
+        moment = parse_datetime(given) if given else None
+        if moment is None:
+            raise ConfigurationError(field, given, "a date and time such as 2026-12-07T05:00")
+        if timezone.is_naive(moment):
+            moment = timezone.make_aware(moment)
+        found.append(moment)
+    return found[0], found[1]

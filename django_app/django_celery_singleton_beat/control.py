@@ -1,4 +1,4 @@
-"""Pause, resume and run now from the admin, for an entry of any schedule source.
+"""Pause, resume, run now and backfill from the admin, for an entry of any schedule source.
 
 The page lists the entries the beat replicas schedule (``beat_schedule``,
 django-celery-beat's rows, runtime entries), each with its source, whether it is paused
@@ -46,10 +46,17 @@ def rows(app: Any, now: dt.datetime | None = None) -> list[dict[str, Any]]:
     return found
 
 
-def act(app: Any, action: str, name: str, user: str) -> ScheduleAction:
-    """Carry out ``action`` (pause, resume, run_now) on entry ``name`` and record it."""
+def act(
+    app: Any, action: str, name: str, user: str, span: tuple[dt.datetime, dt.datetime] | None = None
+) -> ScheduleAction:
+    """Carry out ``action`` (pause, resume, run_now, backfill over ``span``: start and end)
+    on entry ``name`` and record it."""
     run_id = ""
-    if action == ScheduleAction.Action.PAUSE:
+    if action == ScheduleAction.Action.BACKFILL:
+        if span is None:
+            raise ValueError("a backfill needs its start and end")
+        run_id = schedule.backfill(app, name, *span, by=user)
+    elif action == ScheduleAction.Action.PAUSE:
         schedule.pause(app, name, by=user)
     elif action == ScheduleAction.Action.RESUME:
         schedule.resume(app, name)
@@ -60,6 +67,12 @@ def act(app: Any, action: str, name: str, user: str) -> ScheduleAction:
         raise ValueError(f"unknown action {action!r}")
     logger.info("singleton beat: %s asked for %s of entry %r", user, action, name)
     return ScheduleAction.objects.create(entry=name, action=action, user=user, run_id=run_id)
+
+
+def backfills(app: Any) -> list[dict[str, Any]]:
+    """The backfills kept, newest first, with their counts and when each was asked for."""
+    found = schedule.backfill_requests(app)
+    return [{**b, "asked": to_datetime(b["asked"])} for b in reversed(found)]
 
 
 def _message(spec: Mapping[str, Any]) -> dict[str, Any]:

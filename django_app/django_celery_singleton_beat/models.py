@@ -152,19 +152,23 @@ class Lock(models.Model):
 
 
 class ScheduleAction(models.Model):
-    """A pause, resume or run now asked for from the admin: who, what, when."""
+    """A pause, resume, run now or backfill asked for from the admin: who, what, when."""
 
     class Action(models.TextChoices):
         PAUSE = "pause", _("pause")
         RESUME = "resume", _("resume")
         RUN_NOW = "run_now", _("run now")
+        BACKFILL = "backfill", _("backfill")
 
     entry = models.CharField(_("periodic entry"), max_length=255, db_index=True)
     action = models.CharField(_("action"), max_length=16, choices=Action.choices)
     user = models.CharField(_("user"), max_length=150, help_text=_("who asked for it"))
     at = models.DateTimeField(_("at"), auto_now_add=True, db_index=True)
     run_id = models.CharField(
-        _("run id"), max_length=64, blank=True, help_text=_("the run now's id (run now only)")
+        _("run id"),
+        max_length=64,
+        blank=True,
+        help_text=_("the run now's or the backfill's id (run now and backfill only)"),
     )
 
     class Meta:

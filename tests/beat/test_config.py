@@ -90,7 +90,7 @@ def conf(**settings: Any) -> dict[str, Any]:
         (
             {"singleton_beat_store": "mongo"},
             r"singleton_beat_store = 'mongo' is not valid: 'redis', 'database', 'sqlalchemy', "
-            r"or the dotted",
+            r".*or the dotted",
         ),
         (
             {"singleton_beat_store": "no_such.Store"},
@@ -124,6 +124,9 @@ def test_defaults_are_the_documented_ones() -> None:
         "singleton_beat_redis_use_ssl": None,
         "singleton_beat_redis_min_replicas": "auto",
         "singleton_beat_sqlalchemy_url": None,
+        "singleton_beat_zookeeper_hosts": None,
+        "singleton_beat_zookeeper_chroot": None,
+        "singleton_beat_zookeeper_options": None,
     }
 
 

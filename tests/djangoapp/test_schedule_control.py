@@ -3,8 +3,10 @@ control permission only, each action recorded with its user; on real Redis maste
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,8 +16,10 @@ from celery.schedules import crontab
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from celery_singleton_beat import schedule
+from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.schedule.document import ScheduleDocument
 from celery_singleton_beat.testing import RedisServer
 from django_celery_singleton_beat.models import ScheduleAction
@@ -48,10 +52,10 @@ def staff(name: str, *perms: str) -> Client:
     return client
 
 
-def post(client: Client, action: str, entry: str, csrf: bool = True) -> Any:
+def post(client: Client, action: str, entry: str, csrf: bool = True, **fields: str) -> Any:
     page = client.get(reverse(PAGE))
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode())
-    data = {"entry": entry}
+    data = {"entry": entry, **fields}
     if csrf:
         assert token is not None, "the page has a CSRF-protected form"
         data["csrfmiddlewaretoken"] = token.group(1)
@@ -137,3 +141,49 @@ def test_run_now_clicked_from_two_sessions_at_once_asks_for_one_run() -> None:
     assert len(runs()) == 1
     ids = {a.user: a.run_id for a in ScheduleAction.objects.all()}
     assert ids == {"ann": next(iter(runs())), "bob": next(iter(runs()))}
+
+
+def form_time(moment: dt.datetime) -> str:
+    """As a ``datetime-local`` field sends it: the current time zone, no offset."""
+    return timezone.localtime(moment).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def test_a_backfill_asked_for_on_the_page_is_recorded_and_listed_with_its_counts() -> None:
+    store = Runtime.of(APP).open_store(0.5)
+    try:
+        store.init([("report", 10_000)], round(time.time() * 1000))  # beat has seen it
+    finally:
+        store.close()
+    ops = staff("ops", *CONTROL)
+    end = timezone.now().replace(microsecond=0) - dt.timedelta(minutes=1)
+    start = end - dt.timedelta(minutes=10)
+    answer = post(ops, "backfill", "report", start=form_time(start), end=form_time(end))
+    assert answer.status_code == 302
+    (asked,) = schedule.backfill_requests(APP)
+    assert (asked["entry"], asked["by"], asked["total"], asked["state"]) == (
+        "report", "ops", 60, "running",
+    )  # fmt: skip
+    done = ScheduleAction.objects.get()
+    assert (done.entry, done.action, done.user, done.run_id) == (
+        "report", "backfill", "ops", asked["id"],
+    )  # fmt: skip
+    page = ops.get(reverse(PAGE)).content.decode()
+    row = re.search(rf'data-backfill="{asked["id"]}">(.*?)</tr>', page, re.S)
+    assert row is not None
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", row.group(1))
+    assert [cells[0], *cells[2:]] == ["report", "ops", "60", "0", "0", "0", "running"]
+
+
+def test_a_backfill_the_api_refuses_is_shown_as_an_error_and_writes_nothing() -> None:
+    ops = staff("ops", *CONTROL)
+    now = timezone.now()
+    answer = post(ops, "backfill", "nightly", start=form_time(now - dt.timedelta(hours=1)),
+                  end=form_time(now + dt.timedelta(hours=1)))  # fmt: skip
+    assert answer.status_code == 302
+    page = ops.get(reverse(PAGE)).content.decode()
+    assert "is not valid: a time not after now (later slots are beat&#x27;s)" in page
+    missing = post(ops, "backfill", "nightly", start="", end=form_time(now))
+    assert missing.status_code == 302
+    shown = ops.get(reverse(PAGE)).content.decode()
+    assert "Start = &#x27;&#x27; is not valid: a date and time such as" in shown
+    assert (schedule.backfill_requests(APP), ScheduleAction.objects.count()) == ([], 0)

@@ -1,7 +1,7 @@
 """The lock contract, run against every backend: MemoryLock, Redlock over 1, 3 and 5
 masters and on a Redis Cluster (3 primaries with a replica each), and the SQL lock on
 SQLite, PostgreSQL and MariaDB through the Django app's DatabaseLock and through
-SQLAlchemy (SqlAlchemyLock)."""
+SQLAlchemy (SqlAlchemyLock), and ZooKeeperLock on a ZooKeeper server."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from tests.support.databases import (
     params=[
         *with_databases("memory", "redlock-1", "redlock-3", "redlock-5", "redlock-cluster"),
         *(f"sqlalchemy-{vendor}" for vendor in SQLALCHEMY_VENDORS),
+        "zookeeper",
     ]
 )
 def lock(
@@ -38,6 +39,10 @@ def lock(
         backend: LockBackend = SqlAlchemyLock(sqlalchemy_database(request, detail))
     elif kind == "memory":
         backend = MemoryLock()
+    elif kind == "zookeeper":
+        from celery_singleton_beat.locks.zookeeper import ZooKeeperLock
+
+        backend = ZooKeeperLock(request.getfixturevalue("zookeeper")())
     elif request.param == "redlock-cluster":
         sharded: RedisClusterServers = request.getfixturevalue("shared_sharded_cluster")
         backend = Redlock.from_urls([sharded.url], node_timeout=0.2)

@@ -1,6 +1,6 @@
 """The slot-store contract, run against every store: memory, Redis over 1, 3 and 5 real
 masters, a Redis Cluster (3 primaries with a replica each), and the Django app's database
-store on SQLite, PostgreSQL and MariaDB.
+store on SQLite, PostgreSQL and MariaDB, and a ZooKeeper server.
 
 Expiry is real time on the store's own clock, with TTLs of a few tenths of a second.
 """
@@ -35,6 +35,7 @@ MISSED = Outcome.SKIPPED_MISFIRE.value
     params=[
         *with_databases("memory", "redis-1", "redis-3", "redis-5", "redis-cluster"),
         *(f"sqlalchemy-{vendor}" for vendor in SQLALCHEMY_VENDORS),
+        "zookeeper",
     ]
 )
 def store(
@@ -48,6 +49,10 @@ def store(
         made: SlotStore = SqlAlchemySlotStore(url)
     elif kind == "memory":
         made = MemorySlotStore()
+    elif kind == "zookeeper":
+        from celery_singleton_beat.stores.zookeeper import ZooKeeperSlotStore
+
+        made = ZooKeeperSlotStore(request.getfixturevalue("zookeeper")())
     elif request.param == "redis-cluster":
         sharded: RedisClusterServers = request.getfixturevalue("shared_sharded_cluster")
         made = RedisSlotStore(Masters.from_urls([sharded.url], 1.0), "contract:")
@@ -140,6 +145,15 @@ def test_a_decided_slot_is_done_for_everyone(store: SlotStore) -> None:
     store.finish([SlotOutcome("e", 1, SENT, 1, 0)], "a", 60)
     assert [c.status for c in store.claim([("e", 1)], "a", ttl=1, retention=60)] == [DONE]
     assert [c.status for c in store.claim([("e", 1)], "b", ttl=1, retention=60)] == [DONE]
+
+
+def test_outcomes_tell_a_sent_slot_from_a_skipped_one_and_an_undecided_one(
+    store: SlotStore,
+) -> None:
+    store.claim([("e", 1), ("e", 2), ("e", 3)], "a", ttl=5, retention=60)
+    store.finish([SlotOutcome("e", 1, SENT, 1, 0), SlotOutcome("e", 2, MISSED, 0, 1)], "a", 60)
+    assert store.outcomes([("e", 1), ("e", 2), ("e", 3), ("e", 4)]) == [SENT, MISSED, None, None]
+    assert store.outcomes([]) == []
 
 
 def test_a_given_back_claim_is_claimed_at_once_and_not_as_a_take_over(
