@@ -230,6 +230,8 @@ class Dispatcher:
         )  # fmt: skip
         plan.held.discard(slot)
         verdict = decide(view, claim.last, now, plan.policy.misfire, plan.policy.misfire_grace)
+        if plan.policy.paused:  # an old schedule that ends while paused: nothing is sent
+            verdict = Verdict.SKIP
         counted = this.left_out if slot == this.oldest and not view.resumed else 0
         if verdict is Verdict.FIRE and not self.may_publish():
             batch.giveback.append(PlanSlot(plan, slot))

@@ -74,6 +74,9 @@ HEARTBEAT_TTL = defaults.HEARTBEAT_TTL
 SLOT_HEADER = Header.SLOT.value
 ENTRY_HEADER = Header.ENTRY.value
 REPLICA_HEADER = Header.REPLICA.value
+#: Milliseconds after a change is seen until a changed entry looks again at the slots of
+#: its old schedule that another replica held then.
+HELD_AGAIN = 250
 
 
 @dataclasses.dataclass
@@ -346,14 +349,16 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         changes = compare(self.plans, self._build(specs, previous))
         if not changes:
             return
+        now = self.runtime.now_ms()
         self._unknown_tasks.warn(changes.plans.values())
-        self.plans = changes.plans
+        running, self.plans = self.plans, changes.plans
         self.data = {name: plan.entry for name, plan in self.plans.items()}
-        self._report_scheduled([(name, self.runtime.now_ms(), None) for name in changes.removed])
+        self._report_scheduled([(name, now, None) for name in changes.removed])
         if self._initialized:
             try:
-                self.store.mark_gone(changes.removed, self.runtime.now_ms())
-                self._start_fresh(changes)
+                self._finish_old(running, changes, now)
+                self.store.mark_gone(changes.removed, now)
+                self._start_fresh(changes, now)
             except StoreUnavailable:
                 self._initialized = False  # every plan is loaded again once a majority answers
                 raise
@@ -390,11 +395,35 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                     built[name] = self.plans[name]
         return built
 
-    def _start_fresh(self, changes: Changes) -> None:
-        """Added and changed plans start from their first slot after now (one with a
+    def _finish_old(self, running: dict[str, Plan], changes: Changes, now: int) -> None:
+        """The slots a changed or removed entry's old schedule had due up to ``now``, the
+        moment the change is seen, are that version's: they are decided by it (sent, held
+        back or counted missed) before the new version starts after ``now``. A change
+        seen just after a slot fell due must not lose it::
+
+            editor:  save every 4 s (was 8 s)
+            replica:      ── slot 16.000 due ── tick 16.080: change seen ── next slot 20
+                                                 slot 16 decided here, as the old version's
+
+        A replica that read the source a moment later would have sent it anyway; the
+        dashboard counts it under the old version, whose slots run up to the new one's
+        ``since`` (``now``). Slots another replica holds stay in view of the new plan.
+        An entry paused then has its old schedule's slots of the pause counted missed: a
+        resume decides only the new schedule's."""
+        ending = [running[p.name] for p in changes.changed]
+        ending += [running[name] for name in changes.removed]
+        due = [plan for plan in ending if plan.next_slot is not None and plan.next_slot <= now]
+        if due:
+            if self._broker_cold:
+                self._warm_broker()
+            self.dispatcher.dispatch(due, now)
+        for plan in changes.changed:
+            plan.held |= running[plan.name].held
+
+    def _start_fresh(self, changes: Changes, now: int) -> None:
+        """Added and changed plans start from their first slot after ``now`` (one with a
         single slot from that slot); resumed ones from where they stopped (their missed
         slots follow the misfire policy)."""
-        now = self.runtime.now_ms()
         fresh = [plan for plan in changes.fresh if not isinstance(plan.slots, OnceSlots)]
         owed: list[tuple[str, int, Slots | None]] = []
         for plan in changes.fresh:
@@ -411,7 +440,9 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 if anchor is not None:
                     plan.slots.anchor_ms = anchor  # type: ignore[attr-defined]
                 plan.next_slot = plan.slots.next_after(max(last, now))
-                self.wakeups.wake(plan, plan.send_at(plan.next_slot))
+                self.wakeups.wake(
+                    plan, _sooner(plan.send_at(plan.next_slot), now + HELD_AGAIN, plan.held)
+                )
                 owed.append((plan.name, max(last, now), plan.slots))
             self._broker_cold = True
         self._report_scheduled(owed)
@@ -514,6 +545,13 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             )
         elif previous is not None:
             logger.warning("singleton beat: %s again", self.store.up_text)
+
+
+def _sooner(when: int | None, held_again: int, held: set[int]) -> int | None:
+    """When to look at a plan next: at ``when``, or sooner while it has held slots."""
+    if not held:
+        return when
+    return held_again if when is None else min(when, held_again)
 
 
 def _metrics_renderer() -> Callable[[], tuple[bytes, str]] | None:

@@ -5,12 +5,14 @@
 
 - *added* (a name not scheduled before, or scheduled again after being disabled) and
   *changed* (its slots differ: another schedule, timezone or bounds) plans start from
-  their first slot after the moment the change is seen; the slots an entry dispatched
-  keep their fences (``fire:{name}:{slot}``), so a slot both schedules share is not sent
-  twice;
+  their first slot after the moment the change is seen; a changed entry's old slots up
+  to that moment are still decided by the old plan (sent, held back or counted missed),
+  so that an edit seen just after a slot fell due loses no slot; the slots an entry
+  dispatched keep their fences (``fire:{name}:{slot}``), so a slot both schedules share
+  is not sent twice;
 - *kept* plans (same slots) keep their progress and take the new task, arguments,
   options and policy (a pause or a resume);
-- *removed* plans stop.
+- *removed* plans stop, once their slots due up to that moment are decided.
 """
 
 from __future__ import annotations

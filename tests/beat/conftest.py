@@ -21,14 +21,16 @@ def clock() -> FakeClock:
 @pytest.fixture
 def make(
     redis_cluster: Callable[[int], list[RedisServer]], clock: FakeClock
-) -> Iterator[Callable[[dict[str, Any]], Scheduler]]:
+) -> Iterator[Callable[..., Scheduler]]:
     master = redis_cluster(1)[0]
     made: list[Scheduler] = []
 
-    def build(schedule: dict[str, Any]) -> Scheduler:
+    def build(schedule: dict[str, Any], monotonic: bool = False, **settings: Any) -> Scheduler:
+        """A scheduler of ``schedule`` on ``clock`` (its monotonic clock too: heartbeats
+        and reads of the schedule source, with ``monotonic``)."""
         app = Celery("clock-tests", broker="memory://")
-        app.conf.update(singleton_beat_redis_urls=[master.url], beat_schedule=schedule)
-        made.append(Scheduler(app=on_clock(app, clock)))
+        app.conf.update(singleton_beat_redis_urls=[master.url], beat_schedule=schedule, **settings)
+        made.append(Scheduler(app=on_clock(app, clock, monotonic=monotonic)))
         return made[-1]
 
     yield build

@@ -327,6 +327,18 @@ def test_expected_counts_each_version_of_an_edited_interval_and_missed_the_pause
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_slot_due_when_an_edit_is_seen_is_decided_under_the_old_version(beat: Beat) -> None:
+    """Edited just before 00:00:10 and seen at 00:00:10.05, in the tick the slot falls
+    due in: the old version's slot 10 is sent, the new version owes the slots after."""
+    beat.run(until=9.5)  # 00:00:05; the last tick at 00:00:09.8
+    edit(tick={"task": "reports.tick", "schedule": 4.0})
+    beat.run(until=16)  # seen at 00:00:10.05: 10 sent, then 12 and 16
+    tick = beat.entry("tick")
+    counts = (tick["expected"], tick["dispatched"], tick["missed"], tick["undecided"])
+    assert counts == (4, 4, 0, 0)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_slots_that_pass_while_an_entry_is_still_paused_count_as_missed(beat: Beat) -> None:
     beat.run(until=11)  # 00:00:05, 00:00:10
     schedule.pause(beat.app, "tick", by="ops")

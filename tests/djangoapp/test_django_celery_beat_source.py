@@ -117,7 +117,7 @@ def test_a_django_celery_beat_schedule_edited_while_three_replicas_run_is_follow
     cron.save()
     cron_changed = time.time()
     time.sleep(2)
-    task("added", interval=every(2))
+    added = task("added", interval=every(2))
     added_at = time.time()
     time.sleep(3)
     cluster.kill(replicas[0])
@@ -136,6 +136,14 @@ def test_a_django_celery_beat_schedule_edited_while_three_replicas_run_is_follow
     tick.save()
     on = time.time()
     replicas.append(cluster.start_replica("r4"))
+    # "added" slowed to every 4 s just before a slot of both schedules, the save seen
+    # just after it: the slot is still sent (as the 2 s schedule's), none is lost
+    boundary = (int(time.time()) // 4 + 2) * 4
+    time.sleep(max(0.0, boundary - 0.2 - time.time()))
+    added.refresh_from_db()
+    added.interval = every(4)
+    added.save()
+    slower = time.time()
     time.sleep(max(0.0, cron_changed + 63 - time.time()))
     for replica in replicas[1:]:
         replica.popen.terminate()
@@ -146,7 +154,8 @@ def test_a_django_celery_beat_schedule_edited_while_three_replicas_run_is_follow
 
     for replica in replicas[1:3]:  # the two replicas that ran through every edit
         seen = changes_seen(replica.text())
-        late = [t for t in (cron_changed, added_at, created, off, on) if not seen_within(seen, t)]
+        edits = (cron_changed, added_at, created, off, on, slower)
+        late = [t for t in edits if not seen_within(seen, t)]
         assert late == [], f"{replica.name} did not follow the edits at {late} within {PICKUP} s"
     counts = {name: slots(rows, name) for name in ("tick", "cron", "added", "once", "clocked")}
     assert {n: [s for s, k in c.items() if k > 1] for n, c in counts.items()} == {
@@ -157,7 +166,9 @@ def test_a_django_celery_beat_schedule_edited_while_three_replicas_run_is_follow
     assert within(counts["tick"], off + PICKUP, on) == []
     assert missing(counts["tick"], interval_slots(1, on + PICKUP, last)) == []
     assert within(counts["added"], 0, added_at) == []
-    assert missing(counts["added"], interval_slots(2, added_at + PICKUP, last)) == []
+    assert missing(counts["added"], interval_slots(2, added_at + PICKUP, boundary)) == []
+    assert missing(counts["added"], interval_slots(4, boundary, last)) == []
+    assert [s for s in within(counts["added"], slower + PICKUP, last) if s % 4000] == []
     minutes = within(counts["cron"], cron_changed + PICKUP, last)
     assert within(counts["cron"], 0, cron_changed) == []
     assert missing(counts["cron"], interval_slots(60, cron_changed + PICKUP, last)) == []

@@ -24,10 +24,14 @@ from sqlalchemy_celery_beat.models import (
 )
 from sqlalchemy_celery_beat.schedulers import ModelEntry
 
+from celery_singleton_beat.beat.scheduler import Scheduler
 from celery_singleton_beat.connections.sqlalchemy import engine_for
-from celery_singleton_beat.core.slots import SlotSchedule, schedule_tz, slots_for
+from celery_singleton_beat.core.slots import SlotSchedule, schedule_tz, slot_label, slots_for
+from celery_singleton_beat.observe import events
 from celery_singleton_beat.sources.periodic_tasks import ONE_OFF_DELAY
 from celery_singleton_beat.sources.sqlalchemy_celery_beat import SqlAlchemyCeleryBeatSource
+from celery_singleton_beat.testing import FakeClock
+from tests.support.clocked import on_clock, run
 
 UTC = dt.timezone.utc
 NOW = dt.datetime.now(UTC).replace(microsecond=0)
@@ -164,3 +168,29 @@ def test_each_slot_is_counted_once_and_a_one_off_row_is_disabled(
     assert stamp.replace(tzinfo=stamp.tzinfo or UTC).timestamp() == 1_800_000_000.0
     assert source.version() != before, "disabling the one-off row is announced"
     assert session.get(PeriodicTaskChanged, 1) is not None
+
+
+def test_a_row_edited_just_before_a_slot_and_read_just_after_it_still_sends_the_slot(
+    app: Celery, session: Session, redis_cluster: Any, fired: list[events.SlotFired]
+) -> None:
+    """Saved at 00:00:15.8, read at 00:00:16.08 (the tick slot 16 falls due in): slot 16
+    is the old schedule's, and sent; then every 4 s."""
+    clock = FakeClock("2026-01-01T00:00:00.58")  # the version read at .08 of each second
+    row = add(session, "e", IntervalSchedule(every=8, period="seconds"))
+    app.conf.update(
+        singleton_beat_redis_urls=[redis_cluster(1)[0].url],
+        singleton_beat_schedule_source="sqlalchemy_celery_beat",
+    )
+    sched = Scheduler(app=on_clock(app, clock, monotonic=True))
+    try:
+        run(sched, clock, "2026-01-01T00:00:15.6", step=0.5)
+        shorter = IntervalSchedule(every=4, period="seconds")
+        session.add(shorter)
+        session.flush()
+        row.schedule_model = shorter
+        session.commit()
+        run(sched, clock, "2026-01-01T00:00:24.1", step=0.5)
+    finally:
+        sched.close()
+    sent = [slot_label(round(e.slot.timestamp() * 1000)) for e in fired]
+    assert sent == [f"2026-01-01T00:00:{s:02d}.000Z" for s in (8, 16, 20, 24)]

@@ -11,9 +11,13 @@ from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.testing import FakeClock
 
 
-def on_clock(app: Celery, clock: FakeClock) -> Celery:
-    """The app, its scheduler running on ``clock``."""
-    Runtime.of(app).clock = clock
+def on_clock(app: Celery, clock: FakeClock, *, monotonic: bool = False) -> Celery:
+    """The app, its scheduler running on ``clock`` (its monotonic clock too, with
+    ``monotonic``: then ``clock`` says when it heartbeats and reads its source)."""
+    runtime = Runtime.of(app)
+    runtime.clock = clock
+    if monotonic:
+        runtime.monotonic = clock.monotonic
     return app
 
 
@@ -21,4 +25,4 @@ def run(sched: Scheduler, clock: FakeClock, until: str, step: float) -> None:
     end = dt.datetime.fromisoformat(until).replace(tzinfo=dt.timezone.utc).timestamp()
     while clock.now <= end:
         sched.tick()
-        clock.now += step
+        clock.advance(step)
