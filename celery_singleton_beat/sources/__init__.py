@@ -184,6 +184,13 @@ class MergedSource(ScheduleSource):
                 source.published_many(owned[id(source)], sent_at)
 
     def close(self) -> None:
+        """Close the sources; the conflicts counted while they were read are withdrawn
+        (the count is of the entries this beat leaves out, and it leaves out no more)."""
+        for conflict in self.conflicts:
+            events.emit(
+                events.EntryConflict(conflict.entry, conflict.kept, conflict.left_out, gone=True)
+            )
+        self.conflicts = []
         for source in self.sources:
             source.close()
 

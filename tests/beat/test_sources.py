@@ -15,6 +15,7 @@ from django_celery_beat.tzcrontab import TzAwareCrontab
 from celery_singleton_beat.beat.scheduler import Scheduler
 from celery_singleton_beat.core.entries import Entry, Plan
 from celery_singleton_beat.errors import ConfigurationError
+from celery_singleton_beat.observe import events
 from celery_singleton_beat.sources import EntrySpec, MergedSource, ScheduleSource
 from celery_singleton_beat.sources.beat_schedule import BeatScheduleSource
 from celery_singleton_beat.testing import RedisServer
@@ -79,6 +80,22 @@ def test_an_entry_name_in_two_sources_is_taken_from_the_one_listed_first_and_log
     flipped = MergedSource(app, [extra, BeatScheduleSource(app)])
     assert flipped.entries() == {"report": {"task": "t", "schedule": 60.0}}
     assert flipped.source_of("report") == "extra"
+    flipped.close()
+
+
+def test_closing_the_sources_withdraws_the_conflicts_they_counted() -> None:
+    app = app_with("beat_schedule")
+    seen: list[events.Event] = []
+    unsubscribe = events.subscribe(seen.append)
+    try:
+        merged = MergedSource(app, [BeatScheduleSource(app), ExtraSource(app)])
+        merged.entries()
+        merged.close()
+    finally:
+        unsubscribe()
+    conflicts = [e for e in seen if isinstance(e, events.EntryConflict)]
+    assert [(e.entry, e.gone) for e in conflicts] == [("report", False), ("report", True)]
+    assert merged.conflicts == []
 
 
 def test_an_unknown_source_is_refused_at_start_naming_the_setting_and_the_accepted_form() -> None:
