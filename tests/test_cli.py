@@ -563,3 +563,18 @@ def test_check_and_status_follow_a_sentinel_broker(tmp_path: Path) -> None:
     ) in checked.stdout.splitlines(), checked.stdout + checked.stderr
     assert not [line for line in checked.stdout.splitlines() if line.startswith("ERROR")]
     assert f"  {name} up" in status.stdout, status.stdout + status.stderr
+
+
+def test_status_shows_how_far_a_replica_reading_its_entries_got() -> None:
+    from celery_singleton_beat.ops.cli import _status_text
+
+    replica = {"host": "beat-1", "pid": 7, "mode": "active", "role": "active", "seen_ago": 0.4}
+    data = {
+        "health": "healthy", "problems": [], "store": "3 Redis master(s)", "masters": [],
+        "replicas": [{**replica, "entries": 100_000, "initialised": 40_000}],
+        "entries": [],
+    }  # fmt: skip
+    assert (
+        "  beat-1:7        active  active   heartbeat 0.4s ago; initialised 40,000 of "
+        "100,000 entries" in _status_text(data).splitlines()
+    )
