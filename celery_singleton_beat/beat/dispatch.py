@@ -273,16 +273,16 @@ class Dispatcher:
         if slot > batch.newest.get(plan.name, -1):
             batch.newest[plan.name] = slot
         if claim.status == ClaimStatus.DONE:
-            plan.held.discard(slot)
+            plan.release(slot)
             return
         if claim.status == ClaimStatus.HELD:
-            plan.held.add(slot)
+            plan.hold(slot)
             batch.retry[plan.name] = random.randint(50, 250)
             return
         view = SlotView(
             slot, newest=slot == this.newest, resumed=claim.taken_over or slot in plan.held
         )
-        plan.held.discard(slot)
+        plan.release(slot)
         policy = plan.policy
         decided_at = now - self.grace_ms if self._taken_over(plan, now) else now
         verdict = decide(view, claim.last, decided_at, policy.misfire, policy.misfire_grace)
@@ -355,7 +355,7 @@ class Dispatcher:
         """Mark the decided slots done, give back the rest, count and wake the entries."""
         self.fences.unclaim([(p.name, s) for p, s in batch.giveback], batch.token)
         for plan, slot in batch.giveback:
-            plan.held.add(slot)
+            plan.hold(slot)
             batch.retry.setdefault(plan.name, 0)
         self._tell_source(batch.outcomes)
         marked = self.fences.finish(batch.outcomes, batch.token, self.config.fence_retention)
