@@ -627,3 +627,18 @@ def test_check_audits_the_entries_of_every_source_not_only_beat_schedule(
         "would discard its messages (check the name, and that its module is imported: "
         "imports, include or autodiscover_tasks)",
     ]
+
+
+def test_status_shows_how_far_a_replica_reading_its_entries_got() -> None:
+    from celery_singleton_beat.ops.cli import _status_text
+
+    replica = {"host": "beat-1", "pid": 7, "mode": "active", "role": "active", "seen_ago": 0.4}
+    data = {
+        "health": "healthy", "problems": [], "store": "3 Redis master(s)", "masters": [],
+        "replicas": [{**replica, "entries": 100_000, "initialised": 40_000}],
+        "entries": [],
+    }  # fmt: skip
+    assert (
+        "  beat-1:7        active  active   heartbeat 0.4s ago; initialised 40,000 of "
+        "100,000 entries" in _status_text(data).splitlines()
+    )

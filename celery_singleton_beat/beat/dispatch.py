@@ -24,16 +24,18 @@ import dataclasses
 import logging
 import random
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from celery_singleton_beat.beat.claims import ClaimKeeper
 from celery_singleton_beat.beat.stopping import stop_signals_held
 from celery_singleton_beat.beat.wakeups import Wakeups
 from celery_singleton_beat.core import overlap
-from celery_singleton_beat.core.decide import SlotView, Verdict, decide
+from celery_singleton_beat.core.batches import batches, name_size
+from celery_singleton_beat.core.decide import ON_TIME, SlotView, Verdict, decide
 from celery_singleton_beat.core.entries import Plan
 from celery_singleton_beat.core.schema import ClaimStatus, Misfire, Outcome, Overlap, SkipReason
+from celery_singleton_beat.core.share import Share
 from celery_singleton_beat.core.slots import slot_label, slot_task_id, to_datetime
 from celery_singleton_beat.observe import events
 from celery_singleton_beat.runtime import Runtime
@@ -45,6 +47,11 @@ logger = logging.getLogger(__name__)
 
 #: Slots claimed per round trip when many are due at once.
 CLAIM_CHUNK = 500
+#: Seconds one pass spends dispatching at most; the due slots left wait for the next pass
+#: (a few ms later), so that the loop heartbeats between the chunks of a large burst.
+DISPATCH_BUDGET = 1.0
+#: A slot decided within this long of its time is on time (ms).
+ON_TIME_MS = int(ON_TIME * 1000)
 #: Unhandled slots of one entry claimed one by one (the newest); older ones are counted.
 BACKLOG = 64
 #: The fence outcome of a slot its entry's overlap policy held back.
@@ -153,35 +160,87 @@ class Dispatcher:
         self.may_publish = may_publish
         """Whether this replica may publish now (in leader mode: while its lease holds)."""
         self.replica = replica
+        self.share: Share | None = None
+        """The entries this replica claims when their slots fall due (None: all of them);
+        another replica's slots it claims once they are late by the share grace."""
+        self.grace_ms = int(self.config.share_grace * 1000)
+        self._before: tuple[Share | None, int] = (None, 0)
+        """The share before the last change, and when it changed (ms)."""
+
+    def follow(self, share: Share, now: int) -> None:
+        """Claim ``share``'s entries when due from now on."""
+        self._before, self.share = (self.share, now), share
 
     def dispatch(self, due: list[Plan], now: int) -> None:
         """Claim, decide, publish and finish the due slots of ``due``, a chunk at a time."""
         work: list[PlanSlot] = []
+        theirs: list[PlanSlot] = []  # claimed after this replica's own share
         passes: dict[str, _Pass] = {}
         for plan in due:
-            slots, left_out = plan.due(now, BACKLOG)
+            owns = self._owns(plan)
+            horizon = now if owns else now - self.grace_ms
+            slots, left_out = plan.due(horizon, BACKLOG)
             if not slots:
-                self.wakeups.wake(plan, plan.send_at(plan.next_slot))
+                self.wakeups.wake(plan, self._wake_for(plan, plan.send_at(plan.next_slot)))
                 continue
             fresh = [s for s in slots if s not in plan.held]
             oldest = fresh[0] if fresh else slots[0]
-            passes[plan.name] = _Pass(plan.newest_due(now), left_out, oldest)
-            work.extend(PlanSlot(plan, slot) for slot in slots)
-        chunks = [work[first : first + CLAIM_CHUNK] for first in range(0, len(work), CLAIM_CHUNK)]
+            passes[plan.name] = _Pass(plan.newest_due(horizon), left_out, oldest)
+            (work if owns else theirs).extend(PlanSlot(plan, slot) for slot in slots)
+        work.extend(theirs)
+        chunks = list(batches(work, _slot_size, count=CLAIM_CHUNK))
         done = 0
+        until = self.runtime.monotonic() + DISPATCH_BUDGET
         try:
             for chunk in chunks:
                 with stop_signals_held():
                     self._dispatch_chunk(chunk, passes, now)
                 done += 1
-        except BaseException:
-            # the store stopped answering: the entries of this chunk and of those not
-            # reached yet are looked at again once it is back, not dropped
+                if self.runtime.monotonic() >= until:
+                    break
+        finally:
+            # the store stopped answering, or the pass's time is up: the entries of the
+            # chunks not reached are looked at again (at once, or once the store is back)
             for plan, _slot in (item for chunk in chunks[done:] for item in chunk):
                 self.wakeups.wake(plan, plan.wake)
-            raise
 
-    def _dispatch_chunk(self, work: list[PlanSlot], passes: dict[str, _Pass], now: int) -> None:
+    def _owns(self, plan: Plan) -> bool:
+        return self.share is None or self.share.owns(plan.name)
+
+    def _taken_over(self, plan: Plan, now: int) -> bool:
+        """Whether ``plan``'s slots come to this replica from another's share: it is not
+        this replica's, or it was not before the share moved (within the grace and the
+        on-time second). Such a slot is decided as of the grace ago, so that a slot a dead
+        owner left is on time when taken over after the grace."""
+        if not self._owns(plan):
+            return True
+        before, moved = self._before
+        return (
+            before is not None
+            and now - moved <= self.grace_ms + ON_TIME_MS
+            and not before.owns(plan.name)
+        )
+
+    def wake_seen(self, plan: Plan, when: int | None, now: int) -> None:
+        """Look at ``plan`` at ``when`` (ms), a time this replica just learned (the
+        entry's progress read, the entry resumed). Another replica's entry is looked at
+        the share grace after both ``when`` and ``now``: its owner learns it at about the
+        same moment, and decides its slots first. ``when`` is a slot's time: the plan is
+        woken at its send time (its jitter added)."""
+        when = plan.send_at(when)
+        if when is None or self._owns(plan):
+            self.wakeups.wake(plan, when)
+        else:
+            self.wakeups.wake(plan, max(when, now) + self.grace_ms)
+
+    def _wake_for(self, plan: Plan, slot: int | None) -> int | None:
+        """When to look at ``plan`` for ``slot``: at once if this replica owns the entry,
+        else once the slot is late by the share grace."""
+        if slot is None or self._owns(plan):
+            return slot
+        return slot + self.grace_ms
+
+    def _dispatch_chunk(self, work: Sequence[PlanSlot], passes: dict[str, _Pass], now: int) -> None:
         """Claim a chunk of slots in one round trip, publish ours, finish them in one more.
 
         While the chunk is being published a keeper thread extends its claims, so that a
@@ -218,19 +277,21 @@ class Dispatcher:
         if slot > batch.newest.get(plan.name, -1):
             batch.newest[plan.name] = slot
         if claim.status == ClaimStatus.DONE:
-            plan.held.discard(slot)
+            plan.release(slot)
             return
         if claim.status == ClaimStatus.HELD:
-            plan.held.add(slot)
+            plan.hold(slot)
             batch.retry[plan.name] = random.randint(50, 250)
             return
         view = SlotView(
             slot, newest=slot == this.newest, resumed=claim.taken_over or slot in plan.held,
             offset=plan.offset(slot),
         )  # fmt: skip
-        plan.held.discard(slot)
-        verdict = decide(view, claim.last, now, plan.policy.misfire, plan.policy.misfire_grace)
-        if plan.policy.paused:  # an old schedule that ends while paused: nothing is sent
+        plan.release(slot)
+        policy = plan.policy
+        decided_at = now - self.grace_ms if self._taken_over(plan, now) else now
+        verdict = decide(view, claim.last, decided_at, policy.misfire, policy.misfire_grace)
+        if policy.paused:  # an old schedule that ends while paused: nothing is sent
             verdict = Verdict.SKIP
         counted = this.left_out if slot == this.oldest and not view.resumed else 0
         if verdict is Verdict.FIRE and not self.may_publish():
@@ -302,7 +363,7 @@ class Dispatcher:
         """Mark the decided slots done, give back the rest, count and wake the entries."""
         self.fences.unclaim([(p.name, s) for p, s in batch.giveback], batch.token)
         for plan, slot in batch.giveback:
-            plan.held.add(slot)
+            plan.hold(slot)
             batch.retry.setdefault(plan.name, 0)
         self._tell_source(batch.outcomes)
         marked = self.fences.finish(batch.outcomes, batch.token, self.config.fence_retention)
@@ -323,7 +384,7 @@ class Dispatcher:
             after = plan.slots.next_after(batch.newest[name])
             if plan.next_slot is not None and (after is None or after > plan.next_slot):
                 plan.next_slot = after
-            wake = plan.send_at(plan.next_slot)
+            wake = self._wake_for(plan, plan.send_at(plan.next_slot))
             if plan.held and name in batch.retry:
                 retry = now + batch.retry[name]
                 wake = retry if wake is None else min(wake, retry)
@@ -404,6 +465,10 @@ class Dispatcher:
                 detail=f"{type(exc).__name__}: {exc}"[:500],
             )
         )  # fmt: skip
+
+
+def _slot_size(item: PlanSlot) -> int:
+    return name_size(item.plan.name)
 
 
 def log_fields(replica: str, plan: Plan | None, slot: int | None) -> dict[str, Any]:

@@ -41,12 +41,15 @@ from celery_singleton_beat.beat.backfill import Backfiller
 from celery_singleton_beat.beat.dispatch import CLAIM_CHUNK, Dispatcher, log_fields
 from celery_singleton_beat.beat.health import HealthServer, Probed
 from celery_singleton_beat.beat.leadership import Leadership
+from celery_singleton_beat.beat.loading import Loader
 from celery_singleton_beat.beat.unknown_tasks import UnknownTasks
 from celery_singleton_beat.beat.wakeups import LONGEST_SLEEP, Wakeups
 from celery_singleton_beat.core import overlap
+from celery_singleton_beat.core.batches import batches, name_size
 from celery_singleton_beat.core.entries import Entry, Plan
 from celery_singleton_beat.core.replan import Changes, compare
-from celery_singleton_beat.core.schema import PAUSE_KINDS, Header, Overlap
+from celery_singleton_beat.core.schema import PAUSE_KINDS, Header, Mode, Overlap
+from celery_singleton_beat.core.share import Share
 from celery_singleton_beat.core.slots import (
     OnceSlots,
     Slots,
@@ -119,6 +122,13 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             may_publish=self.leadership.may_publish, replica=self.replica,
         )  # fmt: skip
         self.backfiller = Backfiller(self.store, self.config, self, self.replica)
+        self.loader = Loader(
+            self.store, self.store, self.wakeups, wake=self.dispatcher.wake_seen,
+            now_ms=self.runtime.now_ms, monotonic=self.runtime.monotonic,
+            report=self._report_scheduled,
+        )  # fmt: skip
+        self._shares = self.config.mode == Mode.ACTIVE and self.config.share_grace > 0
+        """Whether this replica takes a share of the entries (``singleton_beat_share_grace``)."""
         self._broker_cold = True
         self._initialized = False
         self._ready: bool | None = None
@@ -234,9 +244,9 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         specs = self._watcher.poll(monotonic)
         if specs is not None:
             self._replan(specs)
-        if not self._initialized:
+        if not self._initialized or self.loader.loading:
+            self._broker_cold = self._broker_cold or not self._initialized
             self._load_state()
-            self._broker_cold = True
         if self._broker_cold:
             self._warm_broker()
         now = self.runtime.now_ms()
@@ -262,7 +272,13 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             "entries": len(self.plans),
             "ttl": HEARTBEAT_TTL,
         }
+        if self.loader.loading:
+            info["initialised"] = self.loader.done
+        if self._shares and self._initialized and not self.loader.loading:
+            info["share"] = True  # a share once every entry is read
         alive = self.store.heartbeat(self.replica, info, HEARTBEAT_TTL)
+        if self._shares:
+            self._follow_share()
         events.emit(
             events.ReplicaSeen(
                 host=str(info["host"]), pid=os.getpid(), mode=self.config.mode,
@@ -279,39 +295,29 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 counts[self.source.pause_kind(name)] += 1
         return counts
 
+    def _follow_share(self) -> None:
+        """Who owns which entries, from the replicas that take a share (see
+        :mod:`celery_singleton_beat.core.share`)."""
+        share = Share(self.replica, self.store.sharing(within=2 * HEARTBEAT_EVERY))
+        current = self.dispatcher.share
+        if share == current:
+            return
+        self.dispatcher.follow(share, self.runtime.now_ms())
+        logger.info(
+            "singleton beat: %d replica(s) share the entries; this one claims its share when "
+            "due and the others' %.1fs late", len(share.replicas), self.config.share_grace,
+        )  # fmt: skip
+
     def _load_state(self) -> None:
-        """Read every entry's shared progress (and interval anchors) in two round trips."""
-        self.wakeups.clear()
-        plans, once = [], []
-        for plan in self.plans.values():
-            if isinstance(plan.slots, OnceSlots):
-                # a single slot (run now, one-off, clocked) keeps its time even when first
-                # seen after it, as at start-up: its fence sends it once (or says it was
-                # decided already), the misfire policy decides how late
-                plan.next_slot = plan.slots.at_ms
-                self.wakeups.wake(plan, plan.send_at(plan.next_slot))
-                once.append(plan)
-            else:
-                plans.append(plan)
-        now = self.runtime.now_ms()
-        loaded = self.store.init([(p.name, p.every_ms) for p in plans], now)
-        gone = self.store.gone([p.name for p in plans])
-        back = [
-            p.name for p, (last, _a), left in zip(plans, loaded, gone, strict=True) if left > last
-        ]
-        self.store.start_at(back, now)
-        owed = [(p.name, now, p.slots) for p in once]
-        for plan, (last, anchor), left in zip(plans, loaded, gone, strict=True):
-            if anchor is not None:
-                plan.slots.anchor_ms = anchor  # type: ignore[attr-defined]
-            # an entry back in the schedule since it left owes nothing from its absence
-            since = max(last, now) if left > last else last
-            plan.next_slot = plan.slots.next_after(since)
-            self.wakeups.wake(plan, plan.send_at(plan.next_slot))
-            owed.append((plan.name, since, plan.slots))
-        self._report_scheduled(owed)
-        self._initialized = True
-        logger.info("singleton beat: %d entries loaded, %s", len(self.plans), self.leadership.role)
+        """Read the entries' shared progress a few batches per tick (see :mod:`.loading`);
+        entries read are dispatched while the rest load."""
+        if not self._initialized:
+            self._initialized = True
+            self.loader.start(self.plans.values())
+        if self.loader.run():
+            logger.info(
+                "singleton beat: %d entries loaded, %s", len(self.plans), self.leadership.role
+            )
 
     def _stale(self) -> None:
         """Every entry's progress is read again before the next dispatch (a standby that
@@ -354,10 +360,12 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         running, self.plans = self.plans, changes.plans
         self.data = {name: plan.entry for name, plan in self.plans.items()}
         self._report_scheduled([(name, now, None) for name in changes.removed])
+        self.loader.drop([*changes.removed, *(plan.name for plan in changes.changed)])
         if self._initialized:
             try:
                 self._finish_old(running, changes, now)
-                self.store.mark_gone(changes.removed, now)
+                for gone in batches(changes.removed, name_size):
+                    self.store.mark_gone(gone, now)
                 self._start_fresh(changes, now)
             except StoreUnavailable:
                 self._initialized = False  # every plan is loaded again once a majority answers
@@ -376,12 +384,13 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         form: it is data, and stops no replica. At start, one of ``beat_schedule`` stops
         beat instead: it is code, and a deploy must not go on without it."""
         built: dict[str, Plan] = {}
+        now = self.app.now()  # read once: Celery's entry reads the clock for each otherwise
         for name, spec in specs.items():
             if previous.get(name) is spec and name in self.plans:
                 built[name] = self.plans[name]
                 continue
             try:
-                entry = self.Entry(**dict(spec, name=name, app=self.app))
+                entry = self.Entry(**{"last_run_at": now, **spec, "name": name, "app": self.app})
                 built[name] = Plan.build(entry, self.app.timezone, self.config.misfire_grace)
             except Exception as exc:
                 if starting and self.source.source_of(name) == BEAT_SCHEDULE:
@@ -431,23 +440,23 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 # a single slot (run now, one-off, clocked) keeps its time even when seen
                 # late: its fence sends it once, the misfire policy decides how late
                 plan.next_slot = plan.slots.at_ms
-                self.wakeups.wake(plan, plan.send_at(plan.next_slot))
+                self.dispatcher.wake_seen(plan, plan.next_slot, now)
                 owed.append((plan.name, now, plan.slots))
-        if fresh:
-            loaded = self.store.init([(p.name, p.every_ms) for p in fresh], now)
-            self.store.start_at([p.name for p in fresh], now)
-            for plan, (last, anchor) in zip(fresh, loaded, strict=True):
+        for batch in batches(fresh, _plan_size):
+            loaded = self.store.init([(p.name, p.every_ms) for p in batch], now)
+            self.store.start_at([p.name for p in batch], now)
+            for plan, (last, anchor) in zip(batch, loaded, strict=True):
                 if anchor is not None:
                     plan.slots.anchor_ms = anchor  # type: ignore[attr-defined]
                 plan.next_slot = plan.slots.next_after(max(last, now))
-                self.wakeups.wake(
-                    plan, _sooner(plan.send_at(plan.next_slot), now + HELD_AGAIN, plan.held)
-                )
+                self.dispatcher.wake_seen(plan, plan.next_slot, now)
+                if plan.held and (plan.wake is None or plan.wake > now + HELD_AGAIN):
+                    self.wakeups.wake(plan, now + HELD_AGAIN)  # slots another replica holds
                 owed.append((plan.name, max(last, now), plan.slots))
             self._broker_cold = True
         self._report_scheduled(owed)
         for plan in changes.resumed:
-            self.wakeups.wake(plan, min(plan.next_slot or now, now))
+            self.dispatcher.wake_seen(plan, min(plan.next_slot or now, now), now)
 
     def _report_scheduled(self, owed: Sequence[tuple[str, int, Slots | None]]) -> None:
         """Tell recorders which slots each entry owes from when on (``None``: none, it
@@ -547,11 +556,8 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             logger.warning("singleton beat: %s again", self.store.up_text)
 
 
-def _sooner(when: int | None, held_again: int, held: set[int]) -> int | None:
-    """When to look at a plan next: at ``when``, or sooner while it has held slots."""
-    if not held:
-        return when
-    return held_again if when is None else min(when, held_again)
+def _plan_size(plan: Plan) -> int:
+    return name_size(plan.name)
 
 
 def _metrics_renderer() -> Callable[[], tuple[bytes, str]] | None:

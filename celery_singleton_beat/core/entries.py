@@ -67,6 +67,12 @@ class EntryPolicy:
     def from_options(cls, name: str, options: dict[str, Any], grace: float) -> EntryPolicy:
         raw = options.get(OPTION) or {}
         where = f"beat_schedule[{name!r}]['options'][{OPTION!r}]"
+        if not raw and cls is EntryPolicy:  # most entries: one (frozen) policy shared
+            shared = _SHARED_POLICIES.get(grace)
+            if shared is None:
+                shared = _SHARED_POLICIES[grace] = cls(misfire_grace=grace)
+                shared._validate(where)
+            return shared
         if not isinstance(raw, dict):
             raise ConfigurationError(where, raw, "a dict of per-entry settings")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -193,6 +199,11 @@ class Entry(ScheduleEntry):  # type: ignore[misc]
         return {k: v for k, v in self.options.items() if k != OPTION}
 
 
+NOTHING_HELD: frozenset[int] = frozenset()
+_SHARED_POLICIES: dict[float, EntryPolicy] = {}
+"""The policy of entries without per-entry settings, per misfire grace."""
+
+
 @dataclasses.dataclass
 class Plan:
     """The scheduler's view of one entry: its slots and the next slot not known handled."""
@@ -204,9 +215,23 @@ class Plan:
     next_slot: int | None = None
     wake: int | None = None
     """When the scheduler looks at this entry next (ms)."""
-    held: set[int] = dataclasses.field(default_factory=set)
+    held: set[int] | frozenset[int] = NOTHING_HELD
     """Slots another replica had claimed when this one looked: looked at again until done,
-    so that a claimant that dies costs a delay, never the slot."""
+    so that a claimant that dies costs a delay, never the slot. (One empty set shared by
+    every plan until it holds a slot: a schedule of a million entries holds few.)"""
+
+    def hold(self, slot: int) -> None:
+        """Look at ``slot`` again until it is done."""
+        if not isinstance(self.held, set):
+            self.held = set()
+        self.held.add(slot)
+
+    def release(self, slot: int) -> None:
+        """``slot`` is done (or decided here)."""
+        if slot in self.held:
+            held = set(self.held)
+            held.discard(slot)
+            self.held = held or NOTHING_HELD
 
     @classmethod
     def build(cls, entry: Entry, app_tz: dt.tzinfo, grace: float) -> Plan:

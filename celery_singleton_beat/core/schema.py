@@ -35,6 +35,9 @@ standalone and Sentinel       Redis Cluster                       what
 ``replicas``                  ``{{beat}}:replicas``               live replicas, scored by
                                                                   heartbeat time (master's
                                                                   clock)
+``sharing``                   ``{{beat}}:sharing``                the live replicas that take
+                                                                  a share of the entries,
+                                                                  scored as ``replicas``
 ``schedule:doc``              ``{{beat}}:schedule:doc``           the runtime schedule
                                                                   (JSON: entries, runs,
                                                                   paused)
@@ -367,6 +370,11 @@ class Keys:
     @property
     def replicas(self) -> str:
         return f"{self._shared}replicas"
+
+    @property
+    def sharing(self) -> str:
+        """The live replicas that take a share of the entries (see ``core/share.py``)."""
+        return f"{self._shared}sharing"
 
     # patterns and prefixes for readers that scan
 

@@ -188,8 +188,14 @@ def _status_text(data: dict[str, Any]) -> str:
     lines += ["", f"replicas ({len(data['replicas'])}):"]
     for r in data["replicas"]:
         seen = "?" if r.get("seen_ago") is None else f"{r['seen_ago']:.1f}s"
+        loading = (
+            f"; initialised {r['initialised']:,} of {r['entries']:,} entries"
+            if "initialised" in r
+            else ""
+        )
         lines.append(
             f"  {r['host']}:{r['pid']:<8} {r['mode']:<7} {r['role']:<8} heartbeat {seen} ago"
+            f"{loading}"
         )
     lines += ["", "entries:"]
     for e in data["entries"]:

@@ -90,6 +90,8 @@ class Config(RedisMembers):
     etcd_key_file: str | None = None
     lease_ttl: float = defaults.LEASE_TTL
     claim_ttl: float = defaults.CLAIM_TTL
+    share_grace: float = defaults.SHARE_GRACE
+    """How late another live replica's slot is when this one claims it (0: no share-out)."""
     publish_timeout: float = defaults.PUBLISH_TIMEOUT
     fence_retention: float = defaults.SLOT_RETENTION
     misfire_grace: float = defaults.MISFIRE_GRACE
@@ -193,6 +195,14 @@ class Config(RedisMembers):
             "node_timeout",
         ):  # fmt: skip
             _positive(name, getattr(self, name))
+        grace = self.share_grace
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
+            _refuse(
+                "share_grace",
+                grace,
+                "a number of seconds, 0 or more, such as 1.0 (0: every replica claims every "
+                "slot when it falls due)",
+            )
         if self.claim_ttl >= self.fence_retention:
             _refuse(
                 "claim_ttl",

@@ -288,6 +288,25 @@ class RunStates(abc.ABC):
 class ReplicaRegistry(abc.ABC):
     """The replicas alive: their heartbeats, on the store's clock."""
 
+    #: The replicas taking a share, read with the last heartbeat: (monotonic s, ids).
+    _sharing_seen: tuple[float, list[str]] | None = None
+
+    def sharing(self, within: float) -> list[str]:
+        """The live replicas that take a share of the entries (``host:pid``, sorted): those
+        whose heartbeat ``info`` says ``"share": true``. As read along with a heartbeat of
+        this store in the last ``within`` seconds, else read now from :meth:`replicas`."""
+        seen = self._sharing_seen
+        if seen is not None and time.monotonic() - seen[0] <= within:
+            return seen[1]
+        ids = sorted(f"{r['host']}:{r['pid']}" for r in self.replicas() if r.get("share"))
+        self.saw_sharing(ids)
+        return ids
+
+    def saw_sharing(self, replicas: list[str]) -> None:
+        """For :meth:`heartbeat` implementations that read the sharing replicas in the same
+        round trip."""
+        self._sharing_seen = (time.monotonic(), sorted(replicas))
+
     @abc.abstractmethod
     def heartbeat(self, replica: str, info: dict[str, Any], ttl: float) -> int:
         """Record that ``replica`` is alive (with ``info``, a JSON-ready dict) for ``ttl``

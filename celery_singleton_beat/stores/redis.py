@@ -354,9 +354,11 @@ class RedisSlotStore(SlotStore):
         return [sum(r[i] for r in answered) >= quorum for i in range(len(outcomes))]
 
     # KEYS[1] replica key, KEYS[2] ``replicas`` (sorted set: replica id -> heartbeat expiry),
-    # KEYS[3] the runtime schedule's revision
-    # ARGV[1] heartbeat JSON, ARGV[2] ttl in ms, ARGV[3] replica id
-    # -> {live replicas, the schedule's revision or false}
+    # KEYS[3] the runtime schedule's revision, KEYS[4] ``sharing`` (as ``replicas``, those
+    # that take a share of the entries)
+    # ARGV[1] heartbeat JSON, ARGV[2] ttl in ms, ARGV[3] replica id, ARGV[4] '1' when it
+    # takes a share
+    # -> {live replicas, the schedule's revision or false, the sharing replicas' ids}
     # Scores are seconds on the master's own clock (TIME), never a replica's: a replica
     # whose clock is behind would be trimmed at once, one ahead would push the others
     # out. Each score is when that heartbeat expires, so replicas with different TTLs are
@@ -371,7 +373,16 @@ class RedisSlotStore(SlotStore):
     redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
     redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]) / 1000, ARGV[3])
     redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-    return {redis.call('ZCARD', KEYS[2]), redis.call('GET', KEYS[3])}
+    if ARGV[4] == '1' then
+        redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]) / 1000, ARGV[3])
+    else
+        redis.call('ZREM', KEYS[4], ARGV[3])
+    end
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+    return {
+        redis.call('ZCARD', KEYS[2]), redis.call('GET', KEYS[3]),
+        redis.call('ZRANGE', KEYS[4], 0, -1)
+    }
     """
 
     def heartbeat(self, replica: str, info: dict[str, Any], ttl: float) -> int:
@@ -388,18 +399,24 @@ class RedisSlotStore(SlotStore):
             "heartbeat",
             [
                 (
-                    "EVALSHA", script, 3, self.replica_key(replica), self.keys.replicas,
-                    self.keys.schedule_rev, payload, max(1, int(ttl * 1000)), replica,
+                    "EVALSHA", script, 4, self.replica_key(replica), self.keys.replicas,
+                    self.keys.schedule_rev, self.keys.sharing, payload,
+                    max(1, int(ttl * 1000)), replica, "1" if info.get("share") else "0",
                 )
             ],
             durable=True,
         )  # fmt: skip
         self.saw_schedule_revision(max(int(a[0][1] or 0) for a in answers))
+        self.saw_sharing(sorted({_text(r) for a in answers for r in a[0][2]}))
         return max(int(a[0][0]) for a in answers)
 
     def forget_replica(self, replica: str) -> None:
         self.masters.broadcast(
-            [("DEL", self.replica_key(replica)), ("ZREM", self.keys.replicas, replica)]
+            [
+                ("DEL", self.replica_key(replica)),
+                ("ZREM", self.keys.replicas, replica),
+                ("ZREM", self.keys.sharing, replica),
+            ]
         )
 
     def replicas(self) -> list[dict[str, Any]]:

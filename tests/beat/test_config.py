@@ -42,6 +42,11 @@ def conf(**settings: Any) -> dict[str, Any]:
         ({"singleton_beat_lease_ttl": 0}, r"singleton_beat_lease_ttl = 0 is not valid: a positive"),
         ({"singleton_beat_lease_ttl": -5}, r"singleton_beat_lease_ttl = -5 is not valid"),
         (
+            {"singleton_beat_share_grace": -1},
+            r"singleton_beat_share_grace = -1 is not valid: a number of seconds, 0 or more",
+        ),
+        ({"singleton_beat_share_grace": "2s"}, r"singleton_beat_share_grace = '2s' is not valid"),
+        (
             {"singleton_beat_claim_ttl": 100, "singleton_beat_fence_retention": 60},
             r"singleton_beat_claim_ttl = 100 is not valid: a number of seconds below "
             r"singleton_beat_fence_retention \(60\)",
@@ -112,6 +117,7 @@ def test_defaults_are_the_documented_ones() -> None:
         "singleton_beat_database": "default",
         "singleton_beat_lease_ttl": 10.0,
         "singleton_beat_claim_ttl": 3.0,
+        "singleton_beat_share_grace": 1.0,
         "singleton_beat_publish_timeout": 10.0,
         "singleton_beat_fence_retention": 86400.0,
         "singleton_beat_misfire_grace": 300.0,
