@@ -13,11 +13,14 @@ through SQLAlchemy (the same statements on a SQLAlchemy engine's connection), ea
 replica and with three, and with one replica that does not publish ("no pub": the store
 and the scheduler without the broker); their trips are SQL statements. And on the etcd
 store, on one etcd member of the script's own (one replica, no publish, three; --no-etcd
-skips it, --only-etcd runs it alone): its trips are requests to the member.
+skips it, --only-etcd runs it alone), and the same on the ZooKeeper store, on one
+standalone member (--no-zookeeper, --only-zookeeper): their trips are requests to the
+member.
 
     python bench/scheduler.py [--entries 10000] [--broker amqp://guest:guest@127.0.0.1:5672//]
                               [--postgres postgresql://postgres@127.0.0.1:5432 | --no-postgres]
                               [--only-postgres] [--no-etcd | --only-etcd]
+                              [--no-zookeeper | --only-zookeeper]
 
 Without --broker a redis-server started by the script is the broker. With --broker, the
 messages go to a queue of the script's own, deleted at the end.
@@ -56,6 +59,7 @@ from celery_singleton_beat.core.slots import slot_task_id
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.testing import redis_servers
 from celery_singleton_beat.testing.etcd import etcd_cluster
+from celery_singleton_beat.testing.zookeeper import zookeeper_server
 
 #: The queue every message goes to; inherited by the benchmark's own processes.
 QUEUE = os.environ.setdefault("BENCH_QUEUE", f"bench-{uuid.uuid4().hex[:8]}")
@@ -139,6 +143,22 @@ class EtcdCalls:
             return original(client, path, body, what)
 
         Etcd.call = counted  # type: ignore[method-assign]
+
+
+class ZooKeeperCalls:
+    """Counts the ZooKeeper store's pipelined batches to its member (its round trips)."""
+
+    def __init__(self) -> None:
+        from celery_singleton_beat.connections.zookeeper import ZooKeeper
+
+        self.count = 0
+        original = ZooKeeper._send
+
+        def counted(client: ZooKeeper, *args: Any) -> Any:
+            self.count += 1
+            return original(client, *args)
+
+        ZooKeeper._send = counted  # type: ignore[method-assign]
 
 
 class Statements:
@@ -259,7 +279,13 @@ def our_app(  # noqa: PLR0917  (the store is the last two)
         singleton_beat_claim_ttl=10.0,
         beat_schedule=beat_schedule(entries),
     )
-    if database is not None and "ETCD" in database:
+    if database is not None and "ZOOKEEPER" in database:
+        app.conf.update(
+            singleton_beat_store="zookeeper",
+            singleton_beat_zookeeper_hosts=database["ZOOKEEPER"],
+            singleton_beat_redis_urls=None,
+        )
+    elif database is not None and "ETCD" in database:
         app.conf.update(
             singleton_beat_store="etcd",
             singleton_beat_etcd_endpoints=database["ETCD"],
@@ -308,11 +334,13 @@ def run_ours(  # noqa: PLR0917  (called positionally through Pool.starmap)
     sched.tick()  # registers every entry and its anchor
     sched.producer  # connect to the broker before the clock starts  # noqa: B018
     burst = int((start_at + 61) * 1000)
-    trips: RoundTrips | Statements | SqlStatements | EtcdCalls = (
+    trips: RoundTrips | Statements | SqlStatements | EtcdCalls | ZooKeeperCalls = (
         RoundTrips()
         if database is None
         else EtcdCalls()
         if "ETCD" in database
+        else ZooKeeperCalls()
+        if "ZOOKEEPER" in database
         else SqlStatements()
         if sqlalchemy
         else Statements()
@@ -480,20 +508,34 @@ def store_rows(  # noqa: PLR0917  (the rows of one store)
 def etcd_rows(broker: str, n: int, lead: float) -> list[tuple[Any, ...]]:
     """Ours on one etcd member: one replica, one that does not publish, then three."""
     with etcd_cluster(1) as members:
-        etcd = {"ETCD": members.endpoints}
-        idle = [idle_tick_us(broker, [], k, f"idle-{k}:", etcd) for k in (10, n)]
-        one = run_ours(broker, [], n, "one:", time.time() + lead, True, etcd)
-        checked("ours on etcd (one replica)", [one], n)
-        bare = run_ours(broker, [], n, "bare:", time.time() + lead, False, etcd)
-        checked("ours on etcd (no publish)", [bare], n)
-        start_at = time.time() + 5 + lead
-        with multiprocessing.get_context("spawn").Pool(3) as pool:
-            three = pool.starmap(run_ours, [(broker, [], n, "three:", start_at, True, etcd)] * 3)
-        total = checked("ours on etcd (three replicas)", three, n)
+        store = {"ETCD": members.endpoints}
+        return consensus_rows("etcd, 1 member", "etcd", store, broker, n, lead)
+
+
+def zookeeper_rows(broker: str, n: int, lead: float) -> list[tuple[Any, ...]]:
+    """Ours on one standalone ZooKeeper member, as on etcd."""
+    with zookeeper_server() as member:
+        store = {"ZOOKEEPER": member.name}
+        return consensus_rows("ZooKeeper, 1 member", "ZooKeeper", store, broker, n, lead)
+
+
+def consensus_rows(  # noqa: PLR0917  (one store's rows)
+    label: str, kind: str, store: dict[str, Any], broker: str, n: int, lead: float
+) -> list[tuple[Any, ...]]:
+    """One replica, one that does not publish, then three, on the store ``store`` names."""
+    idle = [idle_tick_us(broker, [], k, f"idle-{k}:", store) for k in (10, n)]
+    one = run_ours(broker, [], n, "one:", time.time() + lead, True, store)
+    checked(f"ours on {kind} (one replica)", [one], n)
+    bare = run_ours(broker, [], n, "bare:", time.time() + lead, False, store)
+    checked(f"ours on {kind} (no publish)", [bare], n)
+    start_at = time.time() + 5 + lead
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        three = pool.starmap(run_ours, [(broker, [], n, "three:", start_at, True, store)] * 3)
+    total = checked(f"ours on {kind} (three replicas)", three, n)
     return [
-        ("etcd, 1 member", 1, one[0], one[1], one[2] / max(one[0], 1), idle),
-        ("etcd, no publish", 1, bare[0], bare[1], bare[2] / max(bare[0], 1), idle),
-        ("etcd, 1 member", 3, total, max(r[1] for r in three),
+        (label, 1, one[0], one[1], one[2] / max(one[0], 1), idle),
+        (f"{kind}, no publish", 1, bare[0], bare[1], bare[2] / max(bare[0], 1), idle),
+        (label, 3, total, max(r[1] for r in three),
          sum(r[2] for r in three) / max(total, 1), idle),
     ]  # fmt: skip
 
@@ -558,6 +600,10 @@ def main() -> None:
     )
     parser.add_argument("--no-etcd", action="store_true", help="skip the etcd store")
     parser.add_argument("--only-etcd", action="store_true", help="the etcd store's rows alone")
+    parser.add_argument("--no-zookeeper", action="store_true", help="skip the ZooKeeper store")
+    parser.add_argument(
+        "--only-zookeeper", action="store_true", help="the ZooKeeper store's rows alone"
+    )
     parser.add_argument(
         "--heartbeats", action="store_true",
         help="only the database stores' heartbeat tick, each after a pause",
@@ -575,13 +621,16 @@ def main() -> None:
         *masters, local = (s.url for s in servers)
         broker = args.broker or local
         lead = 3 + n / 2000  # time to register every entry before the jump
-        if not (args.only_postgres or args.only_etcd):
+        only = args.only_postgres or args.only_etcd or args.only_zookeeper
+        if not only:
             rows += redis_rows(args, broker, masters, servers[0].url, n, lead)
         ceiling = send_task_ceiling(broker, n)
-        skip_postgres = args.no_postgres or args.only_etcd
+        skip_postgres = args.no_postgres or (only and not args.only_postgres)
         on_database = [] if skip_postgres else database_rows(broker, n, lead, args.postgres)
-        if not (args.no_etcd or args.only_postgres):
+        if not (args.no_etcd or (only and not args.only_etcd)):
             on_database += etcd_rows(broker, n, lead)
+        if not (args.no_zookeeper or (only and not args.only_zookeeper)):
+            on_database += zookeeper_rows(broker, n, lead)
         if args.broker:
             delete_queue(broker)
     rows += on_database
