@@ -171,13 +171,18 @@ class Dispatcher:
         """Claim ``share``'s entries when due from now on."""
         self._before, self.share = (self.share, now), share
 
-    def dispatch(self, due: list[Plan], now: int) -> None:
-        """Claim, decide, publish and finish the due slots of ``due``, a chunk at a time."""
+    def dispatch(self, due: list[Plan], now: int, *, ending: bool = False) -> None:
+        """Claim, decide, publish and finish the due slots of ``due``, a chunk at a time.
+
+        ``ending``: the plans are versions a schedule change replaces; their due slots are
+        decided now by the replica that sees the change, whoever's share they are in (the
+        plan is gone after this pass: a slot left for later would be lost), and within
+        this pass whatever its time budget."""
         work: list[PlanSlot] = []
         theirs: list[PlanSlot] = []  # claimed after this replica's own share
         passes: dict[str, _Pass] = {}
         for plan in due:
-            owns = self._owns(plan)
+            owns = ending or self._owns(plan)
             horizon = now if owns else now - self.grace_ms
             slots, left_out = plan.due(horizon, BACKLOG)
             if not slots:
@@ -196,7 +201,7 @@ class Dispatcher:
                 with stop_signals_held():
                     self._dispatch_chunk(chunk, passes, now)
                 done += 1
-                if self.runtime.monotonic() >= until:
+                if not ending and self.runtime.monotonic() >= until:
                     break
         finally:
             # the store stopped answering, or the pass's time is up: the entries of the

@@ -425,7 +425,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         if due:
             if self._broker_cold:
                 self._warm_broker()
-            self.dispatcher.dispatch(due, now)
+            self.dispatcher.dispatch(due, now, ending=True)
         for plan in changes.changed:
             plan.held |= running[plan.name].held
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from celery_singleton_beat import schedule
 from celery_singleton_beat.beat.scheduler import Scheduler
+from celery_singleton_beat.core.share import Share
 from celery_singleton_beat.core.slots import slot_label
 from celery_singleton_beat.observe import events
 from celery_singleton_beat.testing import FakeClock
@@ -75,6 +76,26 @@ def test_an_entry_removed_just_before_a_slot_still_sends_that_slot_and_no_later_
     schedule.remove(sched.app, "e")
     run(sched, clock, "2026-01-01T00:00:32.1", step=0.5)
     assert labels(fired, "e") == [at(8), at(16)]
+
+
+def test_a_slot_of_another_replicas_share_due_when_the_edit_is_seen_is_still_sent(
+    make: Callable[..., Scheduler], clock: FakeClock, fired: list[events.SlotFired]
+) -> None:
+    """From 12.08 entry ``e`` is in the share of another replica (``owner``, dead: it
+    sends nothing), so this replica looks at its slots only once late by the share grace;
+    the edit is seen at 16.08, before 16 is late by the grace: 16 is still decided here."""
+    sched = replica(make, clock, until=12, every=8)
+    owner = next(
+        name
+        for name in (f"owner:{n}" for n in range(100))
+        if not Share(sched.replica, [sched.replica, name]).owns("e")
+    )
+    sched.store.sharing = lambda within: sorted([sched.replica, owner])  # type: ignore[method-assign]
+    run(sched, clock, "2026-01-01T00:00:15.6", step=0.5)
+    assert sched.dispatcher.share is not None and not sched.dispatcher.share.owns("e")
+    schedule.update(sched.app, "e", every=4)
+    run(sched, clock, "2026-01-01T00:00:20.1", step=0.5)
+    assert labels(fired, "e") == [at(8), at(16)], "16 decided when the edit was seen"
 
 
 def test_the_new_version_owes_the_slots_after_the_moment_the_change_was_seen(
