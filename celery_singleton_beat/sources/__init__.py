@@ -95,6 +95,10 @@ class MergedSource(ScheduleSource):
         self.control = control
         self.sources = [*sources, *([control] if control is not None else [])]
         self._owner: dict[str, ScheduleSource] = {}
+        self._left: dict[str, ScheduleSource] = {}
+        """The source of each entry the last read no longer gave: beat still decides the
+        slots its old schedule had due when the change was seen, and their runs are told
+        to that source."""
         self._last: dict[int, Mapping[str, EntrySpec]] = {}
         self._failing: set[int] = set()
         self.conflicts: list[Conflict] = []
@@ -117,7 +121,9 @@ class MergedSource(ScheduleSource):
                 found = self._last.get(id(source), {})
             self._last[id(source)] = found
             read.append((source, found))
+        before = self._owner
         merged, self._owner, conflicts = _merge(read)
+        self._left = {name: src for name, src in before.items() if name not in self._owner}
         self._report(conflicts)
         paused = self.control.paused if self.control is not None else {}
         self.held = {name: paused[name] for name in merged if name in paused}
@@ -176,7 +182,7 @@ class MergedSource(ScheduleSource):
     def published_many(self, runs: Sequence[tuple[str, int]], sent_at: float) -> None:
         owned: dict[int, list[tuple[str, int]]] = {}
         for name, slot in runs:
-            source = self._owner.get(name)
+            source = self._owner.get(name) or self._left.get(name)
             if source is not None:
                 owned.setdefault(id(source), []).append((name, slot))
         for source in self.sources:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -81,6 +81,32 @@ def test_an_entry_name_in_two_sources_is_taken_from_the_one_listed_first_and_log
     assert flipped.entries() == {"report": {"task": "t", "schedule": 60.0}}
     assert flipped.source_of("report") == "extra"
     flipped.close()
+
+
+class CountingSource(ExtraSource):
+    """``report`` (until ``gone``), and the runs it is told of."""
+
+    name = "counting"
+
+    def __init__(self, app: Celery) -> None:
+        super().__init__(app)
+        self.told: list[tuple[str, int]] = []
+
+    def published_many(self, runs: Sequence[tuple[str, int]], sent_at: float) -> None:
+        self.told += runs
+
+
+def test_the_run_of_an_entry_the_last_read_left_out_is_told_to_the_source_it_came_from() -> None:
+    """Beat decides the slots an entry's old schedule had due when the change was seen
+    (sent after the read that left the entry out): its source still counts that run."""
+    app = app_with("beat_schedule")
+    counting = CountingSource(app)
+    merged = MergedSource(app, [counting])
+    assert list(merged.entries()) == ["report"]
+    counting.gone = True
+    assert merged.entries() == {}
+    merged.published_many([("report", 16_000), ("unknown", 16_000)], 16.1)
+    assert counting.told == [("report", 16_000)]
 
 
 def test_closing_the_sources_withdraws_the_conflicts_they_counted() -> None:
