@@ -83,6 +83,7 @@ def make_app(broker: str, masters: list[str], entries: int, every: float) -> Cel
         # that answers a 500-slot batch in more than the default 50 ms is not down
         singleton_beat_node_timeout=0.25,
         singleton_beat_misfire_grace=3600.0,  # a slow burst sends every slot, however late
+        singleton_beat_share_grace=1.0,  # the replicas of the burst share the entries out
         beat_schedule=schedule(entries, every),
     )
     app.task(name="bench.noop")(noop)

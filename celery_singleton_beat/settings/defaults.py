@@ -18,9 +18,10 @@ DATABASE: Final = "default"
 LEASE_TTL: Final = 10.0
 CLAIM_TTL: Final = 3.0
 PUBLISH_TIMEOUT: Final = 10.0
-SHARE_GRACE: Final = 1.0
+SHARE_GRACE: Final = 0.0
 """Seconds a slot of an entry another live replica owns waits before this one claims it
-(``singleton_beat_share_grace``; 0: every replica claims every slot when it falls due)."""
+(``singleton_beat_share_grace``); 0, the default: no share-out, every replica claims every
+slot when it falls due (a replica's death delays no slot by a grace)."""
 MISFIRE_GRACE: Final = 300.0
 NODE_TIMEOUT: Final = 0.05
 """Seconds one Redis master may take to answer."""

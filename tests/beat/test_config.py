@@ -117,7 +117,7 @@ def test_defaults_are_the_documented_ones() -> None:
         "singleton_beat_database": "default",
         "singleton_beat_lease_ttl": 10.0,
         "singleton_beat_claim_ttl": 3.0,
-        "singleton_beat_share_grace": 1.0,
+        "singleton_beat_share_grace": 0.0,
         "singleton_beat_publish_timeout": 10.0,
         "singleton_beat_fence_retention": 86400.0,
         "singleton_beat_misfire_grace": 300.0,

@@ -39,12 +39,16 @@ def task() -> None:
 
 
 def replica(
-    make: Callable[..., Scheduler], clock: FakeClock, until: int = 16, **fields: Any
+    make: Callable[..., Scheduler],
+    clock: FakeClock,
+    until: int = 16,
+    settings: dict[str, Any] | None = None,
+    **fields: Any,
 ) -> Scheduler:
     """A replica of the runtime entry ``e`` (``fields``), run up to its last tick before
     ``until`` (00:00:15.58 for 16)."""
     clock.now = epoch("2026-01-01T00:00:00.08")
-    sched = make({}, monotonic=True, **RUNTIME)
+    sched = make({}, monotonic=True, **RUNTIME, **(settings or {}))
     sched.app.task(name="t", shared=False)(task)
     schedule.add(sched.app, "e", "t", **fields)
     run(sched, clock, f"2026-01-01T00:00:{until - 1:02d}.6", step=0.5)
@@ -84,7 +88,7 @@ def test_a_slot_of_another_replicas_share_due_when_the_edit_is_seen_is_still_sen
     """From 12.08 entry ``e`` is in the share of another replica (``owner``, dead: it
     sends nothing), so this replica looks at its slots only once late by the share grace;
     the edit is seen at 16.08, before 16 is late by the grace: 16 is still decided here."""
-    sched = replica(make, clock, until=12, every=8)
+    sched = replica(make, clock, until=12, settings={"singleton_beat_share_grace": 1.0}, every=8)
     owner = next(
         name
         for name in (f"owner:{n}" for n in range(100))
