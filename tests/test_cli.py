@@ -444,16 +444,14 @@ def test_schedule_add_keeps_the_policies_given_and_refuses_a_bad_one_naming_it(
                   '["ok1"]', *policies[:-1], "-1", **env)  # fmt: skip
     assert bad.returncode == 1
     assert bad.stderr == (
-        "Error: beat_schedule['ok1']['options']['singleton_beat']['pause_on_failure'] = -1 is "
-        "not valid: a whole number of consecutive failed runs, 0 (default: never pause) or "
-        "more.\n"
+        "Error: pause_on_failure = -1 is not valid: a whole number of consecutive failed "
+        "runs, 0 (default: never pause) or more.\n"
     )
     taken = run_cli(idle, "schedule", "add", "ok1", "record", "--every", "60", "--args",
                     '["ok1"]', *policies, **env)  # fmt: skip
     assert taken.stderr == (
-        "Error: beat_schedule['ok1']['options']['singleton_beat']['slot_kwarg'] = "
-        "'scheduled_at' is not valid: a keyword argument task 'record' takes (record() got an "
-        "unexpected keyword argument 'scheduled_at').\n"
+        "Error: slot_kwarg = 'scheduled_at' is not valid: a keyword argument task 'record' "
+        "takes (record() got an unexpected keyword argument 'scheduled_at').\n"
     )
     added = run_cli(idle, "schedule", "add", "ok1", "record_slot", "--every", "60", "--args",
                     '["ok1"]', *policies, **env)  # fmt: skip
