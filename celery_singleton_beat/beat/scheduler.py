@@ -61,7 +61,7 @@ from celery_singleton_beat.errors import ConfigurationError, StoreUnavailable
 from celery_singleton_beat.observe import events
 from celery_singleton_beat.runtime import Runtime
 from celery_singleton_beat.settings import defaults
-from celery_singleton_beat.settings.config import as_written
+from celery_singleton_beat.settings.config import as_written, store_reason
 from celery_singleton_beat.sources import BEAT_SCHEDULE, load_source
 from celery_singleton_beat.sources.watcher import POLL_EVERY, SourceWatcher
 
@@ -207,9 +207,11 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
 
     @property
     def info(self) -> str:
+        reason = store_reason(self.app.conf)
         return (
             f"    . singleton beat -> mode {self.config.mode}, key prefix "
             f"{self.config.key_prefix!r}\n    . {self.store.describe()}"
+            + ("" if reason is None else f"\n      ({reason})")
         )
 
     # -- probes -----------------------------------------------------------------------

@@ -34,7 +34,7 @@ from celery_singleton_beat.ops import cluster as overview
 from celery_singleton_beat.ops.lock_stores import LockStore, lock_stores
 from celery_singleton_beat.runtime import Runtime, load_task_modules, modules_failed
 from celery_singleton_beat.schedule.document import ScheduleDocument
-from celery_singleton_beat.settings.config import Config, TaskConfig
+from celery_singleton_beat.settings.config import Config, TaskConfig, store_reason
 from celery_singleton_beat.tasks import copies
 
 if TYPE_CHECKING:
@@ -478,8 +478,10 @@ def _check_store(app: Celery, config: Config) -> list[tuple[str, str]]:
     try:
         servers = store.servers()
         if not servers:
+            reason = store_reason(app.conf)
             return [
                 ("OK", f"settings valid (slot store {config.store!r}, mode {config.mode})"),
+                *([] if reason is None else [("OK", reason)]),
                 *store.check(),
             ]
     finally:

@@ -132,6 +132,8 @@ class Config(RedisMembers):
                 values[f.name] = f.default if value is None else value
         if values["sqlalchemy_url"] is None:
             values["sqlalchemy_url"] = conf.get("beat_dburi")
+        if store_follows_source(conf):
+            values["store"] = StoreKind.SQLALCHEMY.value
         return values
 
     @classmethod
@@ -301,6 +303,50 @@ def _urls_for(store: Any, conf: Mapping[str, Any]) -> tuple[str, ...]:
     return _redis_urls(conf)
 
 
+#: The schedule source whose tables' database the slot store follows (see below).
+SOURCE_WITH_DATABASE = "sqlalchemy_celery_beat"
+#: The task lock backend that follows the slot store onto that database.
+SQLALCHEMY_TASK_BACKEND = "celery_singleton_beat.locks.sqlalchemy.from_app"
+
+
+def store_follows_source(conf: Mapping[str, Any]) -> bool:
+    """Whether the slot store is the SQLAlchemy store though ``singleton_beat_store`` is
+    unset: sqlalchemy-celery-beat's tables are a schedule source (their database, at
+    ``beat_dburi``, is there to hold the replicas' state too) and no Redis master is named,
+    neither in ``singleton_beat_redis_urls`` nor as a Redis or Sentinel broker. The task
+    locks (the slots' "ran" marks included) then follow it, unless
+    ``singleton_beat_task_backend`` or ``singleton_beat_task_redis_urls`` names others.
+
+    Where a master is named the store stays Redis, as it was before the store followed
+    the source: a rolling upgrade never has two replicas on two stores, each sending.
+    """
+    if conf.get("singleton_beat_store") is not None:
+        return False
+    if conf.get("singleton_beat_redis_urls") is not None:
+        return False
+    broker = conf.get("broker_url")
+    if isinstance(broker, str) and broker.startswith(("redis://", "rediss://", f"{SENTINEL}://")):
+        return False
+    source = conf.get("singleton_beat_schedule_source")
+    names = source if isinstance(source, (list, tuple)) else [source]
+    return SOURCE_WITH_DATABASE in names
+
+
+def store_reason(conf: Mapping[str, Any]) -> str | None:
+    """Which slot store beat runs on and why, when no setting names it (else None): the
+    start-up banner and ``check`` say it, so that an operator who set no store sees it."""
+    if not store_follows_source(conf):
+        return None
+    named = conf.get("singleton_beat_sqlalchemy_url")
+    database = written_name(conf, "singleton_beat_sqlalchemy_url" if named else "beat_dburi")
+    return (
+        f"slot store 'sqlalchemy' on the database of {database}: "
+        f"{written_name(conf, 'singleton_beat_store')} is unset, no Redis master is named, "
+        f"and {written_name(conf, 'singleton_beat_schedule_source')} reads "
+        f"sqlalchemy-celery-beat's tables from a database"
+    )
+
+
 def _redis_urls(conf: Mapping[str, Any]) -> tuple[str, ...]:
     urls = conf.get("singleton_beat_redis_urls")
     if urls is None:
@@ -426,7 +472,8 @@ class TaskConfig(RedisMembers):
     @classmethod
     def _from_conf(cls, conf: Mapping[str, Any], urls_required: bool) -> TaskConfig:
         urls = conf.get("singleton_beat_task_redis_urls")
-        own_backend = conf.get("singleton_beat_task_backend") or not urls_required
+        follows = not urls and store_follows_source(conf)
+        own_backend = conf.get("singleton_beat_task_backend") or follows or not urls_required
         if urls:
             redis_urls = _redis_urls({"singleton_beat_redis_urls": urls})
         elif own_backend and not conf.get("singleton_beat_redis_urls"):
@@ -439,6 +486,8 @@ class TaskConfig(RedisMembers):
                 continue
             value = conf.get(f"singleton_beat_{f.name}")
             values[f.name] = f.default if value is None else value
+        if follows and values["task_backend"] is None:
+            values["task_backend"] = SQLALCHEMY_TASK_BACKEND
         config = cls(redis_urls=redis_urls, **_from_broker(conf, redis_urls, values))
         try:
             config.validate(urls_required=urls_required)

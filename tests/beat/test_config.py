@@ -173,6 +173,71 @@ def test_without_masters_and_without_a_redis_broker_start_up_fails() -> None:
         Config.from_conf({"broker_url": "amqp://guest@localhost//"})
 
 
+AMQP = "amqp://guest@localhost//"
+DBURI = "postgresql+psycopg://app:secret@db/app"
+ON_SQLALCHEMY_CELERY_BEAT = {
+    "broker_url": AMQP,
+    "beat_dburi": DBURI,
+    "singleton_beat_schedule_source": "sqlalchemy_celery_beat",
+}
+
+
+@pytest.mark.parametrize(
+    "source", ["sqlalchemy_celery_beat", ["beat_schedule", "sqlalchemy_celery_beat"]]
+)
+def test_the_store_follows_the_sqlalchemy_celery_beat_source_onto_beat_dburi(
+    source: Any,
+) -> None:
+    """With sqlalchemy-celery-beat's tables as a source and neither a store nor a Redis
+    master named, the store is the SQLAlchemy store on beat_dburi."""
+    settings = {**ON_SQLALCHEMY_CELERY_BEAT, "singleton_beat_schedule_source": source}
+    config = Config.from_conf(settings)
+    assert (config.store, config.sqlalchemy_url, config.redis_urls) == ("sqlalchemy", DBURI, ())
+    assert Config.errors(settings) == []
+
+
+@pytest.mark.parametrize(
+    ("settings", "store"),
+    [
+        ({"singleton_beat_store": "redis", "singleton_beat_redis_urls": URLS}, "redis"),
+        ({"singleton_beat_redis_urls": URLS}, "redis"),
+        ({"broker_url": "redis://broker:6379/0"}, "redis"),
+        (
+            {"singleton_beat_store": "etcd", "singleton_beat_etcd_endpoints": ["http://e1:2379"]},
+            "etcd",
+        ),
+    ],
+)
+def test_a_store_or_a_redis_master_named_wins_over_the_sqlalchemy_celery_beat_source(
+    settings: dict[str, Any], store: str
+) -> None:
+    assert Config.from_conf({**ON_SQLALCHEMY_CELERY_BEAT, **settings}).store == store
+
+
+def test_the_task_locks_follow_the_store_onto_sqlalchemy_celery_beat_s_database() -> None:
+    config = TaskConfig.from_conf(ON_SQLALCHEMY_CELERY_BEAT)
+    assert (config.task_backend, config.redis_urls) == (
+        "celery_singleton_beat.locks.sqlalchemy.from_app",
+        (),
+    )
+
+
+def test_task_locks_named_win_over_the_store_followed() -> None:
+    memory = "celery_singleton_beat.locks.memory.MemoryLock"
+    named = {"singleton_beat_task_backend": memory}
+    on_masters = {"singleton_beat_task_redis_urls": URLS}
+    assert TaskConfig.from_conf({**ON_SQLALCHEMY_CELERY_BEAT, **named}).task_backend == memory
+    config = TaskConfig.from_conf({**ON_SQLALCHEMY_CELERY_BEAT, **on_masters})
+    assert (config.task_backend, config.redis_urls) == (None, tuple(URLS))
+
+
+def test_another_source_without_a_redis_master_still_needs_the_masters_named() -> None:
+    with pytest.raises(ConfigurationError, match=r"singleton_beat_redis_urls = None is not valid"):
+        Config.from_conf(
+            {**ON_SQLALCHEMY_CELERY_BEAT, "singleton_beat_schedule_source": "beat_schedule"}
+        )
+
+
 class EveryOtherTuesday(schedule):  # type: ignore[misc]
     """A custom schedule class: no slot times every replica could agree on."""
 

@@ -13,6 +13,7 @@ import pytest
 from celery import Celery
 
 from celery_singleton_beat import SingletonTask
+from celery_singleton_beat.beat.scheduler import Scheduler
 from celery_singleton_beat.locks.sqlalchemy import SqlAlchemyLock
 from celery_singleton_beat.testing import wait_for
 from tests.support.databases import SqlAlchemyDatabases
@@ -103,3 +104,54 @@ def test_check_on_tables_not_created_says_so_once_naming_the_command(tmp_path: P
     errors = [line for line in checked.stdout.splitlines() if line.startswith("ERROR")]
     assert len(errors) == 1, checked.stdout
     assert "Run `celery -A fresh singleton-beat db upgrade`" in errors[0]
+
+
+#: What ``check`` and the beat banner say of the store chosen by the source alone.
+FOLLOWED = (
+    "slot store 'sqlalchemy' on the database of beat_dburi: singleton_beat_store is unset, "
+    "no Redis master is named, and singleton_beat_schedule_source reads "
+    "sqlalchemy-celery-beat's tables from a database"
+)
+
+
+def test_check_passes_on_the_one_setting_of_the_migration_and_says_why_the_store_is_sqlalchemy(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "moved.py").write_text(
+        "from celery import Celery\n"
+        "app = Celery('moved', broker='amqp://guest:guest@127.0.0.1:5672//')\n"
+        f"app.conf.beat_dburi = 'sqlite:///{tmp_path}/app.db'\n"
+        "app.conf.singleton_beat_schedule_source = 'sqlalchemy_celery_beat'\n"
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "celery", "-A", "moved", "singleton-beat", *args],
+            cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+
+    assert run("db", "upgrade").returncode == 0
+    checked = run("check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"OK    {FOLLOWED}\n" in checked.stdout
+    assert "ERROR" not in checked.stdout
+
+
+def test_the_beat_banner_says_why_the_store_is_sqlalchemy(
+    singleton_beat_sqlalchemy_url: str,
+) -> None:
+    app = Celery("moved", broker="amqp://guest:guest@127.0.0.1:5672//")
+    app.conf.update(
+        beat_dburi=singleton_beat_sqlalchemy_url,
+        singleton_beat_schedule_source="sqlalchemy_celery_beat",
+    )
+    scheduler = Scheduler(app=app, lazy=True)
+    try:
+        info = scheduler.info
+    finally:
+        scheduler.close()
+    assert info.splitlines()[1:] == [
+        f"    . slot store -> sqlite database {singleton_beat_sqlalchemy_url}",
+        f"      ({FOLLOWED})",
+    ]
