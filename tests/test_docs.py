@@ -34,6 +34,7 @@ from celery_singleton_beat.testing import (
     RedisServer,
     free_port,
     http_status,
+    pytest_plugin,
     wait_for,
 )
 from tests.support.clusters import slot_ms
@@ -53,6 +54,17 @@ def test_every_setting_has_a_heading_with_its_default_on_the_configuration_page(
     for name in settings:
         section = page.split(f"## {name}\n", 1)[1].split("\n## ", 1)[0]
         assert "Default:" in section, f"{name} has no default on the page"
+
+
+def test_every_fixture_of_the_pytest_plugin_is_in_the_table_of_the_testing_page() -> None:
+    page = (DOCS / "testing.md").read_text()
+    listed = re.findall(r"^\| `(\w+)` \|", page, flags=re.MULTILINE)
+    fixtures = [
+        name
+        for name, value in vars(pytest_plugin).items()
+        if name.startswith("singleton_beat_") and callable(value)
+    ]
+    assert sorted(listed) == sorted(fixtures)
 
 
 def python_block(page: str, containing: str) -> str:
