@@ -1,10 +1,11 @@
 """The TCP proxy the outage tests cut: a cut leaves no connection through, not even one
-being accepted at that very moment."""
+being accepted at that very moment, and a restore listens again at once."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -35,6 +36,23 @@ def test_a_connection_accepted_while_the_proxy_is_cut_is_closed_not_forwarded(
         cut_done.set()
         client.settimeout(5)
         assert client.recv(1) == b"", "the client's connection is closed by the cut"
+    finally:
+        client.close()
+        proxy.close()
+        server.close()
+
+
+def test_a_cut_proxy_restored_at_once_listens_again_on_its_port() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    proxy = TcpProxy(server.getsockname()[1])
+    client = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+    try:
+        server.accept()[0].close()  # forwarded: the proxy's thread goes back to accept()
+        time.sleep(0.1)
+        proxy.cut()  # while that thread is blocked in accept() on the listener
+        proxy.restore()
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5):
+            pass
     finally:
         client.close()
         proxy.close()

@@ -54,7 +54,9 @@ class TcpProxy:
             dropped = [*self._sockets, *self._held]
             self._sockets, self._held = [], []
         if listener is not None:
-            listener.close()
+            # shut down, not only closed: a thread blocked in its accept() keeps a closed
+            # listener listening, and its port taken, until a client connects
+            _close(listener)
         for sock in dropped:
             _close(sock)
 
