@@ -5,17 +5,21 @@ database for a user's own tests."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from celery import Celery
 
 from celery_singleton_beat import SingletonTask
 from celery_singleton_beat.beat.scheduler import Scheduler
 from celery_singleton_beat.locks.sqlalchemy import SqlAlchemyLock
-from celery_singleton_beat.testing import wait_for
+from celery_singleton_beat.testing import TcpProxy, free_port, http_status, wait_for
+from tests.support.clusters import FAST
 from tests.support.databases import SqlAlchemyDatabases
 from tests.support.sqlalchemy_cluster import SqlBeatCluster, sqlalchemy_beat_cluster
 
@@ -62,6 +66,47 @@ def test_status_check_locks_and_unlock_work_on_the_sqlalchemy_store(
     assert locks and {lock["kind"] for lock in locks.values()} == {"slot ran"}, "the slots' marks"
     assert freed.returncode == 0 and "released 'stuck-task'" in freed.stdout, freed.stdout
     assert "stuck-task" not in after.stdout
+
+
+def dispatched(port: int, entry: str) -> float:
+    """The replica's count of slots of ``entry`` it published, as ``/metrics`` reads it."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+        text = page.read().decode()
+    line = rf'^celery_singleton_beat_slots_dispatched_total\{{entry="{entry}"\}} (\S+)$'
+    found = re.search(line, text, flags=re.MULTILINE)
+    return float(found[1]) if found else 0.0
+
+
+@pytest.mark.slow
+def test_health_readiness_and_metrics_of_a_replica_follow_the_sqlalchemy_store(
+    sqlalchemy_databases: SqlAlchemyDatabases, tmp_path: Path
+) -> None:
+    """/healthz and /readyz answer 200 while PostgreSQL answers, /readyz 503 (the loop
+    still alive) while it is cut off and 200 again after; /metrics counts the slots sent."""
+    url = sqlalchemy_databases.url("postgresql", tmp_path)
+    proxy = TcpProxy(int(sa.make_url(url).port or 5432))
+    through = sa.make_url(url).set(port=proxy.port).render_as_string(hide_password=False)
+    port = free_port()
+    statuses: dict[str, int] = {}
+    try:
+        with sqlalchemy_beat_cluster(
+            tmp_path, url, {"one": {"every": 1}}, replicas_url=through, **FAST
+        ) as cluster:
+            cluster.start_replica("r1", settings={"singleton_beat_health_port": port})
+            wait_for(lambda: http_status(port, "/readyz") == 200, 30, "/readyz 200")
+            statuses["healthz"] = http_status(port, "/healthz")
+            wait_for(lambda: dispatched(port, "one") >= 2, 15, "two slots counted")
+            proxy.cut()
+            wait_for(lambda: http_status(port, "/readyz") == 503, 15, "/readyz 503")
+            statuses["healthz while cut"] = http_status(port, "/healthz")
+            counted_while_cut = dispatched(port, "one")
+            proxy.restore()
+            wait_for(lambda: http_status(port, "/readyz") == 200, 20, "/readyz 200 again")
+            wait_for(lambda: dispatched(port, "one") > counted_while_cut, 15, "slots counted again")
+    finally:
+        proxy.close()
+        sqlalchemy_databases.empty(url)
+    assert statuses == {"healthz": 200, "healthz while cut": 200}
 
 
 def test_the_plugins_database_keeps_a_singleton_tasks_lock(
