@@ -16,7 +16,7 @@ _NOT_WRITES = frozenset([
     "auth", "client", "command", "config", "exec", "exists", "get", "hello", "hget", "hgetall",
     "hmget", "info", "mget", "multi", "ping", "psync", "publish", "pttl", "replconf",
     "replicaof", "role", "scan", "script", "select", "slaveof", "subscribe", "sync", "time",
-    "ttl", "wait",
+    "ttl", "wait", "zcard", "zrange", "zrangebyscore", "zscore",
 ])  # fmt: skip
 
 
