@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import socket
 import time
 from collections.abc import Hashable, Mapping
@@ -215,4 +216,17 @@ class CrashAfterClaim(Scheduler):
     def publish_slot(self, plan: Any, slot: int) -> str:
         if plan.name == os.environ.get("TEST_CRASH_ENTRY"):
             os._exit(17)
+        return super().publish_slot(plan, slot)
+
+
+class PauseBeforePublish(Scheduler):
+    """Stops itself (SIGSTOP) once the test sets ``pause`` on the broker Redis: at the next
+    slot it claimed, before publishing it, having written the slot and the time under
+    ``paused``; the test sends SIGCONT."""
+
+    def publish_slot(self, plan: Any, slot: int) -> str:
+        client = redis.Redis.from_url(os.environ["TEST_BROKER_URL"])
+        if client.delete("pause"):
+            client.set("paused", json.dumps({"entry": plan.name, "slot": slot, "at": time.time()}))
+            os.kill(os.getpid(), signal.SIGSTOP)
         return super().publish_slot(plan, slot)

@@ -1,12 +1,15 @@
 """The ZooKeeper store and lock: settings in kazoo's terms refused at start-up with the
 setting named, leases that go with a session, and three beat replicas on a three-member
-ensemble losing one member, then two, then getting one back."""
+ensemble through a crash, a SIGKILL, a pause past their session, the leader member lost,
+then a second member, then one member back."""
 
 from __future__ import annotations
 
 import json
+import signal
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,21 +17,29 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from celery_singleton_beat.connections.zookeeper import ZooKeeper
+from celery_singleton_beat.connections.zookeeper import ZooKeeper, name_of
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.locks.zookeeper import ZooKeeperLock, from_app
 from celery_singleton_beat.settings.config import Config
 from celery_singleton_beat.settings.zookeeper import zookeeper_settings
 from celery_singleton_beat.stores import SlotOutcome
 from celery_singleton_beat.stores.zookeeper import ZooKeeperSlotStore
-from celery_singleton_beat.testing import RedisServer, free_port, http_status, wait_for
+from celery_singleton_beat.testing import (
+    Process,
+    RedisServer,
+    free_port,
+    http_status,
+    wait_for,
+)
 from celery_singleton_beat.testing.zookeeper import ZooKeeperEnsemble, ZooKeeperServer
 from tests.support.clusters import (
     FAST,
+    BeatCluster,
     TaskCluster,
     beat_cluster,
     check_exactly_once,
     executed_slots,
+    slot_ms,
 )
 
 HOSTS = "singleton_beat_zookeeper_hosts"
@@ -152,114 +163,176 @@ def test_fences_past_their_retention_are_deleted_and_younger_ones_kept(
     assert store.entry_counts("e") == {"last": 2, "dispatched": 2, "skipped": 0}
 
 
+SESSION_TIMEOUT = 4.0
+"""The replicas' ZooKeeper session timeout (s) in the ensemble test: the pause outlasts it."""
+
+
+def heartbeats(hosts: str) -> Callable[[], set[str]]:
+    """The replicas whose ephemeral heartbeat znode exists now (it goes with the session)."""
+
+    def names() -> set[str]:
+        store = ZooKeeperSlotStore(ZooKeeper(zookeeper_settings(hosts), "/singleton-beat", wait=5))
+        try:
+            return {name_of(n) for n in store.zk.children("list", store.zk.path("replicas"))}
+        finally:
+            store.close()
+
+    return names
+
+
+def stopped(process: Process) -> bool:
+    """Whether the process is stopped (SIGSTOP): state ``T`` in ``/proc/{pid}/stat``."""
+    return Path(f"/proc/{process.popen.pid}/stat").read_text().rsplit(") ", 1)[1][0] == "T"
+
+
+def kill_the_last_sender(cluster: BeatCluster, replicas: list[Process]) -> float:
+    """SIGKILL the replica that sent last and start it again; seconds until the next slot
+    ran (sent by another replica)."""
+    last = cluster.replica_of(cluster.executions()[-1]["replica"])
+    replicas[replicas.index(last)] = cluster.restart(last)
+    killed = time.time()
+    wait_for(lambda: cluster.executions()[-1]["at"] > killed, 10, "a slot after the kill")
+    return min(r["at"] for r in cluster.executions() if r["at"] > killed) - killed
+
+
+def pause_past_the_session(
+    cluster: BeatCluster, replicas: list[Process], live: Callable[[], set[str]]
+) -> dict[str, Any]:
+    """Stop the next replica to publish right before it publishes a slot it claimed, keep
+    it stopped until its session expired (its heartbeat znode gone), then SIGCONT it; the
+    slot, when it stopped and how long."""
+    assert cluster.broker is not None
+    broker = cluster.broker.client()
+    broker.set("pause", 1)  # read by tests.beat.app:PauseBeforePublish
+    wait_for(lambda: any(p.alive() and stopped(p) for p in replicas), 15, "a replica stopped")
+    [process] = [p for p in replicas if p.alive() and stopped(p)]
+    paused: dict[str, Any] = json.loads(broker.get("paused") or "{}")
+    replica = cluster.replica_id(process)
+    wait_for(lambda: replica not in live(), 3 * SESSION_TIMEOUT, "the session to expire")
+    paused.update(held=time.time() - paused["at"], replica=replica)
+    assert paused["held"] > SESSION_TIMEOUT
+    process.signal(signal.SIGCONT)
+    wait_for(lambda: replica in live(), 15, "the resumed replica's heartbeat")
+    return paused
+
+
+def lose_two_members_and_get_one_back(
+    cluster: BeatCluster, members: list[ZooKeeperServer], ports: list[int]
+) -> float:
+    """Kill ``members[1]`` too (``members[0]`` is down already): nothing is published and
+    every /readyz answers 503; start ``members[0]`` again: every /readyz answers 200. When
+    the replicas were all ready again."""
+    members[1].kill()
+    for port in ports:
+        wait_for(lambda port=port: http_status(port, "/readyz") == 503, 15, "/readyz 503")
+    assert http_status(ports[0], "/healthz") == 200, "the loop is alive, only not ready"
+    time.sleep(1.5)
+    before = len(cluster.executions())
+    time.sleep(4)
+    assert len(cluster.executions()) == before, "nothing is published without a quorum"
+    members[0].spawn()
+    for port in ports:
+        wait_for(lambda port=port: http_status(port, "/readyz") == 200, 30, "/readyz 200")
+    return time.time()
+
+
+def read_back(
+    hosts: str, entries: list[str], paused: dict[str, Any]
+) -> tuple[dict[str, dict[str, int]], tuple[bytes, Any]]:
+    """Each entry's counts, and the paused slot's fence (its data and stat)."""
+    store = ZooKeeperSlotStore(ZooKeeper(zookeeper_settings(hosts), "/singleton-beat", wait=5))
+    try:
+        fence = store.zk.path("fences", paused["entry"], str(paused["slot"]))
+        [found] = store.zk.read("read the paused slot's fence", [fence])
+        assert found is not None
+        return {entry: store.entry_counts(entry) for entry in entries}, found
+    finally:
+        store.close()
+
+
 @pytest.mark.slow
-def test_three_replicas_on_an_ensemble_survive_one_member_fail_closed_without_two_and_recover(
+def test_replicas_crashed_killed_paused_past_their_session_and_members_lost_run_each_slot_once(
     ensemble: ZooKeeperEnsemble, three_masters: list[RedisServer], tmp_path: Path
 ) -> None:
+    """On a three-member ensemble: a replica dies between publishing a slot and marking
+    it done; the replica that sent last is SIGKILLed; one is stopped right before
+    publishing a slot it claimed until its session expired (its heartbeat znode goes;
+    resumed, its copy of the slot is dropped by the worker); the leader member is killed
+    (no effect); a second member is killed (nothing published, /readyz 503, one log line)
+    and one comes back (dispatch resumes by itself). No slot runs twice; every slot runs
+    or is counted missed."""
     ports = [free_port(), free_port(), free_port()]
-    schedule = {
-        "one": {"every": 1},
-        "skip": {"every": 1, "options": {"singleton_beat": {"misfire": "skip"}}},
-    }
+    schedule = {"one": {"every": 1}, "two": {"every": 2}}
     settings = {
         **FAST,
+        # the default: a request waits half of it, long enough to ride out an election
+        "singleton_beat_claim_ttl": 3.0,
         "singleton_beat_store": "zookeeper",
         "singleton_beat_zookeeper_hosts": ensemble.hosts,
-        "singleton_beat_zookeeper_options": {"timeout": 4},
+        "singleton_beat_zookeeper_options": {"timeout": SESSION_TIMEOUT},
     }
-    with beat_cluster(tmp_path, three_masters, schedule, **settings) as cluster:
-        cluster.start_worker()
-        replicas = [
-            cluster.start_replica(f"r{i}", settings={"singleton_beat_health_port": port})
-            for i, port in enumerate(ports)
-        ]
-        wait_for(lambda: len(cluster.executions()) >= 2, 30, "first executions")
-        wait_for(lambda: http_status(ports[0], "/readyz") == 200, 10, "/readyz 200")
-        follower, other, leader = ensemble.by_mode()
-        start = time.time()
-        follower.kill()
-        time.sleep(6)
-        end = time.time() - 1.5
-        check_exactly_once(cluster.executions(), "one", 1, start, end)
-
-        other.kill()  # one member of three: no quorum
-        for port in ports:
-            wait_for(lambda port=port: http_status(port, "/readyz") == 503, 15, "/readyz 503")
-        assert http_status(ports[0], "/healthz") == 200, "the loop is alive, only not ready"
-        time.sleep(1.5)
-        before = len(cluster.executions())
-        time.sleep(5)
-        assert len(cluster.executions()) == before, "nothing is published without a quorum"
-
-        follower.spawn()  # two of three again
-        for port in ports:
-            wait_for(lambda port=port: http_status(port, "/readyz") == 200, 30, "/readyz 200")
-        resumed = time.time()
-        time.sleep(5)
-        rows = cluster.executions()
-        logs = [r.text() for r in replicas]
-        skipped = ZooKeeperSlotStore(
-            ZooKeeper(zookeeper_settings(ensemble.hosts), "/singleton-beat", wait=5)
-        )
-        counts = {entry: skipped.entry_counts(entry) for entry in ("one", "skip")}
-        skipped.close()
-    assert leader.process is not None and leader.process.poll() is None
-    executed = executed_slots(rows, "one")
-    assert [s for s, n in executed.items() if n > 1] == [], "no slot executed twice"
-    assert any(r["at"] > resumed for r in rows), "dispatch resumes by itself"
-    first = min(executed)
-    handled = (counts["one"]["last"] - first) // 1000 + 1
-    assert counts["one"]["dispatched"] + counts["one"]["skipped"] == handled, (counts, first)
-    assert counts["skip"]["skipped"] >= 5, "the slots missed without a quorum are counted"
-    for log in logs:
-        assert log.count("no quorum of the ZooKeeper ensemble reachable") == 1, log[-3000:]
-        assert log.count("a quorum of the ZooKeeper ensemble answers again") == 1, log[-3000:]
-
-
-@pytest.mark.slow
-def test_replicas_crashed_killed_and_paused_past_the_claim_ttl_on_zookeeper_run_each_slot_once(
-    _session_zookeeper: ZooKeeperServer, three_masters: list[RedisServer], tmp_path: Path
-) -> None:
-    """A replica dies between publishing a slot and marking it done (another sends it
-    again with the same task id; the worker drops the copy); the replica that sent last
-    is killed twice; one is paused past the claim TTL."""
-    settings = {
-        **FAST,
-        "singleton_beat_store": "zookeeper",
-        "singleton_beat_zookeeper_hosts": _session_zookeeper.name,
-        "singleton_beat_zookeeper_options": {"timeout": 4},
-        "singleton_beat_key_prefix": f"replicas-{uuid.uuid4().hex}:",
-    }
-    schedule = {"one": {"every": 1}, "two": {"every": 2}}
     with beat_cluster(tmp_path, three_masters, schedule, **settings) as cluster:
         cluster.start_worker()
         crasher = cluster.start_replica(
             "crasher", scheduler="tests.beat.app:CrashAfterPublish", TEST_CRASH_ENTRY="two"
         )
-        for name in ("r1", "r2", "r3"):
-            cluster.start_replica(name)
+        replicas = [
+            cluster.start_replica(
+                f"r{i}", scheduler="tests.beat.app:PauseBeforePublish",
+                settings={"singleton_beat_health_port": port},
+            )
+            for i, port in enumerate(ports)
+        ]  # fmt: skip
         wait_for(lambda: len(cluster.executions()) >= 2, 30, "first executions")
         began = time.time()
         wait_for(lambda: not crasher.alive(), 60, f"the crash hook\n{crasher.text()}")
         assert crasher.popen.returncode == 17
         wait_for(cluster.skipped, 15, "the slot sent again to reach the worker")
-        for _ in range(2):  # SIGKILL the replica that sent last, and start it again
-            time.sleep(4.5)
-            cluster.restart(cluster.replica_of(cluster.executions()[-1]["replica"]))
-        paused = next(p for p in cluster.processes if p.name == "r1")
-        paused.signal(19)  # SIGSTOP, past the claim TTL
-        time.sleep(3 * FAST["singleton_beat_claim_ttl"])
-        paused.signal(18)  # SIGCONT
+        after_kill = kill_the_last_sender(cluster, replicas)
+        time.sleep(2)
+        paused = pause_past_the_session(cluster, replicas, heartbeats(ensemble.hosts))
+        time.sleep(2)
+        follower, other, leader = ensemble.by_mode()
+        assert leader.mode() == "leader"
+        leader.kill()  # one member of three, the one that led: an election, no effect
         time.sleep(6)
         end = time.time() - 1.5
+        resumed = lose_two_members_and_get_one_back(cluster, [leader, other], ports)
+        time.sleep(4)
         rows, skipped = cluster.executions(), cluster.skipped()
-        assert paused.alive()
+        logs = [r.text() for r in replicas]
+        assert all(r.alive() for r in replicas)
+    counts, (data, stat) = read_back(ensemble.hosts, list(schedule), paused)
     check_exactly_once(rows, "one", 1, began, end)
     check_exactly_once(rows, "two", 2, began, end)
-    # the crashed replica's slot, and any a killed or paused replica had sent before its
-    # claim was taken over, reached the worker twice under one task id: dropped, not run
+    assert [t for t, n in Counter(r["task_id"] for r in rows).items() if n > 1] == []
+    for entry, spec in schedule.items():
+        executed = executed_slots(rows, entry)
+        assert [s for s, n in executed.items() if n > 1] == [], f"{entry}: a slot ran twice"
+        handled = (counts[entry]["last"] - min(executed)) // (spec["every"] * 1000) + 1
+        sent_or_missed = counts[entry]["dispatched"] + counts[entry]["skipped"]
+        assert sent_or_missed == handled, (entry, counts[entry], min(executed))
+    assert counts["one"]["skipped"] >= 3, "the slots missed without a quorum are counted"
+    assert any(r["at"] > resumed for r in rows), "dispatch resumes by itself"
+    [taken] = [
+        r for r in rows if (r["entry"], slot_ms(r["slot"])) == (paused["entry"], paused["slot"])
+    ]
+    assert taken["replica"] != paused["replica"], "the paused replica's slot is taken over"
+    assert json.loads(data)["outcome"] == "dispatched", "and marked sent by another"
+    # the crashed replica's slot, and the paused one's once it resumed, reached the worker
+    # twice under one task id: dropped, not run
     assert {s["reason"] for s in skipped} == {"skipped_duplicate"}
-    assert "two" in {s["entry"] for s in skipped}
+    assert {s["entry"] for s in skipped} >= {"two", paused["entry"]}
+    for log in logs:
+        assert log.count("no quorum of the ZooKeeper ensemble reachable") == 1, log[-3000:]
+        assert log.count("a quorum of the ZooKeeper ensemble answers again") == 1, log[-3000:]
+    print(
+        f"\ntakeover: the next slot ran {after_kill:.2f} s after the SIGKILL of the replica "
+        f"that sent last; the slot the paused replica held was marked sent by another "
+        f"{stat.mtime / 1000 - paused['at']:.2f} s after it stopped (stopped "
+        f"{paused['held']:.1f} s; the copy that ran was sent by {taken['replica']})"
+    )
+    assert follower.process is not None and follower.process.poll() is None
 
 
 @pytest.mark.slow
