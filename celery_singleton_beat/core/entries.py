@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from celery.beat import ScheduleEntry
@@ -31,6 +31,9 @@ from celery_singleton_beat.core.slots import (
     slots_for,
 )
 from celery_singleton_beat.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 OPTION = "singleton_beat"
 MISFIRE_POLICIES = tuple(m.value for m in Misfire)
@@ -64,9 +67,14 @@ class EntryPolicy:
     """Pause the entry after this many consecutive failed runs (0: never)."""
 
     @classmethod
-    def from_options(cls, name: str, options: dict[str, Any], grace: float) -> EntryPolicy:
+    def from_options(
+        cls, name: str, options: dict[str, Any], grace: float, where: str | None = None
+    ) -> EntryPolicy:
+        """The policy ``options[OPTION]`` asks for; a bad value is refused naming ``where``
+        the settings were written (by default ``beat_schedule[name]['options'][OPTION]``;
+        a database row's source names the row and its column)."""
         raw = options.get(OPTION) or {}
-        where = f"beat_schedule[{name!r}]['options'][{OPTION!r}]"
+        where = where or f"beat_schedule[{name!r}]['options'][{OPTION!r}]"
         if not raw and cls is EntryPolicy:  # most entries: one (frozen) policy shared
             shared = _SHARED_POLICIES.get(grace)
             if shared is None:
@@ -154,22 +162,24 @@ class EntryPolicy:
         return round(self.jitter * 1000)
 
 
-def _check_slot_kwarg(entry: Entry, kwarg: str) -> None:
-    """Refuse a ``slot_kwarg`` the entry's kwargs give already, or that its task (when
-    beat's app registers it) does not take: Celery would refuse every slot's message."""
-    where = f"beat_schedule[{entry.name!r}]['options'][{OPTION!r}]['slot_kwarg']"
-    kwargs = entry.kwargs if isinstance(entry.kwargs, dict) else {}
+def check_slot_kwarg(
+    kwarg: str, where: str, *, app: Celery | None, task: str, args: Any, kwargs: Any
+) -> None:
+    """Refuse a ``slot_kwarg`` an entry's kwargs give already, or that its task (when
+    beat's app registers it) does not take: Celery would refuse every slot's message.
+    ``where`` names the setting as written (see :meth:`EntryPolicy.from_options`)."""
+    kwargs = kwargs if isinstance(kwargs, dict) else {}
     if kwarg in kwargs:
         raise ConfigurationError(where, kwarg, "a name the entry's kwargs do not give already")
-    task = entry.app.tasks.get(entry.task) if entry.app is not None else None
-    args = entry.args if isinstance(entry.args, (list, tuple)) else None
-    if task is None or args is None or not getattr(task, "typing", False):
+    registered = app.tasks.get(task) if app is not None else None
+    args = args if isinstance(args, (list, tuple)) else None
+    if registered is None or args is None or not getattr(registered, "typing", False):
         return
     try:
-        task.__header__(*args, **{**kwargs, kwarg: ""})
+        registered.__header__(*args, **{**kwargs, kwarg: ""})
     except TypeError as exc:
         raise ConfigurationError(
-            where, kwarg, f"a keyword argument task {entry.task!r} takes ({exc})"
+            where, kwarg, f"a keyword argument task {task!r} takes ({exc})"
         ) from None
 
 
@@ -246,7 +256,11 @@ class Plan:
             where = f"beat_schedule[{entry.name!r}]['schedule'].{exc.name}"
             raise ConfigurationError(where, exc.value, exc.accepted) from None
         if policy.slot_kwarg is not None:
-            _check_slot_kwarg(entry, policy.slot_kwarg)
+            where = f"beat_schedule[{entry.name!r}]['options'][{OPTION!r}]['slot_kwarg']"
+            check_slot_kwarg(
+                policy.slot_kwarg, where, app=entry.app, task=entry.task, args=entry.args,
+                kwargs=entry.kwargs,
+            )  # fmt: skip
         slots = slots_for(entry.name, entry.schedule, tz)
         start, end = policy.start_ms, policy.end_ms
         if start is not None or end is not None:

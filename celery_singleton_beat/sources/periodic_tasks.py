@@ -7,6 +7,10 @@ keep it: what its fields mean for its slots, decided once for both sources.
 - ``one_off``: one slot, the schedule's first at least :data:`ONE_OFF_DELAY` after the row
   was saved (so that every replica has seen the row before it falls due); the replica
   that sends it disables the row, as the library's own scheduler does;
+- ``headers`` (JSON): the message's headers, except the key ``"singleton_beat"``, which
+  carries the row's per-entry settings (``jitter``, ``slot_kwarg``, ``pause_on_failure``,
+  ``misfire``, ``overlap``, ...: :class:`~celery_singleton_beat.core.entries.EntryPolicy`)
+  into the entry's options, checked when the row is read (:func:`take_policies`);
 - ``last_run_at`` and ``total_run_count``: written once per slot by the replica that sent
   it, each slot counted once even when sent again after a replica died (a table of
   counted slots, unique on entry and slot, written in the same transaction as the counts).
@@ -18,6 +22,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from celery_singleton_beat.core.entries import OPTION, EntryPolicy, check_slot_kwarg
 from celery_singleton_beat.core.slots import (
     BoundedSlots,
     OnceSlots,
@@ -26,6 +31,7 @@ from celery_singleton_beat.core.slots import (
     schedule_tz,
     slots_for,
 )
+from celery_singleton_beat.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -36,6 +42,12 @@ ONE_OFF_DELAY = 2000
 COUNTED_KEPT_MS = 24 * 3600 * 1000
 #: Seconds between two clean-ups of the counted slots, per replica.
 FORGET_EVERY = 600.0
+#: Per-entry settings a row gives in its own columns instead, with what to use.
+ROW_COLUMNS = {
+    "start_time": "the row's start_time column (no slot before it)",
+    "end_time": "the row's expires column (no slot from it on)",
+    "timezone": "a crontab row's zone is its crontab's timezone column",
+}
 
 
 def row_schedule(
@@ -75,6 +87,32 @@ def routing(row: Any) -> dict[str, Any]:
         for name in ("queue", "exchange", "routing_key", "priority")
         if getattr(row, name) not in (None, "")
     }
+
+
+def take_policies(app: Celery, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The entry ``spec`` of row ``name`` with the per-entry settings of its headers'
+    ``"singleton_beat"`` key moved into its options (so the key never reaches the
+    worker's headers), checked as ``beat_schedule``'s are: a bad value raises
+    :class:`~celery_singleton_beat.errors.ConfigurationError` naming the row and the key
+    as written, and the source leaves that row out."""
+    options = spec["options"]
+    headers = options.get("headers")
+    if not isinstance(headers, dict) or OPTION not in headers:
+        return spec
+    options["headers"] = {k: v for k, v in headers.items() if k != OPTION}
+    settings = headers[OPTION]
+    where = f"PeriodicTask {name!r} headers[{OPTION!r}]"
+    for key, column in ROW_COLUMNS.items():
+        if isinstance(settings, dict) and key in settings:
+            raise ConfigurationError(f"{where}[{key!r}]", settings[key], column)
+    policy = EntryPolicy.from_options(name, {OPTION: settings}, EntryPolicy.misfire_grace, where)
+    if policy.slot_kwarg is not None:
+        check_slot_kwarg(
+            policy.slot_kwarg, f"{where}['slot_kwarg']", app=app, task=spec["task"],
+            args=spec["args"], kwargs=spec["kwargs"],
+        )  # fmt: skip
+    options[OPTION] = settings
+    return spec
 
 
 def per_entry(counted: Iterable[tuple[str, int]]) -> dict[str, int]:

@@ -15,6 +15,9 @@ field becomes is decided with the Django app's django-celery-beat source, in
 - ``args``/``kwargs`` (JSON), ``queue``, ``exchange``, ``routing_key``, ``priority``,
   ``headers`` (JSON): the message, as ``DatabaseScheduler`` sends it (with its
   ``periodic_task_name`` option);
+- ``headers["singleton_beat"]``: the row's per-entry settings (``jitter``,
+  ``slot_kwarg``, ``pause_on_failure``, ...), taken out of the message's headers and
+  checked when the row is read: a bad one leaves the row out, with one error line;
 - ``last_run_at`` and ``total_run_count``: written once per slot, by the replica that sent
   it, before the slot is marked done; a slot sent again after a replica died in between is
   not counted twice (``singleton_beat_counted_slots``, in the same transaction). A one-off
@@ -48,6 +51,7 @@ from celery_singleton_beat.sources.periodic_tasks import (
     per_entry,
     routing,
     row_schedule,
+    take_policies,
 )
 
 if TYPE_CHECKING:
@@ -163,13 +167,14 @@ class SqlAlchemyCeleryBeatSource(ScheduleSource):
             options["expires"] = expires
         options["headers"] = json.loads(row.headers or "{}")
         options["periodic_task_name"] = row.name
-        return {
+        spec = {
             "task": row.task,
             "schedule": self.schedule(row),
             "args": json.loads(row.args or "[]"),
             "kwargs": json.loads(row.kwargs or "{}"),
             "options": options,
         }
+        return take_policies(self.app, row.name, spec)
 
     def schedule(self, row: Any) -> Any:
         """The row's schedule, bounded by its start, its expiry and ``one_off``."""

@@ -17,6 +17,9 @@ What each field becomes:
 - ``args``/``kwargs`` (JSON), ``queue``, ``exchange``, ``routing_key``, ``priority``,
   ``headers`` (JSON): the message, as django-celery-beat sends it (with its
   ``periodic_task_name`` header, which django-celery-results records);
+- ``headers["singleton_beat"]``: the row's per-entry settings (``jitter``,
+  ``slot_kwarg``, ``pause_on_failure``, ...), taken out of the message's headers and
+  checked when the row is read: a bad one leaves the row out, with one error line;
 - ``last_run_at`` and ``total_run_count``: written once per slot, by the replica that
   sent it (an ``UPDATE`` that does not touch ``PeriodicTasks``, so it causes no re-read),
   before the slot is marked done; a slot sent again after a replica died in between is
@@ -47,6 +50,7 @@ from celery_singleton_beat.sources.periodic_tasks import (
     per_entry,
     routing,
     row_schedule,
+    take_policies,
 )
 
 logger = logging.getLogger(__name__)
@@ -218,13 +222,14 @@ class DjangoCeleryBeatSource(ScheduleSource):
         # a header, as django-celery-beat sends it: the worker's request (and so
         # django-celery-results) reads it there; Celery puts unknown options elsewhere
         options["headers"] = {**json.loads(row.headers or "{}"), "periodic_task_name": row.name}
-        return {
+        spec = {
             "task": row.task,
             "schedule": self.schedule(row),
             "args": json.loads(row.args or "[]"),
             "kwargs": json.loads(row.kwargs or "{}"),
             "options": options,
         }
+        return take_policies(self.app, row.name, spec)
 
     def schedule(self, row: Any) -> Any:
         """The row's schedule; with ``start_time``, ``expires``, ``one_off`` or a clocked

@@ -12,14 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from celery import Celery
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from celery_singleton_beat.beat.scheduler import Scheduler
 from celery_singleton_beat.core.slots import slot_label
 from celery_singleton_beat.observe import events
 from celery_singleton_beat.testing import FakeClock, RedisServer
-from tests.support.clocked import on_clock, run
+from tests.support.clocked import replica_of, run
 
 pytestmark = pytest.mark.django_db(transaction=True)  # beat reads in autocommit, as here
 
@@ -39,17 +38,8 @@ def replica(
     redis_cluster: Callable[[int], list[RedisServer]], clock: FakeClock
 ) -> Iterator[Scheduler]:
     """A replica of django-celery-beat's rows, on ``clock``."""
-    (master,) = redis_cluster(1)
-    app = Celery("rows-edited", broker="memory://", set_as_current=False)
-    app.conf.update(
-        singleton_beat_redis_urls=[master.url],
-        singleton_beat_schedule_source="django_celery_beat",
-    )
-    sched = Scheduler(app=on_clock(app, clock, monotonic=True))
-    try:
+    with replica_of("django_celery_beat", redis_cluster(1)[0], clock) as sched:
         yield sched
-    finally:
-        sched.close()
 
 
 def test_a_row_saved_just_before_a_slot_and_read_just_after_it_still_sends_the_slot(

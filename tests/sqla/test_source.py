@@ -5,6 +5,8 @@ table as the version, and each slot counted once."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,7 +33,14 @@ from celery_singleton_beat.observe import events
 from celery_singleton_beat.sources.periodic_tasks import ONE_OFF_DELAY
 from celery_singleton_beat.sources.sqlalchemy_celery_beat import SqlAlchemyCeleryBeatSource
 from celery_singleton_beat.testing import FakeClock
-from tests.support.clocked import on_clock, run
+from tests.support.clocked import (
+    ROW_POLICIES,
+    check_row_policies_sent,
+    on_clock,
+    published,
+    replica_of,
+    run,
+)
 
 UTC = dt.timezone.utc
 NOW = dt.datetime.now(UTC).replace(microsecond=0)
@@ -194,3 +203,35 @@ def test_a_row_edited_just_before_a_slot_and_read_just_after_it_still_sends_the_
         sched.close()
     sent = [slot_label(round(e.slot.timestamp() * 1000)) for e in fired]
     assert sent == [f"2026-01-01T00:00:{s:02d}.000Z" for s in (8, 16, 20, 24)]
+
+
+def test_a_row_s_header_policies_jitter_its_sends_give_the_slot_and_mark_its_failure_limit(
+    app: Celery, session: Session, redis_cluster: Any
+) -> None:
+    headers = json.dumps({"trace": "abc", "singleton_beat": ROW_POLICIES})
+    add(session, "herd", IntervalSchedule(every=10, period="seconds"), headers=headers)
+    clock = FakeClock("2026-01-01T00:00:00")
+    beat = replica_of("sqlalchemy_celery_beat", redis_cluster(1)[0], clock, app)
+    with beat as replica, published(clock) as sent:
+        run(replica, clock, "2026-01-01T00:00:45", step=0.25)
+
+    check_row_policies_sent(sent, "herd", step=0.25)
+
+
+def test_a_row_with_a_bad_header_policy_is_left_out_with_one_line_naming_it(
+    app: Celery, session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    add(session, "nightly", IntervalSchedule(every=10, period="seconds"),
+        headers='{"singleton_beat": {"pause_on_failure": "3"}}')  # fmt: skip
+    add(session, "hourly", IntervalSchedule(every=10, period="seconds"),
+        headers='{"singleton_beat": {"pause_on_failure": 3}}')  # fmt: skip
+    with caplog.at_level(logging.ERROR):
+        entries = SqlAlchemyCeleryBeatSource(app).entries()
+
+    assert sorted(entries) == ["hourly"]
+    assert entries["hourly"]["options"]["singleton_beat"] == {"pause_on_failure": 3}
+    assert [r.getMessage() for r in caplog.records] == [
+        "singleton beat: PeriodicTask 'nightly' is left out: ConfigurationError: PeriodicTask "
+        "'nightly' headers['singleton_beat']['pause_on_failure'] = '3' is not valid: a whole "
+        "number of consecutive failed runs, 0 (default: never pause) or more."
+    ]

@@ -25,9 +25,15 @@ from typing import Any, TypeVar
 import redis
 from celery import Celery
 
+from celery_singleton_beat import schedule
 from celery_singleton_beat.core.schema import Keys
 from celery_singleton_beat.locks import Redlock
-from celery_singleton_beat.testing import CeleryCluster, RedisClusterServers, RedisServer
+from celery_singleton_beat.testing import (
+    CeleryCluster,
+    RedisClusterServers,
+    RedisServer,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The task app's module and queue.
@@ -182,6 +188,28 @@ def beat_cluster(
 
 
 @contextmanager
+def rows_cluster(
+    workdir: Path, masters: list[RedisServer], **settings: Any
+) -> Iterator[BeatCluster]:
+    """Replicas of ``tests.djangoapp.dcb_app`` scheduling django-celery-beat's rows of the
+    test's PostgreSQL database (``databases=["postgres"]``)."""
+    from django.db import connections
+
+    def make(broker: RedisServer) -> BeatCluster:
+        cluster = BeatCluster(
+            workdir, "tests.djangoapp.dcb_app", queue="beat-tests", masters=masters,
+            broker=broker, settings={"singleton_beat_schedule_source": "django_celery_beat",
+                                     **settings},
+        )  # fmt: skip
+        cluster.base_env["DCB_DB_NAME"] = connections["postgres"].settings_dict["NAME"]
+        cluster.base_env["DJANGO_SETTINGS_MODULE"] = "tests.djangoapp.dcb_settings"
+        return cluster
+
+    with with_broker(make) as cluster:
+        yield cluster
+
+
+@contextmanager
 def task_cluster(
     workdir: Path, masters: list[RedisServer] | list[RedisClusterServers]
 ) -> Iterator[TaskCluster]:
@@ -192,6 +220,23 @@ def task_cluster(
         )
     ) as cluster:
         yield cluster
+
+
+def check_pauses_on_failure(cluster: BeatCluster, app: Celery, entry: str) -> dict[str, Any]:
+    """Entry ``entry`` (``pause_on_failure: 3``, task ``fail`` failing) pauses itself at
+    its third failure, with the last error as its reason, and is sent no more: its pause,
+    as ``app`` reads it."""
+    wait_for(lambda: entry in schedule.paused(app), 40, f"{entry} paused")
+    time.sleep(3)  # what was sent before the pause was seen has run
+    ran = len(cluster.executions())
+    time.sleep(3)
+    assert len(cluster.executions()) == ran  # nothing sent while paused
+    assert 3 <= ran <= 5  # the third failure paused it; runs already sent may still fail
+    pause: dict[str, Any] = schedule.paused(app)[entry]
+    assert pause["by"] == "pause_on_failure"
+    assert pause["reason"].startswith("3 consecutive failed runs, the last of slot ")
+    assert pause["reason"].endswith(f"RuntimeError: {entry} failed on purpose")
+    return pause
 
 
 def slot_ms(label: str) -> int:
