@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 # the matrix's Pythons: pyenv's, found by nox on PATH (set PYTHONS_PATH to use others)
 PYTHONS_PATH ?= $(subst $(eval) ,:,$(wildcard $(HOME)/.pyenv/versions/3.1[0-3].*/bin))
 
-.PHONY: demo demo-locks demo-django test lint typecheck docs nox bench redis-server zookeeper etcd chromium promtool clean
+.PHONY: demo demo-locks demo-django test lint typecheck docs nox pythons bench redis-server zookeeper etcd chromium promtool clean
 
 $(STAMP): pyproject.toml
 	@[ -n "$(PYTHON)" ] || { echo "error: no python3 found; install Python 3.10 or newer" >&2; exit 1; }
@@ -110,17 +110,29 @@ typecheck: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir $(VENV)/site
 
-test: lint typecheck docs redis-server zookeeper etcd chromium promtool
-	$(BIN)/pytest --durations=25
-	@echo "== the Django app's records, admin and dashboard again, with PostgreSQL as the default database"
-	$(BIN)/pytest -p no:cacheprovider --ds=tests.djangoapp.settings_postgres tests/djangoapp/test_admin_and_records.py
-	$(MAKE) nox
+# The matrix's venvs are made while the suite runs (downloads and disk, little CPU), then
+# its cells run on them once the suite has passed.
+NOX_INSTALL_LOG := $(VENV)/nox-install.log
+test: lint typecheck docs redis-server zookeeper etcd chromium promtool pythons
+	@echo "== the version matrix's venvs, installed meanwhile (log: $(NOX_INSTALL_LOG))"
+	@PATH="$(PYTHONS_PATH):$$PATH" $(BIN)/nox --no-color --install-only >$(NOX_INSTALL_LOG) 2>&1 & installing=$$!; \
+	trap 'kill $$installing 2>/dev/null' INT TERM; \
+	$(BIN)/pytest --durations=25 && \
+	echo "== the Django app's records, admin and dashboard again, with PostgreSQL as the default database" && \
+	$(BIN)/pytest -p no:cacheprovider --ds=tests.djangoapp.settings_postgres tests/djangoapp/test_admin_and_records.py; \
+	passed=$$?; \
+	wait $$installing || { cat $(NOX_INSTALL_LOG); echo "error: installing the version matrix's venvs failed (above)" >&2; exit 1; }; \
+	exit $$passed
+	$(MAKE) nox NOX_ARGS=--reuse-existing-virtualenvs\ --no-install
 
-# each cell: a fresh venv, the built wheel, pinned versions, the subset (see noxfile.py)
-nox: $(STAMP) redis-server zookeeper etcd
+# the matrix's Pythons, each found on PATH
+pythons:
 	@for v in 3.10 3.12 3.13; do PATH="$(PYTHONS_PATH):$$PATH" command -v python$$v >/dev/null || { \
 		echo "error: python$$v not found (pyenv's are looked for in ~/.pyenv/versions); set PYTHONS_PATH=dir:dir" >&2; exit 1; }; done
-	PATH="$(PYTHONS_PATH):$$PATH" $(BIN)/nox --no-color
+
+# each cell: a fresh venv, the built wheel, pinned versions, the subset (see noxfile.py)
+nox: $(STAMP) redis-server zookeeper etcd pythons
+	PATH="$(PYTHONS_PATH):$$PATH" $(BIN)/nox --no-color $(NOX_ARGS)
 
 bench: $(STAMP) redis-server zookeeper etcd
 	$(BIN)/python bench/locks.py
