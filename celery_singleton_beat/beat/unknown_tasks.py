@@ -1,4 +1,6 @@
-"""Entries whose task this process does not register: warned of once per entry and task."""
+"""Entries whose task this process does not register: warned of once per entry and task,
+in one line per task when several entries appear at once (a schedule of 100,000 entries
+of one task gives one line, not 100,000)."""
 
 from __future__ import annotations
 
@@ -29,15 +31,33 @@ class UnknownTasks:
         self._warned: set[tuple[str, str]] = set()
 
     def warn(self, plans: Iterable[Plan]) -> None:
+        new: dict[str, list[str]] = {}
         for plan in plans:
             task = plan.entry.task
             key = (plan.name.partition(RUN_NOW)[0], task)
             if key in self._warned or task in self.app.tasks:
                 continue
             self._warned.add(key)
+            new.setdefault(task, []).append(key[0])
+        for task, names in new.items():
+            if len(names) == 1:
+                logger.warning(
+                    "singleton beat: entry %r sends task %r, which is not registered in this "
+                    "app: %s", names[0], task, CONSEQUENCE,
+                )  # fmt: skip
+                continue
+            shown = ", ".join(repr(name) for name in names[:NAMED])
+            more = f" and {len(names) - NAMED:,} more" if len(names) > NAMED else ""
             logger.warning(
-                "singleton beat: entry %r sends task %r, which is not registered in this app: "
-                "workers that do not register it either discard its messages (check the name, "
-                "and that its module is imported: imports, include or autodiscover_tasks)",
-                key[0], task,
+                "singleton beat: %s entries (%s%s) send task %r, which is not registered in "
+                "this app: %s", f"{len(names):,}", shown, more, task, CONSEQUENCE,
             )  # fmt: skip
+
+
+#: What a message of such a task meets, and where to look.
+CONSEQUENCE = (
+    "workers that do not register it either discard its messages (check the name, and that "
+    "its module is imported: imports, include or autodiscover_tasks)"
+)
+#: How many entries of one task a warning names.
+NAMED = 5
