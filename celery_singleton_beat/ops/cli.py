@@ -33,8 +33,8 @@ from celery_singleton_beat.errors import (
 from celery_singleton_beat.ops import cluster as overview
 from celery_singleton_beat.ops.lock_stores import LockStore, lock_stores
 from celery_singleton_beat.runtime import Runtime, load_task_modules, modules_failed
-from celery_singleton_beat.schedule.document import ScheduleDocument
 from celery_singleton_beat.settings.config import Config, TaskConfig
+from celery_singleton_beat.sources.schedule_document import ScheduleDocument
 from celery_singleton_beat.tasks import copies
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from celery import signals
 from celery_singleton_beat.core.schema import PAUSED_ON_FAILURE as PAUSED_BY
 from celery_singleton_beat.core.schema import Header
 from celery_singleton_beat.observe import events
-from celery_singleton_beat.schedule.document import ScheduleDocument
+from celery_singleton_beat.sources.schedule_document import ScheduleDocument
 
 logger = logging.getLogger(__name__)
 
