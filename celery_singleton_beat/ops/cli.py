@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 copies.connect()
 
 
-def _config(ctx: click.Context) -> tuple[Any, Config]:
+def _config(ctx: click.Context) -> tuple[Celery, Config]:
     app = ctx.obj.app
     try:
         return app, Config.from_conf(app.conf)
