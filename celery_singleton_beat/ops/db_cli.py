@@ -1,6 +1,7 @@
-"""``celery -A proj singleton-beat db …``: the SQLAlchemy store's tables, for a project
-without Alembic (with Alembic, its autogenerate takes them from
-:data:`celery_singleton_beat.connections.sqlalchemy.metadata`)."""
+"""``celery -A proj singleton-beat db …``: the SQLAlchemy store's tables, made or upgraded.
+
+For a project without Alembic; with Alembic, its autogenerate takes them from
+:data:`celery_singleton_beat.connections.sqlalchemy.metadata`."""
 
 from __future__ import annotations
 
