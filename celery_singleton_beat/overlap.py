@@ -1,6 +1,5 @@
-"""The overlap policy moved to :mod:`celery_singleton_beat.core.overlap` (the rule) and
-:mod:`celery_singleton_beat.tasks.overlap` (the worker's ``install``); this path keeps
-working."""
+"""The overlap policy's former path, kept working: the rule moved to
+:mod:`celery_singleton_beat.core.overlap`, the worker's ``install`` to ``tasks/overlap.py``."""
 
 from celery_singleton_beat.core.overlap import (
     POLICIES,

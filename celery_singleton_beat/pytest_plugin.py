@@ -1,6 +1,8 @@
-"""The pytest plugin moved to :mod:`celery_singleton_beat.testing.pytest_plugin` (the
-``pytest11`` entry point names it); this path keeps working, for
-``pytest_plugins = ["celery_singleton_beat.pytest_plugin"]``."""
+"""The pytest plugin's former path, kept working for
+``pytest_plugins = ["celery_singleton_beat.pytest_plugin"]``.
+
+The plugin is :mod:`celery_singleton_beat.testing.pytest_plugin`, which the ``pytest11``
+entry point names."""
 
 from celery_singleton_beat.testing.pytest_plugin import (
     singleton_beat_memory_lock,

@@ -3,6 +3,7 @@ started and migration pages run as written."""
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import itertools
 import os
@@ -21,6 +22,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import tomllib
 from celery import Celery
 from packaging.requirements import Requirement
 
@@ -39,7 +41,54 @@ from celery_singleton_beat.testing import (
 )
 from tests.support.clusters import slot_ms
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+
+
+def drawn_modules() -> set[str]:
+    """The modules the drawing of docs/architecture.md names, as paths in the package."""
+    drawing = (DOCS / "architecture.md").read_text().split("```\n")[1]
+    folder, drawn = "", set()
+    for line in drawing.splitlines()[1:]:  # below "celery_singleton_beat/"
+        if "─" in line:
+            continue
+        start = re.match(r"  (?:(\w+/) |\S)", line)
+        if start:  # a folder's first line, or a module at the top (no folder)
+            folder = start.group(1) or ""
+        drawn |= {
+            name if "/" in name else folder + name for name in re.findall(r"[\w/]+\.py", line)
+        }
+    return drawn
+
+
+def former_paths() -> set[str]:
+    """The aliases of the paths the docs named before the folders (import-linter's
+    "former module paths" contract lists them), as paths in the package."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (contract,) = [c for c in config["tool"]["importlinter"]["contracts"] if "former" in c["name"]]
+    return {m.partition(".")[2].replace(".", "/") + ".py" for m in contract["forbidden_modules"]}
+
+
+def test_the_architecture_drawing_names_every_module_of_the_package_and_no_other() -> None:
+    package = ROOT / "celery_singleton_beat"
+    tree = {
+        p.relative_to(package).as_posix() for p in package.rglob("*.py") if p.name != "__init__.py"
+    }
+    drawn = drawn_modules()
+    assert (sorted(tree - former_paths() - drawn), sorted(drawn - tree)) == ([], [])
+
+
+def test_every_module_opens_with_a_docstring_whose_summary_is_one_or_two_lines() -> None:
+    modules = [
+        *(ROOT / "celery_singleton_beat").rglob("*.py"),
+        *(p for p in (ROOT / "django_app").rglob("*.py") if "migrations" not in p.parts),
+    ]
+    long_or_missing = []
+    for path in modules:
+        docstring = ast.get_docstring(ast.parse(path.read_text()))
+        if not docstring or docstring.split("\n\n")[0].count("\n") > 1:
+            long_or_missing.append(path.relative_to(ROOT).as_posix())
+    assert long_or_missing == []
 
 
 def test_every_setting_has_a_heading_with_its_default_on_the_configuration_page() -> None:

@@ -36,8 +36,13 @@ from celery_singleton_beat.core.entries import Plan
 from celery_singleton_beat.core.schema import ClaimStatus, Outcome
 from celery_singleton_beat.core.slots import to_datetime
 from celery_singleton_beat.observe import events
-from celery_singleton_beat.schedule.document import BACKFILL, HAD_RUN, next_release, released
 from celery_singleton_beat.settings.config import Config
+from celery_singleton_beat.sources.schedule_document import (
+    BACKFILL,
+    HAD_RUN,
+    next_release,
+    released,
+)
 from celery_singleton_beat.stores.base import Claim, Fence, Fences, SlotOutcome
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from celery_singleton_beat.core.entries import Plan
-from celery_singleton_beat.schedule.document import RUN_NOW
+from celery_singleton_beat.sources.schedule_document import RUN_NOW
 
 if TYPE_CHECKING:
     from celery import Celery

@@ -33,8 +33,8 @@ from celery_singleton_beat.errors import (
 from celery_singleton_beat.ops import cluster as overview
 from celery_singleton_beat.ops.lock_stores import LockStore, lock_stores
 from celery_singleton_beat.runtime import Runtime, load_task_modules, modules_failed
-from celery_singleton_beat.schedule.document import ScheduleDocument
 from celery_singleton_beat.settings.config import Config, TaskConfig, store_reason
+from celery_singleton_beat.sources.schedule_document import ScheduleDocument
 from celery_singleton_beat.tasks import copies
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 copies.connect()
 
 
-def _config(ctx: click.Context) -> tuple[Any, Config]:
+def _config(ctx: click.Context) -> tuple[Celery, Config]:
     app = ctx.obj.app
     try:
         return app, Config.from_conf(app.conf)

@@ -29,10 +29,10 @@ from celery_singleton_beat.core.entries import Entry, Plan
 from celery_singleton_beat.core.schema import Keys, lock_kind
 from celery_singleton_beat.core.slots import BoundedSlots, CronSlots, slot_label, slots_for
 from celery_singleton_beat.errors import ConfigurationError
-from celery_singleton_beat.schedule.document import RUN_NOW
 from celery_singleton_beat.settings.config import Config, TaskConfig
 from celery_singleton_beat.settings.urls import MasterURL, without_cluster_flag
 from celery_singleton_beat.sources import MergedSource, load_source
+from celery_singleton_beat.sources.schedule_document import RUN_NOW
 
 if TYPE_CHECKING:
     from celery import Celery

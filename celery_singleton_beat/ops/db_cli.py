@@ -1,18 +1,22 @@
-"""``celery -A proj singleton-beat db …``: the SQLAlchemy store's tables, for a project
-without Alembic (with Alembic, its autogenerate takes them from
-:data:`celery_singleton_beat.connections.sqlalchemy.metadata`)."""
+"""``celery -A proj singleton-beat db …``: the SQLAlchemy store's tables, made or upgraded.
+
+For a project without Alembic; with Alembic, its autogenerate takes them from
+:data:`celery_singleton_beat.connections.sqlalchemy.metadata`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from celery_singleton_beat.errors import ConfigurationError, SchemaError
 from celery_singleton_beat.settings.config import sqlalchemy_url
 
+if TYPE_CHECKING:
+    from celery import Celery
 
-def _urls(app: Any) -> list[str]:
+
+def _urls(app: Celery) -> list[str]:
     """The databases the library keeps tables in: the store's (``singleton_beat_sqlalchemy_url``,
     default ``beat_dburi``) and, when sqlalchemy-celery-beat's tables are the schedule source
     elsewhere, theirs (``beat_dburi``: its run counts are kept beside them)."""

@@ -13,7 +13,7 @@ are listed once.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from celery_singleton_beat.core.schema import lock_kind
 from celery_singleton_beat.errors import ConfigurationError, LockError
@@ -26,6 +26,15 @@ if TYPE_CHECKING:
     from celery import Celery
 
 
+class Released(NamedTuple):
+    """What a forced release did."""
+
+    released: bool
+    """Whether the lock was deleted anywhere."""
+    text: str
+    """What was done, in a sentence for the operator."""
+
+
 class LockStore:
     """One store: its name (shown beside each key), what it holds, a forced release."""
 
@@ -36,8 +45,8 @@ class LockStore:
         fence, store."""
         raise NotImplementedError
 
-    def force_release(self, key: str) -> tuple[bool, str]:
-        """Delete ``key``'s lock whoever holds it: (released anywhere, what was done)."""
+    def force_release(self, key: str) -> Released:
+        """Delete ``key``'s lock whoever holds it."""
         raise NotImplementedError
 
 
@@ -59,12 +68,14 @@ class MastersStore(LockStore):
         rows = overview.held_locks(self.config, self._clients())
         return [{**row, "store": self.name} for row in rows]
 
-    def force_release(self, key: str) -> tuple[bool, str]:
+    def force_release(self, key: str) -> Released:
         clients = self._clients()
         deleted = overview.force_release(self.config, clients, key)
         if not deleted:
-            return False, f"{key!r} was not held on any of the {len(clients)} reachable masters"
-        return True, f"released {key!r} on {deleted} of {len(clients)} reachable masters"
+            return Released(
+                False, f"{key!r} was not held on any of the {len(clients)} reachable masters"
+            )
+        return Released(True, f"released {key!r} on {deleted} of {len(clients)} reachable masters")
 
 
 class BackendStore(LockStore):
@@ -90,14 +101,16 @@ class BackendStore(LockStore):
             for row in rows
         ]
 
-    def force_release(self, key: str) -> tuple[bool, str]:
+    def force_release(self, key: str) -> Released:
         token = self.backend.holder(key)
         if token is None:
-            return False, f"{key!r} is not held"
+            return Released(False, f"{key!r} is not held")
         clock = self.backend.clock
         lease = Lease(key, token, fence=0, ttl=1.0, valid_until=clock() + 1.0, clock=clock)
         released = self.backend.release(lease)
-        return released, f"released {key!r}" if released else f"{key!r} was released meanwhile"
+        return Released(
+            released, f"released {key!r}" if released else f"{key!r} was released meanwhile"
+        )
 
 
 def lock_stores(app: Celery) -> list[LockStore]:

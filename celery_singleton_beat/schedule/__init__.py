@@ -1,7 +1,8 @@
 """The runtime schedule: entries added, paused, resumed and run now while beat runs.
 
 The functions (:mod:`.api`) edit one document kept in the app's slot store
-(:mod:`.document`), which every replica reading the ``"runtime"`` source follows::
+(:mod:`celery_singleton_beat.sources.schedule_document`), which every replica reading the
+``"runtime"`` source follows::
 
     from celery_singleton_beat import schedule
 
@@ -28,7 +29,7 @@ from celery_singleton_beat.schedule.api import (
     update,
 )
 from celery_singleton_beat.schedule.backfills import backfill, backfill_progress, backfill_requests
-from celery_singleton_beat.schedule.document import RUN_NOW, RUN_NOW_KEPT_MS, to_beat
+from celery_singleton_beat.sources.schedule_document import RUN_NOW, RUN_NOW_KEPT_MS, to_beat
 
 __all__ = [
     "API_TIMEOUT",

@@ -35,7 +35,7 @@ from celery_singleton_beat import sources
 from celery_singleton_beat.core.entries import OPTION, Entry, Plan
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.runtime import load_task_modules
-from celery_singleton_beat.schedule.document import (
+from celery_singleton_beat.sources.schedule_document import (
     POLICY_FIELDS,
     RUN_NOW_KEPT_MS,
     RunMarks,

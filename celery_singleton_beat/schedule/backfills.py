@@ -32,7 +32,7 @@ from celery_singleton_beat.core.slots import IntervalSlots, slot_label
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.runtime import Runtime, load_task_modules
 from celery_singleton_beat.schedule.api import API_TIMEOUT, _one_of, _store
-from celery_singleton_beat.schedule.document import (
+from celery_singleton_beat.sources.schedule_document import (
     BACKFILL,
     BACKFILL_KEPT_MS,
     HAD_RUN,

@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from celery.app.defaults import DEFAULTS as CELERY_SETTINGS
 
@@ -38,6 +38,9 @@ from celery_singleton_beat.settings.zookeeper import (
     zookeeper_settings,
 )
 from celery_singleton_beat.settings.zookeeper import shown_options as shown_zookeeper_options
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 logger = logging.getLogger(__name__)
 
@@ -686,7 +689,7 @@ def sqlalchemy_url(conf: Mapping[str, Any]) -> str:
     return str(url)
 
 
-def upgrade_command(app: Any) -> str:
+def upgrade_command(app: Celery) -> str:
     """The command that creates or upgrades the SQLAlchemy store's tables, for this app."""
     return f"celery -A {getattr(app, 'main', None) or 'proj'} singleton-beat db upgrade"
 

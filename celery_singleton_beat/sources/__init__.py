@@ -32,6 +32,7 @@ from celery_singleton_beat.errors import ConfigurationError, SourceUnavailable
 from celery_singleton_beat.observe import events
 from celery_singleton_beat.settings.config import as_written
 from celery_singleton_beat.sources.base import EntrySpec, ScheduleSource
+from celery_singleton_beat.sources.document import ControlSource
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -266,8 +267,6 @@ def load_source(app: Celery, value: Any = None) -> MergedSource:
     """The sources ``value`` (default: the app's ``singleton_beat_schedule_source``) names,
     merged, with the run-now and pause controls of :mod:`celery_singleton_beat.schedule`."""
     sources = _sources(app, value)
-    from celery_singleton_beat.sources.document import ControlSource  # noqa: PLC0415
-
     return MergedSource(app, sources, control=ControlSource(app))
 
 

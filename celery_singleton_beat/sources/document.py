@@ -18,14 +18,14 @@ from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from celery_singleton_beat.core.slots import OnceSlots, SlotSchedule
-from celery_singleton_beat.schedule.document import (
+from celery_singleton_beat.sources.base import EntrySpec, ScheduleSource
+from celery_singleton_beat.sources.schedule_document import (
     RUN_NOW,
     RUN_NOW_KEPT_MS,
     RunMarks,
     ScheduleDocument,
     to_beat,
 )
-from celery_singleton_beat.sources.base import EntrySpec, ScheduleSource
 
 if TYPE_CHECKING:
     from celery import Celery

@@ -62,6 +62,7 @@ __all__ = [
     "ScheduleChanges",
     "SlotOutcome",
     "SlotStore",
+    "StoredSchedule",
 ]
 
 Fence = tuple[str, int]
@@ -104,6 +105,15 @@ class SlotOutcome(NamedTuple):
     """Messages published for it (0 or 1): added to the entry's ``dispatched`` count."""
     skipped: int
     """Slots it stands for that did not run: added to the entry's ``skipped`` count."""
+
+
+class StoredSchedule(NamedTuple):
+    """The runtime schedule as :meth:`DocumentStore.read_schedule` returns it."""
+
+    revision: int
+    """The newest revision (0: never written)."""
+    doc: dict[str, Any]
+    """Its document (a JSON-ready dict; ``{}`` when none)."""
 
 
 class Fences(abc.ABC):
@@ -243,7 +253,7 @@ class DocumentStore(abc.ABC):
         self._revision_seen = (time.monotonic(), revision)
 
     @abc.abstractmethod
-    def read_schedule(self) -> tuple[int, dict[str, Any]]:
+    def read_schedule(self) -> StoredSchedule:
         """The newest revision and its document (a JSON-ready dict; ``{}`` when none)."""
 
     @abc.abstractmethod

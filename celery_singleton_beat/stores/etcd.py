@@ -51,7 +51,14 @@ from celery_singleton_beat.core.schema import DEFAULT_PREFIX, RUN_STATE_FIELDS, 
 from celery_singleton_beat.errors import StoreUnavailable
 from celery_singleton_beat.locks.base import LockBackend
 from celery_singleton_beat.locks.etcd import EtcdLock, etcd_client
-from celery_singleton_beat.stores.base import Claim, EntryState, Fence, SlotOutcome, SlotStore
+from celery_singleton_beat.stores.base import (
+    Claim,
+    EntryState,
+    Fence,
+    SlotOutcome,
+    SlotStore,
+    StoredSchedule,
+)
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -386,9 +393,9 @@ class EtcdSlotStore(SlotStore):
         record = self._read([self.keys.schedule_rev])[0]
         return int(record.value or 0)
 
-    def read_schedule(self) -> tuple[int, dict[str, Any]]:
+    def read_schedule(self) -> StoredSchedule:
         revision, doc = self._read([self.keys.schedule_rev, self.keys.schedule_doc])
-        return int(revision.value or 0), doc.json()
+        return StoredSchedule(int(revision.value or 0), doc.json())
 
     def write_schedule(self, revision: int, doc: dict[str, Any]) -> bool:
         text = json.dumps(doc)

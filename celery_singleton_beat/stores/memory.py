@@ -17,7 +17,14 @@ from typing import Any
 from celery_singleton_beat.core.schema import RUN_STATE_FIELDS, ClaimStatus
 from celery_singleton_beat.locks.base import LockBackend
 from celery_singleton_beat.locks.memory import MemoryLock
-from celery_singleton_beat.stores.base import Claim, EntryState, Fence, SlotOutcome, SlotStore
+from celery_singleton_beat.stores.base import (
+    Claim,
+    EntryState,
+    Fence,
+    SlotOutcome,
+    SlotStore,
+    StoredSchedule,
+)
 
 
 def _wall_ms() -> int:
@@ -177,10 +184,10 @@ class MemorySlotStore(SlotStore):
         with self._mutex:
             return self._schedule[0]
 
-    def read_schedule(self) -> tuple[int, dict[str, Any]]:
+    def read_schedule(self) -> StoredSchedule:
         with self._mutex:
             revision, doc = self._schedule
-        return revision, json.loads(json.dumps(doc))  # a copy, as a store gives
+        return StoredSchedule(revision, json.loads(json.dumps(doc)))  # a copy, as a store gives
 
     def write_schedule(self, revision: int, doc: dict[str, Any]) -> bool:
         copy = json.loads(json.dumps(doc))

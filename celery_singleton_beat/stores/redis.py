@@ -40,7 +40,14 @@ from celery_singleton_beat.errors import QuorumUnavailable, StoreUnavailable
 from celery_singleton_beat.locks.base import LockBackend
 from celery_singleton_beat.locks.redlock import Redlock
 from celery_singleton_beat.settings.urls import MasterURL
-from celery_singleton_beat.stores.base import Claim, EntryState, Fence, SlotOutcome, SlotStore
+from celery_singleton_beat.stores.base import (
+    Claim,
+    EntryState,
+    Fence,
+    SlotOutcome,
+    SlotStore,
+    StoredSchedule,
+)
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -493,7 +500,7 @@ class RedisSlotStore(SlotStore):
         answers = self._majority("schedule", [("GET", self.keys.schedule_rev)])
         return max(int(a[0] or 0) for a in answers)
 
-    def read_schedule(self) -> tuple[int, dict[str, Any]]:
+    def read_schedule(self) -> StoredSchedule:
         """The newest revision a majority answers with, and its document: a master that
         missed an edit (down, restarted empty) is outvoted, and brought up to date by the
         next edit."""
@@ -501,7 +508,7 @@ class RedisSlotStore(SlotStore):
             "schedule", [("GET", self.keys.schedule_rev), ("GET", self.keys.schedule_doc)]
         )
         rev, raw = max(((int(a[0] or 0), a[1]) for a in answers), key=lambda pair: pair[0])
-        return rev, (json.loads(raw) if raw else {})
+        return StoredSchedule(rev, json.loads(raw) if raw else {})
 
     def write_schedule(self, revision: int, doc: dict[str, Any]) -> bool:
         """Written on every master whose revision is older; True when a majority took it."""

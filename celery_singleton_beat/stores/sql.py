@@ -53,7 +53,14 @@ from celery_singleton_beat.core.schema import RUN_STATE_FIELDS, ClaimStatus
 from celery_singleton_beat.errors import StoreUnavailable
 from celery_singleton_beat.locks.base import LockBackend
 from celery_singleton_beat.locks.sql import SqlLock
-from celery_singleton_beat.stores.base import Claim, EntryState, Fence, SlotOutcome, SlotStore
+from celery_singleton_beat.stores.base import (
+    Claim,
+    EntryState,
+    Fence,
+    SlotOutcome,
+    SlotStore,
+    StoredSchedule,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -520,11 +527,13 @@ class SqlSlotStore(SlotStore):
 
         return self._run("read the schedule revision", step, write=False)
 
-    def read_schedule(self) -> tuple[int, dict[str, Any]]:
-        def step(cursor: Any, vendor: str) -> tuple[int, dict[str, Any]]:
+    def read_schedule(self) -> StoredSchedule:
+        def step(cursor: Any, vendor: str) -> StoredSchedule:
             cursor.execute(f"SELECT revision, doc FROM {self.schedule_table} WHERE id = 1")
             row = cursor.fetchone()
-            return (0, {}) if row is None else (int(row[0]), json.loads(row[1] or "{}"))
+            if row is None:
+                return StoredSchedule(0, {})
+            return StoredSchedule(int(row[0]), json.loads(row[1] or "{}"))
 
         return self._run("read the schedule", step, write=False)
 

@@ -54,7 +54,14 @@ from celery_singleton_beat.core.schema import RUN_STATE_FIELDS, ClaimStatus
 from celery_singleton_beat.errors import StoreUnavailable
 from celery_singleton_beat.locks.base import LockBackend
 from celery_singleton_beat.locks.zookeeper import ZooKeeperLock
-from celery_singleton_beat.stores.base import Claim, EntryState, Fence, SlotOutcome, SlotStore
+from celery_singleton_beat.stores.base import (
+    Claim,
+    EntryState,
+    Fence,
+    SlotOutcome,
+    SlotStore,
+    StoredSchedule,
+)
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -394,11 +401,11 @@ class ZooKeeperSlotStore(SlotStore):
         [found] = self.zk.read("read the schedule's revision", [self.zk.path("revision")])
         return int(found[0] or 0) if found is not None else 0
 
-    def read_schedule(self) -> tuple[int, dict[str, Any]]:
+    def read_schedule(self) -> StoredSchedule:
         self._prepare()
         [found] = self.zk.read("read the schedule", [self.zk.path("document")])
         stored = loads(found[0]) if found is not None else {}
-        return int(stored.get("revision", 0)), dict(stored.get("doc", {}))
+        return StoredSchedule(int(stored.get("revision", 0)), dict(stored.get("doc", {})))
 
     def write_schedule(self, revision: int, doc: dict[str, Any]) -> bool:
         self._prepare()

@@ -41,7 +41,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import signals
 from celery.exceptions import TaskRevokedError
@@ -69,6 +69,9 @@ from celery_singleton_beat.tasks.singleton import (
     task_locks,
 )
 
+if TYPE_CHECKING:
+    from celery import Celery
+
 logger = logging.getLogger(__name__)
 
 SWITCH = "singleton_beat_drop_slot_copies"
@@ -82,7 +85,7 @@ class CopyDropped(TaskRevokedError):  # type: ignore[misc]
     had reserved for it."""
 
 
-def install(app: Any) -> bool:
+def install(app: Celery) -> bool:
     """Give every task of ``app`` that does not check slots itself a request class that
     drops a second copy of a beat slot (``True``); nothing when the app's settings do not
     name the library or turn the drop off (``False``). A setting that cannot work raises
@@ -96,7 +99,7 @@ def install(app: Any) -> bool:
     return True
 
 
-def _check_task_locks(app: Any) -> None:
+def _check_task_locks(app: Celery) -> None:
     try:
         task_locks(app)
     except ConfigurationError as exc:

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery import signals
 
 from celery_singleton_beat.core.schema import PAUSED_ON_FAILURE as PAUSED_BY
 from celery_singleton_beat.core.schema import Header
 from celery_singleton_beat.observe import events
-from celery_singleton_beat.schedule.document import ScheduleDocument
+from celery_singleton_beat.sources.schedule_document import ScheduleDocument
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +45,24 @@ def install() -> None:
     signals.task_success.connect(_on_success, weak=False, dispatch_uid="singleton_beat_failures")
 
 
-def _slot_of(task: Any) -> tuple[str, str, int] | None:
+class CountedRun(NamedTuple):
+    """A beat-sent run that asks to be counted (``pause_on_failure``)."""
+
+    entry: str
+    slot: str
+    """The slot's label."""
+    limit: int
+    """The failures in a row that pause the entry."""
+
+
+def _slot_of(task: Any) -> CountedRun | None:
     """The entry, slot label and failure limit of a beat-sent run that asks to be counted."""
     headers = getattr(task.request, "headers", None) or {}
     limit = headers.get(Header.PAUSE_ON_FAILURE.value)
     entry, slot = headers.get(Header.ENTRY.value), headers.get(Header.SLOT.value)
     if not limit or entry is None or slot is None:
         return None
-    return str(entry), str(slot), int(limit)
+    return CountedRun(str(entry), str(slot), int(limit))
 
 
 def _on_failure(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
@@ -80,8 +90,8 @@ def _on_success(sender: Any = None, **_: Any) -> None:
             return
         store = ScheduleDocument.shared(sender.app)
         _rev, doc = store.read()
-        if found[0] in doc.get("failures", {}):  # an edit only when there is a count
-            store.edit(lambda doc: doc.get("failures", {}).pop(found[0], None))
+        if found.entry in doc.get("failures", {}):  # an edit only when there is a count
+            store.edit(lambda doc: doc.get("failures", {}).pop(found.entry, None))
     except Exception as exc:
         logger.warning("singleton beat: the successful run could not be counted: %s", exc)
 

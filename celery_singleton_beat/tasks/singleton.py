@@ -73,6 +73,14 @@ class TaskLock(NamedTuple):
     token: str
 
 
+class SlotMessage(NamedTuple):
+    """The beat slot a message was sent for."""
+
+    entry: str
+    slot: str
+    """The slot's label, as the message's slot header carries it."""
+
+
 _overrides: list[LockBackend] = []
 
 
@@ -154,7 +162,7 @@ class SlotAwareTask(Task):  # type: ignore[misc]
         """
         super().push_request(*args, **{**vars(self.request), **kwargs})
 
-    def _slot_marker(self, request: Any = None) -> tuple[str, str] | None:
+    def _slot_marker(self, request: Any = None) -> SlotMessage | None:
         request = self.request if request is None else request
         if request.called_directly:
             return None
@@ -163,7 +171,7 @@ class SlotAwareTask(Task):  # type: ignore[misc]
     def _slot_lock_error(self, exc: LockError, args: Any, kwargs: Any) -> Any:
         """The lock store cannot say whether the slot ran: follow ``on_lock_error``."""
         config = self._task_locks()[0]
-        entry, slot = self._slot_marker() or ("?", "?")
+        entry, slot = self._slot_marker() or SlotMessage("?", "?")
         request = self.request
         unchecked = UncheckedSlot(self.name, str(request.id), entry, slot, _worker_name(self))
         if unchecked.runs(self, config, exc, request.retries):
@@ -577,8 +585,8 @@ def option(task: Any, name: str, config: TaskConfig) -> Any:
     return getattr(config, f"task_{name}") if value is _UNSET else value
 
 
-def slot_to_check(headers: Mapping[str, Any], retries: int | None) -> tuple[str, str] | None:
-    """The (entry, slot) of a message beat sent for a slot, if it must be checked before it
+def slot_to_check(headers: Mapping[str, Any], retries: int | None) -> SlotMessage | None:
+    """The entry and slot of a message beat sent for a slot, if it must be checked before it
     runs: not a retry of a run (``retries > 0``), unless that retry was made because the
     slot could not be checked."""
     entry, slot = headers.get(ENTRY_HEADER), headers.get(SLOT_HEADER)
@@ -586,7 +594,7 @@ def slot_to_check(headers: Mapping[str, Any], retries: int | None) -> tuple[str,
         return None
     if retries and not headers.get(SLOT_PENDING_HEADER):
         return None
-    return str(entry), str(slot)
+    return SlotMessage(str(entry), str(slot))
 
 
 def record_dropped_copy(  # noqa: PLR0917  (the fields of the record, in its order)

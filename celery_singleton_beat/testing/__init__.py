@@ -1,6 +1,9 @@
-"""What users test with too: real Redis servers (:mod:`.servers`), real Celery processes
-(:mod:`.cluster`), a TCP proxy that delays, black-holes or cuts (:mod:`.proxy`), a fake
-clock (:mod:`.clock`) and the pytest plugin (:mod:`.pytest_plugin`).
+"""What users test with too: real servers and Celery processes, a TCP proxy, a fake clock
+and the pytest plugin.
+
+Redis servers in :mod:`.servers`, etcd in :mod:`.etcd`, ZooKeeper in :mod:`.zookeeper`,
+Celery processes in :mod:`.cluster`, the proxy that delays, black-holes or cuts in
+:mod:`.proxy`, the clock in :mod:`.clock`, the plugin in :mod:`.pytest_plugin`.
 
 The names below are imported on first use: the pytest plugin, loaded in every pytest run,
 imports nothing it does not need.

@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -25,6 +24,8 @@ from typing import Any, NamedTuple
 
 import redis
 import redis.cluster
+
+from celery_singleton_beat.testing.proxy import TcpProxy
 
 
 def redis_server_binary() -> str:
@@ -415,32 +416,14 @@ def _wait(condition: Callable[[], bool], what: str, timeout: float = 30) -> None
     raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
 
 
-class SilentServer:
-    """A TCP listener that accepts connections and never answers a byte."""
+class SilentServer(TcpProxy):
+    """A TCP listener that accepts connections and never answers a byte: a
+    :class:`~celery_singleton_beat.testing.proxy.TcpProxy` black hole from the start, with
+    no server behind it (``close()`` drops its connections and stops listening)."""
 
     def __init__(self) -> None:
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self.port = int(self._sock.getsockname()[1])
-        self._accepted: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                conn, _ = self._sock.accept()
-                self._accepted.append(conn)
-
-    def close(self) -> None:
-        self._sock.close()
-        for conn in self._accepted:
-            conn.close()
+        super().__init__(target_port=0)  # never dialled: every connection is held
+        self.black_hole()
 
 
 class RedisClusterServers:

@@ -1,3 +1,6 @@
+"""The app's configuration (label ``singleton_beat``): at ``ready()``, its checks, the
+recorder, the workers' run states and the hourly prune entry are wired in."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,7 +1,8 @@
 """What the dashboard shows, computed on the server: replicas, per-entry counts, percentiles,
-the execution-window timeline (an SVG) and every scheduled entry (of every schedule source)
-in words with its next times, whether it is paused (by whom, since when) and the runs
-asked for now."""
+the execution-window timeline and every scheduled entry in words.
+
+The timeline is an SVG; each entry (of every schedule source) comes with its next times,
+whether it is paused (by whom, since when) and the runs asked for now."""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
-"""A Django database alias as the library's SQL layer sees it: the statements of the SQL
-slot store and lock (:mod:`celery_singleton_beat.stores.sql`,
-:mod:`celery_singleton_beat.locks.sql`) run on its connection, in transactions of their own."""
+"""A Django database alias as the library's SQL layer sees it: the SQL slot store's and lock's
+statements run on its connection, in transactions of their own.
+
+The statements are those of :mod:`celery_singleton_beat.stores.sql` and
+:mod:`celery_singleton_beat.locks.sql`."""
 
 from __future__ import annotations
 

@@ -19,8 +19,13 @@ from celery_singleton_beat.connections.masters import Masters
 from celery_singleton_beat.core.entries import Entry, Plan
 from celery_singleton_beat.core.schema import Outcome
 from celery_singleton_beat.core.slots import slot_task_id
-from celery_singleton_beat.schedule.document import BACKFILL, HAD_RUN, next_release, released
 from celery_singleton_beat.settings.config import Config
+from celery_singleton_beat.sources.schedule_document import (
+    BACKFILL,
+    HAD_RUN,
+    next_release,
+    released,
+)
 from celery_singleton_beat.stores import MemorySlotStore, SlotOutcome, SlotStore
 from celery_singleton_beat.stores.redis import RedisSlotStore
 from celery_singleton_beat.testing import RedisServer

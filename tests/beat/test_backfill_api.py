@@ -14,7 +14,7 @@ from celery_singleton_beat import schedule
 from celery_singleton_beat.core.schema import Outcome
 from celery_singleton_beat.errors import ConfigurationError
 from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.schedule.document import BACKFILL, HAD_RUN, ScheduleDocument
+from celery_singleton_beat.sources.schedule_document import BACKFILL, HAD_RUN, ScheduleDocument
 from celery_singleton_beat.stores import SlotOutcome
 from celery_singleton_beat.testing import RedisServer
 

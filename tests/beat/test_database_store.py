@@ -131,7 +131,7 @@ def test_an_entry_failing_three_times_pauses_itself_on_the_database_store(
     import redis
     from django.db import connections
 
-    from celery_singleton_beat.schedule.document import ScheduleDocument
+    from celery_singleton_beat.sources.schedule_document import ScheduleDocument
     from django_celery_singleton_beat.stores import DatabaseSlotStore
 
     flaky = {"flaky": {"every": 1, "task": "fail",

@@ -19,7 +19,7 @@ from celery_singleton_beat.core.slots import jitter_offset, slot_label
 from celery_singleton_beat.observe import events
 from celery_singleton_beat.ops.cluster import plan_in_words
 from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.schedule.document import to_beat
+from celery_singleton_beat.sources.schedule_document import to_beat
 from celery_singleton_beat.testing import FakeClock, RedisServer
 from celery_singleton_beat.testing.clock import epoch
 

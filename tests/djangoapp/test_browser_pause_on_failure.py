@@ -14,7 +14,7 @@ from celery import Celery
 from django.contrib.auth.models import User
 
 from celery_singleton_beat import schedule
-from celery_singleton_beat.schedule.document import ScheduleDocument
+from celery_singleton_beat.sources.schedule_document import ScheduleDocument
 from celery_singleton_beat.tasks.failures import count_failure
 from celery_singleton_beat.testing import RedisServer
 from tests.djangoapp.browser import ARTIFACTS, chromium_page, log_in

@@ -14,13 +14,10 @@ import datetime as dt
 import json
 import re
 import socket
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from django.db import connections
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from celery_singleton_beat.core.schema import Header
@@ -36,22 +33,6 @@ pytestmark = [
 EXPIRES = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
 #: The broker database each scheduler publishes to.
 SINGLETON, DATABASE_SCHEDULER = 1, 2
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, three_masters: list[RedisServer]) -> Iterator[BeatCluster]:
-    broker = RedisServer().start()
-    running = BeatCluster(
-        tmp_path, "tests.djangoapp.dcb_app", queue="beat-tests", masters=three_masters,
-        broker=broker, settings={"singleton_beat_schedule_source": "django_celery_beat"},
-    )  # fmt: skip
-    running.base_env["DCB_DB_NAME"] = connections["postgres"].settings_dict["NAME"]
-    running.base_env["DJANGO_SETTINGS_MODULE"] = "tests.djangoapp.dcb_settings"
-    try:
-        yield running
-    finally:
-        running.stop()
-        broker.stop()
 
 
 def messages(broker: RedisServer, db: int) -> list[dict[str, Any]]:

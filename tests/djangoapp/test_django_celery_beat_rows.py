@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -25,6 +24,7 @@ from django_celery_beat.models import (
 from celery_singleton_beat.core.entries import Entry, Plan
 from celery_singleton_beat.core.slots import CronSlots, SlotSchedule, SolarSlots
 from django_celery_singleton_beat.sources import DjangoCeleryBeatSource
+from tests.support.databases import ToPostgres
 
 pytestmark = pytest.mark.django_db(transaction=True)  # beat reads in autocommit, as here
 UTC = dt.timezone.utc
@@ -145,15 +145,6 @@ def test_the_change_poll_keeps_its_connection_open_and_still_sees_each_save() ->
     assert connections["default"].settings_dict["CONN_MAX_AGE"] == 0
     assert (versions, opened) == ([version] * 3, [])
     assert changed != version
-
-
-class ToPostgres:
-    """django-celery-beat's models on the test's PostgreSQL database."""
-
-    def db_for_read(self, model: Any, **hints: Any) -> str | None:
-        return "postgres" if model._meta.app_label == "django_celery_beat" else None
-
-    db_for_write = db_for_read
 
 
 @pytest.mark.django_db(transaction=True, databases=["default", "postgres"])

@@ -14,14 +14,10 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.db import connections
-from django.test import override_settings
 from django_celery_beat.models import (
     ClockedSchedule,
     CrontabSchedule,
@@ -29,7 +25,7 @@ from django_celery_beat.models import (
     PeriodicTask,
 )
 
-from celery_singleton_beat.testing import RedisServer, wait_for
+from celery_singleton_beat.testing import wait_for
 from tests.support.clusters import BeatCluster, interval_slots, slot_ms
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, databases=["postgres"])]
@@ -40,30 +36,9 @@ PICKUP = 2.0
 NEW_YORK = ZoneInfo("America/New_York")
 
 
-class ToPostgres:
-    """django-celery-beat's models (and its change signal) on the test's PostgreSQL."""
-
-    def db_for_read(self, model: Any, **hints: Any) -> str | None:
-        return "postgres" if model._meta.app_label == "django_celery_beat" else None
-
-    db_for_write = db_for_read
-
-
 @pytest.fixture
-def cluster(tmp_path: Path, three_masters: list[RedisServer]) -> Iterator[BeatCluster]:
-    broker = RedisServer().start()
-    running = BeatCluster(
-        tmp_path, "tests.djangoapp.dcb_app", queue="beat-tests", masters=three_masters,
-        broker=broker, settings=SETTINGS,
-    )  # fmt: skip
-    running.base_env["DCB_DB_NAME"] = connections["postgres"].settings_dict["NAME"]
-    running.base_env["DJANGO_SETTINGS_MODULE"] = "tests.djangoapp.dcb_settings"
-    try:
-        with override_settings(DATABASE_ROUTERS=[ToPostgres()]):
-            yield running
-    finally:
-        running.stop()
-        broker.stop()
+def dcb_settings() -> dict[str, Any]:
+    return SETTINGS
 
 
 def every(seconds: int) -> IntervalSchedule:

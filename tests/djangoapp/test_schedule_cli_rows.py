@@ -14,7 +14,7 @@ from celery import Celery
 from django.db import connections
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from celery_singleton_beat.schedule.document import ScheduleDocument
+from celery_singleton_beat.sources.schedule_document import ScheduleDocument
 from celery_singleton_beat.testing import RedisServer
 from tests.support.clusters import ROOT
 

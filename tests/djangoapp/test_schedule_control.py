@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from celery_singleton_beat import schedule
 from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.schedule.document import ScheduleDocument
+from celery_singleton_beat.sources.schedule_document import ScheduleDocument
 from celery_singleton_beat.tasks.failures import count_failure
 from celery_singleton_beat.testing import RedisServer
 from django_celery_singleton_beat.models import ScheduleAction

@@ -33,6 +33,16 @@ def database_alias(param: str) -> str:
     return alias
 
 
+class ToPostgres:
+    """A database router: django-celery-beat's models (and its change signal) on the
+    test's PostgreSQL database (``override_settings(DATABASE_ROUTERS=[ToPostgres()])``)."""
+
+    def db_for_read(self, model: Any, **hints: Any) -> str | None:
+        return "postgres" if model._meta.app_label == "django_celery_beat" else None
+
+    db_for_write = db_for_read
+
+
 # -- the SQLAlchemy store's databases ----------------------------------------------------
 
 #: The servers a SQLAlchemy test database is made on (the same as the Django tests').

@@ -18,7 +18,7 @@ from celery_singleton_beat import SingletonTask, events, schedule
 from celery_singleton_beat.beat.scheduler import Scheduler
 from celery_singleton_beat.locks import Redlock
 from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.schedule.document import ScheduleDocument
+from celery_singleton_beat.sources.schedule_document import ScheduleDocument
 from celery_singleton_beat.tasks.failures import count_failure
 from celery_singleton_beat.testing import RedisServer
 

@@ -1,0 +1,1 @@
+"""The Django app's management commands."""

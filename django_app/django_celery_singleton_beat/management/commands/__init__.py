@@ -1,0 +1,1 @@
+"""The app's ``manage.py`` commands (``singleton_beat_prune``)."""

@@ -27,7 +27,7 @@ from celery_singleton_beat.core.entries import OPTION
 from celery_singleton_beat.core.schema import SCHEDULE_EDIT_LOCK
 from celery_singleton_beat.errors import ConfigurationError, LockHeld
 from celery_singleton_beat.runtime import Runtime
-from celery_singleton_beat.stores.base import DocumentStore
+from celery_singleton_beat.stores.base import DocumentStore, StoredSchedule
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -89,14 +89,14 @@ class ScheduleDocument:
         """The revision read along with the last heartbeat, if any (no round trip)."""
         return self.store.seen_schedule_revision()
 
-    def read(self) -> tuple[int, dict[str, Any]]:
+    def read(self) -> StoredSchedule:
         """The newest revision and its document."""
         rev, doc = self.store.read_schedule()
         doc.setdefault("entries", {})
         doc.setdefault("runs", {})
         doc.setdefault("paused", {})
         doc.setdefault("backfills", {})
-        return rev, doc
+        return StoredSchedule(rev, doc)
 
     def edit(self, change: Callable[[dict[str, Any]], T]) -> T:
         """Apply ``change`` to the newest document under the edit lock and write it back;
