@@ -1,6 +1,5 @@
 """Entries whose task this process does not register: warned of once per entry and task,
-in one line per task when several entries appear at once (a schedule of 100,000 entries
-of one task gives one line, not 100,000)."""
+in one line per task for entries that appear together (100,000 entries: one line)."""
 
 from __future__ import annotations
 
