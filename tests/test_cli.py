@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -293,6 +294,23 @@ def test_check_refuses_a_misspelt_setting_and_warns_of_the_broker_once(idle: Bea
     ]
     assert "settings valid" not in result.stdout
     assert result.stderr.count("singleton_beat_redis_urls is not set: using the broker") <= 1
+
+
+def test_db_upgrade_without_the_sqlalchemy_extra_names_it_in_one_line(
+    idle: BeatCluster, tmp_path: Path
+) -> None:
+    absent = tmp_path / "without-sqlalchemy"
+    absent.mkdir()
+    (absent / "sqlalchemy.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'sqlalchemy'\", name='sqlalchemy')\n"
+    )
+    paths = os.pathsep.join([str(absent), idle.env()["PYTHONPATH"]])
+    result = run_cli(idle, "db", "upgrade", PYTHONPATH=paths)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        "Error: the tables are the SQLAlchemy store's, which needs the [sqlalchemy] extra: "
+        "pip install 'celery-singleton-beat[sqlalchemy]' (the Redis store needs no tables)\n"
+    )
 
 
 def test_check_warns_that_two_masters_survive_no_failure(idle: BeatCluster) -> None:
