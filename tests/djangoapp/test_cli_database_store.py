@@ -178,11 +178,11 @@ def test_locks_and_unlock_list_and_release_the_database_locks(project: CeleryClu
     (row,) = rows
     assert (row["holder"], row["kind"], row["fence"]) == (process.owner(), "task", lease.fence)
     assert 50 < row["remaining"] <= 60
-    assert row["store"] == "beat store and task backend <DatabaseLock using='default'>"
+    assert row["store"] == "beat store and task backend database 'default'"
 
     released = ok(cli(project, "unlock", "task:billing.charge_cards", "--yes"))
     assert released.stdout == (
-        "beat store and task backend <DatabaseLock using='default'>: "
+        "beat store and task backend database 'default': "
         "released 'task:billing.charge_cards'\n"
     )
     assert lock.holder("task:billing.charge_cards") is None
