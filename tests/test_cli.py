@@ -19,6 +19,7 @@ from celery_singleton_beat.locks import Redlock
 from celery_singleton_beat.testing import (
     RedisClusterServers,
     RedisServer,
+    free_port,
     sentinel_group,
     wait_for,
 )
@@ -76,6 +77,8 @@ def test_status_lists_replicas_masters_and_entries_and_exits_0_when_healthy(
 
 
 def test_status_exits_1_with_a_master_down_and_2_without_a_majority(cluster: BeatCluster) -> None:
+    """Without a majority, status and locks say what they could not read: each entry's
+    progress unknown (JSON null), not "none yet" and 0; the locks unread, not "none held"."""
     cluster.masters[0].kill()
     degraded = cli(cluster, "status", "--json")
     assert degraded.returncode == 1
@@ -86,6 +89,19 @@ def test_status_exits_1_with_a_master_down_and_2_without_a_majority(cluster: Bea
     assert "cluster: no quorum" in lost.stdout
     assert "DOWN" in lost.stdout
     assert "Traceback" not in lost.stderr
+    (every,) = [line for line in lost.stdout.splitlines() if line.startswith("  every-second:")]
+    assert every.startswith("  every-second: every second; next ")
+    assert every.endswith(
+        "; last slot, dispatched and skipped unknown (the store did not answer) (beat_schedule)"
+    )
+    entries = {e["name"]: e for e in json.loads(cli(cluster, "status", "--json").stdout)["entries"]}
+    unknown = {k: entries["every-second"][k] for k in ("last_slot", "dispatched", "skipped")}
+    assert unknown == {"last_slot": None, "dispatched": None, "skipped": None}
+
+    locks = cli(cluster, "locks")
+    assert locks.returncode == 2
+    assert locks.stdout == "the locks of the beat masters could not be read\n"
+    assert locks.stderr.startswith("beat masters: no majority of the beat masters answers; ")
 
 
 def test_locks_lists_a_held_lock_and_unlock_needs_yes_when_not_interactive(
@@ -294,6 +310,37 @@ def test_check_refuses_a_misspelt_setting_and_warns_of_the_broker_once(idle: Bea
     ]
     assert "settings valid" not in result.stdout
     assert result.stderr.count("singleton_beat_redis_urls is not set: using the broker") <= 1
+
+
+def test_check_audits_masters_and_every_source_past_a_misspelt_or_bad_setting(
+    idle: BeatCluster, with_runtime_entry: dict[str, str]
+) -> None:
+    settings = {**RUNTIME, "singleton_beat_misfire_grase": 60, "singleton_beat_mode": "both"}
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    urls = ",".join([*(m.url for m in idle.masters[:2]), dead])
+    result = run_cli(idle, "check", TEST_MASTERS=urls, **idle.settings_env(settings))
+    assert result.returncode == 1, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stdout.splitlines()
+    errors = [line for line in lines if line.startswith("ERROR")]
+    assert errors[:2] == [
+        "ERROR singleton_beat_misfire_grase is not a celery-singleton-beat setting (nothing "
+        "reads it): did you mean 'singleton_beat_misfire_grace'?",
+        "ERROR singleton_beat_mode = 'both' is not valid: 'active' (every replica evaluates) "
+        "or 'leader'.",
+    ]
+    assert errors[2].startswith(f"ERROR 127.0.0.1:{dead.split(':')[2][:-2]}: unreachable (")
+    assert len(errors) == 3, errors
+    assert (
+        "WARN  the rest is checked with each refused setting at its default (3 masters, "
+        "mode active)" in lines
+    )
+    assert "settings valid" not in result.stdout
+    assert [line for line in lines if " entry " in line] == [
+        "OK    entry 'every-second': every second",
+        "OK    entry 'quarterly': Every 15 minutes (*/15 * * * *)",
+        "OK    entry 'rt' (runtime): every 5 seconds",
+    ]
 
 
 def test_db_upgrade_without_the_sqlalchemy_extra_names_it_in_one_line(

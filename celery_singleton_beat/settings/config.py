@@ -140,6 +140,14 @@ class Config(RedisMembers):
     def errors(cls, conf: Mapping[str, Any]) -> list[ConfigurationError]:
         """Every bad setting at once (:meth:`from_conf` stops at the first): each one found
         is put back to its default and the rest checked again."""
+        return cls.audited(conf)[0]
+
+    @classmethod
+    def audited(cls, conf: Mapping[str, Any]) -> tuple[list[ConfigurationError], Config | None]:
+        """:meth:`errors`, and the settings with each refused one put back to its default
+        (a misspelt name ignored), so that ``check`` audits the store and the schedule
+        sources as far as they can still be read; None when no settings stand without a
+        refused one (the Redis URLs refused: there is no master to check)."""
         found: list[ConfigurationError] = list(unknown_settings(conf))
         values = cls._values(conf)
         try:
@@ -168,7 +176,7 @@ class Config(RedisMembers):
                     break
             else:
                 break
-        return [as_written(conf, exc) for exc in found]
+        return [as_written(conf, exc) for exc in found], _standing(cls, conf, urls, values)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -271,6 +279,28 @@ class Config(RedisMembers):
     def zookeeper_root(self) -> str:
         """The znode the library keeps everything under: the key prefix as a path."""
         return root_path(self.key_prefix)
+
+
+def _standing(
+    cls: type[Config], conf: Mapping[str, Any], urls: tuple[str, ...], values: dict[str, Any]
+) -> Config | None:
+    """The settings :meth:`Config.audited` ended with, if they are valid and name no
+    stand-in master."""
+    if urls == _STAND_IN_URLS and urls != _urls_or_none(values["store"], conf):
+        return None
+    config = cls(redis_urls=urls, **_from_broker(conf, urls, values))
+    try:
+        config.validate()
+    except ConfigurationError:
+        return None
+    return config
+
+
+def _urls_or_none(store: Any, conf: Mapping[str, Any]) -> tuple[str, ...] | None:
+    try:
+        return _urls_for(store, conf)
+    except ConfigurationError:
+        return None
 
 
 def _named(exc: ConfigurationError, setting: str) -> ConfigurationError:
