@@ -640,7 +640,36 @@ def unknown_settings(conf: Any) -> Iterable[UnknownSetting]:
         else:
             continue
         if name not in known:
-            yield UnknownSetting(key, safe_value(conf.get(key)), closest(key, names))
+            misplaced = app_setting_meant(key)
+            if misplaced is not None:
+                yield UnknownSetting(key, safe_value(conf.get(key)), *misplaced)
+            else:
+                yield UnknownSetting(key, safe_value(conf.get(key)), closest(key, names))
+
+
+#: The Django app's own settings, ``SINGLETON_BEAT_*`` in Django's settings (read by the
+#: app, not through Celery), after their prefix; the app's tests keep it equal to its
+#: ``AppSettings``.
+APP_SETTINGS = frozenset(
+    {"RECORD", "DATABASE", "RECORDER_BUFFER", "RESULT_MAX_CHARS", "ARGS_PREVIEW", "RETENTION",
+     "TTL_WARNING", "CELERY_APP"}
+)  # fmt: skip
+APP_PREFIX, CELERY_APP_PREFIX = "SINGLETON_BEAT_", "CELERY_SINGLETON_BEAT_"
+
+
+def app_setting_meant(name: str) -> tuple[str, str] | None:
+    """The Django app's setting that ``CELERY_SINGLETON_BEAT_<X>`` stands for when it is
+    one of the app's own names (``CELERY_SINGLETON_BEAT_RETENTION``: the app's
+    ``SINGLETON_BEAT_RETENTION``, not the Celery setting it looks like), and why: the one
+    guess beat, the CLI and the Django system check give."""
+    rest = name.removeprefix(CELERY_APP_PREFIX)
+    if rest == name or rest not in APP_SETTINGS or name.lower()[7:] in setting_names():
+        return None
+    return (
+        f"{APP_PREFIX}{rest}",
+        f"The Django app's own settings are {APP_PREFIX}* (no CELERY_ prefix); only the "
+        f"Celery settings are {CELERY_APP_PREFIX}*.",
+    )
 
 
 def refuse_unknown(conf: Any) -> None:
