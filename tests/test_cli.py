@@ -238,6 +238,15 @@ def test_status_and_describe_know_runtime_entries(idle: BeatCluster) -> None:
     assert (second - first).total_seconds() == 3
 
 
+def test_a_backfill_from_the_future_is_refused_naming_from(idle: BeatCluster) -> None:
+    future = run_cli(idle, "schedule", "backfill", "every-second", "--from", "2030-01-01T00:00:00Z")
+    assert future.returncode == 1
+    assert future.stderr.startswith("Error: --from = '2030-01-01T00:00:00")
+    assert future.stderr.endswith(
+        "is not valid: a time in the past; this one is in the future (beat sends those slots).\n"
+    )
+
+
 def test_unlock_of_a_key_nobody_holds_says_so_and_exits_1(idle: BeatCluster) -> None:
     result = run_cli(idle, "unlock", "task:nobody", "--yes")
     assert result.returncode == 1
