@@ -714,3 +714,16 @@ def test_status_shows_how_far_a_replica_reading_its_entries_got() -> None:
         "  beat-1:7        active  active   heartbeat 0.4s ago; initialised 40,000 of "
         "100,000 entries" in _status_text(data).splitlines()
     )
+
+
+def test_schedule_add_suggests_a_task_only_when_the_part_that_differs_is_close() -> None:
+    from celery_singleton_beat.schedule.api import closest_task
+
+    tasks = ["proj.tasks.greet", "proj.tasks.refresh_rates", "proj.tasks.bill", "record"]
+    assert closest_task("proj.tasks.gret", tasks) == "proj.tasks.greet"
+    assert closest_task("proj.tasks.nothing_like_it", tasks) is None
+    assert closest_task("totally.unrelated", tasks) is None
+    assert closest_task("reocrd", tasks) == "record"
+    assert closest_task("shop.tasks.pnig", ["shop.tasks.ping", "shop.tasks.report"]) == (
+        "shop.tasks.ping"
+    )
