@@ -236,6 +236,10 @@ def test_status_and_describe_know_runtime_entries(idle: BeatCluster) -> None:
     assert lines[:2] == ["entry 'rt-every3' runs task record (source runtime)", "every 3 seconds"]
     first, second = (dt.datetime.fromisoformat(line.strip()) for line in lines[2:4])
     assert (second - first).total_seconds() == 3
+    for count in ("0", "-1"):
+        refused = run_cli(idle, "describe", "rt-every3", "--count", count, **sources)
+        assert refused.returncode == 2, refused.stdout
+        assert f"Invalid value for '--count': {count} is not in the range x>=1." in refused.stderr
 
 
 def test_a_backfill_from_the_future_is_refused_naming_from(idle: BeatCluster) -> None:

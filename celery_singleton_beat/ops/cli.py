@@ -363,7 +363,13 @@ def unlock(ctx: click.Context, key: str, yes: bool) -> None:
 
 @singleton_beat.command()
 @click.argument("expr_or_entry")
-@click.option("--count", default=5, show_default=True, help="How many next times to show.")
+@click.option(
+    "--count",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="How many next times to show.",
+)
 @click.option("--tz", "zone", default=None, help="Timezone for the times (default: the app's).")
 @click.pass_context
 def describe(ctx: click.Context, expr_or_entry: str, count: int, zone: str | None) -> None:
