@@ -458,6 +458,8 @@ def test_schedule_add_of_a_name_another_source_gives_is_refused_and_writes_nothi
         "name).\n"
     )
     assert runtime_schedule(idle) == {"entries": {}, "paused": {}}
+    listed = run_cli(idle, "schedule", "list", **env)
+    assert (listed.returncode, listed.stdout) == (0, "no runtime entries, and nothing paused\n")
 
 
 def test_schedule_add_of_a_task_this_app_does_not_register_is_refused_and_writes_nothing(

@@ -182,6 +182,8 @@ def list_entries(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"entries": found, "paused": paused}, indent=2, sort_keys=True))
         return
+    if not found and not paused:
+        click.echo("no runtime entries, and nothing paused")
     for name, spec in sorted(found.items()):
         when = f"every {spec['every']}s" if "every" in spec else f"cron {spec['cron']!r}"
         state = " (paused)" if name in paused else ""
