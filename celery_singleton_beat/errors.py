@@ -34,7 +34,7 @@ class UnknownSetting(ConfigurationError):
     is refused at start-up; ``meant`` is the setting it most probably stands for.
     """
 
-    def __init__(self, name: str, value: object, meant: str | None) -> None:
+    def __init__(self, name: str, value: object, meant: str | None, why: str = "") -> None:
         super().__init__(name, value, f"the name of a setting, such as {meant!r}" if meant
                          else "the name of a setting")  # fmt: skip
         self.meant = meant
@@ -43,7 +43,10 @@ class UnknownSetting(ConfigurationError):
             if meant
             else "the settings are listed on the configuration page"
         )
-        self.args = (f"{name} is not a celery-singleton-beat setting (nothing reads it): {hint}",)
+        self.args = (
+            f"{name} is not a celery-singleton-beat setting (nothing reads it): {hint}"
+            + (f" {why}" if why else ""),
+        )
 
 
 class SourceUnavailable(SingletonBeatError):

@@ -66,6 +66,7 @@ class Runtime:
         self.pid = process.pid()
         self._mutex = threading.RLock()
         self._config: Config | None = None
+        self._assumed: Config | None = None
         self._store: SlotStore | None = None
         self._task_config: TaskConfig | None = None
         self._task: TaskLocks | None = None
@@ -112,11 +113,18 @@ class Runtime:
                 self._store = make_store(self.app, self.config)
             return self._store
 
+    def assume(self, config: Config) -> None:
+        """Run with ``config`` instead of the settings ``app.conf`` gives: for ``check``,
+        which audits the store and the schedule sources with each refused setting at its
+        default (see :meth:`Config.audited`) rather than stop at the first."""
+        with self._mutex:
+            self._config = self._assumed = config
+
     def open_store(self, node_timeout: float | None = None) -> SlotStore:
         """Another connection to the slot store, for the caller alone (which closes it):
         an operator's command or page, with ``node_timeout`` per Redis master (default:
         ``singleton_beat_node_timeout``)."""
-        config = Config.from_conf(self.app.conf)
+        config = self._assumed or Config.from_conf(self.app.conf)
         if node_timeout is not None:
             config = dataclasses.replace(config, node_timeout=node_timeout)
         return make_store(self.app, config)

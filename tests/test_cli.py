@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from celery_singleton_beat.locks import Redlock
 from celery_singleton_beat.testing import (
     RedisClusterServers,
     RedisServer,
+    free_port,
     sentinel_group,
     wait_for,
 )
@@ -75,6 +77,8 @@ def test_status_lists_replicas_masters_and_entries_and_exits_0_when_healthy(
 
 
 def test_status_exits_1_with_a_master_down_and_2_without_a_majority(cluster: BeatCluster) -> None:
+    """Without a majority, status and locks say what they could not read: each entry's
+    progress unknown (JSON null), not "none yet" and 0; the locks unread, not "none held"."""
     cluster.masters[0].kill()
     degraded = cli(cluster, "status", "--json")
     assert degraded.returncode == 1
@@ -85,6 +89,19 @@ def test_status_exits_1_with_a_master_down_and_2_without_a_majority(cluster: Bea
     assert "cluster: no quorum" in lost.stdout
     assert "DOWN" in lost.stdout
     assert "Traceback" not in lost.stderr
+    (every,) = [line for line in lost.stdout.splitlines() if line.startswith("  every-second:")]
+    assert every.startswith("  every-second: every second; next ")
+    assert every.endswith(
+        "; last slot, dispatched and skipped unknown (the store did not answer) (beat_schedule)"
+    )
+    entries = {e["name"]: e for e in json.loads(cli(cluster, "status", "--json").stdout)["entries"]}
+    unknown = {k: entries["every-second"][k] for k in ("last_slot", "dispatched", "skipped")}
+    assert unknown == {"last_slot": None, "dispatched": None, "skipped": None}
+
+    locks = cli(cluster, "locks")
+    assert locks.returncode == 2
+    assert locks.stdout == "the locks of the beat masters could not be read\n"
+    assert locks.stderr.startswith("beat masters: no majority of the beat masters answers; ")
 
 
 def test_locks_lists_a_held_lock_and_unlock_needs_yes_when_not_interactive(
@@ -219,6 +236,19 @@ def test_status_and_describe_know_runtime_entries(idle: BeatCluster) -> None:
     assert lines[:2] == ["entry 'rt-every3' runs task record (source runtime)", "every 3 seconds"]
     first, second = (dt.datetime.fromisoformat(line.strip()) for line in lines[2:4])
     assert (second - first).total_seconds() == 3
+    for count in ("0", "-1"):
+        refused = run_cli(idle, "describe", "rt-every3", "--count", count, **sources)
+        assert refused.returncode == 2, refused.stdout
+        assert f"Invalid value for '--count': {count} is not in the range x>=1." in refused.stderr
+
+
+def test_a_backfill_from_the_future_is_refused_naming_from(idle: BeatCluster) -> None:
+    future = run_cli(idle, "schedule", "backfill", "every-second", "--from", "2030-01-01T00:00:00Z")
+    assert future.returncode == 1
+    assert future.stderr.startswith("Error: --from = '2030-01-01T00:00:00")
+    assert future.stderr.endswith(
+        "is not valid: a time in the past; this one is in the future (beat sends those slots).\n"
+    )
 
 
 def test_unlock_of_a_key_nobody_holds_says_so_and_exits_1(idle: BeatCluster) -> None:
@@ -293,6 +323,54 @@ def test_check_refuses_a_misspelt_setting_and_warns_of_the_broker_once(idle: Bea
     ]
     assert "settings valid" not in result.stdout
     assert result.stderr.count("singleton_beat_redis_urls is not set: using the broker") <= 1
+
+
+def test_check_audits_masters_and_every_source_past_a_misspelt_or_bad_setting(
+    idle: BeatCluster, with_runtime_entry: dict[str, str]
+) -> None:
+    settings = {**RUNTIME, "singleton_beat_misfire_grase": 60, "singleton_beat_mode": "both"}
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    urls = ",".join([*(m.url for m in idle.masters[:2]), dead])
+    result = run_cli(idle, "check", TEST_MASTERS=urls, **idle.settings_env(settings))
+    assert result.returncode == 1, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stdout.splitlines()
+    errors = [line for line in lines if line.startswith("ERROR")]
+    assert errors[:2] == [
+        "ERROR singleton_beat_misfire_grase is not a celery-singleton-beat setting (nothing "
+        "reads it): did you mean 'singleton_beat_misfire_grace'?",
+        "ERROR singleton_beat_mode = 'both' is not valid: 'active' (every replica evaluates) "
+        "or 'leader'.",
+    ]
+    assert errors[2].startswith(f"ERROR 127.0.0.1:{dead.split(':')[2][:-2]}: unreachable (")
+    assert len(errors) == 3, errors
+    assert (
+        "WARN  the rest is checked with each refused setting at its default (3 masters, "
+        "mode active)" in lines
+    )
+    assert "settings valid" not in result.stdout
+    assert [line for line in lines if " entry " in line] == [
+        "OK    entry 'every-second': every second",
+        "OK    entry 'quarterly': Every 15 minutes (*/15 * * * *)",
+        "OK    entry 'rt' (runtime): every 5 seconds",
+    ]
+
+
+def test_db_upgrade_without_the_sqlalchemy_extra_names_it_in_one_line(
+    idle: BeatCluster, tmp_path: Path
+) -> None:
+    absent = tmp_path / "without-sqlalchemy"
+    absent.mkdir()
+    (absent / "sqlalchemy.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'sqlalchemy'\", name='sqlalchemy')\n"
+    )
+    paths = os.pathsep.join([str(absent), idle.env()["PYTHONPATH"]])
+    result = run_cli(idle, "db", "upgrade", PYTHONPATH=paths)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        "Error: the tables are the SQLAlchemy store's, which needs the [sqlalchemy] extra: "
+        "pip install 'celery-singleton-beat[sqlalchemy]' (the Redis store needs no tables)\n"
+    )
 
 
 def test_check_warns_that_two_masters_survive_no_failure(idle: BeatCluster) -> None:
@@ -380,6 +458,8 @@ def test_schedule_add_of_a_name_another_source_gives_is_refused_and_writes_nothi
         "name).\n"
     )
     assert runtime_schedule(idle) == {"entries": {}, "paused": {}}
+    listed = run_cli(idle, "schedule", "list", **env)
+    assert (listed.returncode, listed.stdout) == (0, "no runtime entries, and nothing paused\n")
 
 
 def test_schedule_add_of_a_task_this_app_does_not_register_is_refused_and_writes_nothing(
@@ -639,4 +719,17 @@ def test_status_shows_how_far_a_replica_reading_its_entries_got() -> None:
     assert (
         "  beat-1:7        active  active   heartbeat 0.4s ago; initialised 40,000 of "
         "100,000 entries" in _status_text(data).splitlines()
+    )
+
+
+def test_schedule_add_suggests_a_task_only_when_the_part_that_differs_is_close() -> None:
+    from celery_singleton_beat.schedule.api import closest_task
+
+    tasks = ["proj.tasks.greet", "proj.tasks.refresh_rates", "proj.tasks.bill", "record"]
+    assert closest_task("proj.tasks.gret", tasks) == "proj.tasks.greet"
+    assert closest_task("proj.tasks.nothing_like_it", tasks) is None
+    assert closest_task("totally.unrelated", tasks) is None
+    assert closest_task("reocrd", tasks) == "record"
+    assert closest_task("shop.tasks.pnig", ["shop.tasks.ping", "shop.tasks.report"]) == (
+        "shop.tasks.ping"
     )

@@ -101,10 +101,36 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
     """Highly available beat scheduler: ``beat_scheduler = "celery_singleton_beat.Scheduler"``."""
 
     Entry = Entry
+    refused: ConfigurationError | None = None
+    _health: HealthServer | None
+    """Why the settings stop beat, on the scheduler Celery makes for its banner only."""
 
     def __init__(self, app: Celery, *args: Any, lazy: bool = False, **kwargs: Any) -> None:
         beat_log.install()  # first: an error from here on is logged as one line
         self.runtime = Runtime.of(app)
+        try:
+            self._assemble(app)
+        except ConfigurationError as exc:
+            if not lazy:
+                raise
+            # the banner's scheduler, made before beat sets its logging up: beat makes
+            # the scheduler again when it starts, and the error is logged as one line then
+            self.refused = exc
+            super().__init__(app, *args, lazy=True, **kwargs)
+            return
+        port = None if lazy else self.config.health_port
+        metrics = _metrics_renderer() if port is not None else None  # before the first read
+        super().__init__(app, *args, lazy=lazy, **kwargs)
+        if port is not None:
+            try:
+                self._health = HealthServer(
+                    port, self.alive, self.ready, metrics, host=self.config.health_host
+                ).start()
+            except ConfigurationError as exc:
+                raise as_written(app.conf, exc) from None
+
+    def _assemble(self, app: Celery) -> None:
+        """The settings, the store, the sources and the parts beat runs with."""
         self.config = self.runtime.config
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
         self.store = self.runtime.store
@@ -136,18 +162,8 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self._failures = 0
         self._last_tick = self.runtime.monotonic()
         self._next_heartbeat = 0.0
-        self._health: HealthServer | None = None
+        self._health = None
         self._sending: _Sending | None = None
-        port = None if lazy else self.config.health_port
-        metrics = _metrics_renderer() if port is not None else None  # before the first read
-        super().__init__(app, *args, lazy=lazy, **kwargs)
-        if port is not None:
-            try:
-                self._health = HealthServer(
-                    port, self.alive, self.ready, metrics, host=self.config.health_host
-                ).start()
-            except ConfigurationError as exc:
-                raise as_written(app.conf, exc) from None
 
     # -- Celery's Scheduler interface -------------------------------------------------
 
@@ -207,6 +223,8 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
 
     @property
     def info(self) -> str:
+        if self.refused is not None:
+            return "    . singleton beat -> cannot start (the error follows)"
         reason = store_reason(self.app.conf)
         return (
             f"    . singleton beat -> mode {self.config.mode}, key prefix "

@@ -180,6 +180,11 @@ class LockBackend(abc.ABC):
         """Every key held now, for operators; None when the backend cannot list them."""
         return None
 
+    def describe(self) -> str:
+        """Where the locks are, in words, for operators (no passwords): the ``locks``
+        command's store column."""
+        return type(self).__name__
+
     @abc.abstractmethod
     def do_acquire(self, key: str, ttl: float, token: str | None = None) -> Lease | None:
         """One attempt: a lease, ``None`` when held by another, or raise ``LockError``."""

@@ -48,6 +48,9 @@ class SqlLock(LockBackend):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.database.name}>"
 
+    def describe(self) -> str:
+        return self.database.name
+
     def _run(self, step: Callable[[Any, str, str], T]) -> T:
         """``step(cursor, vendor, now)`` in a transaction of its own (``now``: the SQL of
         the database's clock in ms); LockError when the database fails."""

@@ -98,7 +98,8 @@ STATUS_TIMEOUT = 0.5
 
 def _status(app: Celery, config: Config) -> tuple[dict[str, Any], int]:
     """``status`` on any slot store: the replicas and the entries' counts read through the
-    store, and each Redis server it runs on probed (none for the database store)."""
+    store, and each Redis server it runs on probed (none for the database store). What
+    the store did not answer is shown unknown (JSON null), never as none or 0."""
     try:
         store = Runtime.of(app).open_store(STATUS_TIMEOUT)
     except (ConfigurationError, SchemaError, ImportError) as exc:
@@ -106,21 +107,27 @@ def _status(app: Celery, config: Config) -> tuple[dict[str, Any], int]:
     masters = overview.master_states(store.servers(), STATUS_TIMEOUT)
     code = overview.health(masters)
     problems = [f"{m.name} is unreachable ({m.error})" for m in masters if not m.reachable]
+    specs, sources, unread = _scheduled(app, config)
     try:
-        live = store.replicas()
+        live: list[dict[str, Any]] = store.replicas()
         pauses = ScheduleDocument(store).read()[1]["paused"]
-        entries = _entries(app, config, store.entry_counts, pauses)
+        entries = _entries(app, config, (specs, sources), store.entry_counts, pauses)
     except StoreUnavailable as exc:
-        live, entries = [], _entries(app, config, lambda _name: {}, {})
+        live, entries = [], _entries(app, config, (specs, sources), None, None)
         problems.append(str(exc))
         code = overview.NO_QUORUM
     finally:
         store.close()
+    problems += [
+        f"the schedule source {name!r} could not be read ({why}): its entries are not listed"
+        for name, why in unread.items()
+        if name != "control"  # the store's pauses: the store's problem is listed
+    ]
     if code != overview.NO_QUORUM and not live:
         problems.append("no live beat replica: nothing is being scheduled")
         code = max(code, overview.DEGRADED)
     data = {
-        "health": ["healthy", "degraded", "no quorum"][code],
+        "health": _health_word(code, masters),
         "problems": problems,
         "store": store.describe(),
         "masters": [vars(m) for m in masters],
@@ -130,33 +137,52 @@ def _status(app: Celery, config: Config) -> tuple[dict[str, Any], int]:
     return data, code
 
 
-def _scheduled(app: Celery, config: Config) -> tuple[dict[str, Any], dict[str, str]]:
-    """The entries of every schedule source, and the source of each."""
+def _health_word(code: int, masters: list[overview.MasterState]) -> str:
+    """What ``code`` means on this store: no quorum of masters, or a store that does not
+    answer (a database down has no quorum to lose)."""
+    if code == overview.NO_QUORUM:
+        return "no quorum" if masters else "store unavailable"
+    return "healthy" if code == overview.HEALTHY else "degraded"
+
+
+def _scheduled(
+    app: Celery, config: Config
+) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """The entries of every schedule source, the source of each, and the sources that
+    could not be read (with why)."""
     try:
-        return overview.entry_specs(app, config)
+        return overview.entries_read(app, config)
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+Scheduled = tuple[dict[str, Any], dict[str, str]]
 
 
 def _entries(
     app: Celery,
     config: Config,
-    counts_of: Callable[[str], dict[str, int]],
-    pauses: dict[str, dict[str, Any]],
+    scheduled: Scheduled,
+    counts_of: Callable[[str], dict[str, int]] | None,
+    pauses: dict[str, dict[str, Any]] | None,
 ) -> list[dict[str, Any]]:
+    """Each entry's row; ``counts_of`` and ``pauses`` None: the store did not answer, so
+    its progress (and whether someone paused it) is unknown."""
     rows: list[dict[str, Any]] = []
     now = int(time.time() * 1000)
-    specs, sources = _scheduled(app, config)
+    specs, sources = scheduled
     for name, spec in sorted(specs.items()):
         try:
             plan = overview.plan_of(app, name, spec, config.misfire_grace)
         except (ConfigurationError, TypeError, ValueError) as exc:
             rows.append({"name": name, "source": sources[name], "error": str(exc)})
             continue
-        counts = counts_of(name)
+        counts = counts_of(name) if counts_of is not None else {}
+        known = counts_of is not None
         last = counts.get("last")
         handled = counts.get("dispatched", 0) + counts.get("skipped", 0)
-        paused = plan.policy.paused
+        paused: bool | None = plan.policy.paused
+        held = (pauses or {}).get(name, {})
         following = None if paused else plan.slots.next_after(max(last or 0, now))
         rows.append(
             {
@@ -164,13 +190,13 @@ def _entries(
                 "source": sources[name],
                 "task": plan.entry.task,
                 "schedule": overview.plan_in_words(plan, app.timezone),
-                "paused": paused,
-                "paused_by": pauses.get(name, {}).get("by") if paused else None,
-                "pause_reason": pauses.get(name, {}).get("reason") if paused else None,
+                "paused": paused if paused or pauses is not None else None,
+                "paused_by": held.get("by") if paused else None,
+                "pause_reason": held.get("reason") if paused else None,
                 "last_slot": slot_label(last) if last and handled else None,
                 "next_slot": slot_label(following) if following else None,
-                "dispatched": counts.get("dispatched", 0),
-                "skipped": counts.get("skipped", 0),
+                "dispatched": counts.get("dispatched", 0) if known else None,
+                "skipped": counts.get("skipped", 0) if known else None,
             }
         )
     return rows
@@ -202,11 +228,17 @@ def _status_text(data: dict[str, Any]) -> str:
         if "error" in e:
             lines.append(f"  {e['name']}: INVALID {e['error']} ({e['source']})")
             continue
-        last = e["last_slot"] or "none yet"
         following = e["next_slot"] or "none"
         paused = "; paused" if e["paused"] else ""
         if e["paused"] and e.get("pause_reason"):
             paused = f"; paused by {e['paused_by']} ({e['pause_reason']})"
+        if e["dispatched"] is None:
+            lines.append(
+                f"  {e['name']}: {e['schedule']}{paused}; next {following}; last slot, "
+                f"dispatched and skipped unknown (the store did not answer) ({e['source']})"
+            )
+            continue
+        last = e["last_slot"] or "none yet"
         lines.append(
             f"  {e['name']}: {e['schedule']}{paused}; last {last}, next {following}; "
             f"dispatched {e['dispatched']}, skipped {e['skipped']} ({e['source']})"
@@ -235,21 +267,33 @@ def locks(ctx: click.Context, as_json: bool, kinds: tuple[str, ...], limit: int)
     """Locks held on every store (beat masters, task masters or backend): key, kind,
     holder, remaining TTL, fencing token, store; beat leader first, slot marks last."""
     held: list[dict[str, Any]] = []
-    failed = False
-    for store in _stores(ctx):
+    unread: list[str] = []
+    stores = _stores(ctx)
+    for store in stores:
         try:
             held += store.held()
         except LockError as exc:
             click.echo(f"{store.name}: {exc}", err=True)
-            failed = True
+            unread.append(store.name)
     if kinds:
         wanted = {LOCK_KINDS[k] for k in kinds}
         held = [lock for lock in held if lock["kind"] in wanted]
     order = list(LOCK_KINDS.values())
     held.sort(key=lambda lock: (order.index(lock["kind"]), lock["key"], lock["store"]))
-    _emit(held, as_json, _locks_table(held, limit) if held else "no locks held")
-    if failed:
+    _emit(held, as_json, _locks_text(held, limit, unread, len(stores)))
+    if unread:
         ctx.exit(2)
+
+
+def _locks_text(held: list[dict[str, Any]], limit: int, unread: list[str], stores: int) -> str:
+    """The table, and which stores could not be read: their locks are unknown, not none."""
+    text = _locks_table(held, limit) if held else "no locks held"
+    if not unread:
+        return text
+    missing = f"the locks of the {' and the '.join(unread)} could not be read"
+    if held:
+        return f"{text}\n{missing}"
+    return f"{missing}; the other stores hold none" if len(unread) < stores else missing
 
 
 def _lock_row(lock: dict[str, Any]) -> tuple[str, ...]:
@@ -319,7 +363,13 @@ def unlock(ctx: click.Context, key: str, yes: bool) -> None:
 
 @singleton_beat.command()
 @click.argument("expr_or_entry")
-@click.option("--count", default=5, show_default=True, help="How many next times to show.")
+@click.option(
+    "--count",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="How many next times to show.",
+)
 @click.option("--tz", "zone", default=None, help="Timezone for the times (default: the app's).")
 @click.pass_context
 def describe(ctx: click.Context, expr_or_entry: str, count: int, zone: str | None) -> None:
@@ -359,15 +409,18 @@ CRON_FIELDS = 5
 
 def _entry_plan(app: Celery, config: Config, name: str) -> tuple[Plan, str]:
     """Entry ``name`` of any schedule source as beat plans it, and its source's name."""
-    specs, sources = _scheduled(app, config)
+    specs, sources, unread = _scheduled(app, config)
     if name not in specs:
         known = sorted(specs)
         listed = ", ".join(known[:10]) + (
             f", ... {len(known) - 10} more" if len(known) > 10 else ""
         )
+        unknown = "".join(
+            f"; the source {n!r} could not be read ({why})" for n, why in unread.items()
+        )
         raise click.ClickException(
             f"{name!r} is neither a scheduled entry ({listed or 'none'}) nor a crontab "
-            f"expression of five fields, such as '*/15 9-17 * * mon-fri'"
+            f"expression of five fields, such as '*/15 9-17 * * mon-fri'{unknown}"
         )
     try:
         return overview.plan_of(app, name, specs[name], config.misfire_grace), sources[name]
@@ -417,11 +470,10 @@ def check(ctx: click.Context) -> None:
     anything would break the guarantees (ERROR lines), 0 otherwise (WARN lines included)."""
     app = ctx.obj.app
     findings: list[tuple[str, str]] = []
-    errors = Config.errors(app.conf)
+    errors, config = Config.audited(app.conf)
     findings += [("ERROR", str(exc)) for exc in errors]
     findings += _check_task_settings(app, {str(exc) for exc in errors})
     findings += _check_scheduler_setting(app)
-    config = None if errors else Config.from_conf(app.conf)
     failed = load_task_modules(app)
     if failed is not None:
         findings += [
@@ -430,9 +482,15 @@ def check(ctx: click.Context) -> None:
                      "until the app's task modules import"),
         ]  # fmt: skip
     elif config is not None:
-        findings += _check_store(app, config)
+        if errors:  # audit on, with each refused setting at its default
+            Runtime.of(app).assume(config)
+        findings += _check_store(app, config, valid=not errors)
         findings += _check_sources(app, config, {text for _level, text in findings})
-    else:  # the sources need valid settings: the entries of beat_schedule, at least
+    else:  # no store to check: the entries of beat_schedule, at least
+        findings.append(
+            ("WARN", "the store, its masters and the schedule sources other than "
+                     "beat_schedule are not checked until the store's settings are valid")
+        )  # fmt: skip
         findings += _check_entries(app, Config.misfire_grace, dict(app.conf.beat_schedule or {}))
     for level, text in findings:
         click.echo(f"{level:<5} {text}")
@@ -468,9 +526,10 @@ def _check_scheduler_setting(app: Celery) -> list[tuple[str, str]]:
     ]  # fmt: skip
 
 
-def _check_store(app: Celery, config: Config) -> list[tuple[str, str]]:
+def _check_store(app: Celery, config: Config, valid: bool = True) -> list[tuple[str, str]]:
     """Where beat keeps its state: what the slot store says of itself (the database store:
-    it answers, its tables are migrated), and each Redis server it runs on."""
+    it answers, its tables are migrated), and each Redis server it runs on. With settings
+    not ``valid``, checked with each refused one at its default."""
     try:
         store = Runtime.of(app).open_store()
     except (ConfigurationError, SchemaError, ImportError) as exc:
@@ -480,7 +539,7 @@ def _check_store(app: Celery, config: Config) -> list[tuple[str, str]]:
         if not servers:
             reason = store_reason(app.conf)
             return [
-                ("OK", f"settings valid (slot store {config.store!r}, mode {config.mode})"),
+                _settings_line(f"slot store {config.store!r}, mode {config.mode}", valid),
                 *([] if reason is None else [("OK", reason)]),
                 *store.check(),
             ]
@@ -488,10 +547,16 @@ def _check_store(app: Celery, config: Config) -> list[tuple[str, str]]:
         store.close()
     count = len(servers)
     return [
-        ("OK", f"settings valid ({count} master{'s' if count != 1 else ''}, mode {config.mode})"),
+        _settings_line(f"{count} master{'s' if count != 1 else ''}, mode {config.mode}", valid),
         *_check_master_count(config),
         *_check_masters(config),
     ]
+
+
+def _settings_line(store: str, valid: bool) -> tuple[str, str]:
+    if valid:
+        return ("OK", f"settings valid ({store})")
+    return ("WARN", f"the rest is checked with each refused setting at its default ({store})")
 
 
 def _check_sources(app: Celery, config: Config, reported: set[str]) -> list[tuple[str, str]]:
@@ -499,10 +564,10 @@ def _check_sources(app: Celery, config: Config, reported: set[str]) -> list[tupl
     entry they give is valid and sends a task of this app; no name is given twice. A
     failure ``reported`` already (the store's, which the runtime source reads) is not
     repeated."""
-    from celery_singleton_beat.sources import read_once  # noqa: PLC0415  (layer 2)
+    from celery_singleton_beat.sources import read_each  # noqa: PLC0415  (layer 2)
 
     try:
-        specs, owners, conflicts = read_once(app, config.schedule_source)
+        specs, owners, conflicts, unread = read_each(app, config.schedule_source)
     except ConfigurationError as exc:
         return [("ERROR", str(exc))]
     except Exception as exc:  # a source that cannot start (its tables missing …)
@@ -511,6 +576,12 @@ def _check_sources(app: Celery, config: Config, reported: set[str]) -> list[tupl
         return [("ERROR", f"the schedule sources cannot be read: {type(exc).__name__}: {exc}")]
     names = ", ".join(dict.fromkeys(sorted(owners.values()))) or "none"
     return [
+        *[
+            ("WARN", f"the schedule source {name!r} is not read: the error above stops it")
+            if why in reported
+            else ("ERROR", why)
+            for name, why in unread.items()
+        ],
         ("OK", f"schedule sources read: {len(specs)} entries (from {names})"),
         *_check_entries(app, config.misfire_grace, specs, owners),
         *[("ERROR", str(conflict)) for conflict in conflicts],

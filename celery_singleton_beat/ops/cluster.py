@@ -311,8 +311,17 @@ def entry_specs(
     """The entries the replicas schedule now, read through the schedule sources they read
     (``beat_schedule``, django-celery-beat's rows, runtime entries; paused ones marked as
     beat sees them, runs asked for now left out), and the name of each one's source."""
+    specs, owners, _unread = entries_read(app, config)
+    return specs, owners
+
+
+def entries_read(
+    app: Celery, config: Config | None = None
+) -> tuple[dict[str, Mapping[str, Any]], dict[str, str], dict[str, str]]:
+    """:func:`entry_specs`, and the sources that could not be read, each with why (their
+    entries are missing; the pauses, when ``control`` is among them)."""
     config = config or Config.from_conf(app.conf)
-    source = load_source(app, config.schedule_source)
+    source = load_source(app, config.schedule_source, once=True)
     try:
         specs = {n: s for n, s in source.entries().items() if RUN_NOW not in n}
         owners = {
@@ -322,7 +331,7 @@ def entry_specs(
         }
     finally:
         source.close()
-    return specs, owners
+    return specs, owners, source.unread
 
 
 def plan_of(app: Celery, name: str, spec: Mapping[str, Any], grace: float) -> Plan:

@@ -32,6 +32,12 @@ def _urls(app: Celery) -> list[str]:
     return urls
 
 
+NO_EXTRA = (
+    "the tables are the SQLAlchemy store's, which needs the [sqlalchemy] extra: "
+    "pip install 'celery-singleton-beat[sqlalchemy]' (the Redis store needs no tables)"
+)
+
+
 @click.group(name="db")
 def db() -> None:
     """The tables of the SQLAlchemy store, lock and schedule source."""
@@ -41,7 +47,10 @@ def db() -> None:
 @click.pass_context
 def upgrade(ctx: click.Context) -> None:
     """Create the tables, or upgrade them to this release's schema version."""
-    import sqlalchemy as sa  # noqa: PLC0415  (the [sqlalchemy] extra)
+    try:
+        import sqlalchemy as sa  # noqa: PLC0415  (the [sqlalchemy] extra)
+    except ImportError:
+        raise click.ClickException(NO_EXTRA) from None
 
     from celery_singleton_beat.connections.sqlalchemy import (  # noqa: PLC0415
         engine_for,

@@ -82,7 +82,7 @@ class BackendStore(LockStore):
     """Locks in a ``LockBackend`` (``singleton_beat_task_backend``)."""
 
     def __init__(self, backend: LockBackend, role: str = "task backend") -> None:
-        self.name = f"{role} {backend!r}"
+        self.name = f"{role} {backend.describe()}"
         self.backend = backend
 
     def held(self) -> list[dict[str, Any]]:

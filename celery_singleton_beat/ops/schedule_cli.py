@@ -10,11 +10,12 @@ import datetime as dt
 import getpass
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import click
 
-from celery_singleton_beat.errors import SingletonBeatError
+from celery_singleton_beat.errors import ConfigurationError, SingletonBeatError
 from celery_singleton_beat.schedule import api, backfills
 
 
@@ -22,10 +23,15 @@ def _app(ctx: click.Context) -> Any:
     return ctx.obj.app
 
 
-def _run(call: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call the API; an expected failure ends with one line, never a traceback."""
+def _run(call: Any, *args: Any, options: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
+    """Call the API; an expected failure ends with one line, never a traceback, naming
+    the command's option for an API argument it refuses (``options``: argument -> option)."""
     try:
         return call(*args, **kwargs)
+    except ConfigurationError as exc:
+        if options and exc.name in options:
+            exc = ConfigurationError(options[exc.name], exc.value, exc.accepted)
+        raise click.ClickException(str(exc)) from None
     except SingletonBeatError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -142,6 +148,7 @@ def backfill(ctx: click.Context, /, name: str, **given: Any) -> None:
     backfill_id = _run(
         backfills.backfill, app, name, _moment(given["start"], "--from"),
         _moment(given["end"], "--to"), rate=given["rate"], by=f"cli:{getpass.getuser()}",
+        options={"start": "--from", "end": "--to", "rate": "--rate"},
     )  # fmt: skip
     progress = _run(backfills.backfill_progress, app, backfill_id)
     click.echo(f"backfill {backfill_id} of {name!r}: {progress['total']} slot(s)")
@@ -175,6 +182,8 @@ def list_entries(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"entries": found, "paused": paused}, indent=2, sort_keys=True))
         return
+    if not found and not paused:
+        click.echo("no runtime entries, and nothing paused")
     for name, spec in sorted(found.items()):
         when = f"every {spec['every']}s" if "every" in spec else f"cron {spec['cron']!r}"
         state = " (paused)" if name in paused else ""

@@ -25,7 +25,7 @@ import difflib
 import json
 import secrets
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -372,12 +372,39 @@ def _registered(app: Celery, task: Any, args: Any, kwargs: Any) -> None:
             ) from None
         return
     ours = [n for n in app.tasks if not n.startswith("celery.")]
-    close = difflib.get_close_matches(str(task), ours, n=1) if isinstance(task, str) else []
+    close = closest_task(task, ours) if isinstance(task, str) else None
     hint = (
-        f"did you mean {close[0]!r}?" if close else "check the name, and that its module is "
+        f"did you mean {close!r}?" if close else "check the name, and that its module is "
         "imported: imports, include or autodiscover_tasks"
     )  # fmt: skip
     raise ConfigurationError("task", task, f"the name of a task registered in this app ({hint})")
+
+
+#: How alike the parts of two task names that differ must be for one to be the other misspelt.
+CLOSE_TASK = 0.7
+
+
+def closest_task(name: str, names: Iterable[str]) -> str | None:
+    """The one of ``names`` that task ``name`` most probably misspells, if any is close.
+
+    Two names are compared on what follows the dotted parts they share: the module
+    prefix of one app's tasks (``proj.tasks.``) would make any two of them look alike
+    (``proj.tasks.nothing_like_it`` is not ``proj.tasks.greet``)."""
+    best, score = None, CLOSE_TASK
+    for candidate in sorted(names):
+        ratio = difflib.SequenceMatcher(None, *_differing(name, candidate)).ratio()
+        if ratio >= score and (best is None or ratio > score):
+            best, score = candidate, ratio
+    return best
+
+
+def _differing(one: str, other: str) -> tuple[str, str]:
+    """``one`` and ``other`` without the leading dotted parts they share."""
+    a, b = one.split("."), other.split(".")
+    shared = 0
+    while shared < min(len(a), len(b)) - 1 and a[shared] == b[shared]:
+        shared += 1
+    return ".".join(a[shared:]), ".".join(b[shared:])
 
 
 def _cron_text(cron: crontab) -> str:

@@ -71,6 +71,12 @@ def backfill(
     first, last = _ms(app, "start", start), _ms(app, "end", end)
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
         raise ConfigurationError("rate", rate, "a positive number of slots a second")
+    if first > now:
+        raise ConfigurationError(
+            "start",
+            _iso(start),
+            "a time in the past; this one is in the future (beat sends those slots)",
+        )
     if first >= last:
         raise ConfigurationError("end", _iso(end), f"a time after start ({_iso(start)})")
     if last > now:

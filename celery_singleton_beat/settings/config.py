@@ -143,6 +143,14 @@ class Config(RedisMembers):
     def errors(cls, conf: Mapping[str, Any]) -> list[ConfigurationError]:
         """Every bad setting at once (:meth:`from_conf` stops at the first): each one found
         is put back to its default and the rest checked again."""
+        return cls.audited(conf)[0]
+
+    @classmethod
+    def audited(cls, conf: Mapping[str, Any]) -> tuple[list[ConfigurationError], Config | None]:
+        """:meth:`errors`, and the settings with each refused one put back to its default
+        (a misspelt name ignored), so that ``check`` audits the store and the schedule
+        sources as far as they can still be read; None when no settings stand without a
+        refused one (the Redis URLs refused: there is no master to check)."""
         found: list[ConfigurationError] = list(unknown_settings(conf))
         values = cls._values(conf)
         try:
@@ -171,7 +179,7 @@ class Config(RedisMembers):
                     break
             else:
                 break
-        return [as_written(conf, exc) for exc in found]
+        return [as_written(conf, exc) for exc in found], _standing(cls, conf, urls, values)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -274,6 +282,28 @@ class Config(RedisMembers):
     def zookeeper_root(self) -> str:
         """The znode the library keeps everything under: the key prefix as a path."""
         return root_path(self.key_prefix)
+
+
+def _standing(
+    cls: type[Config], conf: Mapping[str, Any], urls: tuple[str, ...], values: dict[str, Any]
+) -> Config | None:
+    """The settings :meth:`Config.audited` ended with, if they are valid and name no
+    stand-in master."""
+    if urls == _STAND_IN_URLS and urls != _urls_or_none(values["store"], conf):
+        return None
+    config = cls(redis_urls=urls, **_from_broker(conf, urls, values))
+    try:
+        config.validate()
+    except ConfigurationError:
+        return None
+    return config
+
+
+def _urls_or_none(store: Any, conf: Mapping[str, Any]) -> tuple[str, ...] | None:
+    try:
+        return _urls_for(store, conf)
+    except ConfigurationError:
+        return None
 
 
 def _named(exc: ConfigurationError, setting: str) -> ConfigurationError:
@@ -613,7 +643,36 @@ def unknown_settings(conf: Any) -> Iterable[UnknownSetting]:
         else:
             continue
         if name not in known:
-            yield UnknownSetting(key, safe_value(conf.get(key)), closest(key, names))
+            misplaced = app_setting_meant(key)
+            if misplaced is not None:
+                yield UnknownSetting(key, safe_value(conf.get(key)), *misplaced)
+            else:
+                yield UnknownSetting(key, safe_value(conf.get(key)), closest(key, names))
+
+
+#: The Django app's own settings, ``SINGLETON_BEAT_*`` in Django's settings (read by the
+#: app, not through Celery), after their prefix; the app's tests keep it equal to its
+#: ``AppSettings``.
+APP_SETTINGS = frozenset(
+    {"RECORD", "DATABASE", "RECORDER_BUFFER", "RESULT_MAX_CHARS", "ARGS_PREVIEW", "RETENTION",
+     "TTL_WARNING", "CELERY_APP"}
+)  # fmt: skip
+APP_PREFIX, CELERY_APP_PREFIX = "SINGLETON_BEAT_", "CELERY_SINGLETON_BEAT_"
+
+
+def app_setting_meant(name: str) -> tuple[str, str] | None:
+    """The Django app's setting that ``CELERY_SINGLETON_BEAT_<X>`` stands for when it is
+    one of the app's own names (``CELERY_SINGLETON_BEAT_RETENTION``: the app's
+    ``SINGLETON_BEAT_RETENTION``, not the Celery setting it looks like), and why: the one
+    guess beat, the CLI and the Django system check give."""
+    rest = name.removeprefix(CELERY_APP_PREFIX)
+    if rest == name or rest not in APP_SETTINGS or name.lower()[7:] in setting_names():
+        return None
+    return (
+        f"{APP_PREFIX}{rest}",
+        f"The Django app's own settings are {APP_PREFIX}* (no CELERY_ prefix); only the "
+        f"Celery settings are {CELERY_APP_PREFIX}*.",
+    )
 
 
 def refuse_unknown(conf: Any) -> None:

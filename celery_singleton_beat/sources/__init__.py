@@ -91,9 +91,19 @@ class MergedSource(ScheduleSource):
 
     name = "merged"
 
-    def __init__(self, app: Celery, sources: Sequence[ScheduleSource], control: Any = None) -> None:
+    def __init__(
+        self,
+        app: Celery,
+        sources: Sequence[ScheduleSource],
+        control: Any = None,
+        *,
+        once: bool = False,
+    ) -> None:
         super().__init__(app)
         self.control = control
+        self.once = once
+        """Read once, for a command: a source that cannot be read is not logged (the
+        command says so, from :attr:`unread`)."""
         self.sources = [*sources, *([control] if control is not None else [])]
         self._owner: dict[str, ScheduleSource] = {}
         self._left: dict[str, ScheduleSource] = {}
@@ -101,7 +111,7 @@ class MergedSource(ScheduleSource):
         slots its old schedule had due when the change was seen, and their runs are told
         to that source."""
         self._last: dict[int, Mapping[str, EntrySpec]] = {}
-        self._failing: set[int] = set()
+        self._failing: dict[int, str] = {}
         self.conflicts: list[Conflict] = []
         """The names two sources gave at the last read, each with the copy left out."""
         self.held: dict[str, str] = {}
@@ -154,22 +164,26 @@ class MergedSource(ScheduleSource):
                 events.EntryConflict(conflict.entry, conflict.kept, conflict.left_out, gone=True)
             )
 
+    @property
+    def unread(self) -> dict[str, str]:
+        """The sources the last read could not read, each with why."""
+        return {s.name: self._failing[id(s)] for s in self.sources if id(s) in self._failing}
+
     def _read(self, source: ScheduleSource, call: Any, failed: Any) -> Any:
         try:
             value = call()
         except ConfigurationError:
             raise
         except Exception as exc:
-            if id(source) not in self._failing:
+            if id(source) not in self._failing and not self.once:
                 logger.error(
                     "singleton beat: the schedule source %r cannot be read, keeping its "
                     "entries read last: %s: %s", source.name, type(exc).__name__, exc,
                 )  # fmt: skip
-            self._failing.add(id(source))
+            self._failing[id(source)] = f"{type(exc).__name__}: {exc}"
             return failed
-        if id(source) in self._failing:
+        if self._failing.pop(id(source), None) is not None:
             logger.warning("singleton beat: the schedule source %r answers again", source.name)
-            self._failing.discard(id(source))
         return value
 
     def source_of(self, name: str) -> str | None:
@@ -248,6 +262,29 @@ def read_once(
     return merged, {name: source.name for name, source in owner.items()}, conflicts
 
 
+def read_each(
+    app: Celery, value: Any = None
+) -> tuple[dict[str, EntrySpec], dict[str, str], list[Conflict], dict[str, str]]:
+    """:func:`read_once` reading on past a source that cannot be opened or read (for
+    ``check``, which reports every problem at once): with, for each such source, why."""
+    read: list[tuple[ScheduleSource, Mapping[str, EntrySpec]]] = []
+    unread: dict[str, str] = {}
+    for name in _source_names(app, value):
+        try:
+            source = _one(app, name, _shown(app, value))
+        except ConfigurationError as exc:
+            unread[name] = str(as_written(app.conf, exc))
+            continue
+        try:
+            read.append((source, _entries_of(source)))
+        except SourceUnavailable as exc:
+            unread[name] = str(exc)
+        finally:
+            source.close()
+    merged, owner, conflicts = _merge(read)
+    return merged, {name: source.name for name, source in owner.items()}, conflicts, unread
+
+
 def _entries_of(source: ScheduleSource) -> Mapping[str, EntrySpec]:
     try:
         return source.entries()
@@ -263,11 +300,12 @@ def _paused(spec: EntrySpec) -> EntrySpec:
     return {**spec, "options": options}
 
 
-def load_source(app: Celery, value: Any = None) -> MergedSource:
+def load_source(app: Celery, value: Any = None, *, once: bool = False) -> MergedSource:
     """The sources ``value`` (default: the app's ``singleton_beat_schedule_source``) names,
-    merged, with the run-now and pause controls of :mod:`celery_singleton_beat.schedule`."""
+    merged, with the run-now and pause controls of :mod:`celery_singleton_beat.schedule`;
+    ``once``: read once, for a command (see :attr:`MergedSource.once`)."""
     sources = _sources(app, value)
-    return MergedSource(app, sources, control=ControlSource(app))
+    return MergedSource(app, sources, control=ControlSource(app), once=once)
 
 
 def _sources(app: Celery, value: Any, besides: str | None = None) -> list[ScheduleSource]:
@@ -280,6 +318,26 @@ def _sources(app: Celery, value: Any, besides: str | None = None) -> list[Schedu
 
 
 def _named(app: Celery, value: Any, besides: str | None) -> list[ScheduleSource]:
+    names = _names(app, value)
+    return [_one(app, name, _shown(app, value)) for name in names if name != besides]
+
+
+def _shown(app: Celery, value: Any) -> Any:
+    """The setting's value as its errors show it."""
+    if value is None:
+        value = app.conf.get(SETTING) or "beat_schedule"
+    return value[0] if isinstance(value, (list, tuple)) and len(value) == 1 else value
+
+
+def _source_names(app: Celery, value: Any) -> list[str]:
+    try:
+        return _names(app, value)
+    except ConfigurationError as exc:
+        raise as_written(app.conf, exc) from None
+
+
+def _names(app: Celery, value: Any) -> list[str]:
+    """The source names ``value`` (default: the app's setting) lists, checked."""
     if value is None:
         value = app.conf.get(SETTING) or "beat_schedule"
     if isinstance(value, str):
@@ -289,8 +347,7 @@ def _named(app: Celery, value: Any, besides: str | None) -> list[ScheduleSource]
     names = [_check_name(value, item) for item in value]
     if len(set(names)) != len(names):
         raise ConfigurationError(SETTING, value, f"{ACCEPTED}, each listed once")
-    value = value[0] if len(value) == 1 else value
-    return [_one(app, name, value) for name in names if name != besides]
+    return names
 
 
 def _check_name(value: Any, item: Any) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.core import checks
 
-from celery_singleton_beat.settings.config import closest, setting_names
+from celery_singleton_beat.settings.config import app_setting_meant, closest, setting_names
 
 from .conf import AppSettings
 
@@ -61,12 +61,10 @@ def _effect(name: str) -> str:
 
 def _hint(name: str, ours: frozenset[str], celery: frozenset[str]) -> str:
     if name.startswith(CELERY_PREFIX):
-        same = APP_PREFIX + name.removeprefix(CELERY_PREFIX)
-        if same in ours:
-            return (
-                f"Did you mean {same}? The Django app's own settings are SINGLETON_BEAT_* "
-                f"(no CELERY_ prefix); only the Celery settings are CELERY_SINGLETON_BEAT_*."
-            )
+        misplaced = app_setting_meant(name)
+        if misplaced is not None:
+            meant, why = misplaced
+            return f"Did you mean {meant}? {why}"
     else:
         same = "CELERY_" + name
         if same in celery:

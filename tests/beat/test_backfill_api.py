@@ -79,6 +79,7 @@ def test_progress_counts_the_slots_the_replicas_settled(app: Celery) -> None:
     ("given", "named", "accepted"),
     [
         ((-10, 5, 10), "end", "a time not after now"),
+        ((5, 10, 10), "start", "a time in the past; this one is in the future"),
         ((-10, -20, 10), "end", "a time after start"),
         ((-10, -1, 0), "rate", "a positive number of slots a second"),
         ((-25 * 60, -1, 10), "start", "whether it ran, is kept singleton_beat_fence_retention"),

@@ -77,3 +77,28 @@ def test_a_bad_per_entry_option_stops_beat_with_one_line_and_the_traceback_only_
     assert debug.text().count("Traceback (most recent call last)") == 1
     error = BAD_OPTION.partition("cannot start: ")[2]
     assert f"\ncelery_singleton_beat.errors.ConfigurationError: {error}\n" in debug.text()
+
+
+def test_a_misspelt_setting_stops_beat_with_one_line_and_the_traceback_only_at_debug(
+    three_masters: list[RedisServer], tmp_path: Path
+) -> None:
+    typo = {"singleton_beat_misfire_grase": 10}
+    with beat_cluster(tmp_path, three_masters, {"tick": {"every": 1}}, **typo) as cluster:
+        info = cluster.start_replica("info")
+        debug = cluster.start_replica("debug", loglevel="DEBUG")
+        assert info.popen.wait(30) == 1
+        assert debug.popen.wait(30) == 1
+
+    refused = (
+        "CRITICAL/MainProcess] singleton beat cannot start: singleton_beat_misfire_grase is "
+        "not a celery-singleton-beat setting (nothing reads it): did you mean "
+        "'singleton_beat_misfire_grace'?"
+    )
+    assert log_lines(info) == ["INFO/MainProcess] beat: Starting...", refused]
+    assert "Traceback" not in info.text()
+    assert "    . singleton beat -> cannot start (the error follows)" in info.text()
+    assert [line for line in log_lines(debug) if not line.startswith("DEBUG")] == [
+        "INFO/MainProcess] beat: Starting...",
+        refused,
+    ]
+    assert debug.text().count("Traceback (most recent call last)") == 1

@@ -178,12 +178,11 @@ def test_locks_and_unlock_list_and_release_the_database_locks(project: CeleryClu
     (row,) = rows
     assert (row["holder"], row["kind"], row["fence"]) == (process.owner(), "task", lease.fence)
     assert 50 < row["remaining"] <= 60
-    assert row["store"] == "beat store and task backend <DatabaseLock using='default'>"
+    assert row["store"] == "beat store and task backend database 'default'"
 
     released = ok(cli(project, "unlock", "task:billing.charge_cards", "--yes"))
     assert released.stdout == (
-        "beat store and task backend <DatabaseLock using='default'>: "
-        "released 'task:billing.charge_cards'\n"
+        "beat store and task backend database 'default': released 'task:billing.charge_cards'\n"
     )
     assert lock.holder("task:billing.charge_cards") is None
     again = cli(project, "unlock", "task:billing.charge_cards", "--yes")
@@ -232,3 +231,70 @@ def test_check_on_the_database_store_checks_the_database_and_no_redis_master(
 def server() -> dict[str, Any]:
     given = connections["postgres"].settings_dict
     return {"host": given["HOST"], "port": given["PORT"], "user": given["USER"]}
+
+
+def test_check_reports_every_problem_at_once_past_a_bad_setting(project: CeleryCluster) -> None:
+    """A misspelt or refused setting does not stop ``check``: the database and every
+    source's entries are still checked, and each error is printed once."""
+    from django_celery_beat.models import PeriodicTask
+
+    row = PeriodicTask.objects.using("postgres").get(name="send-reminders")
+    row.pk, row.name, row.task = None, "ghost-row", "billing.ghost"
+    PeriodicTask.objects.using("postgres").bulk_create([row])  # save() checks on 'default'
+    ghost = (
+        "ERROR entry 'ghost-row' (django_celery_beat): task 'billing.ghost' is not registered "
+        "in this app; workers would discard its messages (check the name, and that its "
+        "module is imported: imports, include or autodiscover_tasks)"
+    )
+
+    typo = cli(project, "check", DEMO_SETTINGS=json.dumps(
+        {**DATABASE_STORE, "CELERY_SINGLETON_BEAT_MISFIRE_GRASE": 10}))  # fmt: skip
+    assert typo.returncode == 1, typo.stdout
+    lines = typo.stdout.splitlines()
+    assert [line for line in lines if line.startswith("ERROR")] == [
+        "ERROR CELERY_SINGLETON_BEAT_MISFIRE_GRASE is not a celery-singleton-beat setting "
+        "(nothing reads it): did you mean 'CELERY_SINGLETON_BEAT_MISFIRE_GRACE'?",
+        ghost,
+    ]
+    assert "OK    database 'default': the app's migrations are applied" in lines
+    assert "OK    entry 'send-reminders' (django_celery_beat): every 3 seconds" in lines
+
+    alias = cli(project, "check", DEMO_SETTINGS=json.dumps(
+        {**DATABASE_STORE, "CELERY_SINGLETON_BEAT_DATABASE": "reports"}))  # fmt: skip
+    assert alias.returncode == 1, alias.stdout
+    errors = [line for line in alias.stdout.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 2, errors
+    assert errors[0].startswith("ERROR CELERY_SINGLETON_BEAT_DATABASE = 'reports' is not valid")
+    assert errors[1] == ghost
+    assert "Traceback" not in typo.stderr + alias.stderr
+
+
+def test_status_and_locks_with_the_database_down_say_what_they_could_not_read(
+    project: CeleryCluster,
+) -> None:
+    away = {"DEMO_DB_PORT": str(free_port())}
+    status = cli(project, "status", "--json", **away)
+    assert status.returncode == 2, status.stderr
+    data = json.loads(status.stdout)
+    assert data["health"] == "store unavailable"
+    unread = [p for p in data["problems"] if p.startswith("the schedule source")]
+    assert [p.partition(" could not")[0] for p in unread] == [
+        "the schedule source 'django_celery_beat'",
+        "the schedule source 'runtime'",
+    ]
+    assert all(p.endswith(": its entries are not listed") for p in unread)
+    entries = {e["name"]: e for e in data["entries"]}
+    assert sorted(entries) == ["charge-cards", "sync-ledger"]
+    assert {(e["last_slot"], e["dispatched"], e["skipped"]) for e in entries.values()} == {
+        (None, None, None)
+    }
+    text = cli(project, "status", **away)
+    assert text.stdout.startswith("cluster: store unavailable\n")
+    assert "dispatched and skipped unknown (the store did not answer)" in text.stdout
+    assert "none yet" not in text.stdout
+
+    locks = cli(project, "locks", **away)
+    assert locks.returncode == 2
+    assert locks.stdout == (
+        "the locks of the beat store and task backend database 'default' could not be read\n"
+    )

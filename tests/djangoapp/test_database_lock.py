@@ -122,7 +122,7 @@ def test_the_operator_commands_list_and_free_a_task_lock_on_the_database_backend
             "task:stuck",
             "billing-host/4242",
             lease.fence,
-            "task backend <DatabaseLock using='default'>",
+            "task backend database 'default'",
         )
     ]
     assert store.force_release("task:stuck") == (True, "released 'task:stuck'")

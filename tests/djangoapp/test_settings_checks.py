@@ -4,6 +4,7 @@ writes it in Django's settings, wherever it is found bad."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ from celery import Celery
 from django.core import checks
 
 from celery_singleton_beat.errors import ConfigurationError, UnknownSetting
-from celery_singleton_beat.settings.config import Config, TaskConfig
+from celery_singleton_beat.settings.config import APP_SETTINGS, Config, TaskConfig
+from django_celery_singleton_beat.conf import AppSettings
 from tests.djangoapp.project import demo_env, with_settings
 
 
@@ -121,6 +123,24 @@ def test_a_misspelt_celery_setting_is_refused_with_the_name_meant(settings: Any)
         "CELERY_SINGLETON_BEAT_MISFIRE_GRASE is not a celery-singleton-beat setting (nothing "
         "reads it): did you mean 'CELERY_SINGLETON_BEAT_MISFIRE_GRACE'?"
     )
+
+
+def test_the_refusal_and_the_system_check_give_one_guess_for_an_app_setting_in_the_namespace(
+    settings: Any,
+) -> None:
+    settings.CELERY_SINGLETON_BEAT_REDIS_URLS = ["redis://a:6379/0"]
+    settings.CELERY_SINGLETON_BEAT_RETENTION = "30d"
+    with pytest.raises(UnknownSetting) as raised:
+        Config.from_conf(django_celery_app().conf)
+    ((_msg, hint),) = warnings()
+    assert str(raised.value) == (
+        "CELERY_SINGLETON_BEAT_RETENTION is not a celery-singleton-beat setting (nothing reads "
+        "it): did you mean 'SINGLETON_BEAT_RETENTION'? The Django app's own settings are "
+        "SINGLETON_BEAT_* (no CELERY_ prefix); only the Celery settings are "
+        "CELERY_SINGLETON_BEAT_*."
+    )
+    assert hint == f"Did you mean SINGLETON_BEAT_RETENTION? {str(raised.value).partition('? ')[2]}"
+    assert {f.name.upper() for f in dataclasses.fields(AppSettings)} == APP_SETTINGS
 
 
 def demo(workdir: Path, command: list[str], **settings: Any) -> subprocess.CompletedProcess[str]:
