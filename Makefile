@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 # the matrix's Pythons: pyenv's, found by nox on PATH (set PYTHONS_PATH to use others)
 PYTHONS_PATH ?= $(subst $(eval) ,:,$(wildcard $(HOME)/.pyenv/versions/3.1[0-3].*/bin))
 
-.PHONY: demo demo-locks demo-django test lint typecheck docs nox pythons bench redis-server zookeeper etcd chromium promtool clean
+.PHONY: demo demo-locks demo-django test lint typecheck docs nox nox-lanes pythons bench redis-server zookeeper etcd chromium promtool clean
 
 $(STAMP): pyproject.toml
 	@[ -n "$(PYTHON)" ] || { echo "error: no python3 found; install Python 3.10 or newer" >&2; exit 1; }
@@ -123,7 +123,19 @@ test: lint typecheck docs redis-server zookeeper etcd chromium promtool pythons
 	passed=$$?; \
 	wait $$installing || { cat $(NOX_INSTALL_LOG); echo "error: installing the version matrix's venvs failed (above)" >&2; exit 1; }; \
 	exit $$passed
-	$(MAKE) nox NOX_ARGS=--reuse-existing-virtualenvs\ --no-install
+	$(MAKE) nox-lanes
+
+# The cells on the venvs installed above, in two lanes at once (the floors cell, the
+# heaviest, beside the middle and newest cells in turn); each lane's output once it ends.
+NOX_LANES := floors middle,newest
+nox-lanes: $(STAMP) redis-server zookeeper etcd pythons
+	@echo "== the version matrix: $(NOX_LANES) (a lane each, at once)"
+	@pids=""; for lane in $(NOX_LANES); do \
+		PATH="$(PYTHONS_PATH):$$PATH" $(BIN)/nox --no-color --reuse-existing-virtualenvs --no-install \
+			-s $$(echo $$lane | tr , ' ') >$(VENV)/nox-$$lane.log 2>&1 & pids="$$pids $$!"; done; \
+	failed=0; for pid in $$pids; do wait $$pid || failed=1; done; \
+	for lane in $(NOX_LANES); do echo "== nox: $$lane"; cat $(VENV)/nox-$$lane.log; done; \
+	exit $$failed
 
 # the matrix's Pythons, each found on PATH
 pythons:

@@ -128,27 +128,36 @@ CELLS = {
 }
 
 
-def wheel() -> Path:
-    """The package's wheel, built once per nox run from a clean copy of the tree.
+def wheel(dist: Path) -> Path:
+    """The package's wheel, built into ``dist`` from a clean copy of the tree.
 
     The copy leaves out what an editable install or an earlier build left behind
-    (``*.egg-info``, ``build/``), so the wheel holds what a fresh clone would give.
+    (``*.egg-info``, ``build/``), so the wheel holds what a fresh clone would give. Each
+    cell builds into a folder of its own, so that cells run by separate nox processes at
+    once (``make test``) never build into one folder.
     """
-    if DIST.exists():
-        shutil.rmtree(DIST)
-    source = DIST / "source"
+    if dist.exists():
+        shutil.rmtree(dist)
+    source = dist / "source"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS))
     done = subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--outdir", str(DIST), str(source)],
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(source)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if done.returncode:
         raise RuntimeError(f"building the wheel failed:\n{done.stdout}\n{done.stderr}")
-    (built,) = DIST.glob("*.whl")
+    (built,) = dist.glob("*.whl")
     return built
 
 
-_WHEEL: list[Path] = []
+def installs_skipped(session: nox.Session) -> bool:
+    """Whether nox skips this session's installs: its venv is reused and ``--no-install``
+    was given (``make test`` installs every cell's venv while the suite runs, then runs
+    the cells on them)."""
+    reused = getattr(session.virtualenv, "_reused", False)
+    return bool(reused and getattr(session._runner.global_config, "no_install", False))
+
+
 VERSIONS = (
     "import platform, celery, kombu, redis, django, sqlalchemy; print('cell versions: Python',"
     " platform.python_version(), 'celery', celery.__version__, 'kombu', kombu.__version__,"
@@ -159,11 +168,11 @@ VERSIONS = (
 
 def run_cell(session: nox.Session, cell: Cell) -> None:
     started = time.monotonic()
-    if not _WHEEL:
-        _WHEEL.append(wheel())
-    session.install(
-        "--quiet", f"{_WHEEL[0]}[django,sqlalchemy,zookeeper,etcd]", *cell.pins, *TEST_DEPS
-    )
+    if not installs_skipped(session):
+        built = wheel(DIST / session.name)
+        session.install(
+            "--quiet", f"{built}[django,sqlalchemy,zookeeper,etcd]", *cell.pins, *TEST_DEPS
+        )
     installed = time.monotonic()
     suite = Path(session.create_tmp()).resolve() / "suite"
     if suite.exists():
