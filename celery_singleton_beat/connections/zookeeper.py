@@ -1,7 +1,8 @@
 """A ZooKeeper ensemble through kazoo: one session, requests pipelined, the servers' clock.
 
-Every request of a batch is sent before any reply is read (kazoo's ``*_async`` calls on
-one session, which ZooKeeper answers in order), so a batch costs one round trip.
+Requests are pipelined (kazoo's ``*_async`` calls on one session, which ZooKeeper answers
+in order): a batch costs one round trip per :data:`IN_FLIGHT` requests, and none is sent
+while the session is not connected.
 
 **Time is the ensemble's.** ZooKeeper stamps every write with the leader's clock (a
 znode's ``mtime``), the same on every member. :meth:`ZooKeeper.server_now` writes the
@@ -17,7 +18,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from kazoo.client import KazooClient
@@ -51,6 +53,11 @@ Node = ZnodeStat | Exception
 #: How kazoo reconnects unless told otherwise: forever, at most a second apart (its own
 #: default waits up to an hour between attempts after a long outage).
 RECONNECT = {"max_tries": -1, "delay": 0.1, "backoff": 2, "max_delay": 1.0}
+#: Requests of a batch sent before the oldest one's reply is read. kazoo wakes its
+#: connection thread with one byte on a socket pair per request, which that thread does
+#: not read while it waits to reconnect: thousands of requests sent as a member dies would
+#: fill the socket and block the sender for good, past any deadline.
+IN_FLIGHT = 64
 
 
 class _Quieter(logging.Filter):
@@ -134,16 +141,17 @@ class ZooKeeper:
         if not missing:
             return False
         what = "make its znodes"
-        for reply in self.batch(what, lambda c: [c.ensure_path_async(p) for p in missing]):
+        for reply in self.batch(what, lambda c: (c.ensure_path_async(p) for p in missing)):
             _checked(self, what, reply)
         with self._made_lock:
             self._made.update(missing)
         return True
 
-    def batch(self, what: str, send: Callable[[KazooClient], Sequence[IAsyncResult]]) -> list[Any]:
-        """Send every request ``send`` makes, then read every reply: each one's value or
-        the exception it raised (NoNodeError, BadVersionError, ...). StoreUnavailable when
-        the ensemble does not answer within :attr:`wait`.
+    def batch(self, what: str, send: Callable[[KazooClient], Iterable[IAsyncResult]]) -> list[Any]:
+        """Send every request ``send`` makes (lazily: a generator), reading replies as it
+        goes, :data:`IN_FLIGHT` at most outstanding; every reply's value or the exception
+        it raised (NoNodeError, BadVersionError, ...). StoreUnavailable when the ensemble
+        does not answer within :attr:`wait`.
 
         A connection lost on the way (its member died; the session moves to another) sends
         the batch again once the session is back, within the same wait: every write this
@@ -152,26 +160,38 @@ class ZooKeeper:
         deadline = time.monotonic() + self.wait
         while True:
             try:
-                return self._send(what, send, deadline)
+                return self._send(send, deadline)
             except UNREACHABLE as exc:
                 if not (_lost(exc) and self._reconnected(deadline)):
                     raise self.unavailable(what, exc) from exc
 
     def _send(
-        self, what: str, send: Callable[[KazooClient], Sequence[IAsyncResult]], deadline: float
+        self, send: Callable[[KazooClient], Iterable[IAsyncResult]], deadline: float
     ) -> list[Any]:
-        pending = send(self.client)
         replies: list[Any] = []
-        for one in pending:
-            try:
-                replies.append(one.get(timeout=max(0.001, deadline - time.monotonic())))
-            except (NoNodeError, NodeExistsError) as exc:
-                replies.append(exc)
-            except KazooException as exc:
-                if _lost(exc) or isinstance(exc, OperationTimeoutError):
-                    raise
-                replies.append(exc)
+        pending: deque[IAsyncResult] = deque()
+        requests = iter(send(self.client)) if self.client.connected else None
+        if requests is None:
+            raise ConnectionLoss("not connected")
+        for request in requests:
+            pending.append(request)
+            if len(pending) >= IN_FLIGHT:
+                replies.append(self._reply(pending.popleft(), deadline))
+                if not self.client.connected:
+                    raise ConnectionLoss("the connection was lost during a batch")
+        replies.extend(self._reply(one, deadline) for one in pending)
         return replies
+
+    @staticmethod
+    def _reply(one: IAsyncResult, deadline: float) -> Any:
+        try:
+            return one.get(timeout=max(0.001, deadline - time.monotonic()))
+        except (NoNodeError, NodeExistsError) as exc:
+            return exc
+        except KazooException as exc:
+            if _lost(exc) or isinstance(exc, OperationTimeoutError):
+                raise
+            return exc
 
     def _reconnected(self, deadline: float) -> bool:
         """Wait for the session to be connected again, until ``deadline``."""
@@ -186,9 +206,11 @@ class ZooKeeper:
         ``clock``, the servers' time first (``self.now`` afterwards)."""
         clock_path = self.path("clock")
 
-        def send(client: KazooClient) -> list[IAsyncResult]:
-            sent = [client.set_async(clock_path, b"")] if clock else []
-            return sent + [client.get_async(p) for p in paths]
+        def send(client: KazooClient) -> Iterable[IAsyncResult]:
+            if clock:
+                yield client.set_async(clock_path, b"")
+            for path in paths:
+                yield client.get_async(path)
 
         replies = self.batch(what, send)
         if clock:

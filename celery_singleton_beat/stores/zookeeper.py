@@ -39,7 +39,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeGuard
 
@@ -562,8 +562,9 @@ def _holding(
     return decide
 
 
-def _deletes(gone: Sequence[tuple[str, int]], client: Any) -> list[Any]:
-    return [client.delete_async(path, version) for path, version in gone]
+def _deletes(gone: Sequence[tuple[str, int]], client: Any) -> Iterator[Any]:
+    """The deletes of ``gone``, made one by one as the batch sends them."""
+    return (client.delete_async(path, version) for path, version in gone)
 
 
 def _apply(transaction: Any, *, ops: Sequence[Op]) -> None:

@@ -100,7 +100,7 @@ class ZooKeeperServer:
         log = open(os.path.join(self._dir, "server.log"), "ab")  # noqa: SIM115 (the child's)
         self.process = subprocess.Popen(
             [
-                "java", "-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+                "java", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
                 "-Dzookeeper.admin.enableServer=false",
                 "-cp", f"{self._dir}:{zookeeper_jar()}",
                 "org.apache.zookeeper.server.quorum.QuorumPeerMain", config,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 import uuid
 from collections import Counter
@@ -161,6 +162,40 @@ def test_fences_past_their_retention_are_deleted_and_younger_ones_kept(
     store.finish([SlotOutcome("e", 2, "dispatched", 1, 0)], "a", retention=0.3)
     assert store.zk.children("fences", store.zk.path("fences", "e")) == ["2"]
     assert store.entry_counts("e") == {"last": 2, "dispatched": 2, "skipped": 0}
+
+
+def test_a_large_batch_sent_as_its_member_dies_ends_unavailable_within_the_wait() -> None:
+    """kazoo wakes its connection thread with a byte per request on a socket pair that
+    thread does not read while it waits to reconnect: a batch of thousands sent then must
+    still end, StoreUnavailable within the wait, not block its sender for good."""
+    from celery_singleton_beat.errors import StoreUnavailable
+    from celery_singleton_beat.testing.zookeeper import zookeeper_server
+
+    with zookeeper_server() as member:
+        zk = ZooKeeper(zookeeper_settings(member.name), "/dying", wait=2.0)
+        paths = [zk.path("entries", f"e{i}") for i in range(5000)]
+        assert zk.read("read before", paths[:10]) == [None] * 10
+        member.kill()
+        wait_for(lambda: not zk.client.connected, 10, "the session seeing its member gone")
+        ended: list[BaseException] = []
+
+        def read_all() -> None:
+            try:
+                zk.read("read many", paths)
+            except BaseException as exc:  # what ended it is the assertion
+                ended.append(exc)
+
+        reader = threading.Thread(target=read_all, daemon=True)
+        started = time.monotonic()
+        reader.start()
+        reader.join(15)
+        assert not reader.is_alive(), "the batch blocked its sender past its wait"
+        assert [type(e) for e in ended] == [StoreUnavailable]
+        assert time.monotonic() - started < 2.0 + 1.0
+        member.start()
+        wait_for(lambda: zk.client.connected, 20, "the session back")
+        assert zk.read("read after", paths) == [None] * len(paths)
+        zk.close()
 
 
 SESSION_TIMEOUT = 4.0
