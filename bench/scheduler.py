@@ -562,8 +562,10 @@ def consensus_rows(  # noqa: PLR0917  (one store's rows)
     lead = max(lead, 3 * (time.perf_counter() - begun))
     one = run_ours(broker, [], n, "one:", time.time() + lead, True, store)
     checked(f"ours on {kind} (one replica)", [one], n)
+    progress(f"{label}, 1 replica", one)
     bare = run_ours(broker, [], n, "bare:", time.time() + lead, False, store)
     checked(f"ours on {kind} (no publish)", [bare], n)
+    progress(f"{kind}, no publish", bare)
     start_at = time.time() + 5 + lead
     with multiprocessing.get_context("spawn").Pool(3) as pool:
         three = pool.starmap(run_ours, [(broker, [], n, "three:", start_at, True, store)] * 3)
@@ -574,6 +576,17 @@ def consensus_rows(  # noqa: PLR0917  (one store's rows)
         (label, 3, total, max(r[1] for r in three),
          sum(r[2] for r in three) / max(total, 1), idle),
     ]  # fmt: skip
+
+
+def progress(row: str, run: Any) -> None:
+    """A row's figures as soon as they are measured (stderr), before the table: a slower
+    row after it may be stopped without losing them."""
+    slots, seconds = run[0], run[1]
+    print(
+        f"{row}: {slots} slots in {seconds:.2f} s, {slots / seconds:.0f} slots/s",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def heartbeat_ms(database: dict[str, Any], sqlalchemy: bool, rounds: int = 60) -> list[float]:
