@@ -111,8 +111,8 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         try:
             self._assemble(app)
         except ConfigurationError as exc:
-            if not lazy:
-                raise
+            if not lazy or str(exc.name).startswith("broker_url"):
+                raise  # a refused broker URL: the banner would read it next, and fail on it
             # the banner's scheduler, made before beat sets its logging up: beat makes
             # the scheduler again when it starts, and the error is logged as one line then
             self.refused = exc
