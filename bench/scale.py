@@ -1,10 +1,12 @@
-"""Large schedules: our scheduler beside Celery's own ``celery.beat.Scheduler``, in one run.
+"""Large schedules: our scheduler beside Celery's own ``celery.beat.Scheduler`` and RedBeat,
+in one run.
 
 For each schedule size (interval entries that fall due far from now):
 
 - **initialised**: seconds from making the scheduler until every entry is ready to be
   dispatched (ours: every entry's progress read from three Redis masters and its next
-  slot known; Celery's: its in-memory schedule built);
+  slot known; Celery's: its in-memory schedule built; RedBeat's: every entry stored in
+  its Redis, its broker's here, stopped after ``--cap`` seconds);
 - **memory per entry**: the growth of the process's resident memory from just before the
   scheduler is made until then, per entry (the ``beat_schedule`` dict itself, the same
   for both, is made before);
@@ -12,17 +14,18 @@ For each schedule size (interval entries that fall due far from now):
 
 Then a burst: ``--burst`` entries whose slots all fall due at once (the clock moved an
 interval ahead), dispatched to a Redis broker by ours with one replica and with three
-(three processes), and by Celery's scheduler: slots per second until every slot is
-published, and the CPU seconds each process spent. Celery's ``send_task`` rate on the
-same broker is printed as the ceiling.
+(three processes), by Celery's scheduler and by RedBeat (one replica: its lock lets one
+send): slots per second until every slot is published, and the CPU seconds each process
+spent. Celery's ``send_task`` rate on the same broker is printed as the ceiling.
 
 Each measurement runs in a process of its own (memory figures do not mix).
 
     python bench/scale.py [--sizes 10000,100000,1000000] [--burst 100000] [--cap 60]
 
-Celery's scheduler is stopped after ``--cap`` seconds of the burst: its tick compares the
-whole schedule with the previous one before sending one entry, so a burst of 100,000 takes
-it hours; its rate is then over the slots it sent in the cap.
+Celery's scheduler and RedBeat are stopped after ``--cap`` seconds of the burst (Celery's
+tick compares the whole schedule with the previous one before sending one entry, so a
+burst of 100,000 takes it hours; RedBeat reads each due entry, then writes it back and
+sends it, one round trip or more each); a rate is then over the slots sent in the cap.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
+import itertools
 import logging
 import multiprocessing
 import os
@@ -133,6 +137,49 @@ def size_celery(broker: str, entries: int) -> tuple[float, float, float]:
     return took, grown / entries, idle
 
 
+def redbeat_app(broker: str, entries: int, every: float, **entry: Any) -> Celery:
+    """An app whose entries RedBeat keeps in the broker's Redis, with no lock (one process),
+    every entry given ``entry``'s fields too."""
+    app = make_app(broker, [], 0, every)
+    app.conf.update(
+        redbeat_redis_url=broker,
+        redbeat_lock_key=None,
+        redbeat_key_prefix=f"redbeat-{uuid.uuid4().hex[:6]}:",
+        beat_schedule={name: {**spec, **entry} for name, spec in schedule(entries, every).items()},
+    )
+    return app
+
+
+def size_redbeat(broker: str, entries: int, cap: float) -> tuple[float, int, float, float]:
+    """RedBeat storing every entry, a thousand at a time until ``cap`` seconds have passed:
+    (seconds, entries stored, bytes per entry stored, idle tick ms)."""
+    from redbeat import RedBeatScheduler
+
+    logging.disable(logging.WARNING)
+    app = redbeat_app(broker, entries, RARELY)
+    stored, deadline = [0], [0.0]
+
+    class Capped(RedBeatScheduler):  # type: ignore[misc]
+        def update_from_dict(self, dict_: dict[str, Any]) -> None:
+            items = iter(dict_.items())
+            while time.perf_counter() < deadline[0]:
+                chunk = dict(itertools.islice(items, 1000))
+                if not chunk:
+                    return
+                super().update_from_dict(chunk)
+                stored[0] += len(chunk)
+
+    gc.collect()
+    before, started = rss(), time.perf_counter()
+    deadline[0] = started + cap
+    sched = Capped(app=app)
+    took = time.perf_counter() - started
+    gc.collect()
+    grown = rss() - before
+    idle = idle_ms(sched.tick, entries)
+    return took, stored[0], grown / max(stored[0], 1), idle
+
+
 def burst_ours(
     broker: str, masters: list[str], entries: int, prefix: str, start_at: float
 ) -> tuple[list[tuple[str, float]], float, float]:
@@ -190,6 +237,36 @@ def burst_celery(broker: str, entries: int, cap: float) -> tuple[int, float, flo
     return sent[0], time.perf_counter() - started, time.process_time() - cpu
 
 
+def burst_redbeat(broker: str, entries: int, cap: float) -> tuple[int, float, float]:
+    """RedBeat with every entry due at once (stored as last run long ago), stopped after
+    ``cap`` seconds: its tick reads every due entry, then reserves and sends each."""
+    from redbeat import RedBeatScheduler
+
+    logging.disable(logging.WARNING)
+    long_ago = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+    app = redbeat_app(broker, entries, HOURLY, last_run_at=long_ago)
+    sent, deadline = [0], [float("inf")]
+
+    class Counted(RedBeatScheduler):  # type: ignore[misc]
+        def maybe_due(self, entry: Any, **kwargs: Any) -> Any:
+            if time.perf_counter() > deadline[0]:
+                raise RuntimeError("the cap")  # its tick stops there and returns
+            return super().maybe_due(entry, **kwargs)
+
+        def apply_async(self, *args: Any, **kwargs: Any) -> Any:
+            result = super().apply_async(*args, **kwargs)
+            sent[0] += 1
+            return result
+
+    sched = Counted(app=app)  # stores every entry: not timed
+    sched.producer  # noqa: B018
+    cpu, started = time.process_time(), time.perf_counter()
+    deadline[0] = started + cap
+    while sent[0] < entries and time.perf_counter() < deadline[0]:
+        sched.tick()
+    return sent[0], time.perf_counter() - started, time.process_time() - cpu
+
+
 def alone(function: Any, *args: Any) -> Any:
     """``function(*args)`` in a fresh process."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
@@ -220,6 +297,10 @@ def bursts(broker: str, masters: list[str], entries: int, cap: float) -> list[Bu
     redis.Redis.from_url(broker).delete(QUEUE)
     capped = f" ({sent:,} sent in the {cap:.0f} s cap)" if sent < entries else ""
     rows.append((f"celery.beat.Scheduler{capped}", sent, wall, [cpu]))
+    sent, wall, cpu = alone(burst_redbeat, broker, entries, cap)
+    redis.Redis.from_url(broker).delete(QUEUE)
+    capped = f" ({sent:,} sent in the {cap:.0f} s cap)" if sent < entries else ""
+    rows.append((f"RedBeat, 1 replica{capped}", sent, wall, [cpu]))
     return rows
 
 
@@ -228,7 +309,10 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--burst", type=int, default=100_000)
     parser.add_argument(
-        "--cap", type=float, default=60.0, help="seconds Celery's scheduler gets for the burst"
+        "--cap",
+        type=float,
+        default=60.0,
+        help="seconds Celery's scheduler and RedBeat get for the burst, RedBeat for its start",
     )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -242,10 +326,13 @@ def main() -> None:
             for name, function, given in (
                 ("ours (3 masters)", size_ours, (broker, masters, entries)),
                 ("celery.beat.Scheduler", size_celery, (broker, entries)),
+                ("RedBeat", size_redbeat, (broker, entries, args.cap)),
             ):
-                took, per_entry, idle = alone(function, *given)
+                took, *stored, per_entry, idle = alone(function, *given)
+                short = stored and stored[0] < entries
+                capped = f" ({stored[0]:,} stored in the cap)" if short else ""
                 print(f"{entries:>9,} {name:<22} {took:>10.2f} s {per_entry:>8,.0f} bytes "
-                      f"{idle:>7.3f} ms", flush=True)  # fmt: skip
+                      f"{idle:>7.3f} ms{capped}", flush=True)  # fmt: skip
         if args.burst:
             print()
             print(f"a burst of {args.burst:,} due slots")
