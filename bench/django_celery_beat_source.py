@@ -233,7 +233,7 @@ def table(app: Any, options: Any) -> list[str]:
               f"poll         DatabaseScheduler: {percentiles(dcb_poll)}"]  # fmt: skip
     sent: list[float] = []
     polls: list[float] = []
-    recorded(ours, "_dispatch", sent)
+    recorded(ours.dispatcher, "dispatch", sent)
     recorded(ours, "_replan", sent)
     recorded(dcb, "apply_entry", sent)
     recorded(ours.source, "version", polls)

@@ -10,7 +10,12 @@ A database error never reaches a task or beat. The writer keeps the records, log
 that recording is paused, retries with a growing pause and logs again when it resumes.
 The records waiting are bounded (``SINGLETON_BEAT_RECORDER_BUFFER``): a second record of
 the same run replaces the first, and when the bound is reached the oldest records are
-dropped, counted, and the count is logged when recording resumes.
+dropped, counted, and the count is logged when recording resumes. Schedule versions wait
+apart: each entry's newest one is kept whatever the bound (a replica reports every
+entry's version at start, 100,000 at once for 100,000 entries), and only versions that a
+newer one of their entry follows count against it. They are written in batches: one
+query reads the newest stored version of each entry in a batch, and only a version that
+differs from it is written.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ import socket
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 from celery import signals, states
 from django.db import DatabaseError, IntegrityError, connections, transaction
-from django.db.models import F, Max
+from django.db.models import F, Max, OuterRef, Subquery
 
 from celery_singleton_beat.core.schema import Header, SkipReason
 from celery_singleton_beat.observe import events
@@ -44,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 SENSITIVE = ("password", "passwd", "secret", "token", "api_key", "apikey", "authorization")
 BATCH = 200
+#: Schedule versions compared with the stored ones in one query.
+VERSION_BATCH = 500
 
 _STATE_STATUS = {
     states.SUCCESS: TaskRun.Status.SUCCESS,
@@ -140,6 +148,9 @@ class Recorder:
         self._mutex = threading.Lock()
         self._wake = threading.Condition(self._mutex)
         self._pending: OrderedDict[tuple[str, Any], tuple[str, dict[str, Any]]] = OrderedDict()
+        # schedule versions by (entry, since), and the since of each entry's newest one
+        self._versions: OrderedDict[tuple[str, Any], dict[str, Any]] = OrderedDict()
+        self._newest: dict[str, Any] = {}
         self._busy = 0
         # keyed by thread too: a thread-pool worker may run a slot's message and its
         # re-published copy (same task id, same attempt) at once, each in its own thread
@@ -337,7 +348,23 @@ class Recorder:
             "entry": event.entry, "since": event.since, "slots": history.encode(event.slots),
             "replica": event.replica,
         }  # fmt: skip
-        self._submit(("version", (event.entry, event.since)), ("version", fields))
+        with self._mutex:
+            key = (event.entry, event.since)
+            self._versions.pop(key, None)
+            self._versions[key] = fields
+            self._newest[event.entry] = event.since
+            self._drop_superseded()
+            self._start_writer()
+
+    def _drop_superseded(self) -> None:
+        """Over the bound, the oldest versions that a newer one of their entry follows."""
+        over = len(self._versions) - len(self._newest) - self.settings.recorder_buffer
+        if over <= 0:
+            return
+        superseded = [k for k in self._versions if self._newest.get(k[0]) != k[1]][:over]
+        for key in superseded:
+            del self._versions[key]
+        self._count_dropped(len(superseded))
 
     # -- the writer -------------------------------------------------------------------
 
@@ -351,26 +378,36 @@ class Recorder:
             if earlier is not None and op[0] == "slot" and earlier[1]["publishes"]:
                 op[1]["publishes"] += earlier[1]["publishes"]
             self._pending[key] = op
-            while len(self._pending) > self.settings.recorder_buffer:
+            over = len(self._pending) - self.settings.recorder_buffer
+            for _ in range(over):
                 self._pending.popitem(last=False)
-                if not self._dropped:
-                    logger.error(
-                        "singleton beat recorder: %d records wait for the database; dropping "
-                        "the oldest (SINGLETON_BEAT_RECORDER_BUFFER)", len(self._pending),
-                    )  # fmt: skip
-                self._dropped += 1
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._write_forever, name="singleton-beat-recorder", daemon=True
-                )
-                self._thread.start()
-            self._wake.notify()
+            self._count_dropped(over)
+            self._start_writer()
+
+    def _count_dropped(self, count: int) -> None:
+        """Count records dropped at the bound; the first drop of a run of them is logged."""
+        if count <= 0:
+            return
+        if not self._dropped:
+            logger.error(
+                "singleton beat recorder: %d records wait for the database; dropping the "
+                "oldest (SINGLETON_BEAT_RECORDER_BUFFER)", len(self._pending) + len(self._versions),
+            )  # fmt: skip
+        self._dropped += count
+
+    def _start_writer(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._write_forever, name="singleton-beat-recorder", daemon=True
+            )
+            self._thread.start()
+        self._wake.notify()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every record handed over so far is written (``True``) or ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._mutex:
-            while (self._pending or self._busy) and self._thread is not None:
+            while (self._pending or self._versions or self._busy) and self._thread is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -393,18 +430,25 @@ class Recorder:
         pause = 0.0
         while True:
             with self._mutex:
-                while not self._pending and not self._stopping:
+                while not self._pending and not self._versions and not self._stopping:
                     self._wake.wait()
                 if self._stopping:
                     return
                 batch = [
                     self._pending.popitem(last=False) for _ in range(min(BATCH, len(self._pending)))
                 ]
-                self._busy = len(batch)
+                versions = [
+                    self._versions.popitem(last=False)
+                    for _ in range(min(VERSION_BATCH, len(self._versions)))
+                ]
+                for (entry, since), _fields in versions:
+                    if self._newest.get(entry) == since:
+                        del self._newest[entry]
+                self._busy = len(batch) + len(versions)
             try:
-                self._write(batch)
+                self._write(batch, [fields for _key, fields in versions])
             except DatabaseError as exc:
-                self._paused(exc, batch)
+                self._paused(exc, batch, versions)
                 pause = min(5.0, max(0.25, pause * 2))
                 with self._mutex:
                     self._wake.wait_for(lambda: self._stopping, pause)
@@ -413,7 +457,7 @@ class Recorder:
                 # not an outage: these records cannot be written; say so and go on
                 logger.exception(
                     "singleton beat recorder: %d records could not be written and are dropped",
-                    len(batch),
+                    len(batch) + len(versions),
                 )
             finally:
                 with self._mutex:
@@ -422,20 +466,23 @@ class Recorder:
             pause = 0.0
             self._resumed()
 
-    def _write(self, batch: list[tuple[tuple[str, Any], tuple[str, dict[str, Any]]]]) -> None:
+    def _write(
+        self,
+        batch: list[tuple[tuple[str, Any], tuple[str, dict[str, Any]]]],
+        versions: Sequence[dict[str, Any]] = (),
+    ) -> None:
         using = self.settings.database
         created: dict[int, int] = {}
         with transaction.atomic(using=using):
             for _key, (kind, fields) in batch:
                 if kind == "run":
                     self._write_run(using, dict(fields), created)
-                elif kind == "version":
-                    self._write_version(using, fields)
                 else:
                     self._write_slot(using, dict(fields))
+            self._write_versions(using, versions)
         # row ids count only once their transaction committed
         self._pks.update(created)
-        self.written += len(batch)
+        self.written += len(batch) + len(versions)
         for _key, (kind, fields) in batch:
             if kind == "run" and fields["status"] != TaskRun.Status.STARTED:
                 self._pks.pop(fields["ref"], None)
@@ -461,6 +508,25 @@ class Recorder:
             except IntegrityError:  # another replica recorded it at the same moment
                 continue
 
+    def _write_versions(self, using: str, versions: Sequence[dict[str, Any]]) -> None:
+        """Versions of many entries: one query reads each entry's newest stored version,
+        and only a version that differs from it is written (:meth:`_write_version`)."""
+        if not versions:
+            return
+        rows = ScheduleVersion.objects.using(using)
+        newest = rows.filter(entry=OuterRef("entry")).order_by("-since", "-id").values("id")[:1]
+        names = {fields["entry"] for fields in versions}
+        heads = dict(
+            rows.filter(entry__in=names, id=Subquery(newest)).values_list("entry", "slots")
+        )
+        for fields in versions:
+            entry, slots = fields["entry"], fields["slots"]
+            # the same as the newest stored, or an entry never recorded that left
+            if heads[entry] == slots if entry in heads else not slots:
+                continue
+            self._write_version(using, fields)
+            heads[entry] = slots
+
     def _write_version(self, using: str, fields: dict[str, Any]) -> None:
         """A schedule version, unless the entry's newest one has the same slots already
         (every replica reports each version, and each start reports them all again).
@@ -484,7 +550,7 @@ class Recorder:
             except IntegrityError:  # another replica recorded a version after this one
                 continue
 
-    def _paused(self, exc: DatabaseError, batch: list[Any]) -> None:
+    def _paused(self, exc: DatabaseError, batch: list[Any], versions: Sequence[Any] = ()) -> None:
         with self._mutex:
             for key, op in reversed(batch):  # back to the front, unless newer ones arrived
                 if key not in self._pending:
@@ -493,7 +559,15 @@ class Recorder:
             while len(self._pending) > self.settings.recorder_buffer:
                 self._pending.popitem(last=False)
                 self._dropped += 1
-            waiting = len(self._pending)
+            for key, fields in reversed(versions):
+                if key not in self._versions:
+                    self._versions[key] = fields
+                    self._versions.move_to_end(key, last=False)
+                    newest = self._newest.get(key[0])
+                    if newest is None or newest < key[1]:
+                        self._newest[key[0]] = key[1]
+            self._drop_superseded()
+            waiting = len(self._pending) + len(self._versions)
         with contextlib.suppress(DatabaseError):
             connections[self.settings.database].close()
         message = f"{type(exc).__name__}: {exc}".strip()
@@ -511,7 +585,13 @@ class Recorder:
             return
         with self._mutex:
             dropped, self._dropped = self._dropped, 0
-        if dropped:
+        if dropped and self._failing is None:
+            logger.error(
+                "singleton beat recorder: %d records were dropped: more than "
+                "SINGLETON_BEAT_RECORDER_BUFFER waited for the database %r",
+                dropped, self.settings.database,
+            )  # fmt: skip
+        elif dropped:
             logger.error(
                 "singleton beat recorder: recording resumed; %d records were dropped while the "
                 "database %r was unavailable", dropped, self.settings.database,

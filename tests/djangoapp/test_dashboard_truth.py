@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import gc
+import logging
 import re
 import time
 import zoneinfo
@@ -517,6 +518,32 @@ def test_a_misfire_counts_the_slots_its_row_stands_for() -> None:
         5, 2, 3, 3,
     )  # fmt: skip
     assert charge["undecided"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_entry_s_version_is_kept_when_a_start_reports_more_entries_than_the_buffer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A replica reports every entry's version at start: 1,000 entries beside a buffer of
+    100 records each get their version, none is dropped, and a second replica's start
+    reporting the same versions writes nothing."""
+    entries = [f"customer-{i}" for i in range(1000)]
+    recorder = Recorder(AppSettings(recorder_buffer=100))
+    try:
+        with caplog.at_level(logging.WARNING, logger="django_celery_singleton_beat.recorder"):
+            for replica, second in (("a:1", 0), ("b:2", 60)):
+                for entry in entries:
+                    recorder.on_event(events.EntryScheduled(
+                        entry=entry, since=BASE + dt.timedelta(seconds=second),
+                        slots=IntervalSlots(3_600_000, 0), replica=replica,
+                    ))  # fmt: skip
+                assert recorder.flush(60)
+    finally:
+        recorder.stop()
+        gc.collect()
+    kept = models.ScheduleVersion.objects.values_list("entry", "since", "replica")
+    assert sorted(kept) == sorted((entry, BASE, "a:1") for entry in entries)
+    assert not [r.getMessage() for r in caplog.records if "drop" in r.getMessage()]
 
 
 @pytest.mark.django_db(transaction=True)

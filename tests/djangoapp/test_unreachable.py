@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.db import connections
 
+from celery_singleton_beat.core.slots import IntervalSlots
 from celery_singleton_beat.errors import LockError
 from celery_singleton_beat.observe import events
 from django_celery_singleton_beat.conf import AppSettings
@@ -61,3 +62,28 @@ def test_records_wait_in_a_bounded_buffer_and_drops_are_counted_and_logged(
     assert "wait in memory (at most 100)" in paused[0].getMessage()
     dropping = [r for r in caplog.records if "dropping the oldest" in r.getMessage()]
     assert len(dropping) == 1
+
+
+def test_each_entry_s_newest_version_waits_whatever_the_bound_and_older_ones_are_dropped(
+    unreachable: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """300 entries each edited once while the database is down, beside a buffer of 100:
+    every entry's newest version waits, and of the 300 older ones 200 are dropped, counted
+    and logged."""
+    recorder = Recorder(AppSettings(database=unreachable, recorder_buffer=100))
+    since = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    try:
+        with caplog.at_level(logging.WARNING, logger="django_celery_singleton_beat.recorder"):
+            for every_ms, at in ((60_000, since), (120_000, since + dt.timedelta(minutes=5))):
+                for entry in range(300):
+                    recorder.on_event(events.EntryScheduled(
+                        entry=f"e{entry}", since=at, slots=IntervalSlots(every_ms), replica="h:1"
+                    ))  # fmt: skip
+            assert not recorder.flush(timeout=1.0), "nothing can be written"
+            waiting = dict(recorder._versions)
+    finally:
+        recorder.stop()
+    newest = {(f"e{entry}", since + dt.timedelta(minutes=5)) for entry in range(300)}
+    assert newest <= set(waiting) and len(waiting) == 400
+    assert recorder._dropped == 200
+    assert len([r for r in caplog.records if "dropping the oldest" in r.getMessage()]) == 1
