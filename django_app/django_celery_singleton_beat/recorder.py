@@ -515,17 +515,33 @@ class Recorder:
             return
         rows = ScheduleVersion.objects.using(using)
         newest = rows.filter(entry=OuterRef("entry")).order_by("-since", "-id").values("id")[:1]
-        names = {fields["entry"] for fields in versions}
-        heads = dict(
-            rows.filter(entry__in=names, id=Subquery(newest)).values_list("entry", "slots")
-        )
+
+        def heads(names: set[str]) -> dict[str, str]:
+            """The slots of each entry's newest stored version."""
+            found = rows.filter(entry__in=names, id=Subquery(newest)).values_list("entry", "slots")
+            return dict(found)
+
+        stored = heads({fields["entry"] for fields in versions})
+        # the first version of entries never recorded (all of them, on a schedule's first
+        # start), inserted at once; one another replica inserted first is left out here
+        # and compared below with the one stored
+        firsts: dict[str, dict[str, Any]] = {}
+        for fields in versions:
+            if fields["entry"] not in stored and fields["slots"]:
+                firsts.setdefault(fields["entry"], fields)
+        if firsts:
+            rows.bulk_create(
+                [ScheduleVersion(**fields, follows=0) for fields in firsts.values()],
+                ignore_conflicts=True,
+            )
+            stored.update(heads(set(firsts)))
         for fields in versions:
             entry, slots = fields["entry"], fields["slots"]
             # the same as the newest stored, or an entry never recorded that left
-            if heads[entry] == slots if entry in heads else not slots:
+            if stored[entry] == slots if entry in stored else not slots:
                 continue
             self._write_version(using, fields)
-            heads[entry] = slots
+            stored[entry] = slots
 
     def _write_version(self, using: str, fields: dict[str, Any]) -> None:
         """A schedule version, unless the entry's newest one has the same slots already
