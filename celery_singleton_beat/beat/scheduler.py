@@ -20,6 +20,7 @@ a test drives the loop tick by tick on a fake clock.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import os
 import random
@@ -29,6 +30,7 @@ from functools import cached_property
 from typing import Any
 
 from celery import Celery, beat
+from celery.schedules import maybe_schedule
 
 from celery_singleton_beat._compat import (
     evaluate_entry_args,
@@ -136,6 +138,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self.store = self.runtime.store
         self.plans: dict[str, Plan] = {}
         self._specs: dict[str, Any] = {}
+        self._schedules: dict[tuple[Any, bool], Any] = {}
         self.source = load_source(app, self.config.schedule_source)
         self._watcher = SourceWatcher(self.source, self.runtime.monotonic)
         self._unknown_tasks = UnknownTasks(app)
@@ -396,6 +399,18 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             len(changes.removed), changes.updated,
         )  # fmt: skip
 
+    def _shared_schedule(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """``fields`` with an interval given as a number or a timedelta turned into the
+        one Celery ``schedule`` kept for that interval: it is immutable, and a schedule of
+        a million hourly entries then holds one, not a million."""
+        every = fields.get("schedule")
+        if type(every) in (int, float, dt.timedelta):
+            key = (every, bool(fields.get("relative", False)))
+            if key not in self._schedules:
+                self._schedules[key] = maybe_schedule(every, key[1], app=self.app)
+            fields["schedule"] = self._schedules[key]
+        return fields
+
     def _build(
         self, specs: Any, previous: dict[str, Any], starting: bool = False
     ) -> dict[str, Plan]:
@@ -410,7 +425,9 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
                 built[name] = self.plans[name]
                 continue
             try:
-                entry = self.Entry(**{"last_run_at": now, **spec, "name": name, "app": self.app})
+                entry = self.Entry(**self._shared_schedule(
+                    {"last_run_at": now, **spec, "name": name, "app": self.app}
+                ))  # fmt: skip
                 built[name] = Plan.build(entry, self.app.timezone, self.config.misfire_grace)
             except Exception as exc:
                 if starting and self.source.source_of(name) == BEAT_SCHEDULE:

@@ -214,7 +214,7 @@ _SHARED_POLICIES: dict[float, EntryPolicy] = {}
 """The policy of entries without per-entry settings, per misfire grace."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Plan:
     """The scheduler's view of one entry: its slots and the next slot not known handled."""
 

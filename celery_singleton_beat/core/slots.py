@@ -53,6 +53,8 @@ class Slots(Protocol):
 class IntervalSlots:
     """``anchor + k * every`` for whole k."""
 
+    __slots__ = ("anchor_ms", "every_ms")  # one per interval entry: a million, for some
+
     def __init__(self, every_ms: int, anchor_ms: int = 0) -> None:
         self.every_ms = every_ms
         self.anchor_ms = anchor_ms
