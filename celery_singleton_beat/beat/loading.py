@@ -127,7 +127,7 @@ class Loader:
             owed.append((plan.name, now, plan.slots))
         for plan, (last, anchor), left in zip(plans, loaded, gone, strict=True):
             if anchor is not None:
-                plan.slots.anchor_ms = anchor  # type: ignore[attr-defined]
+                plan.anchor(anchor)
             # an entry back in the schedule since it left owes nothing from its absence
             since = max(last, now) if left > last else last
             plan.next_slot = plan.slots.next_after(since)

@@ -484,7 +484,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             self.store.start_at([p.name for p in batch], now)
             for plan, (last, anchor) in zip(batch, loaded, strict=True):
                 if anchor is not None:
-                    plan.slots.anchor_ms = anchor  # type: ignore[attr-defined]
+                    plan.anchor(anchor)
                 plan.next_slot = plan.slots.next_after(max(last, now))
                 self.dispatcher.wake_seen(plan, plan.next_slot, now)
                 if plan.held and (plan.wake is None or plan.wake > now + HELD_AGAIN):

@@ -26,6 +26,7 @@ from celery_singleton_beat.core.slots import (
     BoundedSlots,
     IntervalSlots,
     Slots,
+    interval_slots,
     jitter_offset,
     schedule_tz,
     slots_for,
@@ -265,7 +266,7 @@ class Plan:
         start, end = policy.start_ms, policy.end_ms
         if start is not None or end is not None:
             if isinstance(slots, IntervalSlots):  # counted from its start, no shared anchor
-                slots = IntervalSlots(slots.every_ms, start or 0)
+                slots = interval_slots(slots.every_ms, start or 0)
             slots = BoundedSlots(slots, start, end)
         return cls(entry.name, entry, slots, policy)
 
@@ -294,6 +295,11 @@ class Plan:
     @property
     def every_ms(self) -> int | None:
         return self.slots.every_ms if isinstance(self.slots, IntervalSlots) else None
+
+    def anchor(self, anchor_ms: int) -> None:
+        """Count an interval entry's slots from ``anchor_ms`` (the one the store agreed)."""
+        if isinstance(self.slots, IntervalSlots):
+            self.slots = interval_slots(self.slots.every_ms, anchor_ms)
 
     def newest_due(self, now: int) -> int | None:
         """The newest slot due by ``now`` from ``next_slot`` on, or None if none is due."""

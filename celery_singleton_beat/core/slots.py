@@ -51,13 +51,20 @@ class Slots(Protocol):
 
 
 class IntervalSlots:
-    """``anchor + k * every`` for whole k."""
+    """``anchor + k * every`` for whole k. Never changed once made: the entries of one
+    interval and anchor share one (:func:`interval_slots`)."""
 
-    __slots__ = ("anchor_ms", "every_ms")  # one per interval entry: a million, for some
+    __slots__ = ("anchor_ms", "every_ms")
+
+    every_ms: int
+    anchor_ms: int
 
     def __init__(self, every_ms: int, anchor_ms: int = 0) -> None:
-        self.every_ms = every_ms
-        self.anchor_ms = anchor_ms
+        object.__setattr__(self, "every_ms", every_ms)
+        object.__setattr__(self, "anchor_ms", anchor_ms)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"interval slots are shared and never change ({name})")
 
     def next_after(self, t: int) -> int:
         k = (t - self.anchor_ms) // self.every_ms + 1
@@ -341,6 +348,24 @@ def jitter_offset(entry_name: str, slot: int, jitter_ms: int) -> int:
     return int.from_bytes(digest[:8], "big") % jitter_ms
 
 
+#: The interval slots shared by entries (see :func:`interval_slots`), and at most how many.
+_INTERVALS: dict[tuple[int, int], IntervalSlots] = {}
+SHARED_INTERVALS = 4096
+
+
+def interval_slots(every_ms: int, anchor_ms: int = 0) -> IntervalSlots:
+    """The slots of an interval counted from an anchor, one object for every entry that
+    has both: a million hourly entries registered together hold one. Past
+    :data:`SHARED_INTERVALS` pairs, each new pair gets an object of its own."""
+    key = (every_ms, anchor_ms)
+    found = _INTERVALS.get(key)
+    if found is None:
+        found = IntervalSlots(every_ms, anchor_ms)
+        if len(_INTERVALS) < SHARED_INTERVALS:
+            _INTERVALS[key] = found
+    return found
+
+
 def slots_for(entry_name: str, run_every: Any, tz: dt.tzinfo) -> Slots:
     """The slot computation for an entry's schedule; refuses types it cannot compute.
 
@@ -360,7 +385,7 @@ def slots_for(entry_name: str, run_every: Any, tz: dt.tzinfo) -> Slots:
                 run_every.run_every,
                 "an interval longer than zero",
             )
-        return IntervalSlots(every_ms)
+        return interval_slots(every_ms)
     raise ConfigurationError(
         f"beat_schedule[{entry_name!r}]['schedule']",
         run_every,

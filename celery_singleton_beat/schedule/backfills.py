@@ -167,7 +167,7 @@ def _slots(app: Celery, store: SlotStore, name: str, first: int, last: int) -> l
                 "name", name, "an entry beat has scheduled already (no replica has stored "
                 "the anchor its interval's slots are counted from)",
             )  # fmt: skip
-        plan.slots.anchor_ms = anchor
+        plan.anchor(anchor)
     found: list[int] = []
     slot = plan.slots.next_after(first - 1)
     while slot is not None and slot < last:

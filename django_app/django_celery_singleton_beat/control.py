@@ -16,7 +16,7 @@ from typing import Any
 
 from celery_singleton_beat import schedule
 from celery_singleton_beat.core.entries import Entry, Plan
-from celery_singleton_beat.core.slots import IntervalSlots, to_datetime
+from celery_singleton_beat.core.slots import to_datetime
 from celery_singleton_beat.ops.cluster import entry_specs
 from celery_singleton_beat.runtime import Runtime
 
@@ -106,8 +106,8 @@ def _next_times(
     plan = _plan(app, name, spec)
     if plan is None:
         return []
-    if isinstance(plan.slots, IntervalSlots) and name in anchors:
-        plan.slots.anchor_ms = anchors[name]
+    if name in anchors:
+        plan.anchor(anchors[name])
     times: list[dt.datetime] = []
     slot = plan.slots.next_after(round(now.timestamp() * 1000))
     while slot is not None and len(times) < NEXT_TIMES:

@@ -5,9 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from celery.schedules import crontab, solar
+import pytest
+from celery.schedules import crontab, schedule, solar
 
-from celery_singleton_beat.core.slots import CronSlots, IntervalSlots, SolarSlots, slot_label
+from celery_singleton_beat.core.slots import (
+    CronSlots,
+    IntervalSlots,
+    SolarSlots,
+    interval_slots,
+    slot_label,
+    slots_for,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 LOS_ANGELES = ZoneInfo("America/Los_Angeles")
@@ -192,3 +200,11 @@ def test_a_plan_finds_the_slot_before_another_for_intervals_and_crontab() -> Non
     assert every.slot_before(50_000, after=0) == 40_000
     assert every.slot_before(50_000, after=45_000) == 50_000
     assert every.missed_between(0, 50_000) == 4
+
+
+def test_entries_of_one_interval_and_anchor_share_their_slots_which_never_change() -> None:
+    hourly = [slots_for(f"customer-{i}", schedule(dt.timedelta(hours=1)), UTC) for i in range(3)]
+    assert hourly[0] is hourly[1] is hourly[2]
+    assert interval_slots(3_600_000, 7) is interval_slots(3_600_000, 7) is not hourly[0]
+    with pytest.raises(AttributeError, match="never change"):
+        hourly[0].anchor_ms = 7  # type: ignore[attr-defined]
