@@ -25,7 +25,7 @@ import logging
 import os
 import random
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -178,7 +178,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         )
 
     def setup_schedule(self) -> None:
-        self._specs = dict(self._watcher.first())
+        self._specs = _own(self._watcher.first())
         self.plans = self._build(self._specs, {}, starting=True)
         self.data = {name: plan.entry for name, plan in self.plans.items()}
         self._unknown_tasks.warn(self.plans.values())
@@ -374,7 +374,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
 
     def _replan(self, specs: Any) -> None:
         """Follow a schedule source's new entries (see :mod:`celery_singleton_beat.core.replan`)."""
-        previous, self._specs = self._specs, dict(specs)
+        previous, self._specs = self._specs, _own(specs)
         changes = compare(self.plans, self._build(specs, previous))
         if not changes:
             return
@@ -605,3 +605,9 @@ def _metrics_renderer() -> Callable[[], tuple[bytes, str]] | None:
         logger.info("singleton beat: prometheus-client is not installed; no /metrics")
         return None
     return metrics.install().render
+
+
+def _own(specs: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries as a dict the scheduler keeps: the merged source's, made for each read
+    (a million entries are not copied once more)."""
+    return specs if type(specs) is dict else dict(specs)

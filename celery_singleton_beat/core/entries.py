@@ -275,8 +275,11 @@ class Plan:
         return jitter_offset(self.name, slot, self.policy.jitter_ms)
 
     def send_at(self, slot: int | None) -> int | None:
-        """When ``slot`` falls due to be sent (ms): its time plus its jitter."""
-        return None if slot is None else slot + self.offset(slot)
+        """When ``slot`` falls due to be sent (ms): its time plus its jitter (the very
+        same int without jitter: a plan's wake-up then costs no number of its own)."""
+        if slot is None or not self.policy.jitter_ms:
+            return slot
+        return slot + self.offset(slot)
 
     def _horizon(self, now: int) -> int:
         """The latest slot time that may be sent at ``now``: ``now``, or with jitter just

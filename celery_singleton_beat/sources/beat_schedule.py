@@ -19,4 +19,5 @@ class BeatScheduleSource(ScheduleSource):
         return 0
 
     def entries(self) -> Mapping[str, EntrySpec]:
-        return dict(self.app.conf.beat_schedule or {})
+        """The setting itself (read, never changed: a large schedule is not copied)."""
+        return self.app.conf.beat_schedule or {}
