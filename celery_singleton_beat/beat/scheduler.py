@@ -139,6 +139,8 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self.plans: dict[str, Plan] = {}
         self._specs: dict[str, Any] = {}
         self._schedules: dict[tuple[Any, bool], Any] = {}
+        self._paused_of: dict[str, Plan] | None = None
+        self._paused_names: list[str] = []
         self.source = load_source(app, self.config.schedule_source)
         self._watcher = SourceWatcher(self.source, self.runtime.monotonic)
         self._unknown_tasks = UnknownTasks(app)
@@ -311,11 +313,15 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         )  # fmt: skip
 
     def _paused(self) -> dict[str, int]:
-        """The entries this replica holds paused, counted by who paused them."""
+        """The entries this replica holds paused, counted by who paused them (at each
+        heartbeat: the paused ones are found again only when the plans change, so that
+        a million entries cost nothing here)."""
+        if self._paused_of is not self.plans:
+            self._paused_names = [n for n, plan in self.plans.items() if plan.policy.paused]
+            self._paused_of = self.plans
         counts = dict.fromkeys(PAUSE_KINDS, 0)
-        for name, plan in self.plans.items():
-            if plan.policy.paused:
-                counts[self.source.pause_kind(name)] += 1
+        for name in self._paused_names:
+            counts[self.source.pause_kind(name)] += 1
         return counts
 
     def _follow_share(self) -> None:
