@@ -48,6 +48,9 @@ def compare(running: Mapping[str, Plan], built: Mapping[str, Plan]) -> Changes:
     changes = Changes(plans={})
     for name, plan in built.items():
         old = running.get(name)
+        if old is plan:  # an entry the source gave unchanged keeps its very plan
+            changes.plans[name] = plan
+            continue
         if old is None:
             changes.added.append(plan)
         elif _slots_of(old) != _slots_of(plan):
