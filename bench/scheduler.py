@@ -15,12 +15,13 @@ and the scheduler without the broker); their trips are SQL statements. And on th
 store, on one etcd member of the script's own (one replica, no publish, three; --no-etcd
 skips it, --only-etcd runs it alone), and the same on the ZooKeeper store, on one
 standalone member (--no-zookeeper, --only-zookeeper): their trips are requests to the
-member.
+member. With --share-grace S the replicas share the entries out (each claims its share
+when due and another's once late by S seconds; the three-replica rows say "shared").
 
     python bench/scheduler.py [--entries 10000] [--broker amqp://guest:guest@127.0.0.1:5672//]
                               [--postgres postgresql://postgres@127.0.0.1:5432 | --no-postgres]
                               [--only-postgres] [--no-etcd | --only-etcd]
-                              [--no-zookeeper | --only-zookeeper]
+                              [--no-zookeeper | --only-zookeeper] [--share-grace S]
 
 Without --broker a redis-server started by the script is the broker. With --broker, the
 messages go to a queue of the script's own, deleted at the end.
@@ -277,6 +278,7 @@ def our_app(  # noqa: PLR0917  (the store is the last two)
         singleton_beat_redis_urls=masters,
         singleton_beat_key_prefix=prefix,
         singleton_beat_claim_ttl=10.0,
+        singleton_beat_share_grace=share_grace(),
         beat_schedule=beat_schedule(entries),
     )
     if database is not None and "ZOOKEEPER" in database:
@@ -302,6 +304,16 @@ def our_app(  # noqa: PLR0917  (the store is the last two)
         django_setup(database)
         app.conf.update(singleton_beat_store="database", singleton_beat_redis_urls=None)
     return app
+
+
+def share_grace() -> float:
+    """``--share-grace`` (the spawned replicas read it from the environment)."""
+    return float(os.environ.get("BENCH_SHARE_GRACE", "0"))
+
+
+def three_row(label: str) -> str:
+    """A three-replica row's name: whether they share the entries out."""
+    return f"{label}, shared" if share_grace() else label
 
 
 def registered(sched: ours.Scheduler) -> None:
@@ -530,7 +542,7 @@ def store_rows(  # noqa: PLR0917  (the rows of one store)
     total = checked(f"ours on PostgreSQL, {label} (three replicas)", three, n)
     seconds = max(r[1] for r in three)
     trips = sum(r[2] for r in three)
-    rows.append((f"PG {label}", 3, total, seconds, trips / max(total, 1), idle))
+    rows.append((three_row(f"PG {label}"), 3, total, seconds, trips / max(total, 1), idle))
     empty_store(empty)
     return rows
 
@@ -573,7 +585,7 @@ def consensus_rows(  # noqa: PLR0917  (one store's rows)
     return [
         (label, 1, one[0], one[1], one[2] / max(one[0], 1), idle),
         (f"{kind}, no publish", 1, bare[0], bare[1], bare[2] / max(bare[0], 1), idle),
-        (label, 3, total, max(r[1] for r in three),
+        (three_row(label), 3, total, max(r[1] for r in three),
          sum(r[2] for r in three) / max(total, 1), idle),
     ]  # fmt: skip
 
@@ -629,7 +641,7 @@ def redis_rows(  # noqa: PLR0917  (the Redis rows of one run)
     return [
         ("ours, 3 masters", 1, one[0], one[1], one[2] / max(one[0], 1), idle),
         ("ours, no publish", 1, bare[0], bare[1], bare[2] / max(bare[0], 1), idle),
-        ("ours, 3 masters", 3, total, seconds, trips / max(total, 1), idle),
+        (three_row("ours, 3 masters"), 3, total, seconds, trips / max(total, 1), idle),
         ("RedBeat, 1 node", 1, red[0], red[1], red[2] / max(red[0], 1), [red_idle_small, red[3]]),
     ]
 
@@ -654,10 +666,16 @@ def main() -> None:
         "--only-zookeeper", action="store_true", help="the ZooKeeper store's rows alone"
     )
     parser.add_argument(
+        "--share-grace", type=float, default=0.0,
+        help="seconds: replicas share the entries out (singleton_beat_share_grace); 0, the "
+        "default: each of the three replicas claims every slot",
+    )  # fmt: skip
+    parser.add_argument(
         "--heartbeats", action="store_true",
         help="only the database stores' heartbeat tick, each after a pause",
     )  # fmt: skip
     args = parser.parse_args()
+    os.environ["BENCH_SHARE_GRACE"] = str(args.share_grace)
     if args.heartbeats:
         with bench_database(args.postgres) as database:
             for sqlalchemy, label in ((False, "Django"), (True, "SQLAlchemy")):
