@@ -7,18 +7,36 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from celery_singleton_beat.core.share import Share
-from celery_singleton_beat.testing import RedisServer, wait_for
+from celery_singleton_beat.testing import Process, RedisServer, wait_for
 from tests.support.clusters import FAST, beat_cluster, check_exactly_once, slot_ms
 
 pytestmark = pytest.mark.slow
 
 GRACE = 1.0
 ENTRIES = {f"e{i}": {"every": 1} for i in range(12)}
+
+
+def shared(replicas: list[Process], count: int, timeout: float = 30, times: int = 1) -> None:
+    """Wait until each of ``replicas`` has logged ``times`` share-outs among ``count``."""
+    line = f"{count} replica(s) share the entries"
+    wait_for(
+        lambda: all(r.text().count(line) >= times for r in replicas),
+        timeout, f"the share-out among {count} ({times}x)",
+    )  # fmt: skip
+
+
+def check_sent_by_owner(rows: list[dict[str, Any]], owner: Callable[[str], str]) -> None:
+    """Nearly every one of ``rows`` was sent by its entry's owner (an owner slowed down
+    past the grace on a busy machine lets another replica send)."""
+    by_owner = sum(r["replica"] == owner(r["entry"]) for r in rows)
+    assert rows and by_owner >= 0.9 * len(rows), f"{by_owner} of {len(rows)} sent by the owner"
 
 
 def owner_of_most(share: Share, ids: list[str]) -> str:
@@ -34,10 +52,7 @@ def test_a_killed_replica_s_share_is_taken_over_within_the_grace_and_no_slot_run
         cluster.start_worker()
         replicas = [cluster.start_replica(name) for name in ("r1", "r2", "r3")]
         ids = [cluster.replica_id(r) for r in replicas]
-        wait_for(
-            lambda: all("3 replica(s) share the entries" in r.text() for r in replicas),
-            30, "the share-out",
-        )  # fmt: skip
+        shared(replicas, 3)
         share = Share(ids[0], ids)
         start = time.time() + 1.5  # slots sent before every replica knew the share-out
         time.sleep(5)
@@ -52,9 +67,7 @@ def test_a_killed_replica_s_share_is_taken_over_within_the_grace_and_no_slot_run
     for entry in ENTRIES:
         check_exactly_once(rows, entry, 1, start, end)
     before = [r for r in rows if start <= slot_ms(r["slot"]) / 1000 < at - 1]
-    by_owner = sum(r["replica"] == share.owner(r["entry"]) for r in before)
-    # an owner slowed down past the grace (a busy machine) lets another replica send
-    assert by_owner >= 0.9 * len(before), f"{by_owner} of {len(before)} sent by the owner"
+    check_sent_by_owner(before, share.owner)
     owners = {share.owner(e) for e in ENTRIES}
     assert owners <= {r["replica"] for r in before}, "every replica sends its share"
     after = [r for r in rows if r["entry"] in owned and slot_ms(r["slot"]) / 1000 > at]
@@ -74,10 +87,7 @@ def test_a_stopped_replica_s_share_is_taken_over_past_the_grace_and_it_takes_it_
         cluster.start_worker()
         replicas = [cluster.start_replica(name) for name in ("r1", "r2", "r3")]
         ids = [cluster.replica_id(r) for r in replicas]
-        wait_for(
-            lambda: all("3 replica(s) share the entries" in r.text() for r in replicas),
-            30, "the share-out",
-        )  # fmt: skip
+        shared(replicas, 3)
         share = Share(ids[0], ids)
         start = time.time() + 1.5
         time.sleep(4)
@@ -87,18 +97,12 @@ def test_a_stopped_replica_s_share_is_taken_over_past_the_grace_and_it_takes_it_
         owned = sorted(e for e in ENTRIES if share.owner(e) == owner)
         stopped.signal(signal.SIGSTOP)
         frozen = time.time()
-        wait_for(
-            lambda: all("2 replica(s) share the entries" in r.text() for r in others),
-            15, "the others to share the entries out without the stopped replica",
-        )  # fmt: skip
+        shared(others, 2, timeout=15)  # without the stopped replica
         left_out = time.time() - frozen
         time.sleep(2)
         stopped.signal(signal.SIGCONT)
         resumed = time.time()
-        wait_for(
-            lambda: all(r.text().count("3 replica(s) share the entries") >= 2 for r in others),
-            15, "the resumed replica back in the share-out",
-        )  # fmt: skip
+        shared(others, 3, timeout=15, times=2)  # the resumed replica back
         back = time.time()
         time.sleep(5)
         end = time.time() - 1.5
@@ -115,8 +119,7 @@ def test_a_stopped_replica_s_share_is_taken_over_past_the_grace_and_it_takes_it_
     )
     assert late < GRACE + FAST["singleton_beat_claim_ttl"] + 1.0
     again = [r for r in owned_rows if slot_ms(r["slot"]) / 1000 > back + 1]
-    by_owner = sum(r["replica"] == owner for r in again)
-    assert again and by_owner >= 0.9 * len(again), f"{by_owner} of {len(again)} sent by the owner"
+    check_sent_by_owner(again, lambda _entry: owner)
 
 
 def test_a_joining_replica_takes_its_share_and_no_slot_runs_twice(
@@ -128,18 +131,12 @@ def test_a_joining_replica_takes_its_share_and_no_slot_runs_twice(
     with beat_cluster(tmp_path, three_masters, ENTRIES, **settings) as cluster:
         cluster.start_worker()
         replicas = [cluster.start_replica(name) for name in ("r1", "r2")]
-        wait_for(
-            lambda: all("2 replica(s) share the entries" in r.text() for r in replicas),
-            30, "the share-out of two",
-        )  # fmt: skip
+        shared(replicas, 2)
         start = time.time() + 1.5
         time.sleep(3)
         replicas.append(cluster.start_replica("r3"))
         joined = time.time()
-        wait_for(
-            lambda: all("3 replica(s) share the entries" in r.text() for r in replicas),
-            30, "the share-out of three",
-        )  # fmt: skip
+        shared(replicas, 3)
         settled = time.time()
         time.sleep(6)
         end = time.time() - 1.5
@@ -149,7 +146,6 @@ def test_a_joining_replica_takes_its_share_and_no_slot_runs_twice(
         check_exactly_once(rows, entry, 1, start, end)
     share = Share(ids[0], ids)
     after = [r for r in rows if slot_ms(r["slot"]) / 1000 > settled + 1]
-    by_owner = sum(r["replica"] == share.owner(r["entry"]) for r in after)
     print(f"the joining replica shared the entries {settled - joined:.1f}s after it started")
-    assert after and by_owner >= 0.9 * len(after), f"{by_owner} of {len(after)} sent by the owner"
+    check_sent_by_owner(after, share.owner)
     assert any(r["replica"] == ids[2] for r in after), "the newcomer sends its share"
