@@ -50,6 +50,9 @@ CLAIM_CHUNK = 500
 #: Seconds one pass spends dispatching at most; the due slots left wait for the next pass
 #: (a few ms later), so that the loop heartbeats between the chunks of a large burst.
 DISPATCH_BUDGET = 1.0
+#: Due entries taken into one pass at most: about what a pass dispatches within its
+#: budget; the others stay woken, in time order, for the passes that follow.
+PASS_ENTRIES = 8 * CLAIM_CHUNK
 #: A slot decided within this long of its time is on time (ms).
 ON_TIME_MS = int(ON_TIME * 1000)
 #: Unhandled slots of one entry claimed one by one (the newest); older ones are counted.

@@ -40,7 +40,7 @@ from celery_singleton_beat._compat import (
 from celery_singleton_beat.beat import broker
 from celery_singleton_beat.beat import log as beat_log
 from celery_singleton_beat.beat.backfill import Backfiller
-from celery_singleton_beat.beat.dispatch import CLAIM_CHUNK, Dispatcher, log_fields
+from celery_singleton_beat.beat.dispatch import CLAIM_CHUNK, PASS_ENTRIES, Dispatcher, log_fields
 from celery_singleton_beat.beat.health import HealthServer, Probed
 from celery_singleton_beat.beat.leadership import Leadership
 from celery_singleton_beat.beat.loading import Loader
@@ -275,7 +275,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         if self._broker_cold:
             self._warm_broker()
         now = self.runtime.now_ms()
-        due = self.wakeups.pop_due(self.plans, now)
+        due = self.wakeups.pop_due(self.plans, now, PASS_ENTRIES)
         if due:
             self.dispatcher.dispatch(due, now)
         control = self.source.control

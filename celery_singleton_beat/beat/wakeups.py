@@ -31,11 +31,13 @@ class Wakeups:
             plan.wake = when
             heapq.heappush(self._heap, (when, plan.name))
 
-    def pop_due(self, plans: Mapping[str, Plan], now: int) -> list[Plan]:
-        """The plans woken at or before ``now``, each once."""
+    def pop_due(self, plans: Mapping[str, Plan], now: int, limit: int | None = None) -> list[Plan]:
+        """The plans woken at or before ``now``, each once, soonest first: at most
+        ``limit`` of them, the rest left for the next pass (a burst of a hundred thousand
+        due entries is looked at a pass's worth at a time, not all of them each pass)."""
         due: dict[str, Plan] = {}
         heap = self._heap
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= now and (limit is None or len(due) < limit):
             when, name = heapq.heappop(heap)
             plan = plans.get(name)
             if plan is not None and plan.wake == when and not plan.policy.paused:
