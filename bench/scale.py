@@ -204,12 +204,13 @@ def size_redbeat(broker: str, entries: int, cap: float) -> tuple[float, int, flo
 
 
 def burst_ours(
-    broker: str, masters: list[str], entries: int, prefix: str, start_at: float
+    broker: str, masters: list[str], entries: int, run: tuple[str, float, int]
 ) -> tuple[list[tuple[str, float]], float, float]:
     """One replica: register, then at ``start_at`` move the clock to just past the
     entries' next slot (the same for every entry: their anchor is the hour) and dispatch
     every slot due. (the slots this replica published, wall s, CPU s)."""
     logging.disable(logging.WARNING)
+    prefix, start_at, replicas = run
     offset = 0.0
     app = make_app(broker, masters, entries, HOURLY)
     app.conf.singleton_beat_key_prefix = prefix
@@ -226,12 +227,19 @@ def burst_ours(
 
     unsubscribe = ours.events.subscribe(count)
     horizon = max(p.next_slot or 0 for p in sched.plans.values())  # the same for all
-    time.sleep(max(0.0, start_at - time.time()))
+    while time.time() < start_at:  # beat runs: heartbeats, the share-out settles
+        time.sleep(max(0.0, min(sched.tick(), start_at - time.time())))
     offset = horizon / 1000 + 0.5 - time.time()  # every slot due, none late
     cpu, started = time.process_time(), time.perf_counter()
     while any((p.next_slot or 0) <= horizon or p.held for p in sched.plans.values()):
         time.sleep(min(sched.tick(), 0.01))
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    # beat runs on after its burst: a replica that left would hand the others its
+    # share's slots to claim again (they are done)
+    finished = redis.Redis.from_url(broker)
+    finished.incr(f"{prefix}finished")
+    while int(finished.get(f"{prefix}finished") or 0) < replicas:
+        time.sleep(min(sched.tick(), 0.01))
     unsubscribe()
     sched.close()
     return published, wall, cpu
@@ -307,7 +315,7 @@ def bursts(broker: str, masters: list[str], entries: int, cap: float) -> list[Bu
         start_at = time.time() + 15 + entries / 4000  # every replica registered by then
         with multiprocessing.get_context("spawn").Pool(replicas) as pool:
             runs = pool.starmap(
-                burst_ours, [(broker, masters, entries, prefix, start_at)] * replicas
+                burst_ours, [(broker, masters, entries, (prefix, start_at, replicas))] * replicas
             )
         redis.Redis.from_url(broker).delete(QUEUE)
         sent = [slot for run in runs for slot in run[0]]

@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import random
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from celery_singleton_beat.beat.claims import ClaimKeeper
@@ -53,6 +53,10 @@ DISPATCH_BUDGET = 1.0
 #: Due entries taken into one pass at most: about what a pass dispatches within its
 #: budget; the others stay woken, in time order, for the passes that follow.
 PASS_ENTRIES = 8 * CLAIM_CHUNK
+#: Seconds another replica's progress may stand still before the slots it owns that are
+#: late by the share grace are claimed (at least the grace): a busy live replica tells
+#: its progress at least once a second, at each heartbeat.
+STALL = 2.0
 #: A slot decided within this long of its time is on time (ms).
 ON_TIME_MS = int(ON_TIME * 1000)
 #: Unhandled slots of one entry claimed one by one (the newest); older ones are counted.
@@ -169,10 +173,55 @@ class Dispatcher:
         self.grace_ms = int(self.config.share_grace * 1000)
         self._before: tuple[Share | None, int] = (None, 0)
         """The share before the last change, and when it changed (ms)."""
+        self.progress: Callable[[], tuple[float, Mapping[str, Mapping[str, Any]]]] | None = None
+        """When read (monotonic s) and the live replicas' heartbeat info by id (``host:pid``),
+        read lately: each sharing replica's ``through`` (see :meth:`progressed`)."""
+        self.through: int | None = None
+        """Every slot of this replica's share sent at or before this time (ms) is decided;
+        None until a pass under the current share tells."""
+        self._holding: dict[str, Plan] = {}
+        """Entries with slots held (another replica's claim in flight, or given back)."""
+        self.moved = runtime.monotonic()
+        """When this replica last moved on (a chunk decided, or nothing due): told in the
+        heartbeat as seconds ago, it shows the others that this replica is not stuck
+        while its ``through`` waits on a long burst."""
+        self._parked: dict[str, list[PlanSlot]] = {}
+        """Another replica's slots late by the grace, by owner, while that owner moves on."""
+        self._stalled: dict[str, float] = {}
+        self._unparked: dict[str, int | None] = {}
+        """Each owner's ``through`` when its parked slots were last looked at."""
+        """Each owner's seconds since it last moved on, as of the progress read."""
+        self._stall = max(self.config.share_grace, STALL)
 
     def follow(self, share: Share, now: int) -> None:
         """Claim ``share``'s entries when due from now on."""
         self._before, self.share = (self.share, now), share
+        self.through = None
+        for items in self._parked.values():  # their owners may have changed
+            for plan, _slot in items:
+                self.wakeups.wake(plan, now)
+        self._parked = {}
+
+    def progressed(self, plans: Mapping[str, Plan], now: int) -> None:
+        """After a pass at ``now``: how far this replica has decided its share. Every
+        wake-up at or before ``now`` was popped, save those at or after the soonest left
+        (a burst is a pass's worth at a time), and a held slot is not decided until its
+        claim is: ``through`` stops before both. Told in the heartbeat, with the share it
+        holds under, so that the other replicas let those slots go without claiming them
+        (see :meth:`_left_to_owners`)."""
+        if self.share is None:
+            return
+        soonest = self.wakeups.soonest()
+        through = now if soonest is None else min(now, soonest - 1)
+        if through == now and not self._holding:
+            self.moved = self.runtime.monotonic()  # nothing due: this replica keeps up
+        for name, plan in list(self._holding.items()):
+            if not plan.held or plans.get(name) is not plan:
+                del self._holding[name]
+                continue
+            oldest = min(plan.held)
+            through = min(through, (plan.send_at(oldest) or oldest) - 1)
+        self.through = through
 
     def dispatch(self, due: list[Plan], now: int, *, ending: bool = False) -> None:
         """Claim, decide, publish and finish the due slots of ``due``, a chunk at a time.
@@ -195,7 +244,7 @@ class Dispatcher:
             oldest = fresh[0] if fresh else slots[0]
             passes[plan.name] = _Pass(plan.newest_due(horizon), left_out, oldest)
             (work if owns else theirs).extend(PlanSlot(plan, slot) for slot in slots)
-        work.extend(theirs)
+        work.extend(self._left_to_owners(theirs))
         chunks = list(batches(work, _slot_size, count=CLAIM_CHUNK))
         done = 0
         until = self.runtime.monotonic() + DISPATCH_BUDGET
@@ -211,6 +260,92 @@ class Dispatcher:
             # chunks not reached are looked at again (at once, or once the store is back)
             for plan, _slot in (item for chunk in chunks[done:] for item in chunk):
                 self.wakeups.wake(plan, plan.wake)
+
+    def _left_to_owners(self, theirs: list[PlanSlot]) -> list[PlanSlot]:
+        """Of another replica's slots late by the grace, those to claim now. A slot its
+        owner says it decided (sent at or before the owner's ``through``, under the same
+        share) is let go without a claim, as if the claim had found it done; one whose
+        owner is still moving on (its ``through`` or its count of claims changed within
+        the stall time) is parked until the owner decides it or stops. A dead, stopped
+        or stuck owner's slots are claimed, as they were without a share-out."""
+        if not theirs:
+            return theirs
+        owners = self._owners()
+        if owners is None:
+            return theirs
+        left: list[PlanSlot] = []
+        decided = _Batch("")
+        for item in theirs:
+            owner = self.share.owner(item.plan.name) if self.share is not None else ""
+            through = owners.get(owner)
+            if through is None:
+                left.append(item)
+            elif (item.plan.send_at(item.slot) or item.slot) <= through:
+                _let_go(decided, item)
+            elif self._moving(owner):
+                self._parked.setdefault(owner, []).append(item)
+            else:
+                left.append(item)
+        self._advance(decided)
+        return left
+
+    @property
+    def parked(self) -> bool:
+        return bool(self._parked)
+
+    def unpark(self, now: int) -> None:
+        """Parked slots whose owner has decided them are let go; those of an owner that
+        stopped moving on, left the share or shares otherwise are woken to be claimed."""
+        if not self._parked:
+            return
+        owners = self._owners()
+        decided = _Batch("")
+        for owner, items in list(self._parked.items()):
+            through = None if owners is None else owners.get(owner)
+            moving = through is not None and self._moving(owner)
+            if moving and through == self._unparked.get(owner):
+                continue  # nothing new from this owner since its slots were looked at
+            self._unparked[owner] = through
+            kept: list[PlanSlot] = []
+            for item in items:
+                if through is not None and (item.plan.send_at(item.slot) or item.slot) <= through:
+                    _let_go(decided, item)
+                elif moving:
+                    kept.append(item)
+                else:
+                    self.wakeups.wake(item.plan, now)
+            if kept:
+                self._parked[owner] = kept
+            else:
+                del self._parked[owner]
+        self._advance(decided)
+
+    def _owners(self) -> dict[str, int] | None:
+        """Each sharing replica's ``through`` under this replica's share, noting when its
+        progress last changed; None if the progress cannot be read."""
+        share, progress = self.share, self.progress
+        if share is None or progress is None:
+            return None
+        try:
+            read, seen = progress()
+        except Exception as exc:  # unread: every late slot is claimed, as without it
+            logger.debug("singleton beat: the replicas' progress is unread: %s", exc)
+            return None
+        since, digest = self.runtime.monotonic() - read, share.digest
+        owners: dict[str, int] = {}
+        self._stalled = {}
+        for replica, info in seen.items():
+            if info.get("share_of") != digest or info.get("through") is None:
+                continue
+            owners[replica] = int(info["through"])
+            if info.get("moved") is not None and info.get("seen_ago") is not None:
+                self._stalled[replica] = float(info["moved"]) + float(info["seen_ago"]) + since
+        return owners
+
+    def _moving(self, owner: str) -> bool:
+        """Whether ``owner`` moved on within the stall time: as it told at its last
+        heartbeat, plus the heartbeat's age on the store's clock and the read's since."""
+        return self._stalled.get(owner, self._stall + 1) <= self._stall
 
     def _owns(self, plan: Plan) -> bool:
         return self.share is None or self.share.owns(plan.name)
@@ -276,6 +411,8 @@ class Dispatcher:
         ) as keeper:
             self._publish_batch_of(batch, keeper)
         self._finish(batch)
+        if not batch.giveback:
+            self.moved = self.runtime.monotonic()
 
     def _sort(
         self, batch: _Batch, plan: Plan, slot: int, claim: Claim, *, this: _Pass, now: int
@@ -387,8 +524,16 @@ class Dispatcher:
         self._track_runs(batch, marked)
         for name, skipped in batch.skipped.items():
             self._report_skipped(batch.plans[name], skipped)
+        self._advance(batch)
+
+    def _advance(self, batch: _Batch) -> None:
+        """Each entry of ``batch`` past its newest slot decided: woken for its next."""
         now = self.runtime.now_ms()
         for name, plan in batch.plans.items():
+            if plan.held:
+                self._holding[name] = plan
+            else:
+                self._holding.pop(name, None)
             after = plan.slots.next_after(batch.newest[name])
             if plan.next_slot is not None and (after is None or after > plan.next_slot):
                 plan.next_slot = after
@@ -487,3 +632,11 @@ def log_fields(replica: str, plan: Plan | None, slot: int | None) -> dict[str, A
         "slot": slot_label(slot) if slot is not None else None,
         "task_id": slot_task_id(plan.name, slot) if plan and slot is not None else None,
     }
+
+
+def _let_go(decided: _Batch, item: PlanSlot) -> None:
+    """Another replica's slot its owner decided: the entry moves past it, unclaimed."""
+    plan, slot = item
+    plan.release(slot)
+    decided.plans[plan.name] = plan
+    decided.newest[plan.name] = max(slot, decided.newest.get(plan.name, slot))

@@ -70,6 +70,8 @@ from celery_singleton_beat.sources.watcher import POLL_EVERY, SourceWatcher
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 1.0
+#: Longest sleep while another replica's slots wait on their owner's progress (s).
+PARKED_EVERY = 0.25
 #: The longest pause between two ticks while the store does not answer (with jitter): a
 #: failover of a Redis primary takes seconds, and beat publishes again within about this
 #: long of it; a tick that fails costs one refused connection or one node timeout.
@@ -160,6 +162,10 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         )  # fmt: skip
         self._shares = self.config.mode == Mode.ACTIVE and self.config.share_grace > 0
         """Whether this replica takes a share of the entries (``singleton_beat_share_grace``)."""
+        self._progress_seen: tuple[float, dict[str, dict[str, Any]]] | None = None
+        """When the replicas' heartbeat info was read last (monotonic s), and what."""
+        if self._shares:
+            self.dispatcher.progress = self._progress
         self._broker_cold = True
         self._initialized = False
         self._ready: bool | None = None
@@ -278,6 +284,11 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         due = self.wakeups.pop_due(self.plans, now, PASS_ENTRIES)
         if due:
             self.dispatcher.dispatch(due, now)
+        if self._shares and self._initialized and not self.loader.loading:
+            self.dispatcher.unpark(now)
+            self.dispatcher.progressed(self.plans, now)
+        else:  # entries not read yet are not in the wake-ups: nothing to tell
+            self.dispatcher.through = None
         control = self.source.control
         requests = control.backfills if control is not None else {}
         backfill = self.backfiller.run(requests, self.plans, now) if requests else None
@@ -285,6 +296,8 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         until = min(self._watcher.next_poll, self._next_heartbeat) - monotonic
         if backfill is not None:
             until = min(until, (backfill - self.runtime.now_ms()) / 1000)
+        if self.dispatcher.parked:  # their owners' progress is looked at every quarter second
+            until = min(until, PARKED_EVERY)
         return min(self.wakeups.sleep_for(self.runtime.now_ms()), max(0.0, until))
 
     def _heartbeat(self) -> None:
@@ -301,6 +314,10 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             info["initialised"] = self.loader.done
         if self._shares and self._initialized and not self.loader.loading:
             info["share"] = True  # a share once every entry is read
+            share, through = self.dispatcher.share, self.dispatcher.through
+            if share is not None and through is not None:
+                info["through"], info["share_of"] = through, share.digest
+            info["moved"] = round(self.runtime.monotonic() - self.dispatcher.moved, 3)
         alive = self.store.heartbeat(self.replica, info, HEARTBEAT_TTL)
         if self._shares:
             self._follow_share()
@@ -323,6 +340,16 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         for name in self._paused_names:
             counts[self.source.pause_kind(name)] += 1
         return counts
+
+    def _progress(self) -> tuple[float, dict[str, dict[str, Any]]]:
+        """The live replicas' heartbeat info by id, read at most twice per heartbeat
+        period, when another replica's slots are late by the grace."""
+        monotonic = self.runtime.monotonic()
+        seen = self._progress_seen
+        if seen is None or monotonic - seen[0] >= HEARTBEAT_EVERY / 2:
+            found = {f"{r['host']}:{r['pid']}": r for r in self.store.replicas()}
+            seen = self._progress_seen = (monotonic, found)
+        return seen
 
     def _follow_share(self) -> None:
         """Who owns which entries, from the replicas that take a share (see

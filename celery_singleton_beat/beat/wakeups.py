@@ -44,6 +44,10 @@ class Wakeups:
                 due[name] = plan
         return list(due.values())
 
+    def soonest(self) -> int | None:
+        """The soonest wake-up (ms; perhaps one a newer wake-up made stale), None if none."""
+        return self._heap[0][0] if self._heap else None
+
     def sleep_for(self, now: int) -> float:
         """Seconds until the next wake-up, at most :data:`LONGEST_SLEEP`."""
         if not self._heap:
