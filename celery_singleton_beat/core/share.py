@@ -40,6 +40,8 @@ class Share:
         self._everything = me not in self.replicas or len(self.replicas) == 1
         self._keys = [_key(replica) for replica in self.replicas]
         self._mine = self.replicas.index(me) if not self._everything else 0
+        self._owners: dict[str, int] = {}
+        """Each entry's owner once scored (a pass asks for it several times)."""
 
     @property
     def digest(self) -> str:
@@ -65,6 +67,12 @@ class Share:
         return self.replicas[self.owner_index(name)]
 
     def owner_index(self, name: str) -> int:
+        found = self._owners.get(name)
+        if found is None:
+            found = self._owners[name] = self._score(name)
+        return found
+
+    def _score(self, name: str) -> int:
         data = name.encode()
         best, found = b"", 0
         for index, key in enumerate(self._keys):

@@ -20,6 +20,7 @@ schedule, with no clock reading involved:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import importlib
 import math
@@ -403,6 +404,7 @@ def to_datetime(slot: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(slot / 1000, UTC)
 
 
+@functools.lru_cache(maxsize=1024)  # the slots of a burst share a few times
 def slot_label(slot: int) -> str:
     """ISO 8601 UTC text of a slot, e.g. ``2026-11-24T23:00:00.000Z``."""
     return to_datetime(slot).strftime("%Y-%m-%dT%H:%M:%S.") + f"{slot % 1000:03d}Z"
