@@ -407,12 +407,22 @@ def _row_keys(rows: Any) -> Any:
     each as text, a NULL told apart from an empty text), computed by the database: a
     row whose digest is the one of the last read is not read again, and a read of
     100,000 rows moves two columns, not twenty-seven."""
-    from django.db.models import F, TextField, Value  # noqa: PLC0415
-    from django.db.models.functions import MD5, Cast, Coalesce, Concat  # noqa: PLC0415
+    from django.db.models import F, Func, TextField, Value  # noqa: PLC0415
+    from django.db.models.functions import MD5, Cast, Coalesce  # noqa: PLC0415
+
+    class Joined(Func):
+        """The texts joined in one flat call (Django's ``Concat`` nests a pair per
+        argument, deeper than SQLite's parser takes)."""
+
+        function = "CONCAT"
+        output_field = TextField()
+
+        def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+            return self.as_sql(
+                compiler, connection, template="(%(expressions)s)", arg_joiner=" || ", **extra
+            )
 
     parts: list[Any] = []
     for name in ROW_FIELDS[1:]:
         parts += [Coalesce(Cast(F(name), TextField()), Value(NULL_MARK)), Value(SEPARATOR)]
-    return rows.annotate(entry_digest=MD5(Concat(*parts, output_field=TextField()))).values_list(
-        "pk", "entry_digest"
-    )
+    return rows.annotate(entry_digest=MD5(Joined(*parts))).values_list("pk", "entry_digest")
