@@ -218,7 +218,8 @@ def table(app: Any, options: Any) -> list[str]:
 
     dcb = DatabaseScheduler(app=app, lazy=False)  # first: it saves a row of its own
     ours = Scheduler(app, lazy=False)
-    ours._load_state()
+    while not ours._initialized or ours.loader.loading:  # every entry's progress read
+        ours._load_state()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [f"{options.rows} PeriodicTask rows on PostgreSQL, Django's CONN_MAX_AGE = 0 "
              f"(load average {load}, {os.cpu_count()} CPUs)"]  # fmt: skip

@@ -5,17 +5,19 @@ set and owns the entries it scores highest on. Every replica computes the same o
 from the same set, with nothing stored; when a replica joins or leaves, only the entries
 it owns move (a third of them with three replicas, not all of them).
 
-The owner claims an entry's slot when it falls due; the other replicas claim it only
-once it is late by the grace, so a dead or stopped owner's slots are taken over within
-the grace. The claim decides who sends a slot, as always: owners that disagree for a
-moment (one replica sees a new member before another) cost a claim, never a second
-message::
+The owner claims an entry's slot when it falls due; the other replicas look at it once
+it is late by the grace, and claim it only if the owner does not keep up (its heartbeat
+tells how far it has decided its share and when it last moved on: see
+:class:`celery_singleton_beat.beat.dispatch.Dispatcher`), so a dead or stopped owner's
+slots are taken over soon after the grace. The claim decides who sends a slot, as always:
+owners that disagree for a moment (one replica sees a new member before another) cost a
+claim, never a second message::
 
-    r1 (owner of "report"): claim fire:report:t at t ── publish ── done
-    r2, r3:                 claim fire:report:t at t + grace: done already, nothing sent
+    r1 (owner of "report"): claim fire:report:t at t ── publish ── done; through t
+    r2, r3:                 at t + grace: r1 decided t, nothing claimed
 
     r1 SIGKILLed
-    r2, r3:                 claim fire:report:t at t + grace: one wins, publishes
+    r2, r3:                 r1 stopped moving on: claim fire:report:t, one wins, publishes
     r1's heartbeat expires: r2 or r3 owns "report" from then on and claims it at t
 """
 
