@@ -181,6 +181,8 @@ class Dispatcher:
         None until a pass under the current share tells."""
         self._holding: dict[str, Plan] = {}
         """Entries with slots held (another replica's claim in flight, or given back)."""
+        self.schedule_mark = ""
+        """The schedule's :func:`~celery_singleton_beat.core.share.schedule_mark`."""
         self.moved = runtime.monotonic()
         """When this replica last moved on (a chunk decided, or nothing due): told in the
         heartbeat as seconds ago, it shows the others that this replica is not stuck
@@ -192,6 +194,14 @@ class Dispatcher:
         """Each owner's ``through`` when its parked slots were last looked at."""
         """Each owner's seconds since it last moved on, as of the progress read."""
         self._stall = max(self.config.share_grace, STALL)
+
+    @property
+    def share_mark(self) -> str | None:
+        """The share-out and the schedule this replica's ``through`` holds under: another
+        replica takes its word only with the same mark (see :func:`schedule_mark`)."""
+        if self.share is None:
+            return None
+        return f"{self.share.digest}:{self.schedule_mark}"
 
     def follow(self, share: Share, now: int) -> None:
         """Claim ``share``'s entries when due from now on."""
@@ -331,7 +341,7 @@ class Dispatcher:
         except Exception as exc:  # unread: every late slot is claimed, as without it
             logger.debug("singleton beat: the replicas' progress is unread: %s", exc)
             return None
-        since, digest = self.runtime.monotonic() - read, share.digest
+        since, digest = self.runtime.monotonic() - read, self.share_mark
         owners: dict[str, int] = {}
         self._stalled = {}
         for replica, info in seen.items():

@@ -51,7 +51,7 @@ from celery_singleton_beat.core.batches import batches, name_size
 from celery_singleton_beat.core.entries import Entry, Plan
 from celery_singleton_beat.core.replan import Changes, compare
 from celery_singleton_beat.core.schema import PAUSE_KINDS, Header, Mode, Overlap
-from celery_singleton_beat.core.share import Share
+from celery_singleton_beat.core.share import Share, schedule_mark
 from celery_singleton_beat.core.slots import (
     OnceSlots,
     Slots,
@@ -162,6 +162,8 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         )  # fmt: skip
         self._shares = self.config.mode == Mode.ACTIVE and self.config.share_grace > 0
         """Whether this replica takes a share of the entries (``singleton_beat_share_grace``)."""
+        self._marked: dict[str, Plan] | None = None
+        """The plans the dispatcher's schedule mark was made of."""
         self._progress_seen: tuple[float, dict[str, dict[str, Any]]] | None = None
         """When the replicas' heartbeat info was read last (monotonic s), and what."""
         if self._shares:
@@ -285,6 +287,9 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         if due:
             self.dispatcher.dispatch(due, now)
         if self._shares and self._initialized and not self.loader.loading:
+            if self._marked is not self.plans:  # the schedule changed: named again
+                self.dispatcher.schedule_mark = schedule_mark(self.plans)
+                self._marked = self.plans
             self.dispatcher.unpark(now)
             self.dispatcher.progressed(self.plans, now)
         else:  # entries not read yet are not in the wake-ups: nothing to tell
@@ -314,9 +319,9 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             info["initialised"] = self.loader.done
         if self._shares and self._initialized and not self.loader.loading:
             info["share"] = True  # a share once every entry is read
-            share, through = self.dispatcher.share, self.dispatcher.through
-            if share is not None and through is not None:
-                info["through"], info["share_of"] = through, share.digest
+            mark, through = self.dispatcher.share_mark, self.dispatcher.through
+            if mark is not None and through is not None:
+                info["through"], info["share_of"] = through, mark
             info["moved"] = round(self.runtime.monotonic() - self.dispatcher.moved, 3)
         alive = self.store.heartbeat(self.replica, info, HEARTBEAT_TTL)
         if self._shares:

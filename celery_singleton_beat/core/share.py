@@ -24,7 +24,9 @@ claim, never a second message::
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+from celery_singleton_beat.core.entries import Plan
 
 _KEY_BYTES = 32
 
@@ -87,3 +89,15 @@ class Share:
 def _key(replica: str) -> bytes:
     """A replica's hashing key (blake2b keys are at most 64 bytes; ids may be longer)."""
     return hashlib.blake2b(replica.encode(), digest_size=_KEY_BYTES).digest()
+
+
+def schedule_mark(plans: Mapping[str, Plan]) -> str:
+    """Names a schedule by each entry's name and slots, in any order: two replicas whose
+    marks agree schedule the same slots, so one may take the other's word that a slot of
+    its share is decided (a replica that does not know an entry, or knows other slots of
+    it, as in a rolling deploy or the second after an edit, has another mark)."""
+    mark = 0
+    for name, plan in plans.items():
+        text = f"{name}\x00{plan.slots.fingerprint()}".encode()
+        mark ^= int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
+    return f"{mark:016x}"

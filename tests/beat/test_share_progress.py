@@ -1,9 +1,10 @@
 """Another replica's slots late by the share grace are claimed only when their owner
 does not keep up: a live owner tells in its heartbeat how far it has decided its share
 (``through``) and how long ago it last moved on (``moved``). Slots it decided are let go
-unclaimed; slots it has not reached while it moves on wait for it; once it stalls they
-are claimed and sent, as without a share-out (the scheduler in-process on the memory
-store, the other replica's heartbeat written by the test)."""
+unclaimed; slots it has not reached while it moves on wait for it; once it stalls, or
+when it schedules otherwise (another mark), they are claimed and sent, as without a
+share-out (the scheduler in-process on the memory store, the other replica's heartbeat
+written by the test)."""
 
 from __future__ import annotations
 
@@ -66,10 +67,10 @@ def test_a_live_owner_s_slots_are_let_go_or_wait_and_a_stalled_owner_s_are_claim
         theirs = sorted(e for e in schedule if not share.owns(e))
         assert mine and theirs
 
-        def other(through: float, moved: float) -> None:
+        def other(through: float, moved: float, mark: str | None = None) -> None:
             Watched.other = {
-                "share": True, "share_of": share.digest, "through": int(through * 1000),
-                "moved": moved, "seen_ago": 0.2,
+                "share": True, "share_of": mark or sched.dispatcher.share_mark,
+                "through": int(through * 1000), "moved": moved, "seen_ago": 0.2,
             }  # fmt: skip
             sched._progress_seen = None  # read again at once
 
@@ -95,9 +96,19 @@ def test_a_live_owner_s_slots_are_let_go_or_wait_and_a_stalled_owner_s_are_claim
         now[0] = START + 21.6
         sched.tick()
         sched.tick()
+        assert sorted(store.claimed) == sorted(mine + theirs)
+
+        # 00:00:30: the other replica has decided its share, but of another schedule (an
+        # entry it does not know, other slots): its word is not taken, the slots are claimed
+        store.claimed.clear()
+        other(START + 30.5, 0.1, mark=f"{share.digest}:{'0' * 16}")
+        now[0] = START + 30.2
+        sched.tick()
+        now[0] = START + 31.3
+        sched.tick()
     finally:
         sched.close()
     assert sorted(store.claimed) == sorted(mine + theirs)
     sent = {(e.entry, e.slot.timestamp() - START) for e in fired}
-    assert {(e, 20.0) for e in schedule} <= sent
+    assert {(e, 20.0) for e in schedule} | {(e, 30.0) for e in schedule} <= sent
     assert not {(e, 10.0) for e in theirs} & sent, "decided by their owner, not sent here"
