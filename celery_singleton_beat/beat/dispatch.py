@@ -190,9 +190,9 @@ class Dispatcher:
         self._parked: dict[str, list[PlanSlot]] = {}
         """Another replica's slots late by the grace, by owner, while that owner moves on."""
         self._stalled: dict[str, float] = {}
+        """Each owner's seconds since it last moved on, as of the progress read."""
         self._unparked: dict[str, int | None] = {}
         """Each owner's ``through`` when its parked slots were last looked at."""
-        """Each owner's seconds since it last moved on, as of the progress read."""
         self._stall = max(self.config.share_grace, STALL)
 
     @property
@@ -229,8 +229,7 @@ class Dispatcher:
             if not plan.held or plans.get(name) is not plan:
                 del self._holding[name]
                 continue
-            oldest = min(plan.held)
-            through = min(through, (plan.send_at(oldest) or oldest) - 1)
+            through = min(through, _sent_at(plan, min(plan.held)) - 1)
         self.through = through
 
     def dispatch(self, due: list[Plan], now: int, *, ending: bool = False) -> None:
@@ -275,22 +274,22 @@ class Dispatcher:
         """Of another replica's slots late by the grace, those to claim now. A slot its
         owner says it decided (sent at or before the owner's ``through``, under the same
         share) is let go without a claim, as if the claim had found it done; one whose
-        owner is still moving on (its ``through`` or its count of claims changed within
-        the stall time) is parked until the owner decides it or stops. A dead, stopped
-        or stuck owner's slots are claimed, as they were without a share-out."""
+        owner moved on within the stall time (it decided a chunk, or had nothing due) is
+        parked until the owner decides it or stops. A dead, stopped or stuck owner's
+        slots are claimed, as they were without a share-out."""
         if not theirs:
             return theirs
-        owners = self._owners()
-        if owners is None:
+        owners, share = self._owners(), self.share
+        if owners is None or share is None:
             return theirs
         left: list[PlanSlot] = []
         decided = _Batch("")
         for item in theirs:
-            owner = self.share.owner(item.plan.name) if self.share is not None else ""
+            owner = share.owner(item.plan.name)
             through = owners.get(owner)
             if through is None:
                 left.append(item)
-            elif (item.plan.send_at(item.slot) or item.slot) <= through:
+            elif _sent_at(*item) <= through:
                 _let_go(decided, item)
             elif self._moving(owner):
                 self._parked.setdefault(owner, []).append(item)
@@ -318,7 +317,7 @@ class Dispatcher:
             self._unparked[owner] = through
             kept: list[PlanSlot] = []
             for item in items:
-                if through is not None and (item.plan.send_at(item.slot) or item.slot) <= through:
+                if through is not None and _sent_at(*item) <= through:
                     _let_go(decided, item)
                 elif moving:
                     kept.append(item)
@@ -331,8 +330,8 @@ class Dispatcher:
         self._advance(decided)
 
     def _owners(self) -> dict[str, int] | None:
-        """Each sharing replica's ``through`` under this replica's share, noting when its
-        progress last changed; None if the progress cannot be read."""
+        """Each replica's ``through`` under this replica's share mark, noting how long each
+        has stood still (see :meth:`_moving`); None if the progress cannot be read."""
         share, progress = self.share, self.progress
         if share is None or progress is None:
             return None
@@ -642,6 +641,11 @@ def log_fields(replica: str, plan: Plan | None, slot: int | None) -> dict[str, A
         "slot": slot_label(slot) if slot is not None else None,
         "task_id": slot_task_id(plan.name, slot) if plan and slot is not None else None,
     }
+
+
+def _sent_at(plan: Plan, slot: int) -> int:
+    """When ``slot`` of ``plan`` is sent (its time, its jitter added)."""
+    return plan.send_at(slot) or slot
 
 
 def _let_go(decided: _Batch, item: PlanSlot) -> None:

@@ -66,6 +66,7 @@ from celery_singleton_beat.settings import defaults
 from celery_singleton_beat.settings.config import as_written, store_reason
 from celery_singleton_beat.sources import BEAT_SCHEDULE, load_source
 from celery_singleton_beat.sources.watcher import POLL_EVERY, SourceWatcher
+from celery_singleton_beat.stores.base import replica_id
 
 logger = logging.getLogger(__name__)
 
@@ -352,7 +353,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         monotonic = self.runtime.monotonic()
         seen = self._progress_seen
         if seen is None or monotonic - seen[0] >= HEARTBEAT_EVERY / 2:
-            found = {f"{r['host']}:{r['pid']}": r for r in self.store.replicas()}
+            found = {replica_id(r): r for r in self.store.replicas()}
             seen = self._progress_seen = (monotonic, found)
         return seen
 

@@ -44,13 +44,10 @@ class Share:
         self._everything = me not in self.replicas or len(self.replicas) == 1
         self._keys = [_key(replica) for replica in self.replicas]
         self._mine = self.replicas.index(me) if not self._everything else 0
+        self.digest = hashlib.blake2b("\n".join(self.replicas).encode(), digest_size=8).hexdigest()
+        """Names the set of replicas, so that two replicas can tell they share alike."""
         self._owners: dict[str, int] = {}
         """Each entry's owner once scored (a pass asks for it several times)."""
-
-    @property
-    def digest(self) -> str:
-        """Names the set of replicas, so that two replicas can tell they share alike."""
-        return hashlib.blake2b("\n".join(self.replicas).encode(), digest_size=8).hexdigest()
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Share) and (self.me, self.replicas) == (other.me, other.replicas)

@@ -42,7 +42,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from celery_singleton_beat.core.schema import ClaimStatus, Outcome
@@ -308,7 +308,7 @@ class ReplicaRegistry(abc.ABC):
         seen = self._sharing_seen
         if seen is not None and time.monotonic() - seen[0] <= within:
             return seen[1]
-        ids = sorted(f"{r['host']}:{r['pid']}" for r in self.replicas() if r.get("share"))
+        ids = sorted(replica_id(r) for r in self.replicas() if r.get("share"))
         self.saw_sharing(ids)
         return ids
 
@@ -381,3 +381,8 @@ class SlotStore(Fences, ScheduleChanges, DocumentStore, RunStates, ReplicaRegist
 
     def close(self) -> None:
         """Release connections. The store is not used afterwards."""
+
+
+def replica_id(info: Mapping[str, Any]) -> str:
+    """A replica's id (``host:pid``) from its heartbeat ``info``."""
+    return f"{info['host']}:{info['pid']}"
